@@ -1,0 +1,123 @@
+"""Argument validators shared by every stage.
+
+Each raises ``ValueError`` or ``TypeError`` naming the argument, what was expected
+and what came, so the CLI can print it as a one-line message.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .constants import FIELD_STRENGTH_RANGE_T, MAX_ECHO_TIME_S
+
+
+def as_volume(name: str, arr, *, ndim: int = 3, dtype=np.float32) -> np.ndarray:
+    """Return ``arr`` as a finite array of ``ndim`` dimensions and the given dtype."""
+    if not isinstance(arr, np.ndarray):
+        try:
+            arr = np.asarray(arr)
+        except Exception as exc:  # pragma: no cover - exotic inputs
+            raise TypeError(f"{name} must be an array, got {type(arr).__name__}") from exc
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}D, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if ndim == 3 and min(arr.shape) < 2:
+        raise ValueError(f"{name} must be a 3D volume with at least 2 voxels along each axis, got shape {arr.shape}")
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    return arr
+
+
+def as_mask(name: str, mask, shape: tuple[int, ...]) -> np.ndarray:
+    """Return ``mask`` as a bool array of ``shape`` with at least one voxel set."""
+    mask = np.asarray(mask)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {mask.shape} but the data have shape {tuple(shape)}")
+    if mask.dtype != bool:
+        if not np.issubdtype(mask.dtype, np.number):
+            raise TypeError(f"{name} must be boolean or 0/1, got dtype {mask.dtype}")
+        mask = mask != 0
+    if not mask.any():
+        raise ValueError(f"{name} is empty: no voxel is inside it")
+    return mask
+
+
+def same_shape(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:
+    """Refuse arrays whose shapes differ."""
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} has shape {a.shape} but {name_b} has shape {b.shape}")
+
+
+def voxel_size(vs, ndim: int = 3) -> np.ndarray:
+    """Return the voxel size as ``ndim`` positive finite floats (mm)."""
+    try:
+        vs = np.asarray(vs, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"voxel_size must be {ndim} numbers in mm, got {vs!r}") from exc
+    if vs.size != ndim or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
+        raise ValueError(f"voxel_size must be {ndim} positive numbers in mm, got {vs.tolist()}")
+    if np.any(vs > 20):
+        raise ValueError(f"voxel_size must be in mm; {vs.tolist()} looks like a matrix size or cm/µm")
+    return vs
+
+
+def b0_direction(vec) -> np.ndarray:
+    """Return the B0 direction as a unit 3-vector (voxel axes)."""
+    try:
+        vec = np.asarray(vec, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"b0_direction must be 3 numbers, got {vec!r}") from exc
+    if vec.size != 3 or not np.all(np.isfinite(vec)):
+        raise ValueError(f"b0_direction must be 3 finite numbers, got {vec.tolist()}")
+    norm = np.linalg.norm(vec)
+    if norm < 1e-6:
+        raise ValueError("b0_direction must not be the zero vector")
+    return vec / norm
+
+
+def echo_times(te, n_echoes: int | None = None) -> np.ndarray:
+    """Return echo times in seconds, strictly increasing, matching ``n_echoes``."""
+    try:
+        te = np.asarray(te, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"echo_times must be numbers in seconds, got {te!r}") from exc
+    if te.size == 0:
+        raise ValueError("echo_times is empty; give one echo time (s) per echo")
+    if not np.all(np.isfinite(te)):
+        raise ValueError(f"echo_times must be finite, got {te.tolist()}")
+    if np.any(te > MAX_ECHO_TIME_S):
+        raise ValueError(
+            f"echo_times must be in seconds, got {te.tolist()}: these look like milliseconds; "
+            f"divide by 1000 (e.g. {', '.join(f'{t / 1000:g}' for t in te)})"
+        )
+    if np.any(te <= 0):
+        raise ValueError(f"echo_times must be positive (s), got {te.tolist()}")
+    if te.size > 1 and np.any(np.diff(te) <= 0):
+        raise ValueError(f"echo_times must be strictly increasing, got {te.tolist()}")
+    if n_echoes is not None and te.size != n_echoes:
+        raise ValueError(f"got {te.size} echo times for {n_echoes} echoes; give one echo time per echo")
+    return te
+
+
+def field_strength(b0) -> float:
+    """Return the field strength in tesla, refusing implausible values."""
+    try:
+        b0 = float(b0)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"field_strength must be a number in tesla, got {b0!r}") from exc
+    lo, hi = FIELD_STRENGTH_RANGE_T
+    if not (lo <= b0 <= hi):
+        raise ValueError(f"field_strength must be in tesla between {lo} and {hi}, got {b0}")
+    return b0
+
+
+def positive(name: str, value, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float that is positive (or non-negative)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number, got {value!r}") from exc
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+    return value
