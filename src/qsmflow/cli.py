@@ -1,0 +1,246 @@
+"""Command line: the only module that imports click.
+
+User mistakes become a one-line ``qsmflow: error: ...`` and exit code 1, with no
+traceback unless ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import __version__
+
+log = logging.getLogger("qsmflow")
+
+_USER_ERRORS = (ValueError, TypeError, OSError)
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    root = logging.getLogger("qsmflow")
+    root.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S") if verbose
+                         else logging.Formatter("qsmflow: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+    # nibabel reports header fix-ups (e.g. qfac) at INFO on its own handler; keep them out of the way
+    logging.getLogger("nibabel").setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+def _command(func):
+    """Add --verbose/--quiet and turn user errors into one line and exit code 1."""
+
+    @click.option("-v", "--verbose", is_flag=True, help="Debug logging; show tracebacks.")
+    @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+    @functools.wraps(func)
+    def wrapper(*args, verbose=False, quiet=False, **kwargs):
+        _setup_logging(verbose, quiet)
+        try:
+            return func(*args, **kwargs)
+        except click.exceptions.ClickException:
+            raise
+        except MemoryError:
+            if verbose:
+                raise
+            click.echo("qsmflow: error: out of memory; crop the data or use a machine with more RAM", err=True)
+            sys.exit(1)
+        except _USER_ERRORS as exc:
+            if verbose:
+                raise
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(f"qsmflow: error: {msg}", err=True)
+            sys.exit(1)
+        except Exception as exc:  # a bug: still one line, but say how to see more
+            if verbose:
+                raise
+            click.echo(f"qsmflow: internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the "
+                       "traceback and report it)", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+# ----------------------------------------------------------------------------- parsing helpers
+
+
+def _floats(text: str | None, name: str, count: int | None = None) -> list[float] | None:
+    if text is None:
+        return None
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
+    if count is not None and len(vals) != count:
+        raise ValueError(f"{name} needs {count} comma-separated numbers, got {text!r}")
+    return vals
+
+
+def _expand(paths: tuple[str, ...], option: str) -> list[str]:
+    out: list[str] = []
+    for p in paths:
+        if any(c in p for c in "*?["):
+            hits = sorted(glob.glob(p))
+            if not hits:
+                raise ValueError(f"{option} {p!r} matches no file")
+            out.extend(hits)
+        else:
+            out.append(p)
+    return out
+
+
+def _choices(methods: dict) -> click.Choice:
+    return click.Choice(sorted(methods), case_sensitive=False)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="qsmflow")
+def main():
+    """qsmflow: QSM (χ, ppm) and R2*/T2* maps from multi-echo GRE NIfTI files.
+
+    Start with `qsmflow demo`; process your own data with `qsmflow run`.
+    """
+
+
+def _input_options(func):
+    options = [
+        click.option("--mag", "mag", multiple=True, required=True, metavar="NIFTI",
+                     help="Magnitude: one 4D file, or one 3D file per echo (repeat the option or use a glob)."),
+        click.option("--phase", "phase", multiple=True, required=True, metavar="NIFTI",
+                     help="Phase: one 4D file, or one 3D file per echo. Radians, or scanner integers (rescaled)."),
+        click.option("--echo-times", metavar="T1,T2,...",
+                     help="Echo times in SECONDS, comma-separated (default: EchoTime from the JSON sidecars)."),
+        click.option("--field-strength", type=float, metavar="TESLA",
+                     help="B0 in tesla (default: MagneticFieldStrength from the sidecars)."),
+        click.option("--phase-scale", type=float, metavar="FACTOR",
+                     help="Force the factor converting stored phase to radians (default: detected, logged)."),
+        click.option("--b0-direction", metavar="X,Y,Z",
+                     help="B0 direction in voxel axes (default: from the affine)."),
+        click.option("--phase-sign", type=click.Choice(["1", "-1"]), default="1", show_default=True,
+                     help="-1 flips the phase for scanners whose phase runs the other way."),
+    ]
+    for opt in reversed(options):
+        func = opt(func)
+    return func
+
+
+def _load(mag, phase, echo_times, field_strength, phase_scale, b0_direction, prefix=None):
+    from . import io
+
+    return io.load_gre(
+        _expand(mag, "--mag"),
+        _expand(phase, "--phase"),
+        echo_times=_floats(echo_times, "--echo-times"),
+        field_strength=field_strength,
+        phase_scale=phase_scale,
+        b0_direction=_floats(b0_direction, "--b0-direction", 3),
+        prefix=prefix,
+    )
+
+
+def _pipeline_choices():
+    from . import pipeline
+
+    return pipeline.STAGES
+
+
+@main.command()
+@_input_options
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask to use (default: computed from the magnitude).")
+@click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
+@click.option("--unwrap", type=_choices(_pipeline_choices()["unwrap"]), default="laplacian", show_default=True)
+@click.option("--field-fit", type=_choices(_pipeline_choices()["field_fit"]), default="wls", show_default=True)
+@click.option("--bgremove", type=_choices(_pipeline_choices()["bgremove"]), default="vsharp", show_default=True)
+@click.option("--inversion", type=_choices(_pipeline_choices()["inversion"]), default="l2", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@_command
+def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path, prefix,
+        unwrap, field_fit, bgremove, inversion, force):
+    """Process one subject: χ, R2*, T2*, S0, mask, field maps into OUT.
+
+    \b
+    Example:
+      qsmflow run --mag sub-01_echo-*_part-mag_MEGRE.nii.gz \\
+                  --phase sub-01_echo-*_part-phase_MEGRE.nii.gz -o out/
+    """
+    from . import io, pipeline
+
+    t0 = time.perf_counter()
+    data = _load(mag, phase, echo_times, field_strength, phase_scale, b0_direction, prefix)
+    with io.OutputSet(out, force=force) as outset:
+        outset.check(pipeline.output_names(data.prefix, data.n_echoes))
+    mask = None
+    if mask_path:
+        mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
+    options = pipeline.Options(unwrap=unwrap, field_fit=field_fit, bgremove=bgremove, inversion=inversion,
+                               phase_sign=int(phase_sign))
+    result = pipeline.run(data, options, mask=mask)
+    written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv)
+    log.info("wrote %d files to %s in %.1f s", len(written), out, time.perf_counter() - t0)
+    if data.n_echoes < 2:
+        log.warning("single-echo data: no R2*/T2* maps were written")
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--matrix", default="160,192,160", show_default=True, metavar="X,Y,Z")
+@click.option("--voxel-size", default="1,1,1", show_default=True, metavar="X,Y,Z", help="mm")
+@click.option("--echo-times", default="0.004,0.010,0.016,0.022,0.028", show_default=True, metavar="T1,...",
+              help="seconds")
+@click.option("--field-strength", type=float, default=3.0, show_default=True, metavar="TESLA")
+@click.option("--b0-direction", metavar="X,Y,Z", help="B0 in voxel axes (default: along z).")
+@click.option("--oblique", type=float, metavar="DEG", help="Tilt the slab by DEG about the x axis.")
+@click.option("--snr", type=float, default=100.0, show_default=True, help="First-echo brain mean / noise sigma.")
+@click.option("--integer-phase", is_flag=True, help="Write phase as int16 -4096..4095 like Siemens.")
+@click.option("--lesions", is_flag=True, help="Add a calcification and a haemorrhage.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@_command
+def simulate(out, matrix, voxel_size, echo_times, field_strength, b0_direction, oblique, snr, integer_phase,
+             lesions, seed, force):
+    """Write a simulated head as a BIDS MEGRE dataset, with its ground truth in derivatives/truth."""
+    from . import io, phantom
+
+    if b0_direction and oblique is not None:
+        raise ValueError("give --b0-direction or --oblique, not both")
+    shape = tuple(int(v) for v in _floats(matrix, "--matrix", 3))
+    direction = _floats(b0_direction, "--b0-direction", 3) if b0_direction else (
+        phantom.oblique_direction(oblique) if oblique is not None else (0.0, 0.0, 1.0))
+    head = phantom.simulate_head(shape, _floats(voxel_size, "--voxel-size", 3),
+                                 echo_times=_floats(echo_times, "--echo-times"), field_strength=field_strength,
+                                 b0_direction=direction, snr=snr, seed=seed, lesions=lesions)
+    paths = io.write_phantom_dataset(out, head, integer_phase=integer_phase, force=force)
+    log.info("wrote %d files to %s", len(paths), out)
+
+
+@main.command()
+@click.argument("out", required=False, type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite existing files in OUT.")
+@_command
+def demo(out, force):
+    """Simulate a small head, reconstruct it and print the accuracy.
+
+    With OUT, the simulated dataset and the reconstruction are kept there.
+    """
+    from . import demo as demo_mod
+
+    report = demo_mod.run_demo(out, force=force)
+    click.echo(report)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

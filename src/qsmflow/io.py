@@ -1,0 +1,659 @@
+"""Reading and writing NIfTI files: the only module that imports nibabel.
+
+Loading checks everything before any work is done (shapes, affines, echo count and
+units, field strength), brings the phase to radians by an explicit, logged rule, and
+reads the B0 direction from the affine. Writing is atomic and never overwrites
+without ``force``: outputs are staged under temporary names and renamed together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+
+from . import _checks
+from .constants import AFFINE_TOLERANCE_MM
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "GreInput",
+    "OutputSet",
+    "b0_direction_from_affine",
+    "bids_prefix",
+    "load_gre",
+    "load_volume",
+    "read_sidecar",
+    "scale_phase",
+]
+
+# Integer phase ranges written by scanners, as (low, high) after scl_slope/scl_inter.
+# Siemens: -4096..4095 (12 bit, signed) and 0..4095 (unsigned); GE/older: -2048..2047.
+_INTEGER_PHASE_RANGES = ((-4096, 4095), (0, 4095), (-2048, 2047))
+# Radians are accepted up to this relative overshoot of pi (float rounding, 2π stored as π·(1+ε)).
+_RADIAN_SLACK = 1e-3
+# Float phase in radians spans almost the full circle outside the brain (noise);
+# data whose largest |value| is below this fraction of pi is taken as scaled, not radians.
+_RADIAN_MIN_SPAN = 0.9
+# A range is "symmetric" when |min| and |max| agree within this fraction.
+_SYMMETRY_TOL = 0.02
+
+
+@dataclass
+class GreInput:
+    """A loaded multi-echo GRE acquisition, checked and in the project's units."""
+
+    magnitude: np.ndarray  # (X, Y, Z, E) float32
+    phase: np.ndarray  # (X, Y, Z, E) float32, radians in [-pi, pi)
+    echo_times: np.ndarray  # (E,) seconds
+    field_strength: float  # tesla
+    affine: np.ndarray  # (4, 4)
+    voxel_size: np.ndarray  # (3,) mm
+    b0_direction: np.ndarray  # (3,) unit, voxel axes
+    finite: np.ndarray  # (X, Y, Z) bool, False where any input voxel was NaN/Inf
+    prefix: str  # output file prefix from the BIDS entities of the inputs
+    provenance: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    @property
+    def n_echoes(self) -> int:
+        return self.magnitude.shape[3]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _load_image(path) -> nib.Nifti1Image:
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"file not found: {p}")
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder, not a NIfTI file")
+    try:
+        img = nib.load(str(p))
+    except Exception as exc:  # nibabel raises many types for bad files
+        raise ValueError(f"cannot read {p} as NIfTI ({type(exc).__name__}: {exc}); is the file complete?") from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ValueError(f"{p} is not a NIfTI image ({type(img).__name__})")
+    return img
+
+
+def _read_data(img, path) -> np.ndarray:
+    try:
+        return np.asarray(img.dataobj, dtype=np.float64)
+    except Exception as exc:
+        raise ValueError(f"cannot read the voxels of {path} ({type(exc).__name__}: {exc}); is the file truncated?") from exc
+
+
+def voxel_size_from_affine(affine) -> np.ndarray:
+    """Voxel size (mm): the lengths of the affine's first three columns."""
+    return np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+
+
+def b0_direction_from_affine(affine) -> np.ndarray:
+    """B0 direction in voxel axes: ``R.T @ (0, 0, 1)`` with ``R`` the affine's rotation.
+
+    World +z (the scanner bore in NIfTI's scanner-based RAS frame) is the B0 axis.
+    """
+    a = np.asarray(affine, float)[:3, :3]
+    vs = voxel_size_from_affine(affine)
+    if np.any(vs == 0):
+        raise ValueError("the affine has a zero-length axis; the file's header is broken")
+    rot = a / vs
+    return _checks.b0_direction(rot.T @ np.array([0.0, 0.0, 1.0]))
+
+
+def read_sidecar(nifti_path) -> dict:
+    """The JSON sidecar beside a NIfTI file (``x.nii[.gz]`` -> ``x.json``), or ``{}``."""
+    p = Path(nifti_path)
+    name = re.sub(r"\.nii(\.gz)?$", "", p.name)
+    js = p.with_name(name + ".json")
+    if not js.exists():
+        return {}
+    try:
+        with open(js, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read the sidecar {js}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"the sidecar {js} does not hold a JSON object")
+    return data
+
+
+_ENTITY = re.compile(r"(?:^|_)([a-zA-Z0-9]+)-([a-zA-Z0-9]+)")
+
+
+def bids_entities(path) -> dict:
+    """BIDS ``key-value`` entities of a file name (``sub-01_echo-2_part-phase_MEGRE``)."""
+    name = re.sub(r"\.nii(\.gz)?$", "", Path(path).name)
+    return {k: v for k, v in _ENTITY.findall(name)}
+
+
+def bids_prefix(path) -> str:
+    """Output prefix from a file name: its entities without ``echo``/``part``, or the stem.
+
+    ``sub-01_ses-1_echo-1_part-mag_MEGRE.nii.gz`` -> ``sub-01_ses-1``; a non-BIDS
+    name such as ``Mag.nii`` -> ``Mag``.
+    """
+    name = re.sub(r"\.nii(\.gz)?$", "", Path(path).name)
+    ents = [(k, v) for k, v in _ENTITY.findall(name) if k not in ("echo", "part")]
+    if ents:
+        return "_".join(f"{k}-{v}" for k, v in ents)
+    return name or "qsmflow"
+
+
+def _echo_number(path, sidecar) -> int | None:
+    ent = bids_entities(path).get("echo")
+    if ent is not None and ent.isdigit():
+        return int(ent)
+    num = sidecar.get("EchoNumber")
+    if isinstance(num, (int, float)) and not isinstance(num, bool):
+        return int(num)
+    return None
+
+
+def _order_by_echo(kind: str, paths: list[Path], sidecars: list[dict]) -> tuple[list[int], str]:
+    """Indices that sort per-echo files by echo number, and where the order came from."""
+    nums = [_echo_number(p, s) for p, s in zip(paths, sidecars)]
+    if len(paths) == 1 or any(n is None for n in nums):
+        return list(range(len(paths))), "order given"
+    if len(set(nums)) != len(nums):
+        raise ValueError(f"the {kind} files repeat echo numbers {nums}; give each echo once")
+    return sorted(range(len(paths)), key=lambda i: nums[i]), "echo numbers (BIDS echo-N / EchoNumber)"
+
+
+def _stack(kind: str, paths: Sequence) -> tuple[np.ndarray, np.ndarray, list[dict], list[Path], str, np.dtype]:
+    """Load one 4D or several 3D files as (X, Y, Z, E); returns data, affine, sidecars, paths, order, dtype."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError(f"no {kind} file given; pass --{'mag' if kind == 'magnitude' else 'phase'}")
+    imgs = [_load_image(p) for p in paths]
+    sidecars = [read_sidecar(p) for p in paths]
+    order, order_src = _order_by_echo(kind, paths, sidecars)
+    imgs = [imgs[i] for i in order]
+    sidecars = [sidecars[i] for i in order]
+    paths = [paths[i] for i in order]
+    ref = imgs[0]
+    for p, img in zip(paths, imgs):
+        shp = img.shape
+        if len(shp) < 3 or (len(shp) >= 3 and 1 in shp[:3]):
+            raise ValueError(
+                f"{p} has shape {shp}: qsmflow needs 3D volumes (at least 2 voxels along x, y and z); "
+                "2D single-slice data cannot be processed"
+            )
+        if len(shp) > 4 and any(s != 1 for s in shp[4:]):
+            raise ValueError(f"{p} has shape {shp}: expected a 3D volume or a 4D echo series")
+        if len(paths) > 1 and len(shp) > 3 and shp[3] != 1:
+            raise ValueError(f"{p} is 4D (shape {shp}) but several {kind} files were given; give one 4D file or one 3D file per echo")
+        if shp[:3] != ref.shape[:3]:
+            raise ValueError(f"{kind} files differ in shape: {paths[0]} has {ref.shape[:3]} but {p} has {shp[:3]}")
+        if not np.allclose(img.affine, ref.affine, atol=AFFINE_TOLERANCE_MM):
+            raise ValueError(f"{kind} files are on different grids: the affines of {paths[0]} and {p} differ")
+    vols = []
+    for p, img in zip(paths, imgs):
+        d = _read_data(img, p)
+        d = d.reshape(d.shape[:3] + (-1,))
+        vols.append(d)
+    data = np.concatenate(vols, axis=3) if len(vols) > 1 else vols[0]
+    dtype = ref.get_data_dtype()
+    return data, np.asarray(ref.affine, float), sidecars, paths, order_src, dtype
+
+
+def _echo_times_from_sidecars(sidecars: list[dict], n_echoes: int) -> list[float] | None:
+    tes = []
+    for sc in sidecars:
+        te = sc.get("EchoTime")
+        if te is None:
+            return None
+        tes.extend(te if isinstance(te, list) else [te])
+    if len(tes) != n_echoes:
+        return None
+    return tes
+
+
+def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale: float | None = None) -> tuple[np.ndarray, dict]:
+    """Bring phase to radians wrapped to [-pi, pi), by an explicit rule.
+
+    Rules, in order:
+
+    1. ``phase_scale`` given: multiply by it.
+    2. Integer values (on disk, after ``scl_slope``/``scl_inter``) in a scanner range:
+       -4096..4095 -> x·π/4096; 0..4095 -> x·2π/4096 - π; -2048..2047 -> x·π/2048.
+    3. Values within ±π (and reaching at least 0.9π): radians, kept.
+    4. Values within [0, 2π]: radians, wrapped.
+    5. Any other symmetric range (|min| ≈ |max|): scaled by its maximum, x·π/max|x|.
+    6. Anything else is refused with a request for ``--phase-scale``.
+
+    Parameters
+    ----------
+    phase : ndarray
+        Finite phase values as read (NaN/Inf already removed).
+    on_disk_integer : bool
+        The file stores integers (before any scaling).
+    phase_scale : float, optional
+        Forced factor to radians.
+
+    Returns
+    -------
+    radians : ndarray (float32)
+    rule : dict
+        ``{"rule": str, "factor": float, "offset": float, "range": [min, max]}``.
+    """
+    x = np.asarray(phase, dtype=np.float64)
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    rng = [lo, hi]
+    if phase_scale is not None:
+        factor = _checks.positive("phase_scale", phase_scale)
+        rule = {"rule": f"forced by --phase-scale: phase x {factor:g}", "factor": factor, "offset": 0.0, "range": rng}
+    elif hi - lo == 0:
+        raise ValueError(f"the phase is constant ({lo}); is this a phase image?")
+    else:
+        integer_valued = on_disk_integer or bool(np.all(np.abs(x - np.round(x)) < 1e-6))
+        rule = None
+        if integer_valued and hi > np.pi * (1 + _RADIAN_SLACK):
+            for a, b in _INTEGER_PHASE_RANGES:
+                if lo >= a and hi <= b and (hi - lo) > 0.5 * (b - a):
+                    if a == 0:
+                        rule = {"rule": f"integers {a}..{b} mapped to [-pi, pi): x*2pi/{b + 1} - pi",
+                                "factor": 2 * np.pi / (b + 1), "offset": -np.pi, "range": rng}
+                    else:
+                        rule = {"rule": f"integers {a}..{b} mapped to [-pi, pi): x*pi/{-a}",
+                                "factor": np.pi / -a, "offset": 0.0, "range": rng}
+                    break
+        m = max(abs(lo), abs(hi))
+        if rule is not None:
+            pass
+        elif m <= np.pi * (1 + _RADIAN_SLACK) and m >= _RADIAN_MIN_SPAN * np.pi:
+            rule = {"rule": "radians, kept", "factor": 1.0, "offset": 0.0, "range": rng}
+        elif lo >= 0 and hi <= 2 * np.pi * (1 + _RADIAN_SLACK) and hi > np.pi:
+            rule = {"rule": "radians in [0, 2pi), wrapped to [-pi, pi)", "factor": 1.0, "offset": 0.0, "range": rng}
+        elif abs(abs(lo) - abs(hi)) <= _SYMMETRY_TOL * m:
+            rule = {"rule": f"symmetric range +-{m:.6g} scaled by its maximum: x*pi/{m:.6g}",
+                    "factor": np.pi / m, "offset": 0.0, "range": rng}
+        else:
+            raise ValueError(
+                f"cannot tell the phase units from its range [{lo:.6g}, {hi:.6g}]: it is neither radians nor a "
+                "scanner integer range; pass --phase-scale with the factor that converts it to radians"
+            )
+    y = x * rule["factor"] + rule["offset"]
+    y = np.mod(y + np.pi, 2 * np.pi) - np.pi
+    return y.astype(np.float32), rule
+
+
+def load_gre(
+    magnitude,
+    phase,
+    *,
+    echo_times=None,
+    field_strength=None,
+    phase_scale: float | None = None,
+    b0_direction=None,
+    prefix: str | None = None,
+) -> GreInput:
+    """Load, check and convert a multi-echo GRE magnitude/phase acquisition.
+
+    Parameters
+    ----------
+    magnitude, phase : path or sequence of paths
+        One 4D file each, or one 3D file per echo (sorted by the BIDS ``echo-N``
+        entity or the sidecar ``EchoNumber``, else kept in the order given).
+    echo_times : sequence of float, optional
+        Echo times (s); default: the sidecars' ``EchoTime``.
+    field_strength : float, optional
+        B0 (T); default: the sidecar ``MagneticFieldStrength``.
+    phase_scale : float, optional
+        Factor converting the stored phase to radians (overrides detection).
+    b0_direction : sequence of 3 float, optional
+        B0 in voxel axes (overrides the affine).
+    prefix : str, optional
+        Output prefix (default: from the magnitude file name's BIDS entities).
+
+    Returns
+    -------
+    GreInput
+
+    Raises
+    ------
+    ValueError
+        Missing or unreadable files, mismatched shapes/grids/echo counts, echo
+        times that are not increasing or look like milliseconds, missing field
+        strength, phase whose units cannot be told.
+    """
+    mag, affine, mag_sc, mag_paths, mag_order, _ = _stack("magnitude", magnitude)
+    pha, p_affine, pha_sc, pha_paths, _, pha_dtype = _stack("phase", phase)
+    warnings: list[str] = []
+    if mag.shape[:3] != pha.shape[:3]:
+        raise ValueError(f"magnitude has shape {mag.shape[:3]} but phase has shape {pha.shape[:3]}")
+    if mag.shape[3] != pha.shape[3]:
+        raise ValueError(
+            f"magnitude has {mag.shape[3]} echo(es) but phase has {pha.shape[3]}; give the same echoes for both"
+        )
+    if not np.allclose(affine, p_affine, atol=AFFINE_TOLERANCE_MM):
+        raise ValueError("magnitude and phase are on different grids: their affines differ")
+    n_echoes = mag.shape[3]
+
+    # echo times and field strength
+    if echo_times is not None:
+        te = _checks.echo_times(echo_times, n_echoes)
+        te_src = "--echo-times"
+        sc_te = _echo_times_from_sidecars(mag_sc, n_echoes)
+        if sc_te is not None and not np.allclose(sc_te, te, rtol=1e-2):
+            msg = f"--echo-times {te.tolist()} differ from the sidecars' EchoTime {sc_te}; using --echo-times"
+            log.warning(msg)
+            warnings.append(msg)
+    else:
+        sc_te = _echo_times_from_sidecars(mag_sc, n_echoes) or _echo_times_from_sidecars(pha_sc, n_echoes)
+        if sc_te is None:
+            raise ValueError(
+                f"echo times are missing: no EchoTime for all {n_echoes} echo(es) in the JSON sidecars; "
+                "pass --echo-times (comma-separated, in seconds)"
+            )
+        try:
+            te = _checks.echo_times(sc_te, n_echoes)
+        except ValueError as exc:
+            raise ValueError(f"sidecar EchoTime: {exc}") from None
+        te_src = "sidecar EchoTime"
+    if field_strength is not None:
+        b0 = _checks.field_strength(field_strength)
+        b0_src = "--field-strength"
+    else:
+        vals = [sc.get("MagneticFieldStrength") for sc in mag_sc + pha_sc if sc.get("MagneticFieldStrength") is not None]
+        if not vals:
+            raise ValueError("field strength is missing: no MagneticFieldStrength in the JSON sidecars; pass --field-strength (tesla)")
+        b0 = _checks.field_strength(vals[0])
+        b0_src = "sidecar MagneticFieldStrength"
+
+    # non-finite voxels
+    finite = np.all(np.isfinite(mag), axis=3) & np.all(np.isfinite(pha), axis=3)
+    n_bad = int((~finite).sum())
+    if n_bad:
+        msg = f"{n_bad} voxel(s) hold NaN/Inf in the magnitude or phase; they were set to 0 and kept out of the mask"
+        log.warning(msg)
+        warnings.append(msg)
+        mag[~finite] = 0
+        pha[~finite] = 0
+    if finite.sum() == 0:
+        raise ValueError("every voxel holds NaN/Inf; the input is empty")
+    if mag[finite].min() < 0:
+        raise ValueError("magnitude has negative values; is it a real/imaginary image? give the magnitude")
+    if not np.any(mag[finite] > 0):
+        raise ValueError("magnitude is zero everywhere")
+
+    on_disk_integer = np.issubdtype(pha_dtype, np.integer)
+    radians, rule = scale_phase(pha[finite], on_disk_integer=on_disk_integer, phase_scale=phase_scale)
+    phase_rad = np.zeros(pha.shape, np.float32)
+    phase_rad[finite] = radians
+    del pha, radians
+    log.info("phase units: %s (range %.6g..%.6g)", rule["rule"], *rule["range"])
+
+    vs = voxel_size_from_affine(affine)
+    if b0_direction is not None:
+        b0_dir = _checks.b0_direction(b0_direction)
+        b0_dir_src = "--b0-direction"
+    else:
+        b0_dir = b0_direction_from_affine(affine)
+        b0_dir_src = "affine"
+    angle = float(np.degrees(np.arccos(min(abs(b0_dir[2]), 1.0))))
+    log.info("B0 direction in voxel axes (%s): [%.4f, %.4f, %.4f], %.1f deg from the slice axis",
+             b0_dir_src, *b0_dir, angle)
+    if n_echoes == 1:
+        msg = "single-echo data: the field comes from one echo (phase offset assumed 0) and no R2*/T2* map is made"
+        log.warning(msg)
+        warnings.append(msg)
+
+    provenance = {
+        "inputs": {"magnitude": [str(p) for p in mag_paths], "phase": [str(p) for p in pha_paths]},
+        "echo_order": mag_order,
+        "echo_times_s": te.tolist(),
+        "echo_times_source": te_src,
+        "field_strength_T": b0,
+        "field_strength_source": b0_src,
+        "phase_scaling": rule,
+        "b0_direction": b0_dir.tolist(),
+        "b0_direction_source": b0_dir_src,
+        "b0_angle_to_slice_axis_deg": angle,
+        "voxel_size_mm": vs.tolist(),
+        "shape": list(mag.shape),
+        "nonfinite_voxels": n_bad,
+    }
+    return GreInput(
+        magnitude=mag.astype(np.float32),
+        phase=phase_rad,
+        echo_times=te,
+        field_strength=b0,
+        affine=affine,
+        voxel_size=vs,
+        b0_direction=b0_dir,
+        finite=finite,
+        prefix=prefix or bids_prefix(mag_paths[0]),
+        provenance=provenance,
+        warnings=warnings,
+    )
+
+
+def load_volume(path, *, name: str = "volume", shape=None, affine=None) -> np.ndarray:
+    """Load a 3D NIfTI as float32, optionally checking it matches ``shape``/``affine``."""
+    img = _load_image(path)
+    data = _read_data(img, path)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"{name} {path} must be a 3D volume, got shape {data.shape}")
+    if shape is not None and data.shape != tuple(shape):
+        raise ValueError(f"{name} {path} has shape {data.shape} but the data have shape {tuple(shape)}")
+    if affine is not None and not np.allclose(img.affine, affine, atol=AFFINE_TOLERANCE_MM):
+        raise ValueError(f"{name} {path} is on a different grid from the data: the affines differ")
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"{name} {path} holds NaN/Inf values")
+    return data.astype(np.float32)
+
+
+def load_volume_with_affine(path, *, name: str = "volume") -> tuple[np.ndarray, np.ndarray]:
+    """Load a 3D or 4D NIfTI as float32 with its affine (NaN/Inf kept for the caller)."""
+    img = _load_image(path)
+    return _read_data(img, path).astype(np.float32), np.asarray(img.affine, float)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class OutputSet:
+    """Stage output files under temporary names and rename them all on success.
+
+    Use as a context manager::
+
+        with OutputSet(out_dir, force=False) as out:
+            out.check(["a.nii.gz", "b.json"])      # refuse existing outputs up front
+            out.nifti("a.nii.gz", data, affine)
+            out.json("b.json", {...})
+
+    On leaving the block without an exception every staged file is renamed to its
+    final name (``os.replace``, atomic on one file system); on an exception the
+    staged files are removed and nothing appears. An output folder created here is
+    removed again if it ends up empty.
+    """
+
+    def __init__(self, out_dir, *, force: bool = False):
+        self.out_dir = Path(out_dir)
+        self.force = force
+        self._staged: list[tuple[Path, Path]] = []
+        self._created: list[Path] = []
+        self._tag = uuid.uuid4().hex[:8]
+
+    def __enter__(self) -> "OutputSet":
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ValueError(f"output {self.out_dir} exists and is not a folder")
+        return self
+
+    def check(self, names: Sequence[str]) -> None:
+        """Refuse outputs that already exist unless ``force``."""
+        if self.force:
+            return
+        existing = [n for n in names if (self.out_dir / n).exists()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise ValueError(f"output {self.out_dir / existing[0]} exists{more}; pass --force to overwrite")
+
+    def _target(self, name: str) -> tuple[Path, Path]:
+        final = self.out_dir / name
+        self.check([name])
+        parent = final.parent
+        if not parent.exists():
+            missing = []
+            p = parent
+            while not p.exists():
+                missing.append(p)
+                p = p.parent
+            parent.mkdir(parents=True, exist_ok=True)
+            self._created.extend(reversed(missing))
+        suffix = "".join(final.suffixes[-2:]) if final.name.endswith(".nii.gz") else final.suffix
+        stem = final.name[: len(final.name) - len(suffix)] if suffix else final.name
+        tmp = final.with_name(f".{stem}.tmp-{self._tag}{suffix}")
+        self._staged.append((tmp, final))
+        return tmp, final
+
+    def nifti(self, name: str, data: np.ndarray, affine: np.ndarray, *, dtype=np.float32, description: str | None = None) -> Path:
+        """Stage ``data`` as a NIfTI file (float32 by default, masks as uint8)."""
+        tmp, final = self._target(name)
+        arr = np.asarray(data)
+        arr = arr.astype(np.uint8 if arr.dtype == bool else dtype)
+        img = nib.Nifti1Image(arr, np.asarray(affine, float))
+        img.header.set_xyzt_units("mm", "sec")
+        img.set_qform(np.asarray(affine, float), code=1)
+        img.set_sform(np.asarray(affine, float), code=1)
+        if description:
+            img.header["descrip"] = description.encode("ascii", "replace")[:79]
+        nib.save(img, str(tmp))
+        return final
+
+    def json(self, name: str, obj) -> Path:
+        """Stage ``obj`` as a JSON file."""
+        tmp, final = self._target(name)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, default=_json_default)
+            fh.write("\n")
+        return final
+
+    def text(self, name: str, text: str) -> Path:
+        """Stage a text file."""
+        tmp, final = self._target(name)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return final
+
+    def _discard(self) -> None:
+        for tmp, _ in self._staged:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+        for d in reversed(self._created):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        self._staged.clear()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self._discard()
+            return False
+        try:
+            for tmp, final in self._staged:
+                os.replace(tmp, final)
+        except BaseException:
+            self._discard()
+            raise
+        self._staged.clear()
+        return False
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+# --------------------------------------------------------------------------- phantom datasets
+
+_PHANTOM_SUBJECT = "phantom"
+
+
+def phantom_paths(root, subject: str = _PHANTOM_SUBJECT, n_echoes: int = 1) -> dict:
+    """Where :func:`write_phantom_dataset` puts the raw echoes and the truth maps."""
+    root = Path(root)
+    anat = root / f"sub-{subject}" / "anat"
+    truth = root / "derivatives" / "truth" / f"sub-{subject}" / "anat"
+    return {
+        "mag": [anat / f"sub-{subject}_echo-{e + 1}_part-mag_MEGRE.nii.gz" for e in range(n_echoes)],
+        "phase": [anat / f"sub-{subject}_echo-{e + 1}_part-phase_MEGRE.nii.gz" for e in range(n_echoes)],
+        "truth": truth,
+    }
+
+
+def _integer_phase(phase: np.ndarray) -> np.ndarray:
+    """Phase (rad, [-π, π)) as Siemens-style int16 in -4096..4095."""
+    q = np.round(np.asarray(phase, np.float64) * (4096 / np.pi))
+    return np.clip(q, -4096, 4095).astype(np.int16)
+
+
+def write_phantom_dataset(root, head, *, integer_phase: bool = False, subject: str = _PHANTOM_SUBJECT,
+                          force: bool = False) -> list[Path]:
+    """Write a simulated head as a BIDS MEGRE dataset plus its ground truth.
+
+    Raw echoes go to ``sub-<subject>/anat/sub-<subject>_echo-<n>_part-{mag,phase}_MEGRE.nii.gz``
+    with sidecars (EchoTime, EchoNumber, MagneticFieldStrength); the truth (χ ppm,
+    R2* 1/s, brain mask, labels, total field Hz, local field ppm) goes to
+    ``derivatives/truth/sub-<subject>/anat``.
+    """
+    root = Path(root)
+    n_e = head.magnitude.shape[3]
+    paths = phantom_paths(root, subject, n_e)
+    rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
+    written = []
+    with OutputSet(root, force=force) as out:
+        written.append(out.json("dataset_description.json", {
+            "Name": "qsmflow simulated head", "BIDSVersion": "1.9.0", "DatasetType": "raw",
+            "GeneratedBy": [{"Name": "qsmflow simulate"}]}))
+        for e in range(n_e):
+            common = {"EchoTime": float(head.echo_times[e]), "EchoNumber": e + 1,
+                      "MagneticFieldStrength": float(head.field_strength), "Manufacturer": "qsmflow phantom"}
+            written.append(out.nifti(rel(paths["mag"][e]), head.magnitude[..., e], head.affine))
+            written.append(out.json(rel(paths["mag"][e]).replace(".nii.gz", ".json"), {**common, "ImageType": ["M"]}))
+            ph = _integer_phase(head.phase[..., e]) if integer_phase else head.phase[..., e]
+            written.append(out.nifti(rel(paths["phase"][e]), ph, head.affine,
+                                     dtype=np.int16 if integer_phase else np.float32))
+            written.append(out.json(rel(paths["phase"][e]).replace(".nii.gz", ".json"), {**common, "ImageType": ["P"]}))
+        t = rel(paths["truth"])
+        pre = f"{t}/sub-{subject}"
+        truth = {
+            "Chimap": (head.chi, "ppm"), "R2starmap": (head.r2star, "1/s"), "localfield": (head.local_field_ppm, "ppm"),
+            "fieldmap": (head.total_field_hz, "Hz"),
+        }
+        for suffix, (arr, units) in truth.items():
+            written.append(out.nifti(f"{pre}_{suffix}.nii.gz", arr, head.affine))
+            written.append(out.json(f"{pre}_{suffix}.json", {"Units": units}))
+        written.append(out.nifti(f"{pre}_mask.nii.gz", head.brain_mask, head.affine))
+        written.append(out.nifti(f"{pre}_dseg.nii.gz", head.labels, head.affine, dtype=np.int16))
+        tsv = "index\tname\n" + "".join(f"{k}\t{v}\n" for k, v in sorted(head.label_names.items()))
+        written.append(out.text(f"{pre}_dseg.tsv", tsv))
+        written.append(out.json(f"{rel(paths['truth'].parents[2])}/dataset_description.json", {
+            "Name": "qsmflow phantom ground truth", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+            "GeneratedBy": [{"Name": "qsmflow simulate"}],
+            "B0Direction": [float(v) for v in head.b0_direction], "NoiseSigma": float(head.noise_sigma)}))
+    return written
