@@ -44,6 +44,8 @@ _RADIAN_SLACK = 1e-3
 # Float phase in radians spans almost the full circle outside the brain (noise);
 # data whose largest |value| is below this fraction of pi is taken as scaled, not radians.
 _RADIAN_MIN_SPAN = 0.9
+# Integer phase fills a scanner range when both ends come within this fraction of it.
+_RANGE_FILL = 0.05
 # A range is "symmetric" when |min| and |max| agree within this fraction.
 _SYMMETRY_TOL = 0.02
 
@@ -263,7 +265,9 @@ def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale
         rule = None
         if integer_valued and hi > np.pi * (1 + _RADIAN_SLACK):
             for a, b in _INTEGER_PHASE_RANGES:
-                if lo >= a and hi <= b and (hi - lo) > 0.5 * (b - a):
+                # noise outside the head fills the scanner's whole range: both ends must be reached
+                near = _RANGE_FILL * (b - a)
+                if a <= lo <= a + near and b - near <= hi <= b:
                     if a == 0:
                         rule = {"rule": f"integers {a}..{b} mapped to [-pi, pi): x*2pi/{b + 1} - pi",
                                 "factor": 2 * np.pi / (b + 1), "offset": -np.pi, "range": rng}

@@ -1,0 +1,265 @@
+"""Loading, phase scaling, B0 direction and atomic writing."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import shared_data
+
+from qsmflow import io
+
+
+def _save(path, data, affine=None, dtype=None, slope=None, inter=None):
+    img = nib.Nifti1Image(np.asarray(data) if dtype is None else np.asarray(data).astype(dtype),
+                          np.eye(4) if affine is None else affine)
+    if slope is not None:
+        img.header.set_slope_inter(slope, inter)
+    nib.save(img, str(path))
+    return path
+
+
+def _sidecar(path, **kw):
+    p = str(path).replace(".nii.gz", ".json").replace(".nii", ".json")
+    with open(p, "w") as fh:
+        json.dump(kw, fh)
+
+
+def _echoes(tmp_path, n=3, shape=(8, 9, 10), affine=None, sidecars=True, names=None):
+    rng = np.random.default_rng(0)
+    mags, phases = [], []
+    for e in range(n):
+        name = names[e] if names else f"sub-01_echo-{e + 1}"
+        m = _save(tmp_path / f"{name}_part-mag_MEGRE.nii.gz", rng.uniform(1, 2, shape).astype(np.float32), affine)
+        p = _save(tmp_path / f"{name}_part-phase_MEGRE.nii.gz",
+                  rng.uniform(-np.pi, np.pi, shape).astype(np.float32), affine)
+        if sidecars:
+            for f in (m, p):
+                _sidecar(f, EchoTime=0.005 * (e + 1), EchoNumber=e + 1, MagneticFieldStrength=3)
+        mags.append(m)
+        phases.append(p)
+    return mags, phases
+
+
+# ---------------------------------------------------------------- phase scaling rules
+
+
+@pytest.mark.parametrize(
+    "raw, integer, factor, offset",
+    [
+        (np.array([-4096, 0, 4095]), True, np.pi / 4096, 0.0),
+        (np.array([0, 2048, 4095]), True, 2 * np.pi / 4096, -np.pi),
+        (np.array([-2048, 0, 2047]), True, np.pi / 2048, 0.0),
+        (np.array([-3.14159, 0.5, 3.1415]), False, 1.0, 0.0),
+        (np.array([-0.0036744, 0.001, 0.0036744]), False, np.pi / 0.0036744, 0.0),
+        (np.array([-3142.0, 10.0, 3141.0]), False, np.pi / 3142, 0.0),  # milliradians
+    ],
+)
+def test_phase_rules(raw, integer, factor, offset):
+    out, rule = io.scale_phase(raw, on_disk_integer=integer)
+    assert rule["factor"] == pytest.approx(factor, rel=1e-4)
+    assert rule["offset"] == pytest.approx(offset)
+    expected = np.mod(raw * factor + offset + np.pi, 2 * np.pi) - np.pi
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert out.min() >= -np.pi and out.max() < np.pi
+
+
+def test_phase_zero_to_two_pi_wrapped():
+    out, rule = io.scale_phase(np.array([0.0, 1.0, 6.2]))
+    assert "wrapped" in rule["rule"]
+    np.testing.assert_allclose(out, [0.0, 1.0, 6.2 - 2 * np.pi], atol=1e-6)
+
+
+def test_phase_forced_and_unknown():
+    out, rule = io.scale_phase(np.array([-10.0, 20.0]), phase_scale=0.1)
+    assert rule["factor"] == 0.1 and "forced" in rule["rule"]
+    with pytest.raises(ValueError, match="--phase-scale"):
+        io.scale_phase(np.array([-10.0, 37.5]))  # unwrapped-looking, asymmetric
+    with pytest.raises(ValueError, match="constant"):
+        io.scale_phase(np.zeros(5))
+
+
+def test_romeo_small_phase_detected(tmp_path):
+    d = shared_data("romeo_small")
+    g = io.load_gre(d / "Mag.nii", d / "Phase.nii", echo_times=[0.004, 0.008, 0.012], field_strength=3)
+    assert g.magnitude.shape == (51, 51, 41, 3)
+    assert "scaled by its maximum" in g.provenance["phase_scaling"]["rule"]
+    assert g.provenance["phase_scaling"]["factor"] == pytest.approx(855, rel=1e-3)
+    assert g.phase.min() >= -np.pi and g.phase.max() < np.pi and g.phase.max() > 3.1
+    np.testing.assert_allclose(g.voxel_size, [0.46875, 0.46875, 1.0])
+    assert g.prefix == "Mag"
+
+
+def test_siemens_integer_phase_and_sidecars():
+    d = shared_data("siemens_fieldmap")
+    g = io.load_gre(d / "Si_2_gre_field_magph_e2.nii", d / "Si_3_gre_field_magph_e2_ph.nii")
+    assert g.field_strength == 3.0
+    np.testing.assert_allclose(g.echo_times, [0.00765])
+    rule = g.provenance["phase_scaling"]
+    assert rule["rule"].startswith("integers -4096..4095") and rule["range"] == [-4096.0, 4094.0]
+    np.testing.assert_allclose(g.b0_direction, [0, 0, 1], atol=1e-6)
+    assert any("single-echo" in w for w in g.warnings)
+
+
+def test_nan_voxels_zeroed_and_flagged(tmp_path):
+    d = shared_data("romeo_small")
+    raw = nib.load(str(d / "phase_with_nan.nii"))
+    ph = np.asarray(raw.dataobj)
+    n_nan = int(np.any(~np.isfinite(ph), axis=3).sum())
+    assert n_nan > 0
+    mag = _save(tmp_path / "mag.nii.gz", np.ones(ph.shape, np.float32), raw.affine)
+    g = io.load_gre(mag, d / "phase_with_nan.nii", echo_times=[0.005, 0.01], field_strength=3)
+    assert (~g.finite).sum() == n_nan
+    assert np.all(g.phase[~g.finite] == 0) and np.all(g.magnitude[~g.finite] == 0)
+    assert any("NaN" in w for w in g.warnings)
+
+
+# ---------------------------------------------------------------- echoes and sidecars
+
+
+def test_per_echo_files_sorted_by_echo_entity(tmp_path):
+    mags, phases = _echoes(tmp_path)
+    g = io.load_gre(mags[::-1], [phases[2], phases[0], phases[1]])
+    np.testing.assert_allclose(g.echo_times, [0.005, 0.01, 0.015])
+    np.testing.assert_allclose(g.magnitude[..., 0], nib.load(str(mags[0])).get_fdata(), rtol=1e-6)
+    assert g.prefix == "sub-01"
+    assert g.provenance["echo_order"].startswith("echo numbers")
+
+
+def test_4d_files_with_option_echo_times(tmp_path):
+    shape = (6, 7, 8, 3)
+    m = _save(tmp_path / "m.nii.gz", np.ones(shape, np.float32))
+    p = _save(tmp_path / "p.nii.gz", np.random.default_rng(0).uniform(-3.14, 3.14, shape).astype(np.float32))
+    g = io.load_gre(m, p, echo_times=[0.004, 0.008, 0.012], field_strength=7)
+    assert g.n_echoes == 3 and g.field_strength == 7
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"echo_times": [4, 8, 12], "field_strength": 3}, "milliseconds"),
+        ({"echo_times": [0.004, 0.008], "field_strength": 3}, "2 echo times for 3 echoes"),
+        ({"echo_times": [0.008, 0.004, 0.012], "field_strength": 3}, "increasing"),
+        ({"echo_times": [0.004, 0.008, 0.012]}, "--field-strength"),
+        ({"field_strength": 3}, "--echo-times"),
+        ({"echo_times": [0.004, 0.008, 0.012], "field_strength": 300}, "tesla"),
+    ],
+)
+def test_echo_time_and_field_errors(tmp_path, kwargs, match):
+    mags, phases = _echoes(tmp_path, sidecars=False)
+    with pytest.raises(ValueError, match=match):
+        io.load_gre(mags, phases, **kwargs)
+
+
+def test_sidecar_echo_times_in_ms_refused(tmp_path):
+    mags, phases = _echoes(tmp_path)
+    for e, f in enumerate(mags + phases):
+        _sidecar(f, EchoTime=5.0 * (e % 3 + 1), MagneticFieldStrength=3)
+    with pytest.raises(ValueError, match="sidecar EchoTime.*milliseconds"):
+        io.load_gre(mags, phases)
+
+
+def test_shape_and_grid_mismatch(tmp_path):
+    mags, phases = _echoes(tmp_path)
+    other = _save(tmp_path / "other.nii.gz", np.ones((8, 9, 11), np.float32))
+    with pytest.raises(ValueError, match="differ in shape"):
+        io.load_gre(mags, phases[:2] + [other])
+    shifted = np.eye(4)
+    shifted[0, 3] = 5
+    moved = _save(tmp_path / "moved.nii.gz", np.ones((8, 9, 10), np.float32), shifted)
+    with pytest.raises(ValueError, match="different grids"):
+        io.load_gre(mags, phases[:2] + [moved])
+
+
+def test_3d_phase_with_4d_magnitude(tmp_path):
+    m = _save(tmp_path / "m.nii.gz", np.ones((6, 7, 8, 3), np.float32))
+    p = _save(tmp_path / "p.nii.gz", np.random.default_rng(0).uniform(-3.14, 3.14, (6, 7, 8)).astype(np.float32))
+    with pytest.raises(ValueError, match="magnitude has 3 echo.*phase has 1"):
+        io.load_gre(m, p, echo_times=[0.004, 0.008, 0.012], field_strength=3)
+
+
+def test_missing_truncated_and_2d_files(tmp_path):
+    mags, phases = _echoes(tmp_path)
+    with pytest.raises(ValueError, match="not found"):
+        io.load_gre([tmp_path / "nope.nii.gz"], phases)
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(mags[0].read_bytes()[:200])
+    with pytest.raises(ValueError, match="broken.nii.gz"):
+        io.load_gre([bad] + mags[1:], phases)
+    flat = _save(tmp_path / "flat.nii.gz", np.ones((8, 9, 1), np.float32))
+    with pytest.raises(ValueError, match="2D"):
+        io.load_gre([flat], [flat], echo_times=[0.01], field_strength=3)
+
+
+# ---------------------------------------------------------------- B0 direction
+
+
+def _rot_x(deg):
+    t = np.radians(deg)
+    return np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+
+
+@pytest.mark.parametrize(
+    "rot, expected",
+    [
+        (np.eye(3), [0, 0, 1]),
+        (_rot_x(20), [0, np.sin(np.radians(20)), np.cos(np.radians(20))]),
+        # sagittal slab: voxel axes (y, z, x) of the world -> B0 along the second voxel axis
+        (np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]]), [0, 1, 0]),
+        # coronal slab: voxel axes (x, z, y)
+        (np.array([[1, 0, 0], [0, 0, 1], [0, 1, 0]]), [0, 1, 0]),
+    ],
+)
+def test_b0_direction_from_affine(rot, expected):
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([0.5, 0.7, 2.0])
+    np.testing.assert_allclose(io.b0_direction_from_affine(affine), expected, atol=1e-9)
+
+
+def test_b0_override_and_angle_logged(tmp_path):
+    affine = np.eye(4)
+    affine[:3, :3] = _rot_x(20)
+    mags, phases = _echoes(tmp_path, affine=affine)
+    g = io.load_gre(mags, phases)
+    assert g.provenance["b0_angle_to_slice_axis_deg"] == pytest.approx(20, abs=1e-6)
+    g2 = io.load_gre(mags, phases, b0_direction=[0, 0, 2])
+    np.testing.assert_allclose(g2.b0_direction, [0, 0, 1])
+    assert g2.provenance["b0_direction_source"] == "--b0-direction"
+
+
+# ---------------------------------------------------------------- writing
+
+
+def test_output_set_atomic_and_no_overwrite(tmp_path):
+    out_dir = tmp_path / "out"
+    data = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    affine = np.diag([1.0, 2.0, 3.0, 1.0])
+    with io.OutputSet(out_dir) as out:
+        out.nifti("a.nii.gz", data, affine)
+        out.json("a.json", {"Units": "ppm"})
+        assert not (out_dir / "a.nii.gz").exists()  # staged, not yet visible
+    img = nib.load(str(out_dir / "a.nii.gz"))
+    assert img.get_data_dtype() == np.float32
+    np.testing.assert_allclose(img.affine, affine)
+    np.testing.assert_allclose(img.get_fdata(), data)
+    with pytest.raises(ValueError, match="--force"):
+        with io.OutputSet(out_dir) as out:
+            out.check(["a.nii.gz"])
+    with io.OutputSet(out_dir, force=True) as out:
+        out.nifti("a.nii.gz", data * 2, affine)
+    np.testing.assert_allclose(nib.load(str(out_dir / "a.nii.gz")).get_fdata(), data * 2)
+
+
+def test_output_set_failure_leaves_nothing(tmp_path):
+    out_dir = tmp_path / "new" / "deeper"
+    with pytest.raises(RuntimeError):
+        with io.OutputSet(out_dir) as out:
+            out.nifti("a.nii.gz", np.zeros((2, 2, 2)), np.eye(4))
+            out.json("sub/b.json", {})
+            raise RuntimeError("crash mid-run")
+    assert not (tmp_path / "new").exists()
+
+
+def test_bids_prefix():
+    assert io.bids_prefix("/x/sub-01_ses-2_acq-fast_run-1_echo-3_part-phase_MEGRE.nii.gz") == "sub-01_ses-2_acq-fast_run-1"
+    assert io.bids_prefix("Mag.nii") == "Mag"
