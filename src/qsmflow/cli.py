@@ -108,7 +108,7 @@ def _choices(methods: dict) -> click.Choice:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="qsmflow")
-def main():
+def cli():
     """qsmflow: QSM (χ, ppm) and R2*/T2* maps from multi-echo GRE NIfTI files.
 
     Start with `qsmflow demo`; process your own data with `qsmflow run`.
@@ -157,7 +157,7 @@ def _pipeline_choices():
     return pipeline.STAGES
 
 
-@main.command()
+@cli.command()
 @_input_options
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask to use (default: computed from the magnitude).")
@@ -195,7 +195,7 @@ def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase
         log.warning("single-echo data: no R2*/T2* maps were written")
 
 
-@main.command()
+@cli.command()
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--matrix", default="160,192,160", show_default=True, metavar="X,Y,Z")
 @click.option("--voxel-size", default="1,1,1", show_default=True, metavar="X,Y,Z", help="mm")
@@ -213,11 +213,11 @@ def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase
 def simulate(out, matrix, voxel_size, echo_times, field_strength, b0_direction, oblique, snr, integer_phase,
              lesions, seed, force):
     """Write a simulated head as a BIDS MEGRE dataset, with its ground truth in derivatives/truth."""
-    from . import io, phantom
-
     if b0_direction and oblique is not None:
         raise ValueError("give --b0-direction or --oblique, not both")
     shape = tuple(int(v) for v in _floats(matrix, "--matrix", 3))
+    from . import io, phantom
+
     direction = _floats(b0_direction, "--b0-direction", 3) if b0_direction else (
         phantom.oblique_direction(oblique) if oblique is not None else (0.0, 0.0, 1.0))
     head = phantom.simulate_head(shape, _floats(voxel_size, "--voxel-size", 3),
@@ -227,7 +227,7 @@ def simulate(out, matrix, voxel_size, echo_times, field_strength, b0_direction, 
     log.info("wrote %d files to %s", len(paths), out)
 
 
-@main.command()
+@cli.command()
 @click.argument("out", required=False, type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite existing files in OUT.")
 @_command
@@ -240,6 +240,23 @@ def demo(out, force):
 
     report = demo_mod.run_demo(out, force=force)
     click.echo(report)
+
+
+def main(argv=None) -> None:
+    """Console entry point: click's usage errors also become one line and exit code 1."""
+    try:
+        code = cli.main(args=argv, prog_name="qsmflow", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        hint = f" (see qsmflow {exc.ctx.info_name if exc.ctx and exc.ctx.parent else ''} --help)".replace("  ", " ")
+        click.echo(f"qsmflow: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(1)
+    except click.exceptions.ClickException as exc:
+        click.echo(f"qsmflow: error: {exc.format_message()}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("qsmflow: aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

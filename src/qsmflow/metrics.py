@@ -78,3 +78,94 @@ def regression_slope(est_means, true_means) -> float:
     if ok.sum() < 2 or np.ptp(x[ok]) == 0:
         raise ValueError("need at least two regions with different true values for a slope")
     return float(np.polyfit(x[ok], y[ok], 1)[0])
+
+
+DEEP_GREY = ("caudate", "putamen", "globus_pallidus", "thalamus", "red_nucleus", "substantia_nigra", "dentate")
+
+
+def _label_ids(label_names: dict, names) -> dict:
+    """Label id of each requested region name present in ``label_names`` (matching by substring)."""
+    out = {}
+    for want in names:
+        for i, n in label_names.items():
+            if want.replace("_", "") in str(n).lower().replace("_", "").replace(" ", ""):
+                out[want] = int(i)
+                break
+    return out
+
+
+def evaluate(result, truth) -> dict:
+    """Per-stage accuracy of a pipeline result against a simulated head's ground truth.
+
+    Parameters
+    ----------
+    result : QSMResult
+        Output of :func:`qsmflow.pipeline.run`.
+    truth : HeadPhantom
+        The simulated head (``brain_mask``, ``total_field_hz``, ``local_field_ppm``,
+        ``chi``, ``r2star``, ``labels``, ``label_names``, ``field_strength``).
+
+    Returns
+    -------
+    dict
+        ``mask_dice``, ``mask_coverage`` (fraction of the true brain inside the mask),
+        ``mask_outside`` (fraction of the mask outside the true brain),
+        ``total_field_error_pct`` (RMS of the demeaned total-field error over the RMS
+        of the demeaned true local field, in the true brain ∩ mask),
+        ``local_field_nrmse`` (%), ``chi_nrmse`` (%), ``chi_hfen`` (%),
+        ``deep_grey_slope``, ``deep_grey`` (region: (estimated, true) χ in ppm, both
+        referenced to the evaluation region's mean), ``r2star_deep_grey`` (region:
+        (estimated, true) median R2* in 1/s), ``r2star_max_error_pct``.
+    """
+    brain = np.asarray(truth.brain_mask, bool)
+    out = {
+        "mask_dice": dice(result.mask, brain),
+        "mask_coverage": float((result.mask & brain).sum() / brain.sum()),
+        "mask_outside": float((result.mask & ~brain).sum() / max(result.mask.sum(), 1)),
+    }
+    hz_per_ppm = result.parameters["hz_per_ppm"]
+    both = result.mask & brain
+    err = result.total_field_hz[both].astype(np.float64) - truth.total_field_hz[both]
+    loc = truth.local_field_ppm[both].astype(np.float64) * hz_per_ppm
+    out["total_field_error_pct"] = float(100 * np.std(err) / np.std(loc))
+    ev = result.eroded_mask & brain
+    out["local_field_nrmse"] = nrmse(result.local_field_ppm, truth.local_field_ppm, ev)
+    out["chi_nrmse"] = nrmse(result.chi, truth.chi, ev)
+    out["chi_hfen"] = hfen(result.chi, truth.chi, ev)
+    ids = _label_ids(truth.label_names, DEEP_GREY)
+    est = result.chi - result.chi[ev].mean()
+    ref = truth.chi - truth.chi[ev].mean()
+    e_means = region_means(est, truth.labels, ids.values(), mask=ev)
+    t_means = region_means(ref, truth.labels, ids.values(), mask=ev)
+    out["deep_grey"] = {k: (float(a), float(b)) for k, a, b in zip(ids, e_means, t_means)}
+    out["deep_grey_slope"] = regression_slope(e_means, t_means) if len(ids) >= 2 else float("nan")
+    if result.r2star is not None:
+        r2 = {}
+        for name, i in ids.items():
+            region = (truth.labels == i) & result.mask
+            if region.any():
+                r2[name] = (float(np.median(result.r2star[region])), float(np.median(truth.r2star[region])))
+        out["r2star_deep_grey"] = r2
+        out["r2star_max_error_pct"] = max((100 * abs(a - b) / b for a, b in r2.values()), default=float("nan"))
+    return out
+
+
+def format_report(m: dict) -> str:
+    """A plain-text table of :func:`evaluate`'s output."""
+    rows = [
+        ("mask", "Dice / coverage / outside", f"{m['mask_dice']:.3f} / {100 * m['mask_coverage']:.1f}% / "
+                                               f"{100 * m['mask_outside']:.1f}%"),
+        ("field map", "total-field error (% of local-field RMS)", f"{m['total_field_error_pct']:.1f}"),
+        ("background", "local-field NRMSE (%)", f"{m['local_field_nrmse']:.1f}"),
+        ("inversion", "chi NRMSE / HFEN (%)", f"{m['chi_nrmse']:.1f} / {m['chi_hfen']:.1f}"),
+        ("deep grey", "chi slope vs truth", f"{m['deep_grey_slope']:.2f}"),
+    ]
+    for name, (a, b) in m["deep_grey"].items():
+        rows.append(("", f"chi {name} (ppm) est / true", f"{a:+.3f} / {b:+.3f}"))
+    if "r2star_deep_grey" in m:
+        rows.append(("R2*", "largest deep-grey error (%)", f"{m['r2star_max_error_pct']:.1f}"))
+        for name, (a, b) in m["r2star_deep_grey"].items():
+            rows.append(("", f"R2* {name} (1/s) est / true", f"{a:.1f} / {b:.1f}"))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows)
