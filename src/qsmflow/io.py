@@ -70,6 +70,38 @@ class GreInput:
     def n_echoes(self) -> int:
         return self.magnitude.shape[3]
 
+    @classmethod
+    def from_arrays(cls, magnitude, phase, echo_times, field_strength, *, affine=None, voxel_size=None,
+                    b0_direction=None, prefix: str = "qsmflow") -> "GreInput":
+        """Build a checked input from numpy arrays (phase in radians), for use from Python.
+
+        Give ``affine`` (B0 direction and voxel size are read from it) or
+        ``voxel_size`` (mm; B0 then defaults to the third axis).
+        """
+        mag = np.asarray(magnitude, np.float32)
+        pha = np.asarray(phase, np.float32)
+        if mag.ndim == 3:
+            mag, pha = mag[..., None], pha[..., None] if pha.ndim == 3 else pha
+        _checks.as_volume("magnitude", mag, ndim=4)
+        _checks.as_volume("phase", pha, ndim=4)
+        _checks.same_shape("magnitude", mag, "phase", pha)
+        te = _checks.echo_times(echo_times, mag.shape[3])
+        b0 = _checks.field_strength(field_strength)
+        finite = np.all(np.isfinite(mag), axis=3) & np.all(np.isfinite(pha), axis=3)
+        if np.nanmax(np.abs(pha)) > np.pi * (1 + _RADIAN_SLACK):
+            raise ValueError("phase must be in radians within [-pi, pi]; scale it first (see io.scale_phase)")
+        if affine is None:
+            vs = _checks.voxel_size(voxel_size if voxel_size is not None else (1.0, 1.0, 1.0))
+            affine = np.diag([*vs, 1.0])
+        affine = np.asarray(affine, float)
+        vs = voxel_size_from_affine(affine)
+        b0_dir = _checks.b0_direction(b0_direction) if b0_direction is not None else b0_direction_from_affine(affine)
+        return cls(magnitude=np.where(finite[..., None], mag, 0), phase=np.where(finite[..., None], pha, 0),
+                   echo_times=te, field_strength=b0, affine=affine, voxel_size=vs, b0_direction=b0_dir,
+                   finite=finite, prefix=prefix,
+                   provenance={"inputs": "arrays", "echo_times_s": te.tolist(), "field_strength_T": b0,
+                               "b0_direction": b0_dir.tolist(), "voxel_size_mm": vs.tolist()})
+
 
 # --------------------------------------------------------------------------- reading
 
