@@ -84,11 +84,13 @@ class QSMResult:
 
 
 class _Timer:
-    def __init__(self, timings: dict, stage: str):
-        self.timings, self.stage = timings, stage
+    def __init__(self, timings: dict, stage: str, progress=None):
+        self.timings, self.stage, self.progress = timings, stage, progress
 
     def __enter__(self):
         log.info("%s ...", self.stage)
+        if self.progress:
+            self.progress(self.stage, "start")
         self.t0 = time.perf_counter()
 
     def __exit__(self, *exc):
@@ -96,6 +98,8 @@ class _Timer:
         self.timings[self.stage] = round(dt, 3)
         if exc[0] is None:
             log.info("%s done in %.1f s", self.stage, dt)
+            if self.progress:
+                self.progress(self.stage, "end")
 
 
 def _uncrop(arr: np.ndarray, box, shape, dtype=None) -> np.ndarray:
@@ -104,7 +108,8 @@ def _uncrop(arr: np.ndarray, box, shape, dtype=None) -> np.ndarray:
     return out
 
 
-def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | None = None) -> QSMResult:
+def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | None = None,
+        progress=None) -> QSMResult:
     """Run the whole chain on a loaded acquisition.
 
     Parameters
@@ -115,6 +120,8 @@ def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | No
         Methods and their options (defaults: the package's default chain).
     mask : ndarray of bool, optional
         Brain mask to use instead of computing one.
+    progress : callable, optional
+        Called as ``progress(stage, "start" | "end")`` around each stage.
 
     Returns
     -------
@@ -128,7 +135,7 @@ def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | No
     so = opt.stage_options
     used = {stage: choose(methods, getattr(opt, stage), stage) for stage, methods in STAGES.items()}
 
-    with _Timer(timings, "mask"):
+    with _Timer(timings, "mask", progress):
         if mask is not None:
             brain = _checks.as_mask("mask", mask, shape) & data.finite
             mask_source = "given"
@@ -143,22 +150,22 @@ def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | No
     mag = data.magnitude[box]
     pha = data.phase[box] * np.float32(opt.phase_sign)
 
-    with _Timer(timings, "unwrap"):
+    with _Timer(timings, "unwrap", progress):
         unwrapped = used["unwrap"].func(pha, vs, **so.get("unwrap", {}))
-    with _Timer(timings, "field_fit"):
+    with _Timer(timings, "field_fit", progress):
         f_hz, noise_hz = used["field_fit"].func(unwrapped, mag, te, mask=m, **so.get("field_fit", {}))
         del unwrapped
     hz_per_ppm = GAMMA_BAR_HZ_PER_T * data.field_strength * 1e-6
-    with _Timer(timings, "bgremove"):
+    with _Timer(timings, "bgremove", progress):
         local_c, eroded_c = used["bgremove"].func(np.where(m, f_hz / hz_per_ppm, 0), m, vs, **so.get("bgremove", {}))
-    with _Timer(timings, "inversion"):
+    with _Timer(timings, "inversion", progress):
         chi_c = used["inversion"].func(local_c, eroded_c, vs, data.b0_direction, **so.get("inversion", {}))
-    with _Timer(timings, "reference"):
+    with _Timer(timings, "reference", progress):
         chi_c, ref_offset = used["reference"].func(chi_c, eroded_c, **so.get("reference", {}))
 
     r2 = t2 = s0 = None
     if data.n_echoes >= 2:
-        with _Timer(timings, "r2star"):
+        with _Timer(timings, "r2star", progress):
             r2_c, s0_c = used["r2star"].func(mag, te, mask=m, **so.get("r2star", {}))
             r2 = _uncrop(r2_c, box, shape)
             s0 = _uncrop(s0_c, box, shape)
