@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import ellipsoid
 
-from qsmflow.masking import ball, magnitude_mask
+from qsmflow.masking import dilate, erode, magnitude_mask
 
 SHAPE, VS = (64, 72, 56), (2.0, 2.0, 2.5)
 
@@ -46,10 +46,13 @@ def test_valid_voxels_respected():
     assert not mask[30:34].any()
 
 
-def test_ball_is_round_in_mm():
-    b = ball(4.0, (1.0, 1.0, 2.0))
-    assert b.shape == (9, 9, 5)
-    assert b[4, 4, 2] and b[0, 4, 2] and b[4, 4, 0] and not b[0, 0, 2]
+def test_erode_and_dilate_are_round_in_mm():
+    point = np.zeros((21, 21, 11), bool)
+    point[10, 10, 5] = True
+    b = dilate(point, 4.0, (1.0, 1.0, 2.0))
+    assert b[6, 10, 5] and b[10, 10, 3] and not b[10, 10, 2] and not b[7, 7, 5]
+    # eroding the dilated ball by the same radius gives back the point
+    assert np.array_equal(erode(b, 4.0, (1.0, 1.0, 2.0)), point)
 
 
 def test_errors():

@@ -162,7 +162,7 @@ def _pipeline_choices():
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask to use (default: computed from the magnitude).")
 @click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
-@click.option("--unwrap", type=_choices(_pipeline_choices()["unwrap"]), default="laplacian", show_default=True)
+@click.option("--unwrap", type=_choices(_pipeline_choices()["unwrap"]), default="bestpath", show_default=True)
 @click.option("--field-fit", type=_choices(_pipeline_choices()["field_fit"]), default="wls", show_default=True)
 @click.option("--bgremove", type=_choices(_pipeline_choices()["bgremove"]), default="vsharp", show_default=True)
 @click.option("--inversion", type=_choices(_pipeline_choices()["inversion"]), default="l2", show_default=True)

@@ -80,18 +80,15 @@ def regression_slope(est_means, true_means) -> float:
     return float(np.polyfit(x[ok], y[ok], 1)[0])
 
 
+# Tissues a brain mask must not hold: skull, scalp and air (CSF, dura and veins are allowed).
+NON_BRAIN = ("air", "soft_tissue", "fat", "bone", "marrow", "eye")
 DEEP_GREY = ("caudate", "putamen", "globus_pallidus", "thalamus", "red_nucleus", "substantia_nigra", "dentate")
 
 
 def _label_ids(label_names: dict, names) -> dict:
-    """Label id of each requested region name present in ``label_names`` (matching by substring)."""
-    out = {}
-    for want in names:
-        for i, n in label_names.items():
-            if want.replace("_", "") in str(n).lower().replace("_", "").replace(" ", ""):
-                out[want] = int(i)
-                break
-    return out
+    """Label id of each requested region name present in ``label_names``."""
+    by_name = {str(n): int(i) for i, n in label_names.items()}
+    return {n: by_name[n] for n in names if n in by_name}
 
 
 def evaluate(result, truth) -> dict:
@@ -109,7 +106,7 @@ def evaluate(result, truth) -> dict:
     -------
     dict
         ``mask_dice``, ``mask_coverage`` (fraction of the true brain inside the mask),
-        ``mask_outside`` (fraction of the mask outside the true brain),
+        ``mask_outside`` (fraction of the mask in skull, scalp, eyes or air),
         ``total_field_error_pct`` (RMS of the demeaned total-field error over the RMS
         of the demeaned true local field, in the true brain ∩ mask),
         ``local_field_nrmse`` (%), ``chi_nrmse`` (%), ``chi_hfen`` (%),
@@ -118,10 +115,11 @@ def evaluate(result, truth) -> dict:
         (estimated, true) median R2* in 1/s), ``r2star_max_error_pct``.
     """
     brain = np.asarray(truth.brain_mask, bool)
+    non_brain = np.isin(truth.labels, list(_label_ids(truth.label_names, NON_BRAIN).values()))
     out = {
         "mask_dice": dice(result.mask, brain),
         "mask_coverage": float((result.mask & brain).sum() / brain.sum()),
-        "mask_outside": float((result.mask & ~brain).sum() / max(result.mask.sum(), 1)),
+        "mask_outside": float((result.mask & non_brain).sum() / max(result.mask.sum(), 1)),
     }
     hz_per_ppm = result.parameters["hz_per_ppm"]
     both = result.mask & brain

@@ -603,7 +603,38 @@ def _outside_fov_field(model, shape, vs, b0_dir, fine_axes):
     field = kernels.forward_field(chi, step, b0_dir)
     # interpolate from the cells inside the FOV only: the field jumps across the FOV
     # boundary where the body is cut, and the fine grid lies entirely inside it
-    return _interp_separable(field[tuple(inside)], [a[s] for a, s in zip(axes, inside)], fine_axes)
+    coarse = _interp_separable(field[tuple(inside)], [a[s] for a, s in zip(axes, inside)], fine_axes)
+    return _harmonic_interior(coarse, [a[1] - a[0] for a in fine_axes])
+
+
+def _harmonic_interior(g, spacing):
+    """The harmonic function equal to ``g`` on the grid's outer faces (Dirichlet problem).
+
+    The body outside the FOV has no sources inside it, so its field there is harmonic;
+    a coarse-grid computation cut at the FOV and interpolated is not (with oblique B0
+    the sharp cut rings through the volume and V-SHARP could not remove it). Solving
+    Laplace's equation with the interpolated values on the boundary restores a field
+    of purely external sources: ``u = g + v`` with ``∇²v = -∇²g`` inside, ``v = 0`` on the
+    faces, by a sine-transform Poisson solver.
+    """
+    g = np.asarray(g, np.float64)
+    inner = tuple(slice(1, -1) for _ in range(3))
+    lap = np.zeros(tuple(n - 2 for n in g.shape))
+    for ax, h in enumerate(spacing):
+        lo = [slice(1, -1)] * 3
+        hi = [slice(1, -1)] * 3
+        lo[ax], hi[ax] = slice(0, -2), slice(2, None)
+        lap += (g[tuple(lo)] - 2 * g[inner] + g[tuple(hi)]) / (h * h)
+    eig = 0.0
+    for ax, (n, h) in enumerate(zip(lap.shape, spacing)):
+        lam = (2 * np.cos(np.pi * np.arange(1, n + 1) / (n + 1)) - 2) / (h * h)
+        view = [1, 1, 1]
+        view[ax] = n
+        eig = eig + lam.reshape(view)
+    v = sfft.idstn(sfft.dstn(-lap, type=1, workers=-1) / eig, type=1, workers=-1)
+    out = g.copy()
+    out[inner] += v
+    return out.astype(F32)
 
 
 def _interp_separable(a, src_axes, dst_axes):

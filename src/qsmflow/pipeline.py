@@ -45,7 +45,7 @@ class Options:
     """Which method each stage uses, and keyword options per stage."""
 
     mask: str = "magnitude"
-    unwrap: str = "laplacian"
+    unwrap: str = "bestpath"
     field_fit: str = "wls"
     bgremove: str = "vsharp"
     inversion: str = "l2"
@@ -140,7 +140,8 @@ def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | No
             brain = _checks.as_mask("mask", mask, shape) & data.finite
             mask_source = "given"
         else:
-            brain = used["mask"].func(data.magnitude, vs, valid=data.finite, **so.get("mask", {}))
+            brain = used["mask"].func(data.magnitude, vs, valid=data.finite, echo_times=te,
+                                      field_strength=data.field_strength, **so.get("mask", {}))
             mask_source = opt.mask
         if brain.sum() < 27:
             raise ValueError(f"the brain mask holds only {int(brain.sum())} voxels; check the mask or the magnitude")
@@ -151,7 +152,7 @@ def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | No
     pha = data.phase[box] * np.float32(opt.phase_sign)
 
     with _Timer(timings, "unwrap", progress):
-        unwrapped = used["unwrap"].func(pha, vs, **so.get("unwrap", {}))
+        unwrapped = used["unwrap"].func(pha, vs, mask=m, echo_times=te, **so.get("unwrap", {}))
     with _Timer(timings, "field_fit", progress):
         f_hz, noise_hz = used["field_fit"].func(unwrapped, mag, te, mask=m, **so.get("field_fit", {}))
         del unwrapped
