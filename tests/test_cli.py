@@ -109,3 +109,76 @@ def test_help_and_version(capsys):
     assert code == 0 and "qsmflow" in out and "run" in out and "demo" in out
     code, out, _ = _run(["--version"], capsys)
     assert code == 0 and "0.1.0" in out
+
+
+# ---------------------------------------------------------------- through files
+
+import json  # noqa: E402
+
+from conftest import shared_data  # noqa: E402
+
+
+def test_simulate_then_run_with_integer_phase(tmp_path, capsys):
+    data = tmp_path / "bids"
+    code, _, err = _run(["simulate", str(data), "--matrix", "40,48,40", "--voxel-size", "4,4,4", "--integer-phase",
+                         "--oblique", "15", "-q"], capsys)
+    assert code == 0, err
+    anat = data / "sub-phantom" / "anat"
+    ph = nib.load(str(anat / "sub-phantom_echo-1_part-phase_MEGRE.nii.gz"))
+    assert ph.get_data_dtype() == np.int16
+    assert (data / "derivatives" / "truth" / "sub-phantom" / "anat" / "sub-phantom_Chimap.nii.gz").exists()
+    out = tmp_path / "out"
+    code, _, err = _run(["run", "--mag", str(anat / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
+                         "--phase", str(anat / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz"), "-o", str(out)], capsys)
+    assert code == 0, err
+    prov = json.loads((out / "sub-phantom_provenance.json").read_text())
+    assert prov["input"]["phase_scaling"]["rule"].startswith("integers -4096..4095")
+    assert prov["input"]["b0_angle_to_slice_axis_deg"] == pytest.approx(15, abs=0.01)
+    assert prov["input"]["echo_times_source"] == "sidecar EchoTime"
+    assert "B0 direction" in err and "15.0 deg" in err  # logged
+    # a second run refuses to overwrite, --force replaces
+    code, _, err = _run(["run", "--mag", str(anat / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
+                         "--phase", str(anat / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz"), "-o", str(out)], capsys)
+    assert code == 1 and "--force" in err
+    code, _, _ = _run(["run", "--mag", str(anat / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
+                       "--phase", str(anat / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz"), "-o", str(out),
+                       "--force", "-q"], capsys)
+    assert code == 0
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def test_run_on_real_romeo_data(tmp_path, capsys):
+    d = shared_data("romeo_small")
+    out = tmp_path / "romeo"
+    code, _, err = _run(["run", "--mag", str(d / "Mag.nii"), "--phase", str(d / "Phase.nii"),
+                         "--echo-times", "0.004,0.008,0.012", "--field-strength", "3", "-o", str(out)], capsys)
+    assert code == 0, err
+    assert "scaled by its maximum" in err and "crop inside the head" in err
+    prov = json.loads((out / "Mag_provenance.json").read_text())
+    assert any("crop inside the head" in w for w in prov["warnings"])
+    r2 = nib.load(str(out / "Mag_R2starmap.nii.gz")).get_fdata()
+    mask = nib.load(str(out / "Mag_mask.nii.gz")).get_fdata() > 0
+    assert mask.mean() > 0.9
+    assert 5 < np.median(r2[mask]) < 60  # in-vivo brain R2* at 3 T
+
+
+def test_run_single_echo_siemens_says_no_r2star(tmp_path, capsys):
+    d = shared_data("siemens_fieldmap")
+    out = tmp_path / "si"
+    code, _, err = _run(["run", "--mag", str(d / "Si_2_gre_field_magph_e2.nii"),
+                         "--phase", str(d / "Si_3_gre_field_magph_e2_ph.nii"), "-o", str(out)], capsys)
+    assert code == 0, err
+    assert "no R2*/T2* map" in err
+    assert (out / "Si_2_gre_field_magph_e2_Chimap.nii.gz").exists()
+    assert not (out / "Si_2_gre_field_magph_e2_R2starmap.nii.gz").exists()
+
+
+def test_demo_small(capsys, monkeypatch):
+    from qsmflow import demo
+
+    monkeypatch.setattr(demo, "DEMO_SHAPE", (40, 48, 40))
+    monkeypatch.setattr(demo, "DEMO_VOXEL_MM", (4.0, 4.0, 4.0))
+    monkeypatch.setattr(demo.run_demo, "__defaults__", (False, (40, 48, 40), (4.0, 4.0, 4.0)))
+    code, out, err = _run(["demo", "-q"], capsys)
+    assert code == 0, err
+    assert "chi NRMSE" in out and "R2*" in out

@@ -12,10 +12,10 @@ from . import io, metrics, phantom, pipeline
 
 log = logging.getLogger(__name__)
 
-# 2 mm voxels over the standard 160x192x160 mm field of view: the whole chain runs
-# in well under a minute on a laptop, on the same head the benchmarks use at 1 mm.
-DEMO_SHAPE = (80, 96, 80)
-DEMO_VOXEL_MM = (2.0, 2.0, 2.0)
+# 1.5 mm voxels over the standard 160x192x160 mm field of view: simulation and
+# reconstruction take ~25 s on 2 cores, on the same head the benchmarks use at 1 mm.
+DEMO_SHAPE = (107, 128, 107)
+DEMO_VOXEL_MM = (1.5, 1.5, 1.5)
 
 
 def run_demo(out=None, *, force: bool = False, shape=DEMO_SHAPE, voxel_size=DEMO_VOXEL_MM) -> str:
@@ -43,5 +43,5 @@ def run_demo(out=None, *, force: bool = False, shape=DEMO_SHAPE, voxel_size=DEMO
             shutil.rmtree(root, ignore_errors=True)
     where = f"\nresults in {root / 'qsmflow'}" if keep else ""
     return (f"qsmflow demo: simulated head {'x'.join(map(str, shape))} at {voxel_size[0]:g} mm, "
-            f"{len(head.echo_times)} echoes, 3 T, SNR 100\n\n{report}\n\n"
+            f"{len(head.echo_times)} echoes, 3 T, SNR 100\n(errors against the phantom's ground truth; see the README)\n\n{report}\n\n"
             f"total time {time.perf_counter() - t0:.1f} s{where}")

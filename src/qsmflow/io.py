@@ -443,10 +443,6 @@ def load_gre(
     angle = float(np.degrees(np.arccos(min(abs(b0_dir[2]), 1.0))))
     log.info("B0 direction in voxel axes (%s): [%.4f, %.4f, %.4f], %.1f deg from the slice axis",
              b0_dir_src, *b0_dir, angle)
-    if n_echoes == 1:
-        msg = "single-echo data: the field comes from one echo (phase offset assumed 0) and no R2*/T2* map is made"
-        log.warning(msg)
-        warnings.append(msg)
 
     provenance = {
         "inputs": {"magnitude": [str(p) for p in mag_paths], "phase": [str(p) for p in pha_paths]},

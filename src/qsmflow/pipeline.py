@@ -127,7 +127,28 @@ def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | No
     -------
     QSMResult
     """
-    opt = options or Options()
+    collector = _WarningCollector()
+    logging.getLogger("qsmflow").addHandler(collector)
+    try:
+        result = _run(data, options or Options(), mask, progress)
+    finally:
+        logging.getLogger("qsmflow").removeHandler(collector)
+    result.warnings.extend(w for w in collector.messages if w not in result.warnings)
+    return result
+
+
+class _WarningCollector(logging.Handler):
+    """Keeps the warnings the stages log, for the provenance file."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _run(data: GreInput, opt: Options, mask, progress) -> QSMResult:
     timings: dict = {}
     warnings = list(data.warnings)
     shape = data.magnitude.shape[:3]
@@ -146,6 +167,9 @@ def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | No
         if brain.sum() < 27:
             raise ValueError(f"the brain mask holds only {int(brain.sum())} voxels; check the mask or the magnitude")
 
+    if data.n_echoes == 1:
+        log.warning("single-echo data: the field comes from one echo (phase offset assumed 0) and no "
+                    "R2*/T2* map is made")
     box = kernels.bounding_box(brain, _CROP_MARGIN)
     m = brain[box]
     mag = data.magnitude[box]
