@@ -11,10 +11,8 @@ import glob
 import logging
 import sys
 import time
-from pathlib import Path
 
 import click
-import numpy as np
 
 from . import __version__
 

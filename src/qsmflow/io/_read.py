@@ -1,10 +1,4 @@
-"""Reading and writing NIfTI files: the only module that imports nibabel.
-
-Loading checks everything before any work is done (shapes, affines, echo count and
-units, field strength), brings the phase to radians by an explicit, logged rule, and
-reads the B0 direction from the affine. Writing is atomic and never overwrites
-without ``force``: outputs are staged under temporary names and renamed together.
-"""
+"""Loading and checking multi-echo GRE NIfTI files (with their JSON sidecars)."""
 
 from __future__ import annotations
 
@@ -12,7 +6,6 @@ import json
 import logging
 import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -20,34 +13,11 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 
-from . import _checks
-from .constants import AFFINE_TOLERANCE_MM
+from .. import _checks
+from ..constants import AFFINE_TOLERANCE_MM
+from ._phase import _RADIAN_SLACK, scale_phase
 
-log = logging.getLogger(__name__)
-
-__all__ = [
-    "GreInput",
-    "OutputSet",
-    "b0_direction_from_affine",
-    "bids_prefix",
-    "load_gre",
-    "load_volume",
-    "read_sidecar",
-    "scale_phase",
-]
-
-# Integer phase ranges written by scanners, as (low, high) after scl_slope/scl_inter.
-# Siemens: -4096..4095 (12 bit, signed) and 0..4095 (unsigned); GE/older: -2048..2047.
-_INTEGER_PHASE_RANGES = ((-4096, 4095), (0, 4095), (-2048, 2047))
-# Radians are accepted up to this relative overshoot of pi (float rounding, 2π stored as π·(1+ε)).
-_RADIAN_SLACK = 1e-3
-# Float phase in radians spans almost the full circle outside the brain (noise);
-# data whose largest |value| is below this fraction of pi is taken as scaled, not radians.
-_RADIAN_MIN_SPAN = 0.9
-# Integer phase fills a scanner range when both ends come within this fraction of it.
-_RANGE_FILL = 0.05
-# A range is "symmetric" when |min| and |max| agree within this fraction.
-_SYMMETRY_TOL = 0.02
+log = logging.getLogger("qsmflow.io")
 
 
 @dataclass
@@ -101,9 +71,6 @@ class GreInput:
                    finite=finite, prefix=prefix,
                    provenance={"inputs": "arrays", "echo_times_s": te.tolist(), "field_strength_T": b0,
                                "b0_direction": b0_dir.tolist(), "voxel_size_mm": vs.tolist()})
-
-
-# --------------------------------------------------------------------------- reading
 
 
 def _load_image(path) -> nib.Nifti1Image:
@@ -254,77 +221,6 @@ def _echo_times_from_sidecars(sidecars: list[dict], n_echoes: int) -> list[float
     if len(tes) != n_echoes:
         return None
     return tes
-
-
-def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale: float | None = None) -> tuple[np.ndarray, dict]:
-    """Bring phase to radians wrapped to [-pi, pi), by an explicit rule.
-
-    Rules, in order:
-
-    1. ``phase_scale`` given: multiply by it.
-    2. Integer values (on disk, after ``scl_slope``/``scl_inter``) in a scanner range:
-       -4096..4095 -> x·π/4096; 0..4095 -> x·2π/4096 - π; -2048..2047 -> x·π/2048.
-    3. Values within ±π (and reaching at least 0.9π): radians, kept.
-    4. Values within [0, 2π]: radians, wrapped.
-    5. Any other symmetric range (|min| ≈ |max|): scaled by its maximum, x·π/max|x|.
-    6. Anything else is refused with a request for ``--phase-scale``.
-
-    Parameters
-    ----------
-    phase : ndarray
-        Finite phase values as read (NaN/Inf already removed).
-    on_disk_integer : bool
-        The file stores integers (before any scaling).
-    phase_scale : float, optional
-        Forced factor to radians.
-
-    Returns
-    -------
-    radians : ndarray (float32)
-    rule : dict
-        ``{"rule": str, "factor": float, "offset": float, "range": [min, max]}``.
-    """
-    x = np.asarray(phase, dtype=np.float64)
-    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
-    rng = [lo, hi]
-    if phase_scale is not None:
-        factor = _checks.positive("phase_scale", phase_scale)
-        rule = {"rule": f"forced by --phase-scale: phase x {factor:g}", "factor": factor, "offset": 0.0, "range": rng}
-    elif hi - lo == 0:
-        raise ValueError(f"the phase is constant ({lo}); is this a phase image?")
-    else:
-        integer_valued = on_disk_integer or bool(np.all(np.abs(x - np.round(x)) < 1e-6))
-        rule = None
-        if integer_valued and hi > np.pi * (1 + _RADIAN_SLACK):
-            for a, b in _INTEGER_PHASE_RANGES:
-                # noise outside the head fills the scanner's whole range: both ends must be reached
-                near = _RANGE_FILL * (b - a)
-                if a <= lo <= a + near and b - near <= hi <= b:
-                    if a == 0:
-                        rule = {"rule": f"integers {a}..{b} mapped to [-pi, pi): x*2pi/{b + 1} - pi",
-                                "factor": 2 * np.pi / (b + 1), "offset": -np.pi, "range": rng}
-                    else:
-                        rule = {"rule": f"integers {a}..{b} mapped to [-pi, pi): x*pi/{-a}",
-                                "factor": np.pi / -a, "offset": 0.0, "range": rng}
-                    break
-        m = max(abs(lo), abs(hi))
-        if rule is not None:
-            pass
-        elif m <= np.pi * (1 + _RADIAN_SLACK) and m >= _RADIAN_MIN_SPAN * np.pi:
-            rule = {"rule": "radians, kept", "factor": 1.0, "offset": 0.0, "range": rng}
-        elif lo >= 0 and hi <= 2 * np.pi * (1 + _RADIAN_SLACK) and hi > np.pi:
-            rule = {"rule": "radians in [0, 2pi), wrapped to [-pi, pi)", "factor": 1.0, "offset": 0.0, "range": rng}
-        elif abs(abs(lo) - abs(hi)) <= _SYMMETRY_TOL * m:
-            rule = {"rule": f"symmetric range +-{m:.6g} scaled by its maximum: x*pi/{m:.6g}",
-                    "factor": np.pi / m, "offset": 0.0, "range": rng}
-        else:
-            raise ValueError(
-                f"cannot tell the phase units from its range [{lo:.6g}, {hi:.6g}]: it is neither radians nor a "
-                "scanner integer range; pass --phase-scale with the factor that converts it to radians"
-            )
-    y = x * rule["factor"] + rule["offset"]
-    y = np.mod(y + np.pi, 2 * np.pi) - np.pi
-    return y.astype(np.float32), rule
 
 
 def load_gre(
@@ -489,203 +385,3 @@ def load_volume(path, *, name: str = "volume", shape=None, affine=None) -> np.nd
     if not np.all(np.isfinite(data)):
         raise ValueError(f"{name} {path} holds NaN/Inf values")
     return data.astype(np.float32)
-
-
-def load_volume_with_affine(path, *, name: str = "volume") -> tuple[np.ndarray, np.ndarray]:
-    """Load a 3D or 4D NIfTI as float32 with its affine (NaN/Inf kept for the caller)."""
-    img = _load_image(path)
-    return _read_data(img, path).astype(np.float32), np.asarray(img.affine, float)
-
-
-# --------------------------------------------------------------------------- writing
-
-
-class OutputSet:
-    """Stage output files under temporary names and rename them all on success.
-
-    Use as a context manager::
-
-        with OutputSet(out_dir, force=False) as out:
-            out.check(["a.nii.gz", "b.json"])      # refuse existing outputs up front
-            out.nifti("a.nii.gz", data, affine)
-            out.json("b.json", {...})
-
-    On leaving the block without an exception every staged file is renamed to its
-    final name (``os.replace``, atomic on one file system); on an exception the
-    staged files are removed and nothing appears. An output folder created here is
-    removed again if it ends up empty.
-    """
-
-    def __init__(self, out_dir, *, force: bool = False):
-        self.out_dir = Path(out_dir)
-        self.force = force
-        self._staged: list[tuple[Path, Path]] = []
-        self._created: list[Path] = []
-        self._tag = uuid.uuid4().hex[:8]
-
-    def __enter__(self) -> "OutputSet":
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise ValueError(f"output {self.out_dir} exists and is not a folder")
-        return self
-
-    def check(self, names: Sequence[str]) -> None:
-        """Refuse outputs that already exist unless ``force``."""
-        if self.force:
-            return
-        existing = [n for n in names if (self.out_dir / n).exists()]
-        if existing:
-            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-            raise ValueError(f"output {self.out_dir / existing[0]} exists{more}; pass --force to overwrite")
-
-    def _target(self, name: str) -> tuple[Path, Path]:
-        final = self.out_dir / name
-        self.check([name])
-        parent = final.parent
-        if not parent.exists():
-            missing = []
-            p = parent
-            while not p.exists():
-                missing.append(p)
-                p = p.parent
-            parent.mkdir(parents=True, exist_ok=True)
-            self._created.extend(reversed(missing))
-        suffix = "".join(final.suffixes[-2:]) if final.name.endswith(".nii.gz") else final.suffix
-        stem = final.name[: len(final.name) - len(suffix)] if suffix else final.name
-        tmp = final.with_name(f".{stem}.tmp-{self._tag}{suffix}")
-        self._staged.append((tmp, final))
-        return tmp, final
-
-    def nifti(self, name: str, data: np.ndarray, affine: np.ndarray, *, dtype=np.float32, description: str | None = None) -> Path:
-        """Stage ``data`` as a NIfTI file (float32 by default, masks as uint8)."""
-        tmp, final = self._target(name)
-        arr = np.asarray(data)
-        arr = arr.astype(np.uint8 if arr.dtype == bool else dtype)
-        img = nib.Nifti1Image(arr, np.asarray(affine, float))
-        img.header.set_xyzt_units("mm", "sec")
-        img.set_qform(np.asarray(affine, float), code=1)
-        img.set_sform(np.asarray(affine, float), code=1)
-        if description:
-            img.header["descrip"] = description.encode("ascii", "replace")[:79]
-        nib.save(img, str(tmp))
-        return final
-
-    def json(self, name: str, obj) -> Path:
-        """Stage ``obj`` as a JSON file."""
-        tmp, final = self._target(name)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, default=_json_default)
-            fh.write("\n")
-        return final
-
-    def text(self, name: str, text: str) -> Path:
-        """Stage a text file."""
-        tmp, final = self._target(name)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        return final
-
-    def _discard(self) -> None:
-        for tmp, _ in self._staged:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
-        for d in reversed(self._created):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        self._staged.clear()
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            self._discard()
-            return False
-        try:
-            for tmp, final in self._staged:
-                os.replace(tmp, final)
-        except BaseException:
-            self._discard()
-            raise
-        self._staged.clear()
-        return False
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
-
-
-# --------------------------------------------------------------------------- phantom datasets
-
-_PHANTOM_SUBJECT = "phantom"
-
-
-def phantom_paths(root, subject: str = _PHANTOM_SUBJECT, n_echoes: int = 1) -> dict:
-    """Where :func:`write_phantom_dataset` puts the raw echoes and the truth maps."""
-    root = Path(root)
-    anat = root / f"sub-{subject}" / "anat"
-    truth = root / "derivatives" / "truth" / f"sub-{subject}" / "anat"
-    return {
-        "mag": [anat / f"sub-{subject}_echo-{e + 1}_part-mag_MEGRE.nii.gz" for e in range(n_echoes)],
-        "phase": [anat / f"sub-{subject}_echo-{e + 1}_part-phase_MEGRE.nii.gz" for e in range(n_echoes)],
-        "truth": truth,
-    }
-
-
-def _integer_phase(phase: np.ndarray) -> np.ndarray:
-    """Phase (rad, [-π, π)) as Siemens-style int16 in -4096..4095."""
-    q = np.round(np.asarray(phase, np.float64) * (4096 / np.pi))
-    return np.clip(q, -4096, 4095).astype(np.int16)
-
-
-def write_phantom_dataset(root, head, *, integer_phase: bool = False, subject: str = _PHANTOM_SUBJECT,
-                          force: bool = False) -> list[Path]:
-    """Write a simulated head as a BIDS MEGRE dataset plus its ground truth.
-
-    Raw echoes go to ``sub-<subject>/anat/sub-<subject>_echo-<n>_part-{mag,phase}_MEGRE.nii.gz``
-    with sidecars (EchoTime, EchoNumber, MagneticFieldStrength); the truth (χ ppm,
-    R2* 1/s, brain mask, labels, total field Hz, local field ppm) goes to
-    ``derivatives/truth/sub-<subject>/anat``.
-    """
-    root = Path(root)
-    n_e = head.magnitude.shape[3]
-    paths = phantom_paths(root, subject, n_e)
-    rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
-    written = []
-    with OutputSet(root, force=force) as out:
-        written.append(out.json("dataset_description.json", {
-            "Name": "qsmflow simulated head", "BIDSVersion": "1.9.0", "DatasetType": "raw",
-            "GeneratedBy": [{"Name": "qsmflow simulate"}]}))
-        for e in range(n_e):
-            common = {"EchoTime": float(head.echo_times[e]), "EchoNumber": e + 1,
-                      "MagneticFieldStrength": float(head.field_strength), "Manufacturer": "qsmflow phantom"}
-            written.append(out.nifti(rel(paths["mag"][e]), head.magnitude[..., e], head.affine))
-            written.append(out.json(rel(paths["mag"][e]).replace(".nii.gz", ".json"), {**common, "ImageType": ["M"]}))
-            ph = _integer_phase(head.phase[..., e]) if integer_phase else head.phase[..., e]
-            written.append(out.nifti(rel(paths["phase"][e]), ph, head.affine,
-                                     dtype=np.int16 if integer_phase else np.float32))
-            written.append(out.json(rel(paths["phase"][e]).replace(".nii.gz", ".json"), {**common, "ImageType": ["P"]}))
-        t = rel(paths["truth"])
-        pre = f"{t}/sub-{subject}"
-        truth = {
-            "Chimap": (head.chi, "ppm"), "R2starmap": (head.r2star, "1/s"), "localfield": (head.local_field_ppm, "ppm"),
-            "fieldmap": (head.total_field_hz, "Hz"),
-        }
-        for suffix, (arr, units) in truth.items():
-            written.append(out.nifti(f"{pre}_{suffix}.nii.gz", arr, head.affine))
-            written.append(out.json(f"{pre}_{suffix}.json", {"Units": units}))
-        written.append(out.nifti(f"{pre}_mask.nii.gz", head.brain_mask, head.affine))
-        written.append(out.nifti(f"{pre}_dseg.nii.gz", head.labels, head.affine, dtype=np.int16))
-        tsv = "index\tname\n" + "".join(f"{k}\t{v}\n" for k, v in sorted(head.label_names.items()))
-        written.append(out.text(f"{pre}_dseg.tsv", tsv))
-        written.append(out.json(f"{rel(paths['truth'].parents[2])}/dataset_description.json", {
-            "Name": "qsmflow phantom ground truth", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": "qsmflow simulate"}],
-            "B0Direction": [float(v) for v in head.b0_direction], "NoiseSigma": float(head.noise_sigma)}))
-    return written

@@ -1,0 +1,35 @@
+"""Reading and writing NIfTI files: the only package that imports nibabel.
+
+Loading checks everything before any work is done (shapes, affines, echo count and
+units, field strength), brings the phase to radians by an explicit, logged rule
+(:mod:`._phase`), and reads the B0 direction from the affine (:mod:`._read`).
+Writing is atomic and never overwrites without ``force`` (:mod:`._write`).
+"""
+
+from ._phase import scale_phase
+from ._read import (
+    GreInput,
+    b0_direction_from_affine,
+    bids_entities,
+    bids_prefix,
+    load_gre,
+    load_volume,
+    read_sidecar,
+    voxel_size_from_affine,
+)
+from ._write import OutputSet, phantom_paths, write_phantom_dataset
+
+__all__ = [
+    "GreInput",
+    "OutputSet",
+    "b0_direction_from_affine",
+    "bids_entities",
+    "bids_prefix",
+    "load_gre",
+    "load_volume",
+    "phantom_paths",
+    "read_sidecar",
+    "scale_phase",
+    "voxel_size_from_affine",
+    "write_phantom_dataset",
+]

@@ -1,0 +1,90 @@
+"""Phase units: stored phase -> radians by an explicit, logged rule."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _checks
+
+# Siemens: -4096..4095 (12 bit, signed) and 0..4095 (unsigned); GE/older: -2048..2047.
+_INTEGER_PHASE_RANGES = ((-4096, 4095), (0, 4095), (-2048, 2047))
+# Radians are accepted up to this relative overshoot of pi (float rounding, 2π stored as π·(1+ε)).
+_RADIAN_SLACK = 1e-3
+# Float phase in radians spans almost the full circle outside the brain (noise);
+# data whose largest |value| is below this fraction of pi is taken as scaled, not radians.
+_RADIAN_MIN_SPAN = 0.9
+# Integer phase fills a scanner range when both ends come within this fraction of it.
+_RANGE_FILL = 0.05
+# A range is "symmetric" when |min| and |max| agree within this fraction.
+_SYMMETRY_TOL = 0.02
+
+
+def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale: float | None = None) -> tuple[np.ndarray, dict]:
+    """Bring phase to radians wrapped to [-pi, pi), by an explicit rule.
+
+    Rules, in order:
+
+    1. ``phase_scale`` given: multiply by it.
+    2. Integer values (on disk, after ``scl_slope``/``scl_inter``) in a scanner range:
+       -4096..4095 -> x·π/4096; 0..4095 -> x·2π/4096 - π; -2048..2047 -> x·π/2048.
+    3. Values within ±π (and reaching at least 0.9π): radians, kept.
+    4. Values within [0, 2π]: radians, wrapped.
+    5. Any other symmetric range (|min| ≈ |max|): scaled by its maximum, x·π/max|x|.
+    6. Anything else is refused with a request for ``--phase-scale``.
+
+    Parameters
+    ----------
+    phase : ndarray
+        Finite phase values as read (NaN/Inf already removed).
+    on_disk_integer : bool
+        The file stores integers (before any scaling).
+    phase_scale : float, optional
+        Forced factor to radians.
+
+    Returns
+    -------
+    radians : ndarray (float32)
+    rule : dict
+        ``{"rule": str, "factor": float, "offset": float, "range": [min, max]}``.
+    """
+    x = np.asarray(phase, dtype=np.float64)
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    rng = [lo, hi]
+    if phase_scale is not None:
+        factor = _checks.positive("phase_scale", phase_scale)
+        rule = {"rule": f"forced by --phase-scale: phase x {factor:g}", "factor": factor, "offset": 0.0, "range": rng}
+    elif hi - lo == 0:
+        raise ValueError(f"the phase is constant ({lo}); is this a phase image?")
+    else:
+        integer_valued = on_disk_integer or bool(np.all(np.abs(x - np.round(x)) < 1e-6))
+        rule = None
+        if integer_valued and hi > np.pi * (1 + _RADIAN_SLACK):
+            for a, b in _INTEGER_PHASE_RANGES:
+                # noise outside the head fills the scanner's whole range: both ends must be reached
+                near = _RANGE_FILL * (b - a)
+                if a <= lo <= a + near and b - near <= hi <= b:
+                    if a == 0:
+                        rule = {"rule": f"integers {a}..{b} mapped to [-pi, pi): x*2pi/{b + 1} - pi",
+                                "factor": 2 * np.pi / (b + 1), "offset": -np.pi, "range": rng}
+                    else:
+                        rule = {"rule": f"integers {a}..{b} mapped to [-pi, pi): x*pi/{-a}",
+                                "factor": np.pi / -a, "offset": 0.0, "range": rng}
+                    break
+        m = max(abs(lo), abs(hi))
+        if rule is not None:
+            pass
+        elif m <= np.pi * (1 + _RADIAN_SLACK) and m >= _RADIAN_MIN_SPAN * np.pi:
+            rule = {"rule": "radians, kept", "factor": 1.0, "offset": 0.0, "range": rng}
+        elif lo >= 0 and hi <= 2 * np.pi * (1 + _RADIAN_SLACK) and hi > np.pi:
+            rule = {"rule": "radians in [0, 2pi), wrapped to [-pi, pi)", "factor": 1.0, "offset": 0.0, "range": rng}
+        elif abs(abs(lo) - abs(hi)) <= _SYMMETRY_TOL * m:
+            rule = {"rule": f"symmetric range +-{m:.6g} scaled by its maximum: x*pi/{m:.6g}",
+                    "factor": np.pi / m, "offset": 0.0, "range": rng}
+        else:
+            raise ValueError(
+                f"cannot tell the phase units from its range [{lo:.6g}, {hi:.6g}]: it is neither radians nor a "
+                "scanner integer range; pass --phase-scale with the factor that converts it to radians"
+            )
+    y = x * rule["factor"] + rule["offset"]
+    y = np.mod(y + np.pi, 2 * np.pi) - np.pi
+    return y.astype(np.float32), rule

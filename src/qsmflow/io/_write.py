@@ -1,0 +1,203 @@
+"""Atomic writing of NIfTI, JSON and text outputs, and of simulated BIDS datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+
+
+class OutputSet:
+    """Stage output files under temporary names and rename them all on success.
+
+    Use as a context manager::
+
+        with OutputSet(out_dir, force=False) as out:
+            out.check(["a.nii.gz", "b.json"])      # refuse existing outputs up front
+            out.nifti("a.nii.gz", data, affine)
+            out.json("b.json", {...})
+
+    On leaving the block without an exception every staged file is renamed to its
+    final name (``os.replace``, atomic on one file system); on an exception the
+    staged files are removed and nothing appears. An output folder created here is
+    removed again if it ends up empty.
+    """
+
+    def __init__(self, out_dir, *, force: bool = False):
+        self.out_dir = Path(out_dir)
+        self.force = force
+        self._staged: list[tuple[Path, Path]] = []
+        self._created: list[Path] = []
+        self._tag = uuid.uuid4().hex[:8]
+
+    def __enter__(self) -> "OutputSet":
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ValueError(f"output {self.out_dir} exists and is not a folder")
+        return self
+
+    def check(self, names: Sequence[str]) -> None:
+        """Refuse outputs that already exist unless ``force``."""
+        if self.force:
+            return
+        existing = [n for n in names if (self.out_dir / n).exists()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise ValueError(f"output {self.out_dir / existing[0]} exists{more}; pass --force to overwrite")
+
+    def _target(self, name: str) -> tuple[Path, Path]:
+        final = self.out_dir / name
+        self.check([name])
+        parent = final.parent
+        if not parent.exists():
+            missing = []
+            p = parent
+            while not p.exists():
+                missing.append(p)
+                p = p.parent
+            parent.mkdir(parents=True, exist_ok=True)
+            self._created.extend(reversed(missing))
+        suffix = "".join(final.suffixes[-2:]) if final.name.endswith(".nii.gz") else final.suffix
+        stem = final.name[: len(final.name) - len(suffix)] if suffix else final.name
+        tmp = final.with_name(f".{stem}.tmp-{self._tag}{suffix}")
+        self._staged.append((tmp, final))
+        return tmp, final
+
+    def nifti(self, name: str, data: np.ndarray, affine: np.ndarray, *, dtype=np.float32, description: str | None = None) -> Path:
+        """Stage ``data`` as a NIfTI file (float32 by default, masks as uint8)."""
+        tmp, final = self._target(name)
+        arr = np.asarray(data)
+        arr = arr.astype(np.uint8 if arr.dtype == bool else dtype)
+        img = nib.Nifti1Image(arr, np.asarray(affine, float))
+        img.header.set_xyzt_units("mm", "sec")
+        img.set_qform(np.asarray(affine, float), code=1)
+        img.set_sform(np.asarray(affine, float), code=1)
+        if description:
+            img.header["descrip"] = description.encode("ascii", "replace")[:79]
+        nib.save(img, str(tmp))
+        return final
+
+    def json(self, name: str, obj) -> Path:
+        """Stage ``obj`` as a JSON file."""
+        tmp, final = self._target(name)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, default=_json_default)
+            fh.write("\n")
+        return final
+
+    def text(self, name: str, text: str) -> Path:
+        """Stage a text file."""
+        tmp, final = self._target(name)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return final
+
+    def _discard(self) -> None:
+        for tmp, _ in self._staged:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+        for d in reversed(self._created):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        self._staged.clear()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self._discard()
+            return False
+        try:
+            for tmp, final in self._staged:
+                os.replace(tmp, final)
+        except BaseException:
+            self._discard()
+            raise
+        self._staged.clear()
+        return False
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+# --------------------------------------------------------------------------- phantom datasets
+
+_PHANTOM_SUBJECT = "phantom"
+
+
+def phantom_paths(root, subject: str = _PHANTOM_SUBJECT, n_echoes: int = 1) -> dict:
+    """Where :func:`write_phantom_dataset` puts the raw echoes and the truth maps."""
+    root = Path(root)
+    anat = root / f"sub-{subject}" / "anat"
+    truth = root / "derivatives" / "truth" / f"sub-{subject}" / "anat"
+    return {
+        "mag": [anat / f"sub-{subject}_echo-{e + 1}_part-mag_MEGRE.nii.gz" for e in range(n_echoes)],
+        "phase": [anat / f"sub-{subject}_echo-{e + 1}_part-phase_MEGRE.nii.gz" for e in range(n_echoes)],
+        "truth": truth,
+    }
+
+
+def _integer_phase(phase: np.ndarray) -> np.ndarray:
+    """Phase (rad, [-π, π)) as Siemens-style int16 in -4096..4095."""
+    q = np.round(np.asarray(phase, np.float64) * (4096 / np.pi))
+    return np.clip(q, -4096, 4095).astype(np.int16)
+
+
+def write_phantom_dataset(root, head, *, integer_phase: bool = False, subject: str = _PHANTOM_SUBJECT,
+                          force: bool = False) -> list[Path]:
+    """Write a simulated head as a BIDS MEGRE dataset plus its ground truth.
+
+    Raw echoes go to ``sub-<subject>/anat/sub-<subject>_echo-<n>_part-{mag,phase}_MEGRE.nii.gz``
+    with sidecars (EchoTime, EchoNumber, MagneticFieldStrength); the truth (χ ppm,
+    R2* 1/s, brain mask, labels, total field Hz, local field ppm) goes to
+    ``derivatives/truth/sub-<subject>/anat``.
+    """
+    root = Path(root)
+    n_e = head.magnitude.shape[3]
+    paths = phantom_paths(root, subject, n_e)
+    rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
+    written = []
+    with OutputSet(root, force=force) as out:
+        written.append(out.json("dataset_description.json", {
+            "Name": "qsmflow simulated head", "BIDSVersion": "1.9.0", "DatasetType": "raw",
+            "GeneratedBy": [{"Name": "qsmflow simulate"}]}))
+        for e in range(n_e):
+            common = {"EchoTime": float(head.echo_times[e]), "EchoNumber": e + 1,
+                      "MagneticFieldStrength": float(head.field_strength), "Manufacturer": "qsmflow phantom"}
+            written.append(out.nifti(rel(paths["mag"][e]), head.magnitude[..., e], head.affine))
+            written.append(out.json(rel(paths["mag"][e]).replace(".nii.gz", ".json"), {**common, "ImageType": ["M"]}))
+            ph = _integer_phase(head.phase[..., e]) if integer_phase else head.phase[..., e]
+            written.append(out.nifti(rel(paths["phase"][e]), ph, head.affine,
+                                     dtype=np.int16 if integer_phase else np.float32))
+            written.append(out.json(rel(paths["phase"][e]).replace(".nii.gz", ".json"), {**common, "ImageType": ["P"]}))
+        t = rel(paths["truth"])
+        pre = f"{t}/sub-{subject}"
+        truth = {
+            "Chimap": (head.chi, "ppm"), "R2starmap": (head.r2star, "1/s"), "localfield": (head.local_field_ppm, "ppm"),
+            "fieldmap": (head.total_field_hz, "Hz"),
+        }
+        for suffix, (arr, units) in truth.items():
+            written.append(out.nifti(f"{pre}_{suffix}.nii.gz", arr, head.affine))
+            written.append(out.json(f"{pre}_{suffix}.json", {"Units": units}))
+        written.append(out.nifti(f"{pre}_mask.nii.gz", head.brain_mask, head.affine))
+        written.append(out.nifti(f"{pre}_dseg.nii.gz", head.labels, head.affine, dtype=np.int16))
+        tsv = "index\tname\n" + "".join(f"{k}\t{v}\n" for k, v in sorted(head.label_names.items()))
+        written.append(out.text(f"{pre}_dseg.tsv", tsv))
+        written.append(out.json(f"{rel(paths['truth'].parents[2])}/dataset_description.json", {
+            "Name": "qsmflow phantom ground truth", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+            "GeneratedBy": [{"Name": "qsmflow simulate"}],
+            "B0Direction": [float(v) for v in head.b0_direction], "NoiseSigma": float(head.noise_sigma)}))
+    return written
