@@ -182,3 +182,11 @@ def test_demo_small(capsys, monkeypatch):
     code, out, err = _run(["demo", "-q"], capsys)
     assert code == 0, err
     assert "chi NRMSE" in out and "R2*" in out
+
+
+def test_mask_of_wrong_shape(files, capsys, tmp_path):
+    bad = _nii(tmp_path / "mask.nii.gz", np.ones((5, 5, 5)))
+    code, _, err = _run(["run", "--mag", files["mag4"], "--phase", files["pha4"], "-o", str(files["out"]),
+                         "--mask", bad] + OK_TE, capsys)
+    assert code == 1 and "--mask" in err and "shape (5, 5, 5)" in err
+    assert not files["out"].exists()

@@ -262,3 +262,16 @@ def test_output_set_failure_leaves_nothing(tmp_path):
 def test_bids_prefix():
     assert io.bids_prefix("/x/sub-01_ses-2_acq-fast_run-1_echo-3_part-phase_MEGRE.nii.gz") == "sub-01_ses-2_acq-fast_run-1"
     assert io.bids_prefix("Mag.nii") == "Mag"
+
+
+def test_swapped_and_mismatched_sidecars(tmp_path):
+    mags, phases = _echoes(tmp_path)
+    for e, (m, p) in enumerate(zip(mags, phases)):
+        _sidecar(m, EchoTime=0.005 * (e + 1), MagneticFieldStrength=3, ImageType=["ORIGINAL", "M"])
+        _sidecar(p, EchoTime=0.005 * (e + 1), MagneticFieldStrength=3, ImageType=["ORIGINAL", "P"])
+    assert io.load_gre(mags, phases).n_echoes == 3
+    with pytest.raises(ValueError, match="swapped"):
+        io.load_gre(phases, mags)
+    _sidecar(phases[1], EchoTime=0.02, MagneticFieldStrength=3)
+    with pytest.raises(ValueError, match="same acquisition"):
+        io.load_gre(mags, phases)

@@ -223,6 +223,24 @@ def _echo_times_from_sidecars(sidecars: list[dict], n_echoes: int) -> list[float
     return tes
 
 
+def _image_kind(sidecar: dict) -> str | None:
+    """'M' or 'P' from a sidecar's ImageType (dcm2niix: [..., 'M', ...] or [..., 'PHASE'])."""
+    kinds = {str(t).upper() for t in sidecar.get("ImageType", []) or []}
+    if kinds & {"P", "PHASE"}:
+        return "P"
+    if kinds & {"M", "MAGNITUDE"}:
+        return "M"
+    return None
+
+
+def _check_not_swapped(mag_sc: list[dict], pha_sc: list[dict]) -> None:
+    """Refuse magnitude files whose sidecar says phase, and phase files whose sidecar says magnitude."""
+    if any(_image_kind(sc) == "P" for sc in mag_sc):
+        raise ValueError("a --mag file's sidecar says ImageType PHASE; are --mag and --phase swapped?")
+    if any(_image_kind(sc) == "M" for sc in pha_sc):
+        raise ValueError("a --phase file's sidecar says ImageType MAGNITUDE; are --mag and --phase swapped?")
+
+
 def load_gre(
     magnitude,
     phase,
@@ -274,6 +292,12 @@ def load_gre(
     if not np.allclose(affine, p_affine, atol=AFFINE_TOLERANCE_MM):
         raise ValueError("magnitude and phase are on different grids: their affines differ")
     n_echoes = mag.shape[3]
+    _check_not_swapped(mag_sc, pha_sc)
+    mag_te = _echo_times_from_sidecars(mag_sc, n_echoes)
+    pha_te = _echo_times_from_sidecars(pha_sc, n_echoes)
+    if mag_te is not None and pha_te is not None and not np.allclose(mag_te, pha_te, rtol=1e-3, atol=1e-6):
+        raise ValueError(f"the magnitude sidecars give EchoTime {mag_te} but the phase sidecars give {pha_te}; "
+                         "are they from the same acquisition?")
 
     # echo times and field strength
     if echo_times is not None:
