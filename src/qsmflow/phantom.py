@@ -63,10 +63,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft as sfft
 
-from . import _checks, kernels
-from . import _head_geometry as geo
+from . import _checks
+from . import _head_labels as lbl
+from ._head_geometry import HeadModel
+from ._phantom_fields import dipole_fields, outside_fov_field, remove_shim
+from ._phantom_signal import PhaseOffset, affine, block_mean, kspace_downsample, upsample, voxel_axes, wrap
+from ._phantom_tissue import tissue_properties
 from .constants import GAMMA_BAR_HZ_PER_T
 
 __all__ = ["TISSUES", "Tissue", "HeadPhantom", "simulate_head", "oblique_direction"]
@@ -111,49 +114,36 @@ class Tissue:
 #: water), diploë (a mix of ~25 % bone and fatty marrow), dura and optic nerve are
 #: approximate assumed values.
 TISSUES: dict[str, Tissue] = {
-    "air": Tissue(geo.AIR, 9.4, 0.0, 0.0),
-    "csf": Tissue(geo.CSF, 0.0, 4.0, 1.0),
-    "ventricle": Tissue(geo.VENTRICLE, 0.0, 4.0, 1.0),
-    "gm": Tissue(geo.GM, 0.02, 16.5, 0.84),
-    "wm": Tissue(geo.WM, -0.03, 20.5, 0.70),
-    "caudate": Tissue(geo.CAUDATE, 0.07, 19.0, 0.82),
-    "putamen": Tissue(geo.PUTAMEN, 0.06, 23.0, 0.80),
-    "globus_pallidus": Tissue(geo.PALLIDUS, 0.17, 33.0, 0.72),
-    "thalamus": Tissue(geo.THALAMUS, 0.03, 19.5, 0.76),
-    "red_nucleus": Tissue(geo.RED_NUCLEUS, 0.12, 27.0, 0.74),
-    "substantia_nigra": Tissue(geo.NIGRA, 0.15, 30.0, 0.74),
-    "dentate": Tissue(geo.DENTATE, 0.12, 25.0, 0.75),
-    "cerebellar_gm": Tissue(geo.CB_GM, 0.01, 16.0, 0.84),
-    "cerebellar_wm": Tissue(geo.CB_WM, -0.03, 21.0, 0.70),
-    "brainstem": Tissue(geo.BRAINSTEM, -0.02, 21.0, 0.72),
-    "vein": Tissue(geo.VEIN, 0.38, 45.0, 0.85),
-    "sinus": Tissue(geo.SINUS, 0.38, 45.0, 0.85),
-    "dura": Tissue(geo.DURA, -0.05, 60.0, 0.45),
-    "soft_tissue": Tissue(geo.SOFT, 0.0, 32.0, 0.80),
-    "fat": Tissue(geo.FAT, 0.6, 15.0, 0.90),
-    "bone": Tissue(geo.BONE, -2.2, 2000.0, 0.15),
-    "marrow": Tissue(geo.MARROW, -0.1, 150.0, 0.60),
-    "eye": Tissue(geo.EYE, 0.0, 4.0, 1.0),
-    "nerve": Tissue(geo.NERVE, -0.03, 22.0, 0.70),
-    "calcification": Tissue(geo.CALCIFICATION, -0.5, 150.0, 0.30),
-    "haemorrhage": Tissue(geo.HAEMORRHAGE, 1.0, 120.0, 0.75),
+    "air": Tissue(lbl.AIR, 9.4, 0.0, 0.0),
+    "csf": Tissue(lbl.CSF, 0.0, 4.0, 1.0),
+    "ventricle": Tissue(lbl.VENTRICLE, 0.0, 4.0, 1.0),
+    "gm": Tissue(lbl.GM, 0.02, 16.5, 0.84),
+    "wm": Tissue(lbl.WM, -0.03, 20.5, 0.70),
+    "caudate": Tissue(lbl.CAUDATE, 0.07, 19.0, 0.82),
+    "putamen": Tissue(lbl.PUTAMEN, 0.06, 23.0, 0.80),
+    "globus_pallidus": Tissue(lbl.PALLIDUS, 0.17, 33.0, 0.72),
+    "thalamus": Tissue(lbl.THALAMUS, 0.03, 19.5, 0.76),
+    "red_nucleus": Tissue(lbl.RED_NUCLEUS, 0.12, 27.0, 0.74),
+    "substantia_nigra": Tissue(lbl.NIGRA, 0.15, 30.0, 0.74),
+    "dentate": Tissue(lbl.DENTATE, 0.12, 25.0, 0.75),
+    "cerebellar_gm": Tissue(lbl.CB_GM, 0.01, 16.0, 0.84),
+    "cerebellar_wm": Tissue(lbl.CB_WM, -0.03, 21.0, 0.70),
+    "brainstem": Tissue(lbl.BRAINSTEM, -0.02, 21.0, 0.72),
+    "vein": Tissue(lbl.VEIN, 0.38, 45.0, 0.85),
+    "sinus": Tissue(lbl.SINUS, 0.38, 45.0, 0.85),
+    "dura": Tissue(lbl.DURA, -0.05, 60.0, 0.45),
+    "soft_tissue": Tissue(lbl.SOFT, 0.0, 32.0, 0.80),
+    "fat": Tissue(lbl.FAT, 0.6, 15.0, 0.90),
+    "bone": Tissue(lbl.BONE, -2.2, 2000.0, 0.15),
+    "marrow": Tissue(lbl.MARROW, -0.1, 150.0, 0.60),
+    "eye": Tissue(lbl.EYE, 0.0, 4.0, 1.0),
+    "nerve": Tissue(lbl.NERVE, -0.03, 22.0, 0.70),
+    "calcification": Tissue(lbl.CALCIFICATION, -0.5, 150.0, 0.30),
+    "haemorrhage": Tissue(lbl.HAEMORRHAGE, 1.0, 120.0, 0.75),
 }
 
 LABEL_NAMES: dict[int, str] = {t.label: name for name, t in TISSUES.items()}
 
-# Parenchyma gets the smooth χ texture; iron-rich nuclei also an iron gradient.
-_PARENCHYMA = (geo.GM, geo.WM, geo.CAUDATE, geo.PUTAMEN, geo.PALLIDUS, geo.THALAMUS, geo.RED_NUCLEUS,
-               geo.NIGRA, geo.DENTATE, geo.CB_GM, geo.CB_WM, geo.BRAINSTEM, geo.NERVE)
-_IRON_NUCLEI = (geo.CAUDATE, geo.PUTAMEN, geo.PALLIDUS, geo.THALAMUS, geo.RED_NUCLEUS, geo.NIGRA, geo.DENTATE)
-_CHI_TEXTURE_PPM = 0.010  # SD of the smooth χ variation within parenchyma
-_IRON_TEXTURE = 0.12  # relative SD of χ within iron-rich nuclei
-_R2S_TEXTURE = 0.04  # relative SD of R2* within every tissue
-_R2S_PER_PPM_IRON = 80.0  # R2* rises ~80 1/s per ppm of iron χ in deep grey matter at 3 T
-_TEXTURE_MM = 9.0  # correlation length of the textures
-
-# Body outside the field of view: coarse grid spacing and extension (mm) per side.
-_OUTSIDE_SPACING_MM = 4.0
-_OUTSIDE_EXTENT_MM = ((24, 24), (24, 48), (144, 16))
 # Smallest brain that fits: FOV smaller than this cuts the brain (a warning is logged).
 _BRAIN_EXTENT_MM = (130.0, 155.0, 125.0)
 
@@ -388,50 +378,50 @@ def simulate_head(
 
     seq = np.random.SeedSequence(seed)
     head_seq, phase_seq, noise_seq = seq.spawn(3)
-    model = geo.HeadModel(head_seq, lesions=bool(lesions))
+    model = HeadModel(head_seq, lesions=bool(lesions))
     fine_shape = tuple(n * os_ for n in shape)
     fine_vs = vs / os_
-    fine_axes = _axes(fine_shape, fine_vs)
+    fine_axes = voxel_axes(fine_shape, fine_vs)
     model.prepare(fine_vs)
 
     # 1. anatomy and tissue properties on the fine grid
     t0 = time.perf_counter()
     painted = model.paint(fine_axes, fine_vs)
     logger.info("phantom: anatomy on the %s fine grid in %.1f s", fine_shape, time.perf_counter() - t0)
-    chi, r2s, m0, brain, air = _properties(painted, model, fine_axes)
+    chi, r2s, m0, brain, air = tissue_properties(painted, model, fine_axes, TISSUES)
     del painted
 
     # 2. fields (ppm): total (air as zero reference, body outside the FOV included) and local
     t0 = time.perf_counter()
     # the brain mask holds the voxels at least half inside the brain; the local field is
     # the field of every source inside those voxels (what ideal background removal leaves)
-    brain_mask = _block_mean(brain, os_) >= 0.5
+    brain_mask = block_mean(brain, os_) >= 0.5
     source = np.where(air, F32(0.0), chi - F32(TISSUES["air"].chi_ppm))
     del air
-    local_src = np.where(_upsample(brain_mask, os_), chi, F32(0.0))
-    total, local = _dipole_fields([source, local_src], fine_vs, b0_dir)
+    local_src = np.where(upsample(brain_mask, os_), chi, F32(0.0))
+    total, local = dipole_fields([source, local_src], fine_vs, b0_dir)
     del source, local_src
-    total += _outside_fov_field(model, shape, vs, b0_dir, fine_axes)
+    total += outside_fov_field(model, shape, vs, b0_dir, fine_axes, TISSUES)
     if shim:
-        _remove_shim(total, brain, fine_axes)
+        remove_shim(total, brain, fine_axes)
     logger.info("phantom: fields in %.1f s", time.perf_counter() - t0)
 
     # 3. ground truth on the output grid (partial-volume averages)
     gamma_b0 = GAMMA_BAR_HZ_PER_T * b0 * 1e-6
     truth = {
-        "chi": _block_mean(chi, os_),
-        "r2star": _block_mean(r2s, os_),
-        "m0": _block_mean(m0, os_),
-        "total_field_hz": _block_mean(total, os_) * F32(gamma_b0),
-        "local_field_ppm": _block_mean(local, os_),
+        "chi": block_mean(chi, os_),
+        "r2star": block_mean(r2s, os_),
+        "m0": block_mean(m0, os_),
+        "total_field_hz": block_mean(total, os_) * F32(gamma_b0),
+        "local_field_ppm": block_mean(local, os_),
     }
     del chi, local, brain
 
     # 4. signal: phase offset, echoes on the fine grid, k-space cropped to the output grid
     t0 = time.perf_counter()
-    phi0 = _PhaseOffset(np.random.default_rng(phase_seq), fov)
+    phi0 = PhaseOffset(np.random.default_rng(phase_seq), fov)
     phi0_fine = phi0(fine_axes)
-    out_axes = _axes(shape, vs)
+    out_axes = voxel_axes(shape, vs)
     signal = np.empty((len(te),) + tuple(shape), np.complex64)
     for e, t in enumerate(te):
         arg = phi0_fine + total * F32(2 * np.pi * gamma_b0 * t)
@@ -440,7 +430,7 @@ def simulate_head(
         fine_sig.real = amp * np.cos(arg)
         fine_sig.imag = amp * np.sin(arg)
         del arg, amp
-        signal[e] = _kspace_downsample(fine_sig, os_)
+        signal[e] = kspace_downsample(fine_sig, os_)
         del fine_sig
     del phi0_fine, total, m0, r2s
     logger.info("phantom: %d echoes in %.1f s", len(te), time.perf_counter() - t0)
@@ -456,7 +446,7 @@ def simulate_head(
             signal[e].imag += noise[1]
             del noise
     magnitude = np.moveaxis(np.abs(signal), 0, -1)
-    phase = np.moveaxis(_wrap(np.angle(signal)), 0, -1)
+    phase = np.moveaxis(wrap(np.angle(signal)), 0, -1)
     del signal
 
     out_painted = model.paint(out_axes, vs)
@@ -472,7 +462,7 @@ def simulate_head(
         field_strength=float(b0),
         voxel_size=vs.astype(np.float64),
         b0_direction=b0_dir,
-        affine=_affine(shape, vs, b0_dir),
+        affine=affine(shape, vs, b0_dir),
         chi=truth["chi"],
         r2star=truth["r2star"],
         m0=truth["m0"],
@@ -526,234 +516,3 @@ def _seed_arg(seed):
     return int(seed)
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _axes(shape, vs):
-    """Physical coordinates (mm from the FOV centre) of the voxel centres along each axis."""
-    return tuple((np.arange(n) - (n - 1) / 2.0) * d for n, d in zip(shape, vs))
-
-
-def _properties(painted, model, axes):
-    """χ (ppm rel. CSF, 0 in air), R2*, M0, brain mask and air mask on the painted grid."""
-    n = max(TISSUES[k].label for k in TISSUES) + 1
-    lut = np.zeros((3, n), F32)
-    for name, t in TISSUES.items():
-        lut[:, t.label] = (0.0 if name == "air" else t.chi_ppm, t.r2star_per_s, t.m0)
-    lab = painted.labels
-    chi, r2s, m0 = lut[0][lab], lut[1][lab], lut[2][lab]
-    # smooth random texture: χ in parenchyma (+ iron gradients in the nuclei), R2* everywhere
-    rng_fields = [geo.TensorNoise(np.random.default_rng(s), _TEXTURE_MM) for s in model.texture_seeds]
-    paren = np.isin(lab, _PARENCHYMA)
-    tex = rng_fields[0].grid(*axes)
-    chi += np.where(paren, tex * F32(_CHI_TEXTURE_PPM), F32(0.0))
-    iron = np.isin(lab, _IRON_NUCLEI)
-    tex = rng_fields[1].grid(*axes)
-    d_iron = np.where(iron, tex * chi * F32(_IRON_TEXTURE), F32(0.0))
-    chi += d_iron
-    tex = rng_fields[2].grid(*axes)
-    r2s *= F32(1.0) + F32(_R2S_TEXTURE) * tex
-    r2s += F32(_R2S_PER_PPM_IRON) * d_iron
-    del tex, d_iron, paren, iron
-    # blood vessels cover part of a voxel: mix blood with the tissue around them
-    cover = painted.vessel_cover.astype(F32) * F32(1.0 / 255.0)
-    blood = TISSUES["vein"]
-    for arr, value in ((chi, blood.chi_ppm), (r2s, blood.r2star_per_s), (m0, blood.m0)):
-        arr += cover * (F32(value) - arr)
-    sinus = (lab == geo.SINUS) | ((painted.vessel_cover >= 128) & (painted.vessel_type == geo.SINUS))
-    brain = painted.brain & ~sinus
-    air = (lab == geo.AIR) & (painted.vessel_cover == 0)
-    np.maximum(r2s, F32(0.0), out=r2s)
-    return chi, r2s, m0, brain, air
-
-
-def _dipole_fields(sources, voxel_size, b0_dir):
-    """Fields (ppm) of several χ maps on one grid, sharing one dipole kernel."""
-    shape = sources[0].shape
-    fshape = kernels.fft_shape(shape, [n // 2 for n in shape])
-    d = kernels.dipole_kernel(fshape, voxel_size, b0_dir)
-    out = []
-    for src in sources:
-        k = kernels.rfft(kernels.pad(src, fshape))
-        k *= d
-        field = kernels.irfft(k, fshape)
-        del k
-        out.append(np.ascontiguousarray(kernels.crop(field, shape), dtype=F32))
-        del field
-    return out
-
-
-def _outside_fov_field(model, shape, vs, b0_dir, fine_axes):
-    """Field (ppm) inside the FOV of the body outside it (neck, face), on a coarse grid."""
-    fov = np.asarray(shape) * vs
-    n_in = np.maximum(2, np.round(fov / _OUTSIDE_SPACING_MM)).astype(int)
-    step = fov / n_in  # the FOV is tiled exactly by coarse cells
-    axes, inside = [], []
-    for i in range(3):
-        lo, hi = (int(np.ceil(m / step[i])) for m in _OUTSIDE_EXTENT_MM[i])
-        idx = np.arange(-lo, n_in[i] + hi)
-        axes.append(-fov[i] / 2 + (idx + 0.5) * step[i])
-        inside.append(slice(lo, lo + n_in[i]))
-    painted = model.paint(axes, step, detail=False, vessels=False)
-    chi = np.zeros(painted.labels.shape, F32)
-    for name, t in TISSUES.items():
-        if name != "air":
-            chi[painted.labels == t.label] = t.chi_ppm - TISSUES["air"].chi_ppm
-    chi[tuple(inside)] = 0.0
-    field = kernels.forward_field(chi, step, b0_dir)
-    # interpolate from the cells inside the FOV only: the field jumps across the FOV
-    # boundary where the body is cut, and the fine grid lies entirely inside it
-    coarse = _interp_separable(field[tuple(inside)], [a[s] for a, s in zip(axes, inside)], fine_axes)
-    return _harmonic_interior(coarse, [a[1] - a[0] for a in fine_axes])
-
-
-def _harmonic_interior(g, spacing):
-    """The harmonic function equal to ``g`` on the grid's outer faces (Dirichlet problem).
-
-    The body outside the FOV has no sources inside it, so its field there is harmonic;
-    a coarse-grid computation cut at the FOV and interpolated is not (with oblique B0
-    the sharp cut rings through the volume and V-SHARP could not remove it). Solving
-    Laplace's equation with the interpolated values on the boundary restores a field
-    of purely external sources: ``u = g + v`` with ``∇²v = -∇²g`` inside, ``v = 0`` on the
-    faces, by a sine-transform Poisson solver.
-    """
-    g = np.asarray(g, np.float64)
-    inner = tuple(slice(1, -1) for _ in range(3))
-    lap = np.zeros(tuple(n - 2 for n in g.shape))
-    for ax, h in enumerate(spacing):
-        lo = [slice(1, -1)] * 3
-        hi = [slice(1, -1)] * 3
-        lo[ax], hi[ax] = slice(0, -2), slice(2, None)
-        lap += (g[tuple(lo)] - 2 * g[inner] + g[tuple(hi)]) / (h * h)
-    eig = 0.0
-    for ax, (n, h) in enumerate(zip(lap.shape, spacing)):
-        lam = (2 * np.cos(np.pi * np.arange(1, n + 1) / (n + 1)) - 2) / (h * h)
-        view = [1, 1, 1]
-        view[ax] = n
-        eig = eig + lam.reshape(view)
-    v = sfft.idstn(sfft.dstn(-lap, type=1, workers=-1) / eig, type=1, workers=-1)
-    out = g.copy()
-    out[inner] += v
-    return out.astype(F32)
-
-
-def _interp_separable(a, src_axes, dst_axes):
-    """Trilinear interpolation of ``a`` (on ``src_axes``) at the grid ``dst_axes``."""
-    out = a
-    for ax in range(3):
-        src, dst = np.asarray(src_axes[ax]), np.asarray(dst_axes[ax])
-        pos = np.clip((dst - src[0]) / (src[1] - src[0]), 0, src.size - 1)
-        i0 = np.minimum(pos.astype(int), src.size - 2)
-        w = (pos - i0).astype(F32)
-        view = [1, 1, 1]
-        view[ax] = -1
-        w = w.reshape(view)
-        out = np.take(out, i0, axis=ax) * (1 - w) + np.take(out, i0 + 1, axis=ax) * w
-    return out.astype(F32)
-
-
-def _remove_shim(field, mask, axes):
-    """Subtract (in place) the least-squares 0th-2nd order spherical harmonics over ``mask``."""
-    step = max(1, int(round(np.cbrt(mask.sum() / 1.5e6))))
-    sub = mask[::step, ::step, ::step]
-    idx = np.nonzero(sub)
-    x, y, z = (axes[i][::step][idx[i]] / 100.0 for i in range(3))
-
-    def basis(x, y, z):
-        return [np.ones_like(x * y * z), x, y, z, x * y, x * z, y * z, x * x - y * y, 2 * z * z - x * x - y * y]
-
-    a = np.stack(basis(x, y, z), 1)
-    c = np.linalg.lstsq(a, field[::step, ::step, ::step][idx].astype(np.float64), rcond=None)[0]
-    gx, gy, gz = (np.asarray(axes[i]) / 100.0 for i in range(3))
-    gx, gy, gz = gx[:, None, None], gy[None, :, None], gz[None, None, :]
-    field -= (c[0] + c[1] * gx + (c[7] - c[8]) * gx * gx).astype(F32)
-    field -= (c[2] * gy - (c[7] + c[8]) * gy * gy + c[4] * gx * gy).astype(F32)
-    field -= (c[3] * gz + 2 * c[8] * gz * gz + c[5] * gx * gz + c[6] * gy * gz).astype(F32)
-    logger.debug("phantom: shim coefficients %s", np.round(c, 3).tolist())
-
-
-class _PhaseOffset:
-    """Smooth random φ0: a 3rd-order polynomial spanning 2-5 rad over the FOV plus a constant."""
-
-    def __init__(self, rng, fov):
-        self.half = np.asarray(fov, float) / 2
-        self.powers = [(i, j, k) for i in range(4) for j in range(4) for k in range(4) if 0 < i + j + k <= 3]
-        coef = rng.normal(0, 1, len(self.powers)) / np.array([1.0 + (i + j + k) for i, j, k in self.powers])
-        t = np.linspace(-0.8, 0.8, 9)
-        g = np.meshgrid(t, t, t, indexing="ij")
-        vals = sum(c * g[0] ** i * g[1] ** j * g[2] ** k for c, (i, j, k) in zip(coef, self.powers))
-        self.coef = coef * rng.uniform(2.0, 5.0) / np.ptp(vals)
-        self.offset = rng.uniform(-np.pi, np.pi)
-
-    def __call__(self, axes):
-        u = [np.asarray(a) / h for a, h in zip(axes, self.half)]
-        out = np.full(tuple(a.size for a in axes), F32(self.offset), F32)
-        for c, (i, j, k) in zip(self.coef, self.powers):
-            ux, uy, uz = ((v**p).astype(F32) for v, p in zip(u, (i, j, k)))
-            out += F32(c) * ux[:, None, None] * uy[None, :, None] * uz[None, None, :]
-        return out
-
-
-def _block_mean(a, f):
-    """Average of ``f``×``f``×``f`` blocks (partial volume of the fine grid)."""
-    if f == 1:
-        return np.asarray(a, F32).copy()
-    x, y, z = (n // f for n in a.shape)
-    return a.reshape(x, f, y, f, z, f).mean(axis=(1, 3, 5), dtype=np.float64).astype(F32)
-
-
-def _upsample(a, f):
-    """Repeat each voxel ``f`` times along every axis (inverse of the block structure)."""
-    if f == 1:
-        return a.copy()
-    x, y, z = a.shape
-    return np.broadcast_to(a[:, None, :, None, :, None], (x, f, y, f, z, f)).reshape(x * f, y * f, z * f)
-
-
-def _kspace_downsample(sig, f):
-    """Keep the central k-space of a fine complex image: the output-grid image a scanner samples.
-
-    One axis at a time (FFT, keep the lowest ``n/f`` frequencies, inverse FFT), with a
-    linear phase that centres each output voxel on its block of fine voxels.
-    """
-    if f == 1:
-        return sig.astype(np.complex64)
-    out = sig
-    for ax in range(3):
-        n_in = out.shape[ax]
-        n_out = n_in // f
-        k = sfft.fft(out, axis=ax, workers=-1)
-        keep = np.r_[0 : (n_out + 1) // 2, n_in - n_out // 2 : n_in]
-        k = np.take(k, keep, axis=ax)
-        freq = np.r_[0 : (n_out + 1) // 2, -(n_out // 2) : 0]
-        shift = np.exp(2j * np.pi * freq * ((f - 1) / 2.0) / n_in).astype(np.complex64) / F32(f)
-        view = [1, 1, 1]
-        view[ax] = -1
-        k *= shift.reshape(view)
-        out = sfft.ifft(k, axis=ax, workers=-1)
-        del k
-    return out.astype(np.complex64)
-
-
-def _wrap(phase):
-    """Wrap to [-π, π) in float32 (the largest float32 below π is the upper bound)."""
-    w = np.mod(phase.astype(np.float64) + np.pi, 2 * np.pi) - np.pi
-    hi = np.nextafter(F32(np.pi), F32(0))
-    return np.clip(w.astype(F32), -hi, hi)
-
-
-def _affine(shape, vs, b0_dir):
-    """Voxel → world affine whose rotation maps ``b0_dir`` to world z (smallest rotation)."""
-    b = np.asarray(b0_dir, float)
-    z = np.array([0.0, 0.0, 1.0])
-    v, c = np.cross(b, z), float(b @ z)
-    s = np.linalg.norm(v)
-    if s < 1e-12:
-        rot = np.eye(3) if c > 0 else np.diag([1.0, -1.0, -1.0])
-    else:
-        vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-        rot = np.eye(3) + vx + vx @ vx * ((1 - c) / s**2)
-    aff = np.eye(4)
-    aff[:3, :3] = rot * vs[None, :]
-    aff[:3, 3] = -aff[:3, :3] @ ((np.asarray(shape) - 1) / 2.0)
-    return aff

@@ -1,0 +1,105 @@
+"""Acquisition side of the numerical head phantom (private helper of :mod:`qsmflow.phantom`).
+
+Voxel-centre coordinates of a grid, the transfer between the fine simulation grid and the
+output grid (block averages for the truth maps, central k-space for the complex signal),
+the smooth random phase offset φ0, phase wrapping and the voxel → world affine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft as sfft
+
+F32 = np.float32
+
+
+def voxel_axes(shape, vs):
+    """Physical coordinates (mm from the FOV centre) of the voxel centres along each axis."""
+    return tuple((np.arange(n) - (n - 1) / 2.0) * d for n, d in zip(shape, vs))
+
+
+class PhaseOffset:
+    """Smooth random φ0: a 3rd-order polynomial spanning 2-5 rad over the FOV plus a constant."""
+
+    def __init__(self, rng, fov):
+        self.half = np.asarray(fov, float) / 2
+        self.powers = [(i, j, k) for i in range(4) for j in range(4) for k in range(4) if 0 < i + j + k <= 3]
+        coef = rng.normal(0, 1, len(self.powers)) / np.array([1.0 + (i + j + k) for i, j, k in self.powers])
+        t = np.linspace(-0.8, 0.8, 9)
+        g = np.meshgrid(t, t, t, indexing="ij")
+        vals = sum(c * g[0] ** i * g[1] ** j * g[2] ** k for c, (i, j, k) in zip(coef, self.powers))
+        self.coef = coef * rng.uniform(2.0, 5.0) / np.ptp(vals)
+        self.offset = rng.uniform(-np.pi, np.pi)
+
+    def __call__(self, axes):
+        u = [np.asarray(a) / h for a, h in zip(axes, self.half)]
+        out = np.full(tuple(a.size for a in axes), F32(self.offset), F32)
+        for c, (i, j, k) in zip(self.coef, self.powers):
+            ux, uy, uz = ((v**p).astype(F32) for v, p in zip(u, (i, j, k)))
+            out += F32(c) * ux[:, None, None] * uy[None, :, None] * uz[None, None, :]
+        return out
+
+
+def block_mean(a, f):
+    """Average of ``f``×``f``×``f`` blocks (partial volume of the fine grid)."""
+    if f == 1:
+        return np.asarray(a, F32).copy()
+    x, y, z = (n // f for n in a.shape)
+    return a.reshape(x, f, y, f, z, f).mean(axis=(1, 3, 5), dtype=np.float64).astype(F32)
+
+
+def upsample(a, f):
+    """Repeat each voxel ``f`` times along every axis (inverse of the block structure)."""
+    if f == 1:
+        return a.copy()
+    x, y, z = a.shape
+    return np.broadcast_to(a[:, None, :, None, :, None], (x, f, y, f, z, f)).reshape(x * f, y * f, z * f)
+
+
+def kspace_downsample(sig, f):
+    """Keep the central k-space of a fine complex image: the output-grid image a scanner samples.
+
+    One axis at a time (FFT, keep the lowest ``n/f`` frequencies, inverse FFT), with a
+    linear phase that centres each output voxel on its block of fine voxels.
+    """
+    if f == 1:
+        return sig.astype(np.complex64)
+    out = sig
+    for ax in range(3):
+        n_in = out.shape[ax]
+        n_out = n_in // f
+        k = sfft.fft(out, axis=ax, workers=-1)
+        keep = np.r_[0 : (n_out + 1) // 2, n_in - n_out // 2 : n_in]
+        k = np.take(k, keep, axis=ax)
+        freq = np.r_[0 : (n_out + 1) // 2, -(n_out // 2) : 0]
+        shift = np.exp(2j * np.pi * freq * ((f - 1) / 2.0) / n_in).astype(np.complex64) / F32(f)
+        view = [1, 1, 1]
+        view[ax] = -1
+        k *= shift.reshape(view)
+        out = sfft.ifft(k, axis=ax, workers=-1)
+        del k
+    return out.astype(np.complex64)
+
+
+def wrap(phase):
+    """Wrap to [-π, π) in float32 (the largest float32 below π is the upper bound)."""
+    w = np.mod(phase.astype(np.float64) + np.pi, 2 * np.pi) - np.pi
+    hi = np.nextafter(F32(np.pi), F32(0))
+    return np.clip(w.astype(F32), -hi, hi)
+
+
+def affine(shape, vs, b0_dir):
+    """Voxel → world affine whose rotation maps ``b0_dir`` to world z (smallest rotation)."""
+    b = np.asarray(b0_dir, float)
+    z = np.array([0.0, 0.0, 1.0])
+    v, c = np.cross(b, z), float(b @ z)
+    s = np.linalg.norm(v)
+    if s < 1e-12:
+        rot = np.eye(3) if c > 0 else np.diag([1.0, -1.0, -1.0])
+    else:
+        vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+        rot = np.eye(3) + vx + vx @ vx * ((1 - c) / s**2)
+    aff = np.eye(4)
+    aff[:3, :3] = rot * vs[None, :]
+    aff[:3, 3] = -aff[:3, :3] @ ((np.asarray(shape) - 1) / 2.0)
+    return aff
