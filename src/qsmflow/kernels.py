@@ -121,22 +121,27 @@ def dipole_kernel(shape, voxel_size, b0_direction, *, real: bool = True) -> np.n
     Concepts Magn Reson B 2005;25B:65-78. doi:10.1002/cmr.b.20034
     """
     b = _checks.b0_direction(b0_direction)
-    ks = kspace_coords(shape, voxel_size, real=real)
+    # float32 coordinates: the full-size temporaries below dominate the memory of a
+    # large padded grid, and single precision is ample for a ratio of squares
+    ks = tuple(k.astype(np.float32) for k in kspace_coords(shape, voxel_size, real=real))
     k2 = sum(k * k for k in ks)
     # (k·b)^2, symmetrised over the sign of Nyquist components: an even-sized axis's
     # Nyquist bin stands for both +N/2 and -N/2, and only the average of the two keeps
     # the kernel even in k (real fields, and results independent of which axis the
     # real FFT halves).
-    linear, nyquist_sq = 0.0, 0.0
+    linear, nyquist_sq = np.float32(0), np.float32(0)
     for k, n, bi in zip(ks, shape, b):
+        bi = np.float32(bi)
         is_nyq = (np.arange(k.size).reshape(k.shape) == n // 2) if n % 2 == 0 else False
-        linear = linear + np.where(is_nyq, 0.0, k * bi)
-        nyquist_sq = nyquist_sq + np.where(is_nyq, (k * bi) ** 2, 0.0)
-    kb2 = linear * linear + nyquist_sq
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d = 1.0 / 3.0 - kb2 / k2
-    d[0, 0, 0] = 0.0
-    return d.astype(np.float32)
+        linear = linear + np.where(is_nyq, np.float32(0), k * bi)
+        nyquist_sq = nyquist_sq + np.where(is_nyq, (k * bi) ** 2, np.float32(0))
+    d = linear * linear
+    d += nyquist_sq
+    k2.flat[0] = 1.0
+    d /= k2
+    np.subtract(np.float32(1.0 / 3.0), d, out=d)
+    d.flat[0] = 0.0
+    return d
 
 
 def _centred_offsets_mm(shape, voxel_size) -> tuple[np.ndarray, ...]:
