@@ -190,3 +190,65 @@ def test_mask_of_wrong_shape(files, capsys, tmp_path):
                          "--mask", bad] + OK_TE, capsys)
     assert code == 1 and "--mask" in err and "shape (5, 5, 5)" in err
     assert not files["out"].exists()
+
+
+# ---------------------------------------------------------------- stage commands
+
+
+def test_mask_unwrap_fieldmap_commands_on_romeo(tmp_path, capsys):
+    d = shared_data("romeo_small")
+    common = ["--echo-times", "0.004,0.008,0.012", "--field-strength", "3"]
+    code, _, err = _run(["mask", "--mag", str(d / "Mag.nii"), "-o", str(tmp_path / "m")] + common, capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "Mag_citations.txt", "Mag_mask.json", "Mag_mask.nii.gz", "Mag_provenance.json"]
+    for method in ("romeo", "bestpath"):
+        out = tmp_path / f"u_{method}"
+        code, _, err = _run(["unwrap", "--mag", str(d / "Mag.nii"), "--phase", str(d / "Phase.nii"), "-o", str(out),
+                             "--unwrap", method] + common, capsys)
+        assert code == 0, err
+        unw = nib.load(str(out / "Mag_unwrapped.nii.gz")).get_fdata()
+        off = nib.load(str(out / "Mag_phaseoffset.nii.gz")).get_fdata()
+        mask = nib.load(str(out / "Mag_mask.nii.gz")).get_fdata() > 0
+        raw = nib.load(str(d / "Phase.nii")).get_fdata() * 855  # the file's scale, as detected
+        k = (unw + off[..., None] - raw) / (2 * np.pi)
+        np.testing.assert_allclose(k[mask], np.round(k[mask]), atol=2e-3)  # congruent with the input
+    code, _, err = _run(["fieldmap", "--mag", str(d / "Mag.nii"), "--phase", str(d / "Phase.nii"),
+                         "-o", str(tmp_path / "f")] + common, capsys)
+    assert code == 0, err
+    f = nib.load(str(tmp_path / "f" / "Mag_fieldmap.nii.gz")).get_fdata()
+    assert np.abs(f).max() < 500  # Hz at 3 T
+    assert (tmp_path / "f" / "Mag_fieldnoise.nii.gz").exists()
+
+
+def test_fieldmap_from_siemens_phasediff(tmp_path, capsys):
+    d = shared_data("siemens_fieldmap")
+    out = tmp_path / "fm"
+    code, _, err = _run(["fieldmap", "--phasediff", str(d / "Si_3_gre_field_magph_e2_ph.nii"),
+                         "--mag", str(d / "Si_2_gre_field_magph_e1.nii"), "-o", str(out)], capsys)
+    assert code == 0, err
+    f = nib.load(str(out / "Si_3_gre_field_magph_e2_ph_fieldmap.nii.gz")).get_fdata()
+    mask = nib.load(str(out / "Si_3_gre_field_magph_e2_ph_mask.nii.gz")).get_fdata() > 0
+    assert -300 < f[mask].min() and f[mask].max() < 300  # a shimmed 3 T head: tens of Hz
+    # no jumps: neighbouring voxels differ by far less than one wrap (1/ΔTE = 407 Hz)
+    for ax in range(3):
+        both = np.logical_and(np.take(mask, range(1, mask.shape[ax]), ax), np.take(mask, range(mask.shape[ax] - 1), ax))
+        step = np.abs(np.diff(f, axis=ax))[both]
+        assert step.max() < 0.5 / 0.00246
+    prov = json.loads((out / "Si_3_gre_field_magph_e2_ph_provenance.json").read_text())
+    assert prov["input"]["delta_te_source"] == "sidecar EchoTime1/EchoTime2"
+    assert prov["input"]["delta_te_s"] == pytest.approx(0.00246)
+    side = json.loads((out / "Si_3_gre_field_magph_e2_ph_fieldmap.json").read_text())
+    assert side["Units"] == "Hz"
+
+
+def test_fieldmap_argument_errors(files, capsys, tmp_path):
+    code, _, err = _run(["fieldmap", "--mag", files["mag4"], "-o", str(files["out"])], capsys)
+    assert code == 1 and "--phase" in err and "--phasediff" in err
+    pd = _nii(tmp_path / "pd.nii.gz", np.random.default_rng(0).uniform(-3, 3, SHAPE))
+    code, _, err = _run(["fieldmap", "--mag", files["mag4"], "--phasediff", pd, "-o", str(files["out"])], capsys)
+    assert code == 1 and "--delta-te" in err
+    code, _, err = _run(["fieldmap", "--mag", files["mag4"], "--phasediff", pd, "--delta-te", "2.46",
+                         "-o", str(files["out"])], capsys)
+    assert code == 1 and "seconds" in err
+    assert not files["out"].exists()

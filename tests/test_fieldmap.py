@@ -44,9 +44,10 @@ def test_single_echo():
     f = np.full(shape, 12.0)
     mag = np.ones(shape + (1,))
     mag[:2] = 0.001  # a little "background" for the noise estimate
-    est, noise = weighted_linear_fit(_linear_phase(f, np.zeros(shape), [0.01]), mag, [0.01],
-                                     mask=np.pad(np.ones((6, 10, 10), bool), ((4, 0), (0, 0), (0, 0))))
-    np.testing.assert_allclose(est, 12.0, rtol=1e-5)
+    mask = np.pad(np.ones((6, 10, 10), bool), ((4, 0), (0, 0), (0, 0)))
+    est, noise = weighted_linear_fit(_linear_phase(f, np.zeros(shape), [0.01]), mag, [0.01], mask=mask)
+    np.testing.assert_allclose(est[mask], 12.0, rtol=1e-5)
+    assert np.all(est[~mask] == 0) and np.all(noise[mask] > 0) and np.all(np.isfinite(noise))
 
 
 def test_shape_mismatch():
@@ -54,3 +55,53 @@ def test_shape_mismatch():
         weighted_linear_fit(np.zeros((4, 4, 4, 3)), np.ones((4, 4, 4, 2)), [0.01, 0.02, 0.03])
     with pytest.raises(ValueError, match="echo"):
         weighted_linear_fit(np.zeros((4, 4, 4, 3)), np.ones((4, 4, 4, 3)), [0.01, 0.02])
+
+
+# ---------------------------------------------------------------- complex fit, phase difference
+
+from conftest import ellipsoid, grid_mm  # noqa: E402
+
+from qsmflow.fieldmap import complex_fit, phasediff_fieldmap  # noqa: E402
+
+
+def test_complex_fit_exact_and_blind_to_2pi_errors():
+    rng = np.random.default_rng(5)
+    shape = (12, 12, 12)
+    f = rng.uniform(-60, 60, shape)
+    phi0 = rng.uniform(-1, 1, shape)
+    te = np.array([0.003, 0.009, 0.015, 0.021, 0.027])
+    mag = np.exp(-25 * te) * np.ones(shape + (5,))
+    phase = _linear_phase(f, phi0, te)
+    est, _ = complex_fit(phase, mag, te)
+    np.testing.assert_allclose(est, f, atol=1e-4)
+    broken = phase.copy()
+    broken[:6, ..., 4] += 2 * np.pi  # an unwrapping error in the last echo of half the voxels
+    wls, _ = weighted_linear_fit(broken, mag, te)
+    cpx, _ = complex_fit(broken, mag, te)
+    assert np.abs(wls - f)[:6].min() > 1.0  # the linear fit is pulled off
+    np.testing.assert_allclose(cpx, f, atol=1e-3)
+
+
+def test_complex_fit_noise_map():
+    rng = np.random.default_rng(6)
+    shape = (30, 30, 30)
+    te = np.array([0.004, 0.010, 0.016, 0.022, 0.028])
+    mag_true = np.exp(-25.0 * te)
+    sig = mag_true * np.exp(1j * 2 * np.pi * 5.0 * te)
+    noisy = sig + 0.05 * (rng.standard_normal(shape + (5,)) + 1j * rng.standard_normal(shape + (5,)))
+    est, noise = complex_fit(np.angle(noisy), np.abs(noisy), te)
+    assert np.median(noise) == pytest.approx(est.std(), rel=0.15)
+
+
+def test_phasediff_fieldmap():
+    shape, vs = (40, 40, 30), (2.0, 2.0, 2.5)
+    x, y, z = grid_mm(shape, vs)
+    field = 0.25 * x * x - 0.2 * y * y + 3.0 * z + 20  # Hz: up to ~400 Hz, wraps at 203 Hz
+    dte = 0.00246
+    pd = np.angle(np.exp(1j * 2 * np.pi * field * dte)).astype(np.float32)
+    mask = ellipsoid(shape, vs, (35, 35, 30))
+    assert np.abs(2 * np.pi * field * dte)[mask].max() > np.pi  # it wraps
+    est = phasediff_fieldmap(pd, np.ones(shape, np.float32), dte, vs, mask=mask)
+    np.testing.assert_allclose(est[mask], field[mask], atol=1e-2)
+    with pytest.raises(ValueError, match="milliseconds"):
+        phasediff_fieldmap(pd, np.ones(shape, np.float32), 2.46, vs, mask=mask)

@@ -35,7 +35,7 @@ def test_small_head_accuracy(small_head):
     assert m["chi_nrmse"] < SMALL_CHI_NRMSE_MAX
     assert m["r2star_max_error_pct"] < SMALL_R2STAR_ERR_MAX
     assert m["deep_grey_slope"] > 0.5
-    assert [s for s, e in stages if e == "end"] == ["mask", "unwrap", "field_fit", "bgremove", "inversion",
+    assert [s for s, e in stages if e == "end"] == ["mask", "phase_offset", "unwrap", "field_fit", "bgremove", "inversion",
                                                     "reference", "r2star"]
     assert r.chi.dtype == np.float32 and r.mask.dtype == bool
     assert set(r.timings) >= {"unwrap", "inversion"}
@@ -84,3 +84,25 @@ def test_write_outputs(small_head, tmp_path):
     assert "doi:10.1002/cmr.b.20034" in cites and "V-SHARP" not in cites and "Wu B" in cites
     with pytest.raises(ValueError, match="--force"):
         pipeline.write_outputs(r, data, tmp_path)
+
+
+def test_until_stops_early_and_writes_that_stage(small_head, tmp_path):
+    data = _data(small_head)
+    r = pipeline.run(data, until="unwrap")
+    assert r.unwrapped_phase.shape == small_head.phase.shape and r.total_field_hz is None and r.chi is None
+    assert list(r.parameters["methods"]) == ["mask", "phase_offset", "unwrap"]
+    written = {p.name for p in pipeline.write_outputs(r, data, tmp_path, until="unwrap")}
+    assert written == set(pipeline.output_names("sub-t", data.n_echoes, "unwrap"))
+    assert "sub-t_unwrapped.nii.gz" in written and "sub-t_Chimap.nii.gz" not in written
+    with pytest.raises(ValueError, match="until"):
+        pipeline.run(data, until="inversion")
+
+
+def test_unwrapping_methods_agree_on_the_small_head(small_head):
+    """Every congruent method gives the same field where the data are clean."""
+    data = _data(small_head)
+    fields = {u: pipeline.run(data, pipeline.Options(unwrap=u, field_fit="wls"), until="field_fit").total_field_hz
+              for u in ("romeo", "bestpath")}
+    brain = small_head.brain_mask & (fields["romeo"] != 0)
+    diff = np.abs(fields["romeo"] - fields["bestpath"])[brain]
+    assert np.median(diff) < 0.01

@@ -74,3 +74,75 @@ def test_echo_offsets_are_aligned():
     noisy = shifted + rng.normal(0, 0.3, shifted.shape)
     fixed = correct_echo_offsets(noisy.astype(np.float32), te, mask)
     assert np.abs(np.median((fixed - phase)[mask], axis=0)).max() < 0.1
+
+
+# ---------------------------------------------------------------- ROMEO-style unwrapping
+
+from qsmflow.unwrap import romeo_unwrap, temporal_unwrap  # noqa: E402
+
+
+@pytest.mark.parametrize("shape, vs", [((40, 44, 36), (1.0, 1.0, 1.0)), ((33, 40, 25), (1.0, 0.8, 2.0))])
+def test_romeo_3d_is_congruent_and_exact(shape, vs):
+    x, y, z = grid_mm(shape, vs)
+    true = 0.012 * x * x + 0.3 * y - 0.008 * z * z + 0.2 * np.sin(x / 7.0)
+    wrapped = np.angle(np.exp(1j * true)).astype(np.float32)
+    mask = ellipsoid(shape, vs, [0.45 * n * d for n, d in zip(shape, vs)])
+    mag = np.exp(-(x * x + y * y) / 800.0).astype(np.float32)
+    out = romeo_unwrap(wrapped, vs, mask=mask, magnitude=mag)
+    k = (out - wrapped)[mask] / (2 * np.pi)
+    np.testing.assert_allclose(k, np.round(k), atol=1e-4)
+    diff = (out - true)[mask]
+    np.testing.assert_allclose(diff, diff[0], atol=1e-4)
+    assert abs(np.median(out[mask])) <= np.pi  # global turn centred
+
+
+def test_romeo_separate_components_each_unwrapped():
+    shape, vs = (40, 30, 20), (1.0, 1.0, 1.0)
+    x, y, z = grid_mm(shape, vs)
+    true = 0.4 * x + 0.1 * y
+    wrapped = np.angle(np.exp(1j * true)).astype(np.float32)
+    mask = np.zeros(shape, bool)
+    mask[2:15, 5:25, 5:15] = True
+    mask[22:38, 5:25, 5:15] = True
+    out = romeo_unwrap(wrapped, vs, mask=mask)
+    for part in (slice(2, 15), slice(22, 38)):
+        d = (out - true)[part][mask[part]]
+        np.testing.assert_allclose(d, d[0], atol=1e-4)
+
+
+def _steep_field_echoes():
+    """A field with a steep bump: late echoes alias spatially (> π per voxel), echo 1 does not."""
+    shape, vs = (48, 48, 24), (1.0, 1.0, 1.0)
+    x, y, z = grid_mm(shape, vs)
+    field = 300.0 * np.exp(-((x - 6) ** 2 + y * y + z * z) / 30.0) + 2.0 * x  # Hz
+    te = np.array([0.002, 0.008, 0.014, 0.020])
+    true = 2 * np.pi * field[..., None] * te
+    wrapped = np.angle(np.exp(1j * true)).astype(np.float32)
+    mask = ellipsoid(shape, vs, (20, 20, 10))
+    return vs, te, true, wrapped, mask
+
+
+def test_temporal_unwrapping_where_space_fails():
+    vs, te, true, wrapped, mask = _steep_field_echoes()
+    steps = np.abs(np.diff(true[..., -1], axis=0))[mask[1:] & mask[:-1]]
+    assert steps.max() > np.pi  # the last echo cannot be unwrapped in space
+    out = romeo_unwrap(wrapped, vs, mask=mask, echo_times=te)
+    np.testing.assert_allclose(out[mask], true[mask], atol=1e-3)
+    # per-echo spatial unwrapping (best path) does leave 2π errors in the last echo
+    per_echo = bestpath_unwrap(wrapped, vs, mask=mask, echo_times=te)
+    d = (per_echo[..., -1] - true[..., -1])[mask]
+    assert np.abs(d - np.median(d)).max() > np.pi
+
+
+def test_temporal_unwrap_uses_nearest_echoes_first():
+    te = np.array([0.004, 0.008, 0.012])
+    field = np.full((4, 4, 4), 70.0)
+    true = 2 * np.pi * field[..., None] * te
+    wrapped = np.angle(np.exp(1j * true)).astype(np.float32)
+    out = temporal_unwrap(wrapped, true[..., 1].astype(np.float32), 1, te, mask=np.ones((4, 4, 4), bool))
+    np.testing.assert_allclose(out, true, atol=1e-4)
+
+
+def test_romeo_bad_template():
+    with pytest.raises(ValueError, match="template"):
+        romeo_unwrap(np.zeros((6, 6, 6, 2), np.float32), (1, 1, 1), echo_times=[0.01, 0.02], template=5)

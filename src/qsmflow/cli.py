@@ -149,10 +149,35 @@ def _load(mag, phase, echo_times, field_strength, phase_scale, b0_direction, pre
     )
 
 
-def _pipeline_choices():
+def _stage_options(stages):
+    """--<stage> choice options for the given pipeline stages (defaults: the chain's)."""
     from . import pipeline
 
-    return pipeline.STAGES
+    helps = {"phase_offset": "Removal of the echo-independent phase offset.", "unwrap": "Phase unwrapping.",
+             "field_fit": "Multi-echo field fit."}
+
+    def deco(func):
+        for stage in reversed(stages):
+            func = click.option(f"--{stage.replace('_', '-')}", stage, type=_choices(pipeline.STAGES[stage]),
+                                default=getattr(pipeline.Options, stage), show_default=True,
+                                help=helps.get(stage))(func)
+        return func
+
+    return deco
+
+
+def _stage_command(until, data, options, mask_path, out, force):
+    """Run the chain up to ``until`` and write that stage's outputs."""
+    from . import io, pipeline
+
+    with io.OutputSet(out, force=force) as outset:
+        outset.check(pipeline.output_names(data.prefix, data.n_echoes, until))
+    mask = None
+    if mask_path:
+        mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
+    result = pipeline.run(data, options, mask=mask, until=until)
+    written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv, until=until)
+    log.info("wrote %d files to %s", len(written), out)
 
 
 @cli.command()
@@ -160,14 +185,11 @@ def _pipeline_choices():
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask to use (default: computed from the magnitude).")
 @click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
-@click.option("--unwrap", type=_choices(_pipeline_choices()["unwrap"]), default="bestpath", show_default=True)
-@click.option("--field-fit", type=_choices(_pipeline_choices()["field_fit"]), default="wls", show_default=True)
-@click.option("--bgremove", type=_choices(_pipeline_choices()["bgremove"]), default="vsharp", show_default=True)
-@click.option("--inversion", type=_choices(_pipeline_choices()["inversion"]), default="l2", show_default=True)
+@_stage_options(["phase_offset", "unwrap", "field_fit", "bgremove", "inversion"])
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @_command
 def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path, prefix,
-        unwrap, field_fit, bgremove, inversion, force):
+        phase_offset, unwrap, field_fit, bgremove, inversion, force):
     """Process one subject: χ, R2*, T2*, S0, mask, field maps into OUT.
 
     \b
@@ -184,13 +206,92 @@ def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase
     mask = None
     if mask_path:
         mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
-    options = pipeline.Options(unwrap=unwrap, field_fit=field_fit, bgremove=bgremove, inversion=inversion,
-                               phase_sign=int(phase_sign))
+    options = pipeline.Options(phase_offset=phase_offset, unwrap=unwrap, field_fit=field_fit, bgremove=bgremove,
+                               inversion=inversion, phase_sign=int(phase_sign))
     result = pipeline.run(data, options, mask=mask)
     written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv)
     log.info("wrote %d files to %s in %.1f s", len(written), out, time.perf_counter() - t0)
     if data.n_echoes < 2:
         log.warning("single-echo data: no R2*/T2* maps were written")
+
+
+@cli.command("mask")
+@click.option("--mag", "mag", multiple=True, required=True, metavar="NIFTI",
+              help="Magnitude: one 4D file, or one 3D file per echo (repeat the option or use a glob).")
+@click.option("--echo-times", metavar="T1,T2,...", help="Echo times in seconds (default: sidecars); with B0 they "
+              "let large surface veins be left out.")
+@click.option("--field-strength", type=float, metavar="TESLA", help="B0 in tesla (default: sidecars).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@_command
+def mask_cmd(mag, echo_times, field_strength, out, prefix, force):
+    """Brain mask from the magnitude: <prefix>_mask.nii.gz in OUT."""
+    from . import io, pipeline
+
+    data = io.load_magnitude(_expand(mag, "--mag"), echo_times=_floats(echo_times, "--echo-times"),
+                             field_strength=field_strength, prefix=prefix)
+    _stage_command("mask", data, pipeline.Options(), None, out, force)
+
+
+@cli.command("unwrap")
+@_input_options
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask (default: computed from the magnitude).")
+@click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
+@_stage_options(["phase_offset", "unwrap"])
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@_command
+def unwrap_cmd(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path, prefix,
+               phase_offset, unwrap, force):
+    """Unwrapped phase of every echo (rad, phase offset removed), the offset and the mask into OUT."""
+    from . import pipeline
+
+    data = _load(mag, phase, echo_times, field_strength, phase_scale, b0_direction, prefix)
+    options = pipeline.Options(phase_offset=phase_offset, unwrap=unwrap, phase_sign=int(phase_sign))
+    _stage_command("unwrap", data, options, mask_path, out, force)
+
+
+@cli.command("fieldmap")
+@click.option("--mag", "mag", multiple=True, required=True, metavar="NIFTI",
+              help="Magnitude (with --phase: every echo; with --phasediff: a magnitude of the field map).")
+@click.option("--phase", "phase", multiple=True, metavar="NIFTI", help="Multi-echo phase (one 4D or one per echo).")
+@click.option("--phasediff", metavar="NIFTI", help="Phase difference of a dual-echo field map instead of --phase.")
+@click.option("--delta-te", type=float, metavar="SECONDS",
+              help="TE2 - TE1 of --phasediff (default: EchoTime1/EchoTime2 of its sidecar).")
+@click.option("--echo-times", metavar="T1,T2,...", help="Echo times in SECONDS of --phase (default: sidecars).")
+@click.option("--field-strength", type=float, metavar="TESLA", help="B0 in tesla (default: sidecars).")
+@click.option("--phase-scale", type=float, metavar="FACTOR", help="Force the factor converting phase to radians.")
+@click.option("--phase-sign", type=click.Choice(["1", "-1"]), default="1", show_default=True)
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask (default: computed from the magnitude).")
+@click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
+@_stage_options(["phase_offset", "unwrap", "field_fit"])
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@_command
+def fieldmap_cmd(mag, phase, phasediff, delta_te, echo_times, field_strength, phase_scale, phase_sign, out,
+                 mask_path, prefix, phase_offset, unwrap, field_fit, force):
+    """Total field map (Hz) and its noise from multi-echo phase, or a B0 map from a phase difference."""
+    from . import io, pipeline
+
+    if bool(phase) == bool(phasediff):
+        raise ValueError("give either --phase (multi-echo) or --phasediff (dual-echo field map)")
+    if phasediff:
+        data = io.load_phasediff(phasediff, _expand(mag, "--mag")[:1], delta_te=delta_te, phase_scale=phase_scale,
+                                 prefix=prefix)
+        with io.OutputSet(out, force=force) as outset:
+            outset.check(pipeline.output_names(data.prefix, 1, "field_fit"))
+        mask = None
+        if mask_path:
+            mask = io.load_volume(mask_path, name="--mask", shape=data.phasediff.shape, affine=data.affine) > 0.5
+        result = pipeline.phasediff_run(data, mask=mask)
+        written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv, until="field_fit")
+        log.info("wrote %d files to %s", len(written), out)
+        return
+    data = _load(mag, phase, echo_times, field_strength, phase_scale, None, prefix)
+    options = pipeline.Options(phase_offset=phase_offset, unwrap=unwrap, field_fit=field_fit,
+                               phase_sign=int(phase_sign))
+    _stage_command("field_fit", data, options, mask_path, out, force)
 
 
 @cli.command()

@@ -77,7 +77,7 @@ def magnitude_mask(
     *,
     valid: np.ndarray | None = None,
     echo_times=None,
-    field_strength: float = 3.0,
+    field_strength: float | None = None,
     erode_mm: float = 7.0,
     shrink_mm: float = 1.0,
     exclude_vessels: bool = True,
@@ -110,8 +110,8 @@ def magnitude_mask(
         Voxels that may be in the mask (e.g. finite input); default all.
     echo_times : sequence of float, optional
         Echo times (s); needed for the vessel step.
-    field_strength : float
-        B0 (T), scales the vessel R2* threshold.
+    field_strength : float, optional
+        B0 (T), scales the vessel R2* threshold; needed for the vessel step.
     erode_mm : float
         Erosion radius (mm) that separates brain from scalp and face.
     shrink_mm : float
@@ -165,7 +165,9 @@ def magnitude_mask(
     if shrink_mm > 0:
         shrunk = erode(brain, shrink_mm, vs)
         brain = shrunk if shrunk.any() else brain
-    if exclude_vessels and echo_times is not None and mag.shape[3] >= 3:
+    if exclude_vessels and (echo_times is None or field_strength is None or mag.shape[3] < 3):
+        log.info("magnitude mask: large surface veins kept (needs three or more echoes, echo times and B0)")
+    elif exclude_vessels:
         vessels = _vessel_exclusion(mag, echo_times, _checks.field_strength(field_strength), brain, vs)
         if vessels.any() and (brain & ~vessels).any():
             brain = brain & ~vessels

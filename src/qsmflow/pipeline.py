@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import sys
@@ -11,7 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, _checks, bgremove, fieldmap, inversion, kernels, masking, reference, relaxometry, unwrap
+from . import (
+    __version__,
+    _checks,
+    bgremove,
+    fieldmap,
+    inversion,
+    kernels,
+    masking,
+    phaseoffset,
+    reference,
+    relaxometry,
+    unwrap,
+)
 from .constants import GAMMA_BAR_HZ_PER_T
 from .io import GreInput, OutputSet
 from .registry import choose
@@ -22,6 +35,7 @@ __all__ = ["Options", "QSMResult", "output_names", "run", "write_outputs"]
 
 STAGES = {
     "mask": masking.METHODS,
+    "phase_offset": phaseoffset.METHODS,
     "unwrap": unwrap.METHODS,
     "field_fit": fieldmap.METHODS,
     "bgremove": bgremove.METHODS,
@@ -45,8 +59,9 @@ class Options:
     """Which method each stage uses, and keyword options per stage."""
 
     mask: str = "magnitude"
-    unwrap: str = "bestpath"
-    field_fit: str = "wls"
+    phase_offset: str = "mcpc3ds"
+    unwrap: str = "romeo"
+    field_fit: str = "complex"
     bgremove: str = "vsharp"
     inversion: str = "l2"
     reference: str = "mean"
@@ -66,21 +81,27 @@ class Options:
 
 @dataclass
 class QSMResult:
-    """Every intermediate of a run, on the input grid."""
+    """Every intermediate of a run, on the input grid (None for stages not run)."""
 
     mask: np.ndarray
-    total_field_hz: np.ndarray
-    field_noise_hz: np.ndarray
-    local_field_ppm: np.ndarray
-    eroded_mask: np.ndarray
-    chi: np.ndarray
-    r2star: np.ndarray | None
-    t2star: np.ndarray | None
-    s0: np.ndarray | None
-    timings: dict
-    parameters: dict
-    citations: list
-    warnings: list
+    phase_offset: np.ndarray | None = None
+    unwrapped_phase: np.ndarray | None = None
+    total_field_hz: np.ndarray | None = None
+    field_noise_hz: np.ndarray | None = None
+    local_field_ppm: np.ndarray | None = None
+    eroded_mask: np.ndarray | None = None
+    chi: np.ndarray | None = None
+    r2star: np.ndarray | None = None
+    t2star: np.ndarray | None = None
+    s0: np.ndarray | None = None
+    timings: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)
+    citations: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+
+# the checkpoints ``run(..., until=...)`` may stop after
+UNTIL = ("mask", "unwrap", "field_fit")
 
 
 class _Timer:
@@ -109,8 +130,8 @@ def _uncrop(arr: np.ndarray, box, shape, dtype=None) -> np.ndarray:
 
 
 def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | None = None,
-        progress=None) -> QSMResult:
-    """Run the whole chain on a loaded acquisition.
+        progress=None, until: str | None = None) -> QSMResult:
+    """Run the chain on a loaded acquisition.
 
     Parameters
     ----------
@@ -122,15 +143,19 @@ def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | No
         Brain mask to use instead of computing one.
     progress : callable, optional
         Called as ``progress(stage, "start" | "end")`` around each stage.
+    until : {"mask", "unwrap", "field_fit"}, optional
+        Stop after this stage (the stage commands); default: the whole chain.
 
     Returns
     -------
     QSMResult
     """
+    if until is not None and until not in UNTIL:
+        raise ValueError(f"until must be one of {', '.join(UNTIL)}, got {until!r}")
     collector = _WarningCollector()
     logging.getLogger("qsmflow").addHandler(collector)
     try:
-        result = _run(data, options or Options(), mask, progress)
+        result = _run(data, options or Options(), mask, progress, until)
     finally:
         logging.getLogger("qsmflow").removeHandler(collector)
     result.warnings.extend(w for w in collector.messages if w not in result.warnings)
@@ -148,15 +173,16 @@ class _WarningCollector(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _run(data: GreInput, opt: Options, mask, progress) -> QSMResult:
-    timings: dict = {}
-    warnings = list(data.warnings)
+def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     shape = data.magnitude.shape[:3]
     vs, te = data.voxel_size, data.echo_times
     so = opt.stage_options
     used = {stage: choose(methods, getattr(opt, stage), stage) for stage, methods in STAGES.items()}
+    res = QSMResult(mask=np.zeros(shape, bool), warnings=list(data.warnings))
+    timer = functools.partial(_Timer, res.timings, progress=progress)
+    res.parameters = {"stage_options": so, "phase_sign": opt.phase_sign}
 
-    with _Timer(timings, "mask", progress):
+    with timer("mask"):
         if mask is not None:
             brain = _checks.as_mask("mask", mask, shape) & data.finite
             mask_source = "given"
@@ -166,66 +192,101 @@ def _run(data: GreInput, opt: Options, mask, progress) -> QSMResult:
             mask_source = opt.mask
         if brain.sum() < 27:
             raise ValueError(f"the brain mask holds only {int(brain.sum())} voxels; check the mask or the magnitude")
+    res.mask = brain
+    done = ["mask"]
+    if until == "mask":
+        return _finish(res, used, done, mask_source)
 
     if data.n_echoes == 1:
         log.warning("single-echo data: the field comes from one echo (phase offset assumed 0) and no "
                     "R2*/T2* map is made")
+        used["phase_offset"] = phaseoffset.METHODS["none"]
     box = kernels.bounding_box(brain, _CROP_MARGIN)
+    res.parameters["crop_box"] = [[s.start, s.stop] for s in box]
     m = brain[box]
     mag = data.magnitude[box]
     pha = data.phase[box] * np.float32(opt.phase_sign)
 
-    with _Timer(timings, "unwrap", progress):
-        unwrapped = used["unwrap"].func(pha, vs, mask=m, echo_times=te, **so.get("unwrap", {}))
-    with _Timer(timings, "field_fit", progress):
+    with timer("phase_offset"):
+        pha, offset = used["phase_offset"].func(pha, mag, te, vs, mask=m, **so.get("phase_offset", {}))
+    with timer("unwrap"):
+        unwrapped = used["unwrap"].func(pha, vs, mask=m, magnitude=mag, echo_times=te, **so.get("unwrap", {}))
+        del pha
+    res.phase_offset = _uncrop(offset, box, shape, np.float32)
+    res.unwrapped_phase = _uncrop(np.where(m[..., None], unwrapped, 0), box, shape + (data.n_echoes,), np.float32)
+    done += ["phase_offset", "unwrap"]
+    if until == "unwrap":
+        return _finish(res, used, done, mask_source)
+
+    with timer("field_fit"):
         f_hz, noise_hz = used["field_fit"].func(unwrapped, mag, te, mask=m, **so.get("field_fit", {}))
-        del unwrapped
+    del unwrapped
+    res.total_field_hz = _uncrop(np.where(m, f_hz, 0), box, shape, np.float32)
+    res.field_noise_hz = _uncrop(np.where(m, noise_hz, 0), box, shape, np.float32)
     hz_per_ppm = GAMMA_BAR_HZ_PER_T * data.field_strength * 1e-6
-    with _Timer(timings, "bgremove", progress):
+    res.parameters["hz_per_ppm"] = hz_per_ppm
+    done.append("field_fit")
+    if until == "field_fit":
+        return _finish(res, used, done, mask_source)
+
+    with timer("bgremove"):
         local_c, eroded_c = used["bgremove"].func(np.where(m, f_hz / hz_per_ppm, 0), m, vs, **so.get("bgremove", {}))
-    with _Timer(timings, "inversion", progress):
+    with timer("inversion"):
         chi_c = used["inversion"].func(local_c, eroded_c, vs, data.b0_direction, **so.get("inversion", {}))
-    with _Timer(timings, "reference", progress):
+    with timer("reference"):
         chi_c, ref_offset = used["reference"].func(chi_c, eroded_c, **so.get("reference", {}))
+    res.local_field_ppm = _uncrop(local_c, box, shape, np.float32)
+    res.eroded_mask = _uncrop(eroded_c, box, shape, bool)
+    res.chi = _uncrop(chi_c, box, shape, np.float32)
+    res.parameters["reference_offset_ppm"] = ref_offset
+    done += ["bgremove", "inversion", "reference"]
 
-    r2 = t2 = s0 = None
     if data.n_echoes >= 2:
-        with _Timer(timings, "r2star", progress):
+        with timer("r2star"):
             r2_c, s0_c = used["r2star"].func(mag, te, mask=m, **so.get("r2star", {}))
-            r2 = _uncrop(r2_c, box, shape)
-            s0 = _uncrop(s0_c, box, shape)
-            t2 = relaxometry.t2star_from_r2star(r2, brain)
+        res.r2star = _uncrop(r2_c, box, shape)
+        res.s0 = _uncrop(s0_c, box, shape)
+        res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
+        done.append("r2star")
+    return _finish(res, used, done, mask_source)
 
-    citations = [_KERNEL_CITATION]
-    for stage, meth in used.items():
-        if stage == "mask" and mask is not None:
+
+def _finish(res: QSMResult, used: dict, done: list, mask_source: str) -> QSMResult:
+    """Methods and citations of the stages that ran."""
+    res.parameters["methods"] = {s: (mask_source if s == "mask" else used[s].name) for s in done}
+    cites = [_KERNEL_CITATION] if "field_fit" in done else []
+    for stage in done:
+        if stage == "mask" and mask_source == "given":
             continue
-        if stage == "r2star" and r2 is None:
-            continue
-        citations.extend(c for c in meth.citations if c not in citations)
-    parameters = {
-        "methods": {stage: (mask_source if stage == "mask" else meth.name) for stage, meth in used.items()},
-        "stage_options": so,
-        "phase_sign": opt.phase_sign,
-        "reference_offset_ppm": ref_offset,
-        "hz_per_ppm": hz_per_ppm,
-        "crop_box": [[s.start, s.stop] for s in box],
-    }
-    return QSMResult(
-        mask=brain,
-        total_field_hz=_uncrop(np.where(m, f_hz, 0), box, shape, np.float32),
-        field_noise_hz=_uncrop(np.where(m, noise_hz, 0), box, shape, np.float32),
-        local_field_ppm=_uncrop(local_c, box, shape, np.float32),
-        eroded_mask=_uncrop(eroded_c, box, shape, bool),
-        chi=_uncrop(chi_c, box, shape, np.float32),
-        r2star=r2,
-        t2star=t2,
-        s0=s0,
-        timings=timings,
-        parameters=parameters,
-        citations=citations,
-        warnings=warnings,
-    )
+        cites.extend(c for c in used[stage].citations if c not in cites)
+    res.citations = cites
+    return res
+
+
+def phasediff_run(data, *, mask: np.ndarray | None = None) -> QSMResult:
+    """B0 map (Hz) from a dual-echo phase-difference acquisition (:class:`qsmflow.io.PhaseDiffInput`).
+
+    The mask comes from the magnitude (no vessel step: one echo) unless given.
+    """
+    res = QSMResult(mask=np.zeros(data.phasediff.shape, bool))
+    with _Timer(res.timings, "mask"):
+        if mask is None:
+            mask = masking.magnitude_mask(data.magnitude, data.voxel_size, valid=data.finite)
+            source = "magnitude"
+        else:
+            mask = _checks.as_mask("mask", mask, data.phasediff.shape) & data.finite
+            source = "given"
+    res.mask = mask
+    with _Timer(res.timings, "field_fit"):
+        res.total_field_hz = fieldmap.phasediff_fieldmap(data.phasediff, data.magnitude, data.delta_te,
+                                                         data.voxel_size, mask=mask)
+    f = res.total_field_hz[mask]
+    log.info("B0 map: %.1f / %.1f / %.1f Hz (min / median / max in the mask)", f.min(), np.median(f), f.max())
+    res.parameters = {"methods": {"mask": source, "field_fit": "phasediff"}, "delta_te_s": data.delta_te}
+    res.citations = ([] if source == "given" else list(masking.METHODS["magnitude"].citations)) + [
+        "Jezzard P, Balaban RS. Correction for geometric distortion in echo planar images from B0 field "
+        "variations. Magn Reson Med 1995;34:65-73. doi:10.1002/mrm.1910340111"] + list(unwrap.METHODS["romeo"].citations)
+    return res
 
 
 # name suffix -> (result attribute, units, description)
@@ -238,14 +299,23 @@ _MAPS = {
     "fieldmap": ("total_field_hz", "Hz", "total field offset from the multi-echo fit"),
     "fieldnoise": ("field_noise_hz", "Hz", "standard deviation of the field estimate"),
     "localfield": ("local_field_ppm", "ppm", "local field after background removal"),
+    "phaseoffset": ("phase_offset", "rad", "echo-independent phase offset removed before unwrapping"),
+    "unwrapped": ("unwrapped_phase", "rad", "unwrapped phase of each echo, phase offset removed"),
+}
+# which maps each stopping point writes (a whole run leaves out the 4D unwrapped phase)
+_WRITTEN = {
+    None: ("Chimap", "R2starmap", "T2starmap", "S0map", "mask", "fieldmap", "fieldnoise", "localfield"),
+    "mask": ("mask",),
+    "unwrap": ("mask", "phaseoffset", "unwrapped"),
+    "field_fit": ("mask", "fieldmap", "fieldnoise"),
 }
 
 
-def output_names(prefix: str, n_echoes: int) -> list[str]:
+def output_names(prefix: str, n_echoes: int, until: str | None = None) -> list[str]:
     """Every file ``write_outputs`` writes, to check before any work."""
     names = []
-    for suffix, (attr, _, _) in _MAPS.items():
-        if n_echoes < 2 and attr in ("r2star", "t2star", "s0"):
+    for suffix in _WRITTEN[until]:
+        if n_echoes < 2 and _MAPS[suffix][0] in ("r2star", "t2star", "s0"):
             continue
         names += [f"{prefix}_{suffix}.nii.gz", f"{prefix}_{suffix}.json"]
     return names + [f"{prefix}_provenance.json", f"{prefix}_citations.txt"]
@@ -259,23 +329,30 @@ def write_outputs(
     force: bool = False,
     command_line: list | None = None,
     extra_provenance: dict | None = None,
+    until: str | None = None,
 ) -> list[Path]:
-    """Write the maps (NIfTI + JSON sidecar), provenance and citations, atomically."""
+    """Write the maps (NIfTI + JSON sidecar), provenance and citations, atomically.
+
+    ``until`` names the stage the run stopped after (see :func:`run`) and selects the
+    maps written.
+    """
     import nibabel
     import scipy
     import skimage
 
     prefix = data.prefix
+    n_echoes = getattr(data, "n_echoes", 1)
     written = []
     with OutputSet(out_dir, force=force) as out:
-        out.check(output_names(prefix, data.n_echoes))
-        for suffix, (attr, units, desc) in _MAPS.items():
+        out.check(output_names(prefix, n_echoes, until))
+        for suffix in _WRITTEN[until]:
+            attr, units, desc = _MAPS[suffix]
             arr = getattr(result, attr)
             if arr is None:
                 continue
             written.append(out.nifti(f"{prefix}_{suffix}.nii.gz", arr, data.affine, description=f"qsmflow {suffix}"))
             sidecar = {"Units": units, "Description": desc, "GeneratedBy": f"qsmflow {__version__}"}
-            if attr in ("chi", "local_field_ppm", "total_field_hz", "field_noise_hz"):
+            if attr != "mask":
                 sidecar["Methods"] = result.parameters["methods"]
             written.append(out.json(f"{prefix}_{suffix}.json", sidecar))
         provenance = {

@@ -1,4 +1,8 @@
-"""Spatial phase unwrapping."""
+"""Phase unwrapping: spatial (per echo, or a template echo) and temporal (across echoes).
+
+Every method has the signature ``(phase, voxel_size, *, mask, magnitude, echo_times)``
+for 3D or (X, Y, Z, E) phase in radians.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,12 @@ import logging
 import numpy as np
 import scipy.fft as sfft
 
-from . import _checks
+from . import _checks, _romeo
 from .registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "bestpath_unwrap", "correct_echo_offsets", "laplacian_unwrap"]
+__all__ = ["METHODS", "bestpath_unwrap", "correct_echo_offsets", "laplacian_unwrap", "romeo_unwrap", "temporal_unwrap"]
 
 
 def _neumann_laplacian_eigenvalues(shape, voxel_size) -> np.ndarray:
@@ -26,7 +30,8 @@ def _neumann_laplacian_eigenvalues(shape, voxel_size) -> np.ndarray:
     return np.asarray(out)
 
 
-def laplacian_unwrap(phase: np.ndarray, voxel_size, *, mask: np.ndarray | None = None, echo_times=None) -> np.ndarray:
+def laplacian_unwrap(phase: np.ndarray, voxel_size, *, mask: np.ndarray | None = None, magnitude=None,
+                     echo_times=None) -> np.ndarray:
     """Laplacian phase unwrapping (Schofield & Zhu), per echo.
 
     The Laplacian of the true phase is obtained from the wrapped phase as
@@ -42,7 +47,7 @@ def laplacian_unwrap(phase: np.ndarray, voxel_size, *, mask: np.ndarray | None =
         Wrapped phase (rad).
     voxel_size : sequence of 3 float
         Voxel size (mm).
-    mask, echo_times
+    mask, magnitude, echo_times
         Accepted for a uniform signature; unused (the whole box is solved, and the
         echoes are independent).
 
@@ -75,7 +80,8 @@ def laplacian_unwrap(phase: np.ndarray, voxel_size, *, mask: np.ndarray | None =
     return sfft.idctn(spec, type=2, workers=-1).astype(np.float32)
 
 
-def bestpath_unwrap(phase: np.ndarray, voxel_size, *, mask: np.ndarray | None = None, echo_times=None) -> np.ndarray:
+def bestpath_unwrap(phase: np.ndarray, voxel_size, *, mask: np.ndarray | None = None, magnitude=None,
+                    echo_times=None) -> np.ndarray:
     """Quality-guided 3D unwrapping along the most reliable path, per echo.
 
     Voxel pairs are joined in order of their reliability (inverse of the phase's
@@ -93,6 +99,8 @@ def bestpath_unwrap(phase: np.ndarray, voxel_size, *, mask: np.ndarray | None = 
         Voxel size (mm) (the path is defined on the voxel grid).
     mask : ndarray of bool, optional
         Voxels to unwrap; 0 is returned outside it. Default: all.
+    magnitude : ndarray, optional
+        Unused (the reliability comes from the phase alone).
     echo_times : sequence of float, optional
         Echo times (s) of a 4D input: align the echoes' global 2π offsets.
 
@@ -121,6 +129,145 @@ def bestpath_unwrap(phase: np.ndarray, voxel_size, *, mask: np.ndarray | None = 
     wrapped = np.mod(phase + np.pi, 2 * np.pi) - np.pi
     out = unwrap_phase(np.ma.masked_array(wrapped, mask=~mask))
     return np.ma.filled(out, 0.0).astype(np.float32)
+
+
+def _centre_turn(unwrapped: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Remove the whole number of turns that puts the median inside the mask in (-π, π].
+
+    After the scanner's frequency adjustment and shimming the brain's median field is
+    near 0, so this fixes the free global multiple of 2π of a spatial unwrapping.
+    """
+    k = np.round(np.median(unwrapped[mask]) / (2 * np.pi))
+    return unwrapped - np.float32(2 * np.pi * k) * mask if k else unwrapped
+
+
+def romeo_unwrap(
+    phase: np.ndarray,
+    voxel_size,
+    *,
+    mask: np.ndarray | None = None,
+    magnitude: np.ndarray | None = None,
+    echo_times=None,
+    template: int = 0,
+) -> np.ndarray:
+    """Quality-guided unwrapping (the ROMEO idea): one spatial unwrap, then temporal.
+
+    3D phase is unwrapped spatially along the spanning tree of the best edges, whose
+    quality combines phase coherence and magnitude coherence and level. For
+    multi-echo phase with ``echo_times`` only the ``template`` echo is unwrapped
+    spatially (edge quality also from the phase-gradient coherence with a second
+    echo); every other echo is unwrapped in time, voxel by voxel, against the field
+    fitted through the echoes already unwrapped, nearest echo time first. Temporal
+    unwrapping does not care how steep the phase is in space, so late echoes next to
+    the sinuses are unwrapped correctly wherever the template is.
+
+    The echoes' phase offset φ0 must have been removed first (see
+    :mod:`qsmflow.phaseoffset`): the temporal model is ``φ_n = 2π·f·TE_n``.
+
+    Parameters
+    ----------
+    phase : ndarray, (X, Y, Z) or (X, Y, Z, E)
+        Wrapped phase (rad).
+    voxel_size : sequence of 3 float
+        Voxel size (mm).
+    mask : ndarray of bool, optional
+        Voxels to unwrap (0 outside). Default: all.
+    magnitude : ndarray, optional
+        Magnitude, same shape as ``phase``: improves the edge quality.
+    echo_times : sequence of float, optional
+        Echo times (s); without them every echo is unwrapped spatially on its own.
+    template : int
+        Echo unwrapped spatially (0 = the first).
+
+    Returns
+    -------
+    ndarray (float32)
+        Unwrapped phase, congruent with the input in every voxel of the mask; the
+        global multiple of 2π puts the template's median in (-π, π].
+
+    References
+    ----------
+    Dymerska B, Eckstein K, Bachrata B, Siow B, Trattnig S, Shmueli K, Robinson SD.
+    Phase unwrapping with a rapid opensource minimum spanning tree algorithm
+    (ROMEO). Magn Reson Med 2021;85:2294-2308. doi:10.1002/mrm.28563
+    """
+    phase = np.asarray(phase)
+    vs = _checks.voxel_size(voxel_size)
+    del vs  # the tree lives on the voxel grid; the size only has to be valid
+    if phase.ndim == 3:
+        phase = _checks.as_volume("phase", phase)
+        mask = np.ones(phase.shape, bool) if mask is None else _checks.as_mask("mask", mask, phase.shape)
+        mag = None if magnitude is None else _checks.as_volume("magnitude", magnitude)
+        w = _romeo.edge_weights(phase, mask, magnitude=mag)
+        return _centre_turn(_romeo.tree_unwrap(phase, w, mask, seed_quality=mag), mask)
+    phase = _checks.as_volume("phase", phase, ndim=4)
+    n_e = phase.shape[3]
+    mask = np.ones(phase.shape[:3], bool) if mask is None else _checks.as_mask("mask", mask, phase.shape[:3])
+    mag = None if magnitude is None else _checks.as_volume("magnitude", magnitude, ndim=4)
+    if mag is not None:
+        _checks.same_shape("phase", phase, "magnitude", mag)
+    if echo_times is None or n_e == 1:
+        return np.stack([romeo_unwrap(phase[..., e], voxel_size, mask=mask,
+                                      magnitude=None if mag is None else mag[..., e]) for e in range(n_e)], axis=3)
+    te = _checks.echo_times(echo_times, n_e)
+    if not 0 <= template < n_e:
+        raise ValueError(f"template must be an echo index between 0 and {n_e - 1}, got {template}")
+    second = template + 1 if template + 1 < n_e else template - 1
+    w = _romeo.edge_weights(phase[..., template], mask,
+                            magnitude=None if mag is None else mag[..., template],
+                            phase2=phase[..., second], te_ratio=te[template] / te[second])
+    seed = None if mag is None else mag[..., template]
+    unwrapped_t = _centre_turn(_romeo.tree_unwrap(phase[..., template], w, mask, seed_quality=seed), mask)
+    return temporal_unwrap(phase, unwrapped_t, template, te, mask=mask, magnitude=mag)
+
+
+def temporal_unwrap(
+    phase: np.ndarray,
+    template_unwrapped: np.ndarray,
+    template: int,
+    echo_times,
+    *,
+    mask: np.ndarray,
+    magnitude: np.ndarray | None = None,
+) -> np.ndarray:
+    """Unwrap every echo in time from one spatially unwrapped template echo.
+
+    Echoes are taken nearest echo time first; each is unwrapped to the value
+    predicted from the echoes already unwrapped: ``φ_n = φ_n^w + 2π·round((φ̂_n - φ_n^w)/2π)``.
+    From the template alone the prediction is ``φ_t·TE_n/TE_t`` (the phase offset
+    must have been removed); from two or more echoes it is their weighted line
+    (weights ``magnitude²``), whose intercept absorbs what is left of the offset.
+
+    References
+    ----------
+    Dymerska B, et al. Magn Reson Med 2021;85:2294-2308. doi:10.1002/mrm.28563
+    """
+    te = np.asarray(echo_times, float)
+    out = np.zeros(phase.shape, np.float32)
+    out[..., template] = template_unwrapped
+    p = phase[mask].astype(np.float64)  # (V, E)
+    w = np.ones_like(p) if magnitude is None else magnitude[mask].astype(np.float64) ** 2 + 1e-30
+    done = [template]
+    unwrapped = {template: template_unwrapped[mask].astype(np.float64)}
+    for n in sorted(range(te.size), key=lambda e: (abs(te[e] - te[template]), e)):
+        if n == template:
+            continue
+        t = te[done]
+        y = np.stack([unwrapped[e] for e in done], axis=1)
+        ww = w[:, done]
+        if len(done) == 1:  # through the origin: φ0 has been removed
+            pred = y[:, 0] * (te[n] / t[0])
+        else:  # a line with intercept absorbs what is left of φ0
+            sw = ww.sum(axis=1)
+            tbar = (ww @ t) / sw
+            ybar = np.sum(ww * y, axis=1) / sw
+            dt = t[None, :] - tbar[:, None]
+            slope = np.sum(ww * dt * (y - ybar[:, None]), axis=1) / np.maximum(np.sum(ww * dt * dt, axis=1), 1e-30)
+            pred = ybar + slope * (te[n] - tbar)
+        unwrapped[n] = p[:, n] + 2 * np.pi * np.round((pred - p[:, n]) / (2 * np.pi))
+        out[..., n][mask] = unwrapped[n]
+        done.append(n)
+    return out
 
 
 def correct_echo_offsets(unwrapped: np.ndarray, echo_times, mask: np.ndarray) -> np.ndarray:
@@ -172,6 +319,14 @@ def correct_echo_offsets(unwrapped: np.ndarray, echo_times, mask: np.ndarray) ->
 
 
 METHODS = {
+    "romeo": Method(
+        "romeo",
+        romeo_unwrap,
+        "quality-guided spanning-tree unwrapping of a template echo, temporal unwrapping of the others",
+        ("Dymerska B, Eckstein K, Bachrata B, Siow B, Trattnig S, Shmueli K, Robinson SD. Phase unwrapping with "
+         "a rapid opensource minimum spanning tree algorithm (ROMEO). Magn Reson Med 2021;85:2294-2308. "
+         "doi:10.1002/mrm.28563",),
+    ),
     "bestpath": Method(
         "bestpath",
         bestpath_unwrap,

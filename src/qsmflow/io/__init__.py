@@ -9,10 +9,13 @@ Writing is atomic and never overwrites without ``force`` (:mod:`._write`).
 from ._phase import scale_phase
 from ._read import (
     GreInput,
+    PhaseDiffInput,
     b0_direction_from_affine,
     bids_entities,
     bids_prefix,
     load_gre,
+    load_magnitude,
+    load_phasediff,
     load_volume,
     read_sidecar,
     voxel_size_from_affine,
@@ -22,10 +25,13 @@ from ._write import OutputSet, phantom_paths, write_phantom_dataset
 __all__ = [
     "GreInput",
     "OutputSet",
+    "PhaseDiffInput",
     "b0_direction_from_affine",
     "bids_entities",
     "bids_prefix",
     "load_gre",
+    "load_magnitude",
+    "load_phasediff",
     "load_volume",
     "phantom_paths",
     "read_sidecar",

@@ -241,6 +241,66 @@ def _check_not_swapped(mag_sc: list[dict], pha_sc: list[dict]) -> None:
         raise ValueError("a --phase file's sidecar says ImageType MAGNITUDE; are --mag and --phase swapped?")
 
 
+def _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings, *, required=True):
+    """Echo times (s) from the option or the sidecars, and where they came from."""
+    sc_te = _echo_times_from_sidecars(mag_sc, n_echoes) or _echo_times_from_sidecars(pha_sc, n_echoes)
+    if echo_times is not None:
+        te = _checks.echo_times(echo_times, n_echoes)
+        if sc_te is not None and not np.allclose(sc_te, te, rtol=1e-2):
+            msg = f"--echo-times {te.tolist()} differ from the sidecars' EchoTime {sc_te}; using --echo-times"
+            log.warning(msg)
+            warnings.append(msg)
+        return te, "--echo-times"
+    if sc_te is None:
+        if not required:
+            return None, "missing"
+        raise ValueError(
+            f"echo times are missing: no EchoTime for all {n_echoes} echo(es) in the JSON sidecars; "
+            "pass --echo-times (comma-separated, in seconds)"
+        )
+    try:
+        return _checks.echo_times(sc_te, n_echoes), "sidecar EchoTime"
+    except ValueError as exc:
+        raise ValueError(f"sidecar EchoTime: {exc}") from None
+
+
+def _resolve_field_strength(field_strength, sidecars, *, required=True):
+    """B0 (T) from the option or the sidecars, and where it came from."""
+    if field_strength is not None:
+        return _checks.field_strength(field_strength), "--field-strength"
+    vals = [sc.get("MagneticFieldStrength") for sc in sidecars if sc.get("MagneticFieldStrength") is not None]
+    if not vals:
+        if not required:
+            return None, "missing"
+        raise ValueError("field strength is missing: no MagneticFieldStrength in the JSON sidecars; "
+                         "pass --field-strength (tesla)")
+    try:
+        return _checks.field_strength(vals[0]), "sidecar MagneticFieldStrength"
+    except ValueError as exc:
+        raise ValueError(f"sidecar MagneticFieldStrength: {exc}") from None
+
+
+def _resolve_b0_direction(b0_direction, affine):
+    """B0 in voxel axes (option or affine), its source, and its angle to the slice axis (logged)."""
+    if b0_direction is not None:
+        b0_dir, src = _checks.b0_direction(b0_direction), "--b0-direction"
+    else:
+        b0_dir, src = b0_direction_from_affine(affine), "affine"
+    angle = float(np.degrees(np.arccos(min(abs(b0_dir[2]), 1.0))))
+    log.info("B0 direction in voxel axes (%s): [%.4f, %.4f, %.4f], %.1f deg from the slice axis", src, *b0_dir, angle)
+    return b0_dir, src, angle
+
+
+def _finite_magnitude(mag: np.ndarray, finite: np.ndarray) -> None:
+    """Refuse magnitudes that cannot be one."""
+    if finite.sum() == 0:
+        raise ValueError("every voxel holds NaN/Inf; the input is empty")
+    if mag[finite].min() < 0:
+        raise ValueError("magnitude has negative values; is it a real/imaginary image? give the magnitude")
+    if not np.any(mag[finite] > 0):
+        raise ValueError("magnitude is zero everywhere")
+
+
 def load_gre(
     magnitude,
     phase,
@@ -299,36 +359,8 @@ def load_gre(
         raise ValueError(f"the magnitude sidecars give EchoTime {mag_te} but the phase sidecars give {pha_te}; "
                          "are they from the same acquisition?")
 
-    # echo times and field strength
-    if echo_times is not None:
-        te = _checks.echo_times(echo_times, n_echoes)
-        te_src = "--echo-times"
-        sc_te = _echo_times_from_sidecars(mag_sc, n_echoes)
-        if sc_te is not None and not np.allclose(sc_te, te, rtol=1e-2):
-            msg = f"--echo-times {te.tolist()} differ from the sidecars' EchoTime {sc_te}; using --echo-times"
-            log.warning(msg)
-            warnings.append(msg)
-    else:
-        sc_te = _echo_times_from_sidecars(mag_sc, n_echoes) or _echo_times_from_sidecars(pha_sc, n_echoes)
-        if sc_te is None:
-            raise ValueError(
-                f"echo times are missing: no EchoTime for all {n_echoes} echo(es) in the JSON sidecars; "
-                "pass --echo-times (comma-separated, in seconds)"
-            )
-        try:
-            te = _checks.echo_times(sc_te, n_echoes)
-        except ValueError as exc:
-            raise ValueError(f"sidecar EchoTime: {exc}") from None
-        te_src = "sidecar EchoTime"
-    if field_strength is not None:
-        b0 = _checks.field_strength(field_strength)
-        b0_src = "--field-strength"
-    else:
-        vals = [sc.get("MagneticFieldStrength") for sc in mag_sc + pha_sc if sc.get("MagneticFieldStrength") is not None]
-        if not vals:
-            raise ValueError("field strength is missing: no MagneticFieldStrength in the JSON sidecars; pass --field-strength (tesla)")
-        b0 = _checks.field_strength(vals[0])
-        b0_src = "sidecar MagneticFieldStrength"
+    te, te_src = _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings)
+    b0, b0_src = _resolve_field_strength(field_strength, mag_sc + pha_sc)
 
     # non-finite voxels
     finite = np.all(np.isfinite(mag), axis=3) & np.all(np.isfinite(pha), axis=3)
@@ -339,12 +371,7 @@ def load_gre(
         warnings.append(msg)
         mag[~finite] = 0
         pha[~finite] = 0
-    if finite.sum() == 0:
-        raise ValueError("every voxel holds NaN/Inf; the input is empty")
-    if mag[finite].min() < 0:
-        raise ValueError("magnitude has negative values; is it a real/imaginary image? give the magnitude")
-    if not np.any(mag[finite] > 0):
-        raise ValueError("magnitude is zero everywhere")
+    _finite_magnitude(mag, finite)
 
     on_disk_integer = np.issubdtype(pha_dtype, np.integer)
     radians, rule = scale_phase(pha[finite], on_disk_integer=on_disk_integer, phase_scale=phase_scale)
@@ -354,15 +381,7 @@ def load_gre(
     log.info("phase units: %s (range %.6g..%.6g)", rule["rule"], *rule["range"])
 
     vs = voxel_size_from_affine(affine)
-    if b0_direction is not None:
-        b0_dir = _checks.b0_direction(b0_direction)
-        b0_dir_src = "--b0-direction"
-    else:
-        b0_dir = b0_direction_from_affine(affine)
-        b0_dir_src = "affine"
-    angle = float(np.degrees(np.arccos(min(abs(b0_dir[2]), 1.0))))
-    log.info("B0 direction in voxel axes (%s): [%.4f, %.4f, %.4f], %.1f deg from the slice axis",
-             b0_dir_src, *b0_dir, angle)
+    b0_dir, b0_dir_src, angle = _resolve_b0_direction(b0_direction, affine)
 
     provenance = {
         "inputs": {"magnitude": [str(p) for p in mag_paths], "phase": [str(p) for p in pha_paths]},
@@ -392,6 +411,90 @@ def load_gre(
         provenance=provenance,
         warnings=warnings,
     )
+
+
+def load_magnitude(magnitude, *, echo_times=None, field_strength=None, prefix: str | None = None) -> GreInput:
+    """Load magnitude echoes alone (for a brain mask): echo times and B0 are optional here.
+
+    Returns a :class:`GreInput` whose ``phase`` is None; ``echo_times`` and
+    ``field_strength`` are None when neither the option nor the sidecars give them.
+    """
+    mag, affine, mag_sc, mag_paths, mag_order, _ = _stack("magnitude", magnitude)
+    warnings: list[str] = []
+    te, te_src = _resolve_echo_times(echo_times, mag_sc, [], mag.shape[3], warnings, required=False)
+    b0, b0_src = _resolve_field_strength(field_strength, mag_sc, required=False)
+    finite = np.all(np.isfinite(mag), axis=3)
+    mag[~finite] = 0
+    _finite_magnitude(mag, finite)
+    vs = voxel_size_from_affine(affine)
+    provenance = {"inputs": {"magnitude": [str(p) for p in mag_paths]}, "echo_order": mag_order,
+                  "echo_times_s": None if te is None else te.tolist(), "echo_times_source": te_src,
+                  "field_strength_T": b0, "field_strength_source": b0_src, "voxel_size_mm": vs.tolist(),
+                  "shape": list(mag.shape)}
+    return GreInput(magnitude=mag.astype(np.float32), phase=None, echo_times=te, field_strength=b0, affine=affine,
+                    voxel_size=vs, b0_direction=b0_direction_from_affine(affine), finite=finite,
+                    prefix=prefix or bids_prefix(mag_paths[0]), provenance=provenance, warnings=warnings)
+
+
+@dataclass
+class PhaseDiffInput:
+    """A dual-echo field-map acquisition given as a phase difference."""
+
+    phasediff: np.ndarray  # (X, Y, Z) float32, radians in [-pi, pi)
+    magnitude: np.ndarray  # (X, Y, Z) float32 (the first magnitude given)
+    delta_te: float  # TE2 - TE1, seconds
+    affine: np.ndarray
+    voxel_size: np.ndarray
+    finite: np.ndarray
+    prefix: str
+    provenance: dict = field(default_factory=dict)
+
+
+def load_phasediff(phasediff, magnitude, *, delta_te=None, phase_scale: float | None = None,
+                   prefix: str | None = None) -> PhaseDiffInput:
+    """Load a phase-difference field map (e.g. Siemens ``gre_field_mapping``) and a magnitude.
+
+    ``TE2 - TE1`` comes from ``delta_te`` (s) or the phase-difference sidecar's
+    ``EchoTime1``/``EchoTime2`` (else the magnitudes' ``EchoTime``); the phase is
+    scaled to radians by the rules of :func:`scale_phase`.
+    """
+    pd, affine, pd_sc, pd_paths, _, pd_dtype = _stack("phase", phasediff)
+    if pd.shape[3] != 1:
+        raise ValueError(f"--phasediff must be a single 3D phase-difference image, got {pd.shape[3]} volumes")
+    mag, m_affine, mag_sc, _, _, _ = _stack("magnitude", magnitude)
+    if mag.shape[:3] != pd.shape[:3]:
+        raise ValueError(f"magnitude has shape {mag.shape[:3]} but the phase difference has shape {pd.shape[:3]}")
+    if not np.allclose(affine, m_affine, atol=AFFINE_TOLERANCE_MM):
+        raise ValueError("magnitude and phase difference are on different grids: their affines differ")
+    _check_not_swapped(mag_sc, pd_sc)
+    if delta_te is not None:
+        dte, src = _checks.positive("--delta-te", delta_te), "--delta-te"
+    else:
+        sc = pd_sc[0]
+        if "EchoTime1" in sc and "EchoTime2" in sc:
+            dte, src = float(sc["EchoTime2"]) - float(sc["EchoTime1"]), "sidecar EchoTime1/EchoTime2"
+        else:
+            tes = sorted(float(s["EchoTime"]) for s in mag_sc if "EchoTime" in s)
+            if len(tes) < 2:
+                raise ValueError("the echo-time difference is missing: no EchoTime1/EchoTime2 in the phase-difference "
+                                 "sidecar; pass --delta-te (seconds)")
+            dte, src = tes[-1] - tes[0], "magnitude sidecars' EchoTime"
+    if dte <= 0 or dte > 0.1:
+        raise ValueError(f"the echo-time difference must be in seconds and positive, got {dte}")
+    pd, mag = pd[..., 0], mag[..., 0]
+    finite = np.isfinite(pd) & np.isfinite(mag)
+    pd[~finite] = 0
+    mag[~finite] = 0
+    _finite_magnitude(mag, finite)
+    rad, rule = scale_phase(pd[finite], on_disk_integer=np.issubdtype(pd_dtype, np.integer), phase_scale=phase_scale)
+    out = np.zeros(pd.shape, np.float32)
+    out[finite] = rad
+    log.info("phase-difference units: %s; TE2 - TE1 = %.4g s (%s)", rule["rule"], dte, src)
+    provenance = {"inputs": {"phasediff": [str(p) for p in pd_paths]}, "delta_te_s": dte, "delta_te_source": src,
+                  "phase_scaling": rule, "voxel_size_mm": voxel_size_from_affine(affine).tolist()}
+    return PhaseDiffInput(phasediff=out, magnitude=mag.astype(np.float32), delta_te=dte, affine=affine,
+                          voxel_size=voxel_size_from_affine(affine), finite=finite,
+                          prefix=prefix or bids_prefix(pd_paths[0]), provenance=provenance)
 
 
 def load_volume(path, *, name: str = "volume", shape=None, affine=None) -> np.ndarray:
