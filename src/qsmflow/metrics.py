@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from . import _checks
 
-__all__ = ["dice", "hfen", "nrmse", "region_means", "regression_slope"]
+__all__ = ["dice", "evaluate", "evaluate_field", "format_report", "hfen", "nrmse", "region_means", "regression_slope"]
 
 
 def _pair(est, ref, mask):
@@ -91,6 +91,22 @@ def _label_ids(label_names: dict, names) -> dict:
     return {n: by_name[n] for n in names if n in by_name}
 
 
+def evaluate_field(result, truth) -> dict:
+    """Mask and total-field accuracy (see :func:`evaluate`) of a run that reached the field fit."""
+    brain = np.asarray(truth.brain_mask, bool)
+    non_brain = np.isin(truth.labels, list(_label_ids(truth.label_names, NON_BRAIN).values()))
+    out = {
+        "mask_dice": dice(result.mask, brain),
+        "mask_coverage": float((result.mask & brain).sum() / brain.sum()),
+        "mask_outside": float((result.mask & non_brain).sum() / max(result.mask.sum(), 1)),
+    }
+    both = result.mask & brain
+    err = result.total_field_hz[both].astype(np.float64) - truth.total_field_hz[both]
+    loc = truth.local_field_ppm[both].astype(np.float64) * result.parameters["hz_per_ppm"]
+    out["total_field_error_pct"] = float(100 * np.std(err) / np.std(loc))
+    return out
+
+
 def evaluate(result, truth) -> dict:
     """Per-stage accuracy of a pipeline result against a simulated head's ground truth.
 
@@ -115,17 +131,7 @@ def evaluate(result, truth) -> dict:
         (estimated, true) median R2* in 1/s), ``r2star_max_error_pct``.
     """
     brain = np.asarray(truth.brain_mask, bool)
-    non_brain = np.isin(truth.labels, list(_label_ids(truth.label_names, NON_BRAIN).values()))
-    out = {
-        "mask_dice": dice(result.mask, brain),
-        "mask_coverage": float((result.mask & brain).sum() / brain.sum()),
-        "mask_outside": float((result.mask & non_brain).sum() / max(result.mask.sum(), 1)),
-    }
-    hz_per_ppm = result.parameters["hz_per_ppm"]
-    both = result.mask & brain
-    err = result.total_field_hz[both].astype(np.float64) - truth.total_field_hz[both]
-    loc = truth.local_field_ppm[both].astype(np.float64) * hz_per_ppm
-    out["total_field_error_pct"] = float(100 * np.std(err) / np.std(loc))
+    out = evaluate_field(result, truth)
     ev = result.eroded_mask & brain
     out["local_field_nrmse"] = nrmse(result.local_field_ppm, truth.local_field_ppm, ev)
     out["chi_nrmse"] = nrmse(result.chi, truth.chi, ev)
