@@ -162,7 +162,8 @@ def complex_fit(
     the measured and modelled complex signals, by Gauss-Newton steps on the wrapped
     residual, vectorised over voxels. The cost does not see whole turns of 2π, so an
     echo left off by 2π after unwrapping does not pull the field; the unwrapped phase
-    only provides the starting point (its weighted linear fit).
+    only provides two starting points (the weighted line through all echoes and the
+    line through the first two), and each voxel keeps the lower optimum.
 
     Parameters
     ----------
@@ -195,19 +196,34 @@ def complex_fit(
         return weighted_linear_fit(phase, magnitude, te, mask=mask)
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
     w = m * m
-    a, b, sxx = _wls_line(p, w, te)
-    for it in range(max_iter):
+    a_lin, b_lin, sxx = _wls_line(p, w, te)
+    # two starting points: the line through all echoes, and the line through the first
+    # two (least likely to hold a 2π error); each voxel keeps the better optimum
+    b_two = (p[:, 1] - p[:, 0]) / (te[1] - te[0])
+    fits = [_gauss_newton(p, w, te, a, b, max_iter, tol_hz) for a, b in
+            ((a_lin, b_lin), (p[:, 0] - b_two * te[0], b_two))]
+    costs = [np.sum(w * (1 - np.cos(_romeo.wrap(p - a[:, None] - b[:, None] * te))), axis=1) for a, b, _ in fits]
+    pick = costs[1] < costs[0]
+    a = np.where(pick, fits[1][0], fits[0][0])
+    b = np.where(pick, fits[1][1], fits[0][1])
+    r = _romeo.wrap(p - a[:, None] - b[:, None] * te)
+    sd, sigma = _noise_hz(r, w, sxx)
+    log.info("complex field fit over %d echoes: %d/%d Gauss-Newton iterations, %d voxels better from echoes 1-2, "
+             "complex noise sigma %.4g", te.size, fits[0][2], fits[1][2], int(pick.sum()), sigma)
+    return _to_volume(b / (2 * np.pi), mask), _to_volume(sd, mask)
+
+
+def _gauss_newton(p, w, te, a, b, max_iter, tol_hz):
+    """Gauss-Newton on the wrapped residual of ``p ≈ a + b·t`` per voxel; (a, b, iterations)."""
+    a, b = a.copy(), b.copy()
+    for it in range(1, max_iter + 1):
         r = _romeo.wrap(p - a[:, None] - b[:, None] * te)
         da, db, _ = _wls_line(r, w, te)
         a += da
         b += db
         if np.max(np.abs(db)) / (2 * np.pi) < tol_hz:
             break
-    r = _romeo.wrap(p - a[:, None] - b[:, None] * te)
-    sd, sigma = _noise_hz(r, w, sxx)
-    log.info("complex field fit over %d echoes: %d Gauss-Newton iterations, complex noise sigma %.4g",
-             te.size, it + 1, sigma)
-    return _to_volume(b / (2 * np.pi), mask), _to_volume(sd, mask)
+    return a, b, it
 
 
 def phasediff_fieldmap(
