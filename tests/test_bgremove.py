@@ -6,6 +6,7 @@ from scipy import ndimage
 from conftest import ellipsoid, grid_mm
 
 from qsmflow import kernels, metrics
+from qsmflow import bgremove
 from qsmflow.bgremove import vsharp
 
 SHAPE, VS = (56, 64, 48), (1.0, 1.0, 1.5)
@@ -35,42 +36,76 @@ def _scene(b0=(0, 0, 1)):
     return mask, local, background
 
 
-# Harmonic input: V-SHARP leaves 0.4 % (axial) and 0.8 % (oblique) of the
-# background's RMS; issue 4's acceptance bound is 5 %.
+# Harmonic input (sources only outside the mask): every method leaves at most 1.2 %
+# of the background's RMS (measured 0.1-0.5 % axial, 0.2-1.2 % oblique); issue 4's
+# bound is 5 %.
 HARMONIC_RESIDUAL_TOL = 0.05
-# Local field recovered with demeaned NRMSE 38-40 % (measured, both B0): the
-# truncated deconvolution loses the lowest spatial frequencies and the eroded rim.
-LOCAL_NRMSE_TOL = 45.0
+# Local field recovered inside each method's own eroded mask, demeaned NRMSE (%)
+# measured on this scene (axial / oblique): PDF 44/43, LBV 25/27, V-SHARP 40/38,
+# SHARP 18/18, RESHARP 22/22, iSMV 19/19; bounds leave ~15 % headroom.
+LOCAL_NRMSE_TOL = {"pdf": 52, "lbv": 32, "vsharp": 45, "sharp": 22, "resharp": 27, "ismv": 23}
+# Share of the mask each method keeps (measured): PDF all, LBV 88 % (one voxel of a
+# 1.5 mm rim), V-SHARP 79 %, the 5 mm sphere methods 49 % of this small ellipsoid.
+MIN_KEPT = {"pdf": 0.99, "lbv": 0.85, "vsharp": 0.75, "sharp": 0.45, "resharp": 0.45, "ismv": 0.45}
+OBLIQUE = (0, np.sin(0.35), np.cos(0.35))
 
 
-def test_harmonic_field_is_removed():
-    mask, _, background = _scene()
-    local, eroded = vsharp(background, mask, VS)
-    rms_in = np.sqrt(np.mean(background[eroded] ** 2))
-    resid = local[eroded] - local[eroded].mean()
-    assert np.sqrt(np.mean(resid**2)) / rms_in < HARMONIC_RESIDUAL_TOL
-    assert eroded.sum() > 0.5 * mask.sum() and not np.any(eroded & ~mask)
+@pytest.mark.parametrize("method", sorted(bgremove.METHODS))
+@pytest.mark.parametrize("b0", [(0, 0, 1), OBLIQUE])
+def test_harmonic_field_is_removed(method, b0):
+    mask, _, background = _scene(b0)
+    local, eroded = bgremove.METHODS[method].func(background, mask, VS, b0)
+    rms_in = np.std(background[eroded])
+    assert np.std(local[eroded]) / rms_in < HARMONIC_RESIDUAL_TOL
+    assert not np.any(eroded & ~mask) and not np.any(local[~eroded])
 
 
-@pytest.mark.parametrize("b0", [(0, 0, 1), (0, np.sin(0.35), np.cos(0.35))])
-def test_local_field_recovered(b0):
+@pytest.mark.parametrize("method", sorted(bgremove.METHODS))
+@pytest.mark.parametrize("b0", [(0, 0, 1), OBLIQUE])
+def test_local_field_recovered(method, b0):
     mask, true_local, background = _scene(b0)
-    local, eroded = vsharp(true_local + background, mask, VS)
-    err = metrics.nrmse(local, true_local, eroded)
-    assert err < LOCAL_NRMSE_TOL
+    local, eroded = bgremove.METHODS[method].func(true_local + background, mask, VS, b0)
+    assert metrics.nrmse(local, true_local, eroded) < LOCAL_NRMSE_TOL[method]
+    assert eroded.sum() >= MIN_KEPT[method] * mask.sum()
     # and the background really was large: without removal the error is huge
     assert metrics.nrmse(true_local + background, true_local, eroded) > 200
 
 
-def test_units_pass_through_and_no_mutation():
+@pytest.mark.parametrize("method", sorted(bgremove.METHODS))
+def test_units_pass_through_and_no_mutation(method):
     mask, true_local, background = _scene()
     total = (true_local + background).astype(np.float32)
     copy = total.copy()
-    a, e1 = vsharp(total, mask, VS)
-    b, e2 = vsharp(total * 127.7, mask, VS)
-    np.testing.assert_allclose(b, a * 127.7, rtol=1e-3, atol=1e-4 * np.abs(b).max())
+    a, e1 = bgremove.METHODS[method].func(total, mask, VS, (0, 0, 1))
+    b, e2 = bgremove.METHODS[method].func(total * 127.7, mask, VS, (0, 0, 1))
+    np.testing.assert_allclose(b, a * 127.7, rtol=2e-3, atol=2e-3 * np.abs(b).max())
     np.testing.assert_array_equal(e1, e2)
     np.testing.assert_array_equal(total, copy)
+
+
+def test_pdf_noise_weighting_downweights_a_corrupted_region():
+    mask, true_local, background = _scene()
+    total = true_local + background
+    x, y, z = grid_mm(SHAPE, VS)
+    bad = mask & (x > 12)
+    corrupted = np.where(bad, total + 0.05 * np.sin(y / 3.0), total)  # measured: 65 % plain, 48 % weighted
+    noise = np.where(bad, 100.0, 1.0)
+    plain, ev = bgremove.pdf(corrupted, mask, VS, (0, 0, 1))
+    weighted, _ = bgremove.pdf(corrupted, mask, VS, (0, 0, 1), noise=noise)
+    good = ev & ~bad
+    assert metrics.nrmse(weighted, true_local, good) < metrics.nrmse(plain, true_local, good)
+
+
+def test_remove_polynomial():
+    mask, true_local, _ = _scene()
+    x, y, z = grid_mm(SHAPE, VS)
+    poly = (0.01 + 0.001 * x - 0.002 * z + 3e-5 * x * y).astype(np.float32)
+    out = bgremove.remove_polynomial(np.where(mask, poly, 0), mask, VS, order=2)
+    assert np.abs(out[mask]).max() < 1e-5
+    cleaned = bgremove.remove_polynomial(np.where(mask, true_local + poly, 0), mask, VS, order=2)
+    assert metrics.nrmse(cleaned, true_local, mask) < 40  # the local field mostly survives
+    with pytest.raises(ValueError, match="order"):
+        bgremove.remove_polynomial(poly, mask, VS, order=7)
 
 
 def test_errors():
@@ -85,3 +120,7 @@ def test_errors():
     tiny[20:23, 20:23, 20:23] = True
     with pytest.raises(ValueError, match="thinner"):
         vsharp(true_local, tiny, VS, radii_mm=(6, 5))
+    with pytest.raises(ValueError, match="b0_direction"):
+        bgremove.pdf(true_local, mask, VS)
+    with pytest.raises(ValueError, match="NaN"):
+        bgremove.lbv(np.where(mask, np.nan, 0), mask, VS)

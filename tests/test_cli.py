@@ -252,3 +252,38 @@ def test_fieldmap_argument_errors(files, capsys, tmp_path):
                          "-o", str(files["out"])], capsys)
     assert code == 1 and "seconds" in err
     assert not files["out"].exists()
+
+
+def test_fieldmap_then_bgremove_chain(tmp_path, capsys):
+    data = tmp_path / "bids"
+    code, _, err = _run(["simulate", str(data), "--matrix", "64,77,64", "--voxel-size", "2.5,2.5,2.5", "-q"], capsys)
+    assert code == 0, err
+    anat = data / "sub-phantom" / "anat"
+    mags = str(anat / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz")
+    phases = str(anat / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz")
+    fm = tmp_path / "fm"
+    code, _, err = _run(["fieldmap", "--mag", mags, "--phase", phases, "-o", str(fm), "-q"], capsys)
+    assert code == 0, err
+    side = json.loads((fm / "sub-phantom_fieldmap.json").read_text())
+    assert side["Units"] == "Hz" and side["MagneticFieldStrength"] == 3.0
+    bg = tmp_path / "bg"
+    code, _, err = _run(["bgremove", "--field", str(fm / "sub-phantom_fieldmap.nii.gz"),
+                         "--mask", str(fm / "sub-phantom_mask.nii.gz"), "-o", str(bg)], capsys)
+    assert code == 0, err
+    assert "RESHARP for 2.5x2.5x2.5 mm voxels" in err  # auto picks by voxel size
+    local = nib.load(str(bg / "sub-phantom_localfield.nii.gz")).get_fdata()
+    assert 0 < np.abs(local).max() < 1.0  # ppm
+    prov = json.loads((bg / "sub-phantom_provenance.json").read_text())
+    assert prov["parameters"]["methods"]["bgremove"] == "resharp"
+    assert prov["input"]["unit"] == "hz"
+    # a field without a unit in its sidecar is refused, so is a mask on another grid
+    bare = tmp_path / "bare_fieldmap.nii.gz"
+    bare.write_bytes((fm / "sub-phantom_fieldmap.nii.gz").read_bytes())
+    code, _, err = _run(["bgremove", "--field", str(bare), "--mask", str(fm / "sub-phantom_mask.nii.gz"),
+                         "-o", str(tmp_path / "x")], capsys)
+    assert code == 1 and "--unit" in err
+    small = _nii(tmp_path / "m.nii.gz", np.ones((5, 5, 5)))
+    code, _, err = _run(["bgremove", "--field", str(bare), "--mask", small, "--unit", "ppm",
+                         "-o", str(tmp_path / "x")], capsys)
+    assert code == 1 and "shape" in err
+    assert not (tmp_path / "x").exists()

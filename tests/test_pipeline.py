@@ -81,7 +81,11 @@ def test_write_outputs(small_head, tmp_path):
     assert set(prov["timings_s"]) >= {"mask", "inversion"}
     assert "numpy" in prov["versions"]
     cites = (tmp_path / "sub-t_citations.txt").read_text()
-    assert "doi:10.1002/cmr.b.20034" in cites and "V-SHARP" not in cites and "Wu B" in cites
+    assert "doi:10.1002/cmr.b.20034" in cites  # the dipole kernel
+    for stage, name in prov["parameters"]["methods"].items():
+        for c in pipeline.STAGES[stage][name].citations:
+            assert c in cites
+    assert "doi:10.1002/nbm.3064" not in cites  # LBV did not run on this 2 mm head
     with pytest.raises(ValueError, match="--force"):
         pipeline.write_outputs(r, data, tmp_path)
 
@@ -115,3 +119,11 @@ def test_mask_on_the_simulated_head(small_head):
     m = metrics.evaluate_field(pipeline.QSMResult(mask=r.mask, total_field_hz=small_head.total_field_hz,
                                                   parameters={"hz_per_ppm": 127.7}), small_head)
     assert m["mask_coverage"] >= 0.98 and m["mask_outside"] <= 0.02
+
+
+def test_auto_background_method_follows_voxel_size():
+    assert pipeline.resolve_bgremove("auto", (1.0, 1.0, 1.0)) == "lbv"
+    assert pipeline.resolve_bgremove("auto", (1.0, 1.0, 2.0)) == "resharp"
+    assert pipeline.resolve_bgremove("vsharp", (2.0, 2.0, 2.0)) == "vsharp"
+    with pytest.raises(ValueError, match="bgremove method 'nope'"):
+        pipeline.Options(bgremove="nope")

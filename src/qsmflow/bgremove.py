@@ -1,7 +1,10 @@
 """Background field removal: total field -> local field inside an (eroded) brain mask.
 
-Every method has the signature ``(field, mask, voxel_size, *, ...) -> (local, eroded_mask)``;
-the local field has the units of the input field.
+Every method has the signature
+``(field, mask, voxel_size, b0_direction=None, *, noise=None, ...) -> (local, eroded_mask)``;
+the local field has the units of the input field. ``b0_direction`` (voxel axes) is used
+by the dipole-based method (PDF), ``noise`` (the field's standard deviation, any unit)
+weights the data where a method can use it; the others accept and ignore them.
 """
 
 from __future__ import annotations
@@ -10,27 +13,77 @@ import logging
 
 import numpy as np
 
-from . import _checks, kernels
+from . import _bg_pde, _bg_smv, _checks
 from .constants import VSHARP_RADII_MM, VSHARP_THRESHOLD
 from .registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "vsharp"]
+__all__ = ["METHODS", "ismv", "lbv", "pdf", "remove_polynomial", "resharp", "sharp", "vsharp"]
 
-# A voxel is inside the mask eroded by a sphere when the sphere's mean of the mask
-# is 1 up to float32 round-off of the FFT convolution (measured below 1e-5).
-_FULL_SPHERE = 1.0 - 1e-4
+# SHARP, RESHARP and iSMV sphere radius (mm): Schweser et al. 2011 used ~5-6 voxels of
+# ~1 mm; smaller spheres keep more of the brain's edge, larger ones reject more
+# background and noise.
+SMV_RADIUS_MM = 5.0
+# RESHARP's Tikhonov weight (relative to C's gain of ~1 at high frequencies).
+RESHARP_LAMBDA = 1e-3
+# Relative residual at which the iterative solvers stop. Fields are ppm-scale with
+# local fields ~1 % of the background, so 1e-4 of the right-hand side is well below
+# the local field.
+SOLVER_TOL = 1e-4
+# Background sources for PDF may sit this far (mm) outside the mask's bounding box.
+PDF_MARGIN_MM = 12.0
 
 
-def vsharp(
-    field: np.ndarray,
-    mask: np.ndarray,
-    voxel_size,
-    *,
-    radii_mm=VSHARP_RADII_MM,
-    threshold: float = VSHARP_THRESHOLD,
-) -> tuple[np.ndarray, np.ndarray]:
+def _common(field, mask, voxel_size):
+    field = _checks.as_volume("field", field)
+    mask = _checks.as_mask("mask", mask, field.shape)
+    if not np.all(np.isfinite(field[mask])):
+        raise ValueError("field holds NaN/Inf inside the mask")
+    return field, mask, _checks.voxel_size(voxel_size)
+
+
+def _radius(radius_mm, vs):
+    r = _checks.positive("radius_mm", radius_mm)
+    if r < vs.min():
+        raise ValueError(f"radius_mm={r} is smaller than a voxel ({vs.min():g} mm)")
+    return r
+
+
+def _report(name, mask, eroded, iters=None):
+    extra = f", {iters} iterations" if iters is not None else ""
+    log.info("%s: eroded mask keeps %.1f%% of the mask%s", name, 100 * eroded.sum() / mask.sum(), extra)
+
+
+def sharp(field, mask, voxel_size, b0_direction=None, *, noise=None, radius_mm: float = SMV_RADIUS_MM,
+          threshold: float = VSHARP_THRESHOLD):
+    """SHARP: one spherical-mean-value high-pass, deconvolved by truncated SVD.
+
+    The mask is eroded by the sphere; inside it ``(δ - S) * f`` holds no background,
+    and dividing by ``1 - S`` where it exceeds ``threshold`` gives the local field.
+
+    References
+    ----------
+    Schweser F, Deistung A, Lehr BW, Reichenbach JR. Quantitative imaging of intrinsic
+    magnetic tissue properties using MRI signal phase: an approach to in vivo brain
+    iron metabolism? NeuroImage 2011;54:2789-2807. doi:10.1016/j.neuroimage.2010.10.070
+    """
+    field, mask, vs = _common(field, mask, voxel_size)
+    r = _radius(radius_mm, vs)
+    local, eroded = _bg_smv.vsharp(field, mask, vs, [r], _threshold(threshold))
+    _report("SHARP", mask, eroded)
+    return local, eroded
+
+
+def _threshold(threshold):
+    t = _checks.positive("threshold", threshold)
+    if t >= 1:
+        raise ValueError(f"threshold must be between 0 and 1, got {t}")
+    return t
+
+
+def vsharp(field, mask, voxel_size, b0_direction=None, *, noise=None, radii_mm=VSHARP_RADII_MM,
+           threshold: float = VSHARP_THRESHOLD):
     """V-SHARP: spherical mean value filtering with kernels that shrink towards the edge.
 
     At each voxel the field is high-pass filtered, ``(δ - S_r) * f``, with the
@@ -46,6 +99,8 @@ def vsharp(
         Brain mask.
     voxel_size : sequence of 3 float
         Voxel size (mm); spheres are round in mm for anisotropic voxels.
+    b0_direction, noise
+        Accepted for a uniform signature; unused.
     radii_mm : sequence of float
         Sphere radii (mm), any order; the largest drives the deconvolution.
     threshold : float
@@ -63,67 +118,186 @@ def vsharp(
     Wu B, Li W, Guidon A, Liu C. Whole brain susceptibility mapping using compressed
     sensing. Magn Reson Med 2012;67:137-147. doi:10.1002/mrm.23000
 
-    Schweser F, Deistung A, Lehr BW, Reichenbach JR. Quantitative imaging of
-    intrinsic magnetic tissue properties using MRI signal phase: an approach to in
-    vivo brain iron metabolism? NeuroImage 2011;54:2789-2807.
-    doi:10.1016/j.neuroimage.2010.10.070
+    Schweser F, et al. NeuroImage 2011;54:2789-2807. doi:10.1016/j.neuroimage.2010.10.070
     """
-    field = _checks.as_volume("field", field)
-    mask = _checks.as_mask("mask", mask, field.shape)
-    vs = _checks.voxel_size(voxel_size)
+    field, mask, vs = _common(field, mask, voxel_size)
     radii = sorted((_checks.positive("radii_mm", r) for r in np.atleast_1d(radii_mm)), reverse=True)
-    threshold = _checks.positive("threshold", threshold)
-    if threshold >= 1:
-        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
     radii = [r for r in radii if r >= vs.min()]
     if not radii:
         raise ValueError(f"radii_mm must include a radius of at least one voxel ({vs.min():g} mm)")
-
-    bb = kernels.bounding_box(mask)
-    m = mask[bb]
-    f = np.where(m, field[bb], 0).astype(np.float32)
-    margin = np.ceil(radii[0] / vs).astype(int) + 1
-    shape = kernels.fft_shape(m.shape, margin)
-    f_k = kernels.rfft(kernels.pad(f, shape))
-    m_k = kernels.rfft(kernels.pad(m.astype(np.float32), shape))
-
-    highpass = np.zeros(m.shape, np.float32)
-    assigned = np.zeros(m.shape, bool)
-    big = None
-    for r in radii:
-        s = kernels.smv_kernel(shape, vs, r)
-        if big is None:
-            big = s
-        inside = kernels.crop(kernels.irfft(m_k * s, shape), m.shape) >= _FULL_SPHERE
-        inside &= m
-        fresh = inside & ~assigned
-        if fresh.any():
-            filt = f - kernels.crop(kernels.irfft(f_k * s, shape), m.shape)
-            highpass[fresh] = filt[fresh]
-            assigned |= fresh
-    if not assigned.any():
-        raise ValueError(f"the mask is thinner than the smallest V-SHARP sphere ({radii[-1]:g} mm); nothing is left")
-    h = 1.0 - big
-    inv = np.where(np.abs(h) > threshold, 1.0 / np.where(h == 0, 1.0, h), 0.0).astype(np.float32)
-    local_c = kernels.crop(kernels.irfft(kernels.rfft(kernels.pad(highpass, shape)) * inv, shape), m.shape)
-    local = np.zeros(field.shape, np.float32)
-    eroded = np.zeros(field.shape, bool)
-    local[bb] = np.where(assigned, local_c, 0)
-    eroded[bb] = assigned
-    log.info("V-SHARP: radii %.1f-%.1f mm, threshold %.3g, eroded mask keeps %.1f%% of the mask",
-             radii[0], radii[-1], threshold, 100 * eroded.sum() / mask.sum())
+    local, eroded = _bg_smv.vsharp(field, mask, vs, radii, _threshold(threshold))
+    _report("V-SHARP", mask, eroded)
     return local, eroded
 
 
+def resharp(field, mask, voxel_size, b0_direction=None, *, noise=None, radius_mm: float = SMV_RADIUS_MM,
+            lam: float = RESHARP_LAMBDA, tol: float = SOLVER_TOL, max_iter: int = 200):
+    """RESHARP: SHARP's deconvolution as Tikhonov-regularised least squares.
+
+    Solves ``min_x ||M_e (δ - S) * (f - x)||² + λ ||x||²`` by conjugate gradients
+    (``M_e``: the mask eroded by the sphere), which avoids the ringing of the
+    truncated deconvolution.
+
+    References
+    ----------
+    Sun H, Wilman AH. Background field removal using spherical mean value filtering
+    and Tikhonov regularization. Magn Reson Med 2014;71:1151-1157. doi:10.1002/mrm.24765
+    """
+    field, mask, vs = _common(field, mask, voxel_size)
+    r = _radius(radius_mm, vs)
+    lam = _checks.positive("lam", lam)
+    (local, eroded), iters = _bg_smv.resharp(field, mask, vs, r, lam, tol, max_iter)
+    _report("RESHARP", mask, eroded, iters)
+    return local, eroded
+
+
+def ismv(field, mask, voxel_size, b0_direction=None, *, noise=None, radius_mm: float = SMV_RADIUS_MM,
+         tol: float = SOLVER_TOL, max_iter: int = 500):
+    """iSMV: the background inside the eroded mask as the SMV-harmonic extension of the rim.
+
+    On the mask eroded by the sphere the background obeys ``b = S * b``; on the
+    rim it is taken as the measured field. The fixed point that Wen et al. reach by
+    iterating ``b <- S * b`` is found here directly by conjugate gradients; the
+    local field is ``f - b`` on the eroded mask.
+
+    References
+    ----------
+    Wen Y, Zhou D, Liu T, Spincemaille P, Wang Y. An iterative spherical mean value
+    method for background field removal in MRI. Magn Reson Med 2014;72:1065-1071.
+    doi:10.1002/mrm.24998
+    """
+    field, mask, vs = _common(field, mask, voxel_size)
+    r = _radius(radius_mm, vs)
+    (local, eroded), iters = _bg_smv.ismv(field, mask, vs, r, tol, max_iter)
+    _report("iSMV", mask, eroded, iters)
+    return local, eroded
+
+
+def lbv(field, mask, voxel_size, b0_direction=None, *, noise=None, tol: float = SOLVER_TOL,
+        max_iter: int = 3000):
+    """LBV: the background solves Laplace's equation inside the mask, equal to the field on its edge.
+
+    The discrete Laplacian (voxel sizes honoured) on the mask's interior, with the
+    measured field as Dirichlet condition on the one-voxel boundary, is solved by
+    conjugate gradients on a sparse matrix; the local field is ``f - b`` in the
+    interior (only the boundary layer is lost).
+
+    References
+    ----------
+    Zhou D, Liu T, Spincemaille P, Wang Y. Background field removal by solving the
+    Laplacian boundary value problem. NMR Biomed 2014;27:312-319. doi:10.1002/nbm.3064
+    """
+    field, mask, vs = _common(field, mask, voxel_size)
+    (local, eroded), iters = _bg_pde.lbv(field, mask, vs, tol, max_iter)
+    _report("LBV", mask, eroded, iters)
+    return local, eroded
+
+
+def pdf(field, mask, voxel_size, b0_direction=None, *, noise=None, margin_mm: float = PDF_MARGIN_MM,
+        tol: float = SOLVER_TOL, max_iter: int = 200):
+    """PDF: the background is the field of dipoles outside the mask that best fits the field inside.
+
+    ``min_χ ||W (f - D * χ)||²`` over χ supported outside the mask (within its
+    bounding box grown by ``margin_mm``), with ``W = 1/noise`` inside the mask, by
+    conjugate gradients on the normal equations. The field of interior sources is
+    orthogonal (in the weighted sense) to that of exterior dipoles, so it is what
+    remains.
+
+    Parameters
+    ----------
+    field, mask, voxel_size
+        As for every method.
+    b0_direction : sequence of 3 float
+        B0 in voxel axes (required).
+    noise : ndarray, optional
+        Standard deviation of the field (any unit): weights ``1/noise``.
+
+    References
+    ----------
+    Liu T, Khalidov I, de Rochefort L, Spincemaille P, Liu J, Tsiouris AJ, Wang Y. A
+    novel background field removal method for MRI using projection onto dipole fields
+    (PDF). NMR Biomed 2011;24:1129-1136. doi:10.1002/nbm.1670
+    """
+    field, mask, vs = _common(field, mask, voxel_size)
+    if b0_direction is None:
+        raise ValueError("PDF needs b0_direction (B0 in voxel axes)")
+    b0 = _checks.b0_direction(b0_direction)
+    weights = _weights(noise, mask)
+    margin = int(np.ceil(_checks.positive("margin_mm", margin_mm) / vs.min()))
+    (local, eroded), iters = _bg_pde.pdf(field, mask, vs, b0, weights, margin, tol, max_iter)
+    _report("PDF", mask, eroded, iters)
+    return local, eroded
+
+
+def _weights(noise, mask) -> np.ndarray:
+    """``1/noise`` inside the mask, scaled to mean 1, capped at 10x the median."""
+    if noise is None:
+        return mask.astype(np.float32)
+    noise = np.asarray(noise, np.float64)
+    _checks.same_shape("noise", noise, "mask", mask)
+    good = mask & np.isfinite(noise) & (noise > 0)
+    if not good.any():
+        return mask.astype(np.float32)
+    w = np.zeros(mask.shape)
+    w[good] = 1.0 / noise[good]
+    w[good] = np.minimum(w[good], 10 * np.median(w[good]))
+    return (w / w[good].mean()).astype(np.float32)
+
+
+def remove_polynomial(local: np.ndarray, mask: np.ndarray, voxel_size, *, order: int = 2,
+                      noise: np.ndarray | None = None) -> np.ndarray:
+    """Subtract the weighted least-squares polynomial of ``order`` from the local field.
+
+    Residual background that a method leaves is smooth; a low-order polynomial
+    (all ``x^i y^j z^k``, ``i+j+k ≤ order``, in mm from the mask's centre) removes it at
+    the price of the local field's own lowest-order content.
+
+    References
+    ----------
+    Schweser F, Robinson SD, de Rochefort L, Li W, Bredies K. An illustrated
+    comparison of processing methods for phase MRI and QSM: removal of background
+    field contributions from sources outside the region of interest. NMR Biomed
+    2017;30:e3604. doi:10.1002/nbm.3604
+    """
+    local = _checks.as_volume("local", local)
+    mask = _checks.as_mask("mask", mask, local.shape)
+    vs = _checks.voxel_size(voxel_size)
+    if not isinstance(order, (int, np.integer)) or not 0 <= order <= 4:
+        raise ValueError(f"order must be an integer from 0 to 4, got {order!r}")
+    idx = np.nonzero(mask)
+    coords = [(i - i.mean()) * d / 100.0 for i, d in zip(idx, vs)]
+    terms = [coords[0] ** a * coords[1] ** b * coords[2] ** c
+             for a in range(order + 1) for b in range(order + 1 - a) for c in range(order + 1 - a - b)]
+    design = np.stack(terms, axis=1)
+    w = _weights(noise, mask)[idx].astype(np.float64)
+    coef, *_ = np.linalg.lstsq(design * w[:, None], local[idx] * w, rcond=None)
+    out = local.copy()
+    out[idx] -= (design @ coef).astype(np.float32)
+    return out
+
+
 METHODS = {
-    "vsharp": Method(
-        "vsharp",
-        vsharp,
-        "variable-radius SMV high-pass filter with truncated deconvolution",
-        ("Wu B, Li W, Guidon A, Liu C. Whole brain susceptibility mapping using compressed sensing. "
-         "Magn Reson Med 2012;67:137-147. doi:10.1002/mrm.23000",
-         "Schweser F, Deistung A, Lehr BW, Reichenbach JR. Quantitative imaging of intrinsic magnetic tissue "
-         "properties using MRI signal phase: an approach to in vivo brain iron metabolism? NeuroImage "
-         "2011;54:2789-2807. doi:10.1016/j.neuroimage.2010.10.070"),
-    ),
+    "pdf": Method("pdf", pdf, "projection onto dipole fields, noise-weighted, conjugate gradients", (
+        "Liu T, Khalidov I, de Rochefort L, Spincemaille P, Liu J, Tsiouris AJ, Wang Y. A novel background field "
+        "removal method for MRI using projection onto dipole fields (PDF). NMR Biomed 2011;24:1129-1136. "
+        "doi:10.1002/nbm.1670",)),
+    "lbv": Method("lbv", lbv, "Laplacian boundary value problem, conjugate gradients", (
+        "Zhou D, Liu T, Spincemaille P, Wang Y. Background field removal by solving the Laplacian boundary value "
+        "problem. NMR Biomed 2014;27:312-319. doi:10.1002/nbm.3064",)),
+    "vsharp": Method("vsharp", vsharp, "variable-radius SMV high-pass filter with truncated deconvolution", (
+        "Wu B, Li W, Guidon A, Liu C. Whole brain susceptibility mapping using compressed sensing. Magn Reson "
+        "Med 2012;67:137-147. doi:10.1002/mrm.23000",
+        "Schweser F, Deistung A, Lehr BW, Reichenbach JR. Quantitative imaging of intrinsic magnetic tissue "
+        "properties using MRI signal phase: an approach to in vivo brain iron metabolism? NeuroImage "
+        "2011;54:2789-2807. doi:10.1016/j.neuroimage.2010.10.070")),
+    "sharp": Method("sharp", sharp, "single-radius SMV high-pass filter with truncated deconvolution", (
+        "Schweser F, Deistung A, Lehr BW, Reichenbach JR. Quantitative imaging of intrinsic magnetic tissue "
+        "properties using MRI signal phase: an approach to in vivo brain iron metabolism? NeuroImage "
+        "2011;54:2789-2807. doi:10.1016/j.neuroimage.2010.10.070",)),
+    "resharp": Method("resharp", resharp, "SMV high-pass with Tikhonov-regularised deconvolution", (
+        "Sun H, Wilman AH. Background field removal using spherical mean value filtering and Tikhonov "
+        "regularization. Magn Reson Med 2014;71:1151-1157. doi:10.1002/mrm.24765",)),
+    "ismv": Method("ismv", ismv, "iterative spherical mean value (solved by conjugate gradients)", (
+        "Wen Y, Zhou D, Liu T, Spincemaille P, Wang Y. An iterative spherical mean value method for background "
+        "field removal in MRI. Magn Reson Med 2014;72:1065-1071. doi:10.1002/mrm.24998",)),
 }

@@ -97,10 +97,6 @@ def _expand(paths: tuple[str, ...], option: str) -> list[str]:
     return out
 
 
-def _choices(methods: dict) -> click.Choice:
-    return click.Choice(sorted(methods), case_sensitive=False)
-
-
 # ----------------------------------------------------------------------------- commands
 
 
@@ -154,11 +150,14 @@ def _stage_options(stages):
     from . import pipeline
 
     helps = {"phase_offset": "Removal of the echo-independent phase offset.", "unwrap": "Phase unwrapping.",
-             "field_fit": "Multi-echo field fit."}
+             "field_fit": "Multi-echo field fit.",
+             "bgremove": "Background field removal (auto: LBV for voxels up to 1.25 mm, else RESHARP).",
+             "inversion": "Dipole inversion."}
 
     def deco(func):
         for stage in reversed(stages):
-            func = click.option(f"--{stage.replace('_', '-')}", stage, type=_choices(pipeline.STAGES[stage]),
+            names = sorted(pipeline.STAGES[stage]) + (["auto"] if stage == "bgremove" else [])
+            func = click.option(f"--{stage.replace('_', '-')}", stage, type=click.Choice(names, case_sensitive=False),
                                 default=getattr(pipeline.Options, stage), show_default=True,
                                 help=helps.get(stage))(func)
         return func
@@ -186,10 +185,12 @@ def _stage_command(until, data, options, mask_path, out, force):
 @click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask to use (default: computed from the magnitude).")
 @click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
 @_stage_options(["phase_offset", "unwrap", "field_fit", "bgremove", "inversion"])
+@click.option("--bg-polynomial", type=click.IntRange(0, 4), default=0, show_default=True,
+              help="Also remove a polynomial of this order from the local field (0: off).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @_command
 def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path, prefix,
-        phase_offset, unwrap, field_fit, bgremove, inversion, force):
+        phase_offset, unwrap, field_fit, bgremove, inversion, bg_polynomial, force):
     """Process one subject: χ, R2*, T2*, S0, mask, field maps into OUT.
 
     \b
@@ -207,7 +208,7 @@ def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase
     if mask_path:
         mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
     options = pipeline.Options(phase_offset=phase_offset, unwrap=unwrap, field_fit=field_fit, bgremove=bgremove,
-                               inversion=inversion, phase_sign=int(phase_sign))
+                               inversion=inversion, phase_sign=int(phase_sign), bg_polynomial=bg_polynomial)
     result = pipeline.run(data, options, mask=mask)
     written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv)
     log.info("wrote %d files to %s in %.1f s", len(written), out, time.perf_counter() - t0)
@@ -292,6 +293,54 @@ def fieldmap_cmd(mag, phase, phasediff, delta_te, echo_times, field_strength, ph
     options = pipeline.Options(phase_offset=phase_offset, unwrap=unwrap, field_fit=field_fit,
                                phase_sign=int(phase_sign))
     _stage_command("field_fit", data, options, mask_path, out, force)
+
+
+@cli.command("bgremove")
+@click.option("--field", "field_path", required=True, metavar="NIFTI",
+              help="Total field map: Hz (qsmflow fieldmap, BIDS fieldmap) or ppm, see --unit.")
+@click.option("--mask", "mask_path", required=True, metavar="NIFTI", help="Brain mask.")
+@click.option("--unit", type=click.Choice(["auto", "hz", "ppm"]), default="auto", show_default=True,
+              help="Unit of --field; auto reads the sidecar's Units.")
+@click.option("--field-strength", type=float, metavar="TESLA", help="B0 (T), to convert Hz to ppm (default: sidecar).")
+@click.option("--noise", "noise_path", metavar="NIFTI", help="Standard deviation of the field (weights for PDF).")
+@click.option("--b0-direction", metavar="X,Y,Z", help="B0 direction in voxel axes (default: from the affine).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--prefix", help="Output file prefix (default: from the field file's BIDS entities).")
+@_stage_options(["bgremove"])
+@click.option("--bg-polynomial", type=click.IntRange(0, 4), default=0, show_default=True,
+              help="Also remove a polynomial of this order from the local field (0: off).")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@_command
+def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_direction, out, prefix, bgremove,
+                 bg_polynomial, force):
+    """Local field (ppm) from a total field map and a mask: <prefix>_localfield and _localmask in OUT."""
+    from . import _checks, io, pipeline
+    from .constants import GAMMA_BAR_HZ_PER_T
+
+    fmap = io.load_map(field_path, name="--field", prefix=prefix)
+    mask = io.load_volume(mask_path, name="--mask", shape=fmap.data.shape, affine=fmap.affine) > 0.5
+    noise = io.load_volume(noise_path, name="--noise", shape=fmap.data.shape, affine=fmap.affine) if noise_path \
+        else None
+    if unit == "auto":
+        units = str(fmap.sidecar.get("Units", "")).strip().lower()
+        if units not in ("hz", "ppm"):
+            raise ValueError(f"the unit of {field_path} is unknown (no Units in its sidecar); pass --unit hz or ppm")
+        unit = units
+    scale = 1.0
+    if unit == "hz":
+        b0 = field_strength if field_strength is not None else fmap.sidecar.get("MagneticFieldStrength")
+        if b0 is None:
+            raise ValueError("the field is in Hz and B0 is unknown; pass --field-strength (tesla)")
+        scale = 1.0 / (GAMMA_BAR_HZ_PER_T * _checks.field_strength(b0) * 1e-6)
+    direction = _floats(b0_direction, "--b0-direction", 3) if b0_direction else io.b0_direction_from_affine(fmap.affine)
+    with io.OutputSet(out, force=force) as outset:
+        outset.check(pipeline.output_names(fmap.prefix, 1, "bgremove"))
+    options = pipeline.Options(bgremove=bgremove, bg_polynomial=bg_polynomial)
+    result = pipeline.bgremove_run(fmap.data * scale, mask, fmap.voxel_size, direction, noise=noise,
+                                   options=options)
+    fmap.provenance.update({"unit": unit, "ppm_per_input_unit": scale, "b0_direction": list(map(float, direction))})
+    written = pipeline.write_outputs(result, fmap, out, force=force, command_line=sys.argv, until="bgremove")
+    log.info("wrote %d files to %s", len(written), out)
 
 
 @cli.command()

@@ -89,7 +89,8 @@ def magnitude_mask(
     2. The skull is dark in GRE: eroding the head by ``erode_mm`` cuts the bridges
        between brain, scalp, orbits and face; the largest component is the brain; it
        is dilated back by the same amount within the head mask.
-    3. The mask is shrunk by ``shrink_mm`` to step off voxels that are partly bone.
+    3. The mask's outer voxel layer is removed, and more up to ``shrink_mm``: those
+       voxels are partly bone or dura, whatever the voxel size.
     4. With three or more echoes, large veins on the brain's surface (dural sinuses,
        cortical veins) are removed: connected regions whose R2* exceeds
        ``VESSEL_R2STAR_PER_S_AT_3T`` (scaled with B0) and that reach the mask's outer
@@ -115,7 +116,7 @@ def magnitude_mask(
     erode_mm : float
         Erosion radius (mm) that separates brain from scalp and face.
     shrink_mm : float
-        Final erosion (mm) away from the skull.
+        Final erosion (mm) away from the skull, at least one voxel (0: none).
     exclude_vessels : bool
         Remove large surface veins (step 4).
 
@@ -163,7 +164,9 @@ def magnitude_mask(
         else:
             log.warning("erosion by %.1f mm removed the whole head; using the thresholded head", erode_mm)
     if shrink_mm > 0:
-        shrunk = erode(brain, shrink_mm, vs)
+        shrunk = ndimage.binary_erosion(brain)  # one voxel, face neighbours
+        if shrink_mm > vs.min():
+            shrunk = erode(shrunk, shrink_mm - vs.min(), vs)
         brain = shrunk if shrunk.any() else brain
     if exclude_vessels and (echo_times is None or field_strength is None or mag.shape[3] < 3):
         log.info("magnitude mask: large surface veins kept (needs three or more echoes, echo times and B0)")

@@ -9,12 +9,14 @@ Writing is atomic and never overwrites without ``force`` (:mod:`._write`).
 from ._phase import scale_phase
 from ._read import (
     GreInput,
+    MapInput,
     PhaseDiffInput,
     b0_direction_from_affine,
     bids_entities,
     bids_prefix,
     load_gre,
     load_magnitude,
+    load_map,
     load_phasediff,
     load_volume,
     read_sidecar,
@@ -24,6 +26,7 @@ from ._write import OutputSet, phantom_paths, write_phantom_dataset
 
 __all__ = [
     "GreInput",
+    "MapInput",
     "OutputSet",
     "PhaseDiffInput",
     "b0_direction_from_affine",
@@ -31,6 +34,7 @@ __all__ = [
     "bids_prefix",
     "load_gre",
     "load_magnitude",
+    "load_map",
     "load_phasediff",
     "load_volume",
     "phantom_paths",

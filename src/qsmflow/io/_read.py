@@ -512,3 +512,28 @@ def load_volume(path, *, name: str = "volume", shape=None, affine=None) -> np.nd
     if not np.all(np.isfinite(data)):
         raise ValueError(f"{name} {path} holds NaN/Inf values")
     return data.astype(np.float32)
+
+
+@dataclass
+class MapInput:
+    """A single 3D map (a field map, a mask) with its grid and sidecar."""
+
+    data: np.ndarray  # (X, Y, Z) float32
+    affine: np.ndarray
+    voxel_size: np.ndarray
+    sidecar: dict
+    prefix: str
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def n_echoes(self) -> int:
+        return 1
+
+
+def load_map(path, *, name: str = "map", prefix: str | None = None) -> MapInput:
+    """Load one 3D map with its affine and JSON sidecar (for the stage commands)."""
+    data = load_volume(path, name=name)
+    img = _load_image(path)
+    affine = np.asarray(img.affine, float)
+    return MapInput(data=data, affine=affine, voxel_size=voxel_size_from_affine(affine), sidecar=read_sidecar(path),
+                    prefix=prefix or bids_prefix(path), provenance={"inputs": {name: str(path)}})

@@ -1,0 +1,100 @@
+"""Background removal by boundary-value and dipole-fitting problems: LBV and PDF."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import cg
+
+from . import kernels
+from ._bg_smv import conjugate_gradient
+
+
+def _shift_pairs(a: np.ndarray, axis: int):
+    lo = [slice(None)] * a.ndim
+    hi = [slice(None)] * a.ndim
+    lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+    return a[tuple(lo)], a[tuple(hi)]
+
+
+def lbv(field, mask, vs, tol, maxiter):
+    """Solve ∇²b = 0 inside the mask with b = f on its one-voxel boundary; local = f - b."""
+    bb = kernels.bounding_box(mask, 1)
+    m = mask[bb]
+    f = np.where(m, field[bb], 0).astype(np.float64)
+    interior = m.copy()
+    for axis in range(3):
+        a_lo, a_hi = _shift_pairs(m, axis)
+        i_lo, i_hi = _shift_pairs(interior, axis)
+        i_lo &= a_hi
+        i_hi &= a_lo
+    edge = [slice(None)] * 3
+    for axis in range(3):  # the box's faces have missing neighbours
+        for s in (0, -1):
+            edge[axis] = s
+            interior[tuple(edge)] = False
+        edge[axis] = slice(None)
+    boundary = m & ~interior
+    n = int(interior.sum())
+    if n == 0:
+        raise ValueError("the mask has no interior voxels; LBV needs a mask at least three voxels thick")
+    index = np.full(m.shape, -1, np.int64)
+    index[interior] = np.arange(n)
+    diag = np.zeros(n)
+    rows, cols, vals = [], [], []
+    rhs = np.zeros(n)
+    for axis, h in enumerate(vs):
+        w = 1.0 / (h * h)
+        diag += 2 * w
+        i_lo, i_hi = _shift_pairs(index, axis)
+        b_lo, b_hi = _shift_pairs(boundary, axis)
+        f_lo, f_hi = _shift_pairs(f, axis)
+        both = (i_lo >= 0) & (i_hi >= 0)
+        rows += [i_lo[both], i_hi[both]]
+        cols += [i_hi[both], i_lo[both]]
+        vals += [np.full(both.sum(), -w)] * 2
+        # interior voxel next to a boundary voxel: the known boundary value goes to the right-hand side
+        sel = (i_lo >= 0) & b_hi
+        np.add.at(rhs, i_lo[sel], w * f_hi[sel])
+        sel = (i_hi >= 0) & b_lo
+        np.add.at(rhs, i_hi[sel], w * f_lo[sel])
+    a = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    a = a + sparse.diags(diag)
+    count = [0]
+
+    def tick(_):
+        count[0] += 1
+
+    b, _ = cg(a, rhs, x0=f[interior], rtol=tol, maxiter=maxiter, callback=tick)
+    local = np.zeros(m.shape, np.float32)
+    local[interior] = f[interior] - b
+    out = np.zeros(mask.shape, np.float32)
+    out[bb] = local
+    eroded = np.zeros(mask.shape, bool)
+    eroded[bb] = interior
+    return (out, eroded), count[0]
+
+
+def pdf(field, mask, vs, b0, weights, margin_vox, tol, maxiter):
+    """Fit the field inside the mask with dipoles outside it (in the mask's box + margin)."""
+    bb = kernels.bounding_box(mask, margin_vox)
+    m = mask[bb]
+    box_shape = m.shape
+    shape = kernels.fft_shape(box_shape, margin_vox)
+    d = kernels.dipole_kernel(shape, vs, b0)
+    f = np.where(m, field[bb], 0).astype(np.float32)
+    w2 = kernels.pad(np.where(m, weights[bb], 0).astype(np.float32) ** 2, shape)
+    # candidate sources: the box outside the mask (not the FFT padding, which wraps around)
+    sources = kernels.pad((~m).astype(np.float32), shape)
+
+    def dconv(x):
+        return kernels.irfft(kernels.rfft(x) * d, shape)
+
+    def normal(x):
+        return sources * dconv(w2 * dconv(x))
+
+    chi, iters = conjugate_gradient(normal, sources * dconv(w2 * kernels.pad(f, shape)), tol, maxiter)
+    bg = kernels.crop(dconv(chi), box_shape)
+    local = np.zeros(mask.shape, np.float32)
+    local[bb] = np.where(m, f - bg, 0)
+    return (local, mask.copy()), iters
