@@ -14,6 +14,7 @@ import logging
 import numpy as np
 
 from . import _bg_pde, _bg_smv, _checks
+from ._weights import noise_weights
 from .constants import VSHARP_RADII_MM, VSHARP_THRESHOLD
 from .registry import Method
 
@@ -225,26 +226,11 @@ def pdf(field, mask, voxel_size, b0_direction=None, *, noise=None, margin_mm: fl
     if b0_direction is None:
         raise ValueError("PDF needs b0_direction (B0 in voxel axes)")
     b0 = _checks.b0_direction(b0_direction)
-    weights = _weights(noise, mask)
+    weights = noise_weights(noise, mask)
     margin = int(np.ceil(_checks.positive("margin_mm", margin_mm) / vs.min()))
     (local, eroded), iters = _bg_pde.pdf(field, mask, vs, b0, weights, margin, tol, max_iter)
     _report("PDF", mask, eroded, iters)
     return local, eroded
-
-
-def _weights(noise, mask) -> np.ndarray:
-    """``1/noise`` inside the mask, scaled to mean 1, capped at 10x the median."""
-    if noise is None:
-        return mask.astype(np.float32)
-    noise = np.asarray(noise, np.float64)
-    _checks.same_shape("noise", noise, "mask", mask)
-    good = mask & np.isfinite(noise) & (noise > 0)
-    if not good.any():
-        return mask.astype(np.float32)
-    w = np.zeros(mask.shape)
-    w[good] = 1.0 / noise[good]
-    w[good] = np.minimum(w[good], 10 * np.median(w[good]))
-    return (w / w[good].mean()).astype(np.float32)
 
 
 def remove_polynomial(local: np.ndarray, mask: np.ndarray, voxel_size, *, order: int = 2,
@@ -272,7 +258,7 @@ def remove_polynomial(local: np.ndarray, mask: np.ndarray, voxel_size, *, order:
     terms = [coords[0] ** a * coords[1] ** b * coords[2] ** c
              for a in range(order + 1) for b in range(order + 1 - a) for c in range(order + 1 - a - b)]
     design = np.stack(terms, axis=1)
-    w = _weights(noise, mask)[idx].astype(np.float64)
+    w = noise_weights(noise, mask)[idx].astype(np.float64)
     coef, *_ = np.linalg.lstsq(design * w[:, None], local[idx] * w, rcond=None)
     out = local.copy()
     out[idx] -= (design @ coef).astype(np.float32)

@@ -1,0 +1,26 @@
+"""Data weights from a noise map, shared by background removal and inversion."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+
+
+def noise_weights(noise, mask: np.ndarray) -> np.ndarray:
+    """Data weights ``1/noise`` inside the mask, scaled to mean 1 and capped at 10x the median.
+
+    Without a noise map every masked voxel weighs 1. The cap keeps a handful of
+    near-zero noise estimates from dominating a fit.
+    """
+    if noise is None:
+        return mask.astype(np.float32)
+    noise = np.asarray(noise, np.float64)
+    _checks.same_shape("noise", noise, "mask", mask)
+    good = mask & np.isfinite(noise) & (noise > 0)
+    if not good.any():
+        return mask.astype(np.float32)
+    w = np.zeros(mask.shape)
+    w[good] = 1.0 / noise[good]
+    w[good] = np.minimum(w[good], 10 * np.median(w[good]))
+    return (w / w[good].mean()).astype(np.float32)
