@@ -287,3 +287,43 @@ def test_fieldmap_then_bgremove_chain(tmp_path, capsys):
                          "-o", str(tmp_path / "x")], capsys)
     assert code == 1 and "shape" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_invert_command(tmp_path, capsys):
+    """qsmflow invert on a local field written as NIfTI: χ out; MEDI without a magnitude is refused."""
+    from conftest import ellipsoid
+
+    from qsmflow import kernels
+
+    shape, vs = (40, 44, 36), (2.0, 2.0, 2.0)
+    aff = np.diag(list(vs) + [1.0])
+    mask = ellipsoid(shape, vs, (30, 34, 26))
+    chi = np.where(mask, 0.0, 0)
+    chi[ellipsoid(shape, vs, (6, 6, 6), (8, 0, 0))] = 0.2
+    local = np.where(mask, kernels.forward_field(chi.astype(np.float32), vs, (0, 0, 1)), 0)
+    d = tmp_path / "in"
+    d.mkdir()
+    nib.save(nib.Nifti1Image(local.astype(np.float32), aff), str(d / "sub-01_localfield.nii.gz"))
+    (d / "sub-01_localfield.json").write_text(json.dumps({"Units": "ppm", "MagneticFieldStrength": 3.0}))
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), aff), str(d / "sub-01_localmask.nii.gz"))
+    args = ["invert", "--local", str(d / "sub-01_localfield.nii.gz"), "--mask", str(d / "sub-01_localmask.nii.gz")]
+    out = tmp_path / "out"
+    code, _, err = _run(args + ["--inversion", "tv", "--reference", "mean", "--regularisation", "1e-4",
+                                "-o", str(out), "-q"], capsys)
+    assert code == 0, err
+    est = nib.load(str(out / "sub-01_Chimap.nii.gz")).get_fdata()
+    blob = ellipsoid(shape, vs, (4, 4, 4), (8, 0, 0))
+    assert est[blob].mean() - est[mask & ~blob].mean() > 0.15  # the source is found, in ppm
+    prov = json.loads((out / "sub-01_provenance.json").read_text())
+    assert prov["parameters"]["inversion"]["alpha"] == pytest.approx(1e-4)
+    # MEDI needs a magnitude; a weight for TKD is meaningless; the echo time in ms is refused
+    for extra, word in [(["--inversion", "medi"], "--magnitude"), (["--inversion", "tkd", "--regularisation", "0.1"],
+                                                                    "no regularisation"),
+                        (["--inversion", "tv", "--regularisation", "-1"], "positive")]:
+        code, _, err = _run(args + extra + ["-o", str(tmp_path / "bad")], capsys)
+        assert code == 1 and word in err and len(err.strip().splitlines()) == 1, err
+    mag = _nii(d / "mag.nii.gz", np.where(mask, 1.0, 0.1))
+    code, _, err = _run(args + ["--inversion", "medi", "--magnitude", mag, "--echo-time", "20",
+                                "-o", str(tmp_path / "bad")], capsys)
+    assert code == 1 and "milliseconds" in err
+    assert not (tmp_path / "bad").exists()

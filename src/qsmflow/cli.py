@@ -152,7 +152,8 @@ def _stage_options(stages):
     helps = {"phase_offset": "Removal of the echo-independent phase offset.", "unwrap": "Phase unwrapping.",
              "field_fit": "Multi-echo field fit.",
              "bgremove": "Background field removal (auto: LBV for voxels up to 1.25 mm, else RESHARP).",
-             "inversion": "Dipole inversion."}
+             "inversion": "Dipole inversion (medi: MEDI+0 with the CSF term when R2* finds CSF).",
+             "reference": "Zero of χ: csf (CSF found from R2*; whole-brain mean if none) or mean."}
 
     def deco(func):
         for stage in reversed(stages):
@@ -163,6 +164,53 @@ def _stage_options(stages):
         return func
 
     return deco
+
+
+# the regularisation weight's keyword per inversion method
+_REG_PARAM = {"tv": "alpha", "medi": "alpha", "l2": "lam"}
+
+
+def _regularisation_option(func):
+    return click.option(
+        "--regularisation", default="auto", show_default=True, metavar="auto|WEIGHT",
+        help="Inversion weight: auto (discrepancy principle with the noise map for tv/medi, L-curve for l2) "
+             "or a number (alpha, ppm·mm, for tv/medi; lambda, mm², for l2).")(func)
+
+
+def _regularisation_options(inversion: str, value: str) -> dict:
+    """stage_options for the inversion's weight (``--regularisation``)."""
+    text = str(value).strip().lower()
+    if inversion not in _REG_PARAM:
+        if text != "auto":
+            raise ValueError(f"--inversion {inversion} has no regularisation weight; drop --regularisation")
+        return {}
+    if text == "auto":
+        return {"inversion": {_REG_PARAM[inversion]: "auto"}} if inversion == "l2" else {}
+    try:
+        weight = float(text)
+    except ValueError:
+        raise ValueError(f"--regularisation must be 'auto' or a number, got {value!r}") from None
+    if not weight > 0:
+        raise ValueError(f"--regularisation must be positive, got {value!r}")
+    return {"inversion": {_REG_PARAM[inversion]: weight}}
+
+
+def _in_ppm(fmap, unit: str, field_strength, option: str) -> float:
+    """Factor taking the map ``fmap`` (``io.MapInput``) from ``unit`` (auto: its sidecar's Units) to ppm."""
+    from . import _checks
+    from .constants import GAMMA_BAR_HZ_PER_T
+
+    if unit == "auto":
+        units = str(fmap.sidecar.get("Units", "")).strip().lower()
+        if units not in ("hz", "ppm"):
+            raise ValueError(f"the unit of {option} is unknown (no Units in its sidecar); pass --unit hz or ppm")
+        unit = units
+    if unit == "ppm":
+        return 1.0
+    b0 = field_strength if field_strength is not None else fmap.sidecar.get("MagneticFieldStrength")
+    if b0 is None:
+        raise ValueError(f"{option} is in Hz and B0 is unknown; pass --field-strength (tesla)")
+    return 1.0 / (GAMMA_BAR_HZ_PER_T * _checks.field_strength(b0) * 1e-6)
 
 
 def _stage_command(until, data, options, mask_path, out, force):
@@ -184,13 +232,14 @@ def _stage_command(until, data, options, mask_path, out, force):
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask to use (default: computed from the magnitude).")
 @click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
-@_stage_options(["phase_offset", "unwrap", "field_fit", "bgremove", "inversion"])
+@_stage_options(["phase_offset", "unwrap", "field_fit", "bgremove", "inversion", "reference"])
 @click.option("--bg-polynomial", type=click.IntRange(0, 4), default=0, show_default=True,
               help="Also remove a polynomial of this order from the local field (0: off).")
+@_regularisation_option
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @_command
 def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path, prefix,
-        phase_offset, unwrap, field_fit, bgremove, inversion, bg_polynomial, force):
+        phase_offset, unwrap, field_fit, bgremove, inversion, reference, bg_polynomial, regularisation, force):
     """Process one subject: χ, R2*, T2*, S0, mask, field maps into OUT.
 
     \b
@@ -208,7 +257,9 @@ def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase
     if mask_path:
         mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
     options = pipeline.Options(phase_offset=phase_offset, unwrap=unwrap, field_fit=field_fit, bgremove=bgremove,
-                               inversion=inversion, phase_sign=int(phase_sign), bg_polynomial=bg_polynomial)
+                               inversion=inversion, reference=reference, phase_sign=int(phase_sign),
+                               bg_polynomial=bg_polynomial,
+                               stage_options=_regularisation_options(inversion, regularisation))
     result = pipeline.run(data, options, mask=mask)
     written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv)
     log.info("wrote %d files to %s in %.1f s", len(written), out, time.perf_counter() - t0)
@@ -314,24 +365,14 @@ def fieldmap_cmd(mag, phase, phasediff, delta_te, echo_times, field_strength, ph
 def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_direction, out, prefix, bgremove,
                  bg_polynomial, force):
     """Local field (ppm) from a total field map and a mask: <prefix>_localfield and _localmask in OUT."""
-    from . import _checks, io, pipeline
-    from .constants import GAMMA_BAR_HZ_PER_T
+    from . import io, pipeline
 
     fmap = io.load_map(field_path, name="--field", prefix=prefix)
     mask = io.load_volume(mask_path, name="--mask", shape=fmap.data.shape, affine=fmap.affine) > 0.5
     noise = io.load_volume(noise_path, name="--noise", shape=fmap.data.shape, affine=fmap.affine) if noise_path \
         else None
-    if unit == "auto":
-        units = str(fmap.sidecar.get("Units", "")).strip().lower()
-        if units not in ("hz", "ppm"):
-            raise ValueError(f"the unit of {field_path} is unknown (no Units in its sidecar); pass --unit hz or ppm")
-        unit = units
-    scale = 1.0
-    if unit == "hz":
-        b0 = field_strength if field_strength is not None else fmap.sidecar.get("MagneticFieldStrength")
-        if b0 is None:
-            raise ValueError("the field is in Hz and B0 is unknown; pass --field-strength (tesla)")
-        scale = 1.0 / (GAMMA_BAR_HZ_PER_T * _checks.field_strength(b0) * 1e-6)
+    scale = _in_ppm(fmap, unit, field_strength, "--field")
+    unit = "ppm" if scale == 1.0 else "hz"
     direction = _floats(b0_direction, "--b0-direction", 3) if b0_direction else io.b0_direction_from_affine(fmap.affine)
     with io.OutputSet(out, force=force) as outset:
         outset.check(pipeline.output_names(fmap.prefix, 1, "bgremove"))
@@ -340,6 +381,79 @@ def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_dir
                                    options=options)
     fmap.provenance.update({"unit": unit, "ppm_per_input_unit": scale, "b0_direction": list(map(float, direction))})
     written = pipeline.write_outputs(result, fmap, out, force=force, command_line=sys.argv, until="bgremove")
+    log.info("wrote %d files to %s", len(written), out)
+
+
+@cli.command("invert")
+@click.option("--local", "local_path", required=True, metavar="NIFTI",
+              help="Local field (qsmflow bgremove's _localfield, ppm; or Hz, see --unit).")
+@click.option("--mask", "mask_path", required=True, metavar="NIFTI",
+              help="Where the local field is valid (qsmflow's _localmask).")
+@click.option("--unit", type=click.Choice(["auto", "hz", "ppm"]), default="auto", show_default=True,
+              help="Unit of --local; auto reads the sidecar's Units.")
+@click.option("--noise", "noise_path", metavar="NIFTI",
+              help="Standard deviation of the field (_fieldnoise, Hz or ppm by its sidecar): data weights and "
+                   "the automatic regularisation.")
+@click.option("--magnitude", "mag_path", metavar="NIFTI", help="Magnitude (3D, or 4D combined over echoes): MEDI's edges.")
+@click.option("--r2star", "r2star_path", metavar="NIFTI", help="R2* map (1/s): finds CSF for MEDI+0 and the reference.")
+@click.option("--field-strength", type=float, metavar="TESLA", help="B0 (T) (default: sidecar).")
+@click.option("--echo-time", type=float, metavar="SECONDS",
+              help="Mean echo time in seconds, for MEDI's nonlinear data term (default: the magnitude's sidecar).")
+@click.option("--b0-direction", metavar="X,Y,Z", help="B0 direction in voxel axes (default: from the affine).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--prefix", help="Output file prefix (default: from the local field's BIDS entities).")
+@_stage_options(["inversion", "reference"])
+@_regularisation_option
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@_command
+def invert_cmd(local_path, mask_path, unit, noise_path, mag_path, r2star_path, field_strength, echo_time,
+               b0_direction, out, prefix, inversion, reference, regularisation, force):
+    """χ (ppm) from a local field and its mask: <prefix>_Chimap (and _csfmask) in OUT."""
+    import numpy as np
+
+    from . import _checks, io, pipeline
+    from .constants import GAMMA_BAR_HZ_PER_T
+
+    local = io.load_map(local_path, name="--local", prefix=prefix)
+    shape, affine = local.data.shape, local.affine
+    mask = io.load_volume(mask_path, name="--mask", shape=shape, affine=affine) > 0.5
+    scale = _in_ppm(local, unit, field_strength, "--local")
+    noise = None
+    if noise_path:
+        nmap = io.load_map(noise_path, name="--noise")
+        _checks.same_shape("--noise", nmap.data, "--local", local.data)
+        noise = nmap.data * _in_ppm(nmap, "auto" if nmap.sidecar.get("Units") else unit, field_strength, "--noise")
+    magnitude, mag_te = None, None
+    if mag_path:
+        mag = io.load_map(mag_path, name="--magnitude")
+        data = np.asarray(mag.data, np.float32)
+        if data.shape[:3] != tuple(shape):
+            raise ValueError(f"--magnitude has shape {data.shape[:3]} but --local has {tuple(shape)}; use the same grid")
+        magnitude = np.sqrt(np.sum(data ** 2, axis=-1)) if data.ndim == 4 else data
+        mag_te = mag.sidecar.get("EchoTime")
+    r2star = io.load_volume(r2star_path, name="--r2star", shape=shape, affine=affine) if r2star_path else None
+    phase_scale = None
+    if inversion == "medi":
+        if magnitude is None:
+            raise ValueError("--inversion medi needs --magnitude (for its edge mask); or use --inversion tv")
+        te = echo_time if echo_time is not None else mag_te
+        b0 = field_strength if field_strength is not None else local.sidecar.get("MagneticFieldStrength")
+        if te is None or b0 is None:
+            raise ValueError("--inversion medi needs the echo time and B0 for its nonlinear data term; pass "
+                             "--echo-time (s) and --field-strength (T)")
+        te = float(np.mean(te))
+        if te > 1:
+            raise ValueError(f"--echo-time {te} looks like milliseconds; give seconds (e.g. 0.02)")
+        phase_scale = 2 * np.pi * GAMMA_BAR_HZ_PER_T * _checks.field_strength(b0) * 1e-6 * te
+    direction = _floats(b0_direction, "--b0-direction", 3) if b0_direction else io.b0_direction_from_affine(affine)
+    with io.OutputSet(out, force=force) as outset:
+        outset.check(pipeline.output_names(local.prefix, 2 if r2star is not None else 1, "inversion"))
+    options = pipeline.Options(inversion=inversion, reference=reference,
+                               stage_options=_regularisation_options(inversion, regularisation))
+    result = pipeline.invert_run(local.data * scale, mask, local.voxel_size, direction, options=options,
+                                 noise_ppm=noise, magnitude=magnitude, phase_scale=phase_scale, r2star=r2star)
+    local.provenance.update({"ppm_per_input_unit": scale, "b0_direction": list(map(float, direction))})
+    written = pipeline.write_outputs(result, local, out, force=force, command_line=sys.argv, until="inversion")
     log.info("wrote %d files to %s", len(written), out)
 
 

@@ -40,3 +40,23 @@ R2STAR_CAP_PER_S = 1000.0
 # brain mask. Venous blood at 3 T is 40-50/s; the globus pallidus, the most
 # iron-rich grey matter, peaks near 35-40/s but never touches the brain's surface.
 VESSEL_R2STAR_PER_S_AT_3T = 40.0
+
+# TKD truncation threshold on |D| (D in [-2/3, 1/3]); QSM.jl's default. Lower keeps more
+# of the cone at the price of streaks; the bias correction divides out the scaling.
+TKD_THRESHOLD = 0.15
+
+# MEDI edge mask: the share of gradient components (three per voxel) taken as edges.
+# MEDI's "percentage 0.9" counts components over voxels, i.e. 30 % per axis.
+MEDI_EDGE_FRACTION = 0.3
+
+# MEDI+0 CSF-uniformity weight, relative to the data term (weights of mean 1, ppm).
+CSF_LAMBDA = 1.0
+
+# Ventricular CSF: R2* below this (1/s; CSF 2-5/s, grey/white matter 15-35/s at 3 T;
+# MEDI+0's threshold), searched within this distance (mm) of the brain's centroid.
+CSF_R2STAR_PER_S = 5.0
+CSF_SEARCH_RADIUS_MM = 30.0
+
+# TV weight (ppm·mm, data weights of mean 1) used when no noise map allows an automatic
+# choice: the optimum of a sweep on the 1 mm benchmark head at SNR 100.
+TV_ALPHA = 1e-4

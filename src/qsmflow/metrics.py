@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from . import _checks
 
-__all__ = ["dice", "evaluate", "evaluate_field", "format_report", "hfen", "nrmse", "region_means", "regression_slope"]
+__all__ = ["chi_scores", "dice", "evaluate", "evaluate_field", "format_report", "hfen", "nrmse", "region_means", "regression_slope"]
 
 
 def _pair(est, ref, mask):
@@ -107,6 +107,19 @@ def evaluate_field(result, truth) -> dict:
     return out
 
 
+def chi_scores(chi: np.ndarray, truth, ev: np.ndarray) -> dict:
+    """χ against a simulated head inside ``ev``: ``chi_nrmse``, ``chi_hfen`` (%),
+    ``deep_grey`` (region: (estimated, true) ppm, both relative to the mean over ``ev``)
+    and ``deep_grey_slope``."""
+    out = {"chi_nrmse": nrmse(chi, truth.chi, ev), "chi_hfen": hfen(chi, truth.chi, ev)}
+    ids = _label_ids(truth.label_names, DEEP_GREY)
+    e_means = region_means(chi - chi[ev].mean(), truth.labels, ids.values(), mask=ev)
+    t_means = region_means(truth.chi - truth.chi[ev].mean(), truth.labels, ids.values(), mask=ev)
+    out["deep_grey"] = {k: (float(a), float(b)) for k, a, b in zip(ids, e_means, t_means)}
+    out["deep_grey_slope"] = regression_slope(e_means, t_means) if len(ids) >= 2 else float("nan")
+    return out
+
+
 def evaluate(result, truth) -> dict:
     """Per-stage accuracy of a pipeline result against a simulated head's ground truth.
 
@@ -134,15 +147,8 @@ def evaluate(result, truth) -> dict:
     out = evaluate_field(result, truth)
     ev = result.eroded_mask & brain
     out["local_field_nrmse"] = nrmse(result.local_field_ppm, truth.local_field_ppm, ev)
-    out["chi_nrmse"] = nrmse(result.chi, truth.chi, ev)
-    out["chi_hfen"] = hfen(result.chi, truth.chi, ev)
+    out.update(chi_scores(result.chi, truth, ev))
     ids = _label_ids(truth.label_names, DEEP_GREY)
-    est = result.chi - result.chi[ev].mean()
-    ref = truth.chi - truth.chi[ev].mean()
-    e_means = region_means(est, truth.labels, ids.values(), mask=ev)
-    t_means = region_means(ref, truth.labels, ids.values(), mask=ev)
-    out["deep_grey"] = {k: (float(a), float(b)) for k, a, b in zip(ids, e_means, t_means)}
-    out["deep_grey_slope"] = regression_slope(e_means, t_means) if len(ids) >= 2 else float("nan")
     if result.r2star is not None:
         r2 = {}
         for name, i in ids.items():

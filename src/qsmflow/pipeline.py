@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import platform
 import sys
@@ -63,8 +64,8 @@ class Options:
     unwrap: str = "romeo"
     field_fit: str = "complex"
     bgremove: str = "auto"
-    inversion: str = "l2"
-    reference: str = "mean"
+    inversion: str = "medi"
+    reference: str = "csf"
     r2star: str = "loglinear"
     phase_sign: int = 1
     bg_polynomial: int = 0
@@ -94,6 +95,7 @@ class QSMResult:
     field_noise_hz: np.ndarray | None = None
     local_field_ppm: np.ndarray | None = None
     eroded_mask: np.ndarray | None = None
+    csf_mask: np.ndarray | None = None
     chi: np.ndarray | None = None
     r2star: np.ndarray | None = None
     t2star: np.ndarray | None = None
@@ -238,24 +240,26 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     with timer("bgremove"):
         local_c, eroded_c = background_removal(np.where(m, f_hz / hz_per_ppm, 0), m, vs, data.b0_direction,
                                                noise_hz, opt)
-    with timer("inversion"):
-        chi_c = used["inversion"].func(local_c, eroded_c, vs, data.b0_direction, **so.get("inversion", {}))
-    with timer("reference"):
-        chi_c, ref_offset = used["reference"].func(chi_c, eroded_c, **so.get("reference", {}))
     res.local_field_ppm = _uncrop(local_c, box, shape, np.float32)
     res.eroded_mask = _uncrop(eroded_c, box, shape, bool)
-    res.chi = _uncrop(chi_c, box, shape, np.float32)
-    res.parameters["reference_offset_ppm"] = ref_offset
     res.parameters["bg_polynomial"] = opt.bg_polynomial
-    done += ["bgremove", "inversion", "reference"]
+    done.append("bgremove")
 
+    r2_c = None
     if data.n_echoes >= 2:
         with timer("r2star"):
             r2_c, s0_c = used["r2star"].func(mag, te, mask=m, **so.get("r2star", {}))
         res.r2star = _uncrop(r2_c, box, shape)
         res.s0 = _uncrop(s0_c, box, shape)
         res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
-        done.append("r2star")
+    rss = np.sqrt(np.sum(mag.astype(np.float32) ** 2, axis=-1)) if mag.ndim == 4 else mag
+    chi_c, csf_c, used["reference"] = inversion_and_reference(
+        local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
+        magnitude=rss, phase_scale=2 * np.pi * hz_per_ppm * float(np.mean(te)), r2star=r2_c)
+    res.chi = _uncrop(chi_c, box, shape, np.float32)
+    if csf_c is not None:
+        res.csf_mask = _uncrop(csf_c, box, shape, bool)
+    done += ["inversion", "reference"] + (["r2star"] if r2_c is not None else [])
     return _finish(res, used, done, mask_source)
 
 
@@ -275,6 +279,45 @@ def resolve_bgremove(name: str, voxel_size) -> str:
     log.info("background removal 'auto': %s for %s mm voxels", chosen.upper(),
              "x".join(f"{v:g}" for v in np.asarray(voxel_size)))
     return chosen
+
+
+def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Options, res: QSMResult, timer, *,
+                            noise_ppm=None, magnitude=None, phase_scale=None, r2star=None):
+    """Dipole inversion and referencing of a local field (ppm): (χ, CSF mask or None, reference used).
+
+    Each method gets what it accepts of: the noise map (ppm), the magnitude, the phase
+    per ppm at the mean echo time, and the CSF mask found from R2* (when the inversion
+    takes one or the reference is CSF). The inversion's choices (weights, iterations)
+    go to ``res.parameters["inversion"]``, the reference offset to
+    ``res.parameters["reference_offset_ppm"]``.
+    """
+    so = opt.stage_options
+    inv = choose(STAGES["inversion"], opt.inversion, "inversion")
+    ref = choose(STAGES["reference"], opt.reference, "reference")
+    accepted = inspect.signature(inv.func).parameters
+    csf = None
+    if r2star is not None and ("csf_mask" in accepted or ref.name == "csf"):
+        csf = reference.csf_mask(r2star, eroded, voxel_size)
+        if not csf.any():
+            csf = None
+    if ref.name == "csf" and csf is None:
+        log.warning("no CSF found for the reference (it needs R2*, i.e. two or more echoes); χ is referenced "
+                    "to the whole-brain mean instead")
+        ref = reference.METHODS["mean"]
+    context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf}
+    kwargs = {k: v for k, v in context.items() if k in accepted and v is not None}
+    if "magnitude" in accepted and "magnitude" not in kwargs:
+        raise ValueError(f"inversion {inv.name!r} needs a magnitude image")
+    info: dict = {}
+    with timer("inversion"):
+        chi = inv.func(local, eroded, voxel_size, b0_direction, info=info, **kwargs, **so.get("inversion", {}))
+    res.parameters["inversion"] = info
+    with timer("reference"):
+        chi, offset = ref.func(chi, eroded, **({"csf": csf} if ref.name == "csf" else {}), **so.get("reference", {}))
+    res.parameters["reference_offset_ppm"] = offset
+    if csf is not None:
+        res.parameters["csf_voxels"] = int(csf.sum())
+    return chi, csf, ref
 
 
 def background_removal(field, mask, voxel_size, b0_direction, noise, opt: Options):
@@ -315,6 +358,24 @@ def bgremove_run(field_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_directi
     return res
 
 
+def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, options: Options | None = None,
+               noise_ppm=None, magnitude=None, phase_scale=None, r2star=None) -> QSMResult:
+    """Dipole inversion and referencing alone (the ``qsmflow invert`` command)."""
+    opt = options or Options()
+    res = QSMResult(mask=_checks.as_mask("mask", mask, np.shape(local_ppm)))
+    local = np.where(res.mask, _checks.as_volume("local field", local_ppm), 0).astype(np.float32)
+    vs = _checks.voxel_size(voxel_size)
+    res.parameters = {"stage_options": opt.stage_options}
+    timer = functools.partial(_Timer, res.timings)
+    res.chi, res.csf_mask, ref = inversion_and_reference(
+        local, res.mask, vs, b0_direction, opt, res, timer, noise_ppm=noise_ppm, magnitude=magnitude,
+        phase_scale=phase_scale, r2star=r2star)
+    inv = STAGES["inversion"][opt.inversion]
+    res.parameters["methods"] = {"inversion": inv.name, "reference": ref.name}
+    res.citations = list(inv.citations) + [c for c in ref.citations if c not in inv.citations]
+    return res
+
+
 def phasediff_run(data, *, mask: np.ndarray | None = None) -> QSMResult:
     """B0 map (Hz) from a dual-echo phase-difference acquisition (:class:`qsmflow.io.PhaseDiffInput`).
 
@@ -352,13 +413,16 @@ _MAPS = {
     "fieldnoise": ("field_noise_hz", "Hz", "standard deviation of the field estimate"),
     "localfield": ("local_field_ppm", "ppm", "local field after background removal"),
     "localmask": ("eroded_mask", "", "where the local field is defined (the mask after background removal)"),
+    "csfmask": ("csf_mask", "", "CSF found from R2* (the reference region and MEDI+0's uniform region)"),
     "phaseoffset": ("phase_offset", "rad", "echo-independent phase offset removed before unwrapping"),
     "unwrapped": ("unwrapped_phase", "rad", "unwrapped phase of each echo, phase offset removed"),
 }
 # which maps each stopping point writes (a whole run leaves out the 4D unwrapped phase)
 _WRITTEN = {
-    None: ("Chimap", "R2starmap", "T2starmap", "S0map", "mask", "fieldmap", "fieldnoise", "localfield", "localmask"),
+    None: ("Chimap", "R2starmap", "T2starmap", "S0map", "mask", "fieldmap", "fieldnoise", "localfield", "localmask",
+           "csfmask"),
     "bgremove": ("localfield", "localmask"),
+    "inversion": ("Chimap", "csfmask"),
     "mask": ("mask",),
     "unwrap": ("mask", "phaseoffset", "unwrapped"),
     "field_fit": ("mask", "fieldmap", "fieldnoise"),
@@ -369,7 +433,7 @@ def output_names(prefix: str, n_echoes: int, until: str | None = None) -> list[s
     """Every file ``write_outputs`` writes, to check before any work."""
     names = []
     for suffix in _WRITTEN[until]:
-        if n_echoes < 2 and _MAPS[suffix][0] in ("r2star", "t2star", "s0"):
+        if n_echoes < 2 and _MAPS[suffix][0] in ("r2star", "t2star", "s0", "csf_mask"):
             continue
         names += [f"{prefix}_{suffix}.nii.gz", f"{prefix}_{suffix}.json"]
     return names + [f"{prefix}_provenance.json", f"{prefix}_citations.txt"]

@@ -1,0 +1,85 @@
+"""The discrete problem every iterative dipole inversion shares.
+
+The local field and its weights live on the mask's bounding box, zero-padded so that
+periodic copies of the field stay apart; the dipole convolution is an FFT product and
+the gradient is a forward difference per mm with periodic wrap (its k-space symbol
+``|G(k)|² = Σ (2 - 2cos 2πk_i/N_i)/h_i²`` is :func:`kernels.gradient_kernel_sq`), so
+``DᵀD`` and ``GᵀG`` are both diagonal in k-space.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+
+
+class Problem:
+    """Field, weights and operators of one inversion on a padded box (all float32)."""
+
+    def __init__(self, field: np.ndarray, mask: np.ndarray, vs: np.ndarray, b0: np.ndarray,
+                 weights: np.ndarray, pad: int):
+        self.bb = kernels.bounding_box(mask)
+        m = mask[self.bb]
+        self.inner = m.shape
+        self.shape = kernels.fft_shape(m.shape, pad)
+        self.vs = np.asarray(vs, float)
+        self.mask = self.put(m)
+        self.f = self.put(np.where(m, field[self.bb], 0))
+        self.w = self.put(np.where(m, weights[self.bb], 0))
+        self.d = kernels.dipole_kernel(self.shape, vs, b0)
+        self.g2 = kernels.gradient_kernel_sq(self.shape, vs)
+
+    def put(self, x: np.ndarray) -> np.ndarray:
+        """A box-sized array (or a full volume already cut to the box) on the padded grid."""
+        return kernels.pad(np.asarray(x, np.float32), self.shape)
+
+    def cut(self, full: np.ndarray) -> np.ndarray:
+        """A full-size volume's box on the padded grid."""
+        return self.put(full[self.bb])
+
+    def full(self, x: np.ndarray, shape, dtype=np.float32) -> np.ndarray:
+        """The padded-grid array ``x`` back on the full volume, zero outside the mask."""
+        out = np.zeros(shape, dtype)
+        inner = kernels.crop(x, self.inner)
+        out[self.bb] = np.where(self.mask[tuple(slice(0, n) for n in self.inner)] > 0, inner, 0)
+        return out
+
+    def fft(self, x: np.ndarray) -> np.ndarray:
+        return kernels.rfft(x)
+
+    def ifft(self, xk: np.ndarray) -> np.ndarray:
+        return kernels.irfft(xk, self.shape).astype(np.float32, copy=False)
+
+    def dipole(self, x: np.ndarray) -> np.ndarray:
+        """``D * x``: the field (ppm) of χ ``x`` (ppm)."""
+        return self.ifft(self.fft(x) * self.d)
+
+    def grad(self, x: np.ndarray) -> np.ndarray:
+        """Forward differences per mm, periodic: shape ``(3,) + x.shape``."""
+        out = np.empty((3,) + x.shape, np.float32)
+        for a, h in enumerate(self.vs):
+            o = np.moveaxis(out[a], a, 0)
+            xa = np.moveaxis(x, a, 0)
+            np.subtract(xa[1:], xa[:-1], out=o[:-1])
+            np.subtract(xa[0], xa[-1], out=o[-1])
+            if h != 1.0:
+                out[a] *= np.float32(1.0 / h)
+        return out
+
+    def grad_adj(self, z: np.ndarray) -> np.ndarray:
+        """Adjoint of :meth:`grad` (minus the backward-difference divergence)."""
+        out = np.zeros(z.shape[1:], np.float32)
+        for a, h in enumerate(self.vs):
+            o = np.moveaxis(out, a, 0)
+            za = np.moveaxis(z[a], a, 0)
+            scale = np.float32(1.0 / h)
+            o[1:] += (za[:-1] - za[1:]) * scale
+            o[0] += (za[-1] - za[0]) * scale
+        return out
+
+
+def shrink(x: np.ndarray, threshold) -> np.ndarray:
+    """Soft thresholding: the proximal map of ``threshold·|x|₁`` (``x - clip(x, -t, t)``)."""
+    t = np.asarray(threshold, np.float32)
+    return x - np.clip(x, -t, t)
