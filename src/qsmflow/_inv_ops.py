@@ -19,6 +19,7 @@ class Problem:
 
     def __init__(self, field: np.ndarray, mask: np.ndarray, vs: np.ndarray, b0: np.ndarray,
                  weights: np.ndarray, pad: int):
+        self.full_shape = mask.shape
         self.bb = kernels.bounding_box(mask)
         m = mask[self.bb]
         self.inner = m.shape

@@ -24,14 +24,14 @@ _NEWTON_STEPS = 4
 
 
 def _newton_z2(z2, y, f, w2, mu2, s):
-    """Per-voxel minimiser of (w²/s²)(1 - cos s(z - f)) + μ₂/2 (z - y)²."""
+    """Per-voxel minimiser of (w²/s²)(1 - cos s(z - f)) + μ₂/2 (z - y)², by damped Newton steps."""
     for _ in range(_NEWTON_STEPS):
         e = s * (z2 - f)
         grad = w2 / s * np.sin(e) + mu2 * (z2 - y)
-        hess = w2 * np.cos(e) + mu2
-        # where the cosine term is concave the Newton step would climb: fall back to μ₂
-        hess = np.where(hess > 0.1 * mu2, hess, mu2)
-        z2 = z2 - grad / hess
+        # the cosine term's curvature is negative past a quarter turn: drop it there (a
+        # majorising step) and never move more than 0.5 rad of phase at once
+        hess = np.maximum(w2 * np.cos(e), 0) + mu2
+        z2 = z2 - np.clip(grad / hess, -0.5 / s, 0.5 / s)
     return z2.astype(np.float32, copy=False)
 
 
@@ -100,7 +100,7 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
     step = 0
     for step in range(1, max_iter + 1):
         mg = p.grad(chi) * edges
-        v = (1.0 / np.sqrt(np.sum(mg * mg, axis=0) + np.float32(eps))).astype(np.float32)
+        v = (1.0 / np.sqrt(mg * mg + np.float32(eps))).astype(np.float32)  # per component: anisotropic TV
 
         def tv_op(x, v=v):
             return p.grad_adj(edges * v * (edges * p.grad(x)))

@@ -173,8 +173,8 @@ _REG_PARAM = {"tv": "alpha", "medi": "alpha", "l2": "lam"}
 def _regularisation_option(func):
     return click.option(
         "--regularisation", default="auto", show_default=True, metavar="auto|WEIGHT",
-        help="Inversion weight: auto (discrepancy principle with the noise map for tv/medi, L-curve for l2) "
-             "or a number (alpha, ppm·mm, for tv/medi; lambda, mm², for l2).")(func)
+        help="Inversion weight: auto (discrepancy principle with the field-noise map; a fixed value without "
+             "one) or a number (alpha, ppm·mm, for tv/medi; lambda, mm², for l2).")(func)
 
 
 def _regularisation_options(inversion: str, value: str) -> dict:
@@ -203,7 +203,8 @@ def _in_ppm(fmap, unit: str, field_strength, option: str) -> float:
     if unit == "auto":
         units = str(fmap.sidecar.get("Units", "")).strip().lower()
         if units not in ("hz", "ppm"):
-            raise ValueError(f"the unit of {option} is unknown (no Units in its sidecar); pass --unit hz or ppm")
+            flag = "--noise-unit" if option == "--noise" else "--unit"
+            raise ValueError(f"the unit of {option} is unknown (no Units in its sidecar); pass {flag} hz or ppm")
         unit = units
     if unit == "ppm":
         return 1.0
@@ -394,6 +395,8 @@ def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_dir
 @click.option("--noise", "noise_path", metavar="NIFTI",
               help="Standard deviation of the field (_fieldnoise, Hz or ppm by its sidecar): data weights and "
                    "the automatic regularisation.")
+@click.option("--noise-unit", type=click.Choice(["auto", "hz", "ppm"]), default="auto", show_default=True,
+              help="Unit of --noise; auto reads its sidecar's Units.")
 @click.option("--magnitude", "mag_path", metavar="NIFTI", help="Magnitude (3D, or 4D combined over echoes): MEDI's edges.")
 @click.option("--r2star", "r2star_path", metavar="NIFTI", help="R2* map (1/s): finds CSF for MEDI+0 and the reference.")
 @click.option("--field-strength", type=float, metavar="TESLA", help="B0 (T) (default: sidecar).")
@@ -406,7 +409,7 @@ def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_dir
 @_regularisation_option
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @_command
-def invert_cmd(local_path, mask_path, unit, noise_path, mag_path, r2star_path, field_strength, echo_time,
+def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2star_path, field_strength, echo_time,
                b0_direction, out, prefix, inversion, reference, regularisation, force):
     """χ (ppm) from a local field and its mask: <prefix>_Chimap (and _csfmask) in OUT."""
     import numpy as np
@@ -417,12 +420,13 @@ def invert_cmd(local_path, mask_path, unit, noise_path, mag_path, r2star_path, f
     local = io.load_map(local_path, name="--local", prefix=prefix)
     shape, affine = local.data.shape, local.affine
     mask = io.load_volume(mask_path, name="--mask", shape=shape, affine=affine) > 0.5
-    scale = _in_ppm(local, unit, field_strength, "--local")
+    b0_known = field_strength if field_strength is not None else local.sidecar.get("MagneticFieldStrength")
+    scale = _in_ppm(local, unit, b0_known, "--local")
     noise = None
     if noise_path:
         nmap = io.load_map(noise_path, name="--noise")
         _checks.same_shape("--noise", nmap.data, "--local", local.data)
-        noise = nmap.data * _in_ppm(nmap, "auto" if nmap.sidecar.get("Units") else unit, field_strength, "--noise")
+        noise = nmap.data * _in_ppm(nmap, noise_unit, b0_known, "--noise")
     magnitude, mag_te = None, None
     if mag_path:
         mag = io.load_map(mag_path, name="--magnitude")
@@ -437,7 +441,7 @@ def invert_cmd(local_path, mask_path, unit, noise_path, mag_path, r2star_path, f
         if magnitude is None:
             raise ValueError("--inversion medi needs --magnitude (for its edge mask); or use --inversion tv")
         te = echo_time if echo_time is not None else mag_te
-        b0 = field_strength if field_strength is not None else local.sidecar.get("MagneticFieldStrength")
+        b0 = b0_known
         if te is None or b0 is None:
             raise ValueError("--inversion medi needs the echo time and B0 for its nonlinear data term; pass "
                              "--echo-time (s) and --field-strength (T)")

@@ -65,13 +65,14 @@ def _background_sigma(magnitude: np.ndarray, mask: np.ndarray) -> float:
 
     Only the lower half of the background is trusted to be air; the 25th percentile
     of a Rayleigh(σ) variable is σ·sqrt(-2 ln 0.75). Without enough background the
-    noise level is unknown and 1 is returned (the map is then relative).
+    noise level is unknown and NaN is returned: the noise map is then NaN (unknown),
+    data weights fall back to uniform and regularisation weights to fixed values.
     """
     bg = magnitude[~mask]
     bg = bg[bg > 0]
     if bg.size < 100:
-        log.warning("too little background to estimate the noise level; the field noise map is relative")
-        return 1.0
+        log.warning("too little background to estimate the noise level; the field noise map is unknown (NaN)")
+        return float("nan")
     return float(np.percentile(bg, 25) / np.sqrt(-2 * np.log(0.75)))
 
 

@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from . import _checks, _inv_ilsqr, _inv_tv, regularisation
+from . import _checks, _inv_ilsqr, _inv_tv, kernels, regularisation
 from ._inv_ops import Problem
 from ._weights import noise_weights
 from .constants import (
@@ -248,6 +248,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     frac = _checks.positive("edge_fraction", edge_fraction)
     if frac >= 1:
         raise ValueError(f"edge_fraction={frac} must be below 1 (a share of gradient components)")
+    lam_csf = _checks.positive("lam_csf", lam_csf, allow_zero=True)
     p = Problem(f, mask, vs, b, noise_weights(noise, mask), _PAD_VOXELS)
     edges = _edge_mask(p, p.cut(np.where(mask, mag, 0)), frac)
     csf = None
@@ -263,7 +264,8 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
 
     if isinstance(alpha, str):
         alpha, _ = _auto_weight(alpha, lambda a, x0=None, iters=150: _inv_tv.fansi(
-            p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=1e-3, x0=x0), p, noise, "MEDI (by linear TV)",
+            p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=1e-3, x0=x0, edges=edges), p, noise,
+            "MEDI (by linear TV with its edge mask)",
             TV_ALPHA, regularisation.TV_ALPHA_PER_NOISE, regularisation.TV_MISFIT_SLOPE)
     chi, steps = solve(_checks.positive("alpha", alpha))
     log.info("MEDI%s alpha %.3g: %d Gauss-Newton steps", "+0" if csf is not None else "", alpha, steps)
@@ -318,6 +320,15 @@ def _auto_weight(weight, solve, p: Problem, noise, name: str, fixed: float, per_
         return _checks.positive(label, weight), None
     if weight != "auto":
         raise ValueError(f"{label} must be a number or 'auto', got {weight!r}")
+    if noise is not None:
+        noise = np.asarray(noise, np.float32)
+        if noise.shape != p.full_shape:
+            raise ValueError(f"noise has shape {noise.shape} but the local field has shape {p.full_shape}; "
+                             "they must match")
+        sub = noise[p.bb][kernels.crop(p.mask, p.inner) > 0]
+        if not np.any(np.isfinite(sub) & (sub > 0)):
+            log.warning("%s: the noise map is unknown (zero or NaN) inside the mask", name)
+            noise = None
     if noise is None:
         log.warning("%s: no noise map, so the regularisation weight cannot be chosen from the data; using the "
                     "fixed %.3g (pass the field-noise map for an automatic choice)", name, fixed)

@@ -301,19 +301,24 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
         if not csf.any():
             csf = None
     if ref.name == "csf" and csf is None:
-        log.warning("no CSF found for the reference (it needs R2*, i.e. two or more echoes); χ is referenced "
-                    "to the whole-brain mean instead")
+        why = "no voxel with R2* below 5/s near the brain's centre" if r2star is not None else \
+            "finding it needs R2*, i.e. two or more echoes"
+        log.warning("no CSF found for the reference (%s); χ is referenced to the whole-brain mean instead", why)
         ref = reference.METHODS["mean"]
     context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf}
+    # what the user set in stage_options wins over what the chain provides
     kwargs = {k: v for k, v in context.items() if k in accepted and v is not None}
+    kwargs.update(so.get("inversion", {}))
     if "magnitude" in accepted and "magnitude" not in kwargs:
         raise ValueError(f"inversion {inv.name!r} needs a magnitude image")
     info: dict = {}
     with timer("inversion"):
-        chi = inv.func(local, eroded, voxel_size, b0_direction, info=info, **kwargs, **so.get("inversion", {}))
+        chi = inv.func(local, eroded, voxel_size, b0_direction, info=info, **kwargs)
     res.parameters["inversion"] = info
+    ref_kwargs = {"csf": csf} if ref.name == "csf" else {}
+    ref_kwargs.update(so.get("reference", {}))
     with timer("reference"):
-        chi, offset = ref.func(chi, eroded, **({"csf": csf} if ref.name == "csf" else {}), **so.get("reference", {}))
+        chi, offset = ref.func(chi, eroded, **ref_kwargs)
     res.parameters["reference_offset_ppm"] = offset
     if csf is not None:
         res.parameters["csf_voxels"] = int(csf.sum())

@@ -48,9 +48,9 @@ def csf_mask(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, threshold: flo
     CSF decays slowest of all brain tissue (R2* ≈ 2-5/s against 15-35/s in grey and
     white matter). Voxels of the mask with ``R2* < threshold`` form candidates; the two
     largest connected candidate regions within ``radius_mm`` of the mask's centroid
-    are the lateral ventricles, and every candidate region touching them is kept
-    (the third and fourth ventricles join through the aqueduct). Sulcal CSF far from
-    the centre is not included: it sits next to veins and partial volume.
+    are taken for the lateral ventricles and kept whole: where they join the third and
+    fourth ventricles or the subarachnoid CSF, that CSF is included too. Isolated low-R2*
+    pockets far from the centre are not.
 
     Returns
     -------
@@ -68,7 +68,7 @@ def csf_mask(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, threshold: flo
     mask = _checks.as_mask("mask", mask, r2.shape)
     vs = _checks.voxel_size(voxel_size)
     thr = _checks.positive("threshold", threshold)
-    cand = mask & np.isfinite(r2) & (r2 < thr)
+    cand = mask & np.isfinite(r2) & (r2 > 0) & (r2 < thr)  # R2* = 0: a failed (clipped) fit, not CSF
     labels, n = ndimage.label(cand, structure=np.ones((3, 3, 3)))
     if n == 0:
         log.warning("no CSF found: no voxel of the mask has R2* below %g/s", thr)
