@@ -59,8 +59,6 @@ def prepare(kw, shape, vs):
 def invert(name, local, mask, head, ctx, weight=None, noise=True):
     """χ by one method through the pipeline's inversion + reference step; (χ, seconds, info)."""
     so = {"inversion": {WEIGHT[name]: weight}} if weight is not None else {}
-    if name == "l2" and weight is None:
-        so = {"inversion": {"lam": "auto"}}
     opt = pipeline.Options(inversion=name, stage_options=so)
     res = pipeline.QSMResult(mask=mask)
     kw = dict(ctx, noise_ppm=ctx["noise_ppm"] if noise else None)
@@ -148,8 +146,8 @@ def main():
             for name in METHODS:
                 chi, t, info = invert(name, r.local_field_ppm, mask, head, ctx)
                 chis[name] = chi
-                rows.append(row(vname, "estimated", name + " (auto)" if name in WEIGHT else name, chi, head, ev,
-                                t, info))
+                rows.append(row(vname, "estimated", name + " (auto)" if name in ("tv", "medi") else name, chi,
+                                head, ev, t, info))
                 print(" | ".join(rows[-1]), flush=True)
             if not args.quick:
                 for w in SWEEP:

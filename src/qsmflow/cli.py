@@ -173,8 +173,8 @@ _REG_PARAM = {"tv": "alpha", "medi": "alpha", "l2": "lam"}
 def _regularisation_option(func):
     return click.option(
         "--regularisation", default="auto", show_default=True, metavar="auto|WEIGHT",
-        help="Inversion weight: auto (discrepancy principle with the field-noise map; a fixed value without "
-             "one) or a number (alpha, ppm·mm, for tv/medi; lambda, mm², for l2).")(func)
+        help="Inversion weight: auto (tv/medi: discrepancy principle with the field-noise map, a fixed value "
+             "without one; l2: its fixed 0.02 mm²) or a number (alpha, ppm·mm, for tv/medi; lambda, mm², for l2).")(func)
 
 
 def _regularisation_options(inversion: str, value: str) -> dict:
@@ -184,8 +184,8 @@ def _regularisation_options(inversion: str, value: str) -> dict:
         if text != "auto":
             raise ValueError(f"--inversion {inversion} has no regularisation weight; drop --regularisation")
         return {}
-    if text == "auto":
-        return {"inversion": {_REG_PARAM[inversion]: "auto"}} if inversion == "l2" else {}
+    if text == "auto":  # tv/medi choose by default; l2 keeps its fixed default (no automatic choice)
+        return {}
     try:
         weight = float(text)
     except ValueError:

@@ -15,7 +15,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["L2_MISFIT_SLOPE", "L2_PER_NOISE", "TV_ALPHA_PER_NOISE", "TV_MISFIT_SLOPE", "discrepancy", "misfit"]
+__all__ = ["TV_ALPHA_PER_NOISE", "TV_MISFIT_SLOPE", "discrepancy", "misfit"]
 
 #: First guess of the TV weight per ppm of field noise (mm): the optimum of sweeps on the
 #: benchmark head was 0.08 (SNR 100) and 0.09 (SNR 40) times the median noise.
@@ -24,13 +24,6 @@ TV_ALPHA_PER_NOISE = 0.08
 #: d log(misfit) / d log(alpha) of TV near the optimum (0.42-0.44 on the benchmark head),
 #: the first secant slope.
 TV_MISFIT_SLOPE = 0.43
-
-#: First guess of the closed-form L2 weight per ppm of noise (mm²/ppm): 0.02 mm² at
-#: the benchmark head's 0.0012 ppm.
-L2_PER_NOISE = 16.0
-
-#: d log(misfit) / d log(lambda) of closed-form L2 near the optimum (≈ 0.2).
-L2_MISFIT_SLOPE = 0.2
 
 
 def misfit(p, chi) -> float:
