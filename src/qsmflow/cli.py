@@ -153,7 +153,8 @@ def _stage_options(stages):
              "field_fit": "Multi-echo field fit.",
              "bgremove": "Background field removal (auto: LBV for voxels up to 1.25 mm, else RESHARP).",
              "inversion": "Dipole inversion (medi: MEDI+0 with the CSF term when R2* finds CSF).",
-             "reference": "Zero of χ: csf (CSF found from R2*; whole-brain mean if none) or mean."}
+             "reference": "Zero of χ: csf (CSF found from R2*; whole-brain mean if none) or mean.",
+             "r2star": "R2* fit: log-linear (S²-weighted), ARLO (closed form) or NLLS (Levenberg-Marquardt)."}
 
     def deco(func):
         for stage in reversed(stages):
@@ -237,10 +238,14 @@ def _stage_command(until, data, options, mask_path, out, force):
 @click.option("--bg-polynomial", type=click.IntRange(0, 4), default=0, show_default=True,
               help="Also remove a polynomial of this order from the local field (0: off).")
 @_regularisation_option
+@_stage_options(["r2star"])
+@click.option("--r2star-gradient-correction", is_flag=True,
+              help="Divide out the signal loss from macroscopic field gradients (sinc model) before the R2* fit.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @_command
 def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path, prefix,
-        phase_offset, unwrap, field_fit, bgremove, inversion, reference, bg_polynomial, regularisation, force):
+        phase_offset, unwrap, field_fit, bgremove, inversion, reference, bg_polynomial, regularisation, r2star,
+        r2star_gradient_correction, force):
     """Process one subject: χ, R2*, T2*, S0, mask, field maps into OUT.
 
     \b
@@ -259,7 +264,8 @@ def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase
         mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
     options = pipeline.Options(phase_offset=phase_offset, unwrap=unwrap, field_fit=field_fit, bgremove=bgremove,
                                inversion=inversion, reference=reference, phase_sign=int(phase_sign),
-                               bg_polynomial=bg_polynomial,
+                               bg_polynomial=bg_polynomial, r2star=r2star,
+                               r2star_gradient_correction=r2star_gradient_correction,
                                stage_options=_regularisation_options(inversion, regularisation))
     result = pipeline.run(data, options, mask=mask)
     written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv)
@@ -382,6 +388,48 @@ def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_dir
                                    options=options)
     fmap.provenance.update({"unit": unit, "ppm_per_input_unit": scale, "b0_direction": list(map(float, direction))})
     written = pipeline.write_outputs(result, fmap, out, force=force, command_line=sys.argv, until="bgremove")
+    log.info("wrote %d files to %s", len(written), out)
+
+
+@cli.command("r2star")
+@click.option("--mag", "mag", multiple=True, required=True, metavar="NIFTI",
+              help="Magnitude: one 4D file, or one 3D file per echo (repeat the option or use a glob).")
+@click.option("--echo-times", metavar="T1,T2,...", help="Echo times in SECONDS (default: EchoTime from the sidecars).")
+@click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask (default: computed from the magnitude).")
+@click.option("--fieldmap", "fieldmap_path", metavar="NIFTI",
+              help="Field map in Hz (qsmflow fieldmap's _fieldmap) for --gradient-correction.")
+@click.option("--gradient-correction", is_flag=True,
+              help="Divide out the signal loss from macroscopic field gradients (needs --fieldmap).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
+@_stage_options(["r2star"])
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@_command
+def r2star_cmd(mag, echo_times, mask_path, fieldmap_path, gradient_correction, out, prefix, r2star, force):
+    """R2* (1/s), T2* (s), S0 and the fit residual from multi-echo magnitude into OUT."""
+    from . import io, pipeline
+
+    data = io.load_magnitude(_expand(mag, "--mag"), echo_times=_floats(echo_times, "--echo-times"), prefix=prefix)
+    if data.echo_times is None:
+        raise ValueError("the echo times are unknown (no EchoTime in the sidecars); pass --echo-times in seconds")
+    if gradient_correction and not fieldmap_path:
+        raise ValueError("--gradient-correction needs --fieldmap (a field map in Hz, e.g. from qsmflow fieldmap)")
+    shape = data.magnitude.shape[:3]
+    mask = io.load_volume(mask_path, name="--mask", shape=shape, affine=data.affine) > 0.5 if mask_path else None
+    field = None
+    if fieldmap_path:
+        fmap = io.load_map(fieldmap_path, name="--fieldmap")
+        units = str(fmap.sidecar.get("Units", "")).strip().lower()
+        if units and units != "hz":
+            raise ValueError(f"--fieldmap must be in Hz; its sidecar says {units!r}")
+        if not units:
+            log.warning("--fieldmap has no Units in its sidecar; taken to be Hz")
+        field = io.load_volume(fieldmap_path, name="--fieldmap", shape=shape, affine=data.affine)
+    with io.OutputSet(out, force=force) as outset:
+        outset.check(pipeline.output_names(data.prefix, data.n_echoes, "r2star"))
+    options = pipeline.Options(r2star=r2star, r2star_gradient_correction=gradient_correction)
+    result = pipeline.r2star_run(data, options, mask=mask, field_hz=field)
+    written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv, until="r2star")
     log.info("wrote %d files to %s", len(written), out)
 
 

@@ -60,3 +60,13 @@ CSF_SEARCH_RADIUS_MM = 30.0
 # TV weight (ppm·mm, data weights of mean 1) used when no noise map allows an automatic
 # choice: the optimum of a sweep on the 1 mm benchmark head at SNR 100.
 TV_ALPHA = 1e-4
+
+# R2* fits use an echo only while its magnitude stays above this many noise σ (and
+# every echo before it does): below ~3σ the Rician floor lifts the magnitude and
+# flattens the decay (Feng et al. 2013: truncation is the robust simple remedy).
+R2STAR_NOISE_FLOOR_K = 3.0
+
+# Macroscopic-gradient correction: echoes whose intravoxel dephasing factor F(TE)
+# has fallen below this are not used (1/F amplifies noise and the sinc model fails
+# near its zeros).
+GRADIENT_CORRECTION_MIN_FACTOR = 0.3

@@ -17,7 +17,7 @@ from .registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "complex_fit", "phasediff_fieldmap", "weighted_linear_fit"]
+__all__ = ["METHODS", "background_sigma", "complex_fit", "phasediff_fieldmap", "weighted_linear_fit"]
 
 # A voxel whose weighted residual exceeds this many times the pooled noise level is
 # taken to break the linear model (intravoxel dephasing next to air, flow, an
@@ -60,7 +60,7 @@ def _noise_hz(resid: np.ndarray, w: np.ndarray, sxx: np.ndarray) -> tuple[np.nda
     return np.sqrt(sigma2 * inflate / np.maximum(sxx, 1e-30)) / (2 * np.pi), float(np.sqrt(sigma2))
 
 
-def _background_sigma(magnitude: np.ndarray, mask: np.ndarray) -> float:
+def background_sigma(magnitude: np.ndarray, mask: np.ndarray) -> float:
     """Complex noise σ from the Rayleigh-distributed magnitude outside ``mask``.
 
     Only the lower half of the background is trusted to be air; the 25th percentile
@@ -71,14 +71,14 @@ def _background_sigma(magnitude: np.ndarray, mask: np.ndarray) -> float:
     bg = magnitude[~mask]
     bg = bg[bg > 0]
     if bg.size < 100:
-        log.warning("too little background to estimate the noise level; the field noise map is unknown (NaN)")
+        log.warning("too little background (air) to estimate the image noise level; it is unknown (NaN)")
         return float("nan")
     return float(np.percentile(bg, 25) / np.sqrt(-2 * np.log(0.75)))
 
 
 def _few_echoes(phase, magnitude, te, mask):
     """One or two echoes: no residual degrees of freedom; σ from the background."""
-    sigma = _background_sigma(magnitude[..., 0], mask)
+    sigma = background_sigma(magnitude[..., 0], mask)
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
     if te.size == 1:
         f = p[:, 0] / (2 * np.pi * te[0])

@@ -67,6 +67,7 @@ class Options:
     inversion: str = "medi"
     reference: str = "csf"
     r2star: str = "loglinear"
+    r2star_gradient_correction: bool = False
     phase_sign: int = 1
     bg_polynomial: int = 0
     stage_options: dict = field(default_factory=dict)
@@ -98,6 +99,7 @@ class QSMResult:
     csf_mask: np.ndarray | None = None
     chi: np.ndarray | None = None
     r2star: np.ndarray | None = None
+    r2star_fit: np.ndarray | None = None
     t2star: np.ndarray | None = None
     s0: np.ndarray | None = None
     timings: dict = field(default_factory=dict)
@@ -248,10 +250,13 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     r2_c = None
     if data.n_echoes >= 2:
         with timer("r2star"):
-            r2_c, s0_c = used["r2star"].func(mag, te, mask=m, **so.get("r2star", {}))
+            sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
+            r2_c, s0_c, fit_c = relaxation_maps(mag, te, m, vs, opt, noise_sigma=sigma, field_hz=f_hz)
         res.r2star = _uncrop(r2_c, box, shape)
         res.s0 = _uncrop(s0_c, box, shape)
+        res.r2star_fit = _uncrop(fit_c, box, shape)
         res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
+        res.parameters["r2star"] = {"noise_sigma": sigma, "gradient_correction": opt.r2star_gradient_correction}
     rss = np.sqrt(np.sum(mag.astype(np.float32) ** 2, axis=-1)) if mag.ndim == 4 else mag
     chi_c, csf_c, used["reference"] = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
@@ -279,6 +284,21 @@ def resolve_bgremove(name: str, voxel_size) -> str:
     log.info("background removal 'auto': %s for %s mm voxels", chosen.upper(),
              "x".join(f"{v:g}" for v in np.asarray(voxel_size)))
     return chosen
+
+
+def relaxation_maps(mag, te, mask, voxel_size, opt: Options, *, noise_sigma=None, field_hz=None):
+    """R2* (1/s), S0 and the relative fit residual by ``opt.r2star``; with
+    ``opt.r2star_gradient_correction`` the macroscopic dephasing of ``field_hz`` is divided out."""
+    method = choose(STAGES["r2star"], opt.r2star, "r2star")
+    dephasing = None
+    if opt.r2star_gradient_correction:
+        if field_hz is None:
+            raise ValueError("the R2* gradient correction needs a field map (Hz)")
+        dephasing = relaxometry.gradient_dephasing(field_hz, voxel_size, te, mask)
+    r2, s0 = method.func(mag, te, mask=mask, noise_sigma=noise_sigma, dephasing=dephasing,
+                         **opt.stage_options.get("r2star", {}))
+    fit_mag = mag if dephasing is None else mag / np.maximum(dephasing, 1e-3)
+    return r2, s0, relaxometry.fit_residual(fit_mag, te, r2, s0, mask & (r2 > 0))
 
 
 def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Options, res: QSMResult, timer, *,
@@ -363,6 +383,44 @@ def bgremove_run(field_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_directi
     return res
 
 
+def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None = None,
+               field_hz: np.ndarray | None = None) -> QSMResult:
+    """R2*, T2*, S0 and the fit residual from the magnitude alone (the ``qsmflow r2star`` command).
+
+    ``data`` from :func:`qsmflow.io.load_magnitude` (echo times required); the mask
+    comes from the magnitude unless given; ``field_hz`` (a field map, Hz) is needed for
+    the gradient correction only.
+    """
+    opt = options or Options()
+    if data.echo_times is None:
+        raise ValueError("R2* needs the echo times; give --echo-times (seconds) or sidecars with EchoTime")
+    if data.n_echoes < 2:
+        raise ValueError("R2* needs at least 2 echoes; a single echo has no decay to fit")
+    res = QSMResult(mask=np.zeros(data.magnitude.shape[:3], bool))
+    timer = functools.partial(_Timer, res.timings)
+    with timer("mask"):
+        if mask is None:
+            brain = masking.magnitude_mask(data.magnitude, data.voxel_size, valid=data.finite,
+                                           echo_times=data.echo_times, field_strength=data.field_strength)
+            source = "magnitude"
+        else:
+            brain = _checks.as_mask("mask", mask, data.magnitude.shape[:3]) & data.finite
+            source = "given"
+    res.mask = brain
+    with timer("r2star"):
+        sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
+        res.r2star, res.s0, res.r2star_fit = relaxation_maps(data.magnitude, data.echo_times, brain,
+                                                             data.voxel_size, opt, noise_sigma=sigma,
+                                                             field_hz=field_hz)
+    res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
+    method = STAGES["r2star"][opt.r2star]
+    res.parameters = {"methods": {"mask": source, "r2star": method.name},
+                      "r2star": {"noise_sigma": sigma, "gradient_correction": opt.r2star_gradient_correction}}
+    res.citations = ([] if source == "given" else list(masking.METHODS["magnitude"].citations)) + list(
+        method.citations)
+    return res
+
+
 def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, options: Options | None = None,
                noise_ppm=None, magnitude=None, phase_scale=None, r2star=None) -> QSMResult:
     """Dipole inversion and referencing alone (the ``qsmflow invert`` command)."""
@@ -413,6 +471,7 @@ _MAPS = {
     "R2starmap": ("r2star", "1/s", "effective transverse relaxation rate R2*"),
     "T2starmap": ("t2star", "s", "effective transverse relaxation time T2* = 1/R2*"),
     "S0map": ("s0", "arbitrary", "signal extrapolated to TE = 0"),
+    "R2starfit": ("r2star_fit", "", "RMS residual of the R2* fit over the RMS signal (about 1/SNR where the model holds)"),
     "mask": ("mask", "", "brain mask"),
     "fieldmap": ("total_field_hz", "Hz", "total field offset from the multi-echo fit"),
     "fieldnoise": ("field_noise_hz", "Hz", "standard deviation of the field estimate"),
@@ -424,10 +483,11 @@ _MAPS = {
 }
 # which maps each stopping point writes (a whole run leaves out the 4D unwrapped phase)
 _WRITTEN = {
-    None: ("Chimap", "R2starmap", "T2starmap", "S0map", "mask", "fieldmap", "fieldnoise", "localfield", "localmask",
+    None: ("Chimap", "R2starmap", "T2starmap", "S0map", "R2starfit", "mask", "fieldmap", "fieldnoise", "localfield", "localmask",
            "csfmask"),
     "bgremove": ("localfield", "localmask"),
     "inversion": ("Chimap", "csfmask"),
+    "r2star": ("R2starmap", "T2starmap", "S0map", "R2starfit", "mask"),
     "mask": ("mask",),
     "unwrap": ("mask", "phaseoffset", "unwrapped"),
     "field_fit": ("mask", "fieldmap", "fieldnoise"),
@@ -438,7 +498,7 @@ def output_names(prefix: str, n_echoes: int, until: str | None = None) -> list[s
     """Every file ``write_outputs`` writes, to check before any work."""
     names = []
     for suffix in _WRITTEN[until]:
-        if n_echoes < 2 and _MAPS[suffix][0] in ("r2star", "t2star", "s0", "csf_mask"):
+        if n_echoes < 2 and _MAPS[suffix][0] in ("r2star", "t2star", "s0", "r2star_fit", "csf_mask"):
             continue
         names += [f"{prefix}_{suffix}.nii.gz", f"{prefix}_{suffix}.json"]
     return names + [f"{prefix}_provenance.json", f"{prefix}_citations.txt"]

@@ -1,4 +1,16 @@
-"""R2*/T2* mapping from the multi-echo magnitude."""
+"""R2*/T2* mapping from the multi-echo magnitude.
+
+Every fit has the signature ``(magnitude, echo_times, *, mask=None, noise_sigma=None,
+dephasing=None) -> (r2star, s0)``:
+
+- ``noise_sigma`` (the complex noise σ of the magnitude, same units): each voxel uses its
+  echoes only while they stay above ``R2STAR_NOISE_FLOOR_K``·σ, so late echoes sunk in
+  the Rician noise floor do not flatten the decay (at least the first two or three
+  echoes are always used);
+- ``dephasing`` (X, Y, Z, E): the signal factor of macroscopic field gradients
+  (:func:`gradient_dephasing`); the magnitude is divided by it, and echoes where it has
+  fallen below ``GRADIENT_CORRECTION_MIN_FACTOR`` are not used.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +19,72 @@ import logging
 import numpy as np
 
 from . import _checks
-from .constants import R2STAR_CAP_PER_S, T2STAR_CAP_S
+from .constants import (
+    GRADIENT_CORRECTION_MIN_FACTOR,
+    R2STAR_CAP_PER_S,
+    R2STAR_NOISE_FLOOR_K,
+    T2STAR_CAP_S,
+)
 from .registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "loglinear_r2star", "t2star_from_r2star"]
+__all__ = ["METHODS", "arlo_r2star", "fit_residual", "gradient_dephasing", "loglinear_r2star", "nlls_r2star",
+           "t2star_from_r2star"]
 
 
-def loglinear_r2star(
-    magnitude: np.ndarray,
-    echo_times,
-    *,
-    mask: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+def _prepare(magnitude, echo_times, mask, noise_sigma, dephasing, min_echoes: int, name: str):
+    """Voxel signals (V, E), echo times, mask, and which echoes each voxel may use (V, E)."""
+    mag = _checks.as_volume("magnitude", magnitude, ndim=4)
+    te = _checks.echo_times(echo_times, mag.shape[3])
+    if te.size < min_echoes:
+        raise ValueError(f"{name} needs at least {min_echoes} echoes, got {te.size}")
+    if np.any(np.diff(te) <= 0):
+        raise ValueError("echo times must increase from echo to echo")
+    shape = mag.shape[:3]
+    positive = np.all(mag > 0, axis=3)
+    mask = positive if mask is None else (_checks.as_mask("mask", mask, shape) & positive)
+    s = mag[mask].astype(np.float64)
+    usable = np.ones(s.shape, bool)
+    if noise_sigma is not None and np.isfinite(noise_sigma):
+        sigma = _checks.positive("noise_sigma", noise_sigma)
+        usable &= s > R2STAR_NOISE_FLOOR_K * sigma
+    if dephasing is not None:
+        dep = _checks.as_volume("dephasing", dephasing, ndim=4)
+        _checks.same_shape("dephasing", dep, "magnitude", mag)
+        f = dep[mask].astype(np.float64)
+        usable &= f >= GRADIENT_CORRECTION_MIN_FACTOR
+        s = s / np.maximum(f, GRADIENT_CORRECTION_MIN_FACTOR)
+    usable = np.cumprod(usable, axis=1).astype(bool)  # a contiguous run of echoes from the first
+    usable[:, :min_echoes] = True
+    dropped = float(np.mean(~usable))
+    if dropped > 0:
+        log.info("%s: %.1f%% of voxel x echo values below the noise floor or dephased, not used", name,
+                 100 * dropped)
+    return s, te, mask, usable
+
+
+def _maps(shape, mask, r2, s0):
+    r2_map = np.zeros(shape, np.float32)
+    s0_map = np.zeros(shape, np.float32)
+    r2_map[mask] = np.clip(np.nan_to_num(r2, nan=0.0), 0.0, R2STAR_CAP_PER_S)
+    s0_map[mask] = np.nan_to_num(s0, nan=0.0)
+    return r2_map, s0_map
+
+
+def _loglinear(s, te, w):
+    """Weighted line through (TE, ln S) per voxel: (R2*, S0)."""
+    y = np.log(s)
+    sw = np.maximum(w.sum(axis=1), 1e-300)
+    tbar = (w @ te) / sw
+    ybar = np.sum(w * y, axis=1) / sw
+    dt = te[None, :] - tbar[:, None]
+    slope = np.sum(w * dt * (y - ybar[:, None]), axis=1) / np.maximum(np.sum(w * dt * dt, axis=1), 1e-300)
+    return -slope, np.exp(ybar - slope * tbar)
+
+
+def loglinear_r2star(magnitude: np.ndarray, echo_times, *, mask: np.ndarray | None = None,
+                     noise_sigma: float | None = None, dephasing: np.ndarray | None = None):
     """Weighted log-linear fit of ``ln S_n = ln S0 - R2*·TE_n``.
 
     The weights are ``S_n²``: with complex noise σ, ``ln S`` has variance ``σ²/S²``,
@@ -31,9 +95,13 @@ def loglinear_r2star(
     magnitude : ndarray (X, Y, Z, E)
         Magnitude, E ≥ 2 echoes.
     echo_times : sequence of float
-        Echo times (s).
+        Echo times (s), increasing.
     mask : ndarray of bool, optional
         Voxels to fit (default: every voxel with signal in all echoes).
+    noise_sigma : float, optional
+        Complex noise σ of the magnitude: echoes below the noise floor are not used.
+    dephasing : ndarray (X, Y, Z, E), optional
+        Macroscopic-gradient signal factor to divide out (:func:`gradient_dephasing`).
 
     Returns
     -------
@@ -47,27 +115,188 @@ def loglinear_r2star(
     Gudbjartsson H, Patz S. The Rician distribution of noisy MRI data. Magn Reson
     Med 1995;34:910-914. doi:10.1002/mrm.1910340618 (variance of log-magnitude).
     """
+    s, te, mask, use = _prepare(magnitude, echo_times, mask, noise_sigma, dephasing, 2, "log-linear R2*")
+    r2, s0 = _loglinear(s, te, np.where(use, s * s, 0.0))
+    log.info("log-linear R2* over %d echoes in %d voxels", te.size, int(mask.sum()))
+    return _maps(mask.shape, mask, r2, s0)
+
+
+def _arlo_weights(te: np.ndarray):
+    """Per echo triple: the quadratic-interpolation integral weights (a, b, c) and β."""
+    t0, t1, t2 = te[:-2], te[1:-1], te[2:]
+    alpha = (t2 - t0) ** 2 / (2 * (t1 - t0))
+    tmp = (2 * t2 * t2 - t0 * t2 - t0 * t0 + 3 * t0 * t1 - 3 * t1 * t2) / 6
+    beta = tmp / (t2 - t1)
+    gamma = tmp / (t1 - t0)
+    return (t2 - t0 - alpha + gamma), (alpha - beta - gamma), beta
+
+
+def _arlo(s, weights, v):
+    a, b, c = weights
+    integral = s[:, :-2] * a + s[:, 1:-1] * b + s[:, 2:] * c
+    d = s[:, :-2] - s[:, 2:]
+    num = np.sum(v * (integral * d + c * d * d), axis=1)
+    den = np.sum(v * (c * integral * d + integral * integral), axis=1)
+    return num / np.where(den > 0, den, np.inf)
+
+
+def arlo_r2star(magnitude: np.ndarray, echo_times, *, mask: np.ndarray | None = None,
+                noise_sigma: float | None = None, dephasing: np.ndarray | None = None):
+    """ARLO: auto-regression on linear operations, closed form, no iterations.
+
+    For each triple of consecutive echoes the integral of the signal (quadratic
+    interpolation, Simpson's rule for equal spacing) ``I_i`` and the difference
+    ``d_i = S_i - S_{i+2}`` obey ``I_i ≈ T2*·d_i`` for an exponential; minimising the
+    one-step prediction error over the triples gives
+    ``R2* = (Σ I d + Σ β d²) / (Σ β I d + Σ I²)``, with ``β`` the last echo's
+    integration weight (``ΔTE/3`` for equal spacing). Unequal spacing uses the exact
+    interpolation weights of each triple. The interpolation's own bias (R2* off by
+    up to 6e-4 relative at 60/s with 9 ms spacing) is removed by one model-based step:
+    ARLO applied to the exact decay at the estimate shows the bias, which is subtracted.
+    S0 then comes from a weighted least-squares fit of the amplitude with R2* fixed.
+    Needs ≥ 3 echoes.
+
+    Parameters and returns as :func:`loglinear_r2star`.
+
+    References
+    ----------
+    Pei M, Nguyen TD, Thimmappa ND, Salustri C, Dong F, Cooper MA, Li J, Prince MR,
+    Wang Y. Algorithm for fast monoexponential fitting based on Auto-Regression on
+    Linear Operations (ARLO) of data. Magn Reson Med 2015;73:843-850.
+    doi:10.1002/mrm.25137
+    """
+    s, te, mask, use = _prepare(magnitude, echo_times, mask, noise_sigma, dephasing, 3, "ARLO")
+    weights = _arlo_weights(te)
+    v = use[:, 2:].astype(np.float64)  # a triple counts when its last echo is usable
+    raw = _arlo(s, weights, v)
+    # the interpolated integral of an exponential is slightly off (O((R2*·ΔTE)^4)); ARLO
+    # of the exact decay at the estimate measures that bias, which is then removed
+    r2 = 2 * raw - _arlo(np.exp(-np.outer(raw, te)), weights, v)
+    e = np.exp(-np.outer(r2, te))
+    w = np.where(use, s * s, 0.0)
+    s0 = np.sum(w * s * e, axis=1) / np.maximum(np.sum(w * e * e, axis=1), 1e-300)
+    log.info("ARLO R2* over %d echoes (%s spacing) in %d voxels", te.size,
+             "equal" if np.allclose(np.diff(te), te[1] - te[0], rtol=1e-3) else "unequal", int(mask.sum()))
+    return _maps(mask.shape, mask, r2, s0)
+
+
+def nlls_r2star(magnitude: np.ndarray, echo_times, *, mask: np.ndarray | None = None,
+                noise_sigma: float | None = None, dephasing: np.ndarray | None = None, max_iter: int = 30,
+                tol: float = 1e-10):
+    """Nonlinear least squares of ``S_n = S0·exp(-R2*·TE_n)`` by Levenberg-Marquardt, all voxels at once.
+
+    Starts from the log-linear fit; each voxel keeps its own damping (halved after a
+    step that lowers its residual, multiplied by 10 otherwise) and stops when its
+    relative R2* update falls below ``tol``. The residual is unweighted: the
+    magnitude's noise is (near) Gaussian above the noise floor.
+
+    Parameters and returns as :func:`loglinear_r2star`; ``max_iter`` caps the LM steps.
+
+    References
+    ----------
+    Marquardt DW. An algorithm for least-squares estimation of nonlinear parameters.
+    J Soc Ind Appl Math 1963;11:431-441. doi:10.1137/0111030
+    """
+    s, te, mask, use = _prepare(magnitude, echo_times, mask, noise_sigma, dephasing, 2, "NLLS R2*")
+    w = use.astype(np.float64)
+    r2, s0 = _loglinear(s, te, np.where(use, s * s, 0.0))
+    lam = np.full(r2.shape, 1e-3)
+
+    def cost(a, r):
+        res = s - a[:, None] * np.exp(-np.outer(r, te))
+        return np.sum(w * res * res, axis=1)
+
+    c = cost(s0, r2)
+    active = np.ones(r2.shape, bool)
+    it = 0
+    for it in range(1, max_iter + 1):
+        e = np.exp(-np.outer(r2, te))
+        res = s - s0[:, None] * e
+        j0, j1 = e, -te[None, :] * s0[:, None] * e  # derivatives of the model by S0, R2*
+        a00 = np.sum(w * j0 * j0, axis=1)
+        a01 = np.sum(w * j0 * j1, axis=1)
+        a11 = np.sum(w * j1 * j1, axis=1)
+        g0, g1 = np.sum(w * j0 * res, axis=1), np.sum(w * j1 * res, axis=1)
+        a00d, a11d = a00 * (1 + lam), a11 * (1 + lam)
+        det = a00d * a11d - a01 * a01
+        det = np.where(np.abs(det) > 0, det, np.inf)
+        ds0 = (a11d * g0 - a01 * g1) / det
+        dr2 = (a00d * g1 - a01 * g0) / det
+        new_s0, new_r2 = s0 + ds0 * active, r2 + dr2 * active
+        new_c = cost(new_s0, new_r2)
+        better = new_c <= c
+        s0 = np.where(better, new_s0, s0)
+        r2 = np.where(better, new_r2, r2)
+        c = np.where(better, new_c, c)
+        lam = np.where(better, lam * 0.5, lam * 10)
+        active &= ~(better & (np.abs(dr2) <= tol * np.maximum(np.abs(r2), 1.0)))
+        active &= lam < 1e12
+        if not active.any():
+            break
+    log.info("NLLS R2* over %d echoes in %d voxels: %d LM steps, %d voxels still moving", te.size,
+             int(mask.sum()), it, int(active.sum()))
+    return _maps(mask.shape, mask, r2, s0)
+
+
+def fit_residual(magnitude: np.ndarray, echo_times, r2star: np.ndarray, s0: np.ndarray,
+                 mask: np.ndarray) -> np.ndarray:
+    """Goodness of fit: RMS of ``S_n - S0·exp(-R2*·TE_n)`` over all echoes, relative to the RMS signal.
+
+    Near 1/SNR where the mono-exponential model holds; large where it does not (several
+    compartments, macroscopic dephasing, motion). 0 outside ``mask``.
+    """
     mag = _checks.as_volume("magnitude", magnitude, ndim=4)
     te = _checks.echo_times(echo_times, mag.shape[3])
-    if te.size < 2:
-        raise ValueError("R2* needs at least 2 echoes; single-echo data give no R2*/T2* map")
-    shape = mag.shape[:3]
-    positive = np.all(mag > 0, axis=3)
-    mask = positive if mask is None else (_checks.as_mask("mask", mask, shape) & positive)
-    s = mag[mask].astype(np.float64)  # (V, E)
-    y = np.log(s)
-    w = s * s
-    sw = w.sum(axis=1)
-    tbar = (w @ te) / sw
-    ybar = np.sum(w * y, axis=1) / sw
-    dt = te[None, :] - tbar[:, None]
-    slope = np.sum(w * dt * (y - ybar[:, None]), axis=1) / np.sum(w * dt * dt, axis=1)
-    r2 = np.zeros(shape, np.float32)
-    s0 = np.zeros(shape, np.float32)
-    r2[mask] = np.clip(-slope, 0.0, R2STAR_CAP_PER_S)
-    s0[mask] = np.exp(ybar - slope * tbar)
-    log.info("log-linear R2* over %d echoes in %d voxels", te.size, int(mask.sum()))
-    return r2, s0
+    mask = _checks.as_mask("mask", mask, mag.shape[:3])
+    s = mag[mask].astype(np.float64)
+    model = np.asarray(s0)[mask][:, None] * np.exp(-np.outer(np.asarray(r2star)[mask], te))
+    rel = np.sqrt(np.mean((s - model) ** 2, axis=1)) / np.maximum(np.sqrt(np.mean(s * s, axis=1)), 1e-30)
+    out = np.zeros(mask.shape, np.float32)
+    out[mask] = rel
+    return out
+
+
+def gradient_dephasing(field_hz: np.ndarray, voxel_size, echo_times, mask: np.ndarray) -> np.ndarray:
+    """Signal factor of macroscopic field gradients across each voxel, ``F(TE)`` (X, Y, Z, E).
+
+    A field varying linearly by ``Δf_a = G_a·h_a`` Hz across a voxel of width ``h_a``
+    dephases its spins uniformly over ``2π·Δf_a·TE``, multiplying the signal by
+    ``|sinc(Δf_a·TE)|`` (normalised sinc) per axis. ``G_a`` is the field map's central
+    difference (Hz/mm) inside ``mask`` (one-sided at its edge). Divide the magnitude by
+    ``F`` before an R2* fit (the fits do so with ``dephasing=F``).
+
+    References
+    ----------
+    Fernández-Seara MA, Wehrli FW. Postprocessing technique to correct for background
+    gradients in image-based R2* measurements. Magn Reson Med 2000;44:358-366.
+    doi:10.1002/1522-2594(200009)44:3<358::AID-MRM3>3.0.CO;2-I
+
+    Yablonskiy DA, Sukstanskii AL, Luo J, Wang X. Voxel spread function method for
+    correction of magnetic field inhomogeneity effects in quantitative gradient-echo-based
+    MRI. Magn Reson Med 2013;70:1283-1292. doi:10.1002/mrm.24585
+    """
+    f = _checks.as_volume("field_hz", field_hz, dtype=np.float64)
+    mask = _checks.as_mask("mask", mask, f.shape)
+    vs = _checks.voxel_size(voxel_size)
+    te = _checks.echo_times(echo_times)
+    out = np.ones(f.shape + (te.size,), np.float32)
+    spread = np.zeros(f.shape + (3,))
+    for a in range(3):
+        fwd = np.diff(f, axis=a, append=np.take(f, [-1], axis=a))
+        bwd = np.diff(f, axis=a, prepend=np.take(f, [0], axis=a))
+        m = mask.astype(float)
+        mf = np.diff(m, axis=a, append=0) == 0  # neighbour ahead also in the mask
+        mb = np.diff(m, axis=a, prepend=0) == 0
+        inside_f = mask & mf
+        inside_b = mask & mb
+        g = np.where(inside_f & inside_b, (fwd + bwd) / 2, np.where(inside_f, fwd, np.where(inside_b, bwd, 0.0)))
+        spread[..., a] = g  # Hz per voxel along axis a: already G_a·h_a
+    for n, t in enumerate(te):
+        out[..., n] = np.where(mask, np.prod(np.abs(np.sinc(spread * t)), axis=-1), 1.0)
+    log.info("macroscopic dephasing: median field spread %.2f Hz/voxel in the mask; F(TE_last) < %.1f in %.1f%% "
+             "of it", float(np.median(np.linalg.norm(spread[mask], axis=1))), GRADIENT_CORRECTION_MIN_FACTOR,
+             100 * float(np.mean(out[..., -1][mask] < GRADIENT_CORRECTION_MIN_FACTOR)))
+    return out
 
 
 def t2star_from_r2star(r2star: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -87,5 +316,20 @@ METHODS = {
         "S²-weighted log-linear fit",
         ("Gudbjartsson H, Patz S. The Rician distribution of noisy MRI data. Magn Reson Med 1995;34:910-914. "
          "doi:10.1002/mrm.1910340618",),
+    ),
+    "arlo": Method(
+        "arlo",
+        arlo_r2star,
+        "auto-regression on linear operations (closed form)",
+        ("Pei M, Nguyen TD, Thimmappa ND, Salustri C, Dong F, Cooper MA, Li J, Prince MR, Wang Y. Algorithm for "
+         "fast monoexponential fitting based on Auto-Regression on Linear Operations (ARLO) of data. Magn Reson "
+         "Med 2015;73:843-850. doi:10.1002/mrm.25137",),
+    ),
+    "nlls": Method(
+        "nlls",
+        nlls_r2star,
+        "nonlinear least squares (Levenberg-Marquardt, vectorised)",
+        ("Marquardt DW. An algorithm for least-squares estimation of nonlinear parameters. J Soc Ind Appl Math "
+         "1963;11:431-441. doi:10.1137/0111030",),
     ),
 }
