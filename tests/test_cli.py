@@ -327,3 +327,31 @@ def test_invert_command(tmp_path, capsys):
                                 "-o", str(tmp_path / "bad")], capsys)
     assert code == 1 and "milliseconds" in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_r2star_command(tmp_path, capsys):
+    te = np.array([0.004, 0.010, 0.016, 0.022, 0.028])
+    r2 = np.full((10, 11, 12), 25.0)
+    r2[3:6] = 40.0
+    mag = 100 * np.exp(-r2[..., None] * te)
+    d = tmp_path / "in"
+    d.mkdir()
+    m = _nii(d / "sub-02_part-mag_MEGRE.nii.gz", mag)
+    mask = _nii(d / "mask.nii.gz", np.ones(r2.shape))
+    out = tmp_path / "out"
+    for method in ("loglinear", "arlo", "nlls"):
+        code, _, err = _run(["r2star", "--mag", m, "--echo-times", ",".join(map(str, te)), "--mask", mask,
+                             "--r2star", method, "-o", str(out), "--force", "-q"], capsys)
+        assert code == 0, err
+        est = nib.load(str(out / "sub-02_R2starmap.nii.gz")).get_fdata()
+        np.testing.assert_allclose(est, r2, rtol=1e-4)
+        t2 = nib.load(str(out / "sub-02_T2starmap.nii.gz")).get_fdata()
+        np.testing.assert_allclose(t2, 1 / r2, rtol=1e-4)
+    assert (out / "sub-02_R2starfit.nii.gz").exists() and (out / "sub-02_S0map.nii.gz").exists()
+    for extra, word in [(["--gradient-correction"], "--fieldmap"), (["--echo-times", "4,10,16,22,28"], "seconds")]:
+        args = ["r2star", "--mag", m, "-o", str(tmp_path / "bad")]
+        if "--echo-times" not in extra:
+            args += ["--echo-times", ",".join(map(str, te))]
+        code, _, err = _run(args + extra, capsys)
+        assert code == 1 and word in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "bad").exists()

@@ -6,7 +6,8 @@ dephasing=None) -> (r2star, s0)``:
 - ``noise_sigma`` (the complex noise σ of the magnitude, same units): each voxel uses its
   echoes only while they stay above ``R2STAR_NOISE_FLOOR_K``·σ, so late echoes sunk in
   the Rician noise floor do not flatten the decay (at least the first two or three
-  echoes are always used);
+  echoes are always used), and the floor's share of the second moment is removed,
+  ``S ← sqrt(S² - 2σ²)`` (Gudbjartsson & Patz 1995);
 - ``dephasing`` (X, Y, Z, E): the signal factor of macroscopic field gradients
   (:func:`gradient_dephasing`); the magnitude is divided by it, and echoes where it has
   fallen below ``GRADIENT_CORRECTION_MIN_FACTOR`` are not used.
@@ -29,6 +30,9 @@ from .registry import Method
 
 log = logging.getLogger(__name__)
 
+# log-linear: reweighting passes with weights from the fitted decay
+_IRLS_PASSES = 2
+
 __all__ = ["METHODS", "arlo_r2star", "fit_residual", "gradient_dephasing", "loglinear_r2star", "nlls_r2star",
            "t2star_from_r2star"]
 
@@ -49,6 +53,8 @@ def _prepare(magnitude, echo_times, mask, noise_sigma, dephasing, min_echoes: in
     if noise_sigma is not None and np.isfinite(noise_sigma):
         sigma = _checks.positive("noise_sigma", noise_sigma)
         usable &= s > R2STAR_NOISE_FLOOR_K * sigma
+        # the Rician magnitude's second moment is A² + 2σ²: subtract the floor's share
+        s = np.sqrt(np.maximum(s * s - 2 * sigma * sigma, 0.25 * sigma * sigma))
     if dephasing is not None:
         dep = _checks.as_volume("dephasing", dephasing, ndim=4)
         _checks.same_shape("dephasing", dep, "magnitude", mag)
@@ -88,7 +94,10 @@ def loglinear_r2star(magnitude: np.ndarray, echo_times, *, mask: np.ndarray | No
     """Weighted log-linear fit of ``ln S_n = ln S0 - R2*·TE_n``.
 
     The weights are ``S_n²``: with complex noise σ, ``ln S`` has variance ``σ²/S²``,
-    so late, dark echoes count less. Exact for noise-free mono-exponential decay.
+    so late, dark echoes count less. Weights taken from the noisy samples favour
+    echoes that noise pushed up and bias R2* low (1-4 % at SNR 40); two reweighting
+    passes take them from the fitted decay instead. Exact for noise-free
+    mono-exponential decay.
 
     Parameters
     ----------
@@ -117,6 +126,9 @@ def loglinear_r2star(magnitude: np.ndarray, echo_times, *, mask: np.ndarray | No
     """
     s, te, mask, use = _prepare(magnitude, echo_times, mask, noise_sigma, dephasing, 2, "log-linear R2*")
     r2, s0 = _loglinear(s, te, np.where(use, s * s, 0.0))
+    for _ in range(_IRLS_PASSES):  # weights from the fitted decay, not the noisy samples
+        model = s0[:, None] * np.exp(-np.outer(r2, te))
+        r2, s0 = _loglinear(s, te, np.where(use, model * model, 0.0))
     log.info("log-linear R2* over %d echoes in %d voxels", te.size, int(mask.sum()))
     return _maps(mask.shape, mask, r2, s0)
 
