@@ -49,9 +49,12 @@ def test_csf_mask_finds_central_low_r2star():
 
 
 def test_csf_mask_none_found(caplog):
-    r2, mask, vs, _, _ = _r2_with_ventricles()
+    r2, mask, vs, vent, _ = _r2_with_ventricles()
     out = csf_mask(np.where(mask, 25.0, 0), mask, vs)
     assert not out.any() and "no CSF" in caplog.text
+    tiny = np.where(mask, 25.0, 0)
+    tiny[20, 24, 18] = 3.0  # one voxel (8 µL) is not a reference region
+    assert not csf_mask(tiny, mask, vs).any() and "no CSF reference region" in caplog.text
 
 
 def test_csf_reference_zeroes_csf():

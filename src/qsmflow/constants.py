@@ -57,6 +57,10 @@ CSF_LAMBDA = 1.0
 CSF_R2STAR_PER_S = 5.0
 CSF_SEARCH_RADIUS_MM = 30.0
 
+# Less CSF than this (mL) is not a reference: adult lateral ventricles hold 7-25 mL, so a
+# smaller find is noise, partial volume or a field of view that misses the ventricles.
+CSF_MIN_VOLUME_ML = 1.0
+
 # TV weight (ppm·mm, data weights of mean 1) used when no noise map allows an automatic
 # choice: the optimum of a sweep on the 1 mm benchmark head at SNR 100.
 TV_ALPHA = 1e-4

@@ -321,7 +321,7 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
         if not csf.any():
             csf = None
     if ref.name == "csf" and csf is None:
-        why = "no voxel with R2* below 5/s near the brain's centre" if r2star is not None else \
+        why = "no region of at least 1 mL with R2* below 5/s near the brain's centre" if r2star is not None else \
             "finding it needs R2*, i.e. two or more echoes"
         log.warning("no CSF found for the reference (%s); χ is referenced to the whole-brain mean instead", why)
         ref = reference.METHODS["mean"]

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import _checks
-from .constants import CSF_R2STAR_PER_S, CSF_SEARCH_RADIUS_MM
+from .constants import CSF_MIN_VOLUME_ML, CSF_R2STAR_PER_S, CSF_SEARCH_RADIUS_MM
 from .registry import Method
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,12 @@ def csf_mask(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, threshold: flo
         log.warning("no CSF found within %g mm of the brain's centre (R2* < %g/s)", radius_mm, thr)
         return np.zeros(r2.shape, bool)
     out = np.isin(labels, keep)
-    log.info("CSF mask: %d voxels (%.1f mL)", out.sum(), out.sum() * float(np.prod(vs)) / 1000)
+    volume_ml = out.sum() * float(np.prod(vs)) / 1000
+    if volume_ml < CSF_MIN_VOLUME_ML:
+        log.warning("only %.2f mL of low-R2* tissue near the brain's centre (ventricles hold > %g mL); no CSF "
+                    "reference region", volume_ml, CSF_MIN_VOLUME_ML)
+        return np.zeros(r2.shape, bool)
+    log.info("CSF mask: %d voxels (%.1f mL)", out.sum(), volume_ml)
     return out
 
 
