@@ -67,6 +67,7 @@ import numpy as np
 from . import _checks
 from . import _head_labels as lbl
 from ._head_geometry import HeadModel
+from ._phantom_myelin import MyelinWater
 from ._phantom_fields import dipole_fields, outside_fov_field, remove_shim
 from ._phantom_signal import PhaseOffset, affine, block_mean, kspace_downsample, upsample, voxel_axes, wrap
 from ._phantom_tissue import tissue_properties
@@ -214,6 +215,7 @@ class HeadPhantom:
     phase_offset: np.ndarray
     noise_sigma: float
     label_names: dict
+    mwf: np.ndarray | None = None
 
 
 def oblique_direction(angle_deg: float, axis: str = "x") -> np.ndarray:
@@ -264,6 +266,7 @@ def simulate_head(
     seed=0,
     lesions=False,
     shim=True,
+    myelin_water=False,
 ) -> HeadPhantom:
     """Simulate a multi-echo 3D GRE scan of a procedurally generated head.
 
@@ -296,6 +299,10 @@ def simulate_head(
     shim : bool
         Remove a 2nd-order spherical-harmonic fit (over the brain) from the total field.
 
+    myelin_water : bool
+        White matter as three water pools (myelin, axonal, extracellular; see
+        :mod:`qsmflow._phantom_myelin`) instead of one exponential; the truth ``mwf``
+        holds the myelin water fraction. Use with many closely spaced echoes.
     Returns
     -------
     HeadPhantom
@@ -365,7 +372,7 @@ def simulate_head(
     snr = _snr_arg(snr)
     os_ = _oversample_arg(oversample)
     seed = _seed_arg(seed)
-    for name, value in (("lesions", lesions), ("shim", shim)):
+    for name, value in (("lesions", lesions), ("shim", shim), ("myelin_water", myelin_water)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {value!r}")
     fov = np.asarray(shape) * vs
@@ -389,6 +396,8 @@ def simulate_head(
     painted = model.paint(fine_axes, fine_vs)
     logger.info("phantom: anatomy on the %s fine grid in %.1f s", fine_shape, time.perf_counter() - t0)
     chi, r2s, m0, brain, air = tissue_properties(painted, model, fine_axes, TISSUES)
+    pools = MyelinWater(painted.labels, fine_axes, np.random.default_rng(phase_seq.spawn(1)[0])) \
+        if myelin_water else None
     del painted
 
     # 2. fields (ppm): total (air as zero reference, body outside the FOV included) and local
@@ -415,6 +424,8 @@ def simulate_head(
         "total_field_hz": block_mean(total, os_) * F32(gamma_b0),
         "local_field_ppm": block_mean(local, os_),
     }
+    if pools is not None:
+        truth["mwf"] = block_mean(np.where(pools.white, pools.mwf, F32(0)), os_)
     del chi, local, brain
 
     # 4. signal: phase offset, echoes on the fine grid, k-space cropped to the output grid
@@ -425,11 +436,15 @@ def simulate_head(
     signal = np.empty((len(te),) + tuple(shape), np.complex64)
     for e, t in enumerate(te):
         arg = phi0_fine + total * F32(2 * np.pi * gamma_b0 * t)
-        amp = m0 * np.exp(r2s * F32(-t))
-        fine_sig = np.empty(fine_shape, np.complex64)
-        fine_sig.real = amp * np.cos(arg)
-        fine_sig.imag = amp * np.sin(arg)
-        del arg, amp
+        if pools is None:
+            amp = m0 * np.exp(r2s * F32(-t))
+            fine_sig = np.empty(fine_shape, np.complex64)
+            fine_sig.real = amp * np.cos(arg)
+            fine_sig.imag = amp * np.sin(arg)
+            del amp
+        else:
+            fine_sig = (m0 * pools.decay(t, r2s) * np.exp(1j * arg)).astype(np.complex64)
+        del arg
         signal[e] = kspace_downsample(fine_sig, os_)
         del fine_sig
     del phi0_fine, total, m0, r2s
@@ -473,6 +488,7 @@ def simulate_head(
         phase_offset=phi0(out_axes),
         noise_sigma=sigma,
         label_names=dict(LABEL_NAMES),
+        mwf=truth.get("mwf"),
     )
 
 
