@@ -240,7 +240,8 @@ def _stage_command(until, data, options, mask_path, out, force):
 @_regularisation_option
 @_stage_options(["r2star"])
 @click.option("--r2star-gradient-correction", is_flag=True,
-              help="Divide out the signal loss from macroscopic field gradients (sinc model) before the R2* fit.")
+              help="Divide out the signal loss from macroscopic field gradients (box-voxel sinc model; it "
+                   "over-corrects 3D Fourier-encoded data, see the README) before the R2* fit.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @_command
 def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path, prefix,
@@ -399,7 +400,8 @@ def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_dir
 @click.option("--fieldmap", "fieldmap_path", metavar="NIFTI",
               help="Field map in Hz (qsmflow fieldmap's _fieldmap) for --gradient-correction.")
 @click.option("--gradient-correction", is_flag=True,
-              help="Divide out the signal loss from macroscopic field gradients (needs --fieldmap).")
+              help="Divide out the signal loss from macroscopic field gradients (box-voxel sinc model; "
+                   "over-corrects 3D Fourier-encoded data, see the README; needs --fieldmap).")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
 @_stage_options(["r2star"])
