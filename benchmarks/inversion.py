@@ -158,8 +158,9 @@ def main():
                 les += lesion_rows(chis["medi"], head, ev, "MEDI+0 (default)")
                 les += lesion_rows(chis["l2"], head, ev, "closed-form L2")
                 les += lesion_rows(chis["tkd"], head, ev, "TKD")
+                name = "inversion_lesions_quick.png" if args.quick else "inversion_lesions.png"
                 lesion_figure(head, {"MEDI+0": chis["medi"], "L2": chis["l2"], "TKD": chis["tkd"]},
-                              Path(__file__).parent / "figures" / "inversion_lesions.png")
+                              Path(__file__).parent / "figures" / name)
             del head, r, ctx, chis
         print()
         print(table(header, rows, f"Dipole inversion, benchmark head {'x'.join(map(str, shape))} at {vox:g} mm"))
