@@ -39,13 +39,10 @@ REGIONS = ("caudate", "putamen", "globus_pallidus", "thalamus", "red_nucleus", "
 LOW_SPREAD_HZ, HIGH_SPREAD_HZ = 5.0, 15.0
 
 
-def spread_hz(field_hz, mask, vs):
+def spread_hz(field_hz, mask):
     """Field change across a voxel (Hz), combined over the axes (as the dephasing model sees it)."""
-    dep_axes = []
-    for a in range(3):
-        g = np.gradient(np.where(mask, field_hz, 0), axis=a)
-        dep_axes.append(np.where(mask, g, 0))
-    return np.sqrt(sum(g * g for g in dep_axes))
+    f = np.where(mask, field_hz, 0)
+    return np.sqrt(sum(np.where(mask, np.gradient(f, axis=a), 0) ** 2 for a in range(3)))
 
 
 def main():
@@ -65,10 +62,10 @@ def main():
             r = pipeline.run(data, until="field_fit")
             mask = r.mask & head.brain_mask
             sigma = fieldmap.background_sigma(head.magnitude[..., 0], r.mask)
-            spread = spread_hz(r.total_field_hz, r.mask, head.voxel_size)
+            spread = spread_hz(r.total_field_hz, r.mask)
             calm, steep = mask & (spread < LOW_SPREAD_HZ), mask & (spread > HIGH_SPREAD_HZ)
             ids = {name: i for i, name in head.label_names.items()}
-            dep = relaxometry.gradient_dephasing(r.total_field_hz, head.voxel_size, head.echo_times, r.mask)
+            dep = relaxometry.gradient_dephasing(r.total_field_hz, head.echo_times, r.mask)
             for name, method in relaxometry.METHODS.items():
                 out = {}
                 for corr in (None, dep):

@@ -61,7 +61,7 @@ def test_gradient_correction_removes_macroscopic_dephasing():
     field = (x - 5) * g  # at x = 5 the field varies along x only
     sub = (np.arange(n) + 0.5) / n - 0.5
     mag = 100 * np.exp(-20 * te) * np.abs(np.exp(2j * np.pi * g[..., None, None] * sub[:, None] * te).mean(axis=3))
-    dep = gradient_dephasing(field, (1, 1, 1), te, np.ones(shape, bool))
+    dep = gradient_dephasing(field, te, np.ones(shape, bool))
     raw, _ = loglinear_r2star(mag, te)
     corr, _ = loglinear_r2star(mag, te, dephasing=dep)
     assert raw[5, -1, 3] > 60  # 60 Hz across the voxel triples the apparent R2*

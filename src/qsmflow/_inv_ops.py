@@ -39,9 +39,9 @@ class Problem:
         """A full-size volume's box on the padded grid."""
         return self.put(full[self.bb])
 
-    def full(self, x: np.ndarray, shape, dtype=np.float32) -> np.ndarray:
-        """The padded-grid array ``x`` back on the full volume, zero outside the mask."""
-        out = np.zeros(shape, dtype)
+    def full(self, x: np.ndarray) -> np.ndarray:
+        """The padded-grid array ``x`` back on the full volume (float32), zero outside the mask."""
+        out = np.zeros(self.full_shape, np.float32)
         inner = kernels.crop(x, self.inner)
         out[self.bb] = np.where(self.mask[tuple(slice(0, n) for n in self.inner)] > 0, inner, 0)
         return out

@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from ._bg_smv import conjugate_gradient
+from ._cg import conjugate_gradient
 from ._inv_ops import Problem, shrink
 
 log = logging.getLogger(__name__)

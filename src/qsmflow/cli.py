@@ -420,13 +420,12 @@ def r2star_cmd(mag, echo_times, mask_path, fieldmap_path, gradient_correction, o
     mask = io.load_volume(mask_path, name="--mask", shape=shape, affine=data.affine) > 0.5 if mask_path else None
     field = None
     if fieldmap_path:
-        fmap = io.load_map(fieldmap_path, name="--fieldmap")
-        units = str(fmap.sidecar.get("Units", "")).strip().lower()
+        field = io.load_volume(fieldmap_path, name="--fieldmap", shape=shape, affine=data.affine)
+        units = str(io.read_sidecar(fieldmap_path).get("Units", "")).strip().lower()
         if units and units != "hz":
             raise ValueError(f"--fieldmap must be in Hz; its sidecar says {units!r}")
         if not units:
             log.warning("--fieldmap has no Units in its sidecar; taken to be Hz")
-        field = io.load_volume(fieldmap_path, name="--fieldmap", shape=shape, affine=data.affine)
     with io.OutputSet(out, force=force) as outset:
         outset.check(pipeline.output_names(data.prefix, data.n_echoes, "r2star"))
     options = pipeline.Options(r2star=r2star, r2star_gradient_correction=gradient_correction)

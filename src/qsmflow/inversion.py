@@ -82,10 +82,10 @@ def tkd(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         log.info("TKD threshold %.3g: bias correction x%.3f", t, 1 / centre)
         _note(info, bias_correction=1 / centre)
     _note(info, threshold=t)
-    return p.full(chi, f.shape)
+    return p.full(chi)
 
 
-def closed_form_l2(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, noise=None,
+def closed_form_l2(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
                    lam: float = L2_LAMBDA, info: dict | None = None) -> np.ndarray:
     """Closed-form L2 inversion with gradient regularisation.
 
@@ -102,8 +102,6 @@ def closed_form_l2(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_dir
         Voxel size (mm).
     b0_direction : sequence of 3 float
         B0 in voxel axes.
-    noise : ndarray, optional
-        Accepted for a uniform signature and ignored: the closed form has no data weights.
     lam : float
         Regularisation weight (mm²). There is no automatic choice: the discrepancy
         principle picked 0.002 mm² on the benchmark head, where 0.02 is best (χ NRMSE
@@ -132,7 +130,7 @@ def closed_form_l2(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_dir
     reg.flat[0] = 1.0
     log.info("closed-form L2 inversion, lambda %.4g mm^2", lam)
     _note(info, lam_mm2=lam)
-    return p.full(p.ifft(p.fft(p.f) * (p.d / reg)), f.shape)
+    return p.full(p.ifft(p.fft(p.f) * (p.d / reg)))
 
 
 def tv(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, noise=None,
@@ -179,13 +177,12 @@ def tv(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, n
     def solve(a, x0=None, iters=max_iter):
         return _inv_tv.fansi(p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=tol, phase_scale=s, x0=x0)
 
-    alpha, x0 = _auto_weight(alpha, solve, p, noise, "TV", TV_ALPHA, regularisation.TV_ALPHA_PER_NOISE,
-                             regularisation.TV_MISFIT_SLOPE)
+    alpha, x0 = _auto_alpha(alpha, solve, p, noise, "TV")
     chi, it = solve(alpha, x0)
     log.info("TV (%s) alpha %.3g: %d ADMM iterations%s", "nonlinear" if s else "linear", alpha, it,
              "" if it < max_iter else " (iteration cap reached)")
     _note(info, alpha=alpha, iterations=it, converged=it < max_iter)
-    return p.full(chi, f.shape)
+    return p.full(chi)
 
 
 def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, magnitude: np.ndarray,
@@ -255,20 +252,16 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
             log.warning("MEDI+0: the CSF mask does not overlap the brain mask; the CSF term is off")
             csf = None
 
-    def solve(a, x0=None, iters=None):
-        return _inv_tv.medi(p, a, edges=edges, phase_scale=s, csf=csf, lam_csf=lam_csf, max_iter=max_iter,
-                            tol=tol, cg_iter=cg_iter, cg_tol=cg_tol, eps=1e-6)
+    def tv_solve(a, x0=None, iters=150):  # the cheaper problem the automatic weight is searched on
+        return _inv_tv.fansi(p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=1e-3, x0=x0, edges=edges)
 
-    if isinstance(alpha, str):
-        alpha, _ = _auto_weight(alpha, lambda a, x0=None, iters=150: _inv_tv.fansi(
-            p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=1e-3, x0=x0, edges=edges), p, noise,
-            "MEDI (by linear TV with its edge mask)",
-            TV_ALPHA, regularisation.TV_ALPHA_PER_NOISE, regularisation.TV_MISFIT_SLOPE)
-    chi, steps = solve(_checks.positive("alpha", alpha))
+    alpha, _ = _auto_alpha(alpha, tv_solve, p, noise, "MEDI (by linear TV with its edge mask)")
+    chi, steps = _inv_tv.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam_csf, max_iter=max_iter,
+                              tol=tol, cg_iter=cg_iter, cg_tol=cg_tol, eps=1e-6)
     log.info("MEDI%s alpha %.3g: %d Gauss-Newton steps", "+0" if csf is not None else "", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
           csf_voxels=int(csf.sum()) if csf is not None else 0)
-    return p.full(chi, f.shape)
+    return p.full(chi)
 
 
 def ilsqr(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, tol: float = 0.01,
@@ -300,7 +293,7 @@ def ilsqr(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *
     structure = tkd(f, mask, vs, b, threshold=0.125)
     chi, iters = _inv_ilsqr.ilsqr(p, p.cut(structure), tol, int(max_iter), ct)
     _note(info, lsqr_iterations=iters[0], lsmr_iterations=iters[1])
-    return p.full(chi, f.shape)
+    return p.full(chi)
 
 
 def _note(info: dict | None, **values) -> None:
@@ -309,14 +302,13 @@ def _note(info: dict | None, **values) -> None:
         info.update({k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in values.items()})
 
 
-def _auto_weight(weight, solve, p: Problem, noise, name: str, fixed: float, per_noise: float, slope: float,
-                 label: str = "alpha"):
-    """(weight, warm start): a given number as is; "auto" by the discrepancy principle, or ``fixed``
-    with a warning when there is no noise map."""
-    if not isinstance(weight, str):
-        return _checks.positive(label, weight), None
-    if weight != "auto":
-        raise ValueError(f"{label} must be a number or 'auto', got {weight!r}")
+def _auto_alpha(alpha, solve, p: Problem, noise, name: str):
+    """(TV weight, warm start): a given number as is; "auto" by the discrepancy principle, or
+    ``TV_ALPHA`` with a warning when there is no usable noise map."""
+    if not isinstance(alpha, str):
+        return _checks.positive("alpha", alpha), None
+    if alpha != "auto":
+        raise ValueError(f"alpha must be a number or 'auto', got {alpha!r}")
     if noise is not None:
         noise = np.asarray(noise, np.float32)
         if noise.shape != p.full_shape:
@@ -328,9 +320,10 @@ def _auto_weight(weight, solve, p: Problem, noise, name: str, fixed: float, per_
             noise = None
     if noise is None:
         log.warning("%s: no noise map, so the regularisation weight cannot be chosen from the data; using the "
-                    "fixed %.3g (pass the field-noise map for an automatic choice)", name, fixed)
-        return fixed, None
-    return regularisation.discrepancy(solve, p, noise, name, per_noise=per_noise, slope=slope)
+                    "fixed %.3g (pass the field-noise map for an automatic choice)", name, TV_ALPHA)
+        return TV_ALPHA, None
+    return regularisation.discrepancy(solve, p, noise, name, per_noise=regularisation.TV_ALPHA_PER_NOISE,
+                                      slope=regularisation.TV_MISFIT_SLOPE)
 
 
 def _phase_scale(value) -> float:

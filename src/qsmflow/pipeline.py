@@ -251,7 +251,7 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     if data.n_echoes >= 2:
         with timer("r2star"):
             sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
-            r2_c, s0_c, fit_c = relaxation_maps(mag, te, m, vs, opt, noise_sigma=sigma, field_hz=f_hz)
+            r2_c, s0_c, fit_c = relaxation_maps(mag, te, m, opt, noise_sigma=sigma, field_hz=f_hz)
         res.r2star = _uncrop(r2_c, box, shape)
         res.s0 = _uncrop(s0_c, box, shape)
         res.r2star_fit = _uncrop(fit_c, box, shape)
@@ -286,7 +286,7 @@ def resolve_bgremove(name: str, voxel_size) -> str:
     return chosen
 
 
-def relaxation_maps(mag, te, mask, voxel_size, opt: Options, *, noise_sigma=None, field_hz=None):
+def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=None):
     """R2* (1/s), S0 and the relative fit residual by ``opt.r2star``; with
     ``opt.r2star_gradient_correction`` the macroscopic dephasing of ``field_hz`` is divided out."""
     method = choose(STAGES["r2star"], opt.r2star, "r2star")
@@ -294,7 +294,7 @@ def relaxation_maps(mag, te, mask, voxel_size, opt: Options, *, noise_sigma=None
     if opt.r2star_gradient_correction:
         if field_hz is None:
             raise ValueError("the R2* gradient correction needs a field map (Hz)")
-        dephasing = relaxometry.gradient_dephasing(field_hz, voxel_size, te, mask)
+        dephasing = relaxometry.gradient_dephasing(field_hz, te, mask)
     r2, s0 = method.func(mag, te, mask=mask, noise_sigma=noise_sigma, dephasing=dephasing,
                          **opt.stage_options.get("r2star", {}))
     fit_mag = mag if dephasing is None else mag / np.maximum(dephasing, 1e-3)
@@ -383,6 +383,13 @@ def bgremove_run(field_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_directi
     return res
 
 
+def _given_or_magnitude_mask(mask, magnitude, voxel_size, finite, **kw):
+    """(brain mask, source): the given mask within the finite voxels, or one from the magnitude."""
+    if mask is None:
+        return masking.magnitude_mask(magnitude, voxel_size, valid=finite, **kw), "magnitude"
+    return _checks.as_mask("mask", mask, finite.shape) & finite, "given"
+
+
 def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None = None,
                field_hz: np.ndarray | None = None) -> QSMResult:
     """R2*, T2*, S0 and the fit residual from the magnitude alone (the ``qsmflow r2star`` command).
@@ -399,19 +406,13 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
     res = QSMResult(mask=np.zeros(data.magnitude.shape[:3], bool))
     timer = functools.partial(_Timer, res.timings)
     with timer("mask"):
-        if mask is None:
-            brain = masking.magnitude_mask(data.magnitude, data.voxel_size, valid=data.finite,
-                                           echo_times=data.echo_times, field_strength=data.field_strength)
-            source = "magnitude"
-        else:
-            brain = _checks.as_mask("mask", mask, data.magnitude.shape[:3]) & data.finite
-            source = "given"
+        brain, source = _given_or_magnitude_mask(mask, data.magnitude, data.voxel_size, data.finite,
+                                                 echo_times=data.echo_times, field_strength=data.field_strength)
     res.mask = brain
     with timer("r2star"):
         sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
-        res.r2star, res.s0, res.r2star_fit = relaxation_maps(data.magnitude, data.echo_times, brain,
-                                                             data.voxel_size, opt, noise_sigma=sigma,
-                                                             field_hz=field_hz)
+        res.r2star, res.s0, res.r2star_fit = relaxation_maps(data.magnitude, data.echo_times, brain, opt,
+                                                             noise_sigma=sigma, field_hz=field_hz)
     res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
     method = STAGES["r2star"][opt.r2star]
     res.parameters = {"methods": {"mask": source, "r2star": method.name},
@@ -446,12 +447,7 @@ def phasediff_run(data, *, mask: np.ndarray | None = None) -> QSMResult:
     """
     res = QSMResult(mask=np.zeros(data.phasediff.shape, bool))
     with _Timer(res.timings, "mask"):
-        if mask is None:
-            mask = masking.magnitude_mask(data.magnitude, data.voxel_size, valid=data.finite)
-            source = "magnitude"
-        else:
-            mask = _checks.as_mask("mask", mask, data.phasediff.shape) & data.finite
-            source = "given"
+        mask, source = _given_or_magnitude_mask(mask, data.magnitude, data.voxel_size, data.finite)
     res.mask = mask
     with _Timer(res.timings, "field_fit"):
         res.total_field_hz = fieldmap.phasediff_fieldmap(data.phasediff, data.magnitude, data.delta_te,

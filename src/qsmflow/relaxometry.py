@@ -268,13 +268,14 @@ def fit_residual(magnitude: np.ndarray, echo_times, r2star: np.ndarray, s0: np.n
     return out
 
 
-def gradient_dephasing(field_hz: np.ndarray, voxel_size, echo_times, mask: np.ndarray) -> np.ndarray:
+def gradient_dephasing(field_hz: np.ndarray, echo_times, mask: np.ndarray) -> np.ndarray:
     """Signal factor of macroscopic field gradients across each voxel, ``F(TE)`` (X, Y, Z, E).
 
     A field varying linearly by ``Δf_a = G_a·h_a`` Hz across a voxel of width ``h_a``
     dephases its spins uniformly over ``2π·Δf_a·TE``, multiplying the signal by
-    ``|sinc(Δf_a·TE)|`` (normalised sinc) per axis. ``G_a`` is the field map's central
-    difference (Hz/mm) inside ``mask`` (one-sided at its edge). Divide the magnitude by
+    ``|sinc(Δf_a·TE)|`` (normalised sinc) per axis. ``Δf_a`` is the field map's central
+    difference between neighbouring voxels inside ``mask`` (one-sided at its edge): the
+    change across one voxel, whatever its size in mm. Divide the magnitude by
     ``F`` before an R2* fit (the fits do so with ``dephasing=F``).
 
     The model assumes a box-shaped voxel. A 3D Fourier-encoded voxel has a sinc
@@ -295,7 +296,6 @@ def gradient_dephasing(field_hz: np.ndarray, voxel_size, echo_times, mask: np.nd
     """
     f = _checks.as_volume("field_hz", field_hz, dtype=np.float64)
     mask = _checks.as_mask("mask", mask, f.shape)
-    vs = _checks.voxel_size(voxel_size)
     te = _checks.echo_times(echo_times)
     out = np.ones(f.shape + (te.size,), np.float32)
     spread = np.zeros(f.shape + (3,))
@@ -308,7 +308,7 @@ def gradient_dephasing(field_hz: np.ndarray, voxel_size, echo_times, mask: np.nd
         inside_f = mask & mf
         inside_b = mask & mb
         g = np.where(inside_f & inside_b, (fwd + bwd) / 2, np.where(inside_f, fwd, np.where(inside_b, bwd, 0.0)))
-        spread[..., a] = g  # Hz per voxel along axis a: already G_a·h_a
+        spread[..., a] = g  # Hz per voxel along axis a: G_a·h_a
     for n, t in enumerate(te):
         out[..., n] = np.where(mask, np.prod(np.abs(np.sinc(spread * t)), axis=-1), 1.0)
     log.info("macroscopic dephasing: median field spread %.2f Hz/voxel in the mask; F(TE_last) < %.1f in %.1f%% "
