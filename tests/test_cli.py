@@ -355,3 +355,15 @@ def test_r2star_command(tmp_path, capsys):
         code, _, err = _run(args + extra, capsys)
         assert code == 1 and word in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "bad").exists()
+
+
+def test_command_restores_logging(files, capsys):
+    """A command run in-process leaves the caller's logging as it found it (no handler on a closed stream)."""
+    import logging
+
+    pkg = logging.getLogger("qsmflow")
+    before = (pkg.handlers[:], pkg.level, pkg.propagate)
+    code, _, err = _run(["r2star", "--mag", files["mag4"], "--echo-times", "4,8,12", "-o", str(files["out"])],
+                        capsys)
+    assert code == 1 and "error" in err
+    assert (pkg.handlers[:], pkg.level, pkg.propagate) == before

@@ -6,6 +6,7 @@ traceback unless ``--verbose``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import logging
@@ -21,18 +22,31 @@ log = logging.getLogger("qsmflow")
 _USER_ERRORS = (ValueError, TypeError, OSError)
 
 
-def _setup_logging(verbose: bool, quiet: bool) -> None:
+@contextlib.contextmanager
+def _logging_to_stderr(verbose: bool, quiet: bool):
+    """Route the package's log to stderr for one command, then restore the caller's logging.
+
+    Restoring matters when a command runs inside a Python process (tests, notebooks, ``bids`` workers):
+    the handler holds the stderr of the moment, and ``propagate=False`` would hide later records.
+    """
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    root = logging.getLogger("qsmflow")
-    root.handlers.clear()
+    pkg, nib = logging.getLogger("qsmflow"), logging.getLogger("nibabel")
+    saved = (pkg.handlers[:], pkg.level, pkg.propagate, nib.level)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S") if verbose
                          else logging.Formatter("qsmflow: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(level)
-    root.propagate = False
+    pkg.handlers[:] = [handler]
+    pkg.setLevel(level)
+    pkg.propagate = False
     # nibabel reports header fix-ups (e.g. qfac) at INFO on its own handler; keep them out of the way
-    logging.getLogger("nibabel").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    nib.setLevel(logging.DEBUG if verbose else logging.ERROR)
+    try:
+        yield
+    finally:
+        handler.flush()
+        pkg.handlers[:], pkg.propagate = saved[0], saved[2]
+        pkg.setLevel(saved[1])
+        nib.setLevel(saved[3])
 
 
 def _command(func):
@@ -42,9 +56,9 @@ def _command(func):
     @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
     @functools.wraps(func)
     def wrapper(*args, verbose=False, quiet=False, **kwargs):
-        _setup_logging(verbose, quiet)
         try:
-            return func(*args, **kwargs)
+            with _logging_to_stderr(verbose, quiet):
+                return func(*args, **kwargs)
         except click.exceptions.ClickException:
             raise
         except MemoryError:
