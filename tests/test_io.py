@@ -275,3 +275,27 @@ def test_swapped_and_mismatched_sidecars(tmp_path):
     _sidecar(phases[1], EchoTime=0.02, MagneticFieldStrength=3)
     with pytest.raises(ValueError, match="same acquisition"):
         io.load_gre(mags, phases)
+
+
+@pytest.mark.parametrize("extra, axis", [({}, None), ({"MRAcquisitionType": "3D"}, None),
+                                         ({"MRAcquisitionType": "2D", "SliceEncodingDirection": "j-"}, 1),
+                                         ({"MRAcquisitionType": "2D"}, 2)])
+def test_slice_axis_from_sidecars(tmp_path, extra, axis):
+    """A 2D multi-slice scan's slice axis comes from MRAcquisitionType/SliceEncodingDirection (R2* correction)."""
+    mags, phases = _echoes(tmp_path)
+    for e, f in enumerate(mags + phases):
+        _sidecar(f, EchoTime=0.005 * (e % 3 + 1), MagneticFieldStrength=3, **extra)
+    assert io.load_gre(mags, phases).slice_axis == axis
+    assert io.load_magnitude(mags).slice_axis == axis
+
+
+def test_slice_axis_contradictions_refused(tmp_path):
+    mags, phases = _echoes(tmp_path)
+    for e, f in enumerate(mags):
+        _sidecar(f, EchoTime=0.005 * (e + 1), MRAcquisitionType="2D" if e else "3D")
+    with pytest.raises(ValueError, match="MRAcquisitionType"):
+        io.load_magnitude(mags)
+    for e, f in enumerate(mags):
+        _sidecar(f, EchoTime=0.005 * (e + 1), MRAcquisitionType="2D", SliceEncodingDirection="z")
+    with pytest.raises(ValueError, match="SliceEncodingDirection"):
+        io.load_magnitude(mags)

@@ -56,11 +56,13 @@ def upsample(a, f):
     return np.broadcast_to(a[:, None, :, None, :, None], (x, f, y, f, z, f)).reshape(x * f, y * f, z * f)
 
 
-def kspace_downsample(sig, f):
+def kspace_downsample(sig, f, slice_axis=None):
     """Keep the central k-space of a fine complex image: the output-grid image a scanner samples.
 
     One axis at a time (FFT, keep the lowest ``n/f`` frequencies, inverse FFT), with a
-    linear phase that centres each output voxel on its block of fine voxels.
+    linear phase that centres each output voxel on its block of fine voxels. Along
+    ``slice_axis`` (a 2D multi-slice acquisition) the slice is excited, not encoded: its
+    profile is a box, so that axis is a plain block average of the complex signal.
     """
     if f == 1:
         return sig.astype(np.complex64)
@@ -68,6 +70,10 @@ def kspace_downsample(sig, f):
     for ax in range(3):
         n_in = out.shape[ax]
         n_out = n_in // f
+        if ax == slice_axis:
+            out = np.moveaxis(np.moveaxis(out, ax, 0).reshape((n_out, f) + tuple(np.delete(out.shape, ax)))
+                              .mean(axis=1), 0, ax)
+            continue
         k = sfft.fft(out, axis=ax, workers=-1)
         keep = np.r_[0 : (n_out + 1) // 2, n_in - n_out // 2 : n_in]
         k = np.take(k, keep, axis=ax)

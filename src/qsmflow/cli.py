@@ -85,6 +85,21 @@ def _command(func):
 # ----------------------------------------------------------------------------- parsing helpers
 
 
+_slice_axis_option = click.option(
+    "--slice-axis", type=click.Choice(["i", "j", "k", "3d"]),
+    help="Acquisition geometry for the R2* gradient correction: the voxel axis along which a 2D multi-slice scan "
+         "stacks its slices, or 3d (default: the sidecars' MRAcquisitionType and SliceEncodingDirection, else 3d).")
+
+
+def _set_slice_axis(data, choice: str | None) -> None:
+    """Apply --slice-axis over what the sidecars said, and say which geometry the R2* correction assumes."""
+    if choice is not None:
+        data.slice_axis = None if choice == "3d" else "ijk".index(choice)
+        data.provenance["slice_axis"], data.provenance["slice_axis_source"] = data.slice_axis, "--slice-axis"
+    log.debug("acquisition: %s (%s)", "3D" if data.slice_axis is None else f"2D, slices along {'ijk'[data.slice_axis]}",
+              data.provenance.get("slice_axis_source", "default"))
+
+
 def _floats(text: str | None, name: str, count: int | None = None) -> list[float] | None:
     if text is None:
         return None
@@ -254,13 +269,14 @@ def _stage_command(until, data, options, mask_path, out, force):
 @_regularisation_option
 @_stage_options(["r2star"])
 @click.option("--r2star-gradient-correction", is_flag=True,
-              help="Divide out the signal loss from macroscopic field gradients (box-voxel sinc model; it "
-                   "over-corrects 3D Fourier-encoded data, see the README) before the R2* fit.")
+              help="Divide out the signal lost to macroscopic field gradients before the R2* fit: through-slice "
+                   "dephasing of 2D data, echoes shifted out of k-space (see --slice-axis).")
+@_slice_axis_option
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @_command
 def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path, prefix,
         phase_offset, unwrap, field_fit, bgremove, inversion, reference, bg_polynomial, regularisation, r2star,
-        r2star_gradient_correction, force):
+        r2star_gradient_correction, slice_axis, force):
     """Process one subject: χ, R2*, T2*, S0, mask, field maps into OUT.
 
     \b
@@ -272,6 +288,7 @@ def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase
 
     t0 = time.perf_counter()
     data = _load(mag, phase, echo_times, field_strength, phase_scale, b0_direction, prefix)
+    _set_slice_axis(data, slice_axis)
     with io.OutputSet(out, force=force) as outset:
         outset.check(pipeline.output_names(data.prefix, data.n_echoes))
     mask = None
@@ -414,20 +431,23 @@ def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_dir
 @click.option("--fieldmap", "fieldmap_path", metavar="NIFTI",
               help="Field map in Hz (qsmflow fieldmap's _fieldmap) for --gradient-correction.")
 @click.option("--gradient-correction", is_flag=True,
-              help="Divide out the signal loss from macroscopic field gradients (box-voxel sinc model; "
-                   "over-corrects 3D Fourier-encoded data, see the README; needs --fieldmap).")
+              help="Divide out the signal lost to macroscopic field gradients: through-slice dephasing of 2D "
+                   "data, echoes shifted out of k-space (see --slice-axis; needs --fieldmap).")
+@_slice_axis_option
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
 @_stage_options(["r2star"])
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @_command
-def r2star_cmd(mag, echo_times, mask_path, fieldmap_path, gradient_correction, out, prefix, r2star, force):
+def r2star_cmd(mag, echo_times, mask_path, fieldmap_path, gradient_correction, slice_axis, out, prefix, r2star,
+               force):
     """R2* (1/s), T2* (s), S0 and the fit residual from multi-echo magnitude into OUT."""
     from . import io, pipeline
 
     data = io.load_magnitude(_expand(mag, "--mag"), echo_times=_floats(echo_times, "--echo-times"), prefix=prefix)
     if data.echo_times is None:
         raise ValueError("the echo times are unknown (no EchoTime in the sidecars); pass --echo-times in seconds")
+    _set_slice_axis(data, slice_axis)
     if gradient_correction and not fieldmap_path:
         raise ValueError("--gradient-correction needs --fieldmap (a field map in Hz, e.g. from qsmflow fieldmap)")
     shape = data.magnitude.shape[:3]

@@ -33,7 +33,9 @@ Forward model (no inverse crime):
 4. The complex signal ``M0 exp(-R2* TE) exp(i(φ0 + 2π Δf TE))`` is formed per echo on the
    fine grid and brought to the output grid by keeping the central k-space (what a
    Cartesian acquisition samples): this reproduces intravoxel dephasing and signal voids
-   near air-tissue interfaces and Gibbs ringing. Complex Gaussian noise is added last.
+   near air-tissue interfaces and Gibbs ringing. For a 2D multi-slice acquisition the
+   slice axis is averaged instead (a box slice profile, with its through-slice dephasing).
+   Complex Gaussian noise is added last.
 
 Fat is given its susceptibility but no chemical shift; white-matter susceptibility
 anisotropy and microstructure effects are not modelled; the receive coil sensitivity is
@@ -196,6 +198,10 @@ class HeadPhantom:
         Standard deviation of the complex Gaussian noise per real/imaginary channel.
     label_names : dict
         Label value → tissue name (keys of :data:`TISSUES`).
+    mwf : numpy.ndarray or None
+        (X, Y, Z) float32 myelin water fraction (0-1) when simulated with ``myelin_water``.
+    slice_axis : int or None
+        Slice axis of a simulated 2D multi-slice acquisition; None for 3D.
     """
 
     magnitude: np.ndarray
@@ -216,6 +222,7 @@ class HeadPhantom:
     noise_sigma: float
     label_names: dict
     mwf: np.ndarray | None = None
+    slice_axis: int | None = None
 
 
 def oblique_direction(angle_deg: float, axis: str = "x") -> np.ndarray:
@@ -267,6 +274,7 @@ def simulate_head(
     lesions=False,
     shim=True,
     myelin_water=False,
+    slice_axis=None,
 ) -> HeadPhantom:
     """Simulate a multi-echo 3D GRE scan of a procedurally generated head.
 
@@ -298,11 +306,17 @@ def simulate_head(
         Add a calcification (χ −0.5 ppm) and a haemorrhage (χ +1.0 ppm) in white matter.
     shim : bool
         Remove a 2nd-order spherical-harmonic fit (over the brain) from the total field.
-
     myelin_water : bool
         White matter as three water pools (myelin, axonal, extracellular; see
         :mod:`qsmflow._phantom_myelin`) instead of one exponential; the truth ``mwf``
         holds the myelin water fraction. Use with many closely spaced echoes.
+    slice_axis : {0, 1, 2} or None
+        None simulates a 3D acquisition (every axis Fourier-encoded). An axis simulates a
+        2D multi-slice acquisition with its slices stacked along that axis: the slice
+        profile is a box ``voxel_size[slice_axis]`` thick, so a field gradient across the
+        slice dephases the spins (the fine complex signal is averaged along that axis
+        instead of k-space cropped).
+
     Returns
     -------
     HeadPhantom
@@ -372,6 +386,8 @@ def simulate_head(
     snr = _snr_arg(snr)
     os_ = _oversample_arg(oversample)
     seed = _seed_arg(seed)
+    if slice_axis is not None and (isinstance(slice_axis, (bool, np.bool_)) or slice_axis not in (0, 1, 2)):
+        raise ValueError(f"slice_axis must be 0, 1, 2 or None (3D), got {slice_axis!r}")
     for name, value in (("lesions", lesions), ("shim", shim), ("myelin_water", myelin_water)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {value!r}")
@@ -445,7 +461,7 @@ def simulate_head(
         else:
             fine_sig = (m0 * pools.decay(t, r2s) * np.exp(1j * arg)).astype(np.complex64)
         del arg
-        signal[e] = kspace_downsample(fine_sig, os_)
+        signal[e] = kspace_downsample(fine_sig, os_, slice_axis)
         del fine_sig
     del phi0_fine, total, m0, r2s
     logger.info("phantom: %d echoes in %.1f s", len(te), time.perf_counter() - t0)
@@ -489,6 +505,7 @@ def simulate_head(
         noise_sigma=sigma,
         label_names=dict(LABEL_NAMES),
         mwf=truth.get("mwf"),
+        slice_axis=slice_axis,
     )
 
 

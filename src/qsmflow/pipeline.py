@@ -251,12 +251,14 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     if data.n_echoes >= 2:
         with timer("r2star"):
             sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
-            r2_c, s0_c, fit_c = relaxation_maps(mag, te, m, opt, noise_sigma=sigma, field_hz=f_hz)
+            r2_c, s0_c, fit_c = relaxation_maps(mag, te, m, opt, noise_sigma=sigma, field_hz=f_hz,
+                                                slice_axis=data.slice_axis)
         res.r2star = _uncrop(r2_c, box, shape)
         res.s0 = _uncrop(s0_c, box, shape)
         res.r2star_fit = _uncrop(fit_c, box, shape)
         res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
-        res.parameters["r2star"] = {"noise_sigma": sigma, "gradient_correction": opt.r2star_gradient_correction}
+        res.parameters["r2star"] = {"noise_sigma": sigma, "gradient_correction": opt.r2star_gradient_correction,
+                                     "slice_axis": data.slice_axis}
     rss = np.sqrt(np.sum(mag.astype(np.float32) ** 2, axis=-1)) if mag.ndim == 4 else mag
     chi_c, csf_c, used["reference"] = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
@@ -286,15 +288,16 @@ def resolve_bgremove(name: str, voxel_size) -> str:
     return chosen
 
 
-def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=None):
+def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=None, slice_axis=None):
     """R2* (1/s), S0 and the relative fit residual by ``opt.r2star``; with
-    ``opt.r2star_gradient_correction`` the macroscopic dephasing of ``field_hz`` is divided out."""
+    ``opt.r2star_gradient_correction`` the macroscopic dephasing of ``field_hz`` is divided out
+    (a 2D acquisition's slices along ``slice_axis``; None for 3D)."""
     method = choose(STAGES["r2star"], opt.r2star, "r2star")
     dephasing = None
     if opt.r2star_gradient_correction:
         if field_hz is None:
             raise ValueError("the R2* gradient correction needs a field map (Hz)")
-        dephasing = relaxometry.gradient_dephasing(field_hz, te, mask)
+        dephasing = relaxometry.gradient_dephasing(field_hz, te, mask, slice_axis=slice_axis)
     r2, s0 = method.func(mag, te, mask=mask, noise_sigma=noise_sigma, dephasing=dephasing,
                          **opt.stage_options.get("r2star", {}))
     fit_mag = mag if dephasing is None else mag / np.maximum(dephasing, 1e-3)
@@ -412,11 +415,13 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
     with timer("r2star"):
         sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
         res.r2star, res.s0, res.r2star_fit = relaxation_maps(data.magnitude, data.echo_times, brain, opt,
-                                                             noise_sigma=sigma, field_hz=field_hz)
+                                                             noise_sigma=sigma, field_hz=field_hz,
+                                                             slice_axis=data.slice_axis)
     res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
     method = STAGES["r2star"][opt.r2star]
     res.parameters = {"methods": {"mask": source, "r2star": method.name},
-                      "r2star": {"noise_sigma": sigma, "gradient_correction": opt.r2star_gradient_correction}}
+                      "r2star": {"noise_sigma": sigma, "gradient_correction": opt.r2star_gradient_correction,
+                                     "slice_axis": data.slice_axis}}
     res.citations = ([] if source == "given" else list(masking.METHODS["magnitude"].citations)) + list(
         method.citations)
     return res

@@ -35,6 +35,7 @@ class GreInput:
     prefix: str  # output file prefix from the BIDS entities of the inputs
     provenance: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    slice_axis: int | None = None  # voxel axis of the slices of a 2D acquisition; None for 3D
 
     @property
     def n_echoes(self) -> int:
@@ -291,6 +292,23 @@ def _resolve_b0_direction(b0_direction, affine):
     return b0_dir, src, angle
 
 
+def _slice_axis(sidecars: list[dict]) -> tuple[int | None, str]:
+    """Slice axis of a 2D multi-slice acquisition (None for 3D) from the sidecars, and where it came from."""
+    kinds = {str(sc["MRAcquisitionType"]).upper() for sc in sidecars if sc.get("MRAcquisitionType")}
+    if len(kinds) > 1:
+        raise ValueError(f"the sidecars disagree on MRAcquisitionType ({sorted(kinds)}); are the echoes from one scan?")
+    if not kinds:
+        return None, "no MRAcquisitionType in the sidecars: taken as 3D"
+    if kinds != {"2D"}:
+        return None, f"sidecar MRAcquisitionType {kinds.pop()}"
+    dirs = {str(sc["SliceEncodingDirection"]).strip("-") for sc in sidecars if sc.get("SliceEncodingDirection")}
+    if not dirs:
+        return 2, "sidecar MRAcquisitionType 2D without SliceEncodingDirection: slices taken along k"
+    if len(dirs) > 1 or not dirs <= {"i", "j", "k"}:
+        raise ValueError(f"sidecar SliceEncodingDirection {sorted(dirs)} is not one of i, j, k")
+    return "ijk".index(dirs.pop()), "sidecar MRAcquisitionType 2D, SliceEncodingDirection"
+
+
 def _finite_magnitude(mag: np.ndarray, finite: np.ndarray) -> None:
     """Refuse magnitudes that cannot be one."""
     if finite.sum() == 0:
@@ -361,6 +379,7 @@ def load_gre(
 
     te, te_src = _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings)
     b0, b0_src = _resolve_field_strength(field_strength, mag_sc + pha_sc)
+    slice_axis, slice_src = _slice_axis(mag_sc + pha_sc)
 
     # non-finite voxels
     finite = np.all(np.isfinite(mag), axis=3) & np.all(np.isfinite(pha), axis=3)
@@ -397,6 +416,8 @@ def load_gre(
         "voxel_size_mm": vs.tolist(),
         "shape": list(mag.shape),
         "nonfinite_voxels": n_bad,
+        "slice_axis": slice_axis,
+        "slice_axis_source": slice_src,
     }
     return GreInput(
         magnitude=mag.astype(np.float32),
@@ -410,6 +431,7 @@ def load_gre(
         prefix=prefix or bids_prefix(mag_paths[0]),
         provenance=provenance,
         warnings=warnings,
+        slice_axis=slice_axis,
     )
 
 
@@ -423,6 +445,7 @@ def load_magnitude(magnitude, *, echo_times=None, field_strength=None, prefix: s
     warnings: list[str] = []
     te, te_src = _resolve_echo_times(echo_times, mag_sc, [], mag.shape[3], warnings, required=False)
     b0, b0_src = _resolve_field_strength(field_strength, mag_sc, required=False)
+    slice_axis, slice_src = _slice_axis(mag_sc)
     finite = np.all(np.isfinite(mag), axis=3)
     mag[~finite] = 0
     _finite_magnitude(mag, finite)
@@ -430,10 +453,11 @@ def load_magnitude(magnitude, *, echo_times=None, field_strength=None, prefix: s
     provenance = {"inputs": {"magnitude": [str(p) for p in mag_paths]}, "echo_order": mag_order,
                   "echo_times_s": None if te is None else te.tolist(), "echo_times_source": te_src,
                   "field_strength_T": b0, "field_strength_source": b0_src, "voxel_size_mm": vs.tolist(),
-                  "shape": list(mag.shape)}
+                  "shape": list(mag.shape), "slice_axis": slice_axis, "slice_axis_source": slice_src}
     return GreInput(magnitude=mag.astype(np.float32), phase=None, echo_times=te, field_strength=b0, affine=affine,
                     voxel_size=vs, b0_direction=b0_direction_from_affine(affine), finite=finite,
-                    prefix=prefix or bids_prefix(mag_paths[0]), provenance=provenance, warnings=warnings)
+                    prefix=prefix or bids_prefix(mag_paths[0]), provenance=provenance, warnings=warnings,
+                    slice_axis=slice_axis)
 
 
 @dataclass

@@ -176,7 +176,10 @@ def write_phantom_dataset(root, head, *, integer_phase: bool = False, subject: s
             "GeneratedBy": [{"Name": "qsmflow simulate"}]}))
         for e in range(n_e):
             common = {"EchoTime": float(head.echo_times[e]), "EchoNumber": e + 1,
-                      "MagneticFieldStrength": float(head.field_strength), "Manufacturer": "qsmflow phantom"}
+                      "MagneticFieldStrength": float(head.field_strength), "Manufacturer": "qsmflow phantom",
+                      "MRAcquisitionType": "3D" if head.slice_axis is None else "2D"}
+            if head.slice_axis is not None:
+                common["SliceEncodingDirection"] = "ijk"[head.slice_axis]
             written.append(out.nifti(rel(paths["mag"][e]), head.magnitude[..., e], head.affine))
             written.append(out.json(rel(paths["mag"][e]).replace(".nii.gz", ".json"), {**common, "ImageType": ["M"]}))
             ph = _integer_phase(head.phase[..., e]) if integer_phase else head.phase[..., e]
