@@ -91,7 +91,7 @@ def _harmonic_interior(g, spacing):
         view = [1, 1, 1]
         view[ax] = n
         eig = eig + lam.reshape(view)
-    v = sfft.idstn(sfft.dstn(-lap, type=1, workers=-1) / eig, type=1, workers=-1)
+    v = sfft.idstn(sfft.dstn(-lap, type=1, workers=kernels.threads()) / eig, type=1, workers=kernels.threads())
     out = g.copy()
     out[inner] += v
     return out.astype(F32)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
+from . import kernels
+
 F32 = np.float32
 
 
@@ -74,7 +76,7 @@ def kspace_downsample(sig, f, slice_axis=None):
             out = np.moveaxis(np.moveaxis(out, ax, 0).reshape((n_out, f) + tuple(np.delete(out.shape, ax)))
                               .mean(axis=1), 0, ax)
             continue
-        k = sfft.fft(out, axis=ax, workers=-1)
+        k = sfft.fft(out, axis=ax, workers=kernels.threads())
         keep = np.r_[0 : (n_out + 1) // 2, n_in - n_out // 2 : n_in]
         k = np.take(k, keep, axis=ax)
         freq = np.r_[0 : (n_out + 1) // 2, -(n_out // 2) : 0]
@@ -82,7 +84,7 @@ def kspace_downsample(sig, f, slice_axis=None):
         view = [1, 1, 1]
         view[ax] = -1
         k *= shift.reshape(view)
-        out = sfft.ifft(k, axis=ax, workers=-1)
+        out = sfft.ifft(k, axis=ax, workers=kernels.threads())
         del k
     return out.astype(np.complex64)
 

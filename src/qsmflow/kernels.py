@@ -7,6 +7,8 @@ unit vector in voxel axes, so nothing here assumes an axial, isotropic slab.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import scipy.fft as sfft
 
@@ -28,14 +30,24 @@ __all__ = [
 ]
 
 
+#: Environment variable capping the threads of qsmflow's FFTs (``qsmflow bids`` sets it per job).
+THREADS_ENV = "QSMFLOW_THREADS"
+
+
+def threads() -> int:
+    """Worker threads for an FFT: ``$QSMFLOW_THREADS`` when set to a positive integer, else every core (-1)."""
+    value = os.environ.get(THREADS_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else -1
+
+
 def rfft(x: np.ndarray) -> np.ndarray:
-    """Real 3D FFT on all cores."""
-    return sfft.rfftn(x, workers=-1)
+    """Real 3D FFT on all cores (or ``$QSMFLOW_THREADS``)."""
+    return sfft.rfftn(x, workers=threads())
 
 
 def irfft(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Inverse of :func:`rfft` back to ``shape``."""
-    return sfft.irfftn(x, s=shape, workers=-1)
+    return sfft.irfftn(x, s=shape, workers=threads())
 
 
 def fft_shape(shape, margin=0) -> tuple[int, ...]:
@@ -177,7 +189,7 @@ def smv_kernel(shape, voxel_size, radius_mm: float, *, real: bool = True) -> np.
     if count <= 1:
         raise ValueError(f"radius_mm={r} is smaller than the voxel size {vs.tolist()}: the sphere holds one voxel")
     ball = ball.astype(np.float64) / count
-    k = sfft.rfftn(ball, workers=-1) if real else sfft.fftn(ball, workers=-1)
+    k = sfft.rfftn(ball, workers=threads()) if real else sfft.fftn(ball, workers=threads())
     return np.real(k).astype(np.float32)
 
 

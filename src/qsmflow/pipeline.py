@@ -540,6 +540,7 @@ def write_outputs(
                 sidecar["MagneticFieldStrength"] = float(data.field_strength)
             if attr not in ("mask", "eroded_mask"):
                 sidecar["Methods"] = result.parameters["methods"]
+                sidecar["Parameters"] = {k: v for k, v in result.parameters.items() if k != "methods"}
             written.append(out.json(f"{prefix}_{suffix}.json", sidecar))
         provenance = {
             "qsmflow_version": __version__,

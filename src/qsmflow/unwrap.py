@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import scipy.fft as sfft
 
-from . import _checks, _romeo
+from . import _checks, _romeo, kernels
 from .registry import Method
 
 log = logging.getLogger(__name__)
@@ -69,15 +69,15 @@ def laplacian_unwrap(phase: np.ndarray, voxel_size, *, mask: np.ndarray | None =
     lam = _neumann_laplacian_eigenvalues(phase.shape, vs)
 
     def lap(x):
-        return sfft.idctn(sfft.dctn(x, type=2, workers=-1) * lam, type=2, workers=-1)
+        return sfft.idctn(sfft.dctn(x, type=2, workers=kernels.threads()) * lam, type=2, workers=kernels.threads())
 
     s, c = np.sin(phase), np.cos(phase)
     rhs = c * lap(s) - s * lap(c)
-    spec = sfft.dctn(rhs, type=2, workers=-1)
+    spec = sfft.dctn(rhs, type=2, workers=kernels.threads())
     with np.errstate(divide="ignore", invalid="ignore"):
         spec = spec / lam
     spec.flat[0] = 0.0
-    return sfft.idctn(spec, type=2, workers=-1).astype(np.float32)
+    return sfft.idctn(spec, type=2, workers=kernels.threads()).astype(np.float32)
 
 
 def bestpath_unwrap(phase: np.ndarray, voxel_size, *, mask: np.ndarray | None = None, magnitude=None,

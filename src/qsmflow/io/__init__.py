@@ -20,6 +20,7 @@ from ._read import (
     load_phasediff,
     load_volume,
     read_sidecar,
+    series_shape,
     voxel_size_from_affine,
 )
 from ._write import OutputSet, phantom_paths, write_phantom_dataset
@@ -40,6 +41,7 @@ __all__ = [
     "phantom_paths",
     "read_sidecar",
     "scale_phase",
+    "series_shape",
     "voxel_size_from_affine",
     "write_phantom_dataset",
 ]

@@ -212,6 +212,14 @@ def _stack(kind: str, paths: Sequence) -> tuple[np.ndarray, np.ndarray, list[dic
     return data, np.asarray(ref.affine, float), sidecars, paths, order_src, dtype
 
 
+def series_shape(paths) -> tuple[int, int, int, int]:
+    """(X, Y, Z, echoes) of one 4D file or several 3D files, from the headers alone (no voxels read)."""
+    shapes = [tuple(_load_image(p).shape) for p in paths]
+    n_e = sum(int(np.prod(s[3:])) if len(s) > 3 else 1 for s in shapes)
+    x, y, z = (tuple(shapes[0]) + (1, 1, 1))[:3]
+    return x, y, z, n_e
+
+
 def _echo_times_from_sidecars(sidecars: list[dict], n_echoes: int) -> list[float] | None:
     tes = []
     for sc in sidecars:

@@ -1,0 +1,5 @@
+"""``python -m qsmflow``: the command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,149 @@
+"""qsmflow bids: discovery, derivatives, resuming after a kill, failures, and a real Dask LocalCluster."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from qsmflow import batch, io, phantom
+
+ECHOES = (0.004, 0.008, 0.012)
+SUBJECTS, SESSIONS = ("01", "02", "03", "04"), ("1", "2")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """4 subjects x 2 sessions of a small simulated head (3.3 mm, 3 echoes), plus files to be skipped."""
+    src = tmp_path_factory.mktemp("src")
+    head = phantom.simulate_head((48, 58, 48), (3.3,) * 3, seed=0, echo_times=ECHOES)
+    io.write_phantom_dataset(src, head)
+    anat_src = src / "sub-phantom" / "anat"
+    root = tmp_path_factory.mktemp("bids")
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.9.0"}))
+    for sub in SUBJECTS:
+        for ses in SESSIONS:
+            anat = root / f"sub-{sub}" / f"ses-{ses}" / "anat"
+            anat.mkdir(parents=True)
+            for f in anat_src.iterdir():
+                shutil.copy(f, anat / f.name.replace("sub-phantom", f"sub-{sub}_ses-{ses}"))
+    extra = root / "sub-01" / "ses-1" / "anat"
+    shutil.copy(anat_src / "sub-phantom_echo-1_part-mag_MEGRE.nii.gz", extra / "sub-01_ses-1_T1w.nii.gz")
+    shutil.copy(anat_src / "sub-phantom_echo-1_part-mag_MEGRE.nii.gz",
+                extra / "sub-01_ses-1_acq-mag_echo-1_part-mag_T2starw.nii.gz")
+    return root
+
+
+def _copy(dataset, tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(dataset, root)
+    return root
+
+
+def test_discover_finds_every_run_and_says_what_it_skipped(dataset):
+    runs, skipped = batch.discover(dataset)
+    assert [r.prefix for r in runs] == [f"sub-{s}_ses-{t}" for s in SUBJECTS for t in SESSIONS]
+    r = runs[0]
+    assert r.subdir == "sub-01/ses-1/anat" and r.suffix == "MEGRE"
+    assert [Path(p).name for p in r.magnitude] == [f"sub-01_ses-1_echo-{e}_part-mag_MEGRE.nii.gz" for e in (1, 2, 3)]
+    assert skipped == [("sub-01/ses-1/anat/sub-01_ses-1_acq-mag_T2starw", "no part-phase files")]
+    runs, _ = batch.discover(dataset, participants=["sub-02", "03"], sessions=["2"])
+    assert [r.prefix for r in runs] == ["sub-02_ses-2", "sub-03_ses-2"]
+    with pytest.raises(ValueError, match="07 not in"):
+        batch.discover(dataset, participants=["07"])
+    with pytest.raises(ValueError, match="no sub-"):
+        batch.discover(dataset / "sub-01")
+
+
+def _bids(args, **kw):
+    return subprocess.run([sys.executable, "-m", "qsmflow", "bids", *args], capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def _marks(out):
+    return sorted(out.glob("sub-*/ses-*/anat/.*_complete.json"))
+
+
+def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path):
+    root = _copy(dataset, tmp_path)
+    bad = root / "sub-04" / "ses-2" / "anat" / "sub-04_ses-2_echo-2_part-phase_MEGRE.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:2000])  # a truncated download
+    out = root / "derivatives" / "qsmflow"
+
+    # first batch, killed once three runs are complete
+    proc = subprocess.Popen([sys.executable, "-m", "qsmflow", "bids", str(root), "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(_marks(out)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    first = {m.name[1:].replace("_complete.json", "") for m in _marks(out)}
+    assert 3 <= len(first) < 8
+
+    # the rerun completes only what is missing; the truncated run fails alone, with its log
+    res = _bids([str(root), "--jobs", "2", "-q"])
+    assert res.returncode == 1, res.stderr
+    lines = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.startswith("sub-")}
+    assert len(lines) == 8
+    for prefix, line in lines.items():
+        expected = "failed" if prefix == "sub-04_ses-2" else "skipped" if prefix in first else "done"
+        assert line.split()[1] == expected, line
+    assert "truncated" in lines["sub-04_ses-2"]
+    log = out / "sub-04" / "ses-2" / "anat" / "sub-04_ses-2_error.log"
+    assert "truncated" in log.read_text() and "Traceback" in log.read_text()
+    assert len(_marks(out)) == 7 and not list(out.rglob("*.tmp-*"))
+    for prefix in lines:
+        sub, ses = prefix.split("_")
+        chi = out / sub / ses / "anat" / f"{prefix}_Chimap.nii.gz"
+        assert chi.exists() == (prefix != "sub-04_ses-2")
+        if chi.exists():
+            side = json.loads(chi.with_name(f"{prefix}_Chimap.json").read_text())
+            assert side["Units"] == "ppm" and side["Methods"]["inversion"] and "Parameters" in side
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "qsmflow"
+
+    # a third run has nothing left to do but the broken run
+    res = _bids([str(root), "--dry-run"])
+    assert res.returncode == 0 and res.stdout.count("would be skipped") == 7
+
+
+def _maps(out):
+    return {p.relative_to(out): np.asarray(nib.load(str(p)).dataobj) for p in sorted(out.rglob("*.nii.gz"))}
+
+
+def test_local_cluster_gives_the_local_outputs(dataset, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    runs, _ = batch.discover(dataset, participants=["01", "02"], sessions=["1"])
+    local = batch.BatchConfig(out_root=str(tmp_path / "local"))
+    assert [s.status for s in batch.run_batch(runs, local)] == ["done", "done"]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        remote = batch.BatchConfig(out_root=str(tmp_path / "dask"))
+        statuses = batch.run_batch(runs, remote, scheduler=cluster.scheduler_address)
+        assert [s.status for s in statuses] == ["done", "done"], [s.message for s in statuses]
+        again = batch.run_batch(runs, remote, scheduler=cluster.scheduler_address)
+        assert [s.status for s in again] == ["skipped", "skipped"]
+    a, b = _maps(tmp_path / "local"), _maps(tmp_path / "dask")
+    assert a.keys() == b.keys() and len(a) >= 2 * 8
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=str(name))
+
+
+def test_scheduler_unreachable_is_one_line(dataset, tmp_path, capsys, monkeypatch):
+    from qsmflow import cli
+
+    monkeypatch.setattr(batch, "DASK_CONNECT_TIMEOUT_S", 1)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bids", str(dataset), "--out", str(tmp_path / "o"), "--participant-label", "01",
+                  "--session-label", "1", "--scheduler", "tcp://127.0.0.1:9", "-q"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "skipped" not in ln]
+    assert exc.value.code == 1 and len(err) == 1 and "cannot reach the Dask scheduler" in err[0], err
+    assert not (tmp_path / "o").exists()
