@@ -244,7 +244,7 @@ def process_run(spec: RunSpec, config: BatchConfig) -> RunStatus:
         data = io.load_gre(list(spec.magnitude), list(spec.phase), field_strength=config.field_strength,
                            phase_scale=config.phase_scale, b0_direction=config.b0_direction, prefix=spec.prefix)
         if config.slice_axis is not None:
-            data.slice_axis = None if config.slice_axis == "3d" else "ijk".index(config.slice_axis)
+            data.override_slice_axis(config.slice_axis, "--slice-axis")
         result = pipeline.run(data, config.options)
         written = pipeline.write_outputs(result, data, out_dir, force=True, command_line=config.command_line,
                                          extra_provenance={"bids_run": spec.prefix})

@@ -95,8 +95,7 @@ _slice_axis_option = click.option(
 def _set_slice_axis(data, choice: str | None) -> None:
     """Apply --slice-axis over what the sidecars said, and say which geometry the R2* correction assumes."""
     if choice is not None:
-        data.slice_axis = None if choice == "3d" else "ijk".index(choice)
-        data.provenance["slice_axis"], data.provenance["slice_axis_source"] = data.slice_axis, "--slice-axis"
+        data.override_slice_axis(choice, "--slice-axis")
     log.debug("acquisition: %s (%s)", "3D" if data.slice_axis is None else f"2D, slices along {'ijk'[data.slice_axis]}",
               data.provenance.get("slice_axis_source", "default"))
 

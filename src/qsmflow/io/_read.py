@@ -41,6 +41,13 @@ class GreInput:
     def n_echoes(self) -> int:
         return self.magnitude.shape[3]
 
+    def override_slice_axis(self, choice: str, source: str) -> None:
+        """Set the acquisition geometry from an option: ``"i"``/``"j"``/``"k"`` (2D slices) or ``"3d"``."""
+        if choice not in ("i", "j", "k", "3d"):
+            raise ValueError(f"{source} must be i, j, k or 3d, got {choice!r}")
+        self.slice_axis = None if choice == "3d" else "ijk".index(choice)
+        self.provenance["slice_axis"], self.provenance["slice_axis_source"] = self.slice_axis, source
+
     @classmethod
     def from_arrays(cls, magnitude, phase, echo_times, field_strength, *, affine=None, voxel_size=None,
                     b0_direction=None, prefix: str = "qsmflow") -> "GreInput":
