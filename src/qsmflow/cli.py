@@ -523,6 +523,10 @@ def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_dir
 @cli.command("r2star")
 @click.option("--mag", "mag", multiple=True, required=True, metavar="NIFTI",
               help="Magnitude: one 4D file, or one 3D file per echo (repeat the option or use a glob).")
+@click.option("--phase", "phase", multiple=True, metavar="NIFTI",
+              help="Phase of the same echoes, for --mwf (radians, or scanner integers, rescaled).")
+@click.option("--phase-scale", type=float, metavar="FACTOR",
+              help="Force the factor converting stored phase to radians (default: detected, logged).")
 @click.option("--echo-times", metavar="T1,T2,...", help="Echo times in SECONDS (default: EchoTime from the sidecars).")
 @click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask (default: computed from the magnitude).")
 @click.option("--fieldmap", "fieldmap_path", metavar="NIFTI",
@@ -530,25 +534,44 @@ def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_dir
 @click.option("--gradient-correction", is_flag=True,
               help="Divide out the signal lost to macroscopic field gradients: through-slice dephasing of 2D "
                    "data, echoes shifted out of k-space (see --slice-axis; needs --fieldmap).")
+@click.option("--mwf", is_flag=True,
+              help="Also the myelin water fraction (_MWFmap) by a three-pool complex fit: needs --phase and "
+                   "at least 12 closely spaced echoes; smooth, about 9 mm FWHM.")
+@click.option("--mwf-mask", "mwf_mask_path", metavar="NIFTI",
+              help="Where to fit the MWF, e.g. a white-matter mask (default: the brain mask).")
 @_slice_axis_option
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
 @_stage_options(["r2star"])
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @_command
-def r2star_cmd(mag, echo_times, mask_path, fieldmap_path, gradient_correction, slice_axis, out, prefix, r2star,
-               force):
-    """R2* (1/s), T2* (s), S0 and the fit residual from multi-echo magnitude into OUT."""
+def r2star_cmd(mag, phase, phase_scale, echo_times, mask_path, fieldmap_path, gradient_correction, mwf,
+               mwf_mask_path, slice_axis, out, prefix, r2star, force):
+    """R2* (1/s), T2* (s), S0 and the fit residual from multi-echo magnitude into OUT; with
+    --mwf --phase, the myelin water fraction too."""
     from . import io, pipeline
 
-    data = io.load_magnitude(_expand(mag, "--mag"), echo_times=_floats(echo_times, "--echo-times"), prefix=prefix)
+    if mwf and not phase:
+        raise ValueError("--mwf fits the complex signal; give the phase of the same echoes with --phase")
+    if phase and not mwf:
+        raise ValueError("--phase is only used by --mwf; add --mwf or leave out --phase")
+    if mwf_mask_path and not mwf:
+        raise ValueError("--mwf-mask is only used by --mwf; add --mwf or leave out --mwf-mask")
+    if gradient_correction and not fieldmap_path:
+        raise ValueError("--gradient-correction needs --fieldmap (a field map in Hz, e.g. from qsmflow fieldmap)")
+    te = _floats(echo_times, "--echo-times")
+    if phase:
+        data = io.load_gre(_expand(mag, "--mag"), _expand(phase, "--phase"), echo_times=te, phase_scale=phase_scale,
+                           prefix=prefix, require_field_strength=False)
+    else:
+        data = io.load_magnitude(_expand(mag, "--mag"), echo_times=te, prefix=prefix)
     if data.echo_times is None:
         raise ValueError("the echo times are unknown (no EchoTime in the sidecars); pass --echo-times in seconds")
     _set_slice_axis(data, slice_axis)
-    if gradient_correction and not fieldmap_path:
-        raise ValueError("--gradient-correction needs --fieldmap (a field map in Hz, e.g. from qsmflow fieldmap)")
     shape = data.magnitude.shape[:3]
     mask = io.load_volume(mask_path, name="--mask", shape=shape, affine=data.affine) > 0.5 if mask_path else None
+    mwf_mask = io.load_volume(mwf_mask_path, name="--mwf-mask", shape=shape, affine=data.affine) > 0.5 \
+        if mwf_mask_path else None
     field = None
     if fieldmap_path:
         field = io.load_volume(fieldmap_path, name="--fieldmap", shape=shape, affine=data.affine)
@@ -558,9 +581,9 @@ def r2star_cmd(mag, echo_times, mask_path, fieldmap_path, gradient_correction, s
         if not units:
             log.warning("--fieldmap has no Units in its sidecar; taken to be Hz")
     with io.OutputSet(out, force=force) as outset:
-        outset.check(pipeline.output_names(data.prefix, data.n_echoes, "r2star"))
+        outset.check(pipeline.output_names(data.prefix, data.n_echoes, "r2star", mwf=mwf))
     options = pipeline.Options(r2star=r2star, r2star_gradient_correction=gradient_correction)
-    result = pipeline.r2star_run(data, options, mask=mask, field_hz=field)
+    result = pipeline.r2star_run(data, options, mask=mask, field_hz=field, mwf=mwf, mwf_mask=mwf_mask)
     written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv, until="r2star")
     log.info("wrote %d files to %s", len(written), out)
 

@@ -4,6 +4,13 @@ White matter water sits in three pools with distinct decay and frequency: myelin
 (T2* ≈ 10 ms, shifted by the myelin's susceptibility), axonal water (≈ 64 ms) and
 extracellular water (≈ 48 ms). Fitting the complex signal, not only the magnitude,
 uses the pools' frequency differences to tell them apart.
+
+A voxel-by-voxel ten-parameter fit is ill-conditioned: at SNR 200 single voxels come out
+5-10 percentage points off, and on imaged data (a sinc point-spread function mixing
+neighbouring voxels' field offsets) even without noise. The fit here is therefore
+spatially regularised in two steps: the nonlinear parameters (pool T2*s and the myelin
+frequency) are fitted on a smoothed signal and smoothed again as maps; only the pool
+amplitudes (and the voxel's own frequency and phase) are then fitted voxel by voxel.
 """
 
 from __future__ import annotations
@@ -11,106 +18,209 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from scipy import ndimage
 
 from . import _checks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MIN_ECHOES", "three_pool_mwf"]
+__all__ = ["CITATION", "MIN_ECHOES", "three_pool_mwf"]
+
+CITATION = ("Nam Y, Lee J, Hwang D, Kim DH. Improved estimation of myelin water fraction using complex model "
+            "fitting. NeuroImage 2015;116:214-221. doi:10.1016/j.neuroimage.2015.04.081")
 
 #: Fewer echoes cannot separate a 10 ms pool from two ≈ 50 ms pools.
 MIN_ECHOES = 12
+#: Echoes from this TE on (s) carry almost no myelin water (T2* ≤ 25 ms, e^-16/10 ≈ 0.2
+#: of its start) and give each voxel's background frequency and phase.
+LATE_ECHO_TE = 0.016
 
 # parameter order: A_my, A_ax, A_ex, R_my, R_ax, R_ex (1/s), df_my, df_ax (Hz, relative to
 # the extracellular pool), f_bg (Hz), phi0 (rad)
 _N = 10
+_AMPLITUDES = [0, 1, 2]
+_NONLINEAR = [3, 4, 5, 6, 7]
 # bounds (Nam et al. 2015's fitting code): T2*_my 3-25 ms, T2*_ax/ex 25-350 ms,
 # myelin frequency within ±75 Hz, axonal within ±25 Hz of the extracellular pool
 _LO = np.array([0, 0, 0, 1 / 0.025, 1 / 0.350, 1 / 0.350, -75, -25, -np.inf, -np.inf])
 _HI = np.array([np.inf, np.inf, np.inf, 1 / 0.003, 1 / 0.025, 1 / 0.025, 75, 25, np.inf, np.inf])
 _CHUNK = 20000
+_NONLINEAR_ITER = 100
+_AMPLITUDE_ITER = 30
+# normalised-smoothing weight below which a voxel has no fitted neighbour to borrow from
+_MIN_SUPPORT = 1e-3
 
 
-def _model(p, te):
-    """Complex signal (V, E) and its Jacobian (V, E, 10)."""
+def _model(p, te, cols=()):
+    """Complex signal (V, E) and its Jacobian (V, E, len(cols)) for the parameters ``cols``."""
     t = te[None, :]
     phase = np.exp(1j * (2 * np.pi * p[:, 8:9] * t + p[:, 9:10]))
-    pools = [np.exp(-p[:, 3:4] * t + 2j * np.pi * p[:, 6:7] * t),
-             np.exp(-p[:, 4:5] * t + 2j * np.pi * p[:, 7:8] * t),
-             np.exp(-p[:, 5:6] * t)]
-    inner = sum(p[:, i:i + 1] * e for i, e in enumerate(pools))
-    s = inner * phase
-    jac = np.empty(s.shape + (_N,), complex)
-    for i, e in enumerate(pools):
-        jac[..., i] = e * phase
-        jac[..., 3 + i] = -t * p[:, i:i + 1] * e * phase
-    jac[..., 6] = 2j * np.pi * t * p[:, 0:1] * pools[0] * phase
-    jac[..., 7] = 2j * np.pi * t * p[:, 1:2] * pools[1] * phase
-    jac[..., 8] = 2j * np.pi * t * s
-    jac[..., 9] = 1j * s
+    pools = [np.exp((-p[:, 3:4] + 2j * np.pi * p[:, 6:7]) * t) * phase,
+             np.exp((-p[:, 4:5] + 2j * np.pi * p[:, 7:8]) * t) * phase,
+             np.exp(-p[:, 5:6] * t) * phase]
+    s = p[:, 0:1] * pools[0] + p[:, 1:2] * pools[1] + p[:, 2:3] * pools[2]
+    jac = np.empty(s.shape + (len(cols),), complex)
+    for j, col in enumerate(cols):
+        if col < 3:
+            jac[..., j] = pools[col]
+        elif col < 6:
+            jac[..., j] = -t * p[:, col - 3:col - 2] * pools[col - 3]
+        elif col < 8:
+            jac[..., j] = 2j * np.pi * t * p[:, col - 6:col - 5] * pools[col - 6]
+        else:
+            jac[..., j] = (2j * np.pi * t if col == 8 else 1j) * s
     return s, jac
 
 
-def _fit_chunk(y, te, p, max_iter):
-    """Levenberg-Marquardt on the complex residual for a chunk of voxels, within the bounds."""
-    lam = np.full(len(y), 1e-2)
+def _fit(y, te, p, free, max_iter):
+    """Bounded Levenberg-Marquardt on the complex residual over the ``free`` parameters.
 
-    def cost(q):
-        r = _model(q, te)[0] - y
-        return np.sum(r.real ** 2 + r.imag ** 2, axis=1)
+    All voxels at once (in chunks), with batched normal equations; returns the parameters
+    (V, 10) and the final cost (V,).
+    """
+    idx = np.flatnonzero(free)
+    eye = np.eye(idx.size)[None]
+    p_out, c_out = p.copy(), np.empty(len(y))
+    for start in range(0, len(y), _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        yy, q = y[sl], p[sl].copy()
+        lam = np.full(len(yy), 1e-2)
+        s, jac = _model(q, te, idx)
+        r = s - yy
+        c = np.sum(r.real ** 2 + r.imag ** 2, axis=1)
+        for _ in range(max_iter):
+            jr = np.concatenate([jac.real, jac.imag], axis=1)  # (V, 2E, k)
+            rr = np.concatenate([r.real, r.imag], axis=1)
+            a = np.einsum("vei,vej->vij", jr, jr)
+            g = np.einsum("vei,ve->vi", jr, rr)
+            damp = lam[:, None] * np.maximum(np.einsum("vii->vi", a), 1e-12)
+            try:
+                step = np.linalg.solve(a + damp[:, :, None] * eye, -g[..., None])[..., 0]
+            except np.linalg.LinAlgError:
+                break
+            new = q.copy()
+            new[:, idx] = np.clip(q[:, idx] + step, _LO[idx], _HI[idx])
+            s_new, jac_new = _model(new, te, idx)  # the Jacobian is kept for accepted steps
+            r_new = s_new - yy
+            c_new = np.sum(r_new.real ** 2 + r_new.imag ** 2, axis=1)
+            better = c_new < c
+            q = np.where(better[:, None], new, q)
+            r = np.where(better[:, None], r_new, r)
+            jac = np.where(better[:, None, None], jac_new, jac)
+            c = np.where(better, c_new, c)
+            lam = np.where(better, lam * 0.3, lam * 10)
+        p_out[sl], c_out[sl] = q, c
+    return p_out, c_out
 
-    c = cost(p)
-    for _ in range(max_iter):
-        s, jac = _model(p, te)
-        r = s - y
-        jr = np.concatenate([jac.real, jac.imag], axis=1)  # (V, 2E, N)
-        rr = np.concatenate([r.real, r.imag], axis=1)
-        a = np.einsum("vei,vej->vij", jr, jr)
-        g = np.einsum("vei,ve->vi", jr, rr)
-        diag = np.einsum("vii->vi", a)
-        a_d = a + (lam[:, None] * np.maximum(diag, 1e-12))[:, :, None] * np.eye(_N)[None]
-        try:
-            step = np.linalg.solve(a_d, -g[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = np.zeros_like(p)
-        new = np.clip(p + step, _LO, _HI)
-        nc = cost(new)
-        better = nc < c
-        p = np.where(better[:, None], new, p)
-        c = np.where(better, nc, c)
-        lam = np.where(better, lam * 0.3, lam * 10)
-    return p, c
+
+def _start(y, te):
+    """Nam et al.'s starting point on demodulated signal: amplitudes 0.1/0.6/0.3 of the
+    first echo's extrapolated signal, T2* 10/64/48 ms, pool frequencies 0."""
+    s1, s2 = np.abs(y[:, 0]), np.abs(y[:, 1])
+    r = np.clip(np.log(np.maximum(s1, 1e-30) / np.maximum(s2, 1e-30)) / (te[1] - te[0]), 0, 200)
+    a0 = s1 * np.exp(r * te[0])
+    p = np.zeros((len(y), _N))
+    p[:, 0], p[:, 1], p[:, 2] = 0.1 * a0, 0.6 * a0, 0.3 * a0
+    p[:, 3], p[:, 4], p[:, 5] = 1 / 0.010, 1 / 0.064, 1 / 0.048
+    return p
+
+
+def _late_phase(y, te):
+    """Each voxel's frequency (Hz) and phase at TE = 0 (rad) from a |S|²-weighted line
+    through the temporally unwrapped phase of the late echoes."""
+    late = te >= LATE_ECHO_TE
+    if late.sum() < 3:
+        late = np.arange(te.size) >= te.size - max(3, te.size // 3)
+    t, yl = te[late], y[:, late]
+    ph = np.unwrap(np.angle(yl), axis=1)
+    w = np.abs(yl) ** 2 + 1e-30
+    wsum = w.sum(axis=1)
+    tm = (w * t).sum(axis=1) / wsum
+    pm = (w * ph).sum(axis=1) / wsum
+    slope = (w * (t - tm[:, None]) * (ph - pm[:, None])).sum(axis=1) / (w * (t - tm[:, None]) ** 2).sum(axis=1)
+    return slope / (2 * np.pi), pm - slope * tm
+
+
+def _smooth(values, mask, sigma_vox, weights=None):
+    """Normalised Gaussian smoothing of per-voxel ``values`` (V, K) inside ``mask``.
+
+    ``G*(w·v) / G*w`` with ``w`` the mask (times ``weights``): voxels outside the mask
+    (or with weight 0) neither contribute nor dilute. Voxels with no weighted voxel within
+    reach get the weighted median. ``sigma_vox`` 0 returns a copy.
+    """
+    if not np.any(sigma_vox):
+        return values.copy()
+    w = np.zeros(mask.shape)
+    w[mask] = 1.0 if weights is None else weights
+    gauss = dict(sigma=sigma_vox, mode="constant", truncate=3.0)
+    den = np.maximum(ndimage.gaussian_filter(w, **gauss)[mask], 1e-9)
+    out = np.empty_like(values)
+    vol = np.zeros(mask.shape)
+    for k in range(values.shape[1]):
+        parts = [values[:, k].real] + ([values[:, k].imag] if np.iscomplexobj(values) else [])
+        smoothed = []
+        for part in parts:
+            vol[mask] = part
+            smoothed.append(ndimage.gaussian_filter(vol * w, **gauss)[mask] / den)
+        out[:, k] = smoothed[0] if len(smoothed) == 1 else smoothed[0] + 1j * smoothed[1]
+    unsupported = den < _MIN_SUPPORT
+    if unsupported.any():
+        used = w[mask] > 0
+        out[unsupported] = np.median(values[used], axis=0) if used.any() else np.median(values, axis=0)
+    return out
 
 
 def three_pool_mwf(magnitude: np.ndarray, phase: np.ndarray, echo_times, *, mask: np.ndarray,
-                   field_hz: np.ndarray | None = None, max_iter: int = 60) -> dict:
-    """Myelin water fraction by a three-pool complex model fit, all voxels at once.
+                   voxel_size=(1.0, 1.0, 1.0), field_hz: np.ndarray | None = None,
+                   signal_smoothing_mm: float = 4.0, map_smoothing_mm: float = 6.0) -> dict:
+    """Myelin water fraction by a spatially regularised three-pool complex model fit.
 
-    ``S(t) = [A_my e^{-t/T2*_my + i2πΔf_my t} + A_ax e^{-t/T2*_ax + i2πΔf_ax t}
-    + A_ex e^{-t/T2*_ex}] e^{i(2π f_bg t + φ0)}`` fitted by Levenberg-Marquardt
-    (analytic Jacobian, batched normal equations) within Nam et al.'s bounds, from
-    their starting point: amplitudes 0.1/0.6/0.3 of the first echo's extrapolated
-    signal, T2* 10/64/48 ms, pool frequencies equal, ``f_bg`` from ``field_hz`` (or
-    the first two echoes) and ``φ0`` from the first echo.
+    Model (Nam et al. 2015)::
+
+        S(t) = [A_my e^{-R_my t + i2πΔf_my t} + A_ax e^{-R_ax t + i2πΔf_ax t} + A_ex e^{-R_ex t}]
+               · e^{i(2π f_bg t + φ0)}
+
+    fitted within Nam et al.'s bounds, all voxels at once (batched Levenberg-Marquardt
+    with the analytic Jacobian), in five steps:
+
+    1. demodulate each voxel by its own frequency and phase, from a |S|²-weighted line
+       through the unwrapped phase of the echoes at TE ≥ ``LATE_ECHO_TE`` (after removing
+       ``field_hz`` if given);
+    2. smooth the complex signal inside ``mask`` (normalised Gaussian, σ =
+       ``signal_smoothing_mm``);
+    3. fit all parameters but Δf_ax (fixed at 0: with it free the fit is degenerate) to
+       the smoothed signal;
+    4. smooth the maps of R_my, R_ax, R_ex, Δf_my, f_bg and φ0 (σ = ``map_smoothing_mm``),
+       leaving out voxels whose fit ended on a bound;
+    5. per voxel, fit the three amplitudes with f_bg and φ0 to the step-2 signal, the
+       decay rates and Δf_my held at their smoothed values. MWF = A_my / ΣA.
+
+    The price of the regularisation is resolution: the MWF map is blurred to about
+    2.2·``signal_smoothing_mm`` FWHM (≈ 9 mm with the defaults). Both smoothings 0 give
+    the plain voxel-by-voxel fit, exact on noise-free model data but noise-sensitive.
 
     Parameters
     ----------
     magnitude, phase : ndarray (X, Y, Z, E)
         Complex signal as magnitude and phase (rad), ≥ ``MIN_ECHOES`` echoes, finely
-        spaced (e.g. 24 echoes every 2 ms): the myelin pool is gone after ~30 ms.
+        spaced (e.g. 24 echoes every 2 ms, so that the phase can be unwrapped in time).
     echo_times : sequence of float
         Echo times (s).
     mask : ndarray of bool
-        Voxels to fit.
+        Voxels to fit, e.g. white matter or the brain; smoothing never crosses its edge.
+    voxel_size : sequence of 3 float
+        Voxel size (mm), for the smoothing widths.
     field_hz : ndarray (X, Y, Z), optional
-        Total field (Hz) to start ``f_bg`` from.
+        Total field (Hz), removed before step 1 so that fast-varying fields unwrap in time.
+    signal_smoothing_mm, map_smoothing_mm : float
+        Gaussian σ (mm) of steps 2 and 4.
 
     Returns
     -------
     dict of ndarray (float32, 0 outside the mask)
         ``mwf`` (A_my over the sum of amplitudes, 0-1), ``t2star_my``, ``t2star_ax``,
-        ``t2star_ex`` (s), ``df_my``, ``df_ax`` (Hz), ``residual`` (RMS of the complex
-        residual over the RMS signal).
+        ``t2star_ex`` (s), ``df_my`` (Hz, relative to the extracellular pool) and
+        ``residual`` (RMS of the final complex residual over the RMS of the fitted signal).
 
     References
     ----------
@@ -126,34 +236,40 @@ def three_pool_mwf(magnitude: np.ndarray, phase: np.ndarray, echo_times, *, mask
         raise ValueError(f"a three-pool (myelin water) fit needs at least {MIN_ECHOES} echoes, got {te.size}; "
                          "acquire e.g. 24 echoes 2 ms apart")
     mask = _checks.as_mask("mask", mask, mag.shape[:3])
-    y_all = (mag[mask] * np.exp(1j * pha[mask])).astype(np.complex128)
+    vs = _checks.voxel_size(voxel_size)
+    sig_signal = _checks.positive("signal_smoothing_mm", signal_smoothing_mm, allow_zero=True) / vs
+    sig_maps = _checks.positive("map_smoothing_mm", map_smoothing_mm, allow_zero=True) / vs
+    y = (mag[mask] * np.exp(1j * pha[mask])).astype(np.complex128)
     if field_hz is not None:
-        f0_all = _checks.as_volume("field_hz", field_hz, dtype=np.float64)[mask]
-    else:
-        f0_all = np.angle(y_all[:, 1] * np.conj(y_all[:, 0])) / (2 * np.pi * (te[1] - te[0]))
-    out = np.zeros((len(y_all), 8))
-    for start in range(0, len(y_all), _CHUNK):
-        y, f0 = y_all[start:start + _CHUNK], f0_all[start:start + _CHUNK]
-        # amplitude at TE = 0 from the first two echoes' decay
-        s1, s2 = np.abs(y[:, 0]), np.abs(y[:, 1])
-        r = np.clip(np.log(np.maximum(s1, 1e-30) / np.maximum(s2, 1e-30)) / (te[1] - te[0]), 0, 200)
-        a0 = s1 * np.exp(r * te[0])
-        p = np.zeros((len(y), _N))
-        p[:, 0], p[:, 1], p[:, 2] = 0.1 * a0, 0.6 * a0, 0.3 * a0
-        p[:, 3], p[:, 4], p[:, 5] = 1 / 0.010, 1 / 0.064, 1 / 0.048
-        p[:, 8] = f0
-        p[:, 9] = np.angle(y[:, 0] * np.exp(-2j * np.pi * f0 * te[0]))
-        p, c = _fit_chunk(y, te, p, max_iter)
-        total = np.maximum(p[:, 0] + p[:, 1] + p[:, 2], 1e-30)
-        rms = np.sqrt(np.mean(np.abs(y) ** 2, axis=1))
-        out[start:start + len(y)] = np.column_stack([p[:, 0] / total, 1 / p[:, 3], 1 / p[:, 4], 1 / p[:, 5],
-                                                     p[:, 6], p[:, 7], np.sqrt(c / te.size) / rms, total])
-    names = ["mwf", "t2star_my", "t2star_ax", "t2star_ex", "df_my", "df_ax", "residual"]
+        f_known = _checks.as_volume("field_hz", field_hz, dtype=np.float64)[mask]
+        y *= np.exp(-2j * np.pi * f_known[:, None] * te[None])
+    f_late, phi_late = _late_phase(y, te)                                        # step 1
+    y *= np.exp(-1j * (2 * np.pi * f_late[:, None] * te[None] + phi_late[:, None]))
+    ys = _smooth(y, mask, sig_signal)                                            # step 2
+    free = np.ones(_N, bool)
+    free[7] = False
+    # the nonlinear fit on a grid spaced ~σ_maps/1.5: the maps are smoothed by σ_maps after
+    grid = np.zeros(mask.shape, bool)
+    grid[tuple(slice(None, None, max(1, int(round(s / 1.5)))) for s in sig_maps)] = True
+    sel = grid[mask] if grid[mask].any() else np.ones(len(y), bool)
+    p = _start(ys, te)
+    p[sel], _ = _fit(ys[sel], te, p[sel], free, _NONLINEAR_ITER)                   # step 3
+    nonlin = p[:, _NONLINEAR]
+    on_bound = np.any((nonlin <= _LO[_NONLINEAR] + 1e-6) | (nonlin >= _HI[_NONLINEAR] - 1e-6), axis=1)
+    q = p.copy()                                                                 # step 4
+    q[:, 3:] = _smooth(p[:, 3:], mask, sig_maps, weights=(sel & ~on_bound).astype(float))
+    free = np.zeros(_N, bool)                                                    # step 5
+    free[_AMPLITUDES + [8, 9]] = True
+    q, c = _fit(ys, te, q, free, _AMPLITUDE_ITER)
+    total = np.maximum(q[:, 0] + q[:, 1] + q[:, 2], 1e-30)
+    rms = np.maximum(np.sqrt(np.mean(np.abs(ys) ** 2, axis=1)), 1e-30)
+    columns = {"mwf": q[:, 0] / total, "t2star_my": 1 / q[:, 3], "t2star_ax": 1 / q[:, 4],
+               "t2star_ex": 1 / q[:, 5], "df_my": q[:, 6], "residual": np.sqrt(c / te.size) / rms}
     maps = {}
-    for i, name in enumerate(names):
+    for name, values in columns.items():
         vol = np.zeros(mask.shape, np.float32)
-        vol[mask] = out[:, i]
+        vol[mask] = values
         maps[name] = vol
-    log.info("three-pool fit over %d echoes in %d voxels: median MWF %.3f", te.size, int(mask.sum()),
-             float(np.median(out[:, 0])) if len(out) else float("nan"))
+    log.info("three-pool fit over %d echoes in %d voxels (%d ended on a bound): median MWF %.3f", te.size,
+             int(mask.sum()), int(on_bound.sum()), float(np.median(columns["mwf"])) if mask.any() else float("nan"))
     return maps

@@ -22,6 +22,7 @@ from . import (
     kernels,
     masking,
     phaseoffset,
+    mwf as mwf_fit,
     reference,
     relaxometry,
     unwrap,
@@ -102,6 +103,7 @@ class QSMResult:
     r2star_fit: np.ndarray | None = None
     t2star: np.ndarray | None = None
     s0: np.ndarray | None = None
+    mwf: np.ndarray | None = None
     timings: dict = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
     citations: list = field(default_factory=list)
@@ -394,18 +396,27 @@ def _given_or_magnitude_mask(mask, magnitude, voxel_size, finite, **kw):
 
 
 def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None = None,
-               field_hz: np.ndarray | None = None) -> QSMResult:
-    """R2*, T2*, S0 and the fit residual from the magnitude alone (the ``qsmflow r2star`` command).
+               field_hz: np.ndarray | None = None, mwf_mask: np.ndarray | None = None,
+               mwf: bool = False) -> QSMResult:
+    """R2*, T2*, S0 and the fit residual (the ``qsmflow r2star`` command), and the myelin
+    water fraction when ``mwf`` is set.
 
-    ``data`` from :func:`qsmflow.io.load_magnitude` (echo times required); the mask
-    comes from the magnitude unless given; ``field_hz`` (a field map, Hz) is needed for
-    the gradient correction only.
+    ``data`` from :func:`qsmflow.io.load_magnitude` (echo times required), or from
+    :func:`qsmflow.io.load_gre` for the MWF, which fits the complex signal; the mask comes
+    from the magnitude unless given; ``field_hz`` (a field map, Hz) is needed for the
+    gradient correction and helps the MWF fit demodulate; ``mwf_mask`` (default: the
+    brain mask) is where the MWF is fitted, smoothing never crossing its edge.
     """
     opt = options or Options()
     if data.echo_times is None:
         raise ValueError("R2* needs the echo times; give --echo-times (seconds) or sidecars with EchoTime")
     if data.n_echoes < 2:
         raise ValueError("R2* needs at least 2 echoes; a single echo has no decay to fit")
+    if mwf and data.phase is None:
+        raise ValueError("the myelin water fraction fits the complex signal; give the phase (--phase) too")
+    if mwf and data.n_echoes < mwf_fit.MIN_ECHOES:
+        raise ValueError(f"the myelin water fraction needs at least {mwf_fit.MIN_ECHOES} echoes (e.g. 24 echoes "
+                         f"2 ms apart), these data have {data.n_echoes}; leave out --mwf")
     res = QSMResult(mask=np.zeros(data.magnitude.shape[:3], bool))
     timer = functools.partial(_Timer, res.timings)
     with timer("mask"):
@@ -424,6 +435,16 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
                                      "slice_axis": data.slice_axis}}
     res.citations = ([] if source == "given" else list(masking.METHODS["magnitude"].citations)) + list(
         method.citations)
+    if mwf:
+        fit_mask = brain if mwf_mask is None else _checks.as_mask("mwf_mask", mwf_mask, brain.shape) & data.finite
+        with timer("mwf"):
+            maps = mwf_fit.three_pool_mwf(data.magnitude, data.phase, data.echo_times, mask=fit_mask,
+                                          voxel_size=data.voxel_size, field_hz=field_hz)
+        res.mwf = maps["mwf"]
+        res.parameters["methods"]["mwf"] = "three-pool complex fit, spatially regularised"
+        res.parameters["mwf"] = {"mask": "brain" if mwf_mask is None else "given", "echoes": data.n_echoes,
+                                 "field_map_demodulation": field_hz is not None}
+        res.citations.append(mwf_fit.CITATION)
     return res
 
 
@@ -472,6 +493,7 @@ _MAPS = {
     "R2starmap": ("r2star", "1/s", "effective transverse relaxation rate R2*"),
     "T2starmap": ("t2star", "s", "effective transverse relaxation time T2* = 1/R2*"),
     "S0map": ("s0", "arbitrary", "signal extrapolated to TE = 0"),
+    "MWFmap": ("mwf", "", "myelin water fraction (0-1) from a spatially regularised three-pool fit"),
     "R2starfit": ("r2star_fit", "", "RMS residual of the R2* fit over the RMS signal (about 1/SNR where the model holds)"),
     "mask": ("mask", "", "brain mask"),
     "fieldmap": ("total_field_hz", "Hz", "total field offset from the multi-echo fit"),
@@ -488,18 +510,20 @@ _WRITTEN = {
            "csfmask"),
     "bgremove": ("localfield", "localmask"),
     "inversion": ("Chimap", "csfmask"),
-    "r2star": ("R2starmap", "T2starmap", "S0map", "R2starfit", "mask"),
+    "r2star": ("R2starmap", "T2starmap", "S0map", "R2starfit", "MWFmap", "mask"),
     "mask": ("mask",),
     "unwrap": ("mask", "phaseoffset", "unwrapped"),
     "field_fit": ("mask", "fieldmap", "fieldnoise"),
 }
 
 
-def output_names(prefix: str, n_echoes: int, until: str | None = None) -> list[str]:
-    """Every file ``write_outputs`` writes, to check before any work."""
+def output_names(prefix: str, n_echoes: int, until: str | None = None, *, mwf: bool = False) -> list[str]:
+    """Every file ``write_outputs`` writes, to check before any work (``mwf``: the MWF map too)."""
     names = []
     for suffix in _WRITTEN[until]:
         if n_echoes < 2 and _MAPS[suffix][0] in ("r2star", "t2star", "s0", "r2star_fit", "csf_mask"):
+            continue
+        if suffix == "MWFmap" and not mwf:
             continue
         names += [f"{prefix}_{suffix}.nii.gz", f"{prefix}_{suffix}.json"]
     return names + [f"{prefix}_provenance.json", f"{prefix}_citations.txt"]
@@ -528,7 +552,7 @@ def write_outputs(
     n_echoes = getattr(data, "n_echoes", 1)
     written = []
     with OutputSet(out_dir, force=force) as out:
-        out.check(output_names(prefix, n_echoes, until))
+        out.check(output_names(prefix, n_echoes, until, mwf=result.mwf is not None))
         for suffix in _WRITTEN[until]:
             attr, units, desc = _MAPS[suffix]
             arr = getattr(result, attr)

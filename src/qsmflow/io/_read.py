@@ -343,6 +343,7 @@ def load_gre(
     phase_scale: float | None = None,
     b0_direction=None,
     prefix: str | None = None,
+    require_field_strength: bool = True,
 ) -> GreInput:
     """Load, check and convert a multi-echo GRE magnitude/phase acquisition.
 
@@ -361,6 +362,8 @@ def load_gre(
         B0 in voxel axes (overrides the affine).
     prefix : str, optional
         Output prefix (default: from the magnitude file name's BIDS entities).
+    require_field_strength : bool
+        False where B0 is not needed (relaxometry): ``field_strength`` may then be None.
 
     Returns
     -------
@@ -393,7 +396,7 @@ def load_gre(
                          "are they from the same acquisition?")
 
     te, te_src = _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings)
-    b0, b0_src = _resolve_field_strength(field_strength, mag_sc + pha_sc)
+    b0, b0_src = _resolve_field_strength(field_strength, mag_sc + pha_sc, required=require_field_strength)
     slice_axis, slice_src = _slice_axis(mag_sc + pha_sc)
 
     # non-finite voxels
