@@ -1,0 +1,184 @@
+"""The commands that chain the whole pipeline: run, bids, simulate, demo."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ._common import (
+    _command,
+    _floats,
+    _input_options,
+    _load,
+    _options_from,
+    _processing_options,
+    _set_slice_axis,
+    cli,
+    log,
+)
+
+
+@cli.command()
+@_input_options
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask to use (default: computed from the magnitude).")
+@click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
+@_processing_options
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@_command
+def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path, prefix,
+        force, **processing):
+    """Process one subject: χ, R2*, T2*, S0, mask, field maps into OUT.
+
+    \b
+    Example:
+      qsmflow run --mag sub-01_echo-*_part-mag_MEGRE.nii.gz \\
+                  --phase sub-01_echo-*_part-phase_MEGRE.nii.gz -o out/
+    """
+    from .. import io, pipeline
+
+    t0 = time.perf_counter()
+    options = _options_from(phase_sign, processing)
+    data = _load(mag, phase, echo_times, field_strength, phase_scale, b0_direction, prefix)
+    _set_slice_axis(data, processing["slice_axis"])
+    with io.OutputSet(out, force=force) as outset:
+        outset.check(pipeline.output_names(data.prefix, data.n_echoes))
+    mask = None
+    if mask_path:
+        mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
+    result = pipeline.run(data, options, mask=mask)
+    written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv)
+    log.info("wrote %d files to %s in %.1f s", len(written), out, time.perf_counter() - t0)
+    if data.n_echoes < 2:
+        log.warning("single-echo data: no R2*/T2* maps were written")
+
+
+@cli.command("bids")
+@click.argument("bids_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out", type=click.Path(file_okay=False),
+              help="Derivatives folder (default: BIDS_DIR/derivatives/qsmflow).")
+@click.option("--participant-label", multiple=True, metavar="LABEL",
+              help="Only these subjects (01 or sub-01; repeat the option or separate by commas).")
+@click.option("--session-label", multiple=True, metavar="LABEL", help="Only these sessions (1 or ses-1).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs processed at once on this machine (lowered if the memory would not hold them).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Send every run to this Dask scheduler (tcp://host:port) instead; needs qsmflow[dask].")
+@click.option("--dry-run", is_flag=True, help="List what would be processed and skipped, and stop.")
+@click.option("--field-strength", type=float, metavar="TESLA",
+              help="B0 in tesla for runs whose sidecars lack MagneticFieldStrength.")
+@click.option("--phase-scale", type=float, metavar="FACTOR",
+              help="Force the factor converting stored phase to radians (default: detected per run).")
+@click.option("--b0-direction", metavar="X,Y,Z", help="B0 direction in voxel axes (default: each run's affine).")
+@click.option("--phase-sign", type=click.Choice(["1", "-1"]), default="1", show_default=True,
+              help="-1 flips the phase for scanners whose phase runs the other way.")
+@_processing_options
+@click.option("--force", is_flag=True, help="Process complete runs again.")
+@_command
+def bids_cmd(bids_dir, out, participant_label, session_label, jobs, scheduler, dry_run, field_strength, phase_scale,
+             b0_direction, phase_sign, force, **processing):
+    """Every multi-echo GRE run of a BIDS dataset, as BIDS derivatives; resumes where it stopped.
+
+    Finds sub-*/[ses-*/]anat/*_part-{mag,phase}_{MEGRE,GRE,T2starw} series (echo times and B0
+    from their sidecars) and writes each run's maps under OUT/sub-*/[ses-*/]anat/ with the
+    input's entities (sub-01_ses-1_run-1_Chimap.nii.gz, ...). A run whose outputs are complete
+    is skipped; a failed run leaves <prefix>_error.log and the batch goes on. Exit code 1 if any
+    run failed.
+
+    \b
+    Example:
+      qsmflow bids /data/study --jobs 2
+      qsmflow bids /data/study --scheduler tcp://10.0.0.5:8786
+    """
+    from .. import batch
+
+    options = _options_from(phase_sign, processing)
+    out = out or str(Path(bids_dir) / "derivatives" / "qsmflow")
+    runs, skipped = batch.discover(bids_dir, participant_label, session_label)
+    for what, why in skipped:
+        log.warning("skipped %s: %s", what, why)
+    if not runs:
+        raise ValueError(f"no multi-echo GRE runs (part-mag and part-phase {'/'.join(batch.SUFFIXES)}) found in "
+                         f"{bids_dir}")
+    config = batch.BatchConfig(out_root=out, options=options, field_strength=field_strength, phase_scale=phase_scale,
+                               b0_direction=_floats(b0_direction, "--b0-direction", 3),
+                               slice_axis=processing["slice_axis"], force=force, command_line=sys.argv)
+    if dry_run:
+        for spec in runs:
+            state = "complete, would be skipped" if not force and batch.is_complete(out, spec) else "to process"
+            click.echo(f"{spec.subdir}/{spec.prefix} ({spec.suffix}, {len(spec.magnitude)} magnitude file(s)): "
+                       f"{state}")
+        click.echo(f"{len(runs)} run(s) found, {len(skipped)} series skipped; outputs would go to {out}")
+        return
+    t0 = time.perf_counter()
+    described = []
+
+    def on_result(status):
+        if status.status == "done" and not described:  # written with the first outputs, so never alone
+            batch.write_dataset_description(out, bids_dir)
+            described.append(True)
+        bar.update(1, status)
+
+    with click.progressbar(length=len(runs), label="qsmflow bids", file=sys.stderr, hidden=not sys.stderr.isatty(),
+                           item_show_func=lambda st: st and f"{st.prefix} {st.status}") as bar:
+        statuses = batch.run_batch(runs, config, jobs=jobs, scheduler=scheduler, on_result=on_result)
+    width = max(len(st.prefix) for st in statuses)
+    click.echo(f"{'run':<{width}}  status   time s  message")
+    for st in statuses:
+        note = st.message + (f" (see {st.error_log})" if st.error_log else "")
+        click.echo(f"{st.prefix:<{width}}  {st.status:<7}  {st.seconds:6.1f}  {note}".rstrip())
+    counts = {k: sum(st.status == k for st in statuses) for k in ("done", "skipped", "failed")}
+    click.echo(f"{counts['done']} done, {counts['skipped']} skipped (complete), {counts['failed']} failed in "
+               f"{time.perf_counter() - t0:.1f} s; outputs in {out}")
+    if counts["failed"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--matrix", default="160,192,160", show_default=True, metavar="X,Y,Z")
+@click.option("--voxel-size", default="1,1,1", show_default=True, metavar="X,Y,Z", help="mm")
+@click.option("--echo-times", default="0.004,0.010,0.016,0.022,0.028", show_default=True, metavar="T1,...",
+              help="seconds")
+@click.option("--field-strength", type=float, default=3.0, show_default=True, metavar="TESLA")
+@click.option("--b0-direction", metavar="X,Y,Z", help="B0 in voxel axes (default: along z).")
+@click.option("--oblique", type=float, metavar="DEG", help="Tilt the slab by DEG about the x axis.")
+@click.option("--snr", type=float, default=100.0, show_default=True, help="First-echo brain mean / noise sigma.")
+@click.option("--integer-phase", is_flag=True, help="Write phase as int16 -4096..4095 like Siemens.")
+@click.option("--lesions", is_flag=True, help="Add a calcification and a haemorrhage.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@_command
+def simulate(out, matrix, voxel_size, echo_times, field_strength, b0_direction, oblique, snr, integer_phase,
+             lesions, seed, force):
+    """Write a simulated head as a BIDS MEGRE dataset, with its ground truth in derivatives/truth."""
+    if b0_direction and oblique is not None:
+        raise ValueError("give --b0-direction or --oblique, not both")
+    shape = tuple(int(v) for v in _floats(matrix, "--matrix", 3))
+    from .. import io, phantom
+
+    direction = _floats(b0_direction, "--b0-direction", 3) if b0_direction else (
+        phantom.oblique_direction(oblique) if oblique is not None else (0.0, 0.0, 1.0))
+    head = phantom.simulate_head(shape, _floats(voxel_size, "--voxel-size", 3),
+                                 echo_times=_floats(echo_times, "--echo-times"), field_strength=field_strength,
+                                 b0_direction=direction, snr=snr, seed=seed, lesions=lesions)
+    paths = io.write_phantom_dataset(out, head, integer_phase=integer_phase, force=force)
+    log.info("wrote %d files to %s", len(paths), out)
+
+
+@cli.command()
+@click.argument("out", required=False, type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite existing files in OUT.")
+@_command
+def demo(out, force):
+    """Simulate a small head, reconstruct it and print the accuracy.
+
+    With OUT, the simulated dataset and the reconstruction are kept there.
+    """
+    from .. import demo as demo_mod
+
+    report = demo_mod.run_demo(out, force=force)
+    click.echo(report)
