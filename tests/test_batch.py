@@ -107,6 +107,13 @@ def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path):
         if chi.exists():
             side = json.loads(chi.with_name(f"{prefix}_Chimap.json").read_text())
             assert side["Units"] == "ppm" and side["Methods"]["inversion"] and "Parameters" in side
+    # the dataset index links every finished run's QC report and shows the failure with its log
+    index = (out / "index.html").read_text()
+    links = [ln.split('"')[1] for ln in index.split("<a href=")[1:]]
+    reports = [ln for ln in links if ln.endswith("_report.html")]
+    assert len(reports) == 7 and all((out / r).exists() for r in reports)
+    assert "sub-04/ses-2/anat/sub-04_ses-2_error.log" in links
+    assert index.count('class="failed"') == 1 and "truncated" in index
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "qsmflow"
 

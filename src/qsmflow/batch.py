@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from . import __version__, io, pipeline
+from . import __version__, io, pipeline, report
 from .kernels import THREADS_ENV
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class BatchConfig:
     slice_axis: str | None = None  # "i"/"j"/"k"/"3d" overrides the sidecars
     force: bool = False
     threads: int | None = None  # FFT/BLAS threads per job; None: leave as is
+    report: bool = True  # write each run's HTML QC report
     command_line: list = field(default_factory=list)
 
 
@@ -248,6 +249,11 @@ def process_run(spec: RunSpec, config: BatchConfig) -> RunStatus:
         result = pipeline.run(data, config.options)
         written = pipeline.write_outputs(result, data, out_dir, force=True, command_line=config.command_line,
                                          extra_provenance={"bids_run": spec.prefix})
+        if config.report:
+            try:
+                written.append(report.write_report(out_dir, spec.prefix))
+            except Exception as exc:  # the maps are written; a failed report must not fail the run
+                log.warning("%s: the QC report could not be written: %s", spec.prefix, exc)
         seconds = time.perf_counter() - t0
         err_log.unlink(missing_ok=True)
         _atomic_text(_mark_path(config.out_root, spec), json.dumps(

@@ -50,10 +50,18 @@ def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase
     if mask_path:
         mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
     result = pipeline.run(data, options, mask=mask)
+    if data.n_echoes < 2:
+        result.warnings.append("single-echo data: no R2*/T2* maps were written")
+        log.warning(result.warnings[-1])
     written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv)
     log.info("wrote %d files to %s in %.1f s", len(written), out, time.perf_counter() - t0)
-    if data.n_echoes < 2:
-        log.warning("single-echo data: no R2*/T2* maps were written")
+    if not processing["no_report"]:
+        from .. import report
+
+        try:
+            log.info("QC report: %s", report.write_report(out, data.prefix))
+        except Exception as exc:  # the maps are written; a failed report must not hide that
+            log.warning("the QC report could not be written: %s", exc)
 
 
 @cli.command("bids")
@@ -105,7 +113,8 @@ def bids_cmd(bids_dir, out, participant_label, session_label, jobs, scheduler, d
                          f"{bids_dir}")
     config = batch.BatchConfig(out_root=out, options=options, field_strength=field_strength, phase_scale=phase_scale,
                                b0_direction=_floats(b0_direction, "--b0-direction", 3),
-                               slice_axis=processing["slice_axis"], force=force, command_line=sys.argv)
+                               slice_axis=processing["slice_axis"], force=force, command_line=sys.argv,
+                               report=not processing["no_report"])
     if dry_run:
         for spec in runs:
             state = "complete, would be skipped" if not force and batch.is_complete(out, spec) else "to process"
@@ -125,6 +134,11 @@ def bids_cmd(bids_dir, out, participant_label, session_label, jobs, scheduler, d
     with click.progressbar(length=len(runs), label="qsmflow bids", file=sys.stderr, hidden=not sys.stderr.isatty(),
                            item_show_func=lambda st: st and f"{st.prefix} {st.status}") as bar:
         statuses = batch.run_batch(runs, config, jobs=jobs, scheduler=scheduler, on_result=on_result)
+    if not processing["no_report"]:
+        from .. import report
+
+        index = report.write_index(out, [(spec.subdir, st) for spec, st in zip(runs, statuses)])
+        log.info("dataset QC index: %s", index)
     width = max(len(st.prefix) for st in statuses)
     click.echo(f"{'run':<{width}}  status   time s  message")
     for st in statuses:
@@ -182,3 +196,38 @@ def demo(out, force):
 
     report = demo_mod.run_demo(out, force=force)
     click.echo(report)
+
+
+@cli.command("report")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--prefix", help="Only this run (default: every run found under OUT_DIR).")
+@_command
+def report_cmd(out_dir, prefix):
+    """(Re)write the HTML QC report of every run in OUT_DIR (a run's output folder or a bids
+    derivative, searched recursively), and the dataset index of a bids derivative."""
+    import json
+
+    from .. import batch, report
+
+    root = Path(out_dir)
+    if not root.is_dir():
+        raise ValueError(f"{out_dir} is not a folder; give a qsmflow run's output folder or a bids derivative")
+    pattern = f"{prefix}_provenance.json" if prefix else "*_provenance.json"
+    found = sorted(root.rglob(pattern))
+    if not found:
+        raise ValueError(f"no qsmflow outputs ({pattern}) under {out_dir}; run qsmflow run or bids first")
+    runs = []
+    for prov in found:
+        run_prefix = prov.name[: -len("_provenance.json")]
+        path = report.write_report(prov.parent, run_prefix)
+        seconds = sum(json.loads(prov.read_text(encoding="utf-8")).get("timings_s", {}).values())
+        runs.append((prov.parent.relative_to(root).as_posix(), batch.RunStatus(run_prefix, "done", seconds)))
+        click.echo(str(path))
+    if (root / "dataset_description.json").exists() and not prefix:
+        for err in sorted(root.rglob("*_error.log")):
+            run_prefix = err.name[: -len("_error.log")]
+            if not any(st.prefix == run_prefix for _, st in runs):
+                lines = err.read_text(encoding="utf-8", errors="replace").splitlines()
+                msg = next((ln[len("error: "):] for ln in lines if ln.startswith("error: ")), "failed")
+                runs.append((err.parent.relative_to(root).as_posix(), batch.RunStatus(run_prefix, "failed", 0.0, msg)))
+        click.echo(str(report.write_index(root, runs)))

@@ -264,6 +264,7 @@ def _processing_options(func):
                      help="Divide out the signal lost to macroscopic field gradients before the R2* fit: "
                           "through-slice dephasing of 2D data, echoes shifted out of k-space (see --slice-axis)."),
         _slice_axis_option,
+        click.option("--no-report", is_flag=True, help="Do not write the HTML QC report (<prefix>_report.html)."),
     ]
     for opt in reversed(options):
         func = opt(func)

@@ -556,6 +556,23 @@ def load_volume(path, *, name: str = "volume", shape=None, affine=None) -> np.nd
     return data.astype(np.float32)
 
 
+def load_canonical(path, *, volume: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A 3D volume (``volume``-th of a 4D file) in the closest RAS orientation, for display.
+
+    Returns the float32 data and its voxel sizes (mm) along the reoriented axes.
+    """
+    img = _load_image(path)
+    data = _read_data(img, path)
+    if data.ndim == 4:
+        data = data[..., min(volume, data.shape[3] - 1)]
+    if data.ndim != 3:
+        raise ValueError(f"{path} must be a 3D or 4D volume, got shape {data.shape}")
+    ornt = nib.orientations.io_orientation(img.affine)
+    out = nib.orientations.apply_orientation(data, ornt)
+    vs = voxel_size_from_affine(img.affine)[np.argsort(ornt[:, 0])]
+    return np.ascontiguousarray(out, np.float32), vs
+
+
 @dataclass
 class MapInput:
     """A single 3D map (a field map, a mask) with its grid and sidecar."""

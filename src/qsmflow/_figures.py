@@ -1,0 +1,118 @@
+"""Headless figures for the QC report, drawn with Pillow (already installed with scikit-image).
+
+Slices are shown pixel-true: each voxel becomes a block of screen pixels sized by its
+millimetres (nearest neighbour, so no smoothing hides a defect), in the neurological
+convention (the subject's right on the right; see ``three_views``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io as _io
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# colour maps as (position 0-1, RGB) anchors, interpolated linearly
+_MAPS = {
+    "gray": [(0, (0, 0, 0)), (1, (255, 255, 255))],
+    "diverging": [(0, (33, 102, 172)), (0.5, (247, 247, 247)), (1, (178, 24, 43))],
+    "hot": [(0, (0, 0, 0)), (0.4, (190, 30, 0)), (0.75, (255, 200, 0)), (1, (255, 255, 230))],
+}
+_PX_PER_MM = 1.6
+_BG = (255, 255, 255)
+_INK = (30, 30, 30)
+
+
+def _font(size: int = 13):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType sizing
+        return ImageFont.load_default()
+
+
+def colourise(img: np.ndarray, vmin: float, vmax: float, cmap: str = "gray") -> np.ndarray:
+    """(H, W) values → (H, W, 3) uint8 through a colour map, clipped to [vmin, vmax]."""
+    t = np.clip((np.nan_to_num(img) - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+    pos = [a[0] for a in _MAPS[cmap]]
+    return np.stack([np.interp(t, pos, [a[1][c] for a in _MAPS[cmap]]) for c in range(3)], -1).astype(np.uint8)
+
+
+def three_views(vol: np.ndarray, vs, centre, vmin, vmax, cmap="gray", outline=None) -> Image.Image:
+    """Axial, coronal and sagittal slices through ``centre`` of a RAS volume, side by side.
+
+    Neurological convention: the subject's right on the right of the axial and coronal
+    views, anterior up in the axial view and to the right in the sagittal one, superior
+    up. ``outline`` (bool volume) is drawn in red.
+    """
+    tiles = []
+    for axis in (2, 1, 0):
+        sl = [slice(None)] * 3
+        sl[axis] = int(centre[axis])
+        img = vol[tuple(sl)]
+        rgb = colourise(img, vmin, vmax, cmap)
+        if outline is not None:
+            from skimage.segmentation import find_boundaries
+
+            edge = find_boundaries(outline[tuple(sl)], mode="inner")
+            rgb[edge] = (230, 20, 20)
+        inplane = [a for a in range(3) if a != axis]
+        rgb = np.flip(np.swapaxes(rgb, 0, 1), 0)  # rows: second in-plane axis, top = +
+        w = max(1, int(round(rgb.shape[1] * vs[inplane[0]] * _PX_PER_MM)))
+        h = max(1, int(round(rgb.shape[0] * vs[inplane[1]] * _PX_PER_MM)))
+        tiles.append(Image.fromarray(np.ascontiguousarray(rgb)).resize((w, h), Image.NEAREST))
+    gap = 6
+    canvas = Image.new("RGB", (sum(t.width for t in tiles) + gap * 2, max(t.height for t in tiles)), _BG)
+    x = 0
+    for t in tiles:
+        canvas.paste(t, (x, (canvas.height - t.height) // 2))
+        x += t.width + gap
+    return canvas
+
+
+def with_colourbar(img: Image.Image, vmin, vmax, cmap, unit: str) -> Image.Image:
+    """``img`` with a horizontal colour bar and its end labels below."""
+    bar_w, bar_h, pad = min(300, img.width), 12, 4
+    bar = colourise(np.tile(np.linspace(vmin, vmax, bar_w), (bar_h, 1)), vmin, vmax, cmap)
+    canvas = Image.new("RGB", (img.width, img.height + bar_h + 24), _BG)
+    canvas.paste(img, (0, 0))
+    canvas.paste(Image.fromarray(bar), (0, img.height + pad))
+    draw, font = ImageDraw.Draw(canvas), _font()
+    y = img.height + pad + bar_h + 1
+    draw.text((0, y), f"{vmin:g}", fill=_INK, font=font)
+    right = f"{vmax:g} {unit}".strip()
+    draw.text((bar_w - draw.textlength(right, font=font), y), right, fill=_INK, font=font)
+    return canvas
+
+
+def histogram(values: np.ndarray, lo: float, hi: float, unit: str, bins: int = 80) -> Image.Image:
+    """A bar histogram of ``values`` between ``lo`` and ``hi`` with labelled axes."""
+    w, h, left, bottom = 480, 220, 50, 30
+    counts, edges = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi))
+    img = Image.new("RGB", (w, h), _BG)
+    draw, font = ImageDraw.Draw(img), _font(12)
+    plot_w, plot_h = w - left - 10, h - bottom - 10
+    top = counts.max() if counts.size and counts.max() > 0 else 1
+    for i, c in enumerate(counts):
+        x0 = left + plot_w * i / bins
+        x1 = left + plot_w * (i + 1) / bins - 1
+        draw.rectangle([x0, 10 + plot_h * (1 - c / top), max(x0, x1), 10 + plot_h], fill=(70, 110, 170))
+    draw.line([(left, 10 + plot_h), (left + plot_w, 10 + plot_h)], fill=_INK)
+    draw.line([(left, 10), (left, 10 + plot_h)], fill=_INK)
+    raw = (hi - lo) / 5
+    step = min((m * 10 ** np.floor(np.log10(raw)) for m in (1, 2, 5, 10)), key=lambda d: abs(d - raw))
+    for v in np.arange(np.ceil(lo / step) * step, hi + step / 2, step):
+        x = left + plot_w * (v - lo) / (hi - lo)
+        draw.line([(x, 10 + plot_h), (x, 14 + plot_h)], fill=_INK)
+        label = f"{round(v, 10):g}"
+        draw.text((x - draw.textlength(label, font=font) / 2, 16 + plot_h), label, fill=_INK, font=font)
+    draw.text((left + plot_w - draw.textlength(unit, font=font), 0), unit, fill=_INK, font=font)
+    draw.text((2, 10), f"{top}", fill=_INK, font=font)
+    return img
+
+
+def png_data_uri(img: Image.Image) -> str:
+    """The image as a ``data:image/png;base64,...`` URI (the report is one file)."""
+    buf = _io.BytesIO()
+    img.save(buf, format="PNG", optimize=False, compress_level=6)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
