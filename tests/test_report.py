@@ -93,9 +93,16 @@ def test_no_report_and_report_errors(oblique_data, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = _run(["run", "--mag", str(oblique_data / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
                          "--phase", str(oblique_data / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz"), "-o", str(out),
-                         "--no-report", "--bgremove", "vsharp", "-q"], capsys)
+                         "--no-report", "--bgremove", "vsharp", "--swi", "--minip-slab", "12", "-q"], capsys)
     assert code == 0, err
     assert (out / "sub-phantom_Chimap.nii.gz").exists() and not list(out.glob("*report*"))
+    prov = json.loads((out / "sub-phantom_provenance.json").read_text())
+    assert prov["parameters"]["swi"]["minip_slices"] == 3  # 12 mm of 4 mm slices
+    # the report of a run with SWI shows it: two more figures
+    code, _, err = _run(["report", str(out), "-q"], capsys)
+    assert code == 0, err
+    page = (out / "sub-phantom_report.html").read_text(encoding="utf-8")
+    assert _check_pngs(page) == 9 and "minimum-intensity projection" in page
     empty = tmp_path / "empty"
     empty.mkdir()
     for target, word in [(empty, "no qsmflow outputs"), (tmp_path / "missing", "is not a folder")]:

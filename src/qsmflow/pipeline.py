@@ -25,6 +25,7 @@ from . import (
     mwf as mwf_fit,
     reference,
     relaxometry,
+    swi,
     unwrap,
 )
 from .constants import GAMMA_BAR_HZ_PER_T
@@ -69,6 +70,8 @@ class Options:
     reference: str = "csf"
     r2star: str = "loglinear"
     r2star_gradient_correction: bool = False
+    swi: bool = False
+    minip_slab_mm: float = 16.0
     phase_sign: int = 1
     bg_polynomial: int = 0
     stage_options: dict = field(default_factory=dict)
@@ -76,6 +79,7 @@ class Options:
     def __post_init__(self):
         if self.phase_sign not in (1, -1):
             raise ValueError(f"phase_sign must be 1 or -1, got {self.phase_sign}")
+        _checks.positive("minip_slab_mm", self.minip_slab_mm)
         if self.bg_polynomial not in range(5):
             raise ValueError(f"bg_polynomial must be an order from 0 (off) to 4, got {self.bg_polynomial}")
         for stage, methods in STAGES.items():
@@ -104,6 +108,8 @@ class QSMResult:
     t2star: np.ndarray | None = None
     s0: np.ndarray | None = None
     mwf: np.ndarray | None = None
+    swi: np.ndarray | None = None
+    minip: np.ndarray | None = None
     timings: dict = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
     citations: list = field(default_factory=list)
@@ -238,6 +244,9 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     hz_per_ppm = GAMMA_BAR_HZ_PER_T * data.field_strength * 1e-6
     res.parameters["hz_per_ppm"] = hz_per_ppm
     done.append("field_fit")
+    if opt.swi:
+        with timer("swi"):
+            res.swi, res.minip, res.parameters["swi"] = swi_maps(data, res.total_field_hz, brain, opt)
     if until == "field_fit":
         return _finish(res, used, done, mask_source)
 
@@ -270,6 +279,54 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
         res.csf_mask = _uncrop(csf_c, box, shape, bool)
     done += ["inversion", "reference"] + (["r2star"] if r2_c is not None else [])
     return _finish(res, used, done, mask_source)
+
+
+def minip_axis(affine) -> int:
+    """The voxel axis closest to the head's superior-inferior (world z) axis: axial minIP slabs."""
+    cols = np.asarray(affine, float)[:3, :3]
+    return int(np.argmax(np.abs(cols[2]) / np.linalg.norm(cols, axis=0)))
+
+
+def swi_maps(data: GreInput, field_hz: np.ndarray, mask: np.ndarray, opt: Options, *, method: str = "clear",
+             echo: int | None = None):
+    """SWI, its minIP over ``opt.minip_slab_mm`` (axial slabs) and the parameters used.
+
+    ``clear``: the multi-echo variant on the fitted total field (``field_hz``, already in
+    qsmflow's sign, so veins have positive phase); ``homodyne``: Haacke's filter on the
+    phase of echo ``echo`` (0-based; default the middle one), with ``opt.phase_sign``.
+    """
+    if method == "clear":
+        image, _ = swi.clear_swi(data.magnitude, field_hz, data.echo_times, mask=mask, voxel_size=data.voxel_size)
+        params = {"method": "clear", "effective_te_s": float(np.mean(data.echo_times))}
+    elif method == "homodyne":
+        e = data.n_echoes // 2 if echo is None else echo
+        if not 0 <= e < data.n_echoes:
+            raise ValueError(f"--echo must be between 1 and {data.n_echoes}, got {e + 1}")
+        image, _ = swi.homodyne_swi(data.magnitude[..., e], data.phase[..., e], mask=mask,
+                                    voxel_size=data.voxel_size, phase_sign=opt.phase_sign)
+        params = {"method": "homodyne", "echo": e + 1, "filter_mm": swi.HOMODYNE_FILTER_MM}
+    else:
+        raise ValueError(f"SWI method {method!r} is unknown; choose clear or homodyne")
+    axis = minip_axis(data.affine)
+    minip = swi.min_intensity_projection(image, data.voxel_size, slab_mm=opt.minip_slab_mm, axis=axis)
+    params.update({"phase_mask_power": swi.MASK_POWER, "minip_slab_mm": opt.minip_slab_mm, "minip_axis": axis,
+                   "minip_slices": swi.minip_slices(opt.minip_slab_mm, data.voxel_size[axis])})
+    return image, minip, params
+
+
+def swi_run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | None = None,
+            method: str = "clear", echo: int | None = None) -> QSMResult:
+    """SWI and minIP alone (the ``qsmflow swi`` command): ``clear`` runs the chain to the field
+    fit first, ``homodyne`` needs only the mask."""
+    opt = options or Options()
+    if method not in ("clear", "homodyne"):
+        raise ValueError(f"SWI method {method!r} is unknown; choose clear or homodyne")
+    res = run(data, opt, mask=mask, until="field_fit" if method == "clear" else "mask")
+    with _Timer(res.timings, "swi"):
+        res.swi, res.minip, res.parameters["swi"] = swi_maps(data, res.total_field_hz, res.mask, opt,
+                                                             method=method, echo=echo)
+    res.citations += [c for c in swi.CITATIONS[method] if c not in res.citations]
+    return res
 
 
 # "auto" background removal: LBV is the most accurate when voxels are at most this
@@ -369,6 +426,8 @@ def _finish(res: QSMResult, used: dict, done: list, mask_source: str) -> QSMResu
         if stage == "mask" and mask_source == "given":
             continue
         cites.extend(c for c in used[stage].citations if c not in cites)
+    if res.swi is not None:
+        cites.extend(c for c in swi.CITATIONS["clear"] if c not in cites)
     res.citations = cites
     return res
 
@@ -493,6 +552,8 @@ _MAPS = {
     "R2starmap": ("r2star", "1/s", "effective transverse relaxation rate R2*"),
     "T2starmap": ("t2star", "s", "effective transverse relaxation time T2* = 1/R2*"),
     "S0map": ("s0", "arbitrary", "signal extrapolated to TE = 0"),
+    "swi": ("swi", "", "susceptibility-weighted image: magnitude times the phase mask to the 4th power"),
+    "minIP": ("minip", "", "minimum-intensity projection of the SWI over an axial slab (see Parameters)"),
     "MWFmap": ("mwf", "", "myelin water fraction (0-1) from a spatially regularised three-pool fit"),
     "R2starfit": ("r2star_fit", "", "RMS residual of the R2* fit over the RMS signal (about 1/SNR where the model holds)"),
     "mask": ("mask", "", "brain mask"),
@@ -504,10 +565,13 @@ _MAPS = {
     "phaseoffset": ("phase_offset", "rad", "echo-independent phase offset removed before unwrapping"),
     "unwrapped": ("unwrapped_phase", "rad", "unwrapped phase of each echo, phase offset removed"),
 }
+# maps written only when asked for (--mwf, --swi)
+_OPTIONAL = ("MWFmap", "swi", "minIP")
 # which maps each stopping point writes (a whole run leaves out the 4D unwrapped phase)
 _WRITTEN = {
     None: ("Chimap", "R2starmap", "T2starmap", "S0map", "R2starfit", "mask", "fieldmap", "fieldnoise", "localfield", "localmask",
-           "csfmask"),
+           "csfmask", "swi", "minIP"),
+    "swi": ("swi", "minIP", "mask"),
     "bgremove": ("localfield", "localmask"),
     "inversion": ("Chimap", "csfmask"),
     "r2star": ("R2starmap", "T2starmap", "S0map", "R2starfit", "MWFmap", "mask"),
@@ -517,13 +581,14 @@ _WRITTEN = {
 }
 
 
-def output_names(prefix: str, n_echoes: int, until: str | None = None, *, mwf: bool = False) -> list[str]:
-    """Every file ``write_outputs`` writes, to check before any work (``mwf``: the MWF map too)."""
+def output_names(prefix: str, n_echoes: int, until: str | None = None, *, optional=()) -> list[str]:
+    """Every file ``write_outputs`` writes, to check before any work; the maps only some runs
+    make (``_OPTIONAL``) are included when named in ``optional``."""
     names = []
     for suffix in _WRITTEN[until]:
         if n_echoes < 2 and _MAPS[suffix][0] in ("r2star", "t2star", "s0", "r2star_fit", "csf_mask"):
             continue
-        if suffix == "MWFmap" and not mwf:
+        if suffix in _OPTIONAL and suffix not in optional:
             continue
         names += [f"{prefix}_{suffix}.nii.gz", f"{prefix}_{suffix}.json"]
     return names + [f"{prefix}_provenance.json", f"{prefix}_citations.txt"]
@@ -552,7 +617,8 @@ def write_outputs(
     n_echoes = getattr(data, "n_echoes", 1)
     written = []
     with OutputSet(out_dir, force=force) as out:
-        out.check(output_names(prefix, n_echoes, until, mwf=result.mwf is not None))
+        made = [k for k in _OPTIONAL if getattr(result, _MAPS[k][0]) is not None]
+        out.check(output_names(prefix, n_echoes, until, optional=made))
         for suffix in _WRITTEN[until]:
             attr, units, desc = _MAPS[suffix]
             arr = getattr(result, attr)

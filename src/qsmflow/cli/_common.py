@@ -252,6 +252,11 @@ def _stage_command(until, data, options, mask_path, out, force):
     log.info("wrote %d files to %s", len(written), out)
 
 
+_minip_option = click.option(
+    "--minip-slab", type=click.FloatRange(min=0, min_open=True), default=16.0, show_default=True, metavar="MM",
+    help="Thickness of the minIP slab in mm (rounded to an odd number of slices).")
+
+
 def _processing_options(func):
     """The chain's method choices shared by ``run`` and ``bids`` (see :func:`_options_from`)."""
     options = [
@@ -264,6 +269,8 @@ def _processing_options(func):
                      help="Divide out the signal lost to macroscopic field gradients before the R2* fit: "
                           "through-slice dephasing of 2D data, echoes shifted out of k-space (see --slice-axis)."),
         _slice_axis_option,
+        click.option("--swi", is_flag=True, help="Also write SWI and its minimum-intensity projection (_swi, _minIP)."),
+        _minip_option,
         click.option("--no-report", is_flag=True, help="Do not write the HTML QC report (<prefix>_report.html)."),
     ]
     for opt in reversed(options):
@@ -278,5 +285,6 @@ def _options_from(phase_sign, kw: dict):
     return pipeline.Options(phase_offset=kw["phase_offset"], unwrap=kw["unwrap"], field_fit=kw["field_fit"],
                             bgremove=kw["bgremove"], inversion=kw["inversion"], reference=kw["reference"],
                             phase_sign=int(phase_sign), bg_polynomial=kw["bg_polynomial"], r2star=kw["r2star"],
-                            r2star_gradient_correction=kw["r2star_gradient_correction"],
+                            r2star_gradient_correction=kw["r2star_gradient_correction"], swi=kw["swi"],
+                            minip_slab_mm=kw["minip_slab"],
                             stage_options=_regularisation_options(kw["inversion"], kw["regularisation"]))

@@ -13,6 +13,7 @@ from ._common import (
     _in_ppm,
     _input_options,
     _load,
+    _minip_option,
     _regularisation_option,
     _regularisation_options,
     _set_slice_axis,
@@ -202,7 +203,8 @@ def r2star_cmd(mag, phase, phase_scale, echo_times, mask_path, fieldmap_path, gr
         if not units:
             log.warning("--fieldmap has no Units in its sidecar; taken to be Hz")
     with io.OutputSet(out, force=force) as outset:
-        outset.check(pipeline.output_names(data.prefix, data.n_echoes, "r2star", mwf=mwf))
+        outset.check(pipeline.output_names(data.prefix, data.n_echoes, "r2star",
+                                                  optional=["MWFmap"] if mwf else ()))
     options = pipeline.Options(r2star=r2star, r2star_gradient_correction=gradient_correction)
     result = pipeline.r2star_run(data, options, mask=mask, field_hz=field, mwf=mwf, mwf_mask=mwf_mask)
     written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv, until="r2star")
@@ -282,4 +284,35 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
                                  noise_ppm=noise, magnitude=magnitude, phase_scale=phase_scale, r2star=r2star)
     local.provenance.update({"ppm_per_input_unit": scale, "b0_direction": list(map(float, direction))})
     written = pipeline.write_outputs(result, local, out, force=force, command_line=sys.argv, until="inversion")
+    log.info("wrote %d files to %s", len(written), out)
+
+
+@cli.command("swi")
+@_input_options
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask (default: computed from the magnitude).")
+@click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
+@click.option("--swi-method", type=click.Choice(["clear", "homodyne"]), default="clear", show_default=True,
+              help="clear: multi-echo, on the fitted field (CLEAR-SWI style); homodyne: one echo's phase, "
+                   "high-pass filtered (Haacke 2004).")
+@click.option("--echo", type=click.IntRange(min=1), help="Echo for --swi-method homodyne (default: the middle one).")
+@_minip_option
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@_command
+def swi_cmd(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path, prefix,
+            swi_method, echo, minip_slab, force):
+    """SWI and its minimum-intensity projection: <prefix>_swi, _minIP and _mask in OUT."""
+    from .. import io, pipeline
+
+    data = _load(mag, phase, echo_times, field_strength, phase_scale, b0_direction, prefix)
+    if echo is not None and (swi_method != "homodyne" or echo > data.n_echoes):
+        raise ValueError(f"--echo {echo} needs --swi-method homodyne and at most {data.n_echoes} (the echoes given)")
+    with io.OutputSet(out, force=force) as outset:
+        outset.check(pipeline.output_names(data.prefix, data.n_echoes, "swi", optional=["swi", "minIP"]))
+    mask = None
+    if mask_path:
+        mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
+    options = pipeline.Options(phase_sign=int(phase_sign), minip_slab_mm=minip_slab)
+    result = pipeline.swi_run(data, options, mask=mask, method=swi_method, echo=None if echo is None else echo - 1)
+    written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv, until="swi")
     log.info("wrote %d files to %s", len(written), out)
