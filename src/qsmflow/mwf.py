@@ -18,9 +18,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy import ndimage
-
-from . import _checks
+from . import _checks, kernels
 
 log = logging.getLogger(__name__)
 
@@ -141,29 +139,29 @@ def _late_phase(y, te):
     return slope / (2 * np.pi), pm - slope * tm
 
 
-def _smooth(values, mask, sigma_vox, weights=None):
-    """Normalised Gaussian smoothing of per-voxel ``values`` (V, K) inside ``mask``.
+def _smooth(values, mask, sigma_mm, voxel_size, weights=None):
+    """Normalised Gaussian smoothing (:func:`qsmflow.kernels.masked_gaussian`) of per-voxel
+    ``values`` (V, K), real or complex, inside ``mask``, voxels weighted by ``weights``.
 
-    ``G*(w·v) / G*w`` with ``w`` the mask (times ``weights``): voxels outside the mask
-    (or with weight 0) neither contribute nor dilute. Voxels with no weighted voxel within
-    reach get the weighted median. ``sigma_vox`` 0 returns a copy.
+    Voxels with no weighted voxel within reach get the weighted median. ``sigma_mm`` 0
+    returns a copy.
     """
-    if not np.any(sigma_vox):
+    if sigma_mm == 0:
         return values.copy()
     w = np.zeros(mask.shape)
     w[mask] = 1.0 if weights is None else weights
-    gauss = dict(sigma=sigma_vox, mode="constant", truncate=3.0)
-    den = np.maximum(ndimage.gaussian_filter(w, **gauss)[mask], 1e-9)
     out = np.empty_like(values)
     vol = np.zeros(mask.shape)
+    density = None
     for k in range(values.shape[1]):
         parts = [values[:, k].real] + ([values[:, k].imag] if np.iscomplexobj(values) else [])
         smoothed = []
         for part in parts:
             vol[mask] = part
-            smoothed.append(ndimage.gaussian_filter(vol * w, **gauss)[mask] / den)
+            sm, density = kernels.masked_gaussian(vol, w, sigma_mm, voxel_size)
+            smoothed.append(sm[mask])
         out[:, k] = smoothed[0] if len(smoothed) == 1 else smoothed[0] + 1j * smoothed[1]
-    unsupported = den < _MIN_SUPPORT
+    unsupported = density[mask] < _MIN_SUPPORT
     if unsupported.any():
         used = w[mask] > 0
         out[unsupported] = np.median(values[used], axis=0) if used.any() else np.median(values, axis=0)
@@ -237,27 +235,27 @@ def three_pool_mwf(magnitude: np.ndarray, phase: np.ndarray, echo_times, *, mask
                          "acquire e.g. 24 echoes 2 ms apart")
     mask = _checks.as_mask("mask", mask, mag.shape[:3])
     vs = _checks.voxel_size(voxel_size)
-    sig_signal = _checks.positive("signal_smoothing_mm", signal_smoothing_mm, allow_zero=True) / vs
-    sig_maps = _checks.positive("map_smoothing_mm", map_smoothing_mm, allow_zero=True) / vs
+    sig_signal = _checks.positive("signal_smoothing_mm", signal_smoothing_mm, allow_zero=True)
+    sig_maps = _checks.positive("map_smoothing_mm", map_smoothing_mm, allow_zero=True)
     y = (mag[mask] * np.exp(1j * pha[mask])).astype(np.complex128)
     if field_hz is not None:
         f_known = _checks.as_volume("field_hz", field_hz, dtype=np.float64)[mask]
         y *= np.exp(-2j * np.pi * f_known[:, None] * te[None])
     f_late, phi_late = _late_phase(y, te)                                        # step 1
     y *= np.exp(-1j * (2 * np.pi * f_late[:, None] * te[None] + phi_late[:, None]))
-    ys = _smooth(y, mask, sig_signal)                                            # step 2
+    ys = _smooth(y, mask, sig_signal, vs)                                            # step 2
     free = np.ones(_N, bool)
     free[7] = False
     # the nonlinear fit on a grid spaced ~σ_maps/1.5: the maps are smoothed by σ_maps after
     grid = np.zeros(mask.shape, bool)
-    grid[tuple(slice(None, None, max(1, int(round(s / 1.5)))) for s in sig_maps)] = True
+    grid[tuple(slice(None, None, max(1, int(round(sig_maps / d / 1.5)))) for d in vs)] = True
     sel = grid[mask] if grid[mask].any() else np.ones(len(y), bool)
     p = _start(ys, te)
     p[sel], _ = _fit(ys[sel], te, p[sel], free, _NONLINEAR_ITER)                   # step 3
     nonlin = p[:, _NONLINEAR]
     on_bound = np.any((nonlin <= _LO[_NONLINEAR] + 1e-6) | (nonlin >= _HI[_NONLINEAR] - 1e-6), axis=1)
     q = p.copy()                                                                 # step 4
-    q[:, 3:] = _smooth(p[:, 3:], mask, sig_maps, weights=(sel & ~on_bound).astype(float))
+    q[:, 3:] = _smooth(p[:, 3:], mask, sig_maps, vs, weights=(sel & ~on_bound).astype(float))
     free = np.zeros(_N, bool)                                                    # step 5
     free[_AMPLITUDES + [8, 9]] = True
     q, c = _fit(ys, te, q, free, _AMPLITUDE_ITER)

@@ -190,12 +190,7 @@ def clear_swi(magnitude, field_hz, echo_times, *, mask=None, voxel_size, sigma_m
         raise ValueError(f"effective_te must be in seconds, got {te_eff:g}: divide by 1000 ({te_eff / 1000:g})")
     inside = np.ones(field.shape, bool) if mask is None else _checks.as_mask("mask", mask, field.shape)
     combined = np.sqrt(np.sum(np.square(mag, dtype=np.float64), axis=3)).astype(np.float32)
-    shape = kernels.fft_shape(field.shape, [int(np.ceil(3 * sigma / d)) for d in vs])
-    gauss = np.float32(1.0)
-    for k in kernels.kspace_coords(shape, vs):  # transform of a unit-sum Gaussian of σ mm
-        gauss = gauss * np.exp(-2 * (np.pi * sigma * k) ** 2).astype(np.float32)
-    w = inside.astype(np.float32)
-    smooth = _filtered(field * w, shape, gauss) / np.maximum(_filtered(w, shape, gauss), 1e-6)
+    smooth, _ = kernels.masked_gaussian(field, inside, sigma, vs)
     hp = np.where(inside, (2 * np.pi * te_eff) * (field - smooth), 0.0).astype(np.float32)
     swi = (combined * _phase_mask(hp, inside, sign, power)).astype(np.float32)
     log.info("CLEAR-style SWI: %d echoes, high-pass σ %g mm, phase at %.1f ms, mask^%g", te.size, sigma,
