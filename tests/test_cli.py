@@ -184,6 +184,15 @@ def test_demo_small(capsys, monkeypatch):
     assert "chi NRMSE" in out and "R2*" in out
 
 
+def test_demo_with_out_keeps_data_results_and_report(capsys, tmp_path):
+    from qsmflow import demo
+
+    text = demo.run_demo(tmp_path / "d", shape=(40, 48, 40), voxel_size=(4.0, 4.0, 4.0))
+    report = tmp_path / "d" / "qsmflow" / "sub-phantom_report.html"
+    assert report.exists() and str(report) in text
+    assert (tmp_path / "d" / "data" / "sub-phantom" / "anat").is_dir()
+
+
 def test_mask_of_wrong_shape(files, capsys, tmp_path):
     bad = _nii(tmp_path / "mask.nii.gz", np.ones((5, 5, 5)))
     code, _, err = _run(["run", "--mag", files["mag4"], "--phase", files["pha4"], "-o", str(files["out"]),

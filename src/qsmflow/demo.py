@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from . import io, metrics, phantom, pipeline
+from . import report as report_mod
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,12 @@ def run_demo(out=None, *, force: bool = False, shape=DEMO_SHAPE, voxel_size=DEMO
         result = pipeline.run(data)
         if keep:
             pipeline.write_outputs(result, data, root / "qsmflow", force=force)
+            qc = report_mod.write_report(root / "qsmflow", data.prefix)
         report = metrics.format_report(metrics.evaluate(result, head))
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
-    where = f"\nresults in {root / 'qsmflow'}" if keep else ""
+    where = f"\nresults in {root / 'qsmflow'}, QC report {qc}" if keep else ""
     return (f"qsmflow demo: simulated head {'x'.join(map(str, shape))} at {voxel_size[0]:g} mm, "
             f"{len(head.echo_times)} echoes, 3 T, SNR 100\n(errors against the phantom's ground truth; see the README)\n\n{report}\n\n"
             f"total time {time.perf_counter() - t0:.1f} s{where}")
