@@ -1,20 +1,17 @@
-"""The QSM and R2* chain: one function composing the stages, one writing the outputs."""
+"""The QSM and R2* chain: one function composing the stages, the single-stage runs behind the
+stage commands, and (from :mod:`._outputs`) the writing of the outputs."""
 
 from __future__ import annotations
 
 import functools
 import inspect
 import logging
-import platform
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from . import (
-    __version__,
     _checks,
     bgremove,
     fieldmap,
@@ -22,14 +19,15 @@ from . import (
     kernels,
     masking,
     phaseoffset,
-    mwf as mwf_fit,
     reference,
     relaxometry,
     swi,
     unwrap,
 )
+from . import mwf as mwf_fit  # ``mwf`` is r2star_run's flag
+from ._outputs import output_names, write_outputs
 from .constants import GAMMA_BAR_HZ_PER_T
-from .io import GreInput, OutputSet
+from .io import GreInput
 from .registry import choose
 
 log = logging.getLogger(__name__)
@@ -544,113 +542,3 @@ def phasediff_run(data, *, mask: np.ndarray | None = None) -> QSMResult:
         "Jezzard P, Balaban RS. Correction for geometric distortion in echo planar images from B0 field "
         "variations. Magn Reson Med 1995;34:65-73. doi:10.1002/mrm.1910340111"] + list(unwrap.METHODS["romeo"].citations)
     return res
-
-
-# name suffix -> (result attribute, units, description)
-_MAPS = {
-    "Chimap": ("chi", "ppm", "magnetic susceptibility relative to the reference region"),
-    "R2starmap": ("r2star", "1/s", "effective transverse relaxation rate R2*"),
-    "T2starmap": ("t2star", "s", "effective transverse relaxation time T2* = 1/R2*"),
-    "S0map": ("s0", "arbitrary", "signal extrapolated to TE = 0"),
-    "swi": ("swi", "", "susceptibility-weighted image: magnitude times the phase mask to the 4th power"),
-    "minIP": ("minip", "", "minimum-intensity projection of the SWI over an axial slab (see Parameters)"),
-    "MWFmap": ("mwf", "", "myelin water fraction (0-1) from a spatially regularised three-pool fit"),
-    "R2starfit": ("r2star_fit", "", "RMS residual of the R2* fit over the RMS signal (about 1/SNR where the model holds)"),
-    "mask": ("mask", "", "brain mask"),
-    "fieldmap": ("total_field_hz", "Hz", "total field offset from the multi-echo fit"),
-    "fieldnoise": ("field_noise_hz", "Hz", "standard deviation of the field estimate"),
-    "localfield": ("local_field_ppm", "ppm", "local field after background removal"),
-    "localmask": ("eroded_mask", "", "where the local field is defined (the mask after background removal)"),
-    "csfmask": ("csf_mask", "", "CSF found from R2* (the reference region and MEDI+0's uniform region)"),
-    "phaseoffset": ("phase_offset", "rad", "echo-independent phase offset removed before unwrapping"),
-    "unwrapped": ("unwrapped_phase", "rad", "unwrapped phase of each echo, phase offset removed"),
-}
-# maps written only when asked for (--mwf, --swi)
-_OPTIONAL = ("MWFmap", "swi", "minIP")
-# which maps each stopping point writes (a whole run leaves out the 4D unwrapped phase)
-_WRITTEN = {
-    None: ("Chimap", "R2starmap", "T2starmap", "S0map", "R2starfit", "mask", "fieldmap", "fieldnoise", "localfield", "localmask",
-           "csfmask", "swi", "minIP"),
-    "swi": ("swi", "minIP", "mask"),
-    "bgremove": ("localfield", "localmask"),
-    "inversion": ("Chimap", "csfmask"),
-    "r2star": ("R2starmap", "T2starmap", "S0map", "R2starfit", "MWFmap", "mask"),
-    "mask": ("mask",),
-    "unwrap": ("mask", "phaseoffset", "unwrapped"),
-    "field_fit": ("mask", "fieldmap", "fieldnoise"),
-}
-
-
-def output_names(prefix: str, n_echoes: int, until: str | None = None, *, optional=()) -> list[str]:
-    """Every file ``write_outputs`` writes, to check before any work; the maps only some runs
-    make (``_OPTIONAL``) are included when named in ``optional``."""
-    names = []
-    for suffix in _WRITTEN[until]:
-        if n_echoes < 2 and _MAPS[suffix][0] in ("r2star", "t2star", "s0", "r2star_fit", "csf_mask"):
-            continue
-        if suffix in _OPTIONAL and suffix not in optional:
-            continue
-        names += [f"{prefix}_{suffix}.nii.gz", f"{prefix}_{suffix}.json"]
-    return names + [f"{prefix}_provenance.json", f"{prefix}_citations.txt"]
-
-
-def write_outputs(
-    result: QSMResult,
-    data: GreInput,
-    out_dir,
-    *,
-    force: bool = False,
-    command_line: list | None = None,
-    extra_provenance: dict | None = None,
-    until: str | None = None,
-) -> list[Path]:
-    """Write the maps (NIfTI + JSON sidecar), provenance and citations, atomically.
-
-    ``until`` names the stage the run stopped after (see :func:`run`) and selects the
-    maps written.
-    """
-    import nibabel
-    import scipy
-    import skimage
-
-    prefix = data.prefix
-    n_echoes = getattr(data, "n_echoes", 1)
-    written = []
-    with OutputSet(out_dir, force=force) as out:
-        made = [k for k in _OPTIONAL if getattr(result, _MAPS[k][0]) is not None]
-        out.check(output_names(prefix, n_echoes, until, optional=made))
-        for suffix in _WRITTEN[until]:
-            attr, units, desc = _MAPS[suffix]
-            arr = getattr(result, attr)
-            if arr is None:
-                continue
-            written.append(out.nifti(f"{prefix}_{suffix}.nii.gz", arr, data.affine, description=f"qsmflow {suffix}"))
-            sidecar = {"Units": units, "Description": desc, "GeneratedBy": f"qsmflow {__version__}"}
-            if getattr(data, "field_strength", None):
-                sidecar["MagneticFieldStrength"] = float(data.field_strength)
-            if attr not in ("mask", "eroded_mask"):
-                sidecar["Methods"] = result.parameters["methods"]
-                sidecar["Parameters"] = {k: v for k, v in result.parameters.items() if k != "methods"}
-            written.append(out.json(f"{prefix}_{suffix}.json", sidecar))
-        provenance = {
-            "qsmflow_version": __version__,
-            "versions": {
-                "python": platform.python_version(),
-                "numpy": np.__version__,
-                "scipy": scipy.__version__,
-                "nibabel": nibabel.__version__,
-                "scikit-image": skimage.__version__,
-            },
-            "command_line": command_line if command_line is not None else sys.argv,
-            "input": data.provenance,
-            "parameters": result.parameters,
-            "timings_s": result.timings,
-            "warnings": result.warnings,
-        }
-        if extra_provenance:
-            provenance.update(extra_provenance)
-        written.append(out.json(f"{prefix}_provenance.json", provenance))
-        text = "qsmflow " + __version__ + " used these methods; please cite them:\n\n"
-        text += "\n\n".join(f"[{i + 1}] {c}" for i, c in enumerate(result.citations)) + "\n"
-        written.append(out.text(f"{prefix}_citations.txt", text))
-    return written
