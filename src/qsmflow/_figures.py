@@ -20,6 +20,7 @@ _MAPS = {
     "hot": [(0, (0, 0, 0)), (0.4, (190, 30, 0)), (0.75, (255, 200, 0)), (1, (255, 255, 230))],
 }
 _PX_PER_MM = 1.6
+_MIN_TILE_PX = 240
 _BG = (255, 255, 255)
 _INK = (30, 30, 30)
 
@@ -45,6 +46,8 @@ def three_views(vol: np.ndarray, vs, centre, vmin, vmax, cmap="gray", outline=No
     views, anterior up in the axial view and to the right in the sagittal one, superior
     up. ``outline`` (bool volume) is drawn in red.
     """
+    extent_mm = np.asarray(vol.shape) * np.asarray(vs, float)
+    scale = max(_PX_PER_MM, _MIN_TILE_PX / float(extent_mm.max()))  # small crops are enlarged
     tiles = []
     for axis in (2, 1, 0):
         sl = [slice(None)] * 3
@@ -58,8 +61,8 @@ def three_views(vol: np.ndarray, vs, centre, vmin, vmax, cmap="gray", outline=No
             rgb[edge] = (230, 20, 20)
         inplane = [a for a in range(3) if a != axis]
         rgb = np.flip(np.swapaxes(rgb, 0, 1), 0)  # rows: second in-plane axis, top = +
-        w = max(1, int(round(rgb.shape[1] * vs[inplane[0]] * _PX_PER_MM)))
-        h = max(1, int(round(rgb.shape[0] * vs[inplane[1]] * _PX_PER_MM)))
+        w = max(1, int(round(rgb.shape[1] * vs[inplane[0]] * scale)))
+        h = max(1, int(round(rgb.shape[0] * vs[inplane[1]] * scale)))
         tiles.append(Image.fromarray(np.ascontiguousarray(rgb)).resize((w, h), Image.NEAREST))
     gap = 6
     canvas = Image.new("RGB", (sum(t.width for t in tiles) + gap * 2, max(t.height for t in tiles)), _BG)
