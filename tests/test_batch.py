@@ -114,6 +114,12 @@ def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path):
     assert len(reports) == 7 and all((out / r).exists() for r in reports)
     assert "sub-04/ses-2/anat/sub-04_ses-2_error.log" in links
     assert index.count('class="failed"') == 1 and "truncated" in index
+    # qsmflow report rebuilds the reports and the index from the derivative alone
+    (out / "index.html").unlink()
+    res = subprocess.run([sys.executable, "-m", "qsmflow", "report", str(out), "-q"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    index = (out / "index.html").read_text()
+    assert index.count("_report.html") == 7 and index.count('class="failed"') == 1 and "truncated" in index
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "qsmflow"
 
