@@ -224,9 +224,33 @@ def is_complete(out_root, spec: RunSpec) -> bool:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with io.OutputSet(path.parent, force=True) as out:
+        out.text(path.name, text)
+
+
+def recorded_runs(out_root) -> list[tuple[str, RunStatus]]:
+    """The runs a derivative folder holds, from what :func:`process_run` left there.
+
+    A run with a ``_provenance.json`` is done (its time from the completion mark, else
+    the provenance's timings); an ``_error.log`` without outputs is a failure, with the
+    log's error line. Returns (subdir relative to ``out_root``, status) pairs, sorted.
+    """
+    root = Path(out_root)
+    runs = {}
+    for prov in sorted(root.rglob("*_provenance.json")):
+        prefix = prov.name[: -len("_provenance.json")]
+        try:
+            seconds = float(json.loads((prov.parent / f".{prefix}_complete.json").read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            seconds = sum(json.loads(prov.read_text(encoding="utf-8")).get("timings_s", {}).values())
+        runs[prov.parent / prefix] = RunStatus(prefix, "done", seconds)
+    for log_path in sorted(root.rglob("*_error.log")):
+        prefix = log_path.name[: -len("_error.log")]
+        if log_path.parent / prefix not in runs:
+            lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+            msg = next((ln[len("error: "):] for ln in lines if ln.startswith("error: ")), "failed")
+            runs[log_path.parent / prefix] = RunStatus(prefix, "failed", 0.0, msg, str(log_path))
+    return [(key.parent.relative_to(root).as_posix(), st) for key, st in sorted(runs.items())]
 
 
 def process_run(spec: RunSpec, config: BatchConfig) -> RunStatus:

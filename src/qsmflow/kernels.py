@@ -233,19 +233,21 @@ def forward_field(chi: np.ndarray, voxel_size, b0_direction, *, margin=None) -> 
     return np.ascontiguousarray(crop(field, chi.shape), dtype=np.float32)
 
 
-def masked_gaussian(volume: np.ndarray, weight: np.ndarray, sigma_mm: float, voxel_size):
+def masked_gaussian(volume: np.ndarray, weight: np.ndarray, sigma_mm: float, voxel_size, *, density=None):
     """Normalised Gaussian smoothing: ``G*(w·v) / G*w`` and the local weight ``G*w``.
 
     Voxels of weight 0 (outside a mask) neither contribute nor dilute, so the smoothing
     never pulls values across a mask's edge. ``G`` is a unit-sum Gaussian of ``sigma_mm``
     (per axis ``sigma_mm / voxel_size``, truncated at 3σ, zero beyond the volume). Where
-    ``G*w`` is below 1e-6 the first output is 0. Real volumes only.
+    ``G*w`` is below 1e-6 the first output is 0. Real volumes only; pass the ``density``
+    returned by an earlier call with the same weight to smooth several volumes.
     """
     from scipy import ndimage
 
     vs = _checks.voxel_size(voxel_size)
     gauss = dict(sigma=float(sigma_mm) / vs, mode="constant", truncate=3.0)
     w = np.asarray(weight, np.float64)
-    density = ndimage.gaussian_filter(w, **gauss)
+    if density is None:
+        density = ndimage.gaussian_filter(w, **gauss)
     smooth = ndimage.gaussian_filter(np.asarray(volume, np.float64) * w, **gauss)
     return np.where(density > 1e-6, smooth / np.maximum(density, 1e-6), 0.0), density

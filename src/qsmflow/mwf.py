@@ -158,7 +158,7 @@ def _smooth(values, mask, sigma_mm, voxel_size, weights=None):
         smoothed = []
         for part in parts:
             vol[mask] = part
-            sm, density = kernels.masked_gaussian(vol, w, sigma_mm, voxel_size)
+            sm, density = kernels.masked_gaussian(vol, w, sigma_mm, voxel_size, density=density)
             smoothed.append(sm[mask])
         out[:, k] = smoothed[0] if len(smoothed) == 1 else smoothed[0] + 1j * smoothed[1]
     unsupported = density[mask] < _MIN_SUPPORT

@@ -299,7 +299,7 @@ def swi_maps(data: GreInput, field_hz: np.ndarray, mask: np.ndarray, opt: Option
     elif method == "homodyne":
         e = data.n_echoes // 2 if echo is None else echo
         if not 0 <= e < data.n_echoes:
-            raise ValueError(f"--echo must be between 1 and {data.n_echoes}, got {e + 1}")
+            raise ValueError(f"the SWI echo must be between 1 and {data.n_echoes}, got {e + 1}")
         image, _ = swi.homodyne_swi(data.magnitude[..., e], data.phase[..., e], mask=mask,
                                     voxel_size=data.voxel_size, phase_sign=opt.phase_sign)
         params = {"method": "homodyne", "echo": e + 1, "filter_mm": swi.HOMODYNE_FILTER_MM}

@@ -206,29 +206,17 @@ def demo(out, force):
 def report_cmd(out_dir, prefix):
     """(Re)write the HTML QC report of every run in OUT_DIR (a run's output folder or a bids
     derivative, searched recursively), and the dataset index of a bids derivative."""
-    import json
-
     from .. import batch, report
 
     root = Path(out_dir)
     if not root.is_dir():
         raise ValueError(f"{out_dir} is not a folder; give a qsmflow run's output folder or a bids derivative")
-    pattern = f"{prefix}_provenance.json" if prefix else "*_provenance.json"
-    found = sorted(root.rglob(pattern))
-    if not found:
-        raise ValueError(f"no qsmflow outputs ({pattern}) under {out_dir}; run qsmflow run or bids first")
-    runs = []
-    for prov in found:
-        run_prefix = prov.name[: -len("_provenance.json")]
-        path = report.write_report(prov.parent, run_prefix)
-        seconds = sum(json.loads(prov.read_text(encoding="utf-8")).get("timings_s", {}).values())
-        runs.append((prov.parent.relative_to(root).as_posix(), batch.RunStatus(run_prefix, "done", seconds)))
-        click.echo(str(path))
+    runs = batch.recorded_runs(root)
+    done = [(subdir, st) for subdir, st in runs if st.status == "done" and prefix in (None, st.prefix)]
+    if not done:
+        what = f"{prefix}_provenance.json" if prefix else "*_provenance.json"
+        raise ValueError(f"no qsmflow outputs ({what}) under {out_dir}; run qsmflow run or bids first")
+    for subdir, st in done:
+        click.echo(str(report.write_report(root / subdir, st.prefix)))
     if (root / "dataset_description.json").exists() and not prefix:
-        for err in sorted(root.rglob("*_error.log")):
-            run_prefix = err.name[: -len("_error.log")]
-            if not any(st.prefix == run_prefix for _, st in runs):
-                lines = err.read_text(encoding="utf-8", errors="replace").splitlines()
-                msg = next((ln[len("error: "):] for ln in lines if ln.startswith("error: ")), "failed")
-                runs.append((err.parent.relative_to(root).as_posix(), batch.RunStatus(run_prefix, "failed", 0.0, msg)))
         click.echo(str(report.write_index(root, runs)))
