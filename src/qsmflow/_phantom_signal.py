@@ -111,3 +111,51 @@ def affine(shape, vs, b0_dir):
     aff[:3, :3] = rot * vs[None, :]
     aff[:3, 3] = -aff[:3, :3] @ ((np.asarray(shape) - 1) / 2.0)
     return aff
+
+
+# Receive array of the simulated head coil: loops on an ellipsoidal helmet around the head
+# (template mm; ~15 mm off the scalp), covering the cranium and the occiput down to the
+# upper neck, as a 32-channel head coil does. Loop radius as in such arrays (diameters 6-9 cm).
+_HELMET_CENTRE = np.array([0.0, -14.0, 4.0])
+_HELMET_SEMI_AXES = np.array([92.0, 108.0, 94.0])
+_HELMET_LOWEST_MM = -75.0
+_LOOP_RADIUS_MM = 37.0
+
+
+def receive_profile(axes, n_coils, *, fov_centre):
+    """Root-sum-of-squares receive sensitivity of ``n_coils`` loops around the head.
+
+    Each loop's sensitivity falls off with the distance ``d`` from its centre as the
+    on-axis field of a circular loop, ``a³ / (a² + d²)^(3/2)`` (Biot-Savart; radius
+    ``a``); coil-combined magnitude carries the root-sum-of-squares of the channels
+    (Roemer et al. 1990): bright under the coils, about half as bright in the centre of
+    the brain, and falling off below the coil (neck). ``axes`` are physical mm from the
+    FOV centre, ``fov_centre`` the template position of the FOV centre. Returns float32
+    with maximum 1.
+
+    References
+    ----------
+    Roemer PB, Edelstein WA, Hayes CE, Souza SP, Mueller OM. The NMR phased array. Magn
+    Reson Med 1990;16:192-225. doi:10.1002/mrm.1910160203
+    """
+    # Fibonacci points on the unit sphere, kept above the helmet's lower edge
+    n_try = 4 * n_coils
+    pts = []
+    k = np.arange(n_try) + 0.5
+    polar, azim = np.arccos(1 - 2 * k / n_try), np.pi * (1 + 5**0.5) * k
+    unit = np.stack([np.sin(polar) * np.cos(azim), np.sin(polar) * np.sin(azim), np.cos(polar)], 1)
+    centres = _HELMET_CENTRE + unit * _HELMET_SEMI_AXES
+    centres = centres[centres[:, 2] >= _HELMET_LOWEST_MM]
+    # take n_coils of them spread evenly over the helmet
+    idx = np.round(np.linspace(0, len(centres) - 1, n_coils)).astype(int)
+    pts = centres[idx] - np.asarray(fov_centre, float)
+    g = [np.asarray(a, F32) for a in axes]
+    a2 = F32(_LOOP_RADIUS_MM**2)
+    total = np.zeros(tuple(x.size for x in g), F32)
+    for c in pts:
+        d2 = ((g[0] - F32(c[0])) ** 2)[:, None, None] + ((g[1] - F32(c[1])) ** 2)[None, :, None] \
+            + ((g[2] - F32(c[2])) ** 2)[None, None, :]
+        s = (a2 / (a2 + d2)) ** F32(1.5)
+        total += s * s
+    prof = np.sqrt(total)
+    return prof / prof.max()

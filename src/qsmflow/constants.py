@@ -35,12 +35,6 @@ T2STAR_CAP_S = 0.5
 # beyond what the first echo interval can resolve.
 R2STAR_CAP_PER_S = 1000.0
 
-# R2* (1/s at 3 T, scaled linearly with B0) above which a region on the brain's
-# surface is taken for a large vein (dural sinus, cortical vein) and left out of the
-# brain mask. Venous blood at 3 T is 40-50/s; the globus pallidus, the most
-# iron-rich grey matter, peaks near 35-40/s but never touches the brain's surface.
-VESSEL_R2STAR_PER_S_AT_3T = 40.0
-
 # TKD truncation threshold on |D| (D in [-2/3, 1/3]); QSM.jl's default. Lower keeps more
 # of the cone at the price of streaks; the bias correction divides out the scaling.
 TKD_THRESHOLD = 0.15

@@ -1,4 +1,5 @@
-"""Brain masks from the GRE magnitude, and mask erosion helpers."""
+"""Brain masks from the GRE magnitude (a deformable surface for whole heads, a threshold for
+crops), the plausibility check of their volume, and mask erosion helpers."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from . import _checks
-from .constants import VESSEL_R2STAR_PER_S_AT_3T
+from . import bet
 from .registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "dilate", "erode", "magnitude_mask"]
+__all__ = ["METHODS", "bet_brain_mask", "dilate", "erode", "magnitude_mask"]
 
 # Gaussian smoothing (mm) of the combined magnitude before thresholding: enough to
 # tame noise, little enough that a 4-6 mm dark skull stays dark at 2 mm voxels.
@@ -24,6 +25,9 @@ _DARK_FRACTION = 0.1
 # Whole-head images hold 20-60 % background; below this fraction the field of view is
 # taken to lie inside the head (a crop) and no skull stripping is attempted.
 _MIN_BACKGROUND = 0.05
+# Intracranial volume of adults, brain with CSF and veins (mL): 1.1-1.7 L typical; outside
+# this range a whole-head mask has taken in non-brain (eyes, neck) or lost brain.
+MASK_VOLUME_ML = (900.0, 1900.0)
 
 
 def erode(mask: np.ndarray, radius_mm: float, voxel_size) -> np.ndarray:
@@ -56,19 +60,45 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return lab == np.argmax(sizes)
 
 
-def _vessel_exclusion(magnitude, echo_times, field_strength, mask, vs) -> np.ndarray:
-    """Large veins on the brain's surface (dural sinuses, cortical veins): voxels with a
-    high R2* in components that reach the mask's outer 3 mm, grown by 1 mm."""
-    from .relaxometry import loglinear_r2star
+def _combined(magnitude, valid):
+    """Root-sum-of-squares over echoes (0 outside ``valid``) and the checked ``valid`` mask."""
+    mag = np.asarray(magnitude, dtype=np.float32)
+    if mag.ndim == 3:
+        mag = mag[..., None]
+    _checks.as_volume("magnitude", mag, ndim=4)
+    img = np.sqrt(np.sum(mag * mag, axis=3))
+    valid = np.ones(img.shape, bool) if valid is None else _checks.as_mask("valid", valid, img.shape)
+    return np.where(valid, img, 0).astype(np.float32), valid
 
-    r2, _ = loglinear_r2star(magnitude, echo_times, mask=mask)
-    tau = VESSEL_R2STAR_PER_S_AT_3T * field_strength / 3.0
-    high = (r2 > tau) & mask
-    rim = mask & ~erode(mask, 3.0, vs)
-    lab, _ = ndimage.label(high)
-    touching = np.unique(lab[rim & high])
-    vessels = np.isin(lab, touching[touching > 0])
-    return dilate(vessels, 1.0, vs) & mask
+
+def _crop_mask(img, valid, vs):
+    """For a field of view inside the head (almost no dark background): every voxel with
+    signal, with a warning; None for whole-head images."""
+    smooth = ndimage.gaussian_filter(img, sigma=_SMOOTH_MM / vs)
+    values = smooth[valid]
+    if values.max() <= 0:
+        raise ValueError("magnitude is zero everywhere: cannot make a mask")
+    dark = np.mean(values < _DARK_FRACTION * np.percentile(values, 99))
+    if dark >= _MIN_BACKGROUND:
+        return None
+    log.warning("the magnitude has almost no background (%.1f%% dark voxels): the field of view looks like "
+                "a crop inside the head, so every voxel with signal is used as the mask; pass --mask to "
+                "choose one", 100 * dark)
+    return _largest_component(valid & (img > 0))
+
+
+def check_volume(mask: np.ndarray, voxel_size) -> None:
+    """Warn when a whole-head brain mask's volume is outside :data:`MASK_VOLUME_ML`."""
+    ml = float(mask.sum() * np.prod(_checks.voxel_size(voxel_size)) / 1000)
+    lo, hi = MASK_VOLUME_ML
+    if ml > hi:
+        log.warning("the brain mask holds %.2f L, more than an adult brain (%.1f-%.1f L): it may take in eyes, "
+                    "muscle or neck, and χ there is meaningless; look at the mask and pass --mask if it is wrong",
+                    ml / 1000, lo / 1000, hi / 1000)
+    elif ml < lo:
+        log.warning("the brain mask holds %.2f L, less than an adult brain (%.1f-%.1f L): fine if the field of "
+                    "view cuts the brain (a slab) or for a child, otherwise brain is missing; look at the mask "
+                    "and pass --mask if it is wrong", ml / 1000, lo / 1000, hi / 1000)
 
 
 def magnitude_mask(
@@ -76,13 +106,10 @@ def magnitude_mask(
     voxel_size,
     *,
     valid: np.ndarray | None = None,
-    echo_times=None,
-    field_strength: float | None = None,
     erode_mm: float = 7.0,
     shrink_mm: float = 1.0,
-    exclude_vessels: bool = True,
 ) -> np.ndarray:
-    """Brain mask from the multi-echo magnitude.
+    """Brain mask by thresholding the multi-echo magnitude.
 
     1. The echoes are combined as root-sum-of-squares, smoothed (σ = 1 mm) and
        thresholded (Otsu) into a head mask.
@@ -91,15 +118,13 @@ def magnitude_mask(
        is dilated back by the same amount within the head mask.
     3. The mask's outer voxel layer is removed, and more up to ``shrink_mm``: those
        voxels are partly bone or dura, whatever the voxel size.
-    4. With three or more echoes, large veins on the brain's surface (dural sinuses,
-       cortical veins) are removed: connected regions whose R2* exceeds
-       ``VESSEL_R2STAR_PER_S_AT_3T`` (scaled with B0) and that reach the mask's outer
-       3 mm. Their strong fields are background for the brain, not local sources.
-       Deep iron-rich nuclei and lesions do not touch the rim and stay.
-    5. The largest component is kept and enclosed holes are filled.
+    4. The largest component is kept and enclosed holes are filled.
 
-    Images with almost no background (< 5 % dark voxels: a crop inside the head) skip
-    steps 1-4: every voxel with signal is kept, with a warning.
+    A threshold follows the receive coil's shading (a multi-channel coil's dark brain
+    centre falls below it) and keeps whatever touches the brain through the skull base;
+    for whole heads :func:`bet_brain_mask` is the default. Images with almost no
+    background (< 5 % dark voxels: a crop inside the head) skip steps 1-3: every voxel
+    with signal is kept, with a warning.
 
     Parameters
     ----------
@@ -109,16 +134,10 @@ def magnitude_mask(
         Voxel size (mm).
     valid : ndarray of bool, optional
         Voxels that may be in the mask (e.g. finite input); default all.
-    echo_times : sequence of float, optional
-        Echo times (s); needed for the vessel step.
-    field_strength : float, optional
-        B0 (T), scales the vessel R2* threshold; needed for the vessel step.
     erode_mm : float
         Erosion radius (mm) that separates brain from scalp and face.
     shrink_mm : float
         Final erosion (mm) away from the skull, at least one voxel (0: none).
-    exclude_vessels : bool
-        Remove large surface veins (step 4).
 
     Returns
     -------
@@ -133,26 +152,15 @@ def magnitude_mask(
     Smith SM. Fast robust automated brain extraction. Hum Brain Mapp 2002;17:143-155.
     doi:10.1002/hbm.10062 (the erode / largest component / dilate idea).
     """
-    mag = np.asarray(magnitude, dtype=np.float32)
-    if mag.ndim == 3:
-        mag = mag[..., None]
-    _checks.as_volume("magnitude", mag, ndim=4)
-    img = np.sqrt(np.sum(mag * mag, axis=3))
+    img, valid = _combined(magnitude, valid)
     vs = _checks.voxel_size(voxel_size)
     erode_mm = _checks.positive("erode_mm", erode_mm, allow_zero=True)
     shrink_mm = _checks.positive("shrink_mm", shrink_mm, allow_zero=True)
-    valid = np.ones(img.shape, bool) if valid is None else _checks.as_mask("valid", valid, img.shape)
-    smooth = ndimage.gaussian_filter(np.where(valid, img, 0).astype(np.float32), sigma=_SMOOTH_MM / vs)
-    values = smooth[valid]
-    if values.max() <= 0:
-        raise ValueError("magnitude is zero everywhere: cannot make a mask")
-    dark = np.mean(values < _DARK_FRACTION * np.percentile(values, 99))
-    if dark < _MIN_BACKGROUND:
-        log.warning("the magnitude has almost no background (%.1f%% dark voxels): the field of view looks like "
-                    "a crop inside the head, so every voxel with signal is used as the mask; pass --mask to "
-                    "choose one", 100 * dark)
-        return _largest_component(valid & (img > 0))
-    thr = threshold_otsu(values)
+    crop = _crop_mask(img, valid, vs)
+    if crop is not None:
+        return crop
+    smooth = ndimage.gaussian_filter(img, sigma=_SMOOTH_MM / vs)
+    thr = threshold_otsu(smooth[valid])
     head = (smooth > thr) & valid
     if not head.any():
         raise ValueError("no voxel of the magnitude is above the threshold: cannot make a mask")
@@ -163,27 +171,85 @@ def magnitude_mask(
             brain = dilate(_largest_component(core), erode_mm, vs) & head
         else:
             log.warning("erosion by %.1f mm removed the whole head; using the thresholded head", erode_mm)
-    if shrink_mm > 0:
-        shrunk = ndimage.binary_erosion(brain)  # one voxel, face neighbours
-        if shrink_mm > vs.min():
-            shrunk = erode(shrunk, shrink_mm - vs.min(), vs)
-        brain = shrunk if shrunk.any() else brain
-    if exclude_vessels and (echo_times is None or field_strength is None or mag.shape[3] < 3):
-        log.info("magnitude mask: large surface veins kept (needs three or more echoes, echo times and B0)")
-    elif exclude_vessels:
-        vessels = _vessel_exclusion(mag, echo_times, _checks.field_strength(field_strength), brain, vs)
-        if vessels.any() and (brain & ~vessels).any():
-            brain = brain & ~vessels
-            log.info("magnitude mask: %d voxels of large surface veins removed", int(vessels.sum()))
+    brain = _shrink(brain, shrink_mm, vs)
     brain = ndimage.binary_fill_holes(_largest_component(brain)) & valid
-    log.info("magnitude mask: Otsu threshold %.4g, %d voxels (%.1f mL)", thr, int(brain.sum()),
+    log.info("threshold mask: Otsu threshold %.4g, %d voxels (%.1f mL)", thr, int(brain.sum()),
              brain.sum() * np.prod(vs) / 1000)
+    check_volume(brain, vs)
     return brain
 
 
+def _shrink(mask, shrink_mm, vs):
+    """Remove the outer voxel layer, and more up to ``shrink_mm`` (0: nothing)."""
+    if shrink_mm <= 0:
+        return mask
+    shrunk = ndimage.binary_erosion(mask)  # one voxel, face neighbours
+    if shrink_mm > vs.min():
+        shrunk = erode(shrunk, shrink_mm - vs.min(), vs)
+    return shrunk if shrunk.any() else mask
+
+
+def bet_brain_mask(
+    magnitude: np.ndarray,
+    voxel_size,
+    *,
+    valid: np.ndarray | None = None,
+    fractional_threshold: float = bet.BET_FRACTIONAL_THRESHOLD,
+    shrink_mm: float = 0.0,
+) -> np.ndarray:
+    """Brain mask of a whole-head GRE by a deformable surface (:func:`qsmflow.bet.bet_mask`).
+
+    Keeps brain, cerebellum, brainstem, cortical CSF and every vein and sinus inside the
+    skull; eyes, muscle, face and neck stay out. Images with almost no background (a crop
+    inside the head) get every voxel with signal instead, with a warning. A mask outside
+    0.9-1.9 L is warned about.
+
+    Parameters
+    ----------
+    magnitude : ndarray, (X, Y, Z) or (X, Y, Z, E)
+        Magnitude image(s), combined as root-sum-of-squares.
+    voxel_size : sequence of 3 float
+        Voxel size (mm).
+    valid : ndarray of bool, optional
+        Voxels that may be in the mask (e.g. finite input); default all.
+    fractional_threshold : float
+        BET's ``-f`` (0-1; smaller: larger mask).
+    shrink_mm : float
+        Erosion (mm) of the surface's inside, away from the skull (0: none; otherwise at
+        least one voxel).
+
+    Returns
+    -------
+    ndarray of bool
+        The brain mask.
+
+    References
+    ----------
+    Smith SM. Fast robust automated brain extraction. Hum Brain Mapp 2002;17:143-155.
+    doi:10.1002/hbm.10062
+    """
+    img, valid = _combined(magnitude, valid)
+    vs = _checks.voxel_size(voxel_size)
+    shrink_mm = _checks.positive("shrink_mm", shrink_mm, allow_zero=True)
+    crop = _crop_mask(img, valid, vs)
+    if crop is not None:
+        return crop
+    brain = _shrink(bet.bet_mask(img, vs, valid=valid, fractional_threshold=fractional_threshold), shrink_mm, vs)
+    check_volume(brain, vs)
+    return brain
+
+
+_SMITH_2002 = "Smith SM. Fast robust automated brain extraction. Hum Brain Mapp 2002;17:143-155. doi:10.1002/hbm.10062"
+
 METHODS = {
-    "magnitude": Method(
-        "magnitude",
+    "bet": Method(
+        "bet",
+        bet_brain_mask,
+        "deformable brain surface (BET) on the echo-combined magnitude, receive-coil shading divided out",
+        (_SMITH_2002,),
+    ),
+    "threshold": Method(
+        "threshold",
         magnitude_mask,
         "Otsu threshold of the echo-combined magnitude, erosion, largest component, dilation, hole filling",
         (

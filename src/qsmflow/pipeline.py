@@ -59,7 +59,7 @@ _KERNEL_CITATION = (
 class Options:
     """Which method each stage uses, and keyword options per stage."""
 
-    mask: str = "magnitude"
+    mask: str = "bet"
     phase_offset: str = "mcpc3ds"
     unwrap: str = "romeo"
     field_fit: str = "complex"
@@ -203,8 +203,7 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
             brain = _checks.as_mask("mask", mask, shape) & data.finite
             mask_source = "given"
         else:
-            brain = used["mask"].func(data.magnitude, vs, valid=data.finite, echo_times=te,
-                                      field_strength=data.field_strength, **so.get("mask", {}))
+            brain = used["mask"].func(data.magnitude, vs, valid=data.finite, **so.get("mask", {}))
             mask_source = opt.mask
         if brain.sum() < 27:
             raise ValueError(f"the brain mask holds only {int(brain.sum())} voxels; check the mask or the magnitude")
@@ -445,10 +444,11 @@ def bgremove_run(field_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_directi
     return res
 
 
-def _given_or_magnitude_mask(mask, magnitude, voxel_size, finite, **kw):
-    """(brain mask, source): the given mask within the finite voxels, or one from the magnitude."""
+def _given_or_computed_mask(mask, magnitude, voxel_size, finite, method: str):
+    """(brain mask, source): the given mask within the finite voxels, or one from the magnitude
+    by the mask method ``method``."""
     if mask is None:
-        return masking.magnitude_mask(magnitude, voxel_size, valid=finite, **kw), "magnitude"
+        return choose(masking.METHODS, method, "mask").func(magnitude, voxel_size, valid=finite), method
     return _checks.as_mask("mask", mask, finite.shape) & finite, "given"
 
 
@@ -477,8 +477,7 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
     res = QSMResult(mask=np.zeros(data.magnitude.shape[:3], bool))
     timer = functools.partial(_Timer, res.timings)
     with timer("mask"):
-        brain, source = _given_or_magnitude_mask(mask, data.magnitude, data.voxel_size, data.finite,
-                                                 echo_times=data.echo_times, field_strength=data.field_strength)
+        brain, source = _given_or_computed_mask(mask, data.magnitude, data.voxel_size, data.finite, opt.mask)
     res.mask = brain
     with timer("r2star"):
         sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
@@ -490,7 +489,7 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
     res.parameters = {"methods": {"mask": source, "r2star": method.name},
                       "r2star": {"noise_sigma": sigma, "gradient_correction": opt.r2star_gradient_correction,
                                      "slice_axis": data.slice_axis}}
-    res.citations = ([] if source == "given" else list(masking.METHODS["magnitude"].citations)) + list(
+    res.citations = ([] if source == "given" else list(masking.METHODS[source].citations)) + list(
         method.citations)
     if mwf:
         fit_mask = brain if mwf_mask is None else _checks.as_mask("mwf_mask", mwf_mask, brain.shape) & data.finite
@@ -523,14 +522,14 @@ def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction
     return res
 
 
-def phasediff_run(data, *, mask: np.ndarray | None = None) -> QSMResult:
+def phasediff_run(data, *, mask: np.ndarray | None = None, mask_method: str = "bet") -> QSMResult:
     """B0 map (Hz) from a dual-echo phase-difference acquisition (:class:`qsmflow.io.PhaseDiffInput`).
 
-    The mask comes from the magnitude (no vessel step: one echo) unless given.
+    The mask comes from the magnitude (by ``mask_method``) unless given.
     """
     res = QSMResult(mask=np.zeros(data.phasediff.shape, bool))
     with _Timer(res.timings, "mask"):
-        mask, source = _given_or_magnitude_mask(mask, data.magnitude, data.voxel_size, data.finite)
+        mask, source = _given_or_computed_mask(mask, data.magnitude, data.voxel_size, data.finite, mask_method)
     res.mask = mask
     with _Timer(res.timings, "field_fit"):
         res.total_field_hz = fieldmap.phasediff_fieldmap(data.phasediff, data.magnitude, data.delta_te,
@@ -538,7 +537,7 @@ def phasediff_run(data, *, mask: np.ndarray | None = None) -> QSMResult:
     f = res.total_field_hz[mask]
     log.info("B0 map: %.1f / %.1f / %.1f Hz (min / median / max in the mask)", f.min(), np.median(f), f.max())
     res.parameters = {"methods": {"mask": source, "field_fit": "phasediff"}, "delta_te_s": data.delta_te}
-    res.citations = ([] if source == "given" else list(masking.METHODS["magnitude"].citations)) + [
+    res.citations = ([] if source == "given" else list(masking.METHODS[source].citations)) + [
         "Jezzard P, Balaban RS. Correction for geometric distortion in echo planar images from B0 field "
         "variations. Magn Reson Med 1995;34:65-73. doi:10.1002/mrm.1910340111"] + list(unwrap.METHODS["romeo"].citations)
     return res

@@ -257,9 +257,20 @@ _minip_option = click.option(
     help="Thickness of the minIP slab in mm (rounded to an odd number of slices).")
 
 
+_MASK_METHOD_HELP = ("Brain mask from the magnitude when --mask is not given: bet (deformable surface; whole heads) "
+                     "or threshold (Otsu, erosion, largest component). A crop inside the head gets every voxel with "
+                     "signal either way.")
+
+
+def _mask_method_option(func):
+    return click.option("--mask-method", type=click.Choice(["bet", "threshold"], case_sensitive=False), default="bet",
+                        show_default=True, help=_MASK_METHOD_HELP)(func)
+
+
 def _processing_options(func):
     """The chain's method choices shared by ``run`` and ``bids`` (see :func:`_options_from`)."""
     options = [
+        _mask_method_option,
         _stage_options(["phase_offset", "unwrap", "field_fit", "bgremove", "inversion", "reference"]),
         click.option("--bg-polynomial", type=click.IntRange(0, 4), default=0, show_default=True,
                      help="Also remove a polynomial of this order from the local field (0: off)."),
@@ -282,7 +293,7 @@ def _options_from(phase_sign, kw: dict):
     """pipeline.Options from the keyword arguments of :func:`_processing_options` (slice_axis left in ``kw``)."""
     from .. import pipeline
 
-    return pipeline.Options(phase_offset=kw["phase_offset"], unwrap=kw["unwrap"], field_fit=kw["field_fit"],
+    return pipeline.Options(mask=kw["mask_method"], phase_offset=kw["phase_offset"], unwrap=kw["unwrap"], field_fit=kw["field_fit"],
                             bgremove=kw["bgremove"], inversion=kw["inversion"], reference=kw["reference"],
                             phase_sign=int(phase_sign), bg_polynomial=kw["bg_polynomial"], r2star=kw["r2star"],
                             r2star_gradient_correction=kw["r2star_gradient_correction"], swi=kw["swi"],

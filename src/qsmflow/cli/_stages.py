@@ -13,6 +13,7 @@ from ._common import (
     _in_ppm,
     _input_options,
     _load,
+    _mask_method_option,
     _minip_option,
     _regularisation_option,
     _regularisation_options,
@@ -28,20 +29,17 @@ from ._common import (
 @cli.command("mask")
 @click.option("--mag", "mag", multiple=True, required=True, metavar="NIFTI",
               help="Magnitude: one 4D file, or one 3D file per echo (repeat the option or use a glob).")
-@click.option("--echo-times", metavar="T1,T2,...", help="Echo times in seconds (default: sidecars); with B0 they "
-              "let large surface veins be left out.")
-@click.option("--field-strength", type=float, metavar="TESLA", help="B0 in tesla (default: sidecars).")
+@_mask_method_option
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @_command
-def mask_cmd(mag, echo_times, field_strength, out, prefix, force):
+def mask_cmd(mag, mask_method, out, prefix, force):
     """Brain mask from the magnitude: <prefix>_mask.nii.gz in OUT."""
     from .. import io, pipeline
 
-    data = io.load_magnitude(_expand(mag, "--mag"), echo_times=_floats(echo_times, "--echo-times"),
-                             field_strength=field_strength, prefix=prefix)
-    _stage_command("mask", data, pipeline.Options(), None, out, force)
+    data = io.load_magnitude(_expand(mag, "--mag"), prefix=prefix)
+    _stage_command("mask", data, pipeline.Options(mask=mask_method), None, out, force)
 
 
 @cli.command("unwrap")

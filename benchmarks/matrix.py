@@ -1,0 +1,171 @@
+"""The default chain over a matrix of acquisitions: every default is chosen by the worst row.
+
+Each variant changes one or two things from the reference acquisition — the 1 mm axial head,
+3 T, 5 echoes 4-28 ms, SNR 100 (first-echo brain mean over the noise SD), 32-channel receive
+profile, seed 1 — and runs `qsmflow.pipeline.run` from the magnitude and phase alone (mask,
+field map, background removal, inversion, reference all computed). Printed per variant:
+χ NRMSE and HFEN (%, inside the eroded mask ∩ the true brain), deep-grey slope, local-field
+NRMSE (%), total-field error (%), brain kept (% of the true brain inside the eroded mask),
+mask Dice and share of the mask outside the brain (skull, scalp, eyes, air, sinuses), and the
+chain's runtime (2 cores).
+
+Simulated heads are cached as .npz under ``benchmarks/.cache/`` (about 0.3 GB per 1 mm
+head), so that reruns cost the chain only.
+
+    python benchmarks/matrix.py                          # all variants (~30 min; 60 min uncached)
+    python benchmarks/matrix.py --variants "1 mm axial" "2x2x3 mm, 2 echoes 2.3/4.6 ms, SNR 60"
+    python benchmarks/matrix.py --set bgremove=pdf --set inversion=tv   # other methods
+    python benchmarks/matrix.py --json out.json          # also write the scores
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _bench import table
+from qsmflow import metrics, phantom, pipeline
+from qsmflow.io import GreInput
+
+CACHE = Path(__file__).with_name(".cache")
+FOV_MM = (160.0, 192.0, 160.0)
+REFERENCE = dict(voxel=(1.0, 1.0, 1.0), echo_times=(0.004, 0.010, 0.016, 0.022, 0.028), field_strength=3.0,
+                 snr=100.0, tilt_deg=0.0, orientation="axial", slice_axis=None)
+SAGITTAL, CORONAL = (1, 2, 0), (0, 2, 1)  # simulation axes that become voxel axes i, j, k
+
+VARIANTS = {
+    "1 mm axial": {},
+    "0.7 mm, SNR 50": dict(voxel=(0.7, 0.7, 0.7), snr=50.0),
+    "1x1x2 mm": dict(voxel=(1.0, 1.0, 2.0)),
+    "2 mm": dict(voxel=(2.0, 2.0, 2.0)),
+    "2x2x3 mm": dict(voxel=(2.0, 2.0, 3.0)),
+    "oblique 20°": dict(tilt_deg=20.0),
+    "oblique 35°, 1x1x1.4 mm": dict(tilt_deg=35.0, voxel=(1.0, 1.0, 1.4)),
+    "sagittal slab, 1.2 mm slices": dict(orientation="sagittal", voxel=(1.0, 1.0, 1.2)),
+    "coronal slab, 1.5 mm slices, 15°": dict(orientation="coronal", voxel=(1.0, 1.0, 1.5), tilt_deg=15.0),
+    "2D multi-slice 2x2x3 mm, 6 echoes 5-30 ms": dict(voxel=(2.0, 2.0, 3.0), slice_axis=2,
+                                                       echo_times=(0.005, 0.010, 0.015, 0.020, 0.025, 0.030)),
+    "1.5 T, 6 echoes 5-40 ms": dict(field_strength=1.5, echo_times=(0.005, 0.012, 0.019, 0.026, 0.033, 0.040)),
+    "7 T, 5 echoes 3-19 ms": dict(field_strength=7.0, echo_times=(0.003, 0.007, 0.011, 0.015, 0.019)),
+    "2x2x3 mm, 2 echoes 2.3/4.6 ms, SNR 60": dict(voxel=(2.0, 2.0, 3.0), echo_times=(0.0023, 0.0046), snr=60.0),
+    "8 echoes 5-40 ms": dict(echo_times=tuple(np.round(np.linspace(0.005, 0.040, 8), 4))),
+    "SNR 20": dict(snr=20.0),
+    "SNR 200": dict(snr=200.0),
+}
+
+
+def spec(name: str) -> dict:
+    return {**REFERENCE, **VARIANTS[name]}
+
+
+def _key(s: dict) -> str:
+    """The variant's settings and the phantom's source: a changed phantom is simulated anew."""
+    src = Path(phantom.__file__).parent
+    code = b"".join(p.read_bytes() for p in sorted([*src.glob("_phantom*.py"), *src.glob("_head*.py"),
+                                                    src / "phantom.py", src / "_procedural.py"]))
+    return hashlib.sha1(json.dumps(s, sort_keys=True, default=str).encode() + code).hexdigest()[:12]
+
+
+def simulate(s: dict) -> phantom.HeadPhantom:
+    """The variant's head (from the cache when there)."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"head_{_key(s)}.npz"
+    order = {"axial": None, "sagittal": SAGITTAL, "coronal": CORONAL}[s["orientation"]]
+    # anisotropic voxels and 2D slices are given in the acquisition's voxel axes
+    sim_vs = np.array(s["voxel"], float)
+    sim_slice = s["slice_axis"]
+    if order is not None:
+        sim_vs = sim_vs[np.argsort(order)]
+        sim_slice = None if sim_slice is None else order[sim_slice]
+    if path.exists():
+        with np.load(path, allow_pickle=True) as z:
+            d = {k: z[k] for k in z.files}
+        d["label_names"] = d["label_names"].item()
+        d["mwf"] = None
+        d["slice_axis"] = None if d["slice_axis"].ndim == 0 and d["slice_axis"] == -1 else int(d["slice_axis"])
+        d["field_strength"], d["noise_sigma"] = float(d["field_strength"]), float(d["noise_sigma"])
+        return phantom.HeadPhantom(**d)
+    shape = tuple(int(round(f / v)) for f, v in zip(FOV_MM, sim_vs))
+    b0 = phantom.oblique_direction(s["tilt_deg"]) if s["tilt_deg"] else (0.0, 0.0, 1.0)
+    head = phantom.simulate_head(shape, tuple(sim_vs), echo_times=s["echo_times"], field_strength=s["field_strength"],
+                                 b0_direction=tuple(b0), snr=s["snr"], seed=1, slice_axis=sim_slice)
+    if order is not None:
+        head = phantom.reorient(head, order)
+    d = {k: getattr(head, k) for k in head.__dataclass_fields__ if k != "mwf"}
+    d["slice_axis"] = -1 if head.slice_axis is None else head.slice_axis
+    np.savez(path, **d)
+    return head
+
+
+def run_variant(name: str, options: pipeline.Options) -> dict:
+    s = spec(name)
+    t0 = time.perf_counter()
+    head = simulate(s)
+    t_sim = time.perf_counter() - t0
+    data = GreInput.from_arrays(head.magnitude, head.phase, head.echo_times, head.field_strength,
+                                affine=head.affine, prefix="matrix")
+    data.slice_axis = head.slice_axis
+    t1 = time.perf_counter()
+    result = pipeline.run(data, options)
+    t_run = time.perf_counter() - t1
+    sc = metrics.evaluate(result, head)
+    brain = head.brain_mask
+    sc.update(variant=name, time_s=t_run, sim_s=t_sim, shape=list(head.magnitude.shape),
+              brain_kept=float((result.eroded_mask & brain).sum() / brain.sum()),
+              mask_ml=float(result.mask.sum() * np.prod(head.voxel_size) / 1000),
+              methods=result.parameters.get("methods", {}), warnings=result.warnings)
+    return sc
+
+
+def row(sc: dict) -> list:
+    return [sc["variant"], f"{sc['chi_nrmse']:.1f}", f"{sc['chi_hfen']:.1f}", f"{sc['deep_grey_slope']:.2f}",
+            f"{sc['local_field_nrmse']:.1f}", f"{sc['total_field_error_pct']:.1f}", f"{100 * sc['brain_kept']:.1f}",
+            f"{sc['mask_dice']:.3f}", f"{100 * sc['mask_outside']:.1f}", f"{sc['time_s']:.0f}"]
+
+
+HEADER = ["variant", "χ NRMSE %", "χ HFEN %", "deep-grey slope", "local-field NRMSE %", "total-field err %",
+          "brain kept %", "mask Dice", "mask outside brain %", "time s"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help="subset of: " + "; ".join(VARIANTS))
+    ap.add_argument("--set", action="append", default=[], metavar="STAGE=METHOD",
+                    help="an Options field, e.g. bgremove=pdf (repeatable)")
+    ap.add_argument("--json", help="write the scores to this file")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s")
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}")
+    fields = {}
+    for item in args.set:
+        k, _, v = item.partition("=")
+        fields[k] = int(v) if v.lstrip("-").isdigit() else v
+    options = pipeline.Options(**fields)
+    scores = []
+    for name in args.variants:
+        sc = run_variant(name, options)
+        scores.append(sc)
+        print(" | ".join(row(sc)), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(scores, indent=1, default=str))
+    ref = next((s for s in scores if s["variant"] == "1 mm axial"), None)
+    print()
+    print(table(HEADER, [row(s) for s in scores], f"Benchmark matrix ({', '.join(args.set) or 'defaults'})"))
+    worst = max(scores, key=lambda s: s["chi_nrmse"])
+    slopes = [s["deep_grey_slope"] for s in scores]
+    print(f"\nworst χ NRMSE {worst['chi_nrmse']:.1f} % ({worst['variant']}); deep-grey slopes "
+          f"{min(slopes):.2f}-{max(slopes):.2f}" + (f"; worst / 1 mm axial {worst['chi_nrmse'] / ref['chi_nrmse']:.2f}"
+                                                  if ref else ""))
+
+
+if __name__ == "__main__":
+    main()
