@@ -88,6 +88,8 @@ def simulate(s: dict) -> phantom.HeadPhantom:
             d = {k: z[k] for k in z.files}
         d["label_names"] = d["label_names"].item()
         d["mwf"] = None
+        if "receive_sensitivity" not in d or d["receive_sensitivity"].ndim == 0:
+            d["receive_sensitivity"] = None
         d["slice_axis"] = None if d["slice_axis"].ndim == 0 and d["slice_axis"] == -1 else int(d["slice_axis"])
         d["field_strength"], d["noise_sigma"] = float(d["field_strength"]), float(d["noise_sigma"])
         return phantom.HeadPhantom(**d)
@@ -98,6 +100,8 @@ def simulate(s: dict) -> phantom.HeadPhantom:
     if order is not None:
         head = phantom.reorient(head, order)
     d = {k: getattr(head, k) for k in head.__dataclass_fields__ if k != "mwf"}
+    if d["receive_sensitivity"] is None:
+        d["receive_sensitivity"] = np.array(None)
     d["slice_axis"] = -1 if head.slice_axis is None else head.slice_axis
     np.savez(path, **d)
     return head

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import FIELD_STRENGTH_RANGE_T, MAX_ECHO_TIME_S
+from .constants import FIELD_STRENGTH_RANGE_T, MAX_ECHO_TIME_S, MAX_GRE_ECHO_TIME_S
 
 
 def as_volume(name: str, arr, *, ndim: int = 3, dtype=np.float32) -> np.ndarray:
@@ -90,6 +90,11 @@ def echo_times(te, n_echoes: int | None = None) -> np.ndarray:
         raise ValueError(
             f"echo_times must be in seconds, got {te.tolist()}: these look like milliseconds; "
             f"divide by 1000 (e.g. {', '.join(f'{t / 1000:g}' for t in te)})"
+        )
+    if np.any(te > MAX_GRE_ECHO_TIME_S):
+        raise ValueError(
+            f"echo times {te.tolist()} s are longer than any gradient echo (at most {MAX_GRE_ECHO_TIME_S:g} s): "
+            "check their values and unit (seconds, e.g. 0.004 for 4 ms)"
         )
     if np.any(te <= 0):
         raise ValueError(f"echo_times must be positive (s), got {te.tolist()}")

@@ -7,6 +7,9 @@ GAMMA_BAR_HZ_PER_T = 42.577478e6
 # Echo times are stored in seconds (BIDS EchoTime). No GRE echo lasts a second,
 # so a value above this is almost certainly milliseconds.
 MAX_ECHO_TIME_S = 1.0
+# Gradient echoes end long before this (s): tissue T2* is 10-80 ms at 1.5-7 T and even CSF
+# has lost its signal by 0.2 s; a longer echo time is a wrong value or unit.
+MAX_GRE_ECHO_TIME_S = 0.2
 
 # Clinical and research scanners run from 0.35 T to 11.7 T; 0 or 100 is a typo.
 FIELD_STRENGTH_RANGE_T = (0.05, 21.2)

@@ -204,6 +204,10 @@ class HeadPhantom:
         (X, Y, Z) float32 myelin water fraction (0-1) when simulated with ``myelin_water``.
     slice_axis : int or None
         Slice axis of a simulated 2D multi-slice acquisition; None for 3D.
+    receive_sensitivity : numpy.ndarray or None
+        (X, Y, Z) float32 receive-coil sensitivity the signal was multiplied by (mean 1
+        over the brain); None for a uniform one. The magnitude at TE = 0 is
+        ``m0 * receive_sensitivity``.
     """
 
     magnitude: np.ndarray
@@ -225,6 +229,7 @@ class HeadPhantom:
     label_names: dict
     mwf: np.ndarray | None = None
     slice_axis: int | None = None
+    receive_sensitivity: np.ndarray | None = None
 
 
 # R2* (1/s) below this is taken as field-independent (intrinsic R2 of tissue water and
@@ -272,7 +277,7 @@ def reorient(head: HeadPhantom, order) -> HeadPhantom:
     aff[:, :3] = head.affine[:, list(order)]
     fields = {name: vol(getattr(head, name)) for name in (
         "magnitude", "phase", "chi", "r2star", "m0", "labels", "brain_mask", "total_field_hz", "local_field_ppm",
-        "phase_offset", "mwf")}
+        "phase_offset", "mwf", "receive_sensitivity")}
     return HeadPhantom(
         **fields, echo_times=head.echo_times, field_strength=head.field_strength,
         voxel_size=head.voxel_size[list(order)], b0_direction=head.b0_direction[list(order)], affine=aff,
@@ -533,10 +538,11 @@ def simulate_head(
     del phi0_fine, total, m0, r2s
     logger.info("phantom: %d echoes in %.1f s", len(te), time.perf_counter() - t0)
 
+    profile = None
     if receive_coils:
         profile = receive_profile(out_axes, int(receive_coils), fov_centre=FOV_CENTRE)
-        signal *= (profile / F32(profile[brain_mask].mean()))[None]
-        del profile
+        profile /= F32(profile[brain_mask].mean())
+        signal *= profile[None]
     if np.isinf(snr):
         sigma = 0.0
     else:
@@ -577,6 +583,7 @@ def simulate_head(
         label_names=dict(LABEL_NAMES),
         mwf=truth.get("mwf"),
         slice_axis=slice_axis,
+        receive_sensitivity=profile,
     )
 
 

@@ -21,6 +21,7 @@ from . import (
     phaseoffset,
     reference,
     relaxometry,
+    sanity,
     swi,
     unwrap,
 )
@@ -198,6 +199,10 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     timer = functools.partial(_Timer, res.timings, progress=progress)
     res.parameters = {"stage_options": so, "phase_sign": opt.phase_sign}
 
+    region = sanity.tissue(data.magnitude)
+    sanity.check_echo_order(data.magnitude, te, region)
+    sanity.check_phase_evolves(data.phase, region)
+    del region
     with timer("mask"):
         if mask is not None:
             brain = _checks.as_mask("mask", mask, shape) & data.finite
@@ -238,6 +243,7 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     del unwrapped
     res.total_field_hz = _uncrop(np.where(m, f_hz, 0), box, shape, np.float32)
     res.field_noise_hz = _uncrop(np.where(m, noise_hz, 0), box, shape, np.float32)
+    sanity.check_field_noise(noise_hz, m, data.field_strength, te)
     hz_per_ppm = GAMMA_BAR_HZ_PER_T * data.field_strength * 1e-6
     res.parameters["hz_per_ppm"] = hz_per_ppm
     done.append("field_fit")
@@ -474,6 +480,7 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
     if mwf and data.n_echoes < mwf_fit.MIN_ECHOES:
         raise ValueError(f"the myelin water fraction needs at least {mwf_fit.MIN_ECHOES} echoes (e.g. 24 echoes "
                          f"2 ms apart), these data have {data.n_echoes}; leave out --mwf")
+    sanity.check_echo_order(data.magnitude, data.echo_times, sanity.tissue(data.magnitude))
     res = QSMResult(mask=np.zeros(data.magnitude.shape[:3], bool))
     timer = functools.partial(_Timer, res.timings)
     with timer("mask"):

@@ -263,9 +263,8 @@ def _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings, *, requi
     if echo_times is not None:
         te = _checks.echo_times(echo_times, n_echoes)
         if sc_te is not None and not np.allclose(sc_te, te, rtol=1e-2):
-            msg = f"--echo-times {te.tolist()} differ from the sidecars' EchoTime {sc_te}; using --echo-times"
-            log.warning(msg)
-            warnings.append(msg)
+            raise ValueError(f"--echo-times {te.tolist()} differ from the sidecars' EchoTime {sc_te}: one of them is "
+                             "wrong; leave out --echo-times to use the sidecars, or correct it")
         return te, "--echo-times"
     if sc_te is None:
         if not required:

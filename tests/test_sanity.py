@@ -1,0 +1,134 @@
+"""Inputs that would give a silent wrong answer are refused; suspicious ones are warned about."""
+
+import json
+import logging
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import ellipsoid
+
+from qsmflow import cli, masking, pipeline, sanity
+from qsmflow.io import GreInput
+
+SHAPE, VS = (40, 44, 36), (4.0, 4.0, 4.0)
+TE = (0.004, 0.012, 0.020)
+
+
+def _head(field_hz=None):
+    """A bright ellipsoid in air decaying at R2* = 25/s; phase from a smooth field (Hz)."""
+    rng = np.random.default_rng(1)
+    head = ellipsoid(SHAPE, VS, (60, 70, 55))
+    x = np.linspace(-1, 1, SHAPE[0])[:, None, None]
+    field = 20 * x * np.ones(SHAPE) if field_hz is None else field_hz
+    te = np.array(TE)
+    sig = head[..., None] * np.exp(-25 * te) * np.exp(2j * np.pi * field[..., None] * te)
+    sig = sig + 0.01 * (rng.standard_normal(sig.shape) + 1j * rng.standard_normal(sig.shape))
+    return np.abs(sig).astype(np.float32), np.angle(sig).astype(np.float32)
+
+
+def _cli(argv, capsys):
+    """Exit code and the error line(s) the command printed."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return exc.value.code, "".join(line + "\n" for line in err.splitlines() if line.startswith("qsmflow: error"))
+
+
+def test_reversed_echoes_are_refused():
+    mag, pha = _head()
+    data = GreInput.from_arrays(mag[..., ::-1], pha[..., ::-1], TE, 3.0, voxel_size=VS)
+    with pytest.raises(ValueError, match="magnitude rises with echo time .* echoes are out of order"):
+        pipeline.run(data)
+    with pytest.raises(ValueError, match="out of order"):
+        pipeline.r2star_run(data)
+
+
+def test_shuffled_echoes_are_refused():
+    mag, pha = _head()
+    order = [0, 2, 1]
+    with pytest.raises(ValueError, match="out of order"):
+        sanity.check_echo_order(mag[..., order], TE, sanity.tissue(mag))
+
+
+def test_decaying_echoes_pass():
+    mag, _ = _head()
+    sanity.check_echo_order(mag, TE, sanity.tissue(mag))  # no error
+
+
+def test_reversed_per_echo_files_through_the_cli(tmp_path, capsys):
+    """Per-echo files without BIDS names or sidecars, given last echo first: exit 1, nothing written."""
+    mag, pha = _head()
+    args = []
+    for e in (2, 1, 0):
+        for part, vol in (("mag", mag), ("phase", pha)):
+            p = tmp_path / f"{part}{e}.nii.gz"
+            nib.save(nib.Nifti1Image(vol[..., e], np.diag([*VS, 1.0])), str(p))
+            args += [f"--{part}", str(p)]
+    out = tmp_path / "out"
+    code, err = _cli(["run", *args, "--echo-times", "0.004,0.012,0.020", "--field-strength", "3", "-o", str(out)],
+                     capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and "echoes are out of order" in err and "echo 1 first" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_echo_times_in_tenths_of_seconds_are_refused(tmp_path, capsys):
+    mag, pha = _head()
+    p, q = tmp_path / "m.nii.gz", tmp_path / "p.nii.gz"
+    nib.save(nib.Nifti1Image(mag, np.diag([*VS, 1.0])), str(p))
+    nib.save(nib.Nifti1Image(pha, np.diag([*VS, 1.0])), str(q))
+    out = tmp_path / "out"
+    code, err = _cli(["run", "--mag", str(p), "--phase", str(q), "--echo-times", "0.5,0.8,0.9",
+                      "--field-strength", "3", "-o", str(out)], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert "[0.5, 0.8, 0.9] s are longer than any gradient echo" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_echo_times_disagreeing_with_the_sidecars_are_refused(tmp_path, capsys):
+    mag, pha = _head()
+    for name, vol in (("sub-01_part-mag_MEGRE", mag), ("sub-01_part-phase_MEGRE", pha)):
+        nib.save(nib.Nifti1Image(vol, np.diag([*VS, 1.0])), str(tmp_path / f"{name}.nii.gz"))
+        (tmp_path / f"{name}.json").write_text(json.dumps({"EchoTime": list(TE), "MagneticFieldStrength": 3}))
+    out = tmp_path / "out"
+    code, err = _cli(["run", "--mag", str(tmp_path / "sub-01_part-mag_MEGRE.nii.gz"),
+                      "--phase", str(tmp_path / "sub-01_part-phase_MEGRE.nii.gz"), "--echo-times", "0.005,0.010,0.015",
+                      "-o", str(out)], capsys)
+    assert code == 1 and "differ from the sidecars' EchoTime" in err and err.count("\n") == 1
+
+
+def test_static_phase_is_warned_about(caplog):
+    mag, pha = _head()
+    same = np.repeat(pha[..., :1], 3, axis=3)
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        sanity.check_phase_evolves(same, sanity.tissue(mag))
+    assert "phase does not change between echoes 1 and 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        sanity.check_phase_evolves(pha, sanity.tissue(mag))
+    assert caplog.text == ""
+
+
+def test_field_noise_above_the_local_field_is_warned_about(caplog):
+    mask = np.ones((4, 4, 4), bool)
+    hz_per_ppm = 42.577478 * 3  # Hz per ppm at 3 T
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        sanity.check_field_noise(np.full((4, 4, 4), 0.5 * 0.01 * hz_per_ppm), mask, 3.0, (0.0023, 0.0046))
+    assert caplog.text == ""
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        sanity.check_field_noise(np.full((4, 4, 4), 2.0 * 0.01 * hz_per_ppm), mask, 3.0, (0.0023, 0.0046))
+    assert "median SD 2.55 Hz = 0.020 ppm" in caplog.text and "2.3, 4.6 ms are too short" in caplog.text
+
+
+@pytest.mark.parametrize("litres, word", [(0.5, "less than"), (2.5, "more than"), (1.4, None)])
+def test_implausible_mask_volume_is_warned_about(caplog, litres, word):
+    mask = np.zeros((100, 100, 100), bool)
+    mask.flat[: int(round(litres * 1e6 / 1.5**3))] = True  # 1.5 mm voxels
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        masking.check_volume(mask, (1.5, 1.5, 1.5))
+    if word is None:
+        assert caplog.text == ""
+    else:
+        assert f"holds {litres:.2f} L, {word} an adult brain" in caplog.text
