@@ -23,6 +23,9 @@ __all__ = ["METHODS", "background_sigma", "complex_fit", "phasediff_fieldmap", "
 # taken to break the linear model (intravoxel dephasing next to air, flow, an
 # unwrapping error), and its noise estimate grows with the residual.
 _MODEL_FAILURE_RATIO = 3.0
+# After the phase offset is removed the field is fitted through the origin, unless the free
+# line's intercept lies more than this many standard errors from zero (offset removal failed).
+_INTERCEPT_Z = 3.0
 
 
 def _inputs(phase, magnitude, echo_times, mask):
@@ -46,18 +49,54 @@ def _wls_line(p: np.ndarray, w: np.ndarray, te: np.ndarray):
     return pbar - b * tbar, b, sxx
 
 
-def _noise_hz(resid: np.ndarray, w: np.ndarray, sxx: np.ndarray) -> tuple[np.ndarray, float]:
-    """Field SD (Hz) per voxel and the pooled complex-noise σ, from weighted residuals.
+def _origin_line(p: np.ndarray, w: np.ndarray, te: np.ndarray):
+    """Weighted line through the origin ``p ≈ b·t`` per row: (b, Σw t²)."""
+    stt = np.maximum(w @ (te * te), 1e-30)
+    return np.sum(w * p * te, axis=1) / stt, stt
 
-    σ² is the median over voxels of ``Σ w r² / (E - 2)`` (``w = |S|²``, so this is the
-    complex noise variance); a voxel's own residual raises its value where it exceeds
-    ``_MODEL_FAILURE_RATIO`` times the pooled one.
+
+def _pooled_noise(resid: np.ndarray, w: np.ndarray, dof: int) -> tuple[float, np.ndarray]:
+    """Pooled complex-noise variance σ² and each voxel's inflation factor, from weighted residuals.
+
+    σ² is the median over voxels of ``Σ w r² / dof`` (``w = |S|²``, so this is the
+    complex noise variance), divided by the median of a χ²
+    variable over its degrees of freedom, ``(1 - 2/(9 dof))³`` (Wilson-Hilferty; 0.79 for
+    dof 3), so that the median is an unbiased robust estimate. A voxel's factor exceeds 1
+    where its own residual is more than ``_MODEL_FAILURE_RATIO`` times the pooled one (the
+    model does not hold there).
     """
-    dof = resid.shape[1] - 2
     chi2 = np.sum(w * resid * resid, axis=1) / dof
-    sigma2 = float(np.median(chi2))
-    inflate = np.maximum(1.0, chi2 / (_MODEL_FAILURE_RATIO * sigma2)) if sigma2 > 0 else 1.0
-    return np.sqrt(sigma2 * inflate / np.maximum(sxx, 1e-30)) / (2 * np.pi), float(np.sqrt(sigma2))
+    sigma2 = float(np.median(chi2)) / (1 - 2 / (9 * dof)) ** 3
+    inflate = np.maximum(1.0, chi2 / (_MODEL_FAILURE_RATIO * sigma2)) if sigma2 > 0 else np.ones(len(chi2))
+    return sigma2, inflate
+
+
+def _choose_model(a, b_free, sxx, b_zero, stt, w, te, sigma2, inflate, intercept):
+    """Field (rad/s) and its SD (Hz) per voxel from the free line or the line through the origin.
+
+    ``intercept``: "fit" (free line everywhere), "zero" (through the origin everywhere) or
+    "auto": through the origin unless the free line's intercept differs from zero by more
+    than ``_INTERCEPT_Z`` standard errors (the phase offset was not removed there).
+    """
+    var_free = sigma2 * inflate / sxx
+    var_zero = sigma2 * inflate / stt
+    if intercept == "fit":
+        use_zero = np.zeros(len(b_free), bool)
+    elif intercept == "zero":
+        use_zero = np.ones(len(b_free), bool)
+    else:
+        sw = np.maximum(w.sum(axis=1), 1e-30)
+        tbar = (w @ te) / sw
+        var_a = sigma2 * inflate * (1 / sw + tbar**2 / sxx)
+        use_zero = np.abs(_romeo.wrap(a)) <= _INTERCEPT_Z * np.sqrt(var_a)
+    b = np.where(use_zero, b_zero, b_free)
+    sd = np.sqrt(np.where(use_zero, var_zero, var_free)) / (2 * np.pi)
+    return b, sd, use_zero
+
+
+def _check_intercept(intercept):
+    if intercept not in ("auto", "fit", "zero"):
+        raise ValueError(f"intercept must be 'auto', 'fit' or 'zero', got {intercept!r}")
 
 
 def background_sigma(magnitude: np.ndarray, mask: np.ndarray) -> float:
@@ -76,18 +115,24 @@ def background_sigma(magnitude: np.ndarray, mask: np.ndarray) -> float:
     return float(np.percentile(bg, 25) / np.sqrt(-2 * np.log(0.75)))
 
 
-def _few_echoes(phase, magnitude, te, mask):
+def _few_echoes(phase, magnitude, te, mask, intercept):
     """One or two echoes: no residual degrees of freedom; σ from the background."""
     sigma = background_sigma(magnitude[..., 0], mask)
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
-    if te.size == 1:
-        f = p[:, 0] / (2 * np.pi * te[0])
-        sd = sigma / np.maximum(m[:, 0], 1e-30) / (2 * np.pi * te[0])
-    else:
-        _, b, sxx = _wls_line(p, m * m, te)
-        f = b / (2 * np.pi)
-        sd = sigma / np.sqrt(np.maximum(sxx, 1e-30)) / (2 * np.pi)
-    return f, sd
+    if te.size == 1:  # through the origin: the offset is taken as 0
+        return p[:, 0] / (2 * np.pi * te[0]), sigma / np.maximum(m[:, 0], 1e-30) / (2 * np.pi * te[0])
+    w = m * m
+    a, b, sxx = _wls_line(p, w, te)
+    b0, stt = _origin_line(p, w, te)
+    b, sd, use_zero = _choose_model(a, b, sxx, b0, stt, w, te, sigma**2, np.ones(len(b)), intercept)
+    _log_model(use_zero, intercept)
+    return b / (2 * np.pi), sd
+
+
+def _log_model(use_zero, intercept):
+    if intercept == "auto" and use_zero.size:
+        log.info("field fit through the origin (phase offset removed) in %.1f%% of voxels, free intercept in the "
+                 "rest", 100 * use_zero.mean())
 
 
 def _to_volume(values, mask):
@@ -102,12 +147,18 @@ def weighted_linear_fit(
     echo_times,
     *,
     mask: np.ndarray | None = None,
+    intercept: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weighted least-squares fit of ``φ_n = φ0 + 2π·f·TE_n`` over echoes.
 
     The weights are ``|S_n|²``: the phase of an echo with magnitude ``|S|`` and
     complex noise σ has variance ``σ²/|S|²``, so this is the maximum-likelihood
-    line at high SNR. With one echo ``φ0`` is taken as 0.
+    line at high SNR. After the phase offset φ0 has been removed (MCPC-3D-S), the
+    line through the origin estimates f with the variance ratio
+    ``Σw(TE-T̄)² / Σw TE²`` of the free line's (0.10 for echoes at 2.3/4.6 ms, 0.24 for
+    5 echoes 4-28 ms); where the free line's intercept is significantly non-zero the
+    offset removal failed and the free line is kept (``intercept="auto"``). With one
+    echo φ0 is taken as 0.
 
     Parameters
     ----------
@@ -119,32 +170,45 @@ def weighted_linear_fit(
         Echo times (s), any spacing.
     mask : ndarray of bool, optional
         Voxels to fit (0 outside); default all.
+    intercept : {"auto", "fit", "zero"}
+        "fit": the free line everywhere (φ0 not removed); "zero": through the origin
+        everywhere; "auto": through the origin unless the free intercept differs from
+        zero by more than 3 standard errors.
 
     Returns
     -------
     field_hz : ndarray (float32)
         Off-resonance frequency (Hz).
     noise_hz : ndarray (float32)
-        Standard deviation of ``field_hz`` (Hz): ``σ / (2π·sqrt(Σ|S_n|²(TE_n-T̄)²))``,
-        σ pooled from the weighted residuals (three or more echoes; raised in voxels
-        whose own residual is far larger) or from the magnitude noise floor outside
-        the mask (one or two echoes).
+        Standard deviation of ``field_hz`` (Hz): ``σ / (2π·sqrt(Σ|S_n|²(TE_n-T̄)²))`` for
+        the free line, ``σ / (2π·sqrt(Σ|S_n|² TE_n²))`` through the origin; σ pooled from
+        the free line's weighted residuals (three or more echoes; raised in voxels whose
+        own residual is far larger) or from the magnitude noise floor outside the mask
+        (one or two echoes).
 
     References
     ----------
     Wu B, Li W, Avram AV, Gho SM, Liu C. Fast and tissue-optimized mapping of
     magnetic susceptibility and T2* with multi-echo and multi-shot spirals.
     NeuroImage 2012;59:297-305. doi:10.1016/j.neuroimage.2011.07.019
+
+    Eckstein K, Dymerska B, Bachrata B, et al. Computationally efficient combination of
+    multi-channel phase data from multi-echo acquisitions (ASPIRE). Magn Reson Med
+    2018;79:2996-3006. doi:10.1002/mrm.26963
     """
+    _check_intercept(intercept)
     phase, magnitude, te, mask = _inputs(phase, magnitude, echo_times, mask)
     if te.size < 3:
-        f, sd = _few_echoes(phase, magnitude, te, mask)
+        f, sd = _few_echoes(phase, magnitude, te, mask, intercept)
         return _to_volume(f, mask), _to_volume(sd, mask)
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
     w = m * m
     a, b, sxx = _wls_line(p, w, te)
-    sd, sigma = _noise_hz(p - a[:, None] - b[:, None] * te, w, sxx)
-    log.info("weighted linear field fit over %d echoes: complex noise sigma %.4g", te.size, sigma)
+    sigma2, inflate = _pooled_noise(p - a[:, None] - b[:, None] * te, w, te.size - 2)
+    b0, stt = _origin_line(p, w, te)
+    b, sd, use_zero = _choose_model(a, b, sxx, b0, stt, w, te, sigma2, inflate, intercept)
+    _log_model(use_zero, intercept)
+    log.info("weighted linear field fit over %d echoes: complex noise sigma %.4g", te.size, np.sqrt(sigma2))
     return _to_volume(b / (2 * np.pi), mask), _to_volume(sd, mask)
 
 
@@ -154,6 +218,7 @@ def complex_fit(
     echo_times,
     *,
     mask: np.ndarray | None = None,
+    intercept: str = "auto",
     max_iter: int = 20,
     tol_hz: float = 1e-4,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +229,10 @@ def complex_fit(
     residual, vectorised over voxels. The cost does not see whole turns of 2π, so an
     echo left off by 2π after unwrapping does not pull the field; the unwrapped phase
     only provides two starting points (the weighted line through all echoes and the
-    line through the first two), and each voxel keeps the lower optimum.
+    line through the first two), and each voxel keeps the lower optimum. The same is
+    done with φ0 held at zero (after the offset removal), and each voxel takes that fit
+    unless its free φ0 is significantly non-zero (``intercept``, as
+    :func:`weighted_linear_fit`).
 
     Parameters
     ----------
@@ -176,6 +244,8 @@ def complex_fit(
         Echo times (s), any spacing; three or more echoes (fewer: the linear fit).
     mask : ndarray of bool, optional
         Voxels to fit (0 outside); default all.
+    intercept : {"auto", "fit", "zero"}
+        As for :func:`weighted_linear_fit`.
     max_iter : int
         Gauss-Newton iterations at most.
     tol_hz : float
@@ -192,35 +262,59 @@ def complex_fit(
     of the magnetic field to source relationship for robust quantitative
     susceptibility mapping. Magn Reson Med 2013;69:467-476. doi:10.1002/mrm.24272
     """
+    _check_intercept(intercept)
     phase, magnitude, te, mask = _inputs(phase, magnitude, echo_times, mask)
     if te.size < 3:
-        return weighted_linear_fit(phase, magnitude, te, mask=mask)
+        return weighted_linear_fit(phase, magnitude, te, mask=mask, intercept=intercept)
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
     w = m * m
     a_lin, b_lin, sxx = _wls_line(p, w, te)
     # two starting points: the line through all echoes, and the line through the first
     # two (least likely to hold a 2π error); each voxel keeps the better optimum
     b_two = (p[:, 1] - p[:, 0]) / (te[1] - te[0])
-    fits = [_gauss_newton(p, w, te, a, b, max_iter, tol_hz) for a, b in
-            ((a_lin, b_lin), (p[:, 0] - b_two * te[0], b_two))]
-    costs = [np.sum(w * (1 - np.cos(_romeo.wrap(p - a[:, None] - b[:, None] * te))), axis=1) for a, b, _ in fits]
-    pick = costs[1] < costs[0]
-    a = np.where(pick, fits[1][0], fits[0][0])
-    b = np.where(pick, fits[1][1], fits[0][1])
-    r = _romeo.wrap(p - a[:, None] - b[:, None] * te)
-    sd, sigma = _noise_hz(r, w, sxx)
-    log.info("complex field fit over %d echoes: %d/%d Gauss-Newton iterations, %d voxels better from echoes 1-2, "
-             "complex noise sigma %.4g", te.size, fits[0][2], fits[1][2], int(pick.sum()), sigma)
+    a, b, its = _best_of(p, w, te, [(a_lin, b_lin), (p[:, 0] - b_two * te[0], b_two)], free=True,
+                         max_iter=max_iter, tol_hz=tol_hz)
+    sigma2, inflate = _pooled_noise(_romeo.wrap(p - a[:, None] - b[:, None] * te), w, te.size - 2)
+    b0 = b
+    if intercept != "fit":
+        b_lin0, _ = _origin_line(p, w, te)
+        _, b0, _ = _best_of(p, w, te, [(0 * b_lin0, b_lin0), (0 * b_lin0, p[:, 0] / te[0])], free=False,
+                            max_iter=max_iter, tol_hz=tol_hz)
+    stt = np.maximum(w @ (te * te), 1e-30)
+    b, sd, use_zero = _choose_model(a, b, sxx, b0, stt, w, te, sigma2, inflate, intercept)
+    _log_model(use_zero, intercept)
+    log.info("complex field fit over %d echoes: %d Gauss-Newton iterations, complex noise sigma %.4g", te.size, its,
+             np.sqrt(sigma2))
     return _to_volume(b / (2 * np.pi), mask), _to_volume(sd, mask)
 
 
-def _gauss_newton(p, w, te, a, b, max_iter, tol_hz):
-    """Gauss-Newton on the wrapped residual of ``p ≈ a + b·t`` per voxel; (a, b, iterations)."""
+def _best_of(p, w, te, starts, *, free, max_iter, tol_hz):
+    """Gauss-Newton from each start; per voxel the optimum of lowest cost: (a, b, iterations)."""
+    best = None
+    iters = 0
+    for a0, b0 in starts:
+        a, b, it = _gauss_newton(p, w, te, a0, b0, max_iter, tol_hz, free)
+        iters = max(iters, it)
+        cost = np.sum(w * (1 - np.cos(_romeo.wrap(p - a[:, None] - b[:, None] * te))), axis=1)
+        if best is None:
+            best = (a, b, cost)
+        else:
+            pick = cost < best[2]
+            best = (np.where(pick, a, best[0]), np.where(pick, b, best[1]), np.where(pick, cost, best[2]))
+    return best[0], best[1], iters
+
+
+def _gauss_newton(p, w, te, a, b, max_iter, tol_hz, free=True):
+    """Gauss-Newton on the wrapped residual of ``p ≈ a + b·t`` per voxel (``a`` held when not
+    ``free``); (a, b, iterations)."""
     a, b = a.copy(), b.copy()
     for it in range(1, max_iter + 1):
         r = _romeo.wrap(p - a[:, None] - b[:, None] * te)
-        da, db, _ = _wls_line(r, w, te)
-        a += da
+        if free:
+            da, db, _ = _wls_line(r, w, te)
+            a += da
+        else:
+            db, _ = _origin_line(r, w, te)
         b += db
         if np.max(np.abs(db)) / (2 * np.pi) < tol_hz:
             break

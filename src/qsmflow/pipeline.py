@@ -238,8 +238,11 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     if until == "unwrap":
         return _finish(res, used, done, mask_source)
 
+    # through the origin where the phase offset was removed; the free line without offset removal
+    fit_kw = {"intercept": "fit"} if used["phase_offset"].name == "none" else {}
+    fit_kw.update(so.get("field_fit", {}))
     with timer("field_fit"):
-        f_hz, noise_hz = used["field_fit"].func(unwrapped, mag, te, mask=m, **so.get("field_fit", {}))
+        f_hz, noise_hz = used["field_fit"].func(unwrapped, mag, te, mask=m, **fit_kw)
     del unwrapped
     res.total_field_hz = _uncrop(np.where(m, f_hz, 0), box, shape, np.float32)
     res.field_noise_hz = _uncrop(np.where(m, noise_hz, 0), box, shape, np.float32)
