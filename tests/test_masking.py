@@ -58,3 +58,24 @@ def test_erode_and_dilate_are_round_in_mm():
 def test_errors():
     with pytest.raises(ValueError, match="zero everywhere"):
         magnitude_mask(np.zeros((8, 8, 8)), (1, 1, 1))
+
+
+def test_reliability_peel_removes_the_noisy_edge_and_keeps_deep_veins():
+    """Unreliable field (noise 5x the median) at the mask's edge goes; the same noise in a vein
+    10 mm deep stays, and so does a reliable edge."""
+    from qsmflow.masking import reliable_field_mask
+
+    shape, vs = (40, 40, 40), (1.0, 1.0, 1.0)
+    mask = ellipsoid(shape, vs, (18, 18, 18))
+    noise = np.ones(shape, np.float32)
+    x, y, z = np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in shape], indexing="ij")
+    edge = mask & (x > 14.5)  # a cap of the sphere, up to 3.5 mm deep
+    vein = (np.abs(x) <= 1) & (np.abs(y) <= 1) & (np.abs(z) <= 6)  # at the centre, 12 mm from the edge
+    noise[edge] = 5.0
+    noise[vein] = 5.0
+    kept = reliable_field_mask(mask, noise, vs, factor=3.0, depth_mm=6.0)
+    assert not (kept & edge).any()
+    assert kept[vein].all()
+    assert np.array_equal(kept | edge, mask)  # nothing else removed
+    # unknown noise (no background to measure it): the mask is kept whole
+    assert np.array_equal(reliable_field_mask(mask, np.full(shape, np.nan, np.float32), vs), mask)

@@ -15,7 +15,7 @@ from .registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "bet_brain_mask", "dilate", "erode", "magnitude_mask"]
+__all__ = ["METHODS", "bet_brain_mask", "dilate", "erode", "magnitude_mask", "reliable_field_mask"]
 
 # Gaussian smoothing (mm) of the combined magnitude before thresholding: enough to
 # tame noise, little enough that a 4-6 mm dark skull stays dark at 2 mm voxels.
@@ -237,6 +237,49 @@ def bet_brain_mask(
     brain = _shrink(bet.bet_mask(img, vs, valid=valid, fractional_threshold=fractional_threshold), shrink_mm, vs)
     check_volume(brain, vs)
     return brain
+
+
+# Field-reliability peel: voxels whose field noise exceeds this many times the mask's median
+# are unreliable, and are left out where they connect to the mask's edge within this depth
+# (mm): partial-volume bone and air, dural sinuses and dephasing next to air, not deep veins.
+PEEL_NOISE_FACTOR = 3.0
+PEEL_DEPTH_MM = 6.0
+
+
+def reliable_field_mask(mask: np.ndarray, noise: np.ndarray, voxel_size, *, factor: float = PEEL_NOISE_FACTOR,
+                        depth_mm: float = PEEL_DEPTH_MM) -> np.ndarray:
+    """The brain mask without the unreliable field at its edge: where background removal and
+    the dipole inversion work.
+
+    A voxel is unreliable where the field map's noise (standard deviation, which the field
+    fit raises where the phase does not evolve linearly: intravoxel dephasing next to air,
+    partial volume with bone) exceeds ``factor`` times its median over the mask. Unreliable
+    voxels within ``depth_mm`` of the mask's edge and connected to it through unreliable
+    voxels are left out; unreliable voxels deeper inside (veins, nuclei) stay, as do
+    reliable ones anywhere. Returns ``mask`` unchanged when the noise is unknown (NaN).
+    """
+    vs = _checks.voxel_size(voxel_size)
+    mask = np.asarray(mask, bool)
+    noise = np.asarray(noise, np.float32)
+    values = noise[mask]
+    if factor <= 0 or not np.all(np.isfinite(values)) or not np.any(values > 0):
+        return mask.copy()
+    flagged = mask & (noise > factor * float(np.median(values)))
+    depth = ndimage.distance_transform_edt(mask, sampling=vs)
+    candidates = flagged & (depth <= depth_mm)
+    lab, n = ndimage.label(candidates)
+    if n == 0:
+        return mask.copy()
+    rim = mask & ~ndimage.binary_erosion(mask)
+    touching = np.unique(lab[rim & candidates])
+    peel = np.isin(lab, touching[touching > 0])
+    kept = _largest_component(mask & ~peel)
+    if kept.sum() < 0.5 * mask.sum():
+        log.warning("the field is unreliable over half of the brain mask's edge region; it is kept whole")
+        return mask.copy()
+    log.info("field reliability: %d voxels (%.1f%% of the mask) at its edge left out (noise above %g x median)",
+             int(mask.sum() - kept.sum()), 100 * (1 - kept.sum() / mask.sum()), factor)
+    return kept
 
 
 _SMITH_2002 = "Smith SM. Fast robust automated brain extraction. Hum Brain Mapp 2002;17:143-155. doi:10.1002/hbm.10062"

@@ -73,12 +73,14 @@ class Options:
     minip_slab_mm: float = 16.0
     phase_sign: int = 1
     bg_polynomial: int = 0
+    peel_noise_factor: float = masking.PEEL_NOISE_FACTOR
     stage_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.phase_sign not in (1, -1):
             raise ValueError(f"phase_sign must be 1 or -1, got {self.phase_sign}")
         _checks.positive("minip_slab_mm", self.minip_slab_mm)
+        _checks.positive("peel_noise_factor", self.peel_noise_factor, allow_zero=True)
         if self.bg_polynomial not in range(5):
             raise ValueError(f"bg_polynomial must be an order from 0 (off) to 4, got {self.bg_polynomial}")
         for stage, methods in STAGES.items():
@@ -414,8 +416,13 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
 
 
 def background_removal(field, mask, voxel_size, b0_direction, noise, opt: Options):
-    """The chosen background removal, then the optional polynomial clean-up (``opt.bg_polynomial``)."""
+    """The chosen background removal on the mask without its unreliable edge
+    (:func:`qsmflow.masking.reliable_field_mask`, ``opt.peel_noise_factor``; needs ``noise``),
+    then the optional polynomial clean-up (``opt.bg_polynomial``)."""
     method = STAGES["bgremove"][resolve_bgremove(opt.bgremove, voxel_size)]
+    if noise is not None and opt.peel_noise_factor > 0:
+        mask = masking.reliable_field_mask(mask, noise, voxel_size, factor=opt.peel_noise_factor)
+        field = np.where(mask, field, 0)
     local, eroded = method.func(field, mask, voxel_size, b0_direction, noise=noise,
                                 **opt.stage_options.get("bgremove", {}))
     if opt.bg_polynomial:
