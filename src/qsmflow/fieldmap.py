@@ -78,8 +78,9 @@ def _choose_model(a, b_free, sxx, b_zero, stt, w, te, sigma2, inflate, intercept
     "auto": through the origin unless the free line's intercept differs from zero by more
     than ``_INTERCEPT_Z`` standard errors (the phase offset was not removed there).
     """
+    sxx = np.maximum(sxx, 1e-30)  # zero where a voxel has no signal (NaN input set to 0)
     var_free = sigma2 * inflate / sxx
-    var_zero = sigma2 * inflate / stt
+    var_zero = sigma2 * inflate / np.maximum(stt, 1e-30)
     if intercept == "fit":
         use_zero = np.zeros(len(b_free), bool)
     elif intercept == "zero":

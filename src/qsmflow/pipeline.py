@@ -201,10 +201,11 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     timer = functools.partial(_Timer, res.timings, progress=progress)
     res.parameters = {"stage_options": so, "phase_sign": opt.phase_sign}
 
-    region = sanity.tissue(data.magnitude)
-    sanity.check_echo_order(data.magnitude, te, region)
-    sanity.check_phase_evolves(data.phase, region)
-    del region
+    if until != "mask":  # the mask needs neither echo order nor phase
+        region = sanity.tissue(data.magnitude)
+        sanity.check_echo_order(data.magnitude, te, region)
+        sanity.check_phase_evolves(data.phase, region)
+        del region
     with timer("mask"):
         if mask is not None:
             brain = _checks.as_mask("mask", mask, shape) & data.finite
@@ -258,26 +259,27 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     if until == "field_fit":
         return _finish(res, used, done, mask_source)
 
-    with timer("bgremove"):
-        local_c, eroded_c = background_removal(np.where(m, f_hz / hz_per_ppm, 0), m, vs, data.b0_direction,
-                                               noise_hz, opt)
-    res.local_field_ppm = _uncrop(local_c, box, shape, np.float32)
-    res.eroded_mask = _uncrop(eroded_c, box, shape, bool)
-    res.parameters["bg_polynomial"] = opt.bg_polynomial
-    done.append("bgremove")
-
-    r2_c = None
-    if data.n_echoes >= 2:
+    r2_c = r2_sd = None
+    if data.n_echoes >= 2:  # before background removal: R2* marks the dural sinuses at the mask's edge
         with timer("r2star"):
             sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
             r2_c, s0_c, fit_c = relaxation_maps(mag, te, m, opt, noise_sigma=sigma, field_hz=f_hz,
                                                 slice_axis=data.slice_axis)
+            r2_sd = relaxometry.r2star_noise(mag, te, sigma, m)
         res.r2star = _uncrop(r2_c, box, shape)
         res.s0 = _uncrop(s0_c, box, shape)
         res.r2star_fit = _uncrop(fit_c, box, shape)
         res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
         res.parameters["r2star"] = {"noise_sigma": sigma, "gradient_correction": opt.r2star_gradient_correction,
                                      "slice_axis": data.slice_axis}
+    with timer("bgremove"):
+        local_c, eroded_c = background_removal(np.where(m, f_hz / hz_per_ppm, 0), m, vs, data.b0_direction,
+                                               noise_hz, opt, r2star=r2_c, r2star_noise=r2_sd,
+                                               field_strength=data.field_strength)
+    res.local_field_ppm = _uncrop(local_c, box, shape, np.float32)
+    res.eroded_mask = _uncrop(eroded_c, box, shape, bool)
+    res.parameters["bg_polynomial"] = opt.bg_polynomial
+    done.append("bgremove")
     rss = np.sqrt(np.sum(mag.astype(np.float32) ** 2, axis=-1)) if mag.ndim == 4 else mag
     chi_c, csf_c, used["reference"] = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
@@ -415,13 +417,15 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     return chi, csf, ref
 
 
-def background_removal(field, mask, voxel_size, b0_direction, noise, opt: Options):
+def background_removal(field, mask, voxel_size, b0_direction, noise, opt: Options, *, r2star=None,
+                       r2star_noise=None, field_strength=3.0):
     """The chosen background removal on the mask without its unreliable edge
-    (:func:`qsmflow.masking.reliable_field_mask`, ``opt.peel_noise_factor``; needs ``noise``),
-    then the optional polynomial clean-up (``opt.bg_polynomial``)."""
+    (:func:`qsmflow.masking.reliable_field_mask` from ``noise`` and ``r2star``; off when
+    ``opt.peel_noise_factor`` is 0), then the optional polynomial clean-up (``opt.bg_polynomial``)."""
     method = STAGES["bgremove"][resolve_bgremove(opt.bgremove, voxel_size)]
     if noise is not None and opt.peel_noise_factor > 0:
-        mask = masking.reliable_field_mask(mask, noise, voxel_size, factor=opt.peel_noise_factor)
+        mask = masking.reliable_field_mask(mask, noise, voxel_size, r2star=r2star, r2star_noise=r2star_noise,
+                                           field_strength=field_strength, factor=opt.peel_noise_factor)
         field = np.where(mask, field, 0)
     local, eroded = method.func(field, mask, voxel_size, b0_direction, noise=noise,
                                 **opt.stage_options.get("bgremove", {}))

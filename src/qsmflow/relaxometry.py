@@ -34,7 +34,21 @@ log = logging.getLogger(__name__)
 _IRLS_PASSES = 2
 
 __all__ = ["METHODS", "arlo_r2star", "fit_residual", "gradient_dephasing", "loglinear_r2star", "nlls_r2star",
-           "t2star_from_r2star"]
+           "r2star_noise", "t2star_from_r2star"]
+
+
+def r2star_noise(magnitude, echo_times, noise_sigma: float, mask: np.ndarray) -> float:
+    """Typical standard deviation of R2* (1/s) from noise: the median over ``mask`` of
+    ``σ / sqrt(Σ_n |S_n|² (TE_n - T̄)²)``, the weighted log-linear slope's error (the log of an
+    echo of magnitude ``|S|`` has SD ``σ/|S|``). NaN when σ is unknown."""
+    te = np.asarray(echo_times, float)
+    if not np.isfinite(noise_sigma) or te.size < 2:
+        return float("nan")
+    s = np.asarray(magnitude, np.float64)[mask]
+    w = s * s
+    tbar = (w @ te) / np.maximum(w.sum(1), 1e-30)
+    sxx = np.sum(w * (te[None, :] - tbar[:, None]) ** 2, axis=1)
+    return float(np.median(noise_sigma / np.sqrt(np.maximum(sxx, 1e-30))))
 
 
 def _prepare(magnitude, echo_times, mask, noise_sigma, dephasing, min_echoes: int, name: str):
