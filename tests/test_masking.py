@@ -79,3 +79,25 @@ def test_reliability_peel_removes_the_noisy_edge_and_keeps_deep_veins():
     assert np.array_equal(kept | edge, mask)  # nothing else removed
     # unknown noise (no background to measure it): the mask is kept whole
     assert np.array_equal(reliable_field_mask(mask, np.full(shape, np.nan, np.float32), vs), mask)
+
+
+def test_reliability_peel_takes_a_sinus_at_the_edge_when_r2star_is_resolved():
+    """A venous-blood R2* (45/s at 3 T) tube along the edge (a dural sinus) goes; the same R2*
+    in a deep vein stays; with R2* too noisy to resolve 40/s the sinus stays too."""
+    from qsmflow.masking import reliable_field_mask
+
+    shape, vs = (40, 40, 40), (1.0, 1.0, 1.0)
+    mask = ellipsoid(shape, vs, (18, 18, 18))
+    x, y, z = np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in shape], indexing="ij")
+    sinus = mask & (x**2 + (z - 16) ** 2 < 3.0**2)  # along y, at the top edge
+    vein = (np.abs(x) <= 1) & (np.abs(z) <= 1) & (np.abs(y) <= 8)  # through the centre
+    r2 = np.full(shape, 20.0, np.float32)
+    r2[sinus | vein] = 45.0
+    noise = np.ones(shape, np.float32)
+    kept = reliable_field_mask(mask, noise, vs, r2star=r2, r2star_noise=2.0, field_strength=3.0)
+    assert not (kept & sinus).any() and kept[vein].all()
+    assert (mask & ~kept).sum() == sinus.sum()
+    # at 7 T the venous limit is 93/s: 45/s is tissue there
+    assert np.array_equal(reliable_field_mask(mask, noise, vs, r2star=r2, r2star_noise=2.0, field_strength=7.0), mask)
+    # two short echoes: R2* noise 22/s cannot resolve 40/s, so R2* is not used
+    assert np.array_equal(reliable_field_mask(mask, noise, vs, r2star=r2, r2star_noise=22.0), mask)
