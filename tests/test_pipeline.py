@@ -133,7 +133,8 @@ def test_mask_on_the_simulated_head(small_head):
 
 def test_auto_background_method_follows_voxel_size():
     assert pipeline.resolve_bgremove("auto", (1.0, 1.0, 1.0)) == "lbv"
-    assert pipeline.resolve_bgremove("auto", (1.0, 1.0, 2.0)) == "resharp"
+    assert pipeline.resolve_bgremove("auto", (1.0, 1.0, 1.5)) == "lbv"
+    assert pipeline.resolve_bgremove("auto", (1.0, 1.0, 2.0)) == "pdf"
     assert pipeline.resolve_bgremove("vsharp", (2.0, 2.0, 2.0)) == "vsharp"
     with pytest.raises(ValueError, match="bgremove method 'nope'"):
         pipeline.Options(bgremove="nope")

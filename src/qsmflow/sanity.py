@@ -24,9 +24,13 @@ _RISE_TOLERANCE = 0.01
 # Phase that changes by less than this (rad, median over the head) between echoes does
 # not evolve: the same phase given for every echo, or not a phase image.
 _STATIC_PHASE_RAD = 1e-3
-# RMS of the local field over the brain (ppm): 0.0099 on the benchmark head at 1 mm; in
-# vivo local fields span about ±0.05 ppm between white matter, grey matter and nuclei.
+# RMS of the local field over the brain (ppm): 0.0099 on the benchmark head at 1 mm, 0.0083 at
+# 2x2x3 mm; in vivo local fields span about ±0.05 ppm between white matter, grey matter and nuclei.
 TYPICAL_LOCAL_FIELD_PPM = 0.01
+# Field noise above this share of it is warned about: on the benchmark matrix a median noise of
+# 0.2x the local field (1 mm, SNR 20) still gave χ NRMSE 41 %, 0.9x (two echoes 2.3/4.6 ms at
+# 2x2x3 mm, SNR 60) gave 93 % whatever the background removal.
+NOISY_FIELD_FRACTION = 0.5
 
 
 def tissue(magnitude: np.ndarray) -> np.ndarray:
@@ -76,7 +80,7 @@ def check_phase_evolves(phase: np.ndarray, region: np.ndarray) -> None:
 
 
 def check_field_noise(noise_hz: np.ndarray, mask: np.ndarray, field_strength: float, echo_times) -> None:
-    """Warn when the field map's noise exceeds the typical local field of brain tissue."""
+    """Warn when the field map's median noise exceeds half the typical local field of brain tissue."""
     if not mask.any():
         return
     finite = noise_hz[mask][np.isfinite(noise_hz[mask])]
@@ -84,9 +88,9 @@ def check_field_noise(noise_hz: np.ndarray, mask: np.ndarray, field_strength: fl
         return
     hz_per_ppm = GAMMA_BAR_HZ_PER_T * field_strength * 1e-6
     med = float(np.median(finite))
-    if med / hz_per_ppm > TYPICAL_LOCAL_FIELD_PPM:
+    if med / hz_per_ppm > NOISY_FIELD_FRACTION * TYPICAL_LOCAL_FIELD_PPM:
         te = ", ".join(f"{t * 1000:g}" for t in np.asarray(echo_times))
-        log.warning("the field map is noisier (median SD %.2f Hz = %.3f ppm) than the local field of brain tissue "
+        log.warning("the field map is noisy (median SD %.2f Hz = %.4f ppm) for the local field of brain tissue "
                     "(~%.2f ppm RMS = %.2f Hz at %g T): echo times %s ms are too short (or the SNR too low) for "
                     "reliable QSM; χ will show mostly noise and regularisation. Later echoes (up to ~T2* of "
                     "grey matter, 25-40 ms at 3 T) fix this", med, med / hz_per_ppm, TYPICAL_LOCAL_FIELD_PPM,
