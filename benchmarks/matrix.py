@@ -41,6 +41,7 @@ SAGITTAL, CORONAL = (1, 2, 0), (0, 2, 1)  # simulation axes that become voxel ax
 
 VARIANTS = {
     "1 mm axial": {},
+    "1 mm axial, uniform receive coil": dict(receive_coils=0),
     "0.7 mm, SNR 50": dict(voxel=(0.7, 0.7, 0.7), snr=50.0),
     "1x1x2 mm": dict(voxel=(1.0, 1.0, 2.0)),
     "2 mm": dict(voxel=(2.0, 2.0, 2.0)),
@@ -96,7 +97,8 @@ def simulate(s: dict) -> phantom.HeadPhantom:
     shape = tuple(int(round(f / v)) for f, v in zip(FOV_MM, sim_vs))
     b0 = phantom.oblique_direction(s["tilt_deg"]) if s["tilt_deg"] else (0.0, 0.0, 1.0)
     head = phantom.simulate_head(shape, tuple(sim_vs), echo_times=s["echo_times"], field_strength=s["field_strength"],
-                                 b0_direction=tuple(b0), snr=s["snr"], seed=1, slice_axis=sim_slice)
+                                 b0_direction=tuple(b0), snr=s["snr"], seed=1, slice_axis=sim_slice,
+                                 receive_coils=s.get("receive_coils", 32))
     if order is not None:
         head = phantom.reorient(head, order)
     d = {k: getattr(head, k) for k in head.__dataclass_fields__ if k != "mwf"}
