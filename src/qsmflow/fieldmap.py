@@ -277,10 +277,8 @@ def complex_fit(
                          max_iter=max_iter, tol_hz=tol_hz)
     sigma2, inflate = _pooled_noise(_romeo.wrap(p - a[:, None] - b[:, None] * te), w, te.size - 2)
     b0 = b
-    if intercept != "fit":
-        b_lin0, _ = _origin_line(p, w, te)
-        _, b0, _ = _best_of(p, w, te, [(0 * b_lin0, b_lin0), (0 * b_lin0, p[:, 0] / te[0])], free=False,
-                            max_iter=max_iter, tol_hz=tol_hz)
+    if intercept != "fit":  # from the free optimum, which already chose the right turn of every echo
+        _, b0, _ = _gauss_newton(p, w, te, np.zeros_like(b), b, max_iter, tol_hz, free=False)
     stt = np.maximum(w @ (te * te), 1e-30)
     b, sd, use_zero = _choose_model(a, b, sxx, b0, stt, w, te, sigma2, inflate, intercept)
     _log_model(use_zero, intercept)
@@ -307,17 +305,21 @@ def _best_of(p, w, te, starts, *, free, max_iter, tol_hz):
 
 def _gauss_newton(p, w, te, a, b, max_iter, tol_hz, free=True):
     """Gauss-Newton on the wrapped residual of ``p ≈ a + b·t`` per voxel (``a`` held when not
-    ``free``); (a, b, iterations)."""
+    ``free``); a voxel stops once its field moves by less than ``tol_hz``. (a, b, iterations)."""
     a, b = a.copy(), b.copy()
+    active = np.arange(len(b))
+    it = 0
     for it in range(1, max_iter + 1):
-        r = _romeo.wrap(p - a[:, None] - b[:, None] * te)
+        pa, wa = p[active], w[active]
+        r = _romeo.wrap(pa - a[active, None] - b[active, None] * te)
         if free:
-            da, db, _ = _wls_line(r, w, te)
-            a += da
+            da, db, _ = _wls_line(r, wa, te)
+            a[active] += da
         else:
-            db, _ = _origin_line(r, w, te)
-        b += db
-        if np.max(np.abs(db)) / (2 * np.pi) < tol_hz:
+            db, _ = _origin_line(r, wa, te)
+        b[active] += db
+        active = active[np.abs(db) / (2 * np.pi) >= tol_hz]
+        if active.size == 0:
             break
     return a, b, it
 
