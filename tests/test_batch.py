@@ -21,9 +21,9 @@ SUBJECTS, SESSIONS = ("01", "02", "03", "04"), ("1", "2")
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """4 subjects x 2 sessions of a small simulated head (3.3 mm, 3 echoes), plus files to be skipped."""
+    """4 subjects x 2 sessions of a small simulated head (4 mm, 3 echoes), plus files to be skipped."""
     src = tmp_path_factory.mktemp("src")
-    head = phantom.simulate_head((48, 58, 48), (3.3,) * 3, seed=0, echo_times=ECHOES)
+    head = phantom.simulate_head((40, 48, 40), (4.0,) * 3, seed=0, echo_times=ECHOES)
     io.write_phantom_dataset(src, head)
     anat_src = src / "sub-phantom" / "anat"
     root = tmp_path_factory.mktemp("bids")

@@ -178,10 +178,12 @@ def test_demo_small(capsys, monkeypatch):
 
     monkeypatch.setattr(demo, "DEMO_SHAPE", (40, 48, 40))
     monkeypatch.setattr(demo, "DEMO_VOXEL_MM", (4.0, 4.0, 4.0))
-    monkeypatch.setattr(demo.run_demo, "__defaults__", (False, (40, 48, 40), (4.0, 4.0, 4.0)))
+    monkeypatch.setattr(demo.run_demo, "__kwdefaults__",
+                        {"force": False, "shape": (40, 48, 40), "voxel_size": (4.0, 4.0, 4.0)})
     code, out, err = _run(["demo", "-q"], capsys)
     assert code == 0, err
     assert "chi NRMSE" in out and "R2*" in out
+    assert "simulated head 40x48x40 at 4 mm" in out  # the small head, not the full demo
 
 
 def test_demo_with_out_keeps_data_results_and_report(capsys, tmp_path):
@@ -279,11 +281,11 @@ def test_fieldmap_then_bgremove_chain(tmp_path, capsys):
     code, _, err = _run(["bgremove", "--field", str(fm / "sub-phantom_fieldmap.nii.gz"),
                          "--mask", str(fm / "sub-phantom_mask.nii.gz"), "-o", str(bg)], capsys)
     assert code == 0, err
-    assert "RESHARP for 2.5x2.5x2.5 mm voxels" in err  # auto picks by voxel size
+    assert "PDF for 2.5x2.5x2.5 mm voxels" in err  # auto picks by voxel size
     local = nib.load(str(bg / "sub-phantom_localfield.nii.gz")).get_fdata()
     assert 0 < np.abs(local).max() < 1.0  # ppm
     prov = json.loads((bg / "sub-phantom_provenance.json").read_text())
-    assert prov["parameters"]["methods"]["bgremove"] == "resharp"
+    assert prov["parameters"]["methods"]["bgremove"] == "pdf"
     assert prov["input"]["unit"] == "hz"
     # a field without a unit in its sidecar is refused, so is a mask on another grid
     bare = tmp_path / "bare_fieldmap.nii.gz"

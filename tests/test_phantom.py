@@ -397,7 +397,7 @@ def test_myelin_water_pools():
     from scipy import ndimage
 
     te = (0.002, 0.004, 0.040)
-    heads = {mw: phantom.simulate_head((64, 77, 64), (2.5,) * 3, seed=0, snr=np.inf, echo_times=te,
+    heads = {mw: phantom.simulate_head((48, 58, 48), (3.3,) * 3, seed=0, snr=np.inf, echo_times=te,
                                        myelin_water=mw) for mw in (False, True)}
     h = heads[True]
     wm = ndimage.binary_erosion(h.labels == [k for k, v in h.label_names.items() if v == "wm"][0], iterations=1)

@@ -111,13 +111,20 @@ def _evolve(img, vs, verts, topo, prm, smooth_boost):
     step = min(float(vs.min()), 1.0)
     depths = np.unique(np.round(np.concatenate([[1.0, _D_MIN_MM], np.arange(2 * step, _D_MIN_MM, step)]), 6))
     depths = depths[depths >= 1.0]
-    use_max = depths < _D_MAX_MM
+    n_max = int(np.sum(depths < _D_MAX_MM))  # I_max looks over the first n_max depths only
     deepest = int(np.searchsorted(depths, _D_MIN_MM))
-    # the image in a frame of -1 (off the field of view) wide enough for every sample
-    pad = int(np.ceil(_D_MIN_MM / vs.min())) + 2
-    frame = np.pad(img.astype(np.float32), pad, constant_values=-1.0)
-    flat, hi = frame.ravel(), np.array(frame.shape) - 1
-    strides = np.array([frame.shape[1] * frame.shape[2], frame.shape[2], 1])
+    # The image in a frame wide enough for every sample; off the field of view it reads
+    # +inf for I_min and -inf for I_max. Vertices are held inside the frame's inner part, so
+    # that a vertex far outside the image still samples only the frame.
+    reach = int(np.ceil(_D_MIN_MM / vs.min())) + 1
+    pad = 2 * reach + 1
+    img32 = img.astype(np.float32)
+    low = np.pad(img32, pad, constant_values=np.inf).ravel()
+    high = np.pad(img32, pad, constant_values=-np.inf).ravel()
+    shape = np.array(img.shape) + 2 * pad
+    s0, s1 = int(shape[1] * shape[2]), int(shape[2])
+    inv_vs = 1 / vs
+    depth_col = depths[:, None]  # samples are (depth, vertex): reductions run over the first axis
     spacing = topo.spacing(verts)
     for it in range(_ITERATIONS):
         if it == 50 or (it and it % 100 == 0):
@@ -131,16 +138,19 @@ def _evolve(img, vs, verts, topo, prm, smooth_boost):
             boost = smooth_boost if it <= 750 else 4 * (1 - it / _ITERATIONS) * (smooth_boost - 1) + 1
             f2 = np.where(sn_len > 0, np.minimum(f2 * boost, 1.0), f2)
         # intensities along the inward normal (nearest voxel, as bet2)
-        ijk = ((verts / vs)[:, None, :] - depths[None, :, None] * (normal / vs)[:, None, :] + (pad + 0.5)).astype(np.int64)
-        vals = flat[np.clip(ijk, 0, hi) @ strides]
-        off = vals < 0
-        i_min = np.maximum(t2, np.minimum(tm, np.where(off, np.inf, vals).min(1)))
-        i_max = np.minimum(tm, np.maximum(t, np.where(off | ~use_max, -np.inf, vals).max(1)))
+        p = np.clip(verts * inv_vs + (pad + 0.5), reach, shape - 1 - reach).T
+        q = (normal * inv_vs).T
+        idx = (p[0] - depth_col * q[0]).astype(np.int64) * s0
+        idx += (p[1] - depth_col * q[1]).astype(np.int64) * s1
+        idx += (p[2] - depth_col * q[2]).astype(np.int64)
+        lows = low[idx]
+        i_min = np.maximum(t2, np.minimum(tm, lows.min(0)))
+        i_max = np.minimum(tm, np.maximum(t, high[idx[:n_max]].max(0)))
         b_t = prm["bt"] if not prm["g"] else np.clip(
             prm["bt"] + prm["g"] * (verts[:, 2] - prm["cog"][2]) / prm["radius"], 0, 1)
         rng = i_max - t2
         f3 = 2 * (i_min - t2 - rng * b_t) / np.where(rng > 0, rng, 1.0)
-        f3[off[:, 0] | off[:, deepest]] = 0.0  # no intensity force off the field of view
+        f3[np.isinf(lows[0]) | np.isinf(lows[deepest])] = 0.0  # no intensity force off the field of view
         verts = verts + 0.5 * (s - sn) + f2[:, None] * sn + (_STEP * spacing * f3)[:, None] * normal
     return verts, spacing
 
