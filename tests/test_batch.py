@@ -132,7 +132,18 @@ def _maps(out):
     return {p.relative_to(out): np.asarray(nib.load(str(p)).dataobj) for p in sorted(out.rglob("*.nii.gz"))}
 
 
-def test_local_cluster_gives_the_local_outputs(dataset, tmp_path):
+@pytest.fixture
+def restored_environ():
+    """Dask's nannies write MALLOC_TRIM_THRESHOLD_ and thread limits into this process's
+    environment; later subprocesses would inherit them (glibc then maps and unmaps every
+    large array: the CLI runs twice as slowly)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_local_cluster_gives_the_local_outputs(dataset, tmp_path, restored_environ):
     distributed = pytest.importorskip("distributed")
     runs, _ = batch.discover(dataset, participants=["01", "02"], sessions=["1"])
     local = batch.BatchConfig(out_root=str(tmp_path / "local"))
