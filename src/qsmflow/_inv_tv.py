@@ -80,16 +80,22 @@ def fansi(p: Problem, alpha: float, *, mu1: float, mu2: float, max_iter: int, to
 
 
 def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf: np.ndarray | None,
-         lam_csf: float, max_iter: int, tol: float, cg_iter: int, cg_tol: float, eps: float):
+         lam_csf: float, max_iter: int, tol: float, cg_iter: int, cg_tol: float, eps: float,
+         precond: np.ndarray | None = None):
     """MEDI: Gauss-Newton on the nonlinear data term with lagged-diffusivity TV; returns (χ, steps).
 
     Each step solves ``(DᵀW²D + α GᵀM V M G + λ_c PᵀP) dχ = -∇E`` by conjugate
     gradients, ``V = 1/sqrt(|M ∇χ|² + eps)``, ``P x = M_csf (x - mean_csf x)``.
+    With ``precond`` (a positive diagonal ``Q``) the unknown is ``y`` with ``χ = Q y``
+    and every operator is wrapped as ``Q A Q`` (total field inversion).
     """
     w2 = p.w * p.w
     s = phase_scale
-    chi = np.zeros(p.shape, np.float32)
+    y = np.zeros(p.shape, np.float32)
     n_csf = float(csf.sum()) if csf is not None else 0.0
+
+    def q(x):
+        return x if precond is None else precond * x
 
     def csf_op(x):
         if not n_csf:
@@ -98,6 +104,7 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
         return csf * (r - np.float32(np.sum(r * csf) / n_csf))
 
     step = 0
+    chi = q(y)
     for step in range(1, max_iter + 1):
         mg = p.grad(chi) * edges
         v = (1.0 / np.sqrt(mg * mg + np.float32(eps))).astype(np.float32)  # per component: anisotropic TV
@@ -106,20 +113,22 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
             return p.grad_adj(edges * v * (edges * p.grad(x)))
 
         def normal(x):
-            y = p.dipole(w2 * p.dipole(x))
-            y += np.float32(alpha) * tv_op(x)
+            u = q(x)
+            out = p.dipole(w2 * p.dipole(u))
+            out += np.float32(alpha) * tv_op(u)
             if n_csf:
-                y += np.float32(lam_csf) * csf_op(x)
-            return y
+                out += np.float32(lam_csf) * csf_op(u)
+            return q(out)
 
         dchi_field = p.dipole(chi)
         grad_e = p.dipole(w2 / s * np.sin(s * (dchi_field - p.f)).astype(np.float32))
         grad_e += np.float32(alpha) * tv_op(chi)
         if n_csf:
             grad_e += np.float32(lam_csf) * csf_op(chi)
-        dx, cg_steps = conjugate_gradient(normal, -grad_e, cg_tol, cg_iter)
-        chi += dx
-        ratio = np.linalg.norm(dx) / max(np.linalg.norm(chi), 1e-30)
+        dy, cg_steps = conjugate_gradient(normal, -q(grad_e), cg_tol, cg_iter)
+        y += dy
+        chi = q(y)
+        ratio = np.linalg.norm(q(dy)) / max(np.linalg.norm(chi), 1e-30)
         log.debug("MEDI step %d: %d CG iterations, |dchi|/|chi| = %.3g", step, cg_steps, ratio)
         if ratio < tol:
             break
