@@ -17,9 +17,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TV_ALPHA_PER_NOISE", "TV_MISFIT_SLOPE", "discrepancy", "misfit"]
 
-#: First guess of the TV weight per ppm of field noise (mm): the optimum of sweeps on the
-#: benchmark head was 0.08 (SNR 100) and 0.09 (SNR 40) times the median noise.
-TV_ALPHA_PER_NOISE = 0.08
+#: First guess of the TV weight per ppm of field noise and per mm of voxel size (the
+#: geometric mean of the three): the weights the discrepancy principle chose on the
+#: benchmark matrix were 0.053-0.059 x noise on the 1-1.4 mm heads, 0.066 at 1x1x2 mm,
+#: 0.111 at 2 mm and 0.080-0.144 at 2x2x3 mm (the noise map of the field fit through
+#: the origin); the 2-echo head, dominated by noise, needed 0.45.
+TV_ALPHA_PER_NOISE = 0.056
 
 #: d log(misfit) / d log(alpha) of TV near the optimum (0.42-0.44 on the benchmark head),
 #: the first secant slope.
@@ -41,7 +44,8 @@ def discrepancy(solve, p, noise_ppm: np.ndarray, name: str, *, per_noise: float,
     searched (secant steps on log ρ against log α, each solve warm-started from the
     last and run for a few iterations only) until the misfit matches within 5 %.
     ``solve(alpha, x0, iters)`` returns (χ, iterations) on ``p``'s grid; the search
-    starts at ``per_noise`` times the median noise (ppm) with secant slope ``slope``.
+    starts at ``per_noise`` times the median noise (ppm) times the voxel size (mm, geometric
+    mean) with secant slope ``slope``.
     The misfit is the linear one even for a nonlinear data term: where wrapped
     outliers inflate it the weight comes out smaller.
 
@@ -68,7 +72,7 @@ def discrepancy(solve, p, noise_ppm: np.ndarray, name: str, *, per_noise: float,
     # the misfit pure noise leaves under the problem's own weights (capped, normalised or none)
     target = float(np.linalg.norm(p.w[inside][good] * sigma[good]))
     typical = float(np.median(sigma[good]))
-    alpha, chi = per_noise * typical, None
+    alpha, chi = per_noise * typical * float(np.prod(p.vs)) ** (1 / 3), None
     prev = None
     for step in range(max_steps):
         chi, _ = solve(alpha, chi, first_iters if step == 0 else iters)
