@@ -14,7 +14,7 @@ from . import report as report_mod
 log = logging.getLogger(__name__)
 
 # 1.5 mm voxels over the standard 160x192x160 mm field of view: simulation and
-# reconstruction take ~25 s on 2 cores, on the same head the benchmarks use at 1 mm.
+# reconstruction take ~35 s on 2 cores, on the same head the benchmarks use at 1 mm.
 DEMO_SHAPE = (107, 128, 107)
 DEMO_VOXEL_MM = (1.5, 1.5, 1.5)
 
