@@ -272,19 +272,27 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
         res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
         res.parameters["r2star"] = {"noise_sigma": sigma, "gradient_correction": opt.r2star_gradient_correction,
                                      "slice_axis": data.slice_axis}
-    with timer("bgremove"):
-        local_c, eroded_c = background_removal(np.where(m, f_hz / hz_per_ppm, 0), m, vs, data.b0_direction,
-                                               noise_hz, opt, r2star=r2_c, r2star_noise=r2_sd,
-                                               field_strength=data.field_strength)
-    res.local_field_ppm = _uncrop(local_c, box, shape, np.float32)
+    total_ppm = np.where(m, f_hz / hz_per_ppm, 0)
+    peel = dict(r2star=r2_c, r2star_noise=r2_sd, field_strength=data.field_strength)
+    tfi = used["inversion"].name == "tfi"
+    if tfi:  # total field inversion fits the total field itself: no background removal
+        with timer("field_region"):
+            local_c, eroded_c = field_region(total_ppm, m, vs, noise_hz, opt, **peel)
+    else:
+        with timer("bgremove"):
+            local_c, eroded_c = background_removal(total_ppm, m, vs, data.b0_direction, noise_hz, opt, **peel)
+        res.parameters["bg_polynomial"] = opt.bg_polynomial
+        done.append("bgremove")
+    del total_ppm
     res.eroded_mask = _uncrop(eroded_c, box, shape, bool)
-    res.parameters["bg_polynomial"] = opt.bg_polynomial
-    done.append("bgremove")
     rss = np.sqrt(np.sum(mag.astype(np.float32) ** 2, axis=-1)) if mag.ndim == 4 else mag
     chi_c, csf_c, used["reference"] = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
         magnitude=rss, phase_scale=2 * np.pi * hz_per_ppm * float(np.mean(te)), r2star=r2_c)
     res.chi = _uncrop(chi_c, box, shape, np.float32)
+    if tfi:  # the local field TFI explains: the field of χ inside the region it was fitted on
+        local_c = np.where(eroded_c, kernels.forward_field(chi_c, vs, data.b0_direction), 0)
+    res.local_field_ppm = _uncrop(local_c, box, shape, np.float32)
     if csf_c is not None:
         res.csf_mask = _uncrop(csf_c, box, shape, bool)
     done += ["inversion", "reference"] + (["r2star"] if r2_c is not None else [])
@@ -421,16 +429,25 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     return chi, csf, ref
 
 
-def background_removal(field, mask, voxel_size, b0_direction, noise, opt: Options, *, r2star=None,
-                       r2star_noise=None, field_strength=3.0):
-    """The chosen background removal on the mask without its unreliable edge
-    (:func:`qsmflow.masking.reliable_field_mask` from ``noise`` and ``r2star``; off when
-    ``opt.peel_noise_factor`` is 0), then the optional polynomial clean-up (``opt.bg_polynomial``)."""
-    method = STAGES["bgremove"][resolve_bgremove(opt.bgremove, voxel_size)]
+def field_region(field, mask, voxel_size, noise, opt: Options, *, r2star=None, r2star_noise=None,
+                 field_strength=3.0):
+    """The field on the mask without its unreliable edge (:func:`qsmflow.masking.reliable_field_mask`
+    from ``noise`` and ``r2star``; the whole mask when ``opt.peel_noise_factor`` is 0 or there
+    is no noise map): (field, mask)."""
     if noise is not None and opt.peel_noise_factor > 0:
         mask = masking.reliable_field_mask(mask, noise, voxel_size, r2star=r2star, r2star_noise=r2star_noise,
                                            field_strength=field_strength, factor=opt.peel_noise_factor)
         field = np.where(mask, field, 0)
+    return field, mask
+
+
+def background_removal(field, mask, voxel_size, b0_direction, noise, opt: Options, *, r2star=None,
+                       r2star_noise=None, field_strength=3.0):
+    """The chosen background removal on :func:`field_region`, then the optional polynomial
+    clean-up (``opt.bg_polynomial``)."""
+    method = STAGES["bgremove"][resolve_bgremove(opt.bgremove, voxel_size)]
+    field, mask = field_region(field, mask, voxel_size, noise, opt, r2star=r2star, r2star_noise=r2star_noise,
+                               field_strength=field_strength)
     local, eroded = method.func(field, mask, voxel_size, b0_direction, noise=noise,
                                 **opt.stage_options.get("bgremove", {}))
     if opt.bg_polynomial:

@@ -175,7 +175,9 @@ def _stage_options(stages):
     helps = {"phase_offset": "Removal of the echo-independent phase offset.", "unwrap": "Phase unwrapping.",
              "field_fit": "Multi-echo field fit.",
              "bgremove": "Background field removal (auto: LBV for voxels up to 1.5 mm, else PDF).",
-             "inversion": "Dipole inversion (medi: MEDI+0 with the CSF term when R2* finds CSF).",
+             "inversion": "Dipole inversion (medi: MEDI+0 with the CSF term when R2* finds CSF; tfi: total "
+                          "field inversion, no background removal, better with voxels of 2 mm and more, "
+                          "~10x slower).",
              "reference": "Zero of χ: csf (CSF found from R2*; whole-brain mean if none) or mean.",
              "r2star": "R2* fit: log-linear (S²-weighted), ARLO (closed form) or NLLS (Levenberg-Marquardt)."}
 
