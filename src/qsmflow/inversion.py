@@ -272,7 +272,7 @@ TFI_BACKGROUND_PRECONDITIONER = 30.0
 def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, magnitude: np.ndarray,
         phase_scale: float, noise=None, alpha: float | str = "auto", csf_mask: np.ndarray | None = None,
         lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION,
-        background_preconditioner: float = TFI_BACKGROUND_PRECONDITIONER, max_iter: int = 10, tol: float = 0.02,
+        background_preconditioner: float = TFI_BACKGROUND_PRECONDITIONER, max_iter: int = 5, tol: float = 0.02,
         cg_iter: int = 300, cg_tol: float = 0.003, info: dict | None = None) -> np.ndarray:
     """Total field inversion: tissue and background sources from the total field in one step.
 
@@ -290,7 +290,8 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
     matrix the weight the principle settles on for MEDI is within 15 % of it on the 3D
     rows with voxels up to 2x2x3 mm, 38 % below it on the 2D multi-slice row (the search
     itself would need TFI solves, each as costly as the final one). Conjugate gradients need ~300 iterations per Gauss-Newton
-    step to reach the background sources (10x MEDI's time on the 2 mm head).
+    step to reach the background sources; 5 steps give 48.7 % χ NRMSE on the 2 mm matrix
+    head in 21 s (10 steps 47.7 %, 100 iterations per step 53.7 %).
 
     Parameters
     ----------

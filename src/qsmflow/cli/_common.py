@@ -175,15 +175,15 @@ def _stage_options(stages):
     helps = {"phase_offset": "Removal of the echo-independent phase offset.", "unwrap": "Phase unwrapping.",
              "field_fit": "Multi-echo field fit.",
              "bgremove": "Background field removal (auto: LBV for voxels up to 1.5 mm, else PDF).",
-             "inversion": "Dipole inversion (medi: MEDI+0 with the CSF term when R2* finds CSF; tfi: total "
-                          "field inversion, no background removal, better with voxels of 2 mm and more, "
-                          "~10x slower).",
+             "inversion": "Dipole inversion (auto: medi for voxels up to 1.5 mm, else tfi; medi: MEDI+0 "
+                          "with the CSF term when R2* finds CSF; tfi: total field inversion, no background "
+                          "removal, 5-10x slower).",
              "reference": "Zero of χ: csf (CSF found from R2*; whole-brain mean if none) or mean.",
              "r2star": "R2* fit: log-linear (S²-weighted), ARLO (closed form) or NLLS (Levenberg-Marquardt)."}
 
     def deco(func):
         for stage in reversed(stages):
-            names = sorted(pipeline.STAGES[stage]) + (["auto"] if stage == "bgremove" else [])
+            names = sorted(pipeline.STAGES[stage]) + (["auto"] if stage in ("bgremove", "inversion") else [])
             func = click.option(f"--{stage.replace('_', '-')}", stage, type=click.Choice(names, case_sensitive=False),
                                 default=getattr(pipeline.Options, stage), show_default=True,
                                 help=helps.get(stage))(func)
@@ -193,14 +193,15 @@ def _stage_options(stages):
 
 
 # the regularisation weight's keyword per inversion method
-_REG_PARAM = {"tv": "alpha", "medi": "alpha", "l2": "lam"}
+_REG_PARAM = {"tv": "alpha", "medi": "alpha", "tfi": "alpha", "auto": "alpha", "l2": "lam"}
 
 
 def _regularisation_option(func):
     return click.option(
         "--regularisation", default="auto", show_default=True, metavar="auto|WEIGHT",
-        help="Inversion weight: auto (tv/medi: discrepancy principle with the field-noise map, a fixed value "
-             "without one; l2: its fixed 0.02 mm²) or a number (alpha, ppm·mm, for tv/medi; lambda, mm², for l2).")(func)
+        help="Inversion weight: auto (tv/medi: discrepancy principle with the field-noise map, tfi: its "
+             "starting rule, a fixed value without one; l2: its fixed 0.02 mm²) or a number (alpha, ppm·mm, "
+             "for tv/medi/tfi; lambda, mm², for l2).")(func)
 
 
 def _regularisation_options(inversion: str, value: str) -> dict:
