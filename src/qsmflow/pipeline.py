@@ -363,10 +363,10 @@ AUTO_COARSE_METHOD = "pdf"
 
 # "auto" inversion, by the same matrix: MEDI+0 after background removal up to 1.5 mm voxels,
 # total field inversion (no background removal) above, where the separate background step
-# is what limits χ: 1x1x2 mm 49.9 -> 38.3 %, 2 mm 58.8 -> 48.7 %, 2x2x3 mm 62.1 -> 54.0 %,
-# 2D 2x2x3 mm 67.5 -> 55.5 %, slopes 0.91-0.98; the two-echo 2x2x3 mm row, at its
-# acquisition's floor either way, 91.4 -> 92.9 % (slope 0.14 -> 0.21). TFI costs 5-10x
-# MEDI's time there (4 min at 1x1x2 mm).
+# is what limits χ. On the five rows above 1.5 mm (1x1x2, 2, 2x2x3 mm, 2D 2x2x3 mm, two
+# echoes at 2x2x3 mm) PDF + MEDI+0 gave 49.9 / 58.8 / 62.1 / 67.5 / 91.3 % (slopes down to
+# 0.15) and TFI 40.1 / 48.7 / 53.6 / 53.1 / 81.6 % (slopes 0.60-0.96), at 3-5x the chain's
+# time (91 s at 1x1x2 mm).
 AUTO_COARSE_INVERSION = "tfi"
 
 

@@ -174,7 +174,7 @@ def _stage_options(stages):
 
     helps = {"phase_offset": "Removal of the echo-independent phase offset.", "unwrap": "Phase unwrapping.",
              "field_fit": "Multi-echo field fit.",
-             "bgremove": "Background field removal (auto: LBV for voxels up to 1.5 mm, else PDF).",
+             "bgremove": "Background field removal (auto: LBV for voxels up to 1.5 mm, else PDF; not used by tfi).",
              "inversion": "Dipole inversion (auto: medi for voxels up to 1.5 mm, else tfi; medi: MEDI+0 "
                           "with the CSF term when R2* finds CSF; tfi: total field inversion, no background "
                           "removal, 5-10x slower).",
