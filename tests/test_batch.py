@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from qsmflow import batch, io, phantom
+from qsmflow import batch, io, phantom, pipeline
 
 ECHOES = (0.004, 0.008, 0.012)
 SUBJECTS, SESSIONS = ("01", "02", "03", "04"), ("1", "2")
@@ -78,7 +78,8 @@ def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path):
     out = root / "derivatives" / "qsmflow"
 
     # first batch, killed once three runs are complete
-    proc = subprocess.Popen([sys.executable, "-m", "qsmflow", "bids", str(root), "-q"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "qsmflow", "bids", str(root), "-q", "--inversion", "medi"],
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
     while len(_marks(out)) < 3 and proc.poll() is None and time.monotonic() < deadline:
@@ -89,7 +90,7 @@ def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path):
     assert 3 <= len(first) < 8
 
     # the rerun completes only what is missing; the truncated run fails alone, with its log
-    res = _bids([str(root), "--jobs", "2", "-q"])
+    res = _bids([str(root), "--jobs", "2", "-q", "--inversion", "medi"])
     assert res.returncode == 1, res.stderr
     lines = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.startswith("sub-")}
     assert len(lines) == 8
@@ -146,11 +147,12 @@ def restored_environ():
 def test_local_cluster_gives_the_local_outputs(dataset, tmp_path, restored_environ):
     distributed = pytest.importorskip("distributed")
     runs, _ = batch.discover(dataset, participants=["01", "02"], sessions=["1"])
-    local = batch.BatchConfig(out_root=str(tmp_path / "local"))
+    medi = pipeline.Options(inversion="medi")  # the batch machinery, not the inversion, is tested here
+    local = batch.BatchConfig(out_root=str(tmp_path / "local"), options=medi)
     assert [s.status for s in batch.run_batch(runs, local)] == ["done", "done"]
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster:
-        remote = batch.BatchConfig(out_root=str(tmp_path / "dask"))
+        remote = batch.BatchConfig(out_root=str(tmp_path / "dask"), options=medi)
         statuses = batch.run_batch(runs, remote, scheduler=cluster.scheduler_address)
         assert [s.status for s in statuses] == ["done", "done"], [s.message for s in statuses]
         again = batch.run_batch(runs, remote, scheduler=cluster.scheduler_address)

@@ -93,7 +93,8 @@ def test_no_report_and_report_errors(oblique_data, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = _run(["run", "--mag", str(oblique_data / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
                          "--phase", str(oblique_data / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz"), "-o", str(out),
-                         "--no-report", "--bgremove", "vsharp", "--swi", "--minip-slab", "12", "-q"], capsys)
+                         "--no-report", "--inversion", "medi", "--bgremove", "vsharp", "--swi", "--minip-slab", "12",
+                         "-q"], capsys)
     assert code == 0, err
     assert (out / "sub-phantom_Chimap.nii.gz").exists() and not list(out.glob("*report*"))
     prov = json.loads((out / "sub-phantom_provenance.json").read_text())
