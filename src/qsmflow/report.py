@@ -181,9 +181,12 @@ def write_report(out_dir, prefix: str, *, extra_warnings=()) -> Path:
         win = (0.0, _round(float(np.percentile(bg[mask], 99.5))) if mask.any() else 1.0)
         img = _figures.three_views(bg, vs, centre, *win, outline=mask)
         sections.append(("Brain mask on the " + bg_name, img))
+    tfi = prov.get("parameters", {}).get("methods", {}).get("inversion") == "tfi"
     for suffix, title, cmap, unit, rule in _PANELS:
         if suffix not in maps:
             continue
+        if suffix == "localfield" and tfi:  # no background removal ran: the field TFI's χ explains
+            title = "Local field (the field of χ from total field inversion)"
         region = maps.get("localmask", maps["mask"]) > 0.5 if suffix in ("localfield", "Chimap") else mask
         win = _window(maps[suffix][region], rule)
         img = _figures.three_views(maps[suffix], vs, centre, *win, cmap=cmap)
