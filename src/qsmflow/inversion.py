@@ -185,6 +185,30 @@ def tv(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, n
     return p.full(chi)
 
 
+def _medi_problem(field, mask, voxel_size, b0_direction, magnitude, phase_scale, noise, edge_fraction, csf_mask,
+                  lam_csf, name):
+    """What MEDI and TFI share: the checked inputs on a :class:`Problem` with noise weights,
+    the magnitude's edge mask and the CSF mask on its grid: (problem, edges, csf or None,
+    phase scale, lam_csf)."""
+    f, mask, vs, b = _setup(field, mask, voxel_size, b0_direction)
+    mag = _checks.as_volume("magnitude", magnitude)
+    _checks.same_shape("magnitude", mag, "field", f)
+    s = _phase_scale(phase_scale)
+    frac = _checks.positive("edge_fraction", edge_fraction)
+    if frac >= 1:
+        raise ValueError(f"edge_fraction={frac} must be below 1 (a share of gradient components)")
+    lam_csf = _checks.positive("lam_csf", lam_csf, allow_zero=True)
+    p = Problem(f, mask, vs, b, noise_weights(noise, mask), _PAD_VOXELS)
+    edges = _edge_mask(p, p.cut(np.where(mask, mag, 0)), frac)
+    csf = None
+    if csf_mask is not None:
+        csf = p.cut(_checks.as_mask("csf_mask", csf_mask, f.shape) & mask)
+        if not csf.any():
+            log.warning("%s: the CSF mask does not overlap the brain mask; the CSF term is off", name)
+            csf = None
+    return p, edges, csf, s, lam_csf
+
+
 def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, magnitude: np.ndarray,
          phase_scale: float, noise=None, alpha: float | str = "auto", csf_mask: np.ndarray | None = None,
          lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION, max_iter: int = 10,
@@ -235,22 +259,8 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     quantitative susceptibility mapping. Magn Reson Med 2018;79:2795-2803.
     doi:10.1002/mrm.26946
     """
-    f, mask, vs, b = _setup(local_field, mask, voxel_size, b0_direction)
-    mag = _checks.as_volume("magnitude", magnitude)
-    _checks.same_shape("magnitude", mag, "local_field", f)
-    s = _phase_scale(phase_scale)
-    frac = _checks.positive("edge_fraction", edge_fraction)
-    if frac >= 1:
-        raise ValueError(f"edge_fraction={frac} must be below 1 (a share of gradient components)")
-    lam_csf = _checks.positive("lam_csf", lam_csf, allow_zero=True)
-    p = Problem(f, mask, vs, b, noise_weights(noise, mask), _PAD_VOXELS)
-    edges = _edge_mask(p, p.cut(np.where(mask, mag, 0)), frac)
-    csf = None
-    if csf_mask is not None:
-        csf = p.cut(_checks.as_mask("csf_mask", csf_mask, f.shape) & mask)
-        if not csf.any():
-            log.warning("MEDI+0: the CSF mask does not overlap the brain mask; the CSF term is off")
-            csf = None
+    p, edges, csf, s, lam_csf = _medi_problem(local_field, mask, voxel_size, b0_direction, magnitude, phase_scale,
+                                              noise, edge_fraction, csf_mask, lam_csf, "MEDI+0")
 
     def tv_solve(a, x0=None, iters=150):  # the cheaper problem the automatic weight is searched on
         return _inv_tv.fansi(p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=1e-3, x0=x0, edges=edges)
@@ -315,20 +325,9 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
     method for quantitative susceptibility mapping. Magn Reson Med 2017;78:303-315.
     doi:10.1002/mrm.26331
     """
-    f, mask, vs, b = _setup(total_field, mask, voxel_size, b0_direction)
-    mag = _checks.as_volume("magnitude", magnitude)
-    _checks.same_shape("magnitude", mag, "total_field", f)
-    s = _phase_scale(phase_scale)
-    frac = _checks.positive("edge_fraction", edge_fraction)
     pb = _checks.positive("background_preconditioner", background_preconditioner)
-    lam_csf = _checks.positive("lam_csf", lam_csf, allow_zero=True)
-    p = Problem(f, mask, vs, b, noise_weights(noise, mask), _PAD_VOXELS)
-    edges = _edge_mask(p, p.cut(np.where(mask, mag, 0)), frac)
-    csf = None
-    if csf_mask is not None:
-        csf = p.cut(_checks.as_mask("csf_mask", csf_mask, f.shape) & mask)
-        if not csf.any():
-            csf = None
+    p, edges, csf, s, lam_csf = _medi_problem(total_field, mask, voxel_size, b0_direction, magnitude, phase_scale,
+                                              noise, edge_fraction, csf_mask, lam_csf, "TFI")
     edges *= p.mask > 0  # background sources are not smooth: no TV outside the mask
     precond = np.where(p.mask > 0, np.float32(1.0), np.float32(pb)).astype(np.float32)
     # the total field spans many turns of phase at the echo time: fit it linearly (it is
