@@ -374,9 +374,13 @@ def resolve_inversion(name: str, voxel_size) -> str:
     """The inversion ``name`` stands for ("auto": by voxel size, see AUTO_COARSE_INVERSION)."""
     if name != "auto":
         return choose(STAGES["inversion"], name, "inversion").name
-    coarse = float(np.max(voxel_size)) > AUTO_LBV_MAX_VOXEL_MM + 1e-6
-    chosen = AUTO_COARSE_INVERSION if coarse else "medi"
-    log.info("inversion 'auto': %s for %s mm voxels", chosen.upper(), "x".join(f"{v:g}" for v in np.asarray(voxel_size)))
+    return _by_voxel_size("inversion", voxel_size, "medi", AUTO_COARSE_INVERSION)
+
+
+def _by_voxel_size(stage: str, voxel_size, fine: str, coarse: str) -> str:
+    """An 'auto' choice: ``fine`` when no voxel axis exceeds AUTO_LBV_MAX_VOXEL_MM, else ``coarse``."""
+    chosen = coarse if float(np.max(voxel_size)) > AUTO_LBV_MAX_VOXEL_MM + 1e-6 else fine
+    log.info("%s 'auto': %s for %s mm voxels", stage, chosen.upper(), "x".join(f"{v:g}" for v in np.asarray(voxel_size)))
     return chosen
 
 
@@ -384,11 +388,7 @@ def resolve_bgremove(name: str, voxel_size) -> str:
     """The background method ``name`` stands for ("auto": by voxel size, see AUTO_LBV_MAX_VOXEL_MM)."""
     if name != "auto":
         return choose(STAGES["bgremove"], name, "bgremove").name
-    coarse = float(np.max(voxel_size)) > AUTO_LBV_MAX_VOXEL_MM + 1e-6
-    chosen = AUTO_COARSE_METHOD if coarse else "lbv"
-    log.info("background removal 'auto': %s for %s mm voxels", chosen.upper(),
-             "x".join(f"{v:g}" for v in np.asarray(voxel_size)))
-    return chosen
+    return _by_voxel_size("background removal", voxel_size, "lbv", AUTO_COARSE_METHOD)
 
 
 def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=None, slice_axis=None):
