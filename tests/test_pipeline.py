@@ -82,7 +82,9 @@ def test_write_outputs(small_head, default_run, tmp_path):
     r = default_run[0]
     written = pipeline.write_outputs(r, data, tmp_path, command_line=["qsmflow", "run"])
     names = {p.name for p in written}
-    assert names == set(pipeline.output_names("sub-t", data.n_echoes))
+    assert names == set(pipeline.output_names("sub-t", data.n_echoes, optional=["desc-sd_Chimap"]))
+    sd = json.loads((tmp_path / "sub-t_desc-sd_Chimap.json").read_text())
+    assert sd["Units"] == "ppm" and "field noise" in sd["Description"]
     chi = nib.load(str(tmp_path / "sub-t_Chimap.nii.gz"))
     assert chi.get_data_dtype() == np.float32
     np.testing.assert_allclose(chi.affine, small_head.affine, atol=1e-5)
@@ -93,7 +95,7 @@ def test_write_outputs(small_head, default_run, tmp_path):
     assert prov["command_line"] == ["qsmflow", "run"]
     assert prov["parameters"]["methods"]["inversion"] == "tfi"
     assert prov["parameters"]["inversion"]["alpha"] > 0  # the automatic choice is recorded
-    assert set(prov["timings_s"]) >= {"mask", "inversion"}
+    assert set(prov["timings_s"]) >= {"mask", "inversion", "chi_sd"}
     assert "numpy" in prov["versions"]
     cites = (tmp_path / "sub-t_citations.txt").read_text()
     assert "doi:10.1002/cmr.b.20034" in cites  # the dipole kernel

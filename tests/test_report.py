@@ -69,10 +69,10 @@ def test_run_writes_a_report_with_every_figure_obliquity_and_warnings(oblique_da
                         capsys)
     assert code == 0, err
     page = (out / "sub-phantom_report.html").read_text(encoding="utf-8")
-    # magnitude+mask, total field, local field, χ, R2*, T2*, histogram
-    assert _check_pngs(page) == 7
-    for title in ("Brain mask", "Total field", "Local field", "Susceptibility", "R2*", "T2*", "Histogram of χ",
-                  "Region statistics", "Provenance", "Runtimes"):
+    # magnitude+mask, total field, local field, χ, its uncertainty, R2*, T2*, histogram
+    assert _check_pngs(page) == 8
+    for title in ("Brain mask", "Total field", "Local field", "Susceptibility", "Uncertainty of χ", "R2*", "T2*",
+                  "Histogram of χ", "Region statistics", "χ noise SD median ppm", "Provenance", "Runtimes"):
         assert title in page, title
     prov = json.loads((out / "sub-phantom_provenance.json").read_text())
     angle = prov["input"]["b0_angle_to_slice_axis_deg"]
@@ -86,7 +86,7 @@ def test_run_writes_a_report_with_every_figure_obliquity_and_warnings(oblique_da
     (out / "sub-phantom_report.html").unlink()
     code, stdout, err = _run(["report", str(out)], capsys)
     assert code == 0 and "sub-phantom_report.html" in stdout, err
-    assert _check_pngs((out / "sub-phantom_report.html").read_text(encoding="utf-8")) == 7
+    assert _check_pngs((out / "sub-phantom_report.html").read_text(encoding="utf-8")) == 8
 
 
 def test_no_report_and_report_errors(oblique_data, tmp_path, capsys):
@@ -99,11 +99,11 @@ def test_no_report_and_report_errors(oblique_data, tmp_path, capsys):
     assert (out / "sub-phantom_Chimap.nii.gz").exists() and not list(out.glob("*report*"))
     prov = json.loads((out / "sub-phantom_provenance.json").read_text())
     assert prov["parameters"]["swi"]["minip_slices"] == 3  # 12 mm of 4 mm slices
-    # the report of a run with SWI shows it: two more figures
+    # the report of a run with SWI shows it: two more figures (and one for the uncertainty of χ)
     code, _, err = _run(["report", str(out), "-q"], capsys)
     assert code == 0, err
     page = (out / "sub-phantom_report.html").read_text(encoding="utf-8")
-    assert _check_pngs(page) == 9 and "minimum-intensity projection" in page
+    assert _check_pngs(page) == 10 and "minimum-intensity projection" in page
     empty = tmp_path / "empty"
     empty.mkdir()
     for target, word in [(empty, "no qsmflow outputs"), (tmp_path / "missing", "is not a folder")]:

@@ -79,20 +79,21 @@ def fansi(p: Problem, alpha: float, *, mu1: float, mu2: float, max_iter: int, to
     return chi, it
 
 
-def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf: np.ndarray | None,
-         lam_csf: float, max_iter: int, tol: float, cg_iter: int, cg_tol: float, eps: float,
-         precond: np.ndarray | None = None):
-    """MEDI: Gauss-Newton on the nonlinear data term with lagged-diffusivity TV; returns (χ, steps).
+def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.ndarray, csf, lam_csf: float,
+                         eps: float, precond, newton: bool = False):
+    """The linearised normal operator at ``χ``: (normal, q, tv_op, csf_op).
 
-    Each step solves ``(DᵀW²D + α GᵀM V M G + λ_c PᵀP) dχ = -∇E`` by conjugate
-    gradients, ``V = 1/sqrt(|M ∇χ|² + eps)``, ``P x = M_csf (x - mean_csf x)``.
-    With ``precond`` (a positive diagonal ``Q``) the unknown is ``y`` with ``χ = Q y``
-    and every operator is wrapped as ``Q A Q`` (total field inversion).
+    TV enters by its lagged-diffusivity weights ``V = 1/sqrt(|M∇χ|² + eps)`` per gradient
+    component, or with ``newton`` by its curvature ``eps·V³``. ``normal`` acts on the
+    preconditioned unknown ``y`` (``χ = q(y)``); ``tv_op`` and ``csf_op`` act on ``χ``.
     """
     w2 = p.w * p.w
-    s = phase_scale
-    y = np.zeros(p.shape, np.float32)
     n_csf = float(csf.sum()) if csf is not None else 0.0
+    mg = p.grad(chi) * edges
+    v = (1.0 / np.sqrt(mg * mg + np.float32(eps))).astype(np.float32)  # per component: anisotropic TV
+    del mg
+    if newton:
+        v = np.float32(eps) * v * v * v
 
     def q(x):
         return x if precond is None else precond * x
@@ -103,27 +104,45 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
         r = csf * (x - np.float32(np.sum(x * csf) / n_csf))
         return csf * (r - np.float32(np.sum(r * csf) / n_csf))
 
+    def tv_op(x):
+        return p.grad_adj(edges * v * (edges * p.grad(x)))
+
+    def normal(x):
+        u = q(x)
+        out = p.dipole(w2 * p.dipole(u))
+        out += np.float32(alpha) * tv_op(u)
+        if n_csf:
+            out += np.float32(lam_csf) * csf_op(u)
+        return q(out)
+
+    return normal, q, tv_op, csf_op
+
+
+def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf: np.ndarray | None,
+         lam_csf: float, max_iter: int, tol: float, cg_iter: int, cg_tol: float, eps: float,
+         precond: np.ndarray | None = None, x0: np.ndarray | None = None):
+    """MEDI: Gauss-Newton on the nonlinear data term with lagged-diffusivity TV; returns (χ, steps).
+
+    Each step solves ``(DᵀW²D + α GᵀM V M G + λ_c PᵀP) dχ = -∇E`` by conjugate
+    gradients, ``V = 1/sqrt(|M ∇χ|² + eps)``, ``P x = M_csf (x - mean_csf x)``.
+    With ``precond`` (a positive diagonal ``Q``) the unknown is ``y`` with ``χ = Q y``
+    and every operator is wrapped as ``Q A Q`` (total field inversion). ``x0``: the
+    starting χ (zero by default).
+    """
+    w2 = p.w * p.w
+    s = phase_scale
+    if x0 is None:
+        y = np.zeros(p.shape, np.float32)
+    else:
+        y = x0.astype(np.float32) if precond is None else (x0 / precond).astype(np.float32)
     step = 0
-    chi = q(y)
+    chi = y if precond is None else precond * y
     for step in range(1, max_iter + 1):
-        mg = p.grad(chi) * edges
-        v = (1.0 / np.sqrt(mg * mg + np.float32(eps))).astype(np.float32)  # per component: anisotropic TV
-
-        def tv_op(x, v=v):
-            return p.grad_adj(edges * v * (edges * p.grad(x)))
-
-        def normal(x):
-            u = q(x)
-            out = p.dipole(w2 * p.dipole(u))
-            out += np.float32(alpha) * tv_op(u)
-            if n_csf:
-                out += np.float32(lam_csf) * csf_op(u)
-            return q(out)
-
+        normal, q, tv_op, csf_op = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, precond)
         dchi_field = p.dipole(chi)
         grad_e = p.dipole(w2 / s * np.sin(s * (dchi_field - p.f)).astype(np.float32))
         grad_e += np.float32(alpha) * tv_op(chi)
-        if n_csf:
+        if csf is not None:
             grad_e += np.float32(lam_csf) * csf_op(chi)
         dy, cg_steps = conjugate_gradient(normal, -q(grad_e), cg_tol, cg_iter)
         y += dy
@@ -133,3 +152,28 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
         if ratio < tol:
             break
     return chi, step
+
+
+def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, edges: np.ndarray,
+             csf: np.ndarray | None, lam_csf: float, eps: float, samples: int, cg_iter: int,
+             seed: int = 0) -> np.ndarray:
+    """Standard deviation of χ due to field noise ``sigma`` (ppm per voxel), on the padded grid.
+
+    The estimate's response to a field perturbation ``n`` is linearised at ``χ``:
+    ``δχ = H⁻¹ DᵀW² n`` with ``H = DᵀW²D + α GᵀM V' M G + λ_c PᵀP`` the Hessian of the
+    objective of :func:`medi` with the smoothed TV's own curvature ``V' = eps/(|M∇χ|²+eps)^{3/2}``
+    (not the lagged weights ``V``, which make the solution look stiffer than it is).
+    ``samples`` draws of ``n = sigma·ξ``, ``ξ`` standard normal, each solved by
+    ``cg_iter`` conjugate-gradient iterations from zero, give the variance as the mean of
+    ``δχ²``. No preconditioner: in total field inversion the background sources' weight
+    speeds up the fit of the background, not the tissue's response to noise.
+    """
+    normal, _, _, _ = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=True)
+    w2s = p.w * p.w * sigma
+    rng = np.random.default_rng(seed)
+    var = np.zeros(p.shape, np.float32)
+    for _ in range(samples):
+        xi = rng.standard_normal(p.shape, dtype=np.float32)
+        d, _ = conjugate_gradient(normal, p.dipole(w2s * xi), 0.0, cg_iter)
+        var += d * d
+    return np.sqrt(var / np.float32(samples))

@@ -26,6 +26,8 @@ __all__ = ["output_names", "write_outputs"]
 # name suffix -> (result attribute, units, description)
 _MAPS = {
     "Chimap": ("chi", "ppm", "magnetic susceptibility relative to the reference region"),
+    "desc-sd_Chimap": ("chi_sd", "ppm", "standard deviation of chi caused by the field noise (linearised noise "
+                       "propagation through the inversion; not the bias, so not the whole error)"),
     "R2starmap": ("r2star", "1/s", "effective transverse relaxation rate R2*"),
     "T2starmap": ("t2star", "s", "effective transverse relaxation time T2* = 1/R2*"),
     "S0map": ("s0", "arbitrary", "signal extrapolated to TE = 0"),
@@ -42,15 +44,15 @@ _MAPS = {
     "phaseoffset": ("phase_offset", "rad", "echo-independent phase offset removed before unwrapping"),
     "unwrapped": ("unwrapped_phase", "rad", "unwrapped phase of each echo, phase offset removed"),
 }
-# maps written only when asked for (--mwf, --swi)
-_OPTIONAL = ("MWFmap", "swi", "minIP")
+# maps written only when made (--mwf, --swi; the χ SD when the inversion propagates noise)
+_OPTIONAL = ("MWFmap", "swi", "minIP", "desc-sd_Chimap")
 # which maps each stopping point writes (a whole run leaves out the 4D unwrapped phase)
 _WRITTEN = {
-    None: ("Chimap", "R2starmap", "T2starmap", "S0map", "R2starfit", "mask", "fieldmap", "fieldnoise", "localfield", "localmask",
+    None: ("Chimap", "desc-sd_Chimap", "R2starmap", "T2starmap", "S0map", "R2starfit", "mask", "fieldmap", "fieldnoise", "localfield", "localmask",
            "csfmask", "swi", "minIP"),
     "swi": ("swi", "minIP", "mask"),
     "bgremove": ("localfield", "localmask"),
-    "inversion": ("Chimap", "csfmask"),
+    "inversion": ("Chimap", "desc-sd_Chimap", "csfmask"),
     "r2star": ("R2starmap", "T2starmap", "S0map", "R2starfit", "MWFmap", "mask"),
     "mask": ("mask",),
     "unwrap": ("mask", "phaseoffset", "unwrapped"),

@@ -75,6 +75,7 @@ class Options:
     phase_sign: int = 1
     bg_polynomial: int = 0
     peel_noise_factor: float = masking.PEEL_NOISE_FACTOR
+    chi_sd: bool = True
     stage_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -105,6 +106,7 @@ class QSMResult:
     eroded_mask: np.ndarray | None = None
     csf_mask: np.ndarray | None = None
     chi: np.ndarray | None = None
+    chi_sd: np.ndarray | None = None
     r2star: np.ndarray | None = None
     r2star_fit: np.ndarray | None = None
     t2star: np.ndarray | None = None
@@ -116,6 +118,11 @@ class QSMResult:
     parameters: dict = field(default_factory=dict)
     citations: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+
+
+def optional_outputs(opt: Options) -> list[str]:
+    """The maps beyond the usual ones that a run with these options may write."""
+    return (["swi", "minIP"] if opt.swi else []) + (["desc-sd_Chimap"] if opt.chi_sd else [])
 
 
 # the checkpoints ``run(..., until=...)`` may stop after
@@ -290,10 +297,12 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     del total_ppm
     res.eroded_mask = _uncrop(eroded_c, box, shape, bool)
     rss = np.sqrt(np.sum(mag.astype(np.float32) ** 2, axis=-1)) if mag.ndim == 4 else mag
-    chi_c, csf_c, used["reference"] = inversion_and_reference(
+    chi_c, sd_c, csf_c, used["reference"] = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
         magnitude=rss, phase_scale=2 * np.pi * hz_per_ppm * float(np.mean(te)), r2star=r2_c)
     res.chi = _uncrop(chi_c, box, shape, np.float32)
+    if sd_c is not None:
+        res.chi_sd = _uncrop(sd_c, box, shape, np.float32)
     if tfi:  # the local field TFI explains: the field of χ inside the region it was fitted on
         local_c = np.where(eroded_c, kernels.forward_field(chi_c, vs, data.b0_direction), 0)
     res.local_field_ppm = _uncrop(local_c, box, shape, np.float32)
@@ -409,11 +418,14 @@ def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=N
 
 def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Options, res: QSMResult, timer, *,
                             noise_ppm=None, magnitude=None, phase_scale=None, r2star=None):
-    """Dipole inversion and referencing of a local field (ppm): (χ, CSF mask or None, reference used).
+    """Dipole inversion and referencing of a local field (ppm): (χ, its noise SD or None, CSF mask
+    or None, reference used).
 
     Each method gets what it accepts of: the noise map (ppm), the magnitude, the phase
     per ppm at the mean echo time, and the CSF mask found from R2* (when the inversion
-    takes one or the reference is CSF). The inversion's choices (weights, iterations)
+    takes one or the reference is CSF). With ``opt.chi_sd``, a noise map and an inversion
+    that propagates noise (``inversion.SD_METHODS``), χ's SD comes too (see
+    :func:`qsmflow.inversion.medi`). The inversion's choices (weights, iterations)
     go to ``res.parameters["inversion"]``, the reference offset to
     ``res.parameters["reference_offset_ppm"]``.
     """
@@ -437,9 +449,23 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     kwargs.update(so.get("inversion", {}))
     if "magnitude" in accepted and "magnitude" not in kwargs:
         raise ValueError(f"inversion {inv.name!r} needs a magnitude image")
+    sd = None
+    if opt.chi_sd and "return_sd" not in kwargs:
+        if inv.name not in inversion.SD_METHODS:
+            log.info("no χ uncertainty map: inversion %r does not propagate the field noise (%s do)", inv.name,
+                     " and ".join(inversion.SD_METHODS))
+        elif noise_ppm is None:
+            log.info("no χ uncertainty map: there is no field-noise map")
+        else:
+            kwargs["return_sd"] = True
     info: dict = {}
     with timer("inversion"):
         chi = inv.func(local, eroded, voxel_size, b0_direction, info=info, **kwargs)
+    if kwargs.get("return_sd"):
+        chi, sd = chi
+        # the noise propagation ran inside the inversion: book its time apart
+        res.timings["chi_sd"] = round(info.get("sd_seconds", 0.0), 3)
+        res.timings["inversion"] = round(res.timings["inversion"] - res.timings["chi_sd"], 3)
     res.parameters["inversion"] = info
     ref_kwargs = {"csf": csf} if ref.name == "csf" else {}
     ref_kwargs.update(so.get("reference", {}))
@@ -448,7 +474,7 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     res.parameters["reference_offset_ppm"] = offset
     if csf is not None:
         res.parameters["csf_voxels"] = int(csf.sum())
-    return chi, csf, ref
+    return chi, sd, csf, ref
 
 
 def field_region(field, mask, voxel_size, noise, opt: Options, *, r2star=None, r2star_noise=None,
@@ -579,7 +605,7 @@ def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction
     vs = _checks.voxel_size(voxel_size)
     res.parameters = {"stage_options": opt.stage_options}
     timer = functools.partial(_Timer, res.timings)
-    res.chi, res.csf_mask, ref = inversion_and_reference(
+    res.chi, res.chi_sd, res.csf_mask, ref = inversion_and_reference(
         local, res.mask, vs, b0_direction, opt, res, timer, noise_ppm=noise_ppm, magnitude=magnitude,
         phase_scale=phase_scale, r2star=r2star)
     inv = STAGES["inversion"][opt.inversion]

@@ -34,6 +34,8 @@ _PANELS = [
     ("fieldmap", "Total field (unwrapped, multi-echo fit)", "diverging", "Hz", "sym"),
     ("localfield", "Local field (background removed)", "diverging", "ppm", "sym"),
     ("Chimap", "Susceptibility χ", "gray", "ppm", CHI_WINDOW_PPM),
+    ("desc-sd_Chimap", "Uncertainty of χ: its standard deviation from the field noise alone (not the bias)", "hot",
+     "ppm", "pos"),
     ("R2starmap", "R2*", "hot", "1/s", "pos"),
     ("T2starmap", "T2*", "gray", "s", "pos"),
     ("MWFmap", "Myelin water fraction", "hot", "", (0.0, 0.3)),
@@ -95,9 +97,14 @@ def _region_stats(maps: dict, vs) -> str:
                 row += [fmt.format(np.mean(v)), fmt.format(np.median(v)), f"{np.std(v):.4f}"]
             else:
                 row.append(fmt.format(np.median(v)))
+        if "desc-sd_Chimap" in maps:
+            # the mean of χ over n voxels is known to about this, if the noise were independent between voxels;
+            # it is not (the inversion spreads it), so the median voxel SD is the honest figure to show
+            row.append(f"{np.median(maps['desc-sd_Chimap'][m]):.4f}" if m.any() else "–")
         rows.append(row)
-    return _table(rows, ["region", "voxels", "volume mL", "χ mean ppm", "χ median ppm", "χ SD ppm",
-                         "R2* median 1/s", "T2* median s"])
+    header = ["region", "voxels", "volume mL", "χ mean ppm", "χ median ppm", "χ SD ppm", "R2* median 1/s",
+              "T2* median s"]
+    return _table(rows, header + (["χ noise SD median ppm"] if "desc-sd_Chimap" in maps else []))
 
 
 def _provenance_html(prov: dict) -> str:
@@ -187,7 +194,8 @@ def write_report(out_dir, prefix: str, *, extra_warnings=()) -> Path:
             continue
         if suffix == "localfield" and tfi:  # no background removal ran: the field TFI's χ explains
             title = "Local field (the field of χ from total field inversion)"
-        region = maps.get("localmask", maps["mask"]) > 0.5 if suffix in ("localfield", "Chimap") else mask
+        region = maps.get("localmask", maps["mask"]) > 0.5 if suffix in ("localfield", "Chimap", "desc-sd_Chimap") \
+            else mask
         win = _window(maps[suffix][region], rule)
         img = _figures.three_views(maps[suffix], vs, centre, *win, cmap=cmap)
         sections.append((f"{title} ({unit})" if unit else title, _figures.with_colourbar(img, *win, cmap, unit)))

@@ -45,8 +45,7 @@ def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase
     data = _load(mag, phase, echo_times, field_strength, phase_scale, b0_direction, prefix)
     _set_slice_axis(data, processing["slice_axis"])
     with io.OutputSet(out, force=force) as outset:
-        outset.check(pipeline.output_names(data.prefix, data.n_echoes,
-                                           optional=["swi", "minIP"] if options.swi else ()))
+        outset.check(pipeline.output_names(data.prefix, data.n_echoes, optional=pipeline.optional_outputs(options)))
     mask = None
     if mask_path:
         mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5

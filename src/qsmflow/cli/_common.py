@@ -270,6 +270,12 @@ def _mask_method_option(func):
                         show_default=True, help=_MASK_METHOD_HELP)(func)
 
 
+_no_chi_sd_option = click.option(
+    "--no-chi-sd", is_flag=True,
+    help="Do not write <prefix>_desc-sd_Chimap, the standard deviation of chi caused by the field noise "
+         "(made with --inversion medi or tfi; it costs about a quarter of a MEDI inversion).")
+
+
 def _processing_options(func):
     """The chain's method choices shared by ``run`` and ``bids`` (see :func:`_options_from`)."""
     options = [
@@ -285,6 +291,7 @@ def _processing_options(func):
         _slice_axis_option,
         click.option("--swi", is_flag=True, help="Also write SWI and its minimum-intensity projection (_swi, _minIP)."),
         _minip_option,
+        _no_chi_sd_option,
         click.option("--no-report", is_flag=True, help="Do not write the HTML QC report (<prefix>_report.html)."),
     ]
     for opt in reversed(options):
@@ -300,5 +307,5 @@ def _options_from(phase_sign, kw: dict):
                             bgremove=kw["bgremove"], inversion=kw["inversion"], reference=kw["reference"],
                             phase_sign=int(phase_sign), bg_polynomial=kw["bg_polynomial"], r2star=kw["r2star"],
                             r2star_gradient_correction=kw["r2star_gradient_correction"], swi=kw["swi"],
-                            minip_slab_mm=kw["minip_slab"],
+                            minip_slab_mm=kw["minip_slab"], chi_sd=not kw["no_chi_sd"],
                             stage_options=_regularisation_options(kw["inversion"], kw["regularisation"]))

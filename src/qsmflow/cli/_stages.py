@@ -15,6 +15,7 @@ from ._common import (
     _load,
     _mask_method_option,
     _minip_option,
+    _no_chi_sd_option,
     _regularisation_option,
     _regularisation_options,
     _set_slice_axis,
@@ -231,10 +232,11 @@ def r2star_cmd(mag, phase, phase_scale, echo_times, mask_path, fieldmap_path, gr
 @click.option("--prefix", help="Output file prefix (default: from the local field's BIDS entities).")
 @_stage_options(["inversion", "reference"])
 @_regularisation_option
+@_no_chi_sd_option
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @_command
 def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2star_path, field_strength, echo_time,
-               b0_direction, out, prefix, inversion, reference, regularisation, force):
+               b0_direction, out, prefix, inversion, reference, regularisation, no_chi_sd, force):
     """χ (ppm) from a local field and its mask: <prefix>_Chimap (and _csfmask) in OUT."""
     import numpy as np
 
@@ -274,10 +276,11 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
             raise ValueError(f"--echo-time {te} looks like milliseconds; give seconds (e.g. 0.02)")
         phase_scale = 2 * np.pi * GAMMA_BAR_HZ_PER_T * _checks.field_strength(b0) * 1e-6 * te
     direction = _floats(b0_direction, "--b0-direction", 3) if b0_direction else io.b0_direction_from_affine(affine)
-    with io.OutputSet(out, force=force) as outset:
-        outset.check(pipeline.output_names(local.prefix, 2 if r2star is not None else 1, "inversion"))
-    options = pipeline.Options(inversion=inversion, reference=reference,
+    options = pipeline.Options(inversion=inversion, reference=reference, chi_sd=not no_chi_sd and noise is not None,
                                stage_options=_regularisation_options(inversion, regularisation))
+    with io.OutputSet(out, force=force) as outset:
+        outset.check(pipeline.output_names(local.prefix, 2 if r2star is not None else 1, "inversion",
+                                           optional=pipeline.optional_outputs(options)))
     result = pipeline.invert_run(local.data * scale, mask, local.voxel_size, direction, options=options,
                                  noise_ppm=noise, magnitude=magnitude, phase_scale=phase_scale, r2star=r2star)
     local.provenance.update({"ppm_per_input_unit": scale, "b0_direction": list(map(float, direction))})
