@@ -41,6 +41,12 @@ def threads() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else -1
 
 
+def cores() -> int:
+    """How many cores qsmflow may use: ``$QSMFLOW_THREADS`` when set, else all of them."""
+    n = threads()
+    return n if n > 0 else (os.cpu_count() or 1)
+
+
 def rfft(x: np.ndarray) -> np.ndarray:
     """Real 3D FFT on all cores (or ``$QSMFLOW_THREADS``)."""
     return sfft.rfftn(x, workers=threads())

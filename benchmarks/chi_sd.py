@@ -1,0 +1,180 @@
+"""The χ uncertainty map against the spread of χ over repeated noise realisations.
+
+The benchmark head (1 mm, 5 echoes 4-28 ms, 3 T, 32-channel receive profile) is simulated
+once without noise; each realisation adds complex Gaussian noise at the given SNR
+(first-echo brain mean over the noise SD, as the phantom defines it) and runs the whole
+default chain from magnitude and phase with one fixed brain mask (BET's on the first
+realisation), so that only the noise differs. Per SNR it prints, inside the voxels every
+realisation kept (the intersection of the local masks):
+
+- the median ratio of the predicted SD (``<prefix>_desc-sd_Chimap``) to the observed SD
+  of χ over the realisations, for one run's map and for the mean of all runs' maps, over
+  the brain and per tissue class;
+- each class's SD over white matter's, predicted and observed;
+- how the noise compares with the whole error against the true χ: mean observed
+  variance over mean squared error (the rest is bias);
+- the cost of the map against the inversion's.
+
+It writes ``benchmarks/figures/chi_sd.png`` (an axial slice of χ, the predicted and the
+observed SD, per SNR) and, with ``--json``, the figures.
+
+    python benchmarks/chi_sd.py                      # SNR 40 and 100, 20 realisations (~40 min)
+    python benchmarks/chi_sd.py --snr 100 --realisations 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+import matrix
+from _bench import table
+from qsmflow import _figures, pipeline
+from qsmflow.io import GreInput
+
+OUT = Path(__file__).with_name("figures") / "chi_sd.png"
+CLASSES = {
+    "white matter": ("wm",),
+    "cortical grey matter": ("gm",),
+    "CSF and ventricles": ("csf", "ventricle"),
+    "deep grey (caudate, putamen, thalamus)": ("caudate", "putamen", "thalamus"),
+    "iron-rich (pallidus, red nucleus, nigra, dentate)": ("globus_pallidus", "red_nucleus", "substantia_nigra",
+                                                          "dentate"),
+    "veins": ("vein",),
+}
+
+
+def realisations(head, snr: float, n: int, seed: int):
+    """Magnitude and phase of ``n`` noisy copies of a noise-free head."""
+    signal = head.magnitude * np.exp(1j * head.phase)
+    brain = head.brain_mask
+    sigma = float(np.abs(signal[..., 0][brain]).mean() / snr)
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        noisy = signal + sigma * (rng.standard_normal(signal.shape) + 1j * rng.standard_normal(signal.shape))
+        yield np.abs(noisy).astype(np.float32), np.angle(noisy).astype(np.float32)
+
+
+def run_snr(head, snr: float, n: int) -> dict:
+    chis, sds, kept, times = [], [], None, []
+    mask = None
+    for k, (mag, ph) in enumerate(realisations(head, snr, n, seed=int(snr))):
+        data = GreInput.from_arrays(mag, ph, head.echo_times, head.field_strength, affine=head.affine, prefix="sd")
+        res = pipeline.run(data, pipeline.Options(), mask=mask)
+        mask = res.mask if mask is None else mask
+        if res.chi_sd is None:
+            raise SystemExit("the default chain wrote no uncertainty map")
+        chis.append(res.chi)
+        sds.append(res.chi_sd)
+        kept = res.eroded_mask if kept is None else kept & res.eroded_mask
+        times.append((res.timings["inversion"], res.timings["chi_sd"]))
+        print(f"  SNR {snr:g}: realisation {k + 1}/{n}, inversion {times[-1][0]:.1f} s, map {times[-1][1]:.1f} s",
+              flush=True)
+    chis, sds = np.array(chis), np.array(sds)
+    observed = chis.std(axis=0, ddof=1)
+    names = {v: k for k, v in head.label_names.items()}
+    labels = head.labels
+    # voxels whose χ no realisation changed (held by the CSF term to its mean, to float precision) have
+    # no spread to compare with
+    region = kept & head.brain_mask & (observed > 0)
+    one, mean_sd = sds[0], sds.mean(axis=0)
+    out = {"snr": snr, "realisations": n, "voxels": int(region.sum()),
+           "voxels_without_spread": int((kept & head.brain_mask & (observed == 0)).sum()),
+           "ratio_one_map": float(np.median(one[region] / observed[region])),
+           "ratio_mean_map": float(np.median(mean_sd[region] / observed[region])),
+           "inversion_s": float(np.mean([t[0] for t in times])), "map_s": float(np.mean([t[1] for t in times]))}
+    wm = region & (labels == names["wm"])
+    classes = {}
+    for cname, tissues in CLASSES.items():
+        sel = region & np.isin(labels, [names[t] for t in tissues])
+        if sel.sum() < 20:
+            continue
+        classes[cname] = {
+            "voxels": int(sel.sum()),
+            "ratio_one_map": float(np.median(one[sel] / observed[sel])),
+            "ratio_mean_map": float(np.median(mean_sd[sel] / observed[sel])),
+            "predicted_over_wm": float(np.median(mean_sd[sel]) / np.median(mean_sd[wm])),
+            "observed_over_wm": float(np.median(observed[sel]) / np.median(observed[wm])),
+            "observed_sd_ppm": float(np.median(observed[sel])),
+        }
+    out["classes"] = classes
+    err = chis[:, region] - head.chi[region][None]
+    out["noise_share_of_mse"] = float(np.mean(observed[region] ** 2) / np.mean(err ** 2))
+    out["rms_error_ppm"] = float(np.sqrt(np.mean(err ** 2)))
+    out["rms_noise_ppm"] = float(np.sqrt(np.mean(observed[region] ** 2)))
+    out["_maps"] = (chis[0], one, observed, region)
+    return out
+
+
+def _panel(vol, region, z, lo, hi, cmap, title):
+    sl = np.where(region[:, :, z], vol[:, :, z], lo if cmap != "gray" else vol[:, :, z])
+    img = Image.fromarray(_figures.colourise(np.rot90(sl), lo, hi, cmap)).resize((sl.shape[0] * 2, sl.shape[1] * 2))
+    img = _figures.with_colourbar(img, lo, hi, cmap, "ppm")
+    canvas = Image.new("RGB", (img.width, img.height + 18), "white")
+    canvas.paste(img, (0, 18))
+    ImageDraw.Draw(canvas).text((4, 2), title, fill="black", font=_figures._font())
+    return canvas
+
+
+def figure(results: list[dict], head) -> None:
+    rows = []
+    for r in results:
+        chi, one, observed, region = r["_maps"]
+        z = int(np.round(np.nonzero(head.labels == {v: k for k, v in head.label_names.items()}["putamen"])[2].mean()))
+        hi = float(f"{np.percentile(observed[region], 99):.2g}")
+        tiles = [_panel(chi, region, z, -0.15, 0.25, "gray", f"chi, SNR {r['snr']:g}"),
+                 _panel(one, region, z, 0.0, hi, "hot", "predicted SD (one run's map)"),
+                 _panel(observed, region, z, 0.0, hi, "hot", f"observed SD over {r['realisations']} runs")]
+        row = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), "white")
+        x = 0
+        for t in tiles:
+            row.paste(t, (x, 0))
+            x += t.width
+        rows.append(row)
+    fig = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
+    y = 0
+    for r in rows:
+        fig.paste(r, (0, y))
+        y += r.height
+    OUT.parent.mkdir(exist_ok=True)
+    fig.save(OUT)
+    print("wrote", OUT)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--snr", type=float, nargs="*", default=[40.0, 100.0])
+    ap.add_argument("--realisations", type=int, default=20)
+    ap.add_argument("--json", help="write the figures to this file")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    t0 = time.perf_counter()
+    head = matrix.simulate({**matrix.REFERENCE, "snr": float("inf")})
+    print(f"noise-free head in {time.perf_counter() - t0:.0f} s", flush=True)
+    results = [run_snr(head, snr, args.realisations) for snr in args.snr]
+    print(table(["SNR", "voxels", "pred/obs (one map)", "pred/obs (mean map)", "noise share of MSE",
+                 "RMS noise ppm", "RMS error ppm", "inversion s", "map s"],
+                [[f"{r['snr']:g}", r["voxels"], f"{r['ratio_one_map']:.2f}", f"{r['ratio_mean_map']:.2f}",
+                  f"{r['noise_share_of_mse']:.3f}", f"{r['rms_noise_ppm']:.4f}", f"{r['rms_error_ppm']:.4f}",
+                  f"{r['inversion_s']:.1f}", f"{r['map_s']:.1f}"] for r in results]))
+    for r in results:
+        print(f"\nSNR {r['snr']:g}, per class")
+        print(table(["class", "voxels", "pred/obs (one map)", "pred/obs (mean map)", "pred SD / WM", "obs SD / WM",
+                     "obs SD ppm"],
+                    [[k, c["voxels"], f"{c['ratio_one_map']:.2f}", f"{c['ratio_mean_map']:.2f}",
+                      f"{c['predicted_over_wm']:.2f}", f"{c['observed_over_wm']:.2f}", f"{c['observed_sd_ppm']:.4f}"]
+                     for k, c in r["classes"].items()]))
+    figure(results, head)
+    if args.json:
+        Path(args.json).write_text(json.dumps([{k: v for k, v in r.items() if k != "_maps"} for r in results],
+                                              indent=1))
+
+
+if __name__ == "__main__":
+    main()
