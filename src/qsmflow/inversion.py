@@ -36,7 +36,8 @@ _PAD_VOXELS = 16
 # the 2 mm matrix head, the SD predicted for MEDI from 4 samples of 20 iterations is 0.98x
 # the spread over 20 noise realisations of the inversion (0.91-1.13x per tissue class), for
 # TFI 0.90x (0.76-0.92x); converged solves over-predict MEDI by 12 %, because its own
-# Gauss-Newton steps stop early. 4 x 20 iterations cost about a quarter of a MEDI solve.
+# Gauss-Newton steps stop early. End to end on the 1 mm benchmark head (benchmarks/chi_sd.py)
+# 1.00x at SNR 40, 1.24x at SNR 100; 7 s, 22-25 % of the MEDI inversion.
 SD_SAMPLES = 4
 SD_CG_ITER = 20
 # the inversions that can return the χ uncertainty map

@@ -98,9 +98,10 @@ def _region_stats(maps: dict, vs) -> str:
             else:
                 row.append(fmt.format(np.median(v)))
         if "desc-sd_Chimap" in maps:
-            # the mean of χ over n voxels is known to about this, if the noise were independent between voxels;
-            # it is not (the inversion spreads it), so the median voxel SD is the honest figure to show
-            row.append(f"{np.median(maps['desc-sd_Chimap'][m]):.4f}" if m.any() else "–")
+            # the median voxel SD where χ is defined (the map is 0 outside the local mask); not the SD of the
+            # region's mean: the inversion spreads the noise, so voxels are not independent
+            sd_m = m & (maps.get("localmask", maps["mask"]) > 0.5)
+            row.append(f"{np.median(maps['desc-sd_Chimap'][sd_m]):.4f}" if sd_m.any() else "–")
         rows.append(row)
     header = ["region", "voxels", "volume mL", "χ mean ppm", "χ median ppm", "χ SD ppm", "R2* median 1/s",
               "T2* median s"]
