@@ -96,6 +96,7 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
     del mg
     if newton:
         v = np.float32(eps) * v * v * v
+    v *= edges * edges  # once, not per product
 
     def q(x):
         return x if precond is None else precond * x
@@ -107,7 +108,7 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
         return csf * (r - np.float32(np.sum(r * csf) / n_csf))
 
     def tv_op(x):
-        return p.grad_adj(edges * v * (edges * p.grad(x)))
+        return p.grad_adj(v * p.grad(x))
 
     def normal(x):
         u = q(x)
