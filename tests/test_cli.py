@@ -321,8 +321,8 @@ def test_invert_command(tmp_path, capsys):
     prov = json.loads((out / "sub-01_provenance.json").read_text())
     assert prov["parameters"]["inversion"]["alpha"] == pytest.approx(1e-4)
     # MEDI needs a magnitude; a weight for TKD is meaningless; the echo time in ms is refused
-    for extra, word in [(["--inversion", "medi"], "--magnitude"), (["--inversion", "tkd", "--regularisation", "0.1"],
-                                                                    "no regularisation"),
+    for extra, word in [(["--inversion", "medi"], "--magnitude"), (["--inversion", "tfi"], "--inversion tfi needs"),
+                        (["--inversion", "tkd", "--regularisation", "0.1"], "no regularisation"),
                         (["--inversion", "tv", "--regularisation", "-1"], "positive")]:
         code, _, err = _run(args + extra + ["-o", str(tmp_path / "bad")], capsys)
         assert code == 1 and word in err and len(err.strip().splitlines()) == 1, err
@@ -331,6 +331,13 @@ def test_invert_command(tmp_path, capsys):
                                 "-o", str(tmp_path / "bad")], capsys)
     assert code == 1 and "milliseconds" in err
     assert not (tmp_path / "bad").exists()
+    # with a noise map, MEDI also writes the uncertainty of χ (0 outside the mask, positive inside)
+    noise = _nii(d / "noise.nii.gz", np.where(mask, 0.5, 0))  # Hz
+    code, _, err = _run(args + ["--inversion", "medi", "--magnitude", mag, "--echo-time", "0.02", "--noise", noise,
+                                "--noise-unit", "hz", "-o", str(tmp_path / "sd"), "-q"], capsys)
+    assert code == 0, err
+    sd = nib.load(str(tmp_path / "sd" / "sub-01_desc-sd_Chimap.nii.gz")).get_fdata()
+    assert np.all(sd[~mask] == 0) and np.all(sd[mask] > 0) and np.median(sd[mask]) < 0.05
 
 
 def test_r2star_command(tmp_path, capsys):

@@ -263,13 +263,13 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
         mag_te = mag.sidecar.get("EchoTime")
     r2star = io.load_volume(r2star_path, name="--r2star", shape=shape, affine=affine) if r2star_path else None
     phase_scale = None
-    if inversion == "medi":
+    if inversion in ("medi", "tfi"):
         if magnitude is None:
-            raise ValueError("--inversion medi needs --magnitude (for its edge mask); or use --inversion tv")
+            raise ValueError(f"--inversion {inversion} needs --magnitude (for its edge mask); or use --inversion tv")
         te = echo_time if echo_time is not None else mag_te
         b0 = b0_known
         if te is None or b0 is None:
-            raise ValueError("--inversion medi needs the echo time and B0 for its nonlinear data term; pass "
+            raise ValueError(f"--inversion {inversion} needs the echo time and B0 for its data term; pass "
                              "--echo-time (s) and --field-strength (T)")
         te = float(np.mean(te))
         if te > 1:
