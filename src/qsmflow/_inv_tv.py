@@ -123,23 +123,19 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
 
 def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf: np.ndarray | None,
          lam_csf: float, max_iter: int, tol: float, cg_iter: int, cg_tol: float, eps: float,
-         precond: np.ndarray | None = None, x0: np.ndarray | None = None):
+         precond: np.ndarray | None = None):
     """MEDI: Gauss-Newton on the nonlinear data term with lagged-diffusivity TV; returns (χ, steps).
 
     Each step solves ``(DᵀW²D + α GᵀM V M G + λ_c PᵀP) dχ = -∇E`` by conjugate
     gradients, ``V = 1/sqrt(|M ∇χ|² + eps)``, ``P x = M_csf (x - mean_csf x)``.
     With ``precond`` (a positive diagonal ``Q``) the unknown is ``y`` with ``χ = Q y``
-    and every operator is wrapped as ``Q A Q`` (total field inversion). ``x0``: the
-    starting χ (zero by default).
+    and every operator is wrapped as ``Q A Q`` (total field inversion).
     """
     w2 = p.w * p.w
     s = phase_scale
-    if x0 is None:
-        y = np.zeros(p.shape, np.float32)
-    else:
-        y = x0.astype(np.float32) if precond is None else (x0 / precond).astype(np.float32)
+    y = np.zeros(p.shape, np.float32)
     step = 0
-    chi = y if precond is None else precond * y
+    chi = y
     for step in range(1, max_iter + 1):
         normal, q, tv_op, csf_op = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, precond)
         dchi_field = p.dipole(chi)

@@ -267,8 +267,10 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     the solution's response to field noise of SD ``noise`` (independent between voxels),
     linearised at χ with the Hessian of the objective (the TV term's own curvature, which
     is small where χ varies and large where it is flat), sampled ``sd_samples`` times.
-    It is larger where the field is noisier (fast signal decay: veins, iron-rich nuclei;
-    low coil sensitivity) and where TV has not flattened χ. It is not the error: χ also
+    It follows the estimator, not the noise map: it is larger where TV has not flattened χ
+    (tissue edges, veins, iron-rich nuclei), and a region with a noisier field can have a
+    *lower* SD, because the noise weighting lets TV regularise more there (more bias,
+    less variance). It is not the error: χ also
     carries the bias of the regularisation, of the background removal and of the field
     model, which no noise propagation sees.
 
