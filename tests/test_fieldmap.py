@@ -158,3 +158,36 @@ def test_auto_intercept_keeps_the_free_line_where_the_offset_remains(fit):
     assert np.median(sd[10:]) < 0.6 * np.median(sd[:10])
     with pytest.raises(ValueError, match="intercept"):
         fit(np.angle(noisy), np.abs(noisy), te, intercept="none")
+
+
+def test_thermal_noise_leaves_out_the_model_error():
+    """Phase that does not grow linearly with TE (a fixed per-voxel curvature: model error)
+    inflates the fit's pooled noise; the thermal part, from the air's Rayleigh noise, must
+    match the spread of the field over repeated noise draws with the same model error, and
+    the formula σ/(2π·sqrt(Σ|S|²TE²)) written here."""
+    from qsmflow.fieldmap import background_sigma, thermal_noise
+
+    rng = np.random.default_rng(5)
+    shape, sigma = (24, 24, 24), 0.02
+    te = np.array([0.004, 0.010, 0.016, 0.022, 0.028])
+    mask = np.zeros(shape, bool)
+    mask[4:20, 4:20, 4:20] = True
+    curvature = np.where(mask, rng.normal(0, 600.0, shape), 0)  # rad/s², fixed: not noise
+    true = mask[..., None] * np.exp(1j * (2 * np.pi * 3.0 * te + curvature[..., None] * (te - 0.016) ** 2))
+    fields = []
+    for _ in range(12):
+        noisy = true + sigma * (rng.standard_normal(shape + (5,)) + 1j * rng.standard_normal(shape + (5,)))
+        est, noise = weighted_linear_fit(np.angle(noisy), np.abs(noisy), te, mask=mask, intercept="zero")
+        fields.append(est)
+    observed = np.median(np.std(fields, axis=0)[mask])
+    thermal, ratio = thermal_noise(noise, np.abs(noisy), te, mask, background_sigma(np.abs(noisy[..., 0]), mask))
+    assert np.median(noise[mask]) > 1.5 * observed  # the pooled noise holds the model error
+    assert ratio < 0.7
+    assert np.median(thermal[mask]) == pytest.approx(observed, rel=0.15)
+    formula = sigma / (2 * np.pi * np.sqrt(np.sum(te**2)))  # |S| = 1
+    assert np.median(thermal[mask]) == pytest.approx(formula, rel=0.1)
+    # unknown air noise, or air noise above the pooled one: the map is left as it is
+    same, one = thermal_noise(noise, np.abs(noisy), te, mask, float("nan"))
+    assert one == 1.0 and np.array_equal(same, noise)
+    same, one = thermal_noise(noise, np.abs(noisy), te, mask, 10.0)
+    assert one == 1.0 and np.array_equal(same, noise)

@@ -246,6 +246,9 @@ def test_chi_sd_matches_the_spread_over_noise_realisations(method):
     # linear in the noise: half the noise, half the SD (same samples, same weights)
     _, sd_half = func(noisy_field, mask, VS, b0, return_sd=True, sd_samples=8, **{**kw, "noise": sigma / 2})
     np.testing.assert_allclose(np.median(sd_half[inner]), np.median(sd[inner]) / 2, rtol=0.05)
+    # sd_noise: only the propagated noise changes (the weights stay those of ``noise``)
+    _, sd_third = func(noisy_field, mask, VS, b0, return_sd=True, sd_samples=8, sd_noise=sigma / 3, **kw)
+    np.testing.assert_allclose(sd_third[inner], sd[inner] / 3, rtol=1e-3)
 
 
 def test_chi_sd_needs_a_noise_map():
@@ -255,3 +258,6 @@ def test_chi_sd_needs_a_noise_map():
     with pytest.raises(ValueError, match="sd_samples"):
         medi(field, mask, VS, (0, 0, 1), magnitude=np.ones(SHAPE), phase_scale=S_3T_20MS, alpha=1e-4,
              noise=np.ones(SHAPE), return_sd=True, sd_samples=0)
+    with pytest.raises(ValueError, match="sd_noise has shape"):
+        medi(field, mask, VS, (0, 0, 1), magnitude=np.ones(SHAPE), phase_scale=S_3T_20MS, alpha=1e-4,
+             noise=np.ones(SHAPE), return_sd=True, sd_noise=np.ones((4, 4, 4)))

@@ -17,7 +17,7 @@ from .registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "background_sigma", "complex_fit", "phasediff_fieldmap", "weighted_linear_fit"]
+__all__ = ["METHODS", "background_sigma", "complex_fit", "phasediff_fieldmap", "thermal_noise", "weighted_linear_fit"]
 
 # A voxel whose weighted residual exceeds this many times the pooled noise level is
 # taken to break the linear model (intravoxel dephasing next to air, flow, an
@@ -114,6 +114,54 @@ def background_sigma(magnitude: np.ndarray, mask: np.ndarray) -> float:
         log.warning("too little background (air) to estimate the image noise level; it is unknown (NaN)")
         return float("nan")
     return float(np.percentile(bg, 25) / np.sqrt(-2 * np.log(0.75)))
+
+
+def thermal_noise(noise_hz: np.ndarray, magnitude: np.ndarray, echo_times, mask: np.ndarray,
+                  sigma: float) -> tuple[np.ndarray, float]:
+    """The part of a field-noise map that the thermal noise of the images causes.
+
+    With three or more echoes the field fits pool their noise level σ_fit from the
+    residuals of the line, which also hold model error: the phase of a voxel with sharp
+    sub-voxel structure does not grow linearly with echo time (k-space's sinc PSF,
+    dephasing next to air). That is right for weighting the data, but a map of what the
+    *noise* does to χ must use the thermal σ, from the air (:func:`background_sigma`).
+    σ_fit is recovered from the map as the median over ``mask`` of
+    ``noise_hz·2π·sqrt(Σ|S_n|²TE_n²)`` (exact wherever the line through the origin was
+    kept), and the map is scaled by ``σ/σ_fit`` where that is below 1; an unknown σ
+    (NaN) leaves it unchanged.
+
+    Parameters
+    ----------
+    noise_hz : ndarray (X, Y, Z)
+        Field-noise map of a field fit (Hz).
+    magnitude : ndarray (X, Y, Z, E)
+        Magnitude of each echo, as given to the fit.
+    echo_times : sequence of float
+        Echo times (s).
+    mask : ndarray of bool
+        Voxels the fit ran on.
+    sigma : float
+        Complex noise σ of the magnitude (same units), e.g. from :func:`background_sigma`.
+
+    Returns
+    -------
+    thermal_hz : ndarray (float32)
+        The thermal part of ``noise_hz`` (Hz).
+    ratio : float
+        ``σ/σ_fit`` as applied (1 when σ is unknown or not below σ_fit).
+    """
+    magnitude = _checks.as_volume("magnitude", magnitude, ndim=4)
+    te = _checks.echo_times(echo_times, magnitude.shape[3])
+    mask = _checks.as_mask("mask", mask, magnitude.shape[:3])
+    noise_hz = np.asarray(noise_hz, np.float32)
+    m = magnitude[mask].astype(np.float64)
+    unit = 2 * np.pi * np.sqrt((m * m) @ (te * te))  # 1 / (field SD per unit σ), origin line
+    ok = np.isfinite(noise_hz[mask]) & (noise_hz[mask] > 0) & (unit > 0)
+    if not (np.isfinite(sigma) and sigma > 0) or not ok.any():
+        return noise_hz, 1.0
+    sigma_fit = float(np.median(noise_hz[mask][ok] * unit[ok]))
+    ratio = min(1.0, sigma / sigma_fit) if sigma_fit > 0 else 1.0
+    return (noise_hz * np.float32(ratio)).astype(np.float32), ratio
 
 
 def _few_echoes(phase, magnitude, te, mask, intercept):

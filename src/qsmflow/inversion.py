@@ -225,7 +225,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
          phase_scale: float, noise=None, alpha: float | str = "auto", csf_mask: np.ndarray | None = None,
          lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION, max_iter: int = 10,
          tol: float = 0.1, cg_iter: int = 50, cg_tol: float = 0.01, return_sd: bool = False,
-         sd_samples: int = SD_SAMPLES, info: dict | None = None):
+         sd_samples: int = SD_SAMPLES, sd_noise: np.ndarray | None = None, info: dict | None = None):
     """MEDI: morphology-enabled dipole inversion, nonlinear and noise-weighted; MEDI+0 with a CSF mask.
 
     Minimises ``½||(W/s)(exp(i s Dχ) - exp(i s f))||² + α||M_G ∇χ||₁
@@ -260,6 +260,10 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         (required): ``(χ, sd)``; see Notes.
     sd_samples : int
         Noise samples for ``return_sd``; each voxel's SD is known to about ``1/sqrt(2·sd_samples)``.
+    sd_noise : ndarray, optional
+        The field noise (ppm) ``return_sd`` propagates, if not ``noise``: e.g. its thermal
+        part alone (:func:`qsmflow.fieldmap.thermal_noise`) when ``noise`` also holds the
+        field model's error, which weights the data but does not vary between scans.
 
     Notes
     -----
@@ -297,13 +301,13 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         return _inv_tv.fansi(p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=1e-3, x0=x0, edges=edges)
 
     alpha, _ = _auto_alpha(alpha, tv_solve, p, noise, "MEDI (by linear TV with its edge mask)")
-    samples = _sd_samples(return_sd, sd_samples, noise)
+    samples, sd_noise = _sd_samples(return_sd, sd_samples, noise, sd_noise, p)
     chi, steps = _inv_tv.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam_csf, max_iter=max_iter,
                               tol=tol, cg_iter=cg_iter, cg_tol=cg_tol, eps=1e-6)
     log.info("MEDI%s alpha %.3g: %d Gauss-Newton steps", "+0" if csf is not None else "", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
           csf_voxels=int(csf.sum()) if csf is not None else 0)
-    return _with_sd(p, chi, alpha, noise, edges, csf, lam_csf, samples, info)
+    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info)
 
 
 # Liu et al. 2018: sources outside the brain are weighted 30x in the preconditioner, the
@@ -316,7 +320,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION,
         background_preconditioner: float = TFI_BACKGROUND_PRECONDITIONER, max_iter: int = 5, tol: float = 0.02,
         cg_iter: int = 300, cg_tol: float = 0.003, return_sd: bool = False, sd_samples: int = SD_SAMPLES,
-        info: dict | None = None):
+        sd_noise: np.ndarray | None = None, info: dict | None = None):
     """Total field inversion: tissue and background sources from the total field in one step.
 
     Minimises MEDI+0's objective (see :func:`medi`) on the *total* field inside the brain
@@ -349,7 +353,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         with a warning).
     background_preconditioner : float
         ``P`` outside the mask.
-    max_iter, tol, cg_iter, cg_tol, return_sd, sd_samples
+    max_iter, tol, cg_iter, cg_tol, return_sd, sd_samples, sd_noise
         As for :func:`medi`.
 
     References
@@ -367,25 +371,31 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
     # unwrapped already), i.e. with a phase scale small enough that sin(s r)/s = r
     s = min(s, 0.01 / max(float(np.abs(p.f).max()), 1e-6))
     alpha = _tfi_alpha(alpha, p, noise)
-    samples = _sd_samples(return_sd, sd_samples, noise)
+    samples, sd_noise = _sd_samples(return_sd, sd_samples, noise, sd_noise, p)
     chi, steps = _inv_tv.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam_csf, max_iter=max_iter,
                               tol=tol, cg_iter=cg_iter, cg_tol=cg_tol, eps=1e-6, precond=precond)
     log.info("TFI alpha %.3g: %d Gauss-Newton steps", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
           csf_voxels=int(csf.sum()) if csf is not None else 0)
-    return _with_sd(p, chi, alpha, noise, edges, csf, lam_csf, samples, info)
+    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info)
 
 
-def _sd_samples(return_sd: bool, samples, noise) -> int:
-    """The checked sample count for the χ uncertainty map (0: not asked for)."""
+def _sd_samples(return_sd: bool, samples, noise, sd_noise, p: Problem):
+    """The checked sample count for the χ uncertainty map (0: not asked for) and the noise it
+    propagates (``sd_noise``, else ``noise``)."""
     if not return_sd:
-        return 0
+        return 0, None
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
         raise ValueError(f"sd_samples must be a whole number of at least 1, got {samples!r}")
+    if sd_noise is not None:
+        sd_noise = _checks.as_volume("sd_noise", sd_noise)
+        if sd_noise.shape != tuple(p.full_shape):
+            raise ValueError(f"sd_noise has shape {sd_noise.shape} but the field has shape {tuple(p.full_shape)}")
+        return int(samples), sd_noise
     if noise is None:
         raise ValueError("the χ uncertainty map needs the field-noise map: pass noise (ppm), e.g. the field fit's "
                          "noise map over γ̄B0")
-    return int(samples)
+    return int(samples), noise
 
 
 def _with_sd(p: Problem, chi, alpha, noise, edges, csf, lam_csf, samples, info):

@@ -271,9 +271,9 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
         return _finish(res, used, done, mask_source)
 
     r2_c = r2_sd = None
+    sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
     if data.n_echoes >= 2:  # before background removal: R2* marks the dural sinuses at the mask's edge
         with timer("r2star"):
-            sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
             r2_c, s0_c, fit_c = relaxation_maps(mag, te, m, opt, noise_sigma=sigma, field_hz=f_hz,
                                                 slice_axis=data.slice_axis)
             r2_sd = relaxometry.r2star_noise(mag, te, sigma, m)
@@ -297,9 +297,17 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     del total_ppm
     res.eroded_mask = _uncrop(eroded_c, box, shape, bool)
     rss = np.sqrt(np.sum(mag.astype(np.float32) ** 2, axis=-1)) if mag.ndim == 4 else mag
+    thermal_ppm = None
+    if opt.chi_sd:  # the uncertainty map propagates the thermal noise, not the field model's error
+        thermal_hz, ratio = fieldmap.thermal_noise(noise_hz, mag, te, m, sigma)
+        res.parameters["chi_sd_noise_ratio"] = round(ratio, 4)
+        if ratio < 1:
+            log.info("χ uncertainty map: the thermal noise (from the air) is %.2f of the field fit's residual noise; "
+                     "the rest is field-model error, a bias the map leaves out", ratio)
+        thermal_ppm = thermal_hz / hz_per_ppm
     chi_c, sd_c, csf_c, used["reference"] = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
-        magnitude=rss, phase_scale=2 * np.pi * hz_per_ppm * float(np.mean(te)), r2star=r2_c)
+        magnitude=rss, phase_scale=2 * np.pi * hz_per_ppm * float(np.mean(te)), r2star=r2_c, sd_noise_ppm=thermal_ppm)
     res.chi = _uncrop(chi_c, box, shape, np.float32)
     if sd_c is not None:
         res.chi_sd = _uncrop(sd_c, box, shape, np.float32)
@@ -417,7 +425,7 @@ def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=N
 
 
 def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Options, res: QSMResult, timer, *,
-                            noise_ppm=None, magnitude=None, phase_scale=None, r2star=None):
+                            noise_ppm=None, magnitude=None, phase_scale=None, r2star=None, sd_noise_ppm=None):
     """Dipole inversion and referencing of a local field (ppm): (χ, its noise SD or None, CSF mask
     or None, reference used).
 
@@ -458,6 +466,8 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
             log.info("no χ uncertainty map: there is no field-noise map")
         else:
             kwargs["return_sd"] = True
+            if sd_noise_ppm is not None and "sd_noise" not in kwargs:
+                kwargs["sd_noise"] = sd_noise_ppm
     info: dict = {}
     with timer("inversion"):
         chi = inv.func(local, eroded, voxel_size, b0_direction, info=info, **kwargs)
