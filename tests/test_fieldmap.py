@@ -191,3 +191,33 @@ def test_thermal_noise_leaves_out_the_model_error():
     assert one == 1.0 and np.array_equal(same, noise)
     same, one = thermal_noise(noise, np.abs(noisy), te, mask, 10.0)
     assert one == 1.0 and np.array_equal(same, noise)
+
+
+def test_background_sigma_reads_the_air_beyond_the_ringing():
+    """A bright head seen through a k-space window rings into the air next to it (Gibbs);
+    at SNR 100 that ringing is as strong as the noise near the head, so the whole
+    background's magnitude overestimates σ. The estimate must come from the far air:
+    within 10 % of the σ added here, and a field of view without air must not pretend."""
+    from qsmflow.fieldmap import background_sigma
+
+    rng = np.random.default_rng(7)
+    n, f = 64, 4
+    x, y, z = np.meshgrid(*[np.arange(n * f) - n * f / 2 + 0.5] * 3, indexing="ij")
+    r = np.sqrt((x / 1.1) ** 2 + y**2 + (z / 0.9) ** 2) / f  # output voxels
+    fine = np.where(r < 22, 1.0, 0.0) + np.where((r >= 20) & (r < 22), 2.0, 0.0)  # bright scalp rim
+    k = np.fft.fftn(fine)
+    keep = np.r_[0 : n // 2, n * f - n // 2 : n * f]
+    img = np.fft.ifftn(k[np.ix_(keep, keep, keep)]) / f**3  # central k-space: the scanner's image
+    brain = np.zeros((n, n, n), bool)
+    c = np.arange(n) - n / 2 + 0.5
+    cx, cy, cz = np.meshgrid(c, c, c, indexing="ij")
+    brain[np.sqrt((cx / 1.1) ** 2 + cy**2 + (cz / 0.9) ** 2) < 16] = True
+    sigma = float(np.abs(img[brain]).mean() / 100)
+    mag = np.abs(img + sigma * (rng.standard_normal(img.shape) + 1j * rng.standard_normal(img.shape)))
+    whole = mag[~brain & (mag > 0)]
+    naive = np.percentile(whole, 25) / np.sqrt(-2 * np.log(0.75))
+    assert naive > 1.3 * sigma  # the ringing matters here
+    assert background_sigma(mag, brain) == pytest.approx(sigma, rel=0.1)
+    # a field of view inside the head: no air, no far-air estimate (the background is tissue)
+    crop = (slice(14, 50),) * 3
+    assert not background_sigma(mag[crop], brain[crop]) < 1.3 * sigma

@@ -72,7 +72,7 @@ def test_run_writes_a_report_with_every_figure_obliquity_and_warnings(oblique_da
     # magnitude+mask, total field, local field, χ, its uncertainty, R2*, T2*, histogram
     assert _check_pngs(page) == 8
     for title in ("Brain mask", "Total field", "Local field", "Susceptibility", "Uncertainty of χ", "R2*", "T2*",
-                  "Histogram of χ", "Region statistics", "χ noise SD median ppm", "Provenance", "Runtimes"):
+                  "Histogram of χ", "Region statistics", "χ noise SD (RMS) ppm", "Provenance", "Runtimes"):
         assert title in page, title
     prov = json.loads((out / "sub-phantom_provenance.json").read_text())
     angle = prov["input"]["b0_angle_to_slice_axis_deg"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from scipy import ndimage
 
 from . import _checks, _romeo
 from .registry import Method
@@ -100,16 +101,44 @@ def _check_intercept(intercept):
         raise ValueError(f"intercept must be 'auto', 'fit' or 'zero', got {intercept!r}")
 
 
-def background_sigma(magnitude: np.ndarray, mask: np.ndarray) -> float:
-    """Complex noise σ from the Rayleigh-distributed magnitude outside ``mask``.
+# Air next to the head is not dark: the k-space window rings the scalp's bright signal into
+# it (Gibbs ringing, decaying over centimetres; at SNR 100 as strong as the noise within
+# ~10 mm), and ghosts add to it. The noise level is read in the air farthest from the head:
+# the share of air voxels below, and only where at least this many air voxels exist.
+_FAR_AIR_SHARE = 0.2
+_MIN_AIR_VOXELS = 1000
 
-    Only the lower half of the background is trusted to be air; the 25th percentile
-    of a Rayleigh(σ) variable is σ·sqrt(-2 ln 0.75). Without enough background the
-    noise level is unknown and NaN is returned: the noise map is then NaN (unknown),
-    data weights fall back to uniform and regularisation weights to fixed values.
+
+def background_sigma(magnitude: np.ndarray, mask: np.ndarray) -> float:
+    """Complex noise σ from the Rayleigh-distributed magnitude of the air around the head.
+
+    The head is the mask with every voxel brighter than 10 % of the mask's median magnitude
+    (opened, so that specks of noise do not count), closed and hole-filled (so dark bone and sinuses count as head); the air is the rest.
+    Only the farthest ``_FAR_AIR_SHARE`` of the air from the head is used, where the
+    scalp's ringing has died down, and of it the lower half is trusted to be noise: the
+    25th percentile of a Rayleigh(σ) variable is σ·sqrt(-2 ln 0.75). On the benchmark heads
+    this is within 5-13 % of the true σ, where the whole background gave 1.3-2.9x it.
+    With less air than that (a field of view inside the head) the whole background outside
+    ``mask`` is used, which overestimates σ; without any the noise level is unknown and NaN
+    is returned: the noise map is then NaN (unknown), data weights fall back to uniform and
+    regularisation weights to fixed values.
     """
-    bg = magnitude[~mask]
-    bg = bg[bg > 0]
+    magnitude = np.asarray(magnitude)
+    mask = np.asarray(mask, bool)
+    inside = magnitude[mask]
+    ref = float(np.median(inside)) if inside.size else 0.0
+    bright = ndimage.binary_opening(magnitude > 0.1 * ref) if ref > 0 else mask  # no specks of noise
+    head = ndimage.binary_fill_holes(ndimage.binary_closing(bright | mask, iterations=2) | mask)
+    air = ~head & (magnitude > 0)
+    if air.sum() >= _MIN_AIR_VOXELS / _FAR_AIR_SHARE:
+        dist = ndimage.distance_transform_edt(~head)[air]
+        bg = magnitude[air][dist >= np.quantile(dist, 1 - _FAR_AIR_SHARE)]
+    else:
+        bg = magnitude[~mask]
+        bg = bg[bg > 0]
+        if bg.size >= 100:
+            log.info("little air around the head: the image noise level is taken from all the background, "
+                     "which may overestimate it")
     if bg.size < 100:
         log.warning("too little background (air) to estimate the image noise level; it is unknown (NaN)")
         return float("nan")

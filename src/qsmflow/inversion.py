@@ -32,14 +32,14 @@ __all__ = ["METHODS", "SD_METHODS", "closed_form_l2", "ilsqr", "medi", "tfi", "t
 # field then sit at least this far apart.
 _PAD_VOXELS = 16
 
-# The χ uncertainty map (``return_sd``): noise samples, and CG iterations per sample. On
-# the 2 mm matrix head, the SD predicted for MEDI from 4 samples of 20 iterations is 0.98x
-# the spread over 20 noise realisations of the inversion (0.91-1.13x per tissue class), for
-# TFI 0.90x (0.76-0.92x); converged solves over-predict MEDI by 12 %, because its own
-# Gauss-Newton steps stop early. End to end on the 1 mm benchmark head (benchmarks/chi_sd.py)
-# 1.00x at SNR 40, 1.24x at SNR 100; 7 s, 22-25 % of the MEDI inversion.
-SD_SAMPLES = 4
-SD_CG_ITER = 20
+# The χ uncertainty map (``return_sd``): noise samples, and CG iterations per sample. The
+# solves converge slowest where TV is off (veins, tissue edges: the data term alone,
+# with the dipole's cone): on the 1 mm benchmark head 20 iterations give veins 63 % of the
+# converged SD (white matter 95 %), 40 give 88 % (99 %). Two samples of 40 iterations cost
+# what four of 20 did (the samples run side by side in two threads); each voxel's value is
+# then known to about ±50 %, and region summaries use the root-mean-square (unbiased).
+SD_SAMPLES = 2
+SD_CG_ITER = 40
 # the inversions that can return the χ uncertainty map
 SD_METHODS = ("medi", "tfi")
 

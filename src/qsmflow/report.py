@@ -98,14 +98,16 @@ def _region_stats(maps: dict, vs) -> str:
             else:
                 row.append(fmt.format(np.median(v)))
         if "desc-sd_Chimap" in maps:
-            # the median voxel SD where χ is defined (the map is 0 outside the local mask); not the SD of the
-            # region's mean: the inversion spreads the noise, so voxels are not independent
+            # a voxel's typical SD where χ is defined (the map is 0 outside the local mask): the root mean
+            # square, unbiased for the mean variance from a map of few samples (a median would be ~17 %
+            # low); not the SD of the region's mean: the inversion spreads the noise, so voxels are not
+            # independent
             sd_m = m & (maps.get("localmask", maps["mask"]) > 0.5)
-            row.append(f"{np.median(maps['desc-sd_Chimap'][sd_m]):.4f}" if sd_m.any() else "–")
+            row.append(f"{np.sqrt(np.mean(np.square(maps['desc-sd_Chimap'][sd_m]))):.4f}" if sd_m.any() else "–")
         rows.append(row)
     header = ["region", "voxels", "volume mL", "χ mean ppm", "χ median ppm", "χ SD ppm", "R2* median 1/s",
               "T2* median s"]
-    return _table(rows, header + (["χ noise SD median ppm"] if "desc-sd_Chimap" in maps else []))
+    return _table(rows, header + (["χ noise SD (RMS) ppm"] if "desc-sd_Chimap" in maps else []))
 
 
 def _provenance_html(prov: dict) -> str:
