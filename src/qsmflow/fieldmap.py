@@ -24,6 +24,13 @@ __all__ = ["METHODS", "background_sigma", "complex_fit", "phasediff_fieldmap", "
 # taken to break the linear model (intravoxel dephasing next to air, flow, an
 # unwrapping error), and its noise estimate grows with the residual.
 _MODEL_FAILURE_RATIO = 3.0
+# The field model's error (within a voxel the phase does not grow linearly with echo time:
+# the k-space window's sinc PSF over sub-voxel structure, dephasing), as complex noise
+# relative to the brain's median first-echo magnitude, per mm of voxel edge. On the benchmark
+# matrix (SNR 100, 5 echoes) the pooled residual noise of the fit is 1.7x the image noise at
+# 1 mm, 2.6x at 2 mm and 3.2x at 2x2x3 mm, i.e. this error is 1.4 %, 2.4 % and 3.0 % of the
+# signal. With one or two echoes there is no residual to measure it, and it is added.
+MODEL_ERROR_PER_MM = 0.013
 # After the phase offset is removed the field is fitted through the origin, unless the free
 # line's intercept lies more than this many standard errors from zero (offset removal failed).
 _INTERCEPT_Z = 3.0
@@ -193,10 +200,18 @@ def thermal_noise(noise_hz: np.ndarray, magnitude: np.ndarray, echo_times, mask:
     return (noise_hz * np.float32(ratio)).astype(np.float32), ratio
 
 
-def _few_echoes(phase, magnitude, te, mask, intercept):
-    """One or two echoes: no residual degrees of freedom; σ from the background."""
+def _few_echoes(phase, magnitude, te, mask, intercept, voxel_size):
+    """One or two echoes: no residual degrees of freedom; σ from the background, raised by the
+    typical field-model error when the voxel size is known (see :func:`weighted_linear_fit`)."""
     sigma = background_sigma(magnitude[..., 0], mask)
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
+    if voxel_size is not None and np.isfinite(sigma):
+        edge = float(np.prod(_checks.voxel_size(voxel_size))) ** (1 / 3)
+        model = MODEL_ERROR_PER_MM * edge * float(np.median(m[:, 0]))
+        log.info("field fit over %d echo(es): no residual to measure the field model's error; the noise map adds "
+                 "the typical one (%.3g of the brain's magnitude at %.2g mm voxels) to the image noise %.3g",
+                 te.size, MODEL_ERROR_PER_MM * edge, edge, sigma)
+        sigma = float(np.hypot(sigma, model))
     if te.size == 1:  # through the origin: the offset is taken as 0
         return p[:, 0] / (2 * np.pi * te[0]), sigma / np.maximum(m[:, 0], 1e-30) / (2 * np.pi * te[0])
     w = m * m
@@ -226,6 +241,7 @@ def weighted_linear_fit(
     *,
     mask: np.ndarray | None = None,
     intercept: str = "auto",
+    voxel_size=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weighted least-squares fit of ``φ_n = φ0 + 2π·f·TE_n`` over echoes.
 
@@ -252,6 +268,11 @@ def weighted_linear_fit(
         "fit": the free line everywhere (φ0 not removed); "zero": through the origin
         everywhere; "auto": through the origin unless the free intercept differs from
         zero by more than 3 standard errors.
+    voxel_size : sequence of 3 float, optional
+        Voxel size (mm). With one or two echoes the noise map then includes the field
+        model's typical error (``MODEL_ERROR_PER_MM`` x the voxel's edge x the brain's median
+        magnitude, as complex noise), which three or more echoes measure from their
+        residuals; without it, the image noise alone.
 
     Returns
     -------
@@ -261,8 +282,8 @@ def weighted_linear_fit(
         Standard deviation of ``field_hz`` (Hz): ``σ / (2π·sqrt(Σ|S_n|²(TE_n-T̄)²))`` for
         the free line, ``σ / (2π·sqrt(Σ|S_n|² TE_n²))`` through the origin; σ pooled from
         the free line's weighted residuals (three or more echoes; raised in voxels whose
-        own residual is far larger) or from the magnitude noise floor outside the mask
-        (one or two echoes).
+        own residual is far larger), which holds the field model's error too, or from the
+        magnitude noise floor outside the mask (one or two echoes; see ``voxel_size``).
 
     References
     ----------
@@ -277,7 +298,7 @@ def weighted_linear_fit(
     _check_intercept(intercept)
     phase, magnitude, te, mask = _inputs(phase, magnitude, echo_times, mask)
     if te.size < 3:
-        f, sd = _few_echoes(phase, magnitude, te, mask, intercept)
+        f, sd = _few_echoes(phase, magnitude, te, mask, intercept, voxel_size)
         return _to_volume(f, mask), _to_volume(sd, mask)
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
     w = m * m
@@ -299,6 +320,7 @@ def complex_fit(
     intercept: str = "auto",
     max_iter: int = 20,
     tol_hz: float = 1e-4,
+    voxel_size=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nonlinear fit of the complex signal ``S_n ≈ |S_n|·exp(i(φ0 + 2π·f·TE_n))``.
 
@@ -324,6 +346,8 @@ def complex_fit(
         Voxels to fit (0 outside); default all.
     intercept : {"auto", "fit", "zero"}
         As for :func:`weighted_linear_fit`.
+    voxel_size : sequence of 3 float, optional
+        As for :func:`weighted_linear_fit` (used with fewer than three echoes).
     max_iter : int
         Gauss-Newton iterations at most.
     tol_hz : float
@@ -343,7 +367,7 @@ def complex_fit(
     _check_intercept(intercept)
     phase, magnitude, te, mask = _inputs(phase, magnitude, echo_times, mask)
     if te.size < 3:
-        return weighted_linear_fit(phase, magnitude, te, mask=mask, intercept=intercept)
+        return weighted_linear_fit(phase, magnitude, te, mask=mask, intercept=intercept, voxel_size=voxel_size)
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
     w = m * m
     a_lin, b_lin, sxx = _wls_line(p, w, te)

@@ -254,6 +254,7 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
 
     # through the origin where the phase offset was removed; the free line without offset removal
     fit_kw = {"intercept": "fit"} if used["phase_offset"].name == "none" else {}
+    fit_kw["voxel_size"] = vs  # with one or two echoes, for the field model's error in the noise map
     fit_kw.update(so.get("field_fit", {}))
     with timer("field_fit"):
         f_hz, noise_hz = used["field_fit"].func(unwrapped, mag, te, mask=m, **fit_kw)
