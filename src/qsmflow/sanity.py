@@ -90,7 +90,8 @@ def check_field_noise(noise_hz: np.ndarray, mask: np.ndarray, field_strength: fl
     med = float(np.median(finite))
     if med / hz_per_ppm > NOISY_FIELD_FRACTION * TYPICAL_LOCAL_FIELD_PPM:
         te = ", ".join(f"{t * 1000:g}" for t in np.asarray(echo_times))
-        log.warning("the field map is noisy (median SD %.2f Hz = %.4f ppm) for the local field of brain tissue "
+        log.warning("the field map is too uncertain (median SD %.2f Hz = %.4f ppm, from the noise and, with few "
+                    "echoes, the field model's typical error) for the local field of brain tissue "
                     "(~%.2f ppm RMS = %.2f Hz at %g T): echo times %s ms are too short (or the SNR too low) for "
                     "reliable QSM; χ will show mostly noise and regularisation. Later echoes (up to ~T2* of "
                     "grey matter, 25-40 ms at 3 T) fix this", med, med / hz_per_ppm, TYPICAL_LOCAL_FIELD_PPM,
