@@ -77,23 +77,40 @@ def run_snr(head, snr: float, n: int) -> dict:
         times.append((res.timings["inversion"], res.timings["chi_sd"]))
         print(f"  SNR {snr:g}: realisation {k + 1}/{n}, inversion {times[-1][0]:.1f} s, map {times[-1][1]:.1f} s",
               flush=True)
-    chis, sds = np.array(chis), np.array(sds)
+    return summarise(head, snr, np.array(chis), np.array(sds), kept, np.array(times))
+
+
+def _ratios(one, var_pred, observed, sel) -> dict:
+    """Predicted over observed SD in ``sel``: as root-mean-square ratios (predicted and observed
+    variance averaged over the voxels: unbiased however few samples a map has) and as the
+    median of the voxels' ratios (biased low by a map's own sampling noise: a 2-sample SD has
+    median 0.83x its expectation)."""
+    obs2 = float(np.mean(observed[sel] ** 2))
+    rob = sel & (observed > 0)
+    return {"rms_one_map": float(np.sqrt(np.mean(one[sel] ** 2) / obs2)),
+            "rms_all_maps": float(np.sqrt(np.mean(var_pred[sel]) / obs2)),
+            "median_one_map": float(np.median(one[rob] / observed[rob])),
+            "median_all_maps": float(np.median(np.sqrt(var_pred[rob]) / observed[rob]))}
+
+
+def summarise(head, snr: float, chis, sds, kept, times) -> dict:
+    """The figures of one SNR from its realisations' χ and maps, and the voxels all kept."""
+    n = len(chis)
     observed = chis.std(axis=0, ddof=1)
     # the Gaussian core of the spread, blind to a few realisations that jump (a 2π error, a
-    # voxel that changes sides of an edge): 1.4826 x the median absolute deviation
+    # voxel that changes sides of an edge, the CSF mask of MEDI+0 changing): 1.4826 x the MAD
     robust = 1.4826 * np.median(np.abs(chis - np.median(chis, axis=0)), axis=0)
     names = {v: k for k, v in head.label_names.items()}
     labels = head.labels
     # voxels whose χ no realisation changed (held by the CSF term to its mean, to float precision) have
     # no spread to compare with
     region = kept & head.brain_mask & (observed > 0)
-    one, mean_sd = sds[0], sds.mean(axis=0)
+    one, var_pred = sds[0], np.mean(sds.astype(np.float64) ** 2, axis=0)
     out = {"snr": snr, "realisations": n, "voxels": int(region.sum()),
            "voxels_without_spread": int((kept & head.brain_mask & (observed == 0)).sum()),
-           "ratio_one_map": float(np.median(one[region] / observed[region])),
-           "ratio_mean_map": float(np.median(mean_sd[region] / observed[region])),
-           "ratio_robust": float(np.median(mean_sd[region][robust[region] > 0] / robust[region][robust[region] > 0])),
-           "inversion_s": float(np.mean([t[0] for t in times])), "map_s": float(np.mean([t[1] for t in times]))}
+           **_ratios(one, var_pred, observed, region),
+           "rms_robust": float(np.sqrt(np.mean(var_pred[region]) / np.mean(robust[region] ** 2))),
+           "inversion_s": float(np.mean(times[:, 0])), "map_s": float(np.mean(times[:, 1]))}
     wm = region & (labels == names["wm"])
     classes = {}
     for cname, tissues in CLASSES.items():
@@ -102,12 +119,11 @@ def run_snr(head, snr: float, n: int) -> dict:
             continue
         classes[cname] = {
             "voxels": int(sel.sum()),
-            "ratio_one_map": float(np.median(one[sel] / observed[sel])),
-            "ratio_mean_map": float(np.median(mean_sd[sel] / observed[sel])),
-            "ratio_robust": float(np.median(mean_sd[sel][robust[sel] > 0] / robust[sel][robust[sel] > 0])),
-            "predicted_over_wm": float(np.median(mean_sd[sel]) / np.median(mean_sd[wm])),
-            "observed_over_wm": float(np.median(observed[sel]) / np.median(observed[wm])),
-            "observed_sd_ppm": float(np.median(observed[sel])),
+            **_ratios(one, var_pred, observed, sel),
+            "rms_robust": float(np.sqrt(np.mean(var_pred[sel]) / np.mean(robust[sel] ** 2))),
+            "predicted_over_wm": float(np.sqrt(np.mean(var_pred[sel]) / np.mean(var_pred[wm]))),
+            "observed_over_wm": float(np.sqrt(np.mean(observed[sel] ** 2) / np.mean(observed[wm] ** 2))),
+            "observed_sd_ppm": float(np.sqrt(np.mean(observed[sel] ** 2))),
         }
     out["classes"] = classes
     err = chis[:, region] - head.chi[region][None]
@@ -115,7 +131,7 @@ def run_snr(head, snr: float, n: int) -> dict:
     out["rms_error_ppm"] = float(np.sqrt(np.mean(err ** 2)))
     out["rms_noise_ppm"] = float(np.sqrt(np.mean(observed[region] ** 2)))
     out["_maps"] = (chis[0], one, observed, region)
-    out["_all"] = (chis, sds, region)
+    out["_all"] = (chis, sds, kept, times)
     return out
 
 
@@ -160,35 +176,41 @@ def main():
     ap.add_argument("--realisations", type=int, default=20)
     ap.add_argument("--voxel", type=float, default=1.0, help="isotropic voxel size (mm); TFI is the default above 1.5")
     ap.add_argument("--json", help="write the figures to this file")
-    ap.add_argument("--save", help="write every realisation's χ and map, the true χ and the labels to this .npz")
+    ap.add_argument("--save", help="write every realisation's χ and map, the voxels kept and the times to this .npz")
+    ap.add_argument("--load", help="recompute the figures from a --save file instead of running the chain")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     t0 = time.perf_counter()
     head = matrix.simulate({**matrix.REFERENCE, "snr": float("inf"), "voxel": (args.voxel,) * 3})
     print(f"noise-free head in {time.perf_counter() - t0:.0f} s", flush=True)
-    results = [run_snr(head, snr, args.realisations) for snr in args.snr]
-    print(table(["SNR", "voxels", "pred/obs (one map)", "pred/obs (mean map)", "pred/robust obs", "noise share of MSE",
-                 "RMS noise ppm", "RMS error ppm", "inversion s", "map s"],
-                [[f"{r['snr']:g}", r["voxels"], f"{r['ratio_one_map']:.2f}", f"{r['ratio_mean_map']:.2f}",
-                  f"{r['ratio_robust']:.2f}",
-                  f"{r['noise_share_of_mse']:.3f}", f"{r['rms_noise_ppm']:.4f}", f"{r['rms_error_ppm']:.4f}",
-                  f"{r['inversion_s']:.1f}", f"{r['map_s']:.1f}"] for r in results]))
+    if args.load:
+        with np.load(args.load) as z:
+            results = [summarise(head, snr, z[f"chi_snr{snr:g}"], z[f"sd_snr{snr:g}"], z[f"kept_snr{snr:g}"],
+                                 z[f"times_snr{snr:g}"]) for snr in args.snr]
+    else:
+        results = [run_snr(head, snr, args.realisations) for snr in args.snr]
+    print(table(["SNR", "voxels", "pred/obs RMS (one map)", "pred/obs RMS (all maps)", "median (one map)",
+                 "pred/robust obs RMS", "noise share of MSE", "RMS noise ppm", "RMS error ppm", "inversion s",
+                 "map s"],
+                [[f"{r['snr']:g}", r["voxels"], f"{r['rms_one_map']:.2f}", f"{r['rms_all_maps']:.2f}",
+                  f"{r['median_one_map']:.2f}", f"{r['rms_robust']:.2f}", f"{r['noise_share_of_mse']:.3f}",
+                  f"{r['rms_noise_ppm']:.4f}", f"{r['rms_error_ppm']:.4f}", f"{r['inversion_s']:.1f}",
+                  f"{r['map_s']:.1f}"] for r in results]))
     for r in results:
         print(f"\nSNR {r['snr']:g}, per class")
-        print(table(["class", "voxels", "pred/obs (one map)", "pred/obs (mean map)", "pred/robust obs",
-                     "pred SD / WM", "obs SD / WM", "obs SD ppm"],
-                    [[k, c["voxels"], f"{c['ratio_one_map']:.2f}", f"{c['ratio_mean_map']:.2f}",
-                      f"{c['ratio_robust']:.2f}",
-                      f"{c['predicted_over_wm']:.2f}", f"{c['observed_over_wm']:.2f}", f"{c['observed_sd_ppm']:.4f}"]
+        print(table(["class", "voxels", "pred/obs RMS (one map)", "pred/obs RMS (all maps)", "median (one map)",
+                     "pred/robust obs RMS", "pred SD / WM", "obs SD / WM", "obs SD ppm"],
+                    [[k, c["voxels"], f"{c['rms_one_map']:.2f}", f"{c['rms_all_maps']:.2f}",
+                      f"{c['median_one_map']:.2f}", f"{c['rms_robust']:.2f}", f"{c['predicted_over_wm']:.2f}",
+                      f"{c['observed_over_wm']:.2f}", f"{c['observed_sd_ppm']:.4f}"]
                      for k, c in r["classes"].items()]))
     figure(results, head, FIGURES / ("chi_sd.png" if args.voxel == 1 else f"chi_sd_{args.voxel:g}mm.png"))
     if args.json:
         Path(args.json).write_text(json.dumps([{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
                                               indent=1))
     if args.save:
-        np.savez_compressed(args.save, chi_true=head.chi, labels=head.labels,
-                            **{f"{name}_snr{r['snr']:g}": a for r in results
-                               for name, a in zip(("chi", "sd", "region"), r["_all"])})
+        np.savez_compressed(args.save, **{f"{name}_snr{r['snr']:g}": a for r in results
+                                          for name, a in zip(("chi", "sd", "kept", "times"), r["_all"])})
 
 
 if __name__ == "__main__":
