@@ -241,3 +241,24 @@ def test_two_echo_noise_map_adds_the_field_model_error():
     assert np.median(plain[mask]) == pytest.approx(sigma / unit, rel=0.12)
     edge = 12.0 ** (1 / 3)
     assert np.median(raised[mask]) == pytest.approx(np.hypot(sigma, 0.013 * edge) / unit, rel=0.12)
+
+
+@pytest.mark.parametrize("z, expect_free", [(2.0, False), (4.0, True)])
+def test_auto_intercept_decides_by_region_not_by_voxel(z, expect_free):
+    """A residual offset of z standard errors of the intercept everywhere: a per-voxel 3-SE
+    rule would switch a random 16 % (z = 2) or 84 % (z = 4) of the voxels between the two
+    lines, and with them their field, from one noise draw to the next. Decided on the
+    neighbourhood's mean z², every voxel takes the same line: through the origin when the
+    offset is within 3 SE on average, the free line when beyond."""
+    shape, sigma = (16, 16, 16), 0.02
+    te = np.array([0.004, 0.010, 0.016, 0.022, 0.028])
+    se_a = sigma * np.sqrt(1 / te.size + te.mean() ** 2 / np.sum((te - te.mean()) ** 2))  # |S| = 1
+    rng = np.random.default_rng(3)
+    noisy = np.exp(1j * (z * se_a + 2 * np.pi * 5.0 * te)) * np.ones(shape + (1,))
+    noisy = noisy + sigma * (rng.standard_normal(noisy.shape) + 1j * rng.standard_normal(noisy.shape))
+    _, sd = weighted_linear_fit(np.angle(noisy), np.abs(noisy), te, intercept="auto")
+    sd_zero = sigma / (2 * np.pi * np.sqrt(np.sum(te**2)))
+    sd_free = sigma / (2 * np.pi * np.sqrt(np.sum((te - te.mean()) ** 2)))
+    free = np.abs(sd - sd_free) < np.abs(sd - sd_zero)
+    inner = (slice(1, -1),) * 3  # the volume's faces see fewer neighbours
+    assert free[inner].mean() > 0.98 if expect_free else free[inner].mean() < 0.02
