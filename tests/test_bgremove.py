@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from scipy import ndimage
-from conftest import ellipsoid, grid_mm
+from conftest import ellipsoid, grid_mm, radial_source
 
 from qsmflow import kernels, metrics
 from qsmflow import bgremove
@@ -69,6 +69,30 @@ def test_local_field_recovered(method, b0):
     assert eroded.sum() >= MIN_KEPT[method] * mask.sum()
     # and the background really was large: without removal the error is huge
     assert metrics.nrmse(true_local + background, true_local, eroded) > 200
+
+
+# Closed-form fields (conftest.radial_source, not qsmflow's kernel): a 5 mm source of 0.2 ppm
+# inside the mask under a 10x stronger background from an air cavity (9.4 ppm, 9 mm) outside.
+# Measured slope of the local field on the analytic one near the source, and the residual RMS
+# over the local field's RMS (axial / oblique): LBV 0.955/0.959, 0.09; PDF 0.855/0.854, 0.30;
+# V-SHARP 0.862, 0.19; SHARP 0.964/0.972, 0.06; RESHARP 0.834/0.831, 0.21; iSMV 0.931/0.929, 0.10.
+ANALYTIC_MIN_SLOPE = {"pdf": 0.80, "lbv": 0.90, "vsharp": 0.80, "sharp": 0.90, "resharp": 0.78, "ismv": 0.87}
+ANALYTIC_MAX_RESIDUAL = {"pdf": 0.40, "lbv": 0.15, "vsharp": 0.25, "sharp": 0.10, "resharp": 0.28, "ismv": 0.15}
+
+
+@pytest.mark.parametrize("method", sorted(bgremove.METHODS))
+@pytest.mark.parametrize("b0", [(0, 0, 1), OBLIQUE])
+def test_analytic_source_kept_under_an_analytic_background(method, b0):
+    mask = ellipsoid(SHAPE, VS, (20, 23, 26))
+    _, source, r = radial_source(SHAPE, VS, (3, -4, 2), 5.0, 0.2, b0)
+    _, cavity, _ = radial_source(SHAPE, VS, (0, 30, -26), 9.0, 9.4, b0)
+    assert cavity[mask].std() > 8 * source[mask].std()
+    local, eroded = bgremove.METHODS[method].func((source + cavity).astype(np.float32), mask, VS, b0)
+    near = eroded & (r > 7) & (r < 20)
+    e, t = local[near] - local[near].mean(), source[near] - source[near].mean()
+    assert ANALYTIC_MIN_SLOPE[method] < np.dot(e, t) / np.dot(t, t) < 1.05
+    resid = local[eroded] - source[eroded]
+    assert np.std(resid) / np.std(source[eroded]) < ANALYTIC_MAX_RESIDUAL[method]
 
 
 @pytest.mark.parametrize("method", sorted(bgremove.METHODS))

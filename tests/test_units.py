@@ -1,0 +1,156 @@
+"""Units pinned to literals, and the chain against an analytic field written in this file.
+
+Nothing here takes a constant or a kernel from qsmflow to make its expected answer: the
+gyromagnetic ratio is written out (CODATA 2018), and the field of the test's source is the
+closed form for a radially symmetric susceptibility, so a wrong constant, a wrong Hz/ppm
+conversion or a flipped dipole kernel cannot cancel between the data and the check.
+"""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import ellipsoid, grid_mm, radial_source
+
+from qsmflow import cli, pipeline
+from qsmflow.constants import GAMMA_BAR_HZ_PER_T
+from qsmflow.io import GreInput
+
+GAMMA_BAR_MHZ_PER_T = 42.577478  # proton, CODATA 2018
+HZ_PER_PPM_3T = 127.732434  # 42.577478 MHz/T x 3 T x 1e-6
+
+SHAPE, VS = (44, 44, 40), (1.5, 1.5, 1.5)
+TE = np.array([0.005, 0.010, 0.015, 0.020])
+BRAIN_RADII = (28.0, 28.0, 25.0)  # mm
+SOURCE_CENTRE, SOURCE_RADIUS, SOURCE_CHI = (6.0, -3.0, 2.0), 6.0, 0.2  # mm, mm, ppm
+
+
+def _source_field_ppm(b0=(0.0, 0.0, 1.0)):
+    """χ (ppm) of the test's source, its field (ppm) in closed form, and the distance from its centre."""
+    return radial_source(SHAPE, VS, SOURCE_CENTRE, SOURCE_RADIUS, SOURCE_CHI, b0)
+
+
+def _gre(field_ppm, rng, hz_per_ppm=HZ_PER_PPM_3T, offset=0.4):
+    """Magnitude and wrapped phase of four echoes of the field, noise SD 1/300 of the brain."""
+    brain = ellipsoid(SHAPE, VS, BRAIN_RADII)
+    m0 = np.where(brain, 1.0, 0.02)
+    signal = m0[..., None] * np.exp(-25.0 * TE) * np.exp(1j * (offset + 2 * np.pi * hz_per_ppm * field_ppm[..., None] * TE))
+    signal = signal + (rng.standard_normal(signal.shape) + 1j * rng.standard_normal(signal.shape)) / 300
+    return np.abs(signal).astype(np.float32), np.angle(signal).astype(np.float32), brain
+
+
+def _slope(est, ref, where):
+    """Least-squares slope of est on ref after removing both means."""
+    e, t = est[where] - est[where].mean(), ref[where] - ref[where].mean()
+    return float(np.dot(e, t) / np.dot(t, t))
+
+
+def test_gyromagnetic_ratio_is_codata():
+    assert GAMMA_BAR_HZ_PER_T == pytest.approx(GAMMA_BAR_MHZ_PER_T * 1e6, rel=1e-9)
+
+
+def test_analytic_field_is_the_dipole_field_outside_the_source():
+    """The closed form reduces to a uniform sphere's dipole field away from the soft edge."""
+    _, field, r = _source_field_ppm()
+    g = grid_mm(SHAPE, VS)
+    z = g[2] - SOURCE_CENTRE[2]
+    far = r > SOURCE_RADIUS + 4  # (R³ + 3R/2)/3 = ∫ s² χ(s) ds for the erfc edge
+    dipole = SOURCE_CHI / 3 * (SOURCE_RADIUS**3 + 1.5 * SOURCE_RADIUS) * (3 * (z / r) ** 2 - 1) / r**3
+    np.testing.assert_allclose(field[far], dipole[far], atol=1e-3 * np.abs(field).max())
+    assert np.abs(field[r < SOURCE_RADIUS - 3]).max() < 1e-4  # nothing inside a uniform sphere
+
+
+@pytest.fixture(scope="module")
+def sphere_run():
+    chi, field, r = _source_field_ppm()
+    mag, pha, brain = _gre(field, np.random.default_rng(7))
+    data = GreInput.from_arrays(mag, pha, TE, 3.0, voxel_size=VS)
+    opts = pipeline.Options(bgremove="lbv", inversion="medi", reference="mean", chi_sd=False)
+    return pipeline.run(data, opts, mask=brain), field, r
+
+
+def test_chain_hz_and_ppm_on_an_analytic_source(sphere_run):
+    """Field in Hz from phase and echo times alone; local field in ppm through γ̄ B0; χ of the source."""
+    res, field, r = sphere_run
+    assert res.parameters["hz_per_ppm"] == pytest.approx(HZ_PER_PPM_3T, rel=1e-6)
+    inside = res.mask
+    assert _slope(res.total_field_hz, field * HZ_PER_PPM_3T, inside) == pytest.approx(1.0, abs=0.01)
+    near = res.eroded_mask & (r > SOURCE_RADIUS + 2) & (r < 4 * SOURCE_RADIUS)  # where the source's field is
+    assert _slope(res.local_field_ppm, field, near) == pytest.approx(1.0, abs=0.05)
+    core = r < SOURCE_RADIUS - 2.5
+    shell = res.eroded_mask & (r > 2.5 * SOURCE_RADIUS) & (r < 3.5 * SOURCE_RADIUS)
+    contrast = res.chi[core].mean() - res.chi[shell].mean()
+    assert contrast == pytest.approx(SOURCE_CHI, rel=0.15)  # paramagnetic, in ppm
+
+
+# ---------------------------------------------------------------- the same through the command line
+
+def _save(path, data, sidecar=None):
+    nib.save(nib.Nifti1Image(np.asarray(data), np.diag(list(VS) + [1.0])), str(path))
+    if sidecar is not None:
+        path.with_name(path.name.replace(".nii.gz", ".json")).write_text(json.dumps(sidecar))
+    return str(path)
+
+
+def _cli(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 0, err
+    return err
+
+
+def test_cli_field_units_hz_to_ppm(tmp_path, capsys):
+    """bgremove and invert take a field in Hz and convert it with 127.73 Hz/ppm at 3 T."""
+    chi, field, r = _source_field_ppm()
+    brain = ellipsoid(SHAPE, VS, BRAIN_RADII)
+    hz = np.where(brain, field * HZ_PER_PPM_3T, 0).astype(np.float32)
+    f_hz = _save(tmp_path / "sub-01_fieldmap.nii.gz", hz, {"Units": "Hz", "MagneticFieldStrength": 3.0})
+    mask = _save(tmp_path / "sub-01_mask.nii.gz", brain.astype(np.uint8))
+    _cli(["bgremove", "--field", f_hz, "--mask", mask, "--bgremove", "lbv", "-o", str(tmp_path / "bg"), "-q"], capsys)
+    local = nib.load(str(tmp_path / "bg" / "sub-01_localfield.nii.gz")).get_fdata()
+    eroded = nib.load(str(tmp_path / "bg" / "sub-01_localmask.nii.gz")).get_fdata() > 0.5
+    near = eroded & (r > SOURCE_RADIUS + 2) & (r < 4 * SOURCE_RADIUS)
+    assert _slope(local, field, near) == pytest.approx(1.0, abs=0.05)
+
+    # invert: the same local field given in Hz and in ppm gives the same χ, the source's in ppm
+    loc_ppm = _save(tmp_path / "ppm_localfield.nii.gz", np.where(brain, field, 0).astype(np.float32))
+    loc_hz = _save(tmp_path / "hz_localfield.nii.gz", hz)
+    common = ["--mask", mask, "--inversion", "tv", "--reference", "mean", "--regularisation", "3e-4", "-q"]
+    _cli(["invert", "--local", loc_ppm, "--unit", "ppm", "-o", str(tmp_path / "a")] + common, capsys)
+    _cli(["invert", "--local", loc_hz, "--unit", "hz", "--field-strength", "3", "-o", str(tmp_path / "b")] + common,
+         capsys)
+    chi_ppm = nib.load(str(tmp_path / "a" / "ppm_localfield_Chimap.nii.gz")).get_fdata()
+    chi_hz = nib.load(str(tmp_path / "b" / "hz_localfield_Chimap.nii.gz")).get_fdata()
+    np.testing.assert_allclose(chi_hz, chi_ppm, atol=1e-3 * SOURCE_CHI)
+    core, shell = r < SOURCE_RADIUS - 2.5, brain & (r > 2.5 * SOURCE_RADIUS) & (r < 3.5 * SOURCE_RADIUS)
+    assert chi_ppm[core].mean() - chi_ppm[shell].mean() == pytest.approx(SOURCE_CHI, rel=0.15)
+
+
+def test_cli_phase_sign_and_phase_scale(tmp_path, capsys):
+    """--phase-sign -1 negates the field and χ; integer phase with --phase-scale gives the radian result."""
+    _, field, r = _source_field_ppm()
+    mag, pha, brain = _gre(field, np.random.default_rng(3))
+    side = {"EchoTime": TE.tolist(), "MagneticFieldStrength": 3.0}
+    mags = _save(tmp_path / "sub-01_part-mag_MEGRE.nii.gz", mag, side)
+    phases = _save(tmp_path / "sub-01_part-phase_MEGRE.nii.gz", pha, side)
+    ints = _save(tmp_path / "int_part-phase_MEGRE.nii.gz", np.round(pha / np.pi * 2048).astype(np.int16), side)
+    mask = _save(tmp_path / "mask.nii.gz", brain.astype(np.uint8))
+    args = ["fieldmap", "--mag", mags, "--echo-times", ",".join(map(str, TE)), "--field-strength", "3",
+            "--mask", mask, "-q"]
+    maps = {}
+    for name, extra in [("plus", ["--phase", phases]), ("minus", ["--phase", phases, "--phase-sign", "-1"]),
+                        ("ints", ["--phase", ints, "--phase-scale", str(np.pi / 2048), "--prefix", "sub-01"])]:
+        _cli(args + extra + ["-o", str(tmp_path / name)], capsys)
+        maps[name] = nib.load(str(tmp_path / name / "sub-01_fieldmap.nii.gz")).get_fdata()
+    assert _slope(maps["plus"], field * HZ_PER_PPM_3T, brain) == pytest.approx(1.0, abs=0.01)
+    np.testing.assert_allclose(maps["minus"][brain], -maps["plus"][brain], atol=0.02)
+    np.testing.assert_allclose(maps["ints"][brain], maps["plus"][brain], atol=0.05)
+    # the whole chain: a paramagnetic source read with the other phase sign comes out diamagnetic
+    _cli(["run", "--mag", mags, "--phase", phases, "--mask", mask, "--phase-sign", "-1", "--bgremove", "lbv",
+          "--inversion", "medi", "--reference", "mean", "--no-chi-sd", "--no-report", "-o", str(tmp_path / "run"),
+          "-q"], capsys)
+    chi = nib.load(str(tmp_path / "run" / "sub-01_Chimap.nii.gz")).get_fdata()
+    core, shell = r < SOURCE_RADIUS - 2.5, brain & (r > 2.5 * SOURCE_RADIUS) & (r < 3.5 * SOURCE_RADIUS)
+    assert chi[core].mean() - chi[shell].mean() == pytest.approx(-SOURCE_CHI, rel=0.15)
