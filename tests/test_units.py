@@ -125,6 +125,11 @@ def test_cli_field_units_hz_to_ppm(tmp_path, capsys):
     chi_hz = nib.load(str(tmp_path / "b" / "hz_localfield_Chimap.nii.gz")).get_fdata()
     np.testing.assert_allclose(chi_hz, chi_ppm, atol=1e-3 * SOURCE_CHI)
     core, shell = r < SOURCE_RADIUS - 2.5, brain & (r > 2.5 * SOURCE_RADIUS) & (r < 3.5 * SOURCE_RADIUS)
+    # the same Hz at half the field strength are twice the ppm
+    _cli(["invert", "--local", loc_hz, "--unit", "hz", "--field-strength", "1.5", "-o", str(tmp_path / "c")] + common,
+         capsys)
+    chi_15 = nib.load(str(tmp_path / "c" / "hz_localfield_Chimap.nii.gz")).get_fdata()
+    assert chi_15[core].mean() - chi_15[shell].mean() == pytest.approx(2 * SOURCE_CHI, rel=0.15)
     assert chi_ppm[core].mean() - chi_ppm[shell].mean() == pytest.approx(SOURCE_CHI, rel=0.15)
 
 
@@ -147,6 +152,14 @@ def test_cli_phase_sign_and_phase_scale(tmp_path, capsys):
     assert _slope(maps["plus"], field * HZ_PER_PPM_3T, brain) == pytest.approx(1.0, abs=0.01)
     np.testing.assert_allclose(maps["minus"][brain], -maps["plus"][brain], atol=0.02)
     np.testing.assert_allclose(maps["ints"][brain], maps["plus"][brain], atol=0.05)
+    # the same phase said to come at twice the echo times is half the field
+    bare = tmp_path / "bare"  # no sidecars: the echo times given are the only ones
+    bare.mkdir()
+    _cli(["fieldmap", "--mag", _save(bare / "sub-02_part-mag_MEGRE.nii.gz", mag),
+          "--phase", _save(bare / "sub-02_part-phase_MEGRE.nii.gz", pha), "--echo-times", ",".join(map(str, 2 * TE)),
+          "--field-strength", "3", "--mask", mask, "-q", "-o", str(tmp_path / "slow")], capsys)
+    slow = nib.load(str(tmp_path / "slow" / "sub-02_fieldmap.nii.gz")).get_fdata()
+    np.testing.assert_allclose(slow[brain], maps["plus"][brain] / 2, atol=0.02)
     # the whole chain: a paramagnetic source read with the other phase sign comes out diamagnetic
     _cli(["run", "--mag", mags, "--phase", phases, "--mask", mask, "--phase-sign", "-1", "--bgremove", "lbv",
           "--inversion", "medi", "--reference", "mean", "--no-chi-sd", "--no-report", "-o", str(tmp_path / "run"),
