@@ -1,9 +1,13 @@
 """Physics tests of the k-space kernels: analytic sphere field, equivariance, SMV, Laplacian."""
 
+import os
+
 import numpy as np
 import pytest
 from scipy.integrate import cumulative_trapezoid
 from scipy.special import erfc
+
+from conftest import grid_mm
 
 from qsmflow import kernels
 
@@ -148,3 +152,134 @@ def test_bounding_box_and_padding_round_trip():
     np.testing.assert_array_equal(kernels.crop(kernels.pad(x, shape), x.shape), x)
     with pytest.raises(ValueError, match="empty"):
         kernels.bounding_box(np.zeros((3, 3, 3), bool))
+
+
+# ---------------------------------------------------------------- engine details, against literals
+
+def test_thread_count_from_the_environment(monkeypatch):
+    monkeypatch.delenv(kernels.THREADS_ENV, raising=False)
+    assert kernels.threads() == -1 and kernels.cores() == (os.cpu_count() or 1)
+    for value, expected in [("3", 3), ("1", 1), ("0", -1), ("-2", -1), ("two", -1), ("", -1)]:
+        monkeypatch.setenv(kernels.THREADS_ENV, value)
+        assert kernels.threads() == expected, value
+    monkeypatch.setenv(kernels.THREADS_ENV, "2")
+    assert kernels.cores() == 2
+
+
+def test_smv_ball_holds_the_lattice_points_of_the_sphere():
+    """Radius 2 mm on 1 mm voxels: 1 + 6 + 12 + 8 + 6 = 33 points with x²+y²+z² ≤ 4 (the 6 at
+    distance exactly 2 included); on 1 x 1 x 2 mm voxels 1 + 4 + 4 + 4 + 2 = 15 (|z| ≤ 2 mm is one
+    slice each way). The kernel's k = 0 value is 1 and its real-space ball sums to 1."""
+    for vs, count in [((1.0, 1.0, 1.0), 33), ((1.0, 1.0, 2.0), 15)]:
+        shape = (16, 15, 12)
+        k = kernels.smv_kernel(shape, vs, 2.0, real=False)
+        assert k.dtype == np.float32 and k.shape == shape
+        ball = np.real(np.fft.ifftn(k))
+        assert np.isclose(ball.sum(), 1.0, atol=1e-5)
+        assert int(np.sum(ball > 0.5 / count)) == count
+        assert np.isclose(ball.max(), 1.0 / count, rtol=1e-4)
+        np.testing.assert_allclose(kernels.smv_kernel(shape, vs, 2.0), k[..., : shape[2] // 2 + 1], atol=1e-6)
+    with pytest.raises(ValueError, match="radius_mm"):
+        kernels.smv_kernel((8, 8, 8), (1, 1, 1), 0.5)  # one voxel: the identity
+    with pytest.raises(ValueError, match="radius_mm"):
+        kernels.smv_kernel((8, 8, 8), (1, 1, 1), -1.0)
+
+
+def test_smv_ball_is_drawn_in_mm_on_anisotropic_voxels():
+    """Radius 3 mm on 0.5 x 1 x 1.5 mm voxels: the ball reaches 6 voxels along x, 3 along y, 2 along z."""
+    shape, vs = (20, 12, 9), (0.5, 1.0, 1.5)
+    ball = np.real(np.fft.ifftn(kernels.smv_kernel(shape, vs, 3.0, real=False))) > 1e-6
+    assert ball[6, 0, 0] and not ball[7, 0, 0] and ball[-6, 0, 0] and not ball[-7, 0, 0]
+    assert ball[0, 3, 0] and not ball[0, 4, 0] and ball[0, 0, 2] and not ball[0, 0, 3] and ball[0, 0, -2]
+
+
+def test_laplacian_kernel_against_the_seven_point_stencil():
+    shape, vs = (6, 5, 4), (1.0, 2.0, 0.5)
+    x = np.random.default_rng(0).standard_normal(shape)
+    lap = sum((np.roll(x, 1, a) - 2 * x + np.roll(x, -1, a)) / d**2 for a, d in enumerate(vs))  # periodic
+    for real in (True, False):
+        k = kernels.laplacian_kernel(shape, vs, real=real)
+        assert k.dtype == np.float32
+        got = np.fft.irfftn(np.fft.rfftn(x) * k, shape, axes=(0, 1, 2)) if real else np.real(np.fft.ifftn(np.fft.fftn(x) * k))
+        np.testing.assert_allclose(got, lap, atol=1e-4)
+        np.testing.assert_allclose(kernels.gradient_kernel_sq(shape, vs, real=real), -k)
+    with pytest.raises(ValueError, match="voxel"):
+        kernels.laplacian_kernel(shape, (1.0, 1.0))
+
+
+def test_pad_crop_and_bounding_box():
+    x = np.arange(6.0).reshape(2, 3)
+    p = kernels.pad(x, (3, 5), value=-1.0)
+    assert p.shape == (3, 5) and np.all(p[:2, :3] == x) and np.all(p[2] == -1) and np.all(p[:, 3:] == -1)
+    np.testing.assert_array_equal(kernels.crop(p, (2, 3)), x)
+    v = np.ones((2, 3, 2))
+    assert kernels.pad(v, (4, 4)).shape == (4, 4, 2)  # trailing axes are not padded
+    with pytest.raises(ValueError, match="smaller shape"):
+        kernels.pad(x, (1, 5))
+    assert kernels.pad(x, (2, 3)).shape == (2, 3)  # nothing to add is fine
+    m = np.zeros((6, 7, 8), bool)
+    m[0, 2:4, 7] = True  # touches the first and the last voxel of an axis
+    assert kernels.bounding_box(m) == (slice(0, 1), slice(2, 4), slice(7, 8))
+    assert kernels.bounding_box(m, 2) == (slice(0, 3), slice(0, 6), slice(5, 8))
+    with pytest.raises(ValueError, match="mask is empty"):
+        kernels.bounding_box(np.zeros((3, 3, 3), bool))
+
+
+def test_fft_shape_is_fast_and_holds_the_margin():
+    # sizes of 2, 3 and 5 only, as a real FFT wants (66 = 2·3·11 would do for a complex one)
+    assert kernels.fft_shape((97, 64, 50), 0) == (100, 64, 50)
+    assert kernels.fft_shape((97, 64, 50), (3, 1, 0)) == (100, 72, 50)
+    assert kernels.fft_shape((10, 10, 10), 2.6) == (12, 12, 12)  # whole voxels
+
+
+def test_dipole_kernel_literals():
+    """D(k) = 1/3 - (k·b)²/|k|² on a few frequencies worked out by hand, odd and even axes, oblique B0."""
+    shape, vs = (5, 4, 6), (1.0, 2.0, 1.0)
+    b = np.array([0.0, 0.6, 0.8])
+    d = kernels.dipole_kernel(shape, vs, b, real=False)
+    assert d.dtype == np.float32 and d[0, 0, 0] == 0
+    # k = (1/5, 0, 0) cycles/mm: k·b = 0 -> 1/3; k = (0, 0, 1/6): (0.8)² -> 1/3 - 0.64
+    assert d[1, 0, 0] == pytest.approx(1 / 3, abs=1e-6) and d[0, 0, 1] == pytest.approx(1 / 3 - 0.64, abs=1e-6)
+    # k = (1/5, 1/8, 1/6): an odd x axis, cross terms kept
+    k = np.array([1 / 5, 1 / 8, 1 / 6])
+    assert d[1, 1, 1] == pytest.approx(1 / 3 - (k @ b) ** 2 / (k @ k), abs=1e-6)
+    # Nyquist of the even y axis (k_y = ±1/4): the kernel averages both signs
+    k1, k2 = np.array([1 / 5, 1 / 4, 1 / 6]), np.array([1 / 5, -1 / 4, 1 / 6])
+    want = 1 / 3 - 0.5 * ((k1 @ b) ** 2 + (k2 @ b) ** 2) / (k1 @ k1)
+    assert d[1, 2, 1] == pytest.approx(want, abs=1e-6)
+    np.testing.assert_allclose(kernels.dipole_kernel(shape, vs, b), d[..., :4], atol=1e-7)
+
+
+def test_forward_field_checks_and_dtype():
+    chi = np.zeros((8, 9, 10))
+    chi[4, 4, 5] = 1.0
+    f = kernels.forward_field(chi, (1, 1, 1), (0, 0, 1))
+    assert f.dtype == np.float32 and f.shape == chi.shape and f.flags.c_contiguous
+    with pytest.raises(ValueError, match="chi"):
+        kernels.forward_field(np.zeros((4, 4)), (1, 1, 1), (0, 0, 1))
+
+
+def test_masked_gaussian_stays_inside_the_mask():
+    """Normalised smoothing: a constant stays that constant up to the mask's edge, values outside
+    the mask (weight 0) do not leak in, a linear ramp is unbiased away from the edge, the width
+    is in mm on anisotropic voxels, and the density is G*w (unit sum)."""
+    shape, vs = (40, 36, 20), (1.0, 1.0, 2.0)
+    x, y, z = grid_mm(shape, vs)
+    mask = (np.abs(x) < 12) & (np.abs(y) < 10) & (np.abs(z) < 12)
+    v = np.where(mask, 5.0 + 0.3 * x, 1000.0)  # huge outside: must not leak
+    out, dens = kernels.masked_gaussian(v, mask, 2.0, vs)
+    deep = (np.abs(x) < 5) & (np.abs(y) < 3) & (np.abs(z) < 5)
+    np.testing.assert_allclose(out[deep], 5.0 + 0.3 * x[deep], atol=1e-6)
+    assert np.all(out[mask] < 5.0 + 0.3 * 12 + 1e-6)
+    const, _ = kernels.masked_gaussian(np.where(mask, 2.5, -7.0), mask, 2.0, vs, density=dens)
+    np.testing.assert_allclose(const[mask], 2.5, atol=1e-9)
+    assert dens.sum() == pytest.approx(mask.sum(), rel=1e-6)  # the mask is 3σ from the volume's edge
+    assert np.all(out[dens <= 1e-6] == 0)
+    # a single voxel of weight: the density is the Gaussian itself, σ = 2 mm along every axis
+    one = np.zeros(shape)
+    one[20, 18, 10] = 1.0
+    _, g = kernels.masked_gaussian(one, one, 2.0, vs)
+    for axis, d in enumerate(vs):
+        prof = g.sum(axis=tuple(a for a in range(3) if a != axis))
+        pos = (np.arange(shape[axis]) - [20, 18, 10][axis]) * d
+        assert np.sqrt(np.sum(prof * pos**2) / prof.sum()) == pytest.approx(2.0, rel=0.03)
