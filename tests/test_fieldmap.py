@@ -401,3 +401,24 @@ def test_fit_errors_name_the_argument(fit):
         fit(ph, mag[:5], te)
     with pytest.raises(ValueError, match="^mask"):
         fit(ph, mag, te, mask=np.ones((5, 6, 6), bool))
+
+
+def test_phasediff_fieldmap_checks_and_units():
+    """Hz = Δφ / (2π ΔTE) with ΔTE in seconds (0.11 s is refused as milliseconds, 0.09 s is not);
+    float32 out; errors name the argument."""
+    shape, vs = (12, 12, 10), (2.0, 2.0, 2.0)
+    pd = np.full(shape, 0.5, np.float32)
+    mag = np.ones(shape, np.float32)
+    est = phasediff_fieldmap(pd, mag, 0.09, vs)
+    assert est.dtype == np.float32
+    np.testing.assert_allclose(est, 0.5 / (2 * np.pi * 0.09), rtol=1e-5)
+    with pytest.raises(ValueError, match="milliseconds"):
+        phasediff_fieldmap(pd, mag, 0.11, vs)
+    with pytest.raises(ValueError, match="^delta_te"):
+        phasediff_fieldmap(pd, mag, 0.0, vs)
+    with pytest.raises(ValueError, match="^phasediff"):
+        phasediff_fieldmap(pd[0], mag, 0.002, vs)
+    with pytest.raises(ValueError, match="^magnitude"):
+        phasediff_fieldmap(pd, mag[0], 0.002, vs)
+    with pytest.raises(ValueError, match=r"phasediff.*magnitude"):
+        phasediff_fieldmap(pd, mag[:5], 0.002, vs)
