@@ -124,3 +124,25 @@ def test_t2star_rule():
     r2 = np.array([[[0.0, -1.0, 1.0, 20.0]]])
     t2 = t2star_from_r2star(r2)
     np.testing.assert_allclose(t2.ravel(), [T2STAR_CAP_S, T2STAR_CAP_S, T2STAR_CAP_S, 0.05], rtol=1e-6)
+
+
+def test_r2star_noise_matches_the_spread_over_noise_draws():
+    """The typical SD of R2* from noise, σ/sqrt(Σ|S_n|²(TE_n - T̄)²) with T̄ the |S|²-weighted mean
+    echo time, predicts the spread of the log-linear fit over noise draws (and is NaN when the
+    noise is unknown or there is one echo)."""
+    rng = np.random.default_rng(12)
+    te = np.array([0.004, 0.010, 0.016, 0.022, 0.028])
+    shape, sigma = (12, 12, 12), 0.01
+    s = np.exp(-30.0 * te) * np.ones(shape + (1,))  # |S| from 0.89 down to 0.43
+    mask = np.ones(shape, bool)
+    w = s[0, 0, 0] ** 2
+    tbar = np.sum(w * te) / np.sum(w)
+    formula = sigma / np.sqrt(np.sum(w * (te - tbar) ** 2))
+    predicted = relaxometry.r2star_noise(s, te, sigma, mask)
+    assert predicted == pytest.approx(formula, rel=1e-9)
+    fits = [loglinear_r2star(np.abs(s + sigma * (rng.standard_normal(s.shape) + 1j * rng.standard_normal(s.shape))),
+                             te, mask=mask)[0] for _ in range(30)]
+    observed = np.median(np.std(fits, axis=0))
+    assert predicted == pytest.approx(observed, rel=0.1)
+    assert np.isnan(relaxometry.r2star_noise(s, te, float("nan"), mask))
+    assert np.isnan(relaxometry.r2star_noise(s[..., :1], te[:1], sigma, mask))
