@@ -299,3 +299,45 @@ def test_slice_axis_contradictions_refused(tmp_path):
         _sidecar(f, EchoTime=0.005 * (e + 1), MRAcquisitionType="2D", SliceEncodingDirection="z")
     with pytest.raises(ValueError, match="SliceEncodingDirection"):
         io.load_magnitude(mags)
+
+
+@pytest.mark.parametrize(
+    "raw, integer, text, factor, offset",
+    [
+        ([-4096, 0, 4095], False, "integers -4096..4095 mapped to [-pi, pi): x*pi/4096", np.pi / 4096, 0.0),
+        ([-4000, 7, 4000], True, "integers -4096..4095 mapped to [-pi, pi): x*pi/4096", np.pi / 4096, 0.0),
+        ([0, 7, 4095], True, "integers 0..4095 mapped to [-pi, pi): x*2pi/4096 - pi", 2 * np.pi / 4096, -np.pi),
+        ([-2048, 7, 2047], True, "integers -2048..2047 mapped to [-pi, pi): x*pi/2048", np.pi / 2048, 0.0),
+        ([-4096.0, 0.5, 4095.0], False, "symmetric range +-4096 scaled by its maximum: x*pi/4096", np.pi / 4096, 0.0),
+        ([-np.pi * 1.0005, 0.3, np.pi * 1.0005], False, "radians, kept", 1.0, 0.0),
+        ([-0.9 * np.pi, 0.3, 0.9 * np.pi], False, "radians, kept", 1.0, 0.0),
+        ([-0.5 * np.pi, 0.3, 0.5 * np.pi], False, "symmetric range +-1.5708 scaled by its maximum: x*pi/1.5708", 2.0,
+         0.0),
+        ([0.0, 1.0, 2 * np.pi], False, "radians in [0, 2pi), wrapped to [-pi, pi)", 1.0, 0.0),
+    ],
+)
+def test_phase_rule_record(raw, integer, text, factor, offset):
+    """The rule each range gets, as recorded in the provenance: its words, factor, offset and range."""
+    raw = np.asarray(raw, float)
+    out, rule = io.scale_phase(raw, on_disk_integer=integer)
+    assert rule == {"rule": text, "factor": pytest.approx(factor, rel=1e-6), "offset": pytest.approx(offset),
+                    "range": [raw.min(), raw.max()]}
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(np.exp(1j * out), np.exp(1j * (raw * factor + offset)), atol=1e-5)
+
+
+@pytest.mark.parametrize("raw", [[-1.0, 0.0, 4.0], [0.0, 3.0, 7.0], [-100.0, 3.0, 4000.0]])
+def test_phase_ranges_that_are_not_radians_are_refused(raw):
+    with pytest.raises(ValueError, match="cannot tell the phase units from its range"):
+        io.scale_phase(np.asarray(raw))
+
+
+def test_phase_scale_forced_is_applied_and_checked():
+    out, rule = io.scale_phase(np.array([-10.0, 0.0, 20.0]), phase_scale=0.1)
+    assert rule == {"rule": "forced by --phase-scale: phase x 0.1", "factor": 0.1, "offset": 0.0,
+                    "range": [-10.0, 20.0]}
+    np.testing.assert_allclose(out, [-1.0, 0.0, 2.0], atol=1e-6)
+    with pytest.raises(ValueError, match="^phase_scale"):
+        io.scale_phase(np.array([-10.0, 20.0]), phase_scale=-0.1)
+    with pytest.raises(ValueError, match="constant"):
+        io.scale_phase(np.array([]))
