@@ -146,3 +146,50 @@ def test_r2star_noise_matches_the_spread_over_noise_draws():
     assert predicted == pytest.approx(observed, rel=0.1)
     assert np.isnan(relaxometry.r2star_noise(s, te, float("nan"), mask))
     assert np.isnan(relaxometry.r2star_noise(s[..., :1], te[:1], sigma, mask))
+
+
+@pytest.mark.parametrize("fit", [relaxometry.loglinear_r2star, relaxometry.arlo_r2star, relaxometry.nlls_r2star])
+def test_r2star_fit_errors_name_the_argument(fit):
+    te = np.array([0.004, 0.010, 0.016, 0.022])
+    mag = np.exp(-25.0 * te) * np.ones((5, 5, 5, 1))
+    with pytest.raises(ValueError, match="^magnitude"):
+        fit(mag[..., 0], te)
+    with pytest.raises(ValueError, match="^mask"):
+        fit(mag, te, mask=np.ones((4, 5, 5), bool))
+    with pytest.raises(ValueError, match="^noise_sigma"):
+        fit(mag, te, noise_sigma=-0.01)
+    with pytest.raises(ValueError, match="echo_times must be strictly increasing"):
+        fit(mag, np.array([0.004, 0.010, 0.010, 0.022]))
+    with pytest.raises(ValueError, match="^dephasing"):
+        fit(mag, te, dephasing=np.ones((5, 5, 5)))
+    with pytest.raises(ValueError, match="dephasing.*magnitude"):
+        fit(mag, te, dephasing=np.ones((5, 5, 4, 4)))
+
+
+def test_r2star_maps_are_clipped_to_physical_values():
+    """Signal that grows with TE gives 0 (not a negative R2*), a decay faster than the cap gives
+    the cap (1000/s), outside the mask R2* and S0 are 0, and the fit residual is relative."""
+    from qsmflow.constants import R2STAR_CAP_PER_S
+
+    te = np.array([0.002, 0.004, 0.006])
+    r2 = np.array([25.0, -20.0, 2000.0, 25.0]).reshape(4, 1, 1)
+    mag = 2.0 * np.exp(-r2[..., None] * te) * np.ones((4, 3, 3, 1))
+    mask = np.ones((4, 3, 3), bool)
+    mask[3] = False
+    out, s0 = loglinear_r2star(mag, te, mask=mask)
+    assert R2STAR_CAP_PER_S == 1000.0
+    np.testing.assert_allclose(out[0], 25.0, rtol=1e-6)
+    assert np.all(out[1] == 0) and np.all(out[2] == 1000.0) and np.all(out[3] == 0) and np.all(s0[3] == 0)
+    np.testing.assert_allclose(s0[0], 2.0, rtol=1e-6)
+    res = relaxometry.fit_residual(mag, te, out, s0, mask)
+    assert np.all(res[0] < 1e-6) and np.all(res[3] == 0)
+    bumped = mag.copy()
+    bumped[0, ..., 1] *= 1.1  # one echo 10 % high: RMS of the misfit over the RMS signal
+    res = relaxometry.fit_residual(bumped, te, out, s0, mask)
+    s = bumped[0, 0, 0]
+    model = 2.0 * np.exp(-25.0 * te)
+    assert res[0, 0, 0] == pytest.approx(np.sqrt(np.mean((s - model) ** 2)) / np.sqrt(np.mean(s**2)), rel=1e-5)
+    with pytest.raises(ValueError, match="^mask"):
+        relaxometry.fit_residual(mag, te, out, s0, mask[:2])
+    with pytest.raises(ValueError, match="^magnitude"):
+        relaxometry.fit_residual(mag[..., 0], te, out, s0, mask)

@@ -57,8 +57,6 @@ def _prepare(magnitude, echo_times, mask, noise_sigma, dephasing, min_echoes: in
     te = _checks.echo_times(echo_times, mag.shape[3])
     if te.size < min_echoes:
         raise ValueError(f"{name} needs at least {min_echoes} echoes, got {te.size}")
-    if np.any(np.diff(te) <= 0):
-        raise ValueError("echo times must increase from echo to echo")
     shape = mag.shape[:3]
     positive = np.all(mag > 0, axis=3)
     mask = positive if mask is None else (_checks.as_mask("mask", mask, shape) & positive)
