@@ -163,3 +163,38 @@ def test_bestpath_aligns_echoes_that_land_on_different_turns():
     assert len(set(turns)) > 1, "the test data must put the echoes on different turns"
     aligned = bestpath_unwrap(wrapped, vs, mask=mask, echo_times=te)
     np.testing.assert_allclose(aligned[mask], true[mask], atol=1e-3)
+
+
+@pytest.mark.parametrize("template", [0, 2, 3])
+def test_romeo_template_echo_any_position(template):
+    """Spatial unwrapping of the template echo, the others in time from it: the result is the true
+    phase whichever echo is the template (the last one pairs with the echo before it)."""
+    vs, te, true, wrapped, mask = _steep_field_echoes()
+    mag = np.exp(-40.0 * te) * np.ones(wrapped.shape[:3] + (1,), np.float32)
+    out = romeo_unwrap(wrapped, vs, mask=mask, magnitude=mag.astype(np.float32), echo_times=te, template=template)
+    if template == 0:
+        np.testing.assert_allclose(out[mask], true[mask], atol=1e-3)
+    else:  # a later template may alias in space (> π per voxel); still congruent, and echo 1 exact up to a turn
+        k = (out - wrapped)[mask] / (2 * np.pi)
+        np.testing.assert_allclose(k, np.round(k), atol=1e-3)
+    with pytest.raises(ValueError, match="template must be an echo index between 0 and 3, got 4"):
+        romeo_unwrap(wrapped, vs, mask=mask, echo_times=te, template=4)
+
+
+def test_romeo_4d_without_echo_times_unwraps_each_echo_in_space():
+    shape, vs = (24, 26, 20), (1.0, 1.0, 1.0)
+    x, y, z = grid_mm(shape, vs)
+    true = np.stack([0.3 * x + 0.05 * y * y, -0.2 * y + 0.01 * z * z], axis=3)
+    wrapped = np.angle(np.exp(1j * true)).astype(np.float32)
+    mask = ellipsoid(shape, vs, (10, 11, 8))
+    mag = np.ones(shape + (2,), np.float32)
+    out = romeo_unwrap(wrapped, vs, mask=mask, magnitude=mag)
+    assert out.shape == shape + (2,)
+    for e in range(2):
+        np.testing.assert_array_equal(out[..., e], romeo_unwrap(wrapped[..., e], vs, mask=mask, magnitude=mag[..., e]))
+        d = (out[..., e] - true[..., e])[mask]
+        np.testing.assert_allclose(d, d[0], atol=1e-4)
+    with pytest.raises(ValueError, match=r"phase.*magnitude"):
+        romeo_unwrap(wrapped, vs, mask=mask, magnitude=mag[:5])
+    with pytest.raises(ValueError, match="^mask"):
+        romeo_unwrap(wrapped, vs, mask=mask[:5])
