@@ -275,8 +275,9 @@ def _air_and_block(shape, brain_value, te_decay, sigma, rng, block=(slice(10, 30
     return np.angle(noisy), np.abs(noisy), mask
 
 
+@pytest.mark.parametrize("fit", [weighted_linear_fit, complex_fit])
 @pytest.mark.parametrize("te, decay", [((0.0023, 0.0046), (1.0, 0.6)), ((0.0023,), (1.0,))])
-def test_few_echo_noise_map_formula(te, decay, caplog):
+def test_few_echo_noise_map_formula(te, decay, fit, caplog):
     """One or two echoes, magnitude 2 decaying to 1.2: noise = hypot(σ, 0.013·edge·2) over
     2π·sqrt(Σ|S_n|²TE_n²) through the origin (one echo: over 2π·|S|·TE), edge the voxels'
     geometric mean size; the log names the added level."""
@@ -287,7 +288,7 @@ def test_few_echo_noise_map_formula(te, decay, caplog):
     sigma, vs = 0.01, (2.0, 2.0, 3.0)
     ph, mag, mask = _air_and_block((48, 48, 48), 2.0, decay, sigma, rng)
     with caplog.at_level(logging.INFO, logger="qsmflow"):
-        _, noise = weighted_linear_fit(ph, mag, te, mask=mask, intercept="zero", voxel_size=vs)
+        _, noise = fit(ph, mag, te, mask=mask, intercept="zero", voxel_size=vs)
     edge = 12.0 ** (1 / 3)
     s = np.hypot(sigma, 0.013 * edge * 2.0)
     want = s / (2 * np.pi * np.sqrt(np.sum((2.0 * np.asarray(decay)) ** 2 * te**2)))
