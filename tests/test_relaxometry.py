@@ -214,3 +214,39 @@ def test_nlls_reaches_the_least_squares_optimum():
         assert r2[idx] == pytest.approx(ref[1], abs=0.01) and s0[idx] == pytest.approx(ref[0], rel=1e-4)
         moved += abs(start[idx] - ref[1]) > 0.05
     assert moved > 12  # the optimum is not the (reweighted) log-linear fit: measured 19 of 24 voxels
+
+
+def test_t2star_from_r2star_literals():
+    from qsmflow.constants import T2STAR_CAP_S
+
+    r2 = np.array([[[20.0, 50.0, 0.0, -5.0, 1.0 / T2STAR_CAP_S, 2.0 / T2STAR_CAP_S]]])
+    mask = np.array([[[True, False, True, True, True, True]]])
+    t2 = t2star_from_r2star(r2, mask)
+    np.testing.assert_allclose(t2, [[[0.05, 0.0, T2STAR_CAP_S, T2STAR_CAP_S, T2STAR_CAP_S, T2STAR_CAP_S / 2]]])
+    assert t2.dtype == np.float32
+    np.testing.assert_allclose(t2star_from_r2star(r2)[0, 0, 1], 0.02)  # no mask: everywhere
+
+
+def test_gradient_dephasing_uses_one_sided_differences_at_the_mask_edge(caplog):
+    """A field rising 4 Hz per voxel across the slices inside a box, wild values outside it: the spread at
+    the box's edge voxels is the inside gradient (one-sided), as in its middle; slice axis 1 is
+    allowed; the log gives the median spread."""
+    import logging
+
+    shape = (12, 10, 8)
+    te = np.array([0.005, 0.010, 0.020])
+    y = np.arange(shape[1])[None, :, None] * np.ones(shape)
+    mask = np.zeros(shape, bool)
+    mask[3:9, 2:8, 2:6] = True
+    field = np.where(mask, 4.0 * y, 1000.0 * np.cos(7 * y))
+    with caplog.at_level(logging.INFO, logger="qsmflow"):
+        dep = gradient_dephasing(field, te, mask, slice_axis=1)
+    inside = dep[mask]
+    np.testing.assert_allclose(inside, np.abs(np.sinc(4.0 * te))[None].repeat(len(inside), 0), rtol=1e-6)
+    assert np.all(dep[~mask] == 1.0)
+    assert "macroscopic dephasing (2D, slices along axis 1): median field spread 4.00 Hz/voxel in the mask" \
+        in caplog.text
+    with pytest.raises(ValueError, match="^field_hz"):
+        gradient_dephasing(field[0], te, mask)
+    with pytest.raises(ValueError, match="^mask"):
+        gradient_dephasing(field, te, mask[:3])
