@@ -250,3 +250,16 @@ def test_gradient_dephasing_uses_one_sided_differences_at_the_mask_edge(caplog):
         gradient_dephasing(field[0], te, mask)
     with pytest.raises(ValueError, match="^mask"):
         gradient_dephasing(field, te, mask[:3])
+
+
+@pytest.mark.parametrize("te, spacing", [((0.004, 0.008, 0.012, 0.016), "equal"), ((0.004, 0.008, 0.014, 0.022), "unequal")])
+def test_arlo_says_how_its_echoes_are_spaced(te, spacing, caplog):
+    import logging
+
+    te = np.array(te)
+    mag = np.exp(-30.0 * te) * np.ones((3, 4, 5, 1))
+    with caplog.at_level(logging.INFO, logger="qsmflow"):
+        r2, s0 = relaxometry.arlo_r2star(mag, te)
+    np.testing.assert_allclose(r2, 30.0, rtol=2e-3)
+    np.testing.assert_allclose(s0, 1.0, rtol=2e-3)
+    assert f"ARLO R2* over 4 echoes ({spacing} spacing) in 60 voxels" in caplog.text
