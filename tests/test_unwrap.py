@@ -198,3 +198,36 @@ def test_romeo_4d_without_echo_times_unwraps_each_echo_in_space():
         romeo_unwrap(wrapped, vs, mask=mask, magnitude=mag[:5])
     with pytest.raises(ValueError, match="^mask"):
         romeo_unwrap(wrapped, vs, mask=mask[:5])
+
+
+def test_romeo_edge_quality_is_the_product_of_its_terms():
+    """Edge quality (Dymerska et al. 2021), each term written here: phase coherence 1 - |Δφ|/π,
+    phase-gradient coherence max(0, 1 - |Δφ1 - Δφ2·TE1/TE2|), magnitude coherence (min/max)²,
+    and the magnitude level (0.5 + 0.5·min(1, min/(M/2)))·(0.5 + 0.5·min(1, (M/2)/max)), M the
+    mask's largest magnitude; 0 where an end of the edge is outside the mask."""
+    from qsmflow._romeo import edge_weights
+
+    rng = np.random.default_rng(0)
+    shape = (5, 4, 3)
+    ratio = 0.4
+    p1 = rng.uniform(-1.0, 1.0, shape)
+    p2 = np.angle(np.exp(1j * (p1 / ratio + rng.normal(0, 0.3, shape))))  # the later echo: ~2.5x the phase
+    mag = rng.uniform(0.1, 2.0, shape)
+    mask = np.ones(shape, bool)
+    mask[4, 3, 2] = False
+    w = edge_weights(p1, mask, magnitude=mag, phase2=p2, te_ratio=ratio)
+    big = mag[mask].max()
+
+    def wrap(x):
+        return (x + np.pi) % (2 * np.pi) - np.pi
+
+    for axis, (a, b) in enumerate([((1, 2, 0), (2, 2, 0)), ((3, 0, 1), (3, 1, 1)), ((0, 3, 0), (0, 3, 1))]):
+        d1, d2 = wrap(p1[b] - p1[a]), wrap(p2[b] - p2[a])
+        lo, hi = min(mag[a], mag[b]), max(mag[a], mag[b])
+        want = ((1 - abs(d1) / np.pi) * max(0.0, 1 - abs(d1 - d2 * ratio)) * (lo / hi) ** 2
+                * (0.5 + 0.5 * min(1.0, lo / (big / 2))) * (0.5 + 0.5 * min(1.0, (big / 2) / hi)))
+        assert w[axis].dtype == np.float32 and w[axis].shape[axis] == shape[axis] - 1
+        assert want > 0.01 and w[axis][a] == pytest.approx(want, rel=1e-5), axis
+    assert w[0][3, 3, 2] == 0 and w[2][4, 3, 1] == 0  # edges into the masked-out voxel
+    plain = edge_weights(p1, mask)  # phase alone: the phase coherence
+    assert plain[1][3, 0, 1] == pytest.approx(1 - abs(wrap(p1[3, 1, 1] - p1[3, 0, 1])) / np.pi, rel=1e-5)
