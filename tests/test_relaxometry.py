@@ -263,3 +263,21 @@ def test_arlo_says_how_its_echoes_are_spaced(te, spacing, caplog):
     np.testing.assert_allclose(r2, 30.0, rtol=2e-3)
     np.testing.assert_allclose(s0, 1.0, rtol=2e-3)
     assert f"ARLO R2* over 4 echoes ({spacing} spacing) in 60 voxels" in caplog.text
+
+
+@pytest.mark.parametrize("fit, name", [(loglinear_r2star, "log-linear R2*"), (relaxometry.arlo_r2star, "ARLO"),
+                                       (relaxometry.nlls_r2star, "NLLS R2*")])
+def test_echoes_at_the_noise_floor_are_counted_and_left_out(fit, name, caplog):
+    """σ = 0.01: echoes at or below 3σ (the last two of five here) are not used, and the log says
+    what share of the data that is; the fit of the rest is unchanged by them."""
+    import logging
+
+    te = np.array([0.005, 0.010, 0.015, 0.020, 0.025])
+    mag = np.array([1.0, 0.5, 0.25, 0.03, 0.02]) * np.ones((2, 3, 4, 1))
+    with caplog.at_level(logging.INFO, logger="qsmflow"):
+        r2, _ = fit(mag, te, noise_sigma=0.01)
+    assert f"{name}: 40.0% of voxel x echo values below the noise floor or dephased, not used" in caplog.text
+    kept = np.sqrt(np.array([1.0, 0.5, 0.25]) ** 2 - 2 * 0.01**2)  # the Rician floor's 2σ² removed
+    np.testing.assert_allclose(r2, -np.polyfit(te[:3], np.log(kept), 1)[0], rtol=0.02)
+    if fit is loglinear_r2star:
+        assert "log-linear R2* over 5 echoes in 24 voxels" in caplog.text
