@@ -231,3 +231,50 @@ def test_romeo_edge_quality_is_the_product_of_its_terms():
     assert w[0][3, 3, 2] == 0 and w[2][4, 3, 1] == 0  # edges into the masked-out voxel
     plain = edge_weights(p1, mask)  # phase alone: the phase coherence
     assert plain[1][3, 0, 1] == pytest.approx(1 - abs(wrap(p1[3, 1, 1] - p1[3, 0, 1])) / np.pi, rel=1e-5)
+
+
+def test_echo_offsets_follow_the_line_of_the_earlier_echoes(caplog):
+    """A 45 Hz field: the phase grows by 2.7 rad between echoes, so each later echo's turn can only
+    be found from the line through the echoes before it (its slope and mean); the log names
+    each correction."""
+    import logging
+
+    shape, te = (10, 12, 8), np.array([0.004, 0.010, 0.016, 0.022, 0.028])
+    x, y, z = grid_mm(shape, (1, 1, 1))
+    field = 45.0 + 3.0 * np.sin(x / 4.0)
+    phase = 0.3 + 2 * np.pi * field[..., None] * te
+    shifted = phase + 2 * np.pi * np.array([0, -1, 2, -2, 1])
+    mask = ellipsoid(shape, (1, 1, 1), (4, 5, 3))
+    with caplog.at_level(logging.INFO, logger="qsmflow"):
+        fixed = correct_echo_offsets(shifted.astype(np.float32), te, mask)
+    turns = np.round(np.median((fixed - phase)[mask], axis=0) / (2 * np.pi))
+    assert np.all(turns == turns[0])  # one line through all echoes (echo 1's own turn stays)
+    np.testing.assert_allclose((fixed - phase)[mask], 2 * np.pi * turns[0], atol=1e-3)
+    assert "echo 3: removed a global offset of +2 x 2pi" in caplog.text
+    assert "echo 4: removed a global offset of -2 x 2pi" in caplog.text
+    with pytest.raises(ValueError, match="^unwrapped"):
+        correct_echo_offsets(shifted[..., 0], te, mask)
+    with pytest.raises(ValueError, match="^mask"):
+        correct_echo_offsets(shifted, te, mask[:3])
+    with pytest.raises(ValueError, match="echo"):
+        correct_echo_offsets(shifted, te[:3], mask)
+
+
+def test_bestpath_without_mask_and_on_unwrapped_input():
+    """No mask: the whole volume, echoes still aligned; input already beyond ±π is wrapped first
+    (period 2π), so the result is the same as from the wrapped phase."""
+    shape, vs = (16, 14, 12), (1.0, 1.0, 1.0)
+    te = np.array([0.004, 0.010])
+    x, y, z = grid_mm(shape, vs)
+    true = 2 * np.pi * (10.0 + 2.0 * x)[..., None] * te  # up to ±5 rad
+    wrapped = np.angle(np.exp(1j * true)).astype(np.float32)
+    a = bestpath_unwrap(wrapped, vs, echo_times=te)
+    b = bestpath_unwrap(true.astype(np.float32), vs, echo_times=te)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    d = a - true
+    np.testing.assert_allclose(d, d.flat[0], atol=1e-4)  # one global turn for the whole volume and both echoes
+    assert a.dtype == np.float32
+    with pytest.raises(ValueError, match="^phase"):
+        bestpath_unwrap(np.zeros((4, 4)), vs)
+    with pytest.raises(ValueError, match="^mask"):
+        bestpath_unwrap(wrapped[..., 0], vs, mask=np.ones((3, 3, 3), bool))
