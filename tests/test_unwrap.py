@@ -278,3 +278,30 @@ def test_bestpath_without_mask_and_on_unwrapped_input():
         bestpath_unwrap(np.zeros((4, 4)), vs)
     with pytest.raises(ValueError, match="^mask"):
         bestpath_unwrap(wrapped[..., 0], vs, mask=np.ones((3, 3, 3), bool))
+
+
+def test_romeo_magnitude_keeps_the_path_out_of_noise():
+    """A steep clean phase (1.5 rad per voxel) around a slab of noise (random phase, 5 % of the
+    magnitude), the clean region connected around the slab's end. Phase alone, noisy edges with a
+    small step by chance beat the clean ones and the tree crosses the slab: 2π errors in clean
+    tissue (1,824 voxels measured). With the magnitude those edges lose and no clean voxel is wrong."""
+    rng = np.random.default_rng(1)
+    shape = (30, 24, 6)
+    x = np.arange(shape[0])[:, None, None] * np.ones(shape)
+    y = np.arange(shape[1])[None, :, None] * np.ones(shape)
+    true = 1.5 * x + 0.3 * y
+    noise = (x >= 12) & (x <= 16) & (y < 16)
+    wrapped = np.angle(np.exp(1j * np.where(noise, rng.uniform(-np.pi, np.pi, shape), true))).astype(np.float32)
+    mag = np.where(noise, 0.05, 1.0).astype(np.float32)
+
+    def wrong(out):
+        d = (out - true)[~noise]
+        return int(np.sum(np.abs(d - np.median(d)) > 1))
+
+    assert wrong(romeo_unwrap(wrapped, (1, 1, 1))) > 500  # the case is hard without the magnitude
+    assert wrong(romeo_unwrap(wrapped, (1, 1, 1), magnitude=mag)) == 0
+    # multi-echo: the template echo is unwrapped in space with its own magnitude
+    te = np.array([0.004, 0.008])
+    two = np.stack([wrapped, np.angle(np.exp(2j * wrapped))], axis=3).astype(np.float32)
+    out = romeo_unwrap(two, (1, 1, 1), magnitude=np.stack([mag, mag], axis=3), echo_times=te)
+    assert wrong(out[..., 0]) == 0
