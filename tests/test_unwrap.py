@@ -305,3 +305,16 @@ def test_romeo_magnitude_keeps_the_path_out_of_noise():
     two = np.stack([wrapped, np.angle(np.exp(2j * wrapped))], axis=3).astype(np.float32)
     out = romeo_unwrap(two, (1, 1, 1), magnitude=np.stack([mag, mag], axis=3), echo_times=te)
     assert wrong(out[..., 0]) == 0
+
+
+@pytest.mark.parametrize("phase_shape, kw, message", [
+    ((4, 4), {}, r"^phase must be 4D"),
+    ((4, 4, 4), {"mask": np.ones((3, 4, 4), bool)}, r"^mask has shape \(3, 4, 4\)"),
+    ((4, 4, 4), {"magnitude": np.ones((4, 4))}, r"^magnitude must be 3D"),
+    ((4, 4, 4, 2), {"magnitude": np.ones((4, 4, 4))}, r"^magnitude must be 4D"),
+    ((4, 4, 4, 2), {"magnitude": np.ones((3, 4, 4, 2))}, r"^phase has shape \(4, 4, 4, 2\) but magnitude has shape"),
+    ((4, 4, 4, 2), {"mask": np.ones((4, 4, 3), bool)}, r"^mask has shape \(4, 4, 3\)"),
+])
+def test_romeo_errors_name_the_argument(phase_shape, kw, message):
+    with pytest.raises(ValueError, match=message):
+        romeo_unwrap(np.zeros(phase_shape, np.float32), (1, 1, 1), **kw)
