@@ -148,3 +148,54 @@ def test_errors():
         bgremove.pdf(true_local, mask, VS)
     with pytest.raises(ValueError, match="NaN"):
         bgremove.lbv(np.where(mask, np.nan, 0), mask, VS)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_remove_polynomial_takes_exactly_its_order(order):
+    """Every x^i y^j z^k with i+j+k ≤ order is removed exactly, a term of the next order is not
+    (its part orthogonal to the lower ones stays); the noise weights make a noisy region count less."""
+    mask = ellipsoid(SHAPE, VS, (20, 23, 26))
+    x, y, z = (g / 20.0 for g in grid_mm(SHAPE, VS))  # a few units across the mask
+    terms = [x ** a * y ** b * z ** c for a in range(order + 1) for b in range(order + 1 - a)
+             for c in range(order + 1 - a - b)]
+    assert len(terms) == [4, 10, 20, 35][order - 1]  # (order+1)(order+2)(order+3)/6
+    rng = np.random.default_rng(order)
+    poly = sum(rng.normal() * t for t in terms).astype(np.float32)
+    out = bgremove.remove_polynomial(np.where(mask, poly, 0), mask, VS, order=order)
+    assert np.abs(out[mask]).max() < 1e-4 * np.abs(poly[mask]).max()
+    higher = (x ** (order + 1) + y * z ** order).astype(np.float32)
+    left = bgremove.remove_polynomial(np.where(mask, higher, 0), mask, VS, order=order)
+    assert np.std(left[mask]) > 0.01 * np.std(higher[mask])
+    with pytest.raises(ValueError, match="order must be an integer from 0 to 4"):
+        bgremove.remove_polynomial(poly, mask, VS, order=order + 4)
+
+
+def test_remove_polynomial_weights_and_checks():
+    mask = ellipsoid(SHAPE, VS, (20, 23, 26))
+    x, _, _ = grid_mm(SHAPE, VS)
+    field = np.where(mask, 0.002 * x, 0).astype(np.float32)
+    bad = mask & (x > 10)
+    corrupted = np.where(bad, field + 0.5, field)
+    noise = np.where(bad, 100.0, 1.0)  # the corrupted region is declared 100x noisier
+    out = bgremove.remove_polynomial(corrupted, mask, VS, order=1, noise=noise)
+    assert np.abs(out[mask & ~bad]).max() < 2e-3  # the clean region's line is found
+    plain = bgremove.remove_polynomial(corrupted, mask, VS, order=1)
+    assert np.abs(plain[mask & ~bad]).max() > 0.05  # unweighted, the offset drags the fit
+    assert bgremove.remove_polynomial(field, mask, VS, order=0)[mask].mean() == pytest.approx(0, abs=1e-6)
+    with pytest.raises(ValueError, match="^local"):
+        bgremove.remove_polynomial(field[0], mask, VS)
+    with pytest.raises(ValueError, match="^mask"):
+        bgremove.remove_polynomial(field, mask[:3], VS)
+
+
+@pytest.mark.parametrize("method", sorted(bgremove.METHODS))
+def test_each_method_logs_what_it_kept(method, caplog):
+    import logging
+
+    mask, true_local, background = _scene()
+    with caplog.at_level(logging.INFO, logger="qsmflow"):
+        _, eroded = bgremove.METHODS[method].func(true_local + background, mask, VS, (0, 0, 1))
+    kept = f"{100 * eroded.sum() / mask.sum():.1f}% of the mask"
+    assert f": eroded mask keeps {kept}" in caplog.text
+    if method in ("lbv", "pdf", "ismv"):
+        assert " iterations" in caplog.text
