@@ -195,7 +195,38 @@ def test_each_method_logs_what_it_kept(method, caplog):
     mask, true_local, background = _scene()
     with caplog.at_level(logging.INFO, logger="qsmflow"):
         _, eroded = bgremove.METHODS[method].func(true_local + background, mask, VS, (0, 0, 1))
+    name = {"lbv": "LBV", "pdf": "PDF", "vsharp": "V-SHARP", "sharp": "SHARP", "resharp": "RESHARP",
+            "ismv": "iSMV"}[method]
     kept = f"{100 * eroded.sum() / mask.sum():.1f}% of the mask"
-    assert f": eroded mask keeps {kept}" in caplog.text
-    if method in ("lbv", "pdf", "ismv"):
-        assert " iterations" in caplog.text
+    assert f"{name}: eroded mask keeps {kept}" in caplog.text
+    if method in ("lbv", "pdf", "ismv", "resharp"):
+        assert f"{kept}, " in caplog.text and " iterations" in caplog.text
+
+
+@pytest.mark.parametrize("method, kw, message", [
+    ("sharp", dict(radius_mm=-1), r"^radius_mm must be positive"),
+    ("sharp", dict(radius_mm=0.9), r"^radius_mm=0.9 is smaller than a voxel \(1 mm\)"),
+    ("sharp", dict(threshold=-0.1), r"^threshold must be positive"),
+    ("sharp", dict(threshold=1.5), r"^threshold must be between 0 and 1"),
+    ("resharp", dict(lam=-1), r"^lam must be positive"),
+    ("pdf", dict(margin_mm=-1), r"^margin_mm must be positive"),
+    ("vsharp", dict(radii_mm=[-2.0]), r"^radii_mm must be positive"),
+    ("vsharp", dict(radii_mm=[0.5]), r"^radii_mm must include a radius of at least one voxel \(1 mm\)"),
+    ("lbv", dict(nan=True), r"^field holds NaN/Inf inside the mask"),
+    ("pdf", dict(b0=None), r"^PDF needs b0_direction \(B0 in voxel axes\)"),
+])
+def test_argument_errors_name_the_argument(method, kw, message):
+    mask = ellipsoid((24, 24, 20), (1.0, 1.0, 1.5), (9, 9, 12))
+    field = np.full(mask.shape, np.nan if kw.pop("nan", False) else 0.0, np.float32)
+    b0 = kw.pop("b0", (0, 0, 1))
+    with pytest.raises(ValueError, match=message):
+        bgremove.METHODS[method].func(field, mask, (1.0, 1.0, 1.5), b0, **kw)
+
+
+def test_a_radius_of_one_voxel_is_allowed():
+    mask = ellipsoid((24, 24, 20), (1.0, 1.0, 1.5), (9, 9, 12))
+    field = np.zeros(mask.shape, np.float32)
+    _, eroded = bgremove.METHODS["sharp"].func(field, mask, (1.0, 1.0, 1.5), (0, 0, 1), radius_mm=1.0)
+    assert eroded.sum() > 0.5 * mask.sum()
+    _, eroded = bgremove.METHODS["vsharp"].func(field, mask, (1.0, 1.0, 1.5), (0, 0, 1), radii_mm=[1.0, 0.5])
+    assert eroded.sum() > 0.5 * mask.sum()
