@@ -216,6 +216,7 @@ def test_each_method_logs_what_it_kept(method, caplog):
     ("pdf", dict(b0=None), r"^PDF needs b0_direction \(B0 in voxel axes\)"),
 ])
 def test_argument_errors_name_the_argument(method, kw, message):
+    kw = dict(kw)  # the parameter's dict is shared between runs of the test: do not change it
     mask = ellipsoid((24, 24, 20), (1.0, 1.0, 1.5), (9, 9, 12))
     field = np.full(mask.shape, np.nan if kw.pop("nan", False) else 0.0, np.float32)
     b0 = kw.pop("b0", (0, 0, 1))

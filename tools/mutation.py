@@ -58,8 +58,10 @@ def run(module: str, children: int) -> None:
         shutil.copytree(ROOT / part, work / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (work / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + _config(files, tests))
     env = dict(os.environ, PYTHONWARNINGS="ignore::UserWarning:mutmut")
-    subprocess.run(["mutmut", "run", "--max-children", str(children)], cwd=work, env=env,
-                   stdout=subprocess.DEVNULL, check=True)
+    done = subprocess.run(["mutmut", "run", "--max-children", str(children)], cwd=work, env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:  # e.g. the unmutated tests failed: show why
+        sys.exit(f"mutmut failed on {module} (exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
     print(report(module))
 
 
