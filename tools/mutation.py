@@ -36,7 +36,7 @@ CORE = {
     "bgremove": (["bgremove.py", "_bg_pde.py", "_bg_smv.py"], ["test_bgremove.py"]),
     "inversion": (["inversion.py", "_inv_tv.py", "_inv_ops.py", "_inv_ilsqr.py"], ["test_inversion.py"]),
     "relaxometry": (["relaxometry.py"], ["test_relaxometry.py"]),
-    "masking": (["masking.py", "bet.py"], ["test_masking.py", "test_bet.py"]),
+    "masking": (["masking.py", "bet.py"], ["test_masking.py", "test_bet.py", "test_sanity.py"]),
     "io-phase": (["io/_phase.py"], ["test_io.py", "test_units.py"]),
 }
 
