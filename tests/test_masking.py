@@ -120,3 +120,24 @@ def test_threshold_mask_cuts_a_bridge_from_brain_to_scalp():
     assert (mask & outside).sum() / mask.sum() < 0.01, "the bridge was not cut"
     uncut = magnitude_mask(mag, VS, erode_mm=0)  # the check can fail: without erosion the block is in
     assert (uncut & outside).sum() / uncut.sum() > 0.03  # measured 3.7 %
+
+
+@pytest.mark.parametrize("litres, text", [
+    (2.0, "the brain mask holds 2.00 L, more than an adult brain (0.9-1.9 L): it may take in eyes, muscle or neck, "
+          "and χ there is meaningless; look at the mask and pass --mask if it is wrong"),
+    (0.5, "the brain mask holds 0.50 L, less than an adult brain (0.9-1.9 L): fine if the field of view cuts the "
+          "brain (a slab) or for a child, otherwise brain is missing; look at the mask and pass --mask if it is wrong"),
+    (0.9, None), (1.9, None), (1.4, None),
+])
+def test_mask_volume_warning_words_and_limits(litres, text, caplog):
+    """The whole-head mask's volume against 0.9-1.9 L (2 x 2 x 2.5 mm voxels, 10 µL each): the limits
+    themselves pass."""
+    import logging
+
+    from qsmflow.masking import check_volume
+
+    mask = np.zeros(250_000, bool)
+    mask[: int(round(litres * 100_000))] = True
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        check_volume(mask.reshape(100, 100, 25), (2.0, 2.0, 2.5))
+    assert (text in caplog.text) if text else not caplog.text
