@@ -51,3 +51,13 @@ def radial_source(shape, voxel_size, centre_mm, radius_mm, chi_ppm, b0=(0.0, 0.0
     rr = np.maximum(r, 1e-6)
     cos2 = (sum(x * bi for x, bi in zip(d, b)) / rr) ** 2
     return profile(r), (3 * cos2 - 1) * (enclosed / rr**3 - profile(r) / 3), r
+
+
+def run_cli(argv, capsys):
+    """Run ``qsmflow ARGV`` in-process: (exit code, stdout, stderr)."""
+    from qsmflow import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    cap = capsys.readouterr()
+    return exc.value.code, cap.out, cap.err

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from qsmflow import cli
+from conftest import run_cli
 
 SHAPE = (12, 13, 14)
 
@@ -30,11 +30,7 @@ def files(tmp_path):
     }
 
 
-def _run(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    cap = capsys.readouterr()
-    return exc.value.code, cap.out, cap.err
+_run = run_cli
 
 
 OK_TE = ["--echo-times", "0.004,0.008,0.012", "--field-strength", "3"]

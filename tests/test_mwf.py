@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from conftest import run_cli
+
 from qsmflow import mwf
 
 
@@ -103,11 +105,8 @@ def _write(path, data):
 
 
 def _cli(argv, capsys):
-    from qsmflow import cli
-
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    return exc.value.code, capsys.readouterr().err
+    code, _, err = run_cli(argv, capsys)
+    return code, err
 
 
 def test_r2star_command_writes_the_mwf_and_refuses_what_it_cannot_fit(tmp_path, capsys):

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_cli
+
 from qsmflow import cli
 
 
@@ -26,11 +28,7 @@ class _Images(HTMLParser):
         self.text.append(data)
 
 
-def _run(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    cap = capsys.readouterr()
-    return exc.value.code, cap.out, cap.err
+_run = run_cli
 
 
 def _check_pngs(page: str) -> int:

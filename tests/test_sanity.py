@@ -6,9 +6,9 @@ import logging
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import ellipsoid
+from conftest import ellipsoid, run_cli
 
-from qsmflow import cli, masking, pipeline, sanity
+from qsmflow import masking, pipeline, sanity
 from qsmflow.io import GreInput
 
 SHAPE, VS = (40, 44, 36), (4.0, 4.0, 4.0)
@@ -29,11 +29,9 @@ def _head(field_hz=None):
 
 def _cli(argv, capsys):
     """Exit code and the error line(s) the command printed."""
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    err = capsys.readouterr().err
+    code, _, err = run_cli(argv, capsys)
     assert "Traceback" not in err
-    return exc.value.code, "".join(line + "\n" for line in err.splitlines() if line.startswith("qsmflow: error"))
+    return code, "".join(line + "\n" for line in err.splitlines() if line.startswith("qsmflow: error"))
 
 
 def test_reversed_echoes_are_refused():

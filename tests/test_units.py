@@ -11,9 +11,9 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import ellipsoid, grid_mm, radial_source
+from conftest import ellipsoid, grid_mm, radial_source, run_cli
 
-from qsmflow import cli, pipeline
+from qsmflow import pipeline
 from qsmflow.constants import GAMMA_BAR_HZ_PER_T
 from qsmflow.io import GreInput
 
@@ -94,10 +94,8 @@ def _save(path, data, sidecar=None):
 
 
 def _cli(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    err = capsys.readouterr().err
-    assert exc.value.code == 0, err
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
     return err
 
 
