@@ -102,3 +102,235 @@ def test_philips_head_mask_is_the_brain():
     # the lowest 9 mm hold only brainstem and the bottom of the cerebellum: a compact region
     # behind the clivus (measured x 30-49, y 24-39), no neck muscle beside it
     assert np.ptp(bottom[:, 0]) <= 21 and bottom[:, 1].min() >= 18 and bottom[:, 1].max() <= 42
+
+
+# --- the parts of BET, each against an answer worked out here -------------------------------
+
+
+def test_robust_range_is_the_2nd_and_98th_percentile():
+    img = np.random.default_rng(3).permutation(10_000).astype(np.float32).reshape(10, 10, 100)
+    lo, hi = bet._robust_range(img)
+    assert lo == pytest.approx(199.98, abs=1e-3) and hi == pytest.approx(9799.02, abs=1e-3)
+    # a flat image with one bright voxel: the range reaches up to that voxel, never empty
+    flat = np.full((10, 10, 10), 5.0, np.float32)
+    flat[0, 0, 0] = 10.0
+    assert bet._robust_range(flat) == (5.0, 10.0)
+
+
+def test_start_finds_centre_radius_and_median_of_a_textured_ball():
+    """A ball of radius 20 mm (intensities uniform in 50-150) on a dark background, anisotropic
+    voxels: centre of gravity and radius in mm, the median tissue intensity, the 10 % threshold."""
+    rng = np.random.default_rng(4)
+    shape, vs = (48, 40, 30), np.array([1.0, 1.2, 1.6])
+    centre = np.array([22.0, 25.0, 23.0])
+    g = np.meshgrid(*[np.arange(n) * v for n, v in zip(shape, vs)], indexing="ij")
+    ball = sum((x - c) ** 2 for x, c in zip(g, centre)) < 20.0**2
+    img = np.where(ball, rng.uniform(50, 150, shape), rng.uniform(0, 2, shape)).astype(np.float32)
+    p = bet._start(img, vs)
+    t2, t98 = np.percentile(img, [2, 98])
+    assert p["t2"] == pytest.approx(t2) and p["t"] == pytest.approx(t2 + 0.1 * (t98 - t2))
+    assert np.allclose(p["cog"], centre, atol=0.15)
+    assert p["radius"] == pytest.approx(20.0, rel=0.01)
+    # median of the tissue below the 98th percentile: uniform 50..t98
+    assert p["tm"] == pytest.approx((50 + t98) / 2, rel=0.01)
+
+
+def test_working_image_is_block_means_of_about_2_mm():
+    rng = np.random.default_rng(5)
+    img = rng.standard_normal((13, 9, 10)).astype(np.float32)
+    work, wvs, offset = bet._working_image(img, np.array([0.5, 1.0, 0.7]))
+    # blocks of 4 x 2 x 2 voxels (2.0 x 2.0 x 1.4 mm), the incomplete edge blocks dropped
+    assert work.shape == (3, 4, 5)
+    assert work[1, 2, 3] == pytest.approx(img[4:8, 4:6, 6:8].mean(), abs=1e-6)
+    assert np.allclose(wvs, [2.0, 2.0, 1.4]) and np.allclose(offset, [0.75, 0.5, 0.35])
+    # voxels of 2 mm or more are left alone
+    same, vs2, off2 = bet._working_image(img, np.array([2.0, 2.5, 3.0]))
+    assert same is img and np.allclose(vs2, [2.0, 2.5, 3.0]) and not off2.any()
+
+
+def test_brain_bias_recovers_a_quadratic_receive_profile():
+    """Uniform tissue times exp(quadratic): the bias inside the brain is that profile, median 1;
+    dark veins (under a fifth of the brain) do not bend it; outside, it is clamped to the
+    range it takes inside."""
+    shape, vs = (40, 44, 36), np.array([2.0, 2.0, 2.5])
+    x, y, z = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * v for n, v in zip(shape, vs)], indexing="ij")
+    brain = (x / 30) ** 2 + (y / 34) ** 2 + (z / 30) ** 2 < 1
+    log_profile = 0.2 * x / 30 - 0.3 * (z / 30) ** 2 + 0.1 * x * y / 900
+    img = 100 * np.exp(log_profile)
+    vein = brain & (np.abs(y) < 3) & (np.abs(z) < 3)
+    img[vein] *= 0.2
+    bias = bet._brain_bias(img.astype(np.float32), vs, brain)
+    expected = np.exp(log_profile - np.median(log_profile[brain]))
+    assert np.allclose(bias[brain], expected[brain], rtol=2e-3)
+    lo, hi = log_profile[brain].min(), log_profile[brain].max()
+    clamped = np.exp(np.clip(log_profile, lo, hi) - np.median(log_profile[brain]))
+    assert np.allclose(bias[~brain], clamped[~brain], rtol=2e-3)
+    assert not np.allclose(clamped[~brain], expected[~brain], rtol=0.05)  # the clamp matters here
+
+
+def _brute_force_intersection(verts, verts0, faces, l_now, l0):
+    """bet2's score by a double loop over ordered pairs: non-neighbours closer than l_now."""
+    n = len(verts)
+    neighbour = np.zeros((n, n), bool)
+    for a, b in [(0, 1), (1, 2), (2, 0)]:
+        neighbour[faces[:, a], faces[:, b]] = neighbour[faces[:, b], faces[:, a]] = True
+    d = np.linalg.norm(verts[:, None] - verts[None], axis=2)
+    d0 = np.linalg.norm(verts0[:, None] - verts0[None], axis=2)
+    close = (d < l_now) & ~neighbour & ~np.eye(n, dtype=bool)
+    return float(np.sum((d[close] / l_now - d0[close] / l0) ** 2))
+
+
+def test_self_intersection_score_matches_a_double_loop():
+    unit, faces = _mesh.icosphere(3)
+    topo = _mesh.Topology(faces, len(unit))
+    sphere = 50.0 * unit
+    l0 = topo.spacing(sphere)
+    assert bet._self_intersection(sphere, sphere, topo, l0, l0) == 0.0
+    # fold the top cap through the sphere's centre: it crosses the bottom half
+    folded = sphere.copy()
+    cap = unit[:, 2] > 0.6
+    folded[cap, 2] = -folded[cap, 2] + 2.0
+    l_now = topo.spacing(folded)
+    score = bet._self_intersection(folded, sphere, topo, l_now, l0)
+    assert score > bet._INTERSECTION_SCORE / 40
+    assert score == pytest.approx(_brute_force_intersection(folded, sphere, faces, l_now, l0), rel=1e-6)
+    # a uniformly shrunk sphere does not cross itself: distances scale with the spacing
+    assert bet._self_intersection(0.5 * sphere, sphere, topo, 0.5 * l0, l0) == pytest.approx(0.0, abs=1e-9)
+
+
+_NO_FORCE = dict(t2=0.0, t=0.1, tm=1.0, bt=0.83, g=0.0, cog=np.zeros(3), radius=1.0)
+
+
+def _smoothed_radius(radius, iterations=1000):
+    """Smith 2002's smoothing on a sphere, integrated here: per iteration the radius falls by
+    f2 * s_n with f2 = (1 + tanh(F (1/r - E))) / 2, E = (1/r_min + 1/r_max) / 2,
+    F = 6 / (1/r_min - 1/r_max), r_min 3.33 mm, r_max 10 mm, and 1/r = 2 s_n / l^2 measured on
+    the tessellated sphere (s_n: the neighbours' mean minus the vertex, along the normal)."""
+    unit, faces = _mesh.icosphere(4)
+    nbrs = [set() for _ in unit]
+    for a, b, c in faces:
+        nbrs[a] |= {b, c}
+        nbrs[b] |= {a, c}
+        nbrs[c] |= {a, b}
+    sn = np.array([np.dot(unit[i] - unit[list(nb)].mean(0), unit[i]) for i, nb in enumerate(nbrs)])
+    edge = np.array([np.linalg.norm(unit[list(nb)] - unit[i], axis=1).mean() for i, nb in enumerate(nbrs)]).mean()
+    e, f = (1 / 3.33 + 1 / 10.0) / 2, 6 / (1 / 3.33 - 1 / 10.0)
+    r, l_unit_r = radius, radius
+    for it in range(iterations):
+        if it == 50 or (it and it % 100 == 0):
+            l_unit_r = r  # the spacing is measured again at these iterations, as BET does
+        f2 = 0.5 * (1 + np.tanh(f * (2 * sn * r / (edge * l_unit_r) ** 2 - e)))
+        r -= np.mean(f2 * sn * r)
+    return r
+
+
+@pytest.mark.parametrize("radius", [30.0, 8.0, 6.0])
+def test_smoothing_alone_shrinks_a_sphere_as_the_paper_says(radius):
+    """With the image out of reach (no intensity force), only the smoothing term moves a
+    sphere: nothing at 30 mm, a fraction of a mm at 8 mm, collapse below ~6 mm."""
+    unit, faces = _mesh.icosphere(4)
+    topo = _mesh.Topology(faces, len(unit))
+    far = np.array([400.0, 400.0, 400.0])
+    verts, _ = bet._evolve(np.ones((8, 8, 8), np.float32), np.ones(3), far + radius * unit, topo, _NO_FORCE, 1.0)
+    r = np.linalg.norm(verts - far, axis=1)
+    assert r.std() < 0.01 * r.mean() + 0.01  # still a sphere
+    expected = _smoothed_radius(radius)
+    if expected > 0.5 * radius:
+        assert r.mean() == pytest.approx(expected, rel=0.01)  # measured 29.996 and 7.702 mm
+    else:  # collapse: the discrete mesh and the integration part at the last millimetre
+        assert r.mean() < 0.2 * radius  # measured 0.85 mm (integrated 1.04)
+
+
+def test_rerun_smoothing_flattens_a_dent_that_plain_smoothing_leaves():
+    """A 6 mm dent in a 30 mm sphere: the extra smoothing of the reruns (for a surface that
+    crossed itself) lifts concave vertices further."""
+    unit, faces = _mesh.icosphere(4)
+    topo = _mesh.Topology(faces, len(unit))
+    far = np.array([400.0, 400.0, 400.0])
+    start = far + 30.0 * unit
+    dent = unit[:, 2] > 0.95
+    start[dent] -= 6.0 * unit[dent]
+    depth = {}
+    for boost in (1.0, 1e3):
+        verts, _ = bet._evolve(np.ones((8, 8, 8), np.float32), np.ones(3), start, topo, _NO_FORCE, boost)
+        depth[boost] = 30.0 - np.linalg.norm(verts[dent] - far, axis=1).mean()
+        assert np.linalg.norm(verts[~dent] - far, axis=1).max() < 30.05  # never pushed outwards
+    assert depth[1e3] < 0.8 * depth[1.0]  # measured 2.90 vs 4.35 mm
+
+
+def _soft_ball(shape, vs, radius=44.0, ramp=8.0):
+    x, y, z = grid_mm(shape, vs)
+    r = np.sqrt(x**2 + y**2 + z**2)
+    return np.clip((radius - r) / ramp, 0, 1).astype(np.float32)
+
+
+def test_surface_of_a_soft_ball_is_round_centred_and_moves_with_f():
+    """A ball whose edge ramps down over 8 mm (radius 44 mm): the surface is a sphere around
+    the ball's centre inside the ramp, and a larger f stops it further in. At 1 mm voxels
+    the surface moves on 2 mm block means and is put back on the original grid."""
+    shape, vs = (112, 112, 112), (1.0, 1.0, 1.0)
+    img = _soft_ball(shape, vs)
+    centre = (np.array(shape) - 1) / 2
+    radii = {}
+    for f in (0.3, 0.7):
+        mask, (verts, faces) = bet.bet_mask(img, vs, fractional_threshold=f, bias_passes=0, return_surface=True)
+        r = np.linalg.norm(verts - centre, axis=1)
+        assert np.allclose(verts.mean(0), centre, atol=0.3)
+        assert r.std() < 0.6
+        assert 36.0 < r.mean() < 44.0
+        radii[f] = r.mean()
+        assert mask.sum() == pytest.approx(4 / 3 * np.pi * r.mean() ** 3, rel=0.03)
+    assert radii[0.3] > radii[0.7] + 0.5
+
+
+def test_vertical_gradient_moves_the_bottom_out_and_the_top_in():
+    """BET's -g: positive values give a larger outline at the bottom (low third index) and a
+    smaller one at the top, as FSL's bet."""
+    shape, vs = (48, 48, 48), (2.5, 2.5, 2.5)
+    img = _soft_ball(shape, vs)
+    ends = {}
+    for g in (-0.5, 0.0, 0.5):
+        mask = bet.bet_mask(img, vs, fractional_threshold=0.5, vertical_gradient=g, bias_passes=0)
+        z = np.nonzero(mask.any(axis=(0, 1)))[0]
+        ends[g] = (z.min(), z.max())
+    assert ends[0.5][0] < ends[0.0][0] < ends[-0.5][0]  # bottom
+    assert ends[0.5][1] < ends[0.0][1] < ends[-0.5][1]  # top
+    # symmetric without a gradient
+    assert ends[0.0][0] + ends[0.0][1] == pytest.approx(shape[2] - 1, abs=1)
+
+
+def test_bet_mask_keeps_only_valid_voxels_and_one_component():
+    shape, vs = (48, 48, 48), (2.5, 2.5, 2.5)
+    img = _soft_ball(shape, vs)
+    valid = np.ones(shape, bool)
+    valid[:, :, 30:32] = False  # a plane of missing data across the ball
+    mask = bet.bet_mask(img, vs, valid=valid, bias_passes=0)
+    assert not mask[:, :, 30:32].any()
+    assert mask[:, :, :30].sum() > 5 * mask[:, :, 32:].sum()  # measured: nothing above the cut
+    from scipy import ndimage
+
+    assert ndimage.label(mask)[1] == 1  # the cut leaves two pieces: the larger one is the mask
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(fractional_threshold=0.0), "fractional_threshold"),
+    (dict(fractional_threshold=1.0), "fractional_threshold must be between 0 and 1"),
+    (dict(vertical_gradient=-1.01), "vertical_gradient must be between -1 and 1"),
+    (dict(vertical_gradient=1.01), "vertical_gradient"),
+    (dict(bias_passes=-1), "bias_passes must be a non-negative integer"),
+    (dict(bias_passes=1.5), "bias_passes"),
+    (dict(bias_passes=True), "bias_passes"),
+    (dict(valid=np.ones((5, 5, 5), bool)), "valid"),
+])
+def test_bet_mask_names_the_bad_argument(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        bet.bet_mask(np.ones((20, 20, 20), np.float32), (1, 1, 1), **kwargs)
+
+
+def test_bet_mask_accepts_the_limits_of_its_arguments():
+    shape, vs = (48, 48, 48), (2.5, 2.5, 2.5)
+    img = _soft_ball(shape, vs)
+    for g in (-1.0, 1.0):
+        assert bet.bet_mask(img, vs, vertical_gradient=g, bias_passes=0).any()
+    with pytest.raises(ValueError, match="magnitude"):
+        bet.bet_mask(np.ones((20, 20), np.float32), (1, 1, 1))

@@ -141,3 +141,195 @@ def test_mask_volume_warning_words_and_limits(litres, text, caplog):
     with caplog.at_level(logging.WARNING, logger="qsmflow"):
         check_volume(mask.reshape(100, 100, 25), (2.0, 2.0, 2.5))
     assert (text in caplog.text) if text else not caplog.text
+
+
+# --- the parts of the masks, each with an answer worked out here -----------------------------
+
+
+def test_shrink_removes_one_face_layer_then_erodes_the_rest_in_mm():
+    """A cuboid of 20 voxels a side: 1 mm at 1 mm voxels removes one layer; 3 mm removes one
+    layer, then voxels within 2 mm of the outside (so 3 layers); along 2 mm voxels the same
+    3 mm removes 2 layers (the first, then the one 2 mm from the outside); shrinking a mask to
+    nothing gives it back."""
+    from qsmflow.masking import _shrink
+
+    cube = np.zeros((24, 24, 24), bool)
+    cube[2:22, 2:22, 2:22] = True
+    vs = np.array([1.0, 1.0, 1.0])
+    assert _shrink(cube, 0.0, vs) is cube
+    one = np.zeros_like(cube)
+    one[3:21, 3:21, 3:21] = True
+    assert np.array_equal(_shrink(cube, 1.0, vs), one)
+    three = np.zeros_like(cube)
+    three[5:19, 5:19, 5:19] = True
+    assert np.array_equal(_shrink(cube, 3.0, vs), three)
+    aniso = np.zeros_like(cube)
+    aniso[5:19, 5:19, 4:20] = True
+    assert np.array_equal(_shrink(cube, 3.0, np.array([1.0, 1.0, 2.0])), aniso)
+    tiny = np.zeros_like(cube)
+    tiny[5:7, 5:7, 5:7] = True
+    assert np.array_equal(_shrink(tiny, 3.0, vs), tiny)
+
+
+def _ball_in_air(scale=1.0, shape=(40, 40, 40), vs=(2.5, 2.5, 2.5), radius=40.0):
+    """A bright ball with a soft edge in air (whole-head-like: over 5 % dark voxels)."""
+    x, y, z = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * d for n, d in zip(shape, vs)], indexing="ij")
+    r = np.sqrt(x**2 + y**2 + z**2)
+    return (scale * np.clip((radius - r) / 8.0, 0, 1) + 0.002 * scale).astype(np.float32), r
+
+
+@pytest.mark.parametrize("scale", [0.5, 1000.0])
+def test_crop_inside_the_head_keeps_every_voxel_with_signal(scale, caplog):
+    """A field of view inside the head (no background): every voxel with signal, whatever the
+    intensity scale, the largest piece only, with a warning; zeros (no data) stay out."""
+    import logging
+
+    from qsmflow.masking import bet_brain_mask
+
+    rng = np.random.default_rng(2)
+    mag = (scale * rng.uniform(0.4, 1.0, (30, 30, 30))).astype(np.float32)
+    mag[10:12, 10:12, 10:12] = 0  # missing voxels inside
+    mag[:, :, 20] = 0  # a plane of missing data: two pieces, the larger kept
+    expected = mag > 0
+    expected[:, :, 20:] = False
+    for method in (magnitude_mask, bet_brain_mask):
+        with caplog.at_level(logging.WARNING, logger="qsmflow"):
+            mask = method(mag, (1.0, 1.0, 1.0))
+        assert np.array_equal(mask, expected), method.__name__
+        assert "field of view looks like a crop inside the head" in caplog.text
+
+
+def test_whole_head_scale_does_not_make_a_crop():
+    """Dark background of 2e-3 of the tissue's brightness at intensities of 1000: a whole
+    head, so the mask is the ball, not every voxel with signal."""
+    mag, r = _ball_in_air(scale=1000.0)
+    mask = magnitude_mask(mag, (2.5, 2.5, 2.5))
+    assert not mask[r > 41].any() and mask[r < 30].all()
+
+
+def test_threshold_mask_arguments_are_named_in_errors():
+    mag, _ = _ball_in_air()
+    for kwargs, words in [(dict(erode_mm=-1.0), "^erode_mm must be non-negative"),
+                          (dict(shrink_mm=-1.0), "^shrink_mm must be non-negative"),
+                          (dict(valid=np.ones((4, 4, 4), bool)), "^valid has shape")]:
+        with pytest.raises(ValueError, match=words):
+            magnitude_mask(mag, (2.5, 2.5, 2.5), **kwargs)
+    with pytest.raises(ValueError, match="^magnitude must be 4D"):
+        magnitude_mask(np.ones((4, 4, 4, 2, 2), np.float32), (1, 1, 1))
+    # zero is allowed for both
+    assert magnitude_mask(mag, (2.5, 2.5, 2.5), erode_mm=0.0, shrink_mm=0.0).any()
+
+
+def test_erosion_larger_than_the_head_falls_back_to_the_thresholded_head(caplog):
+    import logging
+
+    mag, r = _ball_in_air()
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        mask = magnitude_mask(mag, (2.5, 2.5, 2.5), erode_mm=80.0, shrink_mm=0.0)
+    assert "removed the whole head" in caplog.text
+    assert mask[r < 30].all() and not mask[r > 41].any()
+
+
+def test_bet_brain_mask_passes_valid_threshold_and_shrink_on():
+    from qsmflow.masking import bet_brain_mask
+
+    mag, r = _ball_in_air()
+    vs = (2.5, 2.5, 2.5)
+    valid = np.ones(mag.shape, bool)
+    valid[:, :, 8:10] = False
+    mask = bet_brain_mask(mag, vs, valid=valid)
+    assert not mask[:, :, 8:10].any() and mask[r < 25].sum() > 0.9 * (r < 25).sum()
+    whole = bet_brain_mask(mag, vs)
+    assert bet_brain_mask(mag, vs, fractional_threshold=0.3).sum() > whole.sum() > \
+        bet_brain_mask(mag, vs, fractional_threshold=0.8).sum()
+    shrunk = bet_brain_mask(mag, vs, shrink_mm=2.5)  # one voxel layer
+    from scipy import ndimage
+
+    assert np.array_equal(shrunk, ndimage.binary_erosion(whole))
+    with pytest.raises(ValueError, match="^shrink_mm must be non-negative"):
+        bet_brain_mask(mag, vs, shrink_mm=-1)
+
+
+def _sphere_mask(shape=(40, 40, 40), vs=(1.0, 1.0, 1.0), radius=18.0):
+    x, y, z = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * d for n, d in zip(shape, vs)], indexing="ij")
+    return x**2 + y**2 + z**2 < radius**2, (x, y, z)
+
+
+def test_reliability_peel_limits_are_strict_and_scale_free():
+    """Noise exactly at 3x the median, or R2* exactly at the venous limit, stays; the noise's
+    unit does not matter (0.2x everywhere gives the same peel); factor 0 ignores noise."""
+    from qsmflow.masking import reliable_field_mask
+
+    mask, (x, y, z) = _sphere_mask()
+    vs = (1.0, 1.0, 1.0)
+    edge = mask & (x > 14.5)
+    noise = np.ones(mask.shape, np.float32)
+    noise[edge] = 3.0
+    assert np.array_equal(reliable_field_mask(mask, noise, vs), mask)
+    noise[edge] = 3.5
+    peeled = reliable_field_mask(mask, noise, vs)
+    assert not (peeled & edge).any()
+    assert np.array_equal(reliable_field_mask(mask, 0.2 * noise, vs), peeled)
+    assert np.array_equal(reliable_field_mask(mask, noise, vs, factor=0.0), mask)
+    r2 = np.full(mask.shape, 20.0, np.float32)
+    r2[edge] = 40.0
+    ones = np.ones(mask.shape, np.float32)
+    assert np.array_equal(reliable_field_mask(mask, ones, vs, r2star=r2, r2star_noise=2.0), mask)
+    r2[edge] = 41.0
+    assert np.array_equal(reliable_field_mask(mask, ones, vs, r2star=r2, r2star_noise=2.0), peeled)
+    # R2* noise exactly at a quarter of the limit is not good enough to use R2*
+    assert np.array_equal(reliable_field_mask(mask, ones, vs, r2star=r2, r2star_noise=10.0), mask)
+
+
+def test_reliability_peel_defaults_to_3_tesla_and_scales_the_limit_with_b0():
+    """Grey matter at 35/s and a sinus at 45/s: at 3 T (the default) only the sinus goes; at
+    2.5 T the limit is 33/s, so the grey-matter edge goes too."""
+    from qsmflow.masking import reliable_field_mask
+
+    mask, (x, y, z) = _sphere_mask()
+    vs = (1.0, 1.0, 1.0)
+    sinus = mask & (x**2 + (z - 16) ** 2 < 3.0**2)
+    grey = mask & (x < -14.5)
+    r2 = np.full(mask.shape, 20.0, np.float32)
+    r2[grey] = 35.0
+    r2[sinus] = 45.0
+    ones = np.ones(mask.shape, np.float32)
+    kept = reliable_field_mask(mask, ones, vs, r2star=r2, r2star_noise=2.0)
+    assert not (kept & sinus).any() and kept[grey].all()
+    lower = reliable_field_mask(mask, ones, vs, r2star=r2, r2star_noise=2.0, field_strength=2.5)
+    assert not (lower & grey).any() and not (lower & sinus).any()
+
+
+def test_reliability_peel_reaches_only_from_the_edge_and_only_depth_mm_deep_in_mm():
+    """Anisotropic voxels (1 x 1 x 2 mm): a noisy blob 4 mm under the edge that does not touch it
+    stays; a noisy column from the top edge goes down to depth_mm (in mm, not voxels)."""
+    from qsmflow.masking import reliable_field_mask
+
+    vs = (1.0, 1.0, 2.0)
+    mask, (x, y, z) = _sphere_mask(shape=(44, 44, 24), vs=vs, radius=20.0)
+    noise = np.ones(mask.shape, np.float32)
+    blob = (np.hypot(x - 0.5, y - 0.5) < 3) & (np.abs(z + 13) < 2)  # under the bottom edge, not touching
+    column = mask & (np.hypot(x - 0.5, y - 0.5) < 2) & (z > 0)  # from the top edge to the centre
+    noise[blob | column] = 5.0
+    depth = 6.0
+    kept = reliable_field_mask(mask, noise, vs, depth_mm=depth)
+    assert kept[blob].all()
+    from scipy import ndimage
+
+    mm_deep = ndimage.distance_transform_edt(mask, sampling=vs)
+    assert not (kept & column & (mm_deep <= depth)).any()
+    assert kept[column & (mm_deep > depth + 2.5)].all()  # below the peel and its one-voxel margin
+
+
+def test_reliability_peel_over_half_the_mask_keeps_it_whole(caplog):
+    import logging
+
+    from qsmflow.masking import reliable_field_mask
+
+    mask, (x, y, z) = _sphere_mask()
+    noise = np.ones(mask.shape, np.float32)
+    noise[mask & (np.abs(x) < 3.5)] = 9.0  # a slab through the middle, from edge to edge: what
+    # is left of the mask is two halves, each under half of it
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        kept = reliable_field_mask(mask, noise, (1, 1, 1), depth_mm=40.0)
+    assert np.array_equal(kept, mask) and "unreliable over half" in caplog.text

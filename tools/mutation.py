@@ -10,14 +10,20 @@ different modules do not share mutmut's state and the checkout stays clean.
     python tools/mutation.py --report        # the scores of the runs already made
 
 Score = killed / all mutants; mutants that no selected test reaches count as survivors.
-The survivors of a run are listed in ``.mutation/<module>/survivors.txt``
-(inspect one with ``cd .mutation/<module> && mutmut show NAME``).
+A second score leaves out the mutants that change only a logging call's arguments (the
+words and numbers of an info or warning line), as PIT leaves out calls to logging
+frameworks by default (its ``avoidCallsTo``); both are printed. The survivors of a run are
+listed in ``.mutation/<module>/survivors.txt``, logging ones marked ``[log]`` (inspect one
+with ``cd .mutation/<module> && mutmut show NAME``).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
+import difflib
+import re
 import json
 import os
 import shutil
@@ -65,6 +71,49 @@ def run(module: str, children: int) -> None:
     print(report(module))
 
 
+_LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
+
+
+def _log_call_lines(fn: ast.FunctionDef) -> set[int]:
+    """Line numbers (absolute) spanned by ``log.<level>(...)`` calls inside ``fn``."""
+    lines = set()
+    for node in ast.walk(fn):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _LOG_METHODS and isinstance(node.func.value, ast.Name)
+                and node.func.value.id in ("log", "logger", "logging")):
+            lines.update(range(node.lineno, node.end_lineno + 1))
+    return lines
+
+
+def logging_mutants(work: Path) -> set[str]:
+    """Names of the mutants whose every changed line lies inside a logging call."""
+    found = set()
+    for path in (work / "mutants" / "src").rglob("*.py"):
+        text = path.read_text()
+        if "__mutmut_" not in text:
+            continue
+        module = ".".join(path.relative_to(work / "mutants" / "src").with_suffix("").parts)
+        lines = text.splitlines()
+        funcs = {}
+        for node in ast.walk(ast.parse(text)):
+            m = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and re.fullmatch(r"(.+)__mutmut_(\w+)", node.name)
+            if m:
+                funcs[(m.group(1), m.group(2))] = node
+        for (base, tag), node in funcs.items():
+            orig = funcs.get((base, "orig"))
+            if tag == "orig" or orig is None:
+                continue
+            a = lines[orig.lineno:orig.end_lineno]  # bodies, without the def line
+            b = lines[node.lineno:node.end_lineno]
+            changed = set()
+            for op, _, _, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+                if op != "equal":
+                    changed.update(range(node.lineno + 1 + j1, node.lineno + 1 + max(j2, j1 + 1)))
+            if changed and changed <= _log_call_lines(node):
+                found.add(f"{module}.{base}__mutmut_{tag}")
+    return found
+
+
 def report(module: str) -> str:
     work = WORK / module
     out = subprocess.run(["mutmut", "results", "--all", "true"], cwd=work, capture_output=True, text=True,
@@ -78,9 +127,16 @@ def report(module: str) -> str:
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     total = sum(counts.values())
     survivors = sorted(n for n, s in status.items() if s not in ("killed", "timeout"))
-    (work / "survivors.txt").write_text("\n".join(f"{n}: {status[n]}" for n in survivors) + "\n")
-    (work / "score.json").write_text(json.dumps({"killed": killed, "total": total, "counts": counts}))
-    return f"{module:12s} {killed:5d} / {total:5d} killed = {100 * killed / max(total, 1):5.1f} %  {dict(counts)}"
+    logged = logging_mutants(work) & set(status)
+    log_killed = sum(status[n] in ("killed", "timeout") for n in logged)
+    code_killed, code_total = killed - log_killed, total - len(logged)
+    (work / "survivors.txt").write_text(
+        "\n".join(f"{n}: {status[n]}{' [log]' if n in logged else ''}" for n in survivors) + "\n")
+    (work / "score.json").write_text(json.dumps({"killed": killed, "total": total, "counts": counts,
+                                                  "logging": len(logged), "logging_killed": log_killed}))
+    return (f"{module:12s} {killed:5d} / {total:5d} killed = {100 * killed / max(total, 1):5.1f} %;"
+            f" without logging calls {code_killed:5d} / {code_total:5d} = "
+            f"{100 * code_killed / max(code_total, 1):5.1f} %  {dict(counts)}")
 
 
 def main(argv=None) -> int:

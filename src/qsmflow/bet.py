@@ -71,8 +71,9 @@ def _working_image(img, vs):
 def _brain_bias(img, vs, brain, *, order=2):
     """Receive-coil shading over the brain: a polynomial of ``order`` in mm fitted to the log
     intensity of the brain's tissue voxels (its darkest fifth left out: veins, partial
-    volume), clamped outside the brain to the range it takes inside; median 1 in the brain."""
-    keep = brain & (img > np.percentile(img[brain], 20))
+    volume), clamped outside the brain to the range it takes inside; median 1 in the brain.
+    ``>=``: a brain of one intensity (a phantom) keeps all its voxels, and no shading."""
+    keep = brain & (img >= np.percentile(img[brain], 20))
     idx = np.argwhere(keep)
     centre = idx.mean(0) * vs
     scale = float(np.max(np.abs(idx * vs - centre)))
@@ -224,8 +225,9 @@ def bet_mask(
     fractional_threshold : float
         BET's ``-f`` (0-1): smaller gives a larger brain outline.
     vertical_gradient : float
-        BET's ``-g`` (-1…1): the threshold changes along the third voxel axis, larger at
-        the bottom for positive values.
+        BET's ``-g`` (-1…1): the threshold changes along the third voxel axis; positive
+        values give a larger outline at the bottom (low third index) and a smaller one at
+        the top, as FSL's bet.
     bias_passes : int
         Surfaces found again after dividing out the shading fitted inside the last one.
     return_surface : bool
