@@ -53,6 +53,12 @@ def test_erode_and_dilate_are_round_in_mm():
     assert b[6, 10, 5] and b[10, 10, 3] and not b[10, 10, 2] and not b[7, 7, 5]
     # eroding the dilated ball by the same radius gives back the point
     assert np.array_equal(erode(b, 4.0, (1.0, 1.0, 2.0)), point)
+    # radii under a millimetre count: at 0.5 mm voxels, 0.5 mm takes or adds one layer
+    cube = np.zeros((10, 10, 10), bool)
+    cube[2:8, 2:8, 2:8] = True
+    assert np.array_equal(erode(cube, 0.5, (0.5, 0.5, 0.5)), np.pad(np.ones((4, 4, 4), bool), 3))
+    # faces (0.5 mm away) and edges (0.71 mm) come in, corners (0.87 mm) stay out
+    assert dilate(cube, 0.8, (0.5, 0.5, 0.5)).sum() == 6**3 + 6 * 6**2 + 12 * 6
 
 
 def test_errors():
@@ -239,6 +245,9 @@ def test_bet_brain_mask_passes_valid_threshold_and_shrink_on():
     valid[:, :, 8:10] = False
     mask = bet_brain_mask(mag, vs, valid=valid)
     assert not mask[:, :, 8:10].any() and mask[r < 25].sum() > 0.9 * (r < 25).sum()
+    hole = r < 6  # missing voxels (NaN in the input) in the middle of the brain stay out of the mask
+    mask = bet_brain_mask(np.where(hole, 0, mag), vs, valid=~hole)
+    assert not mask[hole].any() and mask[(r > 8) & (r < 25)].all()
     whole = bet_brain_mask(mag, vs)
     assert bet_brain_mask(mag, vs, fractional_threshold=0.3).sum() > whole.sum() > \
         bet_brain_mask(mag, vs, fractional_threshold=0.8).sum()
@@ -270,7 +279,8 @@ def test_reliability_peel_limits_are_strict_and_scale_free():
     peeled = reliable_field_mask(mask, noise, vs)
     assert not (peeled & edge).any()
     assert np.array_equal(reliable_field_mask(mask, 0.2 * noise, vs), peeled)
-    assert np.array_equal(reliable_field_mask(mask, noise, vs, factor=0.0), mask)
+    for depth in (10.0, 2.0):  # factor 0: noise not used, even where every voxel is above 0 x median
+        assert np.array_equal(reliable_field_mask(mask, noise, vs, factor=0.0, depth_mm=depth), mask)
     r2 = np.full(mask.shape, 20.0, np.float32)
     r2[edge] = 40.0
     ones = np.ones(mask.shape, np.float32)
@@ -296,6 +306,10 @@ def test_reliability_peel_defaults_to_3_tesla_and_scales_the_limit_with_b0():
     ones = np.ones(mask.shape, np.float32)
     kept = reliable_field_mask(mask, ones, vs, r2star=r2, r2star_noise=2.0)
     assert not (kept & sinus).any() and kept[grey].all()
+    # noise and R2* together: both kinds of unreliable edge go
+    noisy = mask & (y > 14.5)
+    both = reliable_field_mask(mask, np.where(noisy, 5.0, 1.0), vs, r2star=r2, r2star_noise=2.0)
+    assert not (both & sinus).any() and not (both & noisy).any() and both[grey].all()
     lower = reliable_field_mask(mask, ones, vs, r2star=r2, r2star_noise=2.0, field_strength=2.5)
     assert not (lower & grey).any() and not (lower & sinus).any()
 
@@ -303,20 +317,21 @@ def test_reliability_peel_defaults_to_3_tesla_and_scales_the_limit_with_b0():
 def test_reliability_peel_reaches_only_from_the_edge_and_only_depth_mm_deep_in_mm():
     """Anisotropic voxels (1 x 1 x 2 mm): a noisy blob 4 mm under the edge that does not touch it
     stays; a noisy column from the top edge goes down to depth_mm (in mm, not voxels)."""
+    from scipy import ndimage
+
     from qsmflow.masking import reliable_field_mask
 
     vs = (1.0, 1.0, 2.0)
     mask, (x, y, z) = _sphere_mask(shape=(44, 44, 24), vs=vs, radius=20.0)
     noise = np.ones(mask.shape, np.float32)
-    blob = (np.hypot(x - 0.5, y - 0.5) < 3) & (np.abs(z + 13) < 2)  # under the bottom edge, not touching
+    blob = (np.hypot(x - 0.5, y - 0.5) < 3) & (np.abs(z + 15) <= 2)  # 4-8 mm over the bottom edge, not touching
     column = mask & (np.hypot(x - 0.5, y - 0.5) < 2) & (z > 0)  # from the top edge to the centre
     noise[blob | column] = 5.0
     depth = 6.0
     kept = reliable_field_mask(mask, noise, vs, depth_mm=depth)
-    assert kept[blob].all()
-    from scipy import ndimage
-
     mm_deep = ndimage.distance_transform_edt(mask, sampling=vs)
+    assert mm_deep[blob].min() < depth  # within reach of the peel, but not connected to the edge
+    assert kept[blob].all()
     assert not (kept & column & (mm_deep <= depth)).any()
     assert kept[column & (mm_deep > depth + 2.5)].all()  # below the peel and its one-voxel margin
 

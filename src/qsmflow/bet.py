@@ -271,6 +271,6 @@ def bet_mask(
     lab, n = ndimage.label(mask)
     if n > 1:  # folds of the surface leave small islands
         mask = lab == np.argmax(np.bincount(lab.ravel())[1:]) + 1
-    mask = ndimage.binary_fill_holes(mask)
+    mask = ndimage.binary_fill_holes(mask) & valid  # holes of invalid voxels stay out
     log.info("BET brain mask: %d voxels (%.1f mL), f %.2f", int(mask.sum()), mask.sum() * np.prod(vs) / 1000, f)
     return (mask, (verts, topo.faces)) if return_surface else mask

@@ -161,9 +161,7 @@ def magnitude_mask(
         return crop
     smooth = ndimage.gaussian_filter(img, sigma=_SMOOTH_MM / vs)
     thr = threshold_otsu(smooth[valid])
-    head = (smooth > thr) & valid
-    if not head.any():
-        raise ValueError("no voxel of the magnitude is above the threshold: cannot make a mask")
+    head = (smooth > thr) & valid  # never empty: a flat image took the crop path above
     brain = head
     if erode_mm > 0:
         core = erode(head, erode_mm, vs)
