@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 from _bench import PeakMemory, StageMeter, table
-from qsmflow import metrics, phantom, pipeline
+from qsmflow import phantom, pipeline
+from qsmflow.phantom import metrics
 from qsmflow.io import GreInput
 
 VARIANTS = {

@@ -26,7 +26,7 @@ def main():
         root = tmp / "ds"
         for i, seed in enumerate((1, 2, 1, 2)):
             head = phantom.simulate_head((107, 128, 107), (1.5,) * 3, seed=seed)
-            io.write_phantom_dataset(tmp / f"src{i}", head, subject=f"{i + 1:02d}")
+            phantom.write_phantom_dataset(tmp / f"src{i}", head, subject=f"{i + 1:02d}")
             shutil.copytree(tmp / f"src{i}" / f"sub-{i + 1:02d}", root / f"sub-{i + 1:02d}")
         rows, base = [], None
         for jobs in (1, 2):

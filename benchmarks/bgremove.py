@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 from _bench import PeakMemory, table
-from qsmflow import bgremove, inversion, io, metrics, phantom, pipeline
+from qsmflow import bgremove, inversion, io, phantom, pipeline
+from qsmflow.phantom import metrics
 
 VARIANTS = {
     "axial SNR100": dict(snr=100.0),

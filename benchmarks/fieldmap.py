@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from _bench import PeakMemory, StageMeter, table
-from qsmflow import io, metrics, phantom, pipeline
+from qsmflow import io, phantom, pipeline
+from qsmflow.phantom import metrics
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

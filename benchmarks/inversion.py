@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from _bench import PeakMemory, table
-from qsmflow import io, metrics, phantom, pipeline
+from qsmflow import io, phantom, pipeline
+from qsmflow.phantom import metrics
 from qsmflow.constants import GAMMA_BAR_HZ_PER_T
 
 VARIANTS = {

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from _bench import table
-from qsmflow import metrics, phantom, pipeline
+from qsmflow import phantom, pipeline
+from qsmflow.phantom import metrics
 from qsmflow.io import GreInput
 
 CACHE = Path(__file__).with_name(".cache")
@@ -67,9 +68,8 @@ def spec(name: str) -> dict:
 
 def _key(s: dict) -> str:
     """The variant's settings and the phantom's source: a changed phantom is simulated anew."""
-    src = Path(phantom.__file__).parent
-    code = b"".join(p.read_bytes() for p in sorted([*src.glob("_phantom*.py"), *src.glob("_head*.py"),
-                                                    src / "phantom.py", src / "_procedural.py"]))
+    src = Path(phantom.__file__).parent  # the phantom package
+    code = b"".join(p.read_bytes() for p in sorted(src.glob("*.py")) if p.name not in ("metrics.py", "dataset.py"))
     return hashlib.sha1(json.dumps(s, sort_keys=True, default=str).encode() + code).hexdigest()[:12]
 
 

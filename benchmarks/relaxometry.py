@@ -31,7 +31,8 @@ import time
 import numpy as np
 
 from _bench import PeakMemory, table
-from qsmflow import fieldmap, io, metrics, phantom, pipeline, relaxometry
+from qsmflow import fieldmap, io, phantom, pipeline, relaxometry
+from qsmflow.phantom import metrics
 
 VARIANTS = {
     "3D SNR100, 5 echoes 4-28 ms": dict(snr=100.0, echo_times=(0.004, 0.010, 0.016, 0.022, 0.028)),

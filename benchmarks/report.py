@@ -24,8 +24,8 @@ def main():
     for name, kw in {"1 mm axial": {}, "1 mm oblique 20°": dict(b0_direction=phantom.oblique_direction(20))}.items():
         head = phantom.simulate_head((160, 192, 160), (1.0,) * 3, seed=0, snr=100.0, **kw)
         with tempfile.TemporaryDirectory() as tmp:
-            io.write_phantom_dataset(tmp, head)
-            paths = io.phantom_paths(tmp, n_echoes=len(head.echo_times))
+            phantom.write_phantom_dataset(tmp, head)
+            paths = phantom.phantom_paths(tmp, n_echoes=len(head.echo_times))
             data = io.load_gre(paths["mag"], paths["phase"])
             t0 = time.perf_counter()
             result = pipeline.run(data)

@@ -21,10 +21,11 @@ import numpy as np
 from scipy import ndimage
 
 from _bench import table
-from qsmflow import metrics, phantom
-from qsmflow._head_geometry import HeadModel
-from qsmflow._phantom_signal import block_mean, kspace_downsample, voxel_axes
-from qsmflow._phantom_tissue import tissue_properties
+from qsmflow import phantom
+from qsmflow.phantom import metrics
+from qsmflow.phantom.geometry import HeadModel
+from qsmflow.phantom.signal import block_mean, kspace_downsample, voxel_axes
+from qsmflow.phantom.tissue import tissue_properties
 
 FOV_MM = (160.0, 192.0, 160.0)
 CLASSES = {"white matter": ("wm",), "cortical grey matter": ("gm",), "deep grey": ("caudate", "putamen", "thalamus"),

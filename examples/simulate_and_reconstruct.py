@@ -6,7 +6,8 @@
 
 import argparse
 
-from qsmflow import metrics, phantom, pipeline
+from qsmflow import phantom, pipeline
+from qsmflow.phantom import metrics
 from qsmflow.io import GreInput
 
 

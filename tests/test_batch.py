@@ -24,7 +24,7 @@ def dataset(tmp_path_factory):
     """4 subjects x 2 sessions of a small simulated head (4 mm, 3 echoes), plus files to be skipped."""
     src = tmp_path_factory.mktemp("src")
     head = phantom.simulate_head((40, 48, 40), (4.0,) * 3, seed=0, echo_times=ECHOES)
-    io.write_phantom_dataset(src, head)
+    phantom.write_phantom_dataset(src, head)
     anat_src = src / "sub-phantom" / "anat"
     root = tmp_path_factory.mktemp("bids")
     (root / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.9.0"}))

@@ -5,7 +5,8 @@ import pytest
 from scipy import ndimage
 from conftest import ellipsoid, grid_mm, radial_source
 
-from qsmflow import kernels, metrics
+from qsmflow import kernels
+from qsmflow.phantom import metrics
 from qsmflow import bgremove
 from qsmflow.bgremove import vsharp
 

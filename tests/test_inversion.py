@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from conftest import ellipsoid, grid_mm, radial_source
 
-from qsmflow import inversion, kernels, metrics
+from qsmflow import inversion, kernels
+from qsmflow.phantom import metrics
 from qsmflow.inversion import closed_form_l2, medi, tkd, tv
 
 SHAPE, VS = (48, 56, 40), (1.0, 1.0, 1.2)

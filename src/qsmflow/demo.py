@@ -8,7 +8,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import io, metrics, phantom, pipeline
+from . import io, phantom, pipeline
+from .phantom import metrics
 from . import report as report_mod
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,8 @@ def run_demo(out=None, *, force: bool = False, shape=DEMO_SHAPE, voxel_size=DEMO
         log.info("simulating a %s head at %s mm", "x".join(map(str, shape)), "x".join(map(str, voxel_size)))
         head = phantom.simulate_head(shape, voxel_size)
         data_dir = root / "data"
-        io.write_phantom_dataset(data_dir, head, force=force)
-        paths = io.phantom_paths(data_dir, n_echoes=len(head.echo_times))
+        phantom.write_phantom_dataset(data_dir, head, force=force)
+        paths = phantom.phantom_paths(data_dir, n_echoes=len(head.echo_times))
         data = io.load_gre(paths["mag"], paths["phase"])
         result = pipeline.run(data)
         if keep:

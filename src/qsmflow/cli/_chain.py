@@ -179,7 +179,7 @@ def simulate(out, matrix, voxel_size, echo_times, field_strength, b0_direction, 
     head = phantom.simulate_head(shape, _floats(voxel_size, "--voxel-size", 3),
                                  echo_times=_floats(echo_times, "--echo-times"), field_strength=field_strength,
                                  b0_direction=direction, snr=snr, seed=seed, lesions=lesions)
-    paths = io.write_phantom_dataset(out, head, integer_phase=integer_phase, force=force)
+    paths = phantom.write_phantom_dataset(out, head, integer_phase=integer_phase, force=force)
     log.info("wrote %d files to %s", len(paths), out)
 
 

@@ -24,7 +24,7 @@ from ._read import (
     series_shape,
     voxel_size_from_affine,
 )
-from ._write import OutputSet, phantom_paths, write_phantom_dataset
+from ._write import OutputSet
 
 __all__ = [
     "GreInput",
@@ -40,10 +40,8 @@ __all__ = [
     "load_map",
     "load_phasediff",
     "load_volume",
-    "phantom_paths",
     "read_sidecar",
     "scale_phase",
     "series_shape",
     "voxel_size_from_affine",
-    "write_phantom_dataset",
 ]

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import scipy.fft as sfft
 
-from . import kernels
+from .. import kernels
 
 logger = logging.getLogger(__name__)
 

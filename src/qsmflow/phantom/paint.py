@@ -1,6 +1,6 @@
-"""Rasterising the numerical head phantom (private helper of :mod:`qsmflow._head_geometry`).
+"""Rasterising the numerical head phantom (private helper of :mod:`qsmflow.phantom.geometry`).
 
-:func:`paint` evaluates a :class:`~qsmflow._head_geometry.HeadModel` on a grid of
+:func:`paint` evaluates a :class:`~qsmflow.phantom.geometry.HeadModel` on a grid of
 physical coordinates, slab by slab to bound memory: tissue labels in layers (scalp, fat,
 skull with diploë; skull base, face bones, orbits; air cavities; intracranial CSF; then
 the brain: cortex folded into sulci, cerebellar folia, brainstem, deep grey matter,
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._head_labels import (
+from .labels import (
     AIR,
     BONE,
     BRAINSTEM,
@@ -33,8 +33,8 @@ from ._head_labels import (
     VENTRICLE,
     WM,
 )
-from ._head_vessels import paint_vessels
-from ._procedural import smax, smin, sstep
+from .vessels import paint_vessels
+from .procedural import smax, smin, sstep
 
 F32 = np.float32
 

@@ -1,4 +1,4 @@
-"""Procedural geometry for the numerical head phantom (private helper of :mod:`qsmflow._head_geometry`).
+"""Procedural geometry for the numerical head phantom (private helper of :mod:`qsmflow.phantom.geometry`).
 
 Generic building blocks, none of which knows about anatomy: smooth boolean operations on
 signed distance functions (SDFs, negative inside), rotations, ellipsoid and tapered-tube

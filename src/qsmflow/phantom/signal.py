@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
-from . import kernels
+from .. import kernels
 
 F32 = np.float32
 

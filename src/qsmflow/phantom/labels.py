@@ -1,6 +1,6 @@
 """Tissue label numbers of the numerical head phantom.
 
-Shared by the anatomy (:mod:`qsmflow._head_geometry` and its painters) and the tissue
+Shared by the anatomy (:mod:`qsmflow.phantom.geometry` and its painters) and the tissue
 table :data:`qsmflow.phantom.TISSUES`.
 """
 

@@ -1,4 +1,4 @@
-"""Blood vessels of the numerical head phantom (private helper of :mod:`qsmflow._head_geometry`).
+"""Blood vessels of the numerical head phantom (private helper of :mod:`qsmflow.phantom.geometry`).
 
 Dural venous sinuses, deep veins, cortical surface veins and thin tortuous medullary veins
 are drawn as tapered polylines in template coordinates (placed against the head's SDFs),
@@ -13,8 +13,8 @@ import logging
 
 import numpy as np
 
-from ._head_labels import SINUS, VEIN
-from ._procedural import Ellipsoid, catmull_rom, segment_distance
+from .labels import SINUS, VEIN
+from .procedural import Ellipsoid, catmull_rom, segment_distance
 
 logger = logging.getLogger(__name__)
 

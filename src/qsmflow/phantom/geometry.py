@@ -10,8 +10,8 @@ positions follow the MNI atlas scaled by ~0.93 to an average adult head.
 
 :class:`HeadModel` holds every random choice of one head: the deformation, the anatomy's
 shapes and the composite SDFs built from them. The generic shapes and random fields are in
-:mod:`qsmflow._procedural`, the vessels in :mod:`qsmflow._head_vessels`, and the
-rasterisation into labels in :mod:`qsmflow._head_paint`. Nothing here knows about MRI:
+:mod:`qsmflow.phantom.procedural`, the vessels in :mod:`qsmflow.phantom.vessels`, and the
+rasterisation into labels in :mod:`qsmflow.phantom.paint`. Nothing here knows about MRI:
 :mod:`qsmflow.phantom` turns the labels into tissue properties and simulates the signal.
 """
 
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _head_paint
-from ._head_labels import CALCIFICATION, GM, HAEMORRHAGE, NIGRA, PALLIDUS, PUTAMEN, RED_NUCLEUS, THALAMUS
-from ._head_vessels import build_vessels
-from ._procedural import Ellipsoid, SulcalMap, TensorNoise, Tube, rotation, smax, smin, sstep
+from . import paint
+from .labels import CALCIFICATION, GM, HAEMORRHAGE, NIGRA, PALLIDUS, PUTAMEN, RED_NUCLEUS, THALAMUS
+from .vessels import build_vessels
+from .procedural import Ellipsoid, SulcalMap, TensorNoise, Tube, rotation, smax, smin, sstep
 
 F32 = np.float32
 
@@ -295,9 +295,9 @@ class HeadModel:
     def paint(self, axes, spacing, *, detail=True, vessels=True):
         """Evaluate the head on the grid with the given physical axes (mm from the FOV centre).
 
-        Returns a :class:`qsmflow._head_paint.Painted`; see :func:`qsmflow._head_paint.paint`.
+        Returns a :class:`qsmflow.phantom.paint.Painted`; see :func:`qsmflow.phantom.paint.paint`.
         """
-        return _head_paint.paint(self, axes, spacing, detail=detail, vessels=vessels)
+        return paint.paint(self, axes, spacing, detail=detail, vessels=vessels)
 
     def index_box(self, axes, lo, hi):
         """Index slices of the grid covering the template box [lo, hi] (grown by the deformation)."""

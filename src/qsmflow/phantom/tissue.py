@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._head_labels import (
+from .labels import (
     AIR,
     BRAINSTEM,
     CAUDATE,
@@ -27,7 +27,7 @@ from ._head_labels import (
     THALAMUS,
     WM,
 )
-from ._procedural import TensorNoise
+from .procedural import TensorNoise
 
 F32 = np.float32
 
@@ -45,7 +45,7 @@ def tissue_properties(painted, model, axes, tissues):
     """χ (ppm rel. CSF, 0 in air), R2*, M0, brain mask and air mask on the painted grid.
 
     ``tissues`` is the tissue table (:data:`qsmflow.phantom.TISSUES`); ``model`` the
-    :class:`~qsmflow._head_geometry.HeadModel` whose texture seeds are used.
+    :class:`~qsmflow.phantom.geometry.HeadModel` whose texture seeds are used.
     """
     n = max(tissues[k].label for k in tissues) + 1
     lut = np.zeros((3, n), F32)

@@ -4,7 +4,7 @@
 and simulates what a 3D multi-echo GRE scan of it would record, together with the ground
 truth every qsmflow test, the ``qsmflow demo`` and the benchmarks are measured against.
 
-The head (see :mod:`qsmflow._head_geometry`) has air around the scalp; skin, subcutaneous
+The head (see :mod:`qsmflow.phantom.geometry`) has air around the scalp; skin, subcutaneous
 fat, skull with diploë; frontal, sphenoid, ethmoid and maxillary sinuses, nasal cavity,
 mastoid air cells, middle ears and ear canals, airway; eyes, orbital fat and optic nerves;
 a CSF layer, two cerebral hemispheres with a grey-matter ribbon folded into meandering
@@ -67,17 +67,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks
-from . import _head_labels as lbl
-from ._head_geometry import FOV_CENTRE, HeadModel
-from ._phantom_myelin import MyelinWater
-from ._phantom_fields import dipole_fields, outside_fov_field, remove_shim
-from ._phantom_signal import (PhaseOffset, affine, block_mean, kspace_downsample, receive_profile, upsample,
+from .. import _checks
+from . import labels as lbl
+from .geometry import FOV_CENTRE, HeadModel
+from .myelin import MyelinWater
+from .fields import dipole_fields, outside_fov_field, remove_shim
+from .signal import (PhaseOffset, affine, block_mean, kspace_downsample, receive_profile, upsample,
                               voxel_axes, wrap)
-from ._phantom_tissue import tissue_properties
-from .constants import GAMMA_BAR_HZ_PER_T
+from .tissue import tissue_properties
+from ..constants import GAMMA_BAR_HZ_PER_T
+from .dataset import phantom_paths, write_phantom_dataset
 
-__all__ = ["TISSUES", "Tissue", "HeadPhantom", "simulate_head", "oblique_direction", "r2star_at_field", "reorient"]
+__all__ = ["TISSUES", "Tissue", "HeadPhantom", "simulate_head", "oblique_direction", "phantom_paths", "r2star_at_field",
+           "reorient", "write_phantom_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -371,7 +373,7 @@ def simulate_head(
         Remove a 2nd-order spherical-harmonic fit (over the brain) from the total field.
     myelin_water : bool
         White matter as three water pools (myelin, axonal, extracellular; see
-        :mod:`qsmflow._phantom_myelin`) instead of one exponential; the truth ``mwf``
+        :mod:`qsmflow.phantom.myelin`) instead of one exponential; the truth ``mwf``
         holds the myelin water fraction. Use with many closely spaced echoes.
     slice_axis : {0, 1, 2} or None
         None simulates a 3D acquisition (every axis Fourier-encoded). An axis simulates a

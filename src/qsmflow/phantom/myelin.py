@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _head_labels as lbl
+from . import labels as lbl
 
 F32 = np.float32
 
