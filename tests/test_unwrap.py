@@ -205,7 +205,7 @@ def test_romeo_edge_quality_is_the_product_of_its_terms():
     phase-gradient coherence max(0, 1 - |Δφ1 - Δφ2·TE1/TE2|), magnitude coherence (min/max)²,
     and the magnitude level (0.5 + 0.5·min(1, min/(M/2)))·(0.5 + 0.5·min(1, (M/2)/max)), M the
     mask's largest magnitude; 0 where an end of the edge is outside the mask."""
-    from qsmflow._romeo import edge_weights
+    from qsmflow.unwrap.romeo import edge_weights
 
     rng = np.random.default_rng(0)
     shape = (5, 4, 3)

@@ -38,9 +38,10 @@ WORK = ROOT / ".mutation"
 CORE = {
     "kernels": (["kernels.py"], ["test_kernels.py", "test_units.py"]),
     "fieldmap": (["fieldmap.py"], ["test_fieldmap.py", "test_units.py"]),
-    "unwrap": (["unwrap.py", "_romeo.py"], ["test_unwrap.py"]),
-    "bgremove": (["bgremove.py", "_bg_pde.py", "_bg_smv.py"], ["test_bgremove.py"]),
-    "inversion": (["inversion.py", "_inv_tv.py", "_inv_ops.py", "_inv_ilsqr.py"], ["test_inversion.py"]),
+    "unwrap": (["unwrap/__init__.py", "unwrap/romeo.py"], ["test_unwrap.py"]),
+    "bgremove": (["bgremove/__init__.py", "bgremove/pde.py", "bgremove/smv.py"], ["test_bgremove.py"]),
+    "inversion": ([f"inversion/{f}.py" for f in ("__init__", "_common", "direct", "tv", "solvers", "problem", "ilsqr",
+                                                 "regularisation")], ["test_inversion.py"]),
     "relaxometry": (["relaxometry.py"], ["test_relaxometry.py"]),
     "masking": (["masking.py", "bet.py"], ["test_masking.py", "test_bet.py", "test_sanity.py"]),
     "io-phase": (["io/_phase.py"], ["test_io.py", "test_units.py"]),

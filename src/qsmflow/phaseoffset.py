@@ -11,7 +11,8 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from . import _checks, _romeo
+from . import _checks
+from .unwrap import romeo as _romeo
 from .registry import Method
 
 log = logging.getLogger(__name__)

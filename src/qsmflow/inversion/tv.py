@@ -1,9 +1,5 @@
-"""Dipole inversion: local field (ppm) -> susceptibility χ (ppm).
-
-Every method has the signature ``(local_field, mask, voxel_size, b0_direction, *, ...) -> chi``
-and works on the mask's bounding box, zero-padded by ``_PAD_VOXELS``. Methods with a
-regularisation weight accept ``"auto"`` (see :mod:`qsmflow.regularisation`) or a number.
-"""
+"""Total-variation inversions: TV (FANSI), MEDI / MEDI+0 and total field inversion (TFI),
+the automatic weight, and the χ uncertainty map."""
 
 from __future__ import annotations
 
@@ -12,25 +8,14 @@ import time
 
 import numpy as np
 
-from . import _checks, _inv_ilsqr, _inv_tv, kernels, regularisation
-from ._inv_ops import Problem
-from ._weights import noise_weights
-from .constants import (
-    CSF_LAMBDA,
-    L2_LAMBDA,
-    MEDI_EDGE_FRACTION,
-    TKD_THRESHOLD,
-    TV_ALPHA,
-)
-from .registry import Method
+from .. import _checks, kernels
+from .._weights import noise_weights
+from ..constants import CSF_LAMBDA, MEDI_EDGE_FRACTION, TV_ALPHA
+from . import regularisation, solvers
+from ._common import _PAD_VOXELS, _note, _phase_scale, _setup
+from .problem import Problem
 
 log = logging.getLogger(__name__)
-
-__all__ = ["METHODS", "SD_METHODS", "closed_form_l2", "ilsqr", "medi", "tfi", "tkd", "tv"]
-
-# Zero padding around the mask's bounding box (voxels): periodic copies of the
-# field then sit at least this far apart.
-_PAD_VOXELS = 16
 
 # The χ uncertainty map (``return_sd``): noise samples, and CG iterations per sample. The
 # solves converge slowest where TV is off (veins, tissue edges: the data term alone,
@@ -42,107 +27,6 @@ SD_SAMPLES = 2
 SD_CG_ITER = 40
 # the inversions that can return the χ uncertainty map
 SD_METHODS = ("medi", "tfi")
-
-
-def _setup(local_field, mask, voxel_size, b0_direction):
-    f = _checks.as_volume("local_field", local_field)
-    mask = _checks.as_mask("mask", mask, f.shape)
-    if not np.all(np.isfinite(f[mask])):
-        raise ValueError("local_field holds NaN/Inf inside the mask")
-    return f, mask, _checks.voxel_size(voxel_size), _checks.b0_direction(b0_direction)
-
-
-def tkd(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
-        threshold: float = TKD_THRESHOLD, correct_bias: bool = True, info: dict | None = None) -> np.ndarray:
-    """Thresholded k-space division.
-
-    ``χ = F⁻¹[F(f) / D̃]`` with ``D̃ = D`` where ``|D| > t`` and ``sign(D)·t`` elsewhere.
-    Truncation scales χ down by the mean of ``D/D̃`` over k-space (the value at the
-    origin of the method's point-spread function); ``correct_bias`` divides it out.
-
-    Parameters
-    ----------
-    local_field, mask, voxel_size, b0_direction
-        As for every method: field (ppm), bool mask, voxel size (mm), B0 in voxel axes.
-    threshold : float
-        ``t``, in (0, 1/3]. Smaller keeps more of the cone at the price of streaks.
-    correct_bias : bool
-        Divide by the PSF's central value (Schweser et al. 2013).
-
-    References
-    ----------
-    Shmueli K, de Zwart JA, van Gelderen P, Li TQ, Dodd SJ, Duyn JH. Magnetic
-    susceptibility mapping of brain tissue in vivo using MRI phase data. Magn Reson Med
-    2009;62:1510-1522. doi:10.1002/mrm.22135
-
-    Schweser F, Deistung A, Sommer K, Reichenbach JR. Toward online reconstruction of
-    quantitative susceptibility maps: superfast dipole inversion. Magn Reson Med
-    2013;69:1582-1594. doi:10.1002/mrm.24405
-    """
-    f, mask, vs, b = _setup(local_field, mask, voxel_size, b0_direction)
-    t = _checks.positive("threshold", threshold)
-    if t > 1 / 3:
-        raise ValueError(f"threshold={t} exceeds max |D| on the cone's far side (1/3); use 0.05-0.3")
-    p = Problem(f, mask, vs, b, mask.astype(np.float32), _PAD_VOXELS)
-    d = p.d
-    inv = np.where(np.abs(d) > t, 1.0 / np.where(d == 0, 1.0, d), np.sign(d) / t).astype(np.float32)
-    inv.flat[0] = 0.0
-    chi = p.ifft(p.fft(p.f) * inv)
-    if correct_bias:
-        centre = float(p.ifft(d * inv).flat[0])
-        chi /= np.float32(centre)
-        log.info("TKD threshold %.3g: bias correction x%.3f", t, 1 / centre)
-        _note(info, bias_correction=1 / centre)
-    _note(info, threshold=t)
-    return p.full(chi)
-
-
-def closed_form_l2(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
-                   lam: float = L2_LAMBDA, info: dict | None = None) -> np.ndarray:
-    """Closed-form L2 inversion with gradient regularisation.
-
-    Minimises ``||D χ - f||² + λ ||∇χ||²`` in k-space:
-    ``χ = F⁻¹[ D·F(f) / (D² + λ Σ|G_i|²) ]`` with forward differences per mm.
-
-    Parameters
-    ----------
-    local_field : ndarray (X, Y, Z)
-        Local field (ppm), zero outside ``mask``.
-    mask : ndarray of bool
-        Where the field is valid; χ is returned inside it.
-    voxel_size : sequence of 3 float
-        Voxel size (mm).
-    b0_direction : sequence of 3 float
-        B0 in voxel axes.
-    lam : float
-        Regularisation weight (mm²). There is no automatic choice: the discrepancy
-        principle picked 0.002 mm² on the benchmark head, where 0.02 is best (χ NRMSE
-        91.6 % against 43.6 %), because the unweighted closed form also fits the noise
-        with χ outside the mask.
-
-    Returns
-    -------
-    ndarray (float32)
-        χ (ppm), zero outside ``mask``.
-
-    References
-    ----------
-    Bilgic B, Chatnuntawech I, Fan AP, Setsompop K, Cauley SF, Wald LL, Adalsteinsson E.
-    Fast image reconstruction with L2-regularization. J Magn Reson Imaging
-    2014;40:181-191. doi:10.1002/jmri.24365
-    """
-    f, mask, vs, b = _setup(local_field, mask, voxel_size, b0_direction)
-    if isinstance(lam, str):
-        raise ValueError("closed-form L2 has no automatic weight: the discrepancy principle under-regularises it "
-                         "tenfold on the benchmark head (it fits noise outside the mask); give lam in mm² or use "
-                         "--inversion medi / tv")
-    lam = _checks.positive("lam", lam, allow_zero=True)
-    p = Problem(f, mask, vs, b, mask.astype(np.float32), _PAD_VOXELS)
-    reg = p.d * p.d + np.float32(lam) * p.g2
-    reg.flat[0] = 1.0
-    log.info("closed-form L2 inversion, lambda %.4g mm^2", lam)
-    _note(info, lam_mm2=lam)
-    return p.full(p.ifft(p.fft(p.f) * (p.d / reg)))
 
 
 def tv(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, noise=None,
@@ -162,7 +46,7 @@ def tv(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, n
         γ̄B0); ``W = 1/noise`` scaled to mean 1.
     alpha : float or "auto"
         TV weight (ppm·mm for weights of mean 1). "auto": the discrepancy principle
-        with ``noise`` (:func:`qsmflow.regularisation.discrepancy`); without a noise map
+        with ``noise`` (:func:`qsmflow.inversion.regularisation.discrepancy`); without a noise map
         the fixed ``TV_ALPHA`` with a warning.
     nonlinear : bool
         Use the nonlinear data term; needs ``phase_scale``.
@@ -187,7 +71,7 @@ def tv(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, n
     p = Problem(f, mask, vs, b, noise_weights(noise, mask), _PAD_VOXELS)
 
     def solve(a, x0=None, iters=max_iter):
-        return _inv_tv.fansi(p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=tol, phase_scale=s, x0=x0)
+        return solvers.fansi(p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=tol, phase_scale=s, x0=x0)
 
     alpha, x0 = _auto_alpha(alpha, solve, p, noise, "TV")
     chi, it = solve(alpha, x0)
@@ -298,11 +182,11 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
                                               noise, edge_fraction, csf_mask, lam_csf, "MEDI+0")
 
     def tv_solve(a, x0=None, iters=150):  # the cheaper problem the automatic weight is searched on
-        return _inv_tv.fansi(p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=1e-3, x0=x0, edges=edges)
+        return solvers.fansi(p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=1e-3, x0=x0, edges=edges)
 
     alpha, _ = _auto_alpha(alpha, tv_solve, p, noise, "MEDI (by linear TV with its edge mask)")
     samples, sd_noise = _sd_samples(return_sd, sd_samples, noise, sd_noise, p)
-    chi, steps = _inv_tv.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam_csf, max_iter=max_iter,
+    chi, steps = solvers.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam_csf, max_iter=max_iter,
                               tol=tol, cg_iter=cg_iter, cg_tol=cg_tol, eps=1e-6)
     log.info("MEDI%s alpha %.3g: %d Gauss-Newton steps", "+0" if csf is not None else "", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
@@ -372,7 +256,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
     s = min(s, 0.01 / max(float(np.abs(p.f).max()), 1e-6))
     alpha = _tfi_alpha(alpha, p, noise)
     samples, sd_noise = _sd_samples(return_sd, sd_samples, noise, sd_noise, p)
-    chi, steps = _inv_tv.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam_csf, max_iter=max_iter,
+    chi, steps = solvers.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam_csf, max_iter=max_iter,
                               tol=tol, cg_iter=cg_iter, cg_tol=cg_tol, eps=1e-6, precond=precond)
     log.info("TFI alpha %.3g: %d Gauss-Newton steps", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
@@ -404,7 +288,7 @@ def _with_sd(p: Problem, chi, alpha, noise, edges, csf, lam_csf, samples, info):
         return p.full(chi)
     t0 = time.perf_counter()
     sigma = p.cut(np.nan_to_num(np.asarray(noise, np.float32), nan=0.0, posinf=0.0)) * (p.mask > 0)
-    sd = _inv_tv.noise_sd(p, chi, alpha, np.maximum(sigma, 0), edges=edges, csf=csf, lam_csf=lam_csf, eps=1e-6,
+    sd = solvers.noise_sd(p, chi, alpha, np.maximum(sigma, 0), edges=edges, csf=csf, lam_csf=lam_csf, eps=1e-6,
                           samples=samples, cg_iter=SD_CG_ITER)
     _note(info, sd_samples=samples, sd_cg_iterations=SD_CG_ITER, sd_seconds=time.perf_counter() - t0)
     return p.full(chi), p.full(sd)
@@ -423,44 +307,6 @@ def _tfi_alpha(alpha, p: Problem, noise) -> float:
         return TV_ALPHA
     typical = float(np.median(sigma[np.isfinite(sigma) & (sigma > 0)]))
     return regularisation.TV_ALPHA_PER_NOISE * typical * float(np.prod(p.vs)) ** (1 / 3)
-
-
-def ilsqr(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, tol: float = 0.01,
-          max_iter: int = 50, cone_threshold: float = 0.1, info: dict | None = None) -> np.ndarray:
-    """iLSQR-like inversion: early-stopped LSQR, then estimation and removal of streaks.
-
-    1. LSQR on ``||W(Dχ - f)||`` with ``W`` from the field's Laplacian (1 below its 60th
-       percentile, 0 above the 99.9th: voxels with implausible curvature are down-weighted),
-       stopped early at ``tol``.
-    2. A fast, streak-free structural estimate (TKD with threshold 1/8, bias-corrected)
-       gives gradient weights: 1 where it is flat, 0 at its edges.
-    3. Streaks live in the ill-conditioned cone ``|D| < cone_threshold``: the component
-       ``x_s = F⁻¹ M_cone F x`` whose gradients best match the LSQR result's gradients
-       where the structure is flat is found by LSMR and subtracted.
-
-    The structural estimate of step 2 is TKD rather than the paper's filtered
-    "fast QSM" map; both only decide where edges are.
-
-    References
-    ----------
-    Li W, Wang N, Yu F, Han H, Cao W, Romero R, Tantiwongkosi B, Duong TQ, Liu C. A method
-    for estimating and removing streaking artifacts in quantitative susceptibility
-    mapping. NeuroImage 2015;108:111-122. doi:10.1016/j.neuroimage.2014.12.043
-    """
-    f, mask, vs, b = _setup(local_field, mask, voxel_size, b0_direction)
-    _checks.positive("tol", tol)
-    ct = _checks.positive("cone_threshold", cone_threshold)
-    p = Problem(f, mask, vs, b, mask.astype(np.float32), _PAD_VOXELS)
-    structure = tkd(f, mask, vs, b, threshold=0.125)
-    chi, iters = _inv_ilsqr.ilsqr(p, p.cut(structure), tol, int(max_iter), ct)
-    _note(info, lsqr_iterations=iters[0], lsmr_iterations=iters[1])
-    return p.full(chi)
-
-
-def _note(info: dict | None, **values) -> None:
-    """Record what a method chose (weights, iterations) for the provenance file."""
-    if info is not None:
-        info.update({k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in values.items()})
 
 
 def _auto_alpha(alpha, solve, p: Problem, noise, name: str):
@@ -487,54 +333,9 @@ def _auto_alpha(alpha, solve, p: Problem, noise, name: str):
                                       slope=regularisation.TV_MISFIT_SLOPE)
 
 
-def _phase_scale(value) -> float:
-    if value is None:
-        raise ValueError("the nonlinear data term needs phase_scale (rad/ppm = 2π·γ̄·B0·TE·1e-6)")
-    return _checks.positive("phase_scale", value)
-
-
 def _edge_mask(p: Problem, mag: np.ndarray, fraction: float) -> np.ndarray:
     """1 where the magnitude gradient component is below the (1 - fraction) quantile, else 0."""
     g = np.abs(p.grad(mag))
     inside = np.broadcast_to(p.mask > 0, g.shape)
     thr = np.quantile(g[inside], 1 - fraction)
     return (g <= thr).astype(np.float32)
-
-
-_CITE = {
-    "tkd": ("Shmueli K, de Zwart JA, van Gelderen P, Li TQ, Dodd SJ, Duyn JH. Magnetic susceptibility mapping of "
-            "brain tissue in vivo using MRI phase data. Magn Reson Med 2009;62:1510-1522. doi:10.1002/mrm.22135",
-            "Schweser F, Deistung A, Sommer K, Reichenbach JR. Toward online reconstruction of quantitative "
-            "susceptibility maps: superfast dipole inversion. Magn Reson Med 2013;69:1582-1594. doi:10.1002/mrm.24405"),
-    "l2": ("Bilgic B, Chatnuntawech I, Fan AP, Setsompop K, Cauley SF, Wald LL, Adalsteinsson E. Fast image "
-           "reconstruction with L2-regularization. J Magn Reson Imaging 2014;40:181-191. doi:10.1002/jmri.24365",),
-    "tv": ("Bilgic B, Fan AP, Polimeni JR, Cauley SF, Bianciardi M, Adalsteinsson E, Wald LL, Setsompop K. Fast "
-           "quantitative susceptibility mapping with L1-regularization and automatic parameter selection. Magn "
-           "Reson Med 2014;72:1444-1459. doi:10.1002/mrm.25029",
-           "Milovic C, Bilgic B, Zhao B, Acosta-Cabronero J, Tejos C. Fast nonlinear susceptibility inversion with "
-           "variational regularization. Magn Reson Med 2018;80:814-821. doi:10.1002/mrm.27073"),
-    "medi": ("Liu T, Liu J, de Rochefort L, Spincemaille P, Khalidov I, Ledoux JR, Wang Y. Morphology enabled "
-             "dipole inversion (MEDI) from a single-angle acquisition: comparison with COSMOS in human brain "
-             "imaging. Magn Reson Med 2011;66:777-783. doi:10.1002/mrm.22816",
-             "Liu T, Wisnieff C, Lou M, Chen W, Spincemaille P, Wang Y. Nonlinear formulation of the magnetic field "
-             "to source relationship for robust quantitative susceptibility mapping. Magn Reson Med "
-             "2013;69:467-476. doi:10.1002/mrm.24272",
-             "Liu Z, Spincemaille P, Yao Y, Zhang Y, Wang Y. MEDI+0: Morphology enabled dipole inversion with "
-             "automatic uniform cerebrospinal fluid zero reference for quantitative susceptibility mapping. Magn "
-             "Reson Med 2018;79:2795-2803. doi:10.1002/mrm.26946"),
-    "tfi": ("Liu Z, Kee Y, Zhou D, Wang Y, Spincemaille P. Preconditioned total field inversion (TFI) method for "
-            "quantitative susceptibility mapping. Magn Reson Med 2017;78:303-315. doi:10.1002/mrm.26331",),
-    "ilsqr": ("Li W, Wang N, Yu F, Han H, Cao W, Romero R, Tantiwongkosi B, Duong TQ, Liu C. A method for "
-              "estimating and removing streaking artifacts in quantitative susceptibility mapping. NeuroImage "
-              "2015;108:111-122. doi:10.1016/j.neuroimage.2014.12.043",),
-}
-
-METHODS = {
-    "tkd": Method("tkd", tkd, "thresholded k-space division, bias-corrected", _CITE["tkd"]),
-    "l2": Method("l2", closed_form_l2, "closed-form L2 with gradient regularisation", _CITE["l2"]),
-    "ilsqr": Method("ilsqr", ilsqr, "LSQR with streak estimation and removal", _CITE["ilsqr"]),
-    "tv": Method("tv", tv, "weighted total variation by ADMM (FANSI)", _CITE["tv"]),
-    "medi": Method("medi", medi, "morphology-enabled nonlinear TV (MEDI, MEDI+0 with a CSF mask)", _CITE["medi"]),
-    "tfi": Method("tfi", tfi, "total field inversion: MEDI+0 on the total field with background sources, "
-                  "preconditioned (no background removal)", _CITE["tfi"]),
-}

@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import kernels
-from ._cg import conjugate_gradient
-from ._inv_ops import Problem, shrink
+from .. import kernels
+from .._cg import conjugate_gradient
+from .problem import Problem, shrink
 
 log = logging.getLogger(__name__)
 

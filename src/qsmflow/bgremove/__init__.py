@@ -13,10 +13,11 @@ import logging
 
 import numpy as np
 
-from . import _bg_pde, _bg_smv, _checks
-from ._weights import noise_weights
-from .constants import VSHARP_RADII_MM, VSHARP_THRESHOLD
-from .registry import Method
+from .. import _checks
+from . import pde, smv
+from .._weights import noise_weights
+from ..constants import VSHARP_RADII_MM, VSHARP_THRESHOLD
+from ..registry import Method
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def sharp(field, mask, voxel_size, b0_direction=None, *, noise=None, radius_mm: 
     """
     field, mask, vs = _common(field, mask, voxel_size)
     r = _radius(radius_mm, vs)
-    local, eroded = _bg_smv.vsharp(field, mask, vs, [r], _threshold(threshold))
+    local, eroded = smv.vsharp(field, mask, vs, [r], _threshold(threshold))
     _report("SHARP", mask, eroded)
     return local, eroded
 
@@ -126,7 +127,7 @@ def vsharp(field, mask, voxel_size, b0_direction=None, *, noise=None, radii_mm=V
     radii = [r for r in radii if r >= vs.min()]
     if not radii:
         raise ValueError(f"radii_mm must include a radius of at least one voxel ({vs.min():g} mm)")
-    local, eroded = _bg_smv.vsharp(field, mask, vs, radii, _threshold(threshold))
+    local, eroded = smv.vsharp(field, mask, vs, radii, _threshold(threshold))
     _report("V-SHARP", mask, eroded)
     return local, eroded
 
@@ -147,7 +148,7 @@ def resharp(field, mask, voxel_size, b0_direction=None, *, noise=None, radius_mm
     field, mask, vs = _common(field, mask, voxel_size)
     r = _radius(radius_mm, vs)
     lam = _checks.positive("lam", lam)
-    (local, eroded), iters = _bg_smv.resharp(field, mask, vs, r, lam, tol, max_iter)
+    (local, eroded), iters = smv.resharp(field, mask, vs, r, lam, tol, max_iter)
     _report("RESHARP", mask, eroded, iters)
     return local, eroded
 
@@ -169,7 +170,7 @@ def ismv(field, mask, voxel_size, b0_direction=None, *, noise=None, radius_mm: f
     """
     field, mask, vs = _common(field, mask, voxel_size)
     r = _radius(radius_mm, vs)
-    (local, eroded), iters = _bg_smv.ismv(field, mask, vs, r, tol, max_iter)
+    (local, eroded), iters = smv.ismv(field, mask, vs, r, tol, max_iter)
     _report("iSMV", mask, eroded, iters)
     return local, eroded
 
@@ -189,7 +190,7 @@ def lbv(field, mask, voxel_size, b0_direction=None, *, noise=None, tol: float = 
     Laplacian boundary value problem. NMR Biomed 2014;27:312-319. doi:10.1002/nbm.3064
     """
     field, mask, vs = _common(field, mask, voxel_size)
-    (local, eroded), iters = _bg_pde.lbv(field, mask, vs, tol, max_iter)
+    (local, eroded), iters = pde.lbv(field, mask, vs, tol, max_iter)
     _report("LBV", mask, eroded, iters)
     return local, eroded
 
@@ -228,7 +229,7 @@ def pdf(field, mask, voxel_size, b0_direction=None, *, noise=None, margin_mm: fl
     b0 = _checks.b0_direction(b0_direction)
     weights = noise_weights(noise, mask)
     margin = int(np.ceil(_checks.positive("margin_mm", margin_mm) / vs.min()))
-    (local, eroded), iters = _bg_pde.pdf(field, mask, vs, b0, weights, margin, tol, max_iter)
+    (local, eroded), iters = pde.pdf(field, mask, vs, b0, weights, margin, tol, max_iter)
     _report("PDF", mask, eroded, iters)
     return local, eroded
 

@@ -6,8 +6,8 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import cg
 
-from . import kernels
-from ._cg import conjugate_gradient
+from .. import kernels
+from .._cg import conjugate_gradient
 
 
 def _shift_pairs(a: np.ndarray, axis: int):

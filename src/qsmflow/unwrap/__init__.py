@@ -11,8 +11,9 @@ import logging
 import numpy as np
 import scipy.fft as sfft
 
-from . import _checks, _romeo, kernels
-from .registry import Method
+from .. import _checks, kernels
+from . import romeo
+from ..registry import Method
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +199,8 @@ def romeo_unwrap(
         phase = _checks.as_volume("phase", phase)
         mask = np.ones(phase.shape, bool) if mask is None else _checks.as_mask("mask", mask, phase.shape)
         mag = None if magnitude is None else _checks.as_volume("magnitude", magnitude)
-        w = _romeo.edge_weights(phase, mask, magnitude=mag)
-        return _centre_turn(_romeo.tree_unwrap(phase, w, mask, seed_quality=mag), mask)
+        w = romeo.edge_weights(phase, mask, magnitude=mag)
+        return _centre_turn(romeo.tree_unwrap(phase, w, mask, seed_quality=mag), mask)
     phase = _checks.as_volume("phase", phase, ndim=4)
     n_e = phase.shape[3]
     mask = np.ones(phase.shape[:3], bool) if mask is None else _checks.as_mask("mask", mask, phase.shape[:3])
@@ -213,11 +214,11 @@ def romeo_unwrap(
     if not 0 <= template < n_e:
         raise ValueError(f"template must be an echo index between 0 and {n_e - 1}, got {template}")
     second = template + 1 if template + 1 < n_e else template - 1
-    w = _romeo.edge_weights(phase[..., template], mask,
+    w = romeo.edge_weights(phase[..., template], mask,
                             magnitude=None if mag is None else mag[..., template],
                             phase2=phase[..., second], te_ratio=te[template] / te[second])
     seed = None if mag is None else mag[..., template]
-    unwrapped_t = _centre_turn(_romeo.tree_unwrap(phase[..., template], w, mask, seed_quality=seed), mask)
+    unwrapped_t = _centre_turn(romeo.tree_unwrap(phase[..., template], w, mask, seed_quality=seed), mask)
     return temporal_unwrap(phase, unwrapped_t, template, te, mask=mask, magnitude=mag)
 
 
