@@ -284,3 +284,37 @@ def test_chi_sd_needs_a_noise_map():
     with pytest.raises(ValueError, match="sd_noise has shape"):
         medi(field, mask, VS, (0, 0, 1), magnitude=np.ones(SHAPE), phase_scale=S_3T_20MS, alpha=1e-4,
              noise=np.ones(SHAPE), return_sd=True, sd_noise=np.ones((4, 4, 4)))
+
+
+def test_ilsqr_ramp_is_linear_between_the_percentiles():
+    from qsmflow.inversion.ilsqr import _ramp_down
+
+    x = np.arange(101, dtype=np.float32).reshape(1, 1, 101)
+    inside = np.ones(x.shape, bool)
+    inside[..., 100] = False  # outside: 0 whatever the value
+    w = _ramp_down(x, inside, 20, 60)  # percentiles of 0..99: 19.8 and 59.4
+    lo, hi = 19.8, 59.4
+    expected = np.clip((hi - x) / (hi - lo), 0, 1)
+    expected[..., 100] = 0
+    np.testing.assert_allclose(w, expected, atol=1e-5)
+    assert w.dtype == np.float32
+
+
+def test_ilsqr_streak_removal_matters_and_limits_are_honoured():
+    """Without the cone (threshold ~0) no streak estimate is removed and χ is far worse
+    (measured NRMSE 100 % against 52 %); the iteration limit caps both solvers."""
+    b0 = (0, np.sin(0.35), np.cos(0.35))
+    mask, chi, field = _brain(b0)
+    rng = np.random.default_rng(0)
+    f = np.where(mask, field + 0.002 * rng.standard_normal(field.shape), 0).astype(np.float32)
+    info = {}
+    full = inversion.ilsqr(f, mask, VS, b0, info=info)
+    bare = inversion.ilsqr(f, mask, VS, b0, cone_threshold=1e-6)
+    assert metrics.nrmse(full, chi, mask) < 0.7 * metrics.nrmse(bare, chi, mask)
+    assert 3 < info["lsqr_iterations"] < 50 and 3 < info["lsmr_iterations"] < 50  # measured 14 and 13
+    capped = {}
+    inversion.ilsqr(f, mask, VS, b0, max_iter=3, info=capped)
+    assert capped == {"lsqr_iterations": 3, "lsmr_iterations": 3}
+    loose = {}
+    inversion.ilsqr(f, mask, VS, b0, tol=0.3, info=loose)
+    assert loose["lsqr_iterations"] < info["lsqr_iterations"]
