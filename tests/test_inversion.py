@@ -209,6 +209,108 @@ def test_inversion_errors():
         tv(bad, mask, VS, (0, 0, 1), alpha=1e-4)
 
 
+def _cavity_head():
+    """A small brain with three sources and an air cavity (-9.4 ppm) 1 mm below it; the total
+    field inside the brain only."""
+    b0 = (0.0, 0.0, 1.0)
+    mask = ellipsoid(SHAPE, VS, (14, 17, 13))
+    x, y, z = grid_mm(SHAPE, VS)
+    chi = np.where(mask, -0.02, 0).astype(np.float32)
+    for c, r, v in [((-5, 4, 0), 4, 0.15), ((6, -4, 3), 3, 0.1), ((2, -9, -3), 2.5, 0.3)]:
+        chi[((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) <= r * r] = v
+    air = (x**2 + y**2 + (z + 19) ** 2) <= 25
+    assert not (air & mask).any()
+    total = np.where(mask, kernels.forward_field(chi + np.where(air, -9.4, 0), VS, b0), 0)
+    mag = np.where(mask, 1.0 - 2 * np.abs(chi), 0)
+    return b0, mask, chi, total, dict(magnitude=mag, phase_scale=S_3T_20MS, alpha=1e-4)
+
+
+def test_tfi_preconditioner_and_csf_term_do_their_jobs():
+    """Liu 2018's preconditioner (background sources weighted 30x) makes 50 CG iterations per
+    step reach what 1x does not (measured NRMSE 6.6 % against 12.8 %); the CSF term holds a
+    CSF region uniform (SD 8e-6 against 5e-4 ppm); what ran is recorded."""
+    b0, mask, chi, total, kw = _cavity_head()
+    x, y, z = grid_mm(SHAPE, VS)
+    run = dict(cg_iter=50, cg_tol=1e-3, tol=0.01, max_iter=10, **kw)
+    info = {}
+    est = inversion.tfi(total, mask, VS, b0, info=info, **run)
+    flat = inversion.tfi(total, mask, VS, b0, background_preconditioner=1.0, **run)
+    assert metrics.nrmse(est, chi, mask) < 0.7 * metrics.nrmse(flat, chi, mask)
+    assert info == {"alpha": 1e-4, "gauss_newton_steps": 10, "converged": False, "csf_voxels": 0}
+    csf = mask & ((x / 4) ** 2 + (y / 8) ** 2 + (z / 4) ** 2 <= 1) & (chi == -0.02)
+    held = {}
+    with_csf = inversion.tfi(total, mask, VS, b0, csf_mask=csf, lam_csf=10.0, info=held, **run)
+    assert with_csf[csf].std() < 0.2 * est[csf].std()
+    assert held["csf_voxels"] == int(csf.sum())
+    with pytest.raises(ValueError, match="^background_preconditioner must be positive"):
+        inversion.tfi(total, mask, VS, b0, background_preconditioner=0.0, **kw)
+
+
+def test_tfi_automatic_weight_follows_the_field_noise(caplog):
+    """"auto": 0.056 x the median field noise in the mask (ppm) x the voxel's size (mm, cube
+    root of its volume); without a noise map the fixed 1e-4, with a warning."""
+    import logging
+
+    b0, mask, chi, total, kw = _cavity_head()
+    kw = dict(kw, alpha="auto")
+    noise = np.where(mask, 0.004, 0.5).astype(np.float32)
+    noise[mask.nonzero()[0][:50], mask.nonzero()[1][:50], mask.nonzero()[2][:50]] = 0.02  # a few noisy voxels
+    info = {}
+    inversion.tfi(total, mask, VS, b0, noise=noise, max_iter=1, cg_iter=5, info=info, **kw)
+    assert info["alpha"] == pytest.approx(0.056 * 0.004 * (1.0 * 1.0 * 1.2) ** (1 / 3), rel=1e-4)
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        inversion.tfi(total, mask, VS, b0, max_iter=1, cg_iter=5, info=info, **kw)
+    assert info["alpha"] == 1e-4 and "no usable noise map" in caplog.text
+    for bad, words in [("best", "^alpha must be a number or 'auto'"), (-1.0, "^alpha must be positive")]:
+        with pytest.raises(ValueError, match=words):
+            inversion.tfi(total, mask, VS, b0, **dict(kw, alpha=bad))
+
+
+def test_direct_methods_record_and_check_their_settings():
+    """TKD's recorded bias correction is the factor between its corrected and uncorrected χ;
+    its threshold may be anything in (0, 1/3]; L2 records its weight and accepts 0."""
+    mask, chi, field = _brain((0, 0, 1))
+    info = {}
+    corrected = tkd(field, mask, VS, (0, 0, 1), threshold=0.3, info=info)
+    plain = tkd(field, mask, VS, (0, 0, 1), threshold=0.3, correct_bias=False)
+    assert set(info) == {"threshold", "bias_correction"} and info["threshold"] == 0.3
+    assert info["bias_correction"] > 1
+    np.testing.assert_allclose(corrected[mask], plain[mask] * info["bias_correction"], rtol=1e-4, atol=1e-7)
+    assert np.isfinite(tkd(field, mask, VS, (0, 0, 1), threshold=1 / 3)).all()  # the limit itself
+    for bad, words in [(-0.1, "^threshold must be positive"), (0.34, "^threshold=0.34 exceeds")]:
+        with pytest.raises(ValueError, match=words):
+            tkd(field, mask, VS, (0, 0, 1), threshold=bad)
+    info = {}
+    closed_form_l2(field, mask, VS, (0, 0, 1), lam=0.02, info=info)
+    assert info == {"lam_mm2": 0.02}
+    assert np.isfinite(closed_form_l2(field, mask, VS, (0, 0, 1), lam=0.0)).all()
+    with pytest.raises(ValueError, match="^lam must be non-negative"):
+        closed_form_l2(field, mask, VS, (0, 0, 1), lam=-1.0)
+    for kwargs, words in [(dict(tol=0), "^tol must be positive"), (dict(cone_threshold=-1), "^cone_threshold must be")]:
+        with pytest.raises(ValueError, match=words):
+            inversion.ilsqr(field, mask, VS, (0, 0, 1), **kwargs)
+
+
+def test_tv_records_its_iterations_and_weights_data_by_the_noise():
+    """TV records α and its ADMM iterations (capped: not converged); a half of the brain with
+    10x the field noise is held flatter by TV than with uniform noise (its data weigh less)."""
+    mask, chi, field = _brain((0, 0, 1))
+    noisy = _noisy(field, mask, 0.003, seed=4)
+    info = {}
+    tv(noisy, mask, VS, (0, 0, 1), alpha=1e-4, max_iter=3, info=info)
+    assert info == {"alpha": 1e-4, "iterations": 3, "converged": False}
+    info = {}
+    tv(noisy, mask, VS, (0, 0, 1), alpha=1e-4, info=info)
+    assert 3 < info["iterations"] < 150 and info["converged"] is True
+    x, _, _ = grid_mm(SHAPE, VS)
+    uniform = np.where(mask, 0.003, 0).astype(np.float32)
+    half = np.where(mask & (x > 2), 0.03, uniform).astype(np.float32)
+    a = tv(noisy, mask, VS, (0, 0, 1), alpha=1e-4, noise=uniform)
+    b = tv(noisy, mask, VS, (0, 0, 1), alpha=1e-4, noise=half)
+    right = mask & (x > 6)
+    assert b[right].std() < 0.8 * a[right].std()
+
+
 def test_tfi_separates_an_air_cavity_from_the_brain():
     """Total field inversion: the field of an air-filled cavity (-9.4 ppm) 1 mm below the
     brain, given only inside the brain, is explained by sources outside it; the brain's χ
