@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from _bench import table
-from qsmflow import io, phantom, pipeline, report
+from qsmflow import io, phantom, pipeline
+from qsmflow.workflows import report
 
 
 def main():

@@ -13,7 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from qsmflow import batch, io, phantom, pipeline
+from qsmflow import io, phantom, pipeline
+from qsmflow.workflows import batch
 
 ECHOES = (0.004, 0.008, 0.012)
 SUBJECTS, SESSIONS = ("01", "02", "03", "04"), ("1", "2")

@@ -171,7 +171,7 @@ def test_run_single_echo_siemens_says_no_r2star(tmp_path, capsys):
 
 
 def test_demo_small_keeps_data_results_and_report(capsys, monkeypatch, tmp_path):
-    from qsmflow import demo
+    from qsmflow.workflows import demo
 
     monkeypatch.setattr(demo.run_demo, "__kwdefaults__",
                         {"force": False, "shape": (40, 48, 40), "voxel_size": (4.0, 4.0, 4.0)})

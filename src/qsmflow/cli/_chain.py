@@ -38,30 +38,20 @@ def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase
       qsmflow run --mag sub-01_echo-*_part-mag_MEGRE.nii.gz \\
                   --phase sub-01_echo-*_part-phase_MEGRE.nii.gz -o out/
     """
-    from .. import io, pipeline
+    from .. import io
+    from ..workflows.subject import check_outputs, process_subject
 
     t0 = time.perf_counter()
     options = _options_from(phase_sign, processing)
     data = _load(mag, phase, echo_times, field_strength, phase_scale, b0_direction, prefix)
     _set_slice_axis(data, processing["slice_axis"])
-    with io.OutputSet(out, force=force) as outset:
-        outset.check(pipeline.output_names(data.prefix, data.n_echoes, optional=pipeline.optional_outputs(options)))
+    check_outputs(data, out, options, force=force)
     mask = None
     if mask_path:
         mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
-    result = pipeline.run(data, options, mask=mask)
-    if data.n_echoes < 2:
-        result.warnings.append("single-echo data: no R2*/T2* maps were written")
-        log.warning(result.warnings[-1])
-    written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv)
+    _, written = process_subject(data, out, options, mask=mask, force=force, command_line=sys.argv,
+                                 report=not processing["no_report"])
     log.info("wrote %d files to %s in %.1f s", len(written), out, time.perf_counter() - t0)
-    if not processing["no_report"]:
-        from .. import report
-
-        try:
-            log.info("QC report: %s", report.write_report(out, data.prefix))
-        except Exception as exc:  # the maps are written; a failed report must not hide that
-            log.warning("the QC report could not be written: %s", exc)
 
 
 @cli.command("bids")
@@ -101,7 +91,7 @@ def bids_cmd(bids_dir, out, participant_label, session_label, jobs, scheduler, d
       qsmflow bids /data/study --jobs 2
       qsmflow bids /data/study --scheduler tcp://10.0.0.5:8786
     """
-    from .. import batch
+    from ..workflows import batch
 
     options = _options_from(phase_sign, processing)
     out = out or str(Path(bids_dir) / "derivatives" / "qsmflow")
@@ -135,7 +125,7 @@ def bids_cmd(bids_dir, out, participant_label, session_label, jobs, scheduler, d
                            item_show_func=lambda st: st and f"{st.prefix} {st.status}") as bar:
         statuses = batch.run_batch(runs, config, jobs=jobs, scheduler=scheduler, on_result=on_result)
     if not processing["no_report"]:
-        from .. import report
+        from ..workflows import report
 
         index = report.write_index(out, [(spec.subdir, st) for spec, st in zip(runs, statuses)])
         log.info("dataset QC index: %s", index)
@@ -172,7 +162,7 @@ def simulate(out, matrix, voxel_size, echo_times, field_strength, b0_direction, 
     if b0_direction and oblique is not None:
         raise ValueError("give --b0-direction or --oblique, not both")
     shape = tuple(int(v) for v in _floats(matrix, "--matrix", 3))
-    from .. import io, phantom
+    from .. import phantom
 
     direction = _floats(b0_direction, "--b0-direction", 3) if b0_direction else (
         phantom.oblique_direction(oblique) if oblique is not None else (0.0, 0.0, 1.0))
@@ -192,7 +182,7 @@ def demo(out, force):
 
     With OUT, the simulated dataset and the reconstruction are kept there.
     """
-    from .. import demo as demo_mod
+    from ..workflows import demo as demo_mod
 
     report = demo_mod.run_demo(out, force=force)
     click.echo(report)
@@ -205,7 +195,7 @@ def demo(out, force):
 def report_cmd(out_dir, prefix):
     """(Re)write the HTML QC report of every run in OUT_DIR (a run's output folder or a bids
     derivative, searched recursively), and the dataset index of a bids derivative."""
-    from .. import batch, report
+    from ..workflows import batch, report
 
     root = Path(out_dir)
     if not root.is_dir():

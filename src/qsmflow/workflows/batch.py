@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from . import __version__, io, pipeline, report
-from .kernels import THREADS_ENV
+from .. import __version__, io
+from ..kernels import THREADS_ENV
+from .options import Options
+from .subject import process_subject
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ class BatchConfig:
     """Everything a job needs besides its run (picklable, sent to every worker)."""
 
     out_root: str
-    options: pipeline.Options = field(default_factory=pipeline.Options)
+    options: Options = field(default_factory=Options)
     field_strength: float | None = None
     phase_scale: float | None = None
     b0_direction: tuple | None = None
@@ -294,14 +296,8 @@ def process_run(spec: RunSpec, config: BatchConfig) -> RunStatus:
                            phase_scale=config.phase_scale, b0_direction=config.b0_direction, prefix=spec.prefix)
         if config.slice_axis is not None:
             data.override_slice_axis(config.slice_axis, "--slice-axis")
-        result = pipeline.run(data, config.options)
-        written = pipeline.write_outputs(result, data, out_dir, force=True, command_line=config.command_line,
-                                         extra_provenance={"bids_run": spec.prefix})
-        if config.report:
-            try:
-                written.append(report.write_report(out_dir, spec.prefix))
-            except Exception as exc:  # the maps are written; a failed report must not fail the run
-                log.warning("%s: the QC report could not be written: %s", spec.prefix, exc)
+        _, written = process_subject(data, out_dir, config.options, force=True, command_line=config.command_line,
+                                     extra_provenance={"bids_run": spec.prefix}, report=config.report)
         seconds = time.perf_counter() - t0
         err_log.unlink(missing_ok=True)
         _atomic_text(_mark_path(config.out_root, spec), json.dumps(

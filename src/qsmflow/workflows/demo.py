@@ -8,9 +8,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import io, phantom, pipeline
-from .phantom import metrics
+from .. import io, phantom
+from ..phantom import metrics
 from . import report as report_mod
+from .chain import run
+from .subject import process_subject
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,11 @@ def run_demo(out=None, *, force: bool = False, shape=DEMO_SHAPE, voxel_size=DEMO
         phantom.write_phantom_dataset(data_dir, head, force=force)
         paths = phantom.phantom_paths(data_dir, n_echoes=len(head.echo_times))
         data = io.load_gre(paths["mag"], paths["phase"])
-        result = pipeline.run(data)
         if keep:
-            pipeline.write_outputs(result, data, root / "qsmflow", force=force)
-            qc = report_mod.write_report(root / "qsmflow", data.prefix)
+            result, _ = process_subject(data, root / "qsmflow", force=force)
+            qc = root / "qsmflow" / f"{data.prefix}{report_mod.REPORT_SUFFIX}"
+        else:
+            result = run(data)
         report = metrics.format_report(metrics.evaluate(result, head))
     finally:
         if not keep:

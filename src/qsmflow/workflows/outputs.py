@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import __version__
-from .io import GreInput, OutputSet
+from .. import __version__
+from ..io import GreInput, OutputSet
 
 if TYPE_CHECKING:
-    from .pipeline import QSMResult
+    from .options import QSMResult
 
 __all__ = ["output_names", "write_outputs"]
 

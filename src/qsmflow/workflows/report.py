@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from . import __version__, _figures, io
+from .. import __version__, io
+from . import figures as _figures
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ def _page(title: str, body: str) -> str:
 def write_index(root, runs) -> Path:
     """Write ``index.html`` in a bids derivative ``root``: a status table linking every run's report.
 
-    ``runs``: (subdir, :class:`qsmflow.batch.RunStatus`) pairs, subdir relative to ``root``.
+    ``runs``: (subdir, :class:`qsmflow.workflows.batch.RunStatus`) pairs, subdir relative to ``root``.
     """
     root = Path(root)
     rows = []

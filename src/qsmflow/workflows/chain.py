@@ -1,0 +1,386 @@
+"""The QSM and R2* chain: ``run()`` composes the stages on a loaded acquisition."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+import time
+
+import numpy as np
+
+from .. import (
+    _checks,
+    bgremove,
+    fieldmap,
+    inversion,
+    kernels,
+    masking,
+    phaseoffset,
+    reference,
+    relaxometry,
+    sanity,
+    swi,
+)
+from ..constants import GAMMA_BAR_HZ_PER_T
+from ..io import GreInput
+from ..registry import choose
+from .options import STAGES, UNTIL, Options, QSMResult, resolve_bgremove, resolve_inversion
+
+log = logging.getLogger(__name__)
+
+# Voxels kept around the mask when the volume is cropped for the computation.
+_CROP_MARGIN = 8
+
+
+_KERNEL_CITATION = (
+    "Marques JP, Bowtell R. Application of a Fourier-based method for rapid calculation of field "
+    "inhomogeneity due to spatial variation of magnetic susceptibility. Concepts Magn Reson B "
+    "2005;25B:65-78. doi:10.1002/cmr.b.20034"
+)
+
+
+class _Timer:
+    def __init__(self, timings: dict, stage: str, progress=None):
+        self.timings, self.stage, self.progress = timings, stage, progress
+
+    def __enter__(self):
+        log.info("%s ...", self.stage)
+        if self.progress:
+            self.progress(self.stage, "start")
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        dt = time.perf_counter() - self.t0
+        self.timings[self.stage] = round(dt, 3)
+        if exc[0] is None:
+            log.info("%s done in %.1f s", self.stage, dt)
+            if self.progress:
+                self.progress(self.stage, "end")
+
+
+def _uncrop(arr: np.ndarray, box, shape, dtype=None) -> np.ndarray:
+    out = np.zeros(shape, dtype or arr.dtype)
+    out[box] = arr
+    return out
+
+
+def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | None = None,
+        progress=None, until: str | None = None) -> QSMResult:
+    """Run the chain on a loaded acquisition.
+
+    Parameters
+    ----------
+    data : GreInput
+        From :func:`qsmflow.io.load_gre`.
+    options : Options
+        Methods and their options (defaults: the package's default chain).
+    mask : ndarray of bool, optional
+        Brain mask to use instead of computing one.
+    progress : callable, optional
+        Called as ``progress(stage, "start" | "end")`` around each stage.
+    until : {"mask", "unwrap", "field_fit"}, optional
+        Stop after this stage (the stage commands); default: the whole chain.
+
+    Returns
+    -------
+    QSMResult
+    """
+    if until is not None and until not in UNTIL:
+        raise ValueError(f"until must be one of {', '.join(UNTIL)}, got {until!r}")
+    collector = _WarningCollector()
+    logging.getLogger("qsmflow").addHandler(collector)
+    try:
+        result = _run(data, options or Options(), mask, progress, until)
+    finally:
+        logging.getLogger("qsmflow").removeHandler(collector)
+    result.warnings.extend(w for w in collector.messages if w not in result.warnings)
+    return result
+
+
+class _WarningCollector(logging.Handler):
+    """Keeps the warnings the stages log, for the provenance file."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
+    shape = data.magnitude.shape[:3]
+    vs, te = data.voxel_size, data.echo_times
+    so = opt.stage_options
+    used = {stage: choose(methods, getattr(opt, stage), stage) for stage, methods in STAGES.items()
+            if stage not in ("bgremove", "inversion")}
+    used["inversion"] = STAGES["inversion"][resolve_inversion(opt.inversion, vs)]
+    opt = dataclasses.replace(opt, inversion=used["inversion"].name)
+    if used["inversion"].name != "tfi":
+        used["bgremove"] = STAGES["bgremove"][resolve_bgremove(opt.bgremove, vs)]
+    res = QSMResult(mask=np.zeros(shape, bool), warnings=list(data.warnings))
+    timer = functools.partial(_Timer, res.timings, progress=progress)
+    res.parameters = {"stage_options": so, "phase_sign": opt.phase_sign}
+
+    if until != "mask":  # the mask needs neither echo order nor phase
+        region = sanity.tissue(data.magnitude)
+        sanity.check_echo_order(data.magnitude, te, region)
+        sanity.check_phase_evolves(data.phase, region)
+        del region
+    with timer("mask"):
+        if mask is not None:
+            brain = _checks.as_mask("mask", mask, shape) & data.finite
+            mask_source = "given"
+        else:
+            brain = used["mask"].func(data.magnitude, vs, valid=data.finite, **so.get("mask", {}))
+            mask_source = opt.mask
+        if brain.sum() < 27:
+            raise ValueError(f"the brain mask holds only {int(brain.sum())} voxels; check the mask or the magnitude")
+    res.mask = brain
+    done = ["mask"]
+    if until == "mask":
+        return _finish(res, used, done, mask_source)
+
+    if data.n_echoes == 1:
+        log.warning("single-echo data: the field comes from one echo (phase offset assumed 0) and no "
+                    "R2*/T2* map is made")
+        used["phase_offset"] = phaseoffset.METHODS["none"]
+    box = kernels.bounding_box(brain, _CROP_MARGIN)
+    res.parameters["crop_box"] = [[s.start, s.stop] for s in box]
+    m = brain[box]
+    mag = data.magnitude[box]
+    pha = data.phase[box] * np.float32(opt.phase_sign)
+
+    with timer("phase_offset"):
+        pha, offset = used["phase_offset"].func(pha, mag, te, vs, mask=m, **so.get("phase_offset", {}))
+    with timer("unwrap"):
+        unwrapped = used["unwrap"].func(pha, vs, mask=m, magnitude=mag, echo_times=te, **so.get("unwrap", {}))
+        del pha
+    res.phase_offset = _uncrop(offset, box, shape, np.float32)
+    res.unwrapped_phase = _uncrop(np.where(m[..., None], unwrapped, 0), box, shape + (data.n_echoes,), np.float32)
+    done += ["phase_offset", "unwrap"]
+    if until == "unwrap":
+        return _finish(res, used, done, mask_source)
+
+    # through the origin where the phase offset was removed; the free line without offset removal
+    fit_kw = {"intercept": "fit"} if used["phase_offset"].name == "none" else {}
+    fit_kw["voxel_size"] = vs  # with one or two echoes, for the field model's error in the noise map
+    fit_kw.update(so.get("field_fit", {}))
+    with timer("field_fit"):
+        f_hz, noise_hz = used["field_fit"].func(unwrapped, mag, te, mask=m, **fit_kw)
+    del unwrapped
+    res.total_field_hz = _uncrop(np.where(m, f_hz, 0), box, shape, np.float32)
+    res.field_noise_hz = _uncrop(np.where(m, noise_hz, 0), box, shape, np.float32)
+    sanity.check_field_noise(noise_hz, m, data.field_strength, te)
+    hz_per_ppm = GAMMA_BAR_HZ_PER_T * data.field_strength * 1e-6
+    res.parameters["hz_per_ppm"] = hz_per_ppm
+    done.append("field_fit")
+    if opt.swi:
+        with timer("swi"):
+            res.swi, res.minip, res.parameters["swi"] = swi_maps(data, res.total_field_hz, brain, opt)
+    if until == "field_fit":
+        return _finish(res, used, done, mask_source)
+
+    r2_c = r2_sd = None
+    sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
+    if data.n_echoes >= 2:  # before background removal: R2* marks the dural sinuses at the mask's edge
+        with timer("r2star"):
+            r2_c, s0_c, fit_c = relaxation_maps(mag, te, m, opt, noise_sigma=sigma, field_hz=f_hz,
+                                                slice_axis=data.slice_axis)
+            r2_sd = relaxometry.r2star_noise(mag, te, sigma, m)
+        res.r2star = _uncrop(r2_c, box, shape)
+        res.s0 = _uncrop(s0_c, box, shape)
+        res.r2star_fit = _uncrop(fit_c, box, shape)
+        res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
+        res.parameters["r2star"] = {"noise_sigma": sigma, "gradient_correction": opt.r2star_gradient_correction,
+                                     "slice_axis": data.slice_axis}
+    total_ppm = np.where(m, f_hz / hz_per_ppm, 0)
+    peel = dict(r2star=r2_c, r2star_noise=r2_sd, field_strength=data.field_strength)
+    tfi = used["inversion"].name == "tfi"
+    if tfi:  # total field inversion fits the total field itself: no background removal
+        with timer("field_region"):
+            local_c, eroded_c = field_region(total_ppm, m, vs, noise_hz, opt, **peel)
+    else:
+        with timer("bgremove"):
+            local_c, eroded_c = background_removal(total_ppm, m, vs, data.b0_direction, noise_hz, opt, **peel)
+        res.parameters["bg_polynomial"] = opt.bg_polynomial
+        done.append("bgremove")
+    del total_ppm
+    res.eroded_mask = _uncrop(eroded_c, box, shape, bool)
+    rss = np.sqrt(np.sum(mag.astype(np.float32) ** 2, axis=-1)) if mag.ndim == 4 else mag
+    thermal_ppm = None
+    if opt.chi_sd:  # the uncertainty map propagates the thermal noise, not the field model's error
+        thermal_hz, ratio = fieldmap.thermal_noise(noise_hz, mag, te, m, sigma)
+        res.parameters["chi_sd_noise_ratio"] = round(ratio, 4)
+        if ratio < 1:
+            log.info("χ uncertainty map: the thermal noise (from the air) is %.2f of the field fit's residual noise; "
+                     "the rest is field-model error, a bias the map leaves out", ratio)
+        thermal_ppm = thermal_hz / hz_per_ppm
+    chi_c, sd_c, csf_c, used["reference"] = inversion_and_reference(
+        local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
+        magnitude=rss, phase_scale=2 * np.pi * hz_per_ppm * float(np.mean(te)), r2star=r2_c, sd_noise_ppm=thermal_ppm)
+    res.chi = _uncrop(chi_c, box, shape, np.float32)
+    if sd_c is not None:
+        res.chi_sd = _uncrop(sd_c, box, shape, np.float32)
+    if tfi:  # the local field TFI explains: the field of χ inside the region it was fitted on
+        local_c = np.where(eroded_c, kernels.forward_field(chi_c, vs, data.b0_direction), 0)
+    res.local_field_ppm = _uncrop(local_c, box, shape, np.float32)
+    if csf_c is not None:
+        res.csf_mask = _uncrop(csf_c, box, shape, bool)
+    done += ["inversion", "reference"] + (["r2star"] if r2_c is not None else [])
+    return _finish(res, used, done, mask_source)
+
+
+def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=None, slice_axis=None):
+    """R2* (1/s), S0 and the relative fit residual by ``opt.r2star``; with
+    ``opt.r2star_gradient_correction`` the macroscopic dephasing of ``field_hz`` is divided out
+    (a 2D acquisition's slices along ``slice_axis``; None for 3D)."""
+    method = choose(STAGES["r2star"], opt.r2star, "r2star")
+    dephasing = None
+    if opt.r2star_gradient_correction:
+        if field_hz is None:
+            raise ValueError("the R2* gradient correction needs a field map (Hz)")
+        dephasing = relaxometry.gradient_dephasing(field_hz, te, mask, slice_axis=slice_axis)
+    r2, s0 = method.func(mag, te, mask=mask, noise_sigma=noise_sigma, dephasing=dephasing,
+                         **opt.stage_options.get("r2star", {}))
+    fit_mag = mag if dephasing is None else mag / np.maximum(dephasing, 1e-3)
+    return r2, s0, relaxometry.fit_residual(fit_mag, te, r2, s0, mask & (r2 > 0))
+
+
+def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Options, res: QSMResult, timer, *,
+                            noise_ppm=None, magnitude=None, phase_scale=None, r2star=None, sd_noise_ppm=None):
+    """Dipole inversion and referencing of a local field (ppm): (χ, its noise SD or None, CSF mask
+    or None, reference used).
+
+    Each method gets what it accepts of: the noise map (ppm), the magnitude, the phase
+    per ppm at the mean echo time, and the CSF mask found from R2* (when the inversion
+    takes one or the reference is CSF). With ``opt.chi_sd``, a noise map and an inversion
+    that propagates noise (``inversion.SD_METHODS``), χ's SD comes too (see
+    :func:`qsmflow.inversion.medi`). The inversion's choices (weights, iterations)
+    go to ``res.parameters["inversion"]``, the reference offset to
+    ``res.parameters["reference_offset_ppm"]``.
+    """
+    so = opt.stage_options
+    inv = STAGES["inversion"][resolve_inversion(opt.inversion, voxel_size)]
+    ref = choose(STAGES["reference"], opt.reference, "reference")
+    accepted = inspect.signature(inv.func).parameters
+    csf = None
+    if r2star is not None and ("csf_mask" in accepted or ref.name == "csf"):
+        csf = reference.csf_mask(r2star, eroded, voxel_size)
+        if not csf.any():
+            csf = None
+    if ref.name == "csf" and csf is None:
+        why = "no region of at least 1 mL with R2* below 5/s near the brain's centre" if r2star is not None else \
+            "finding it needs R2*, i.e. two or more echoes"
+        log.warning("no CSF found for the reference (%s); χ is referenced to the whole-brain mean instead", why)
+        ref = reference.METHODS["mean"]
+    context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf}
+    # what the user set in stage_options wins over what the chain provides
+    kwargs = {k: v for k, v in context.items() if k in accepted and v is not None}
+    kwargs.update(so.get("inversion", {}))
+    if "magnitude" in accepted and "magnitude" not in kwargs:
+        raise ValueError(f"inversion {inv.name!r} needs a magnitude image")
+    sd = None
+    if opt.chi_sd and "return_sd" not in kwargs:
+        if inv.name not in inversion.SD_METHODS:
+            log.info("no χ uncertainty map: inversion %r does not propagate the field noise (%s do)", inv.name,
+                     " and ".join(inversion.SD_METHODS))
+        elif noise_ppm is None:
+            log.info("no χ uncertainty map: there is no field-noise map")
+        else:
+            kwargs["return_sd"] = True
+            if sd_noise_ppm is not None and "sd_noise" not in kwargs:
+                kwargs["sd_noise"] = sd_noise_ppm
+    info: dict = {}
+    with timer("inversion"):
+        chi = inv.func(local, eroded, voxel_size, b0_direction, info=info, **kwargs)
+    if kwargs.get("return_sd"):
+        chi, sd = chi
+        # the noise propagation ran inside the inversion: book its time apart
+        res.timings["chi_sd"] = round(info.get("sd_seconds", 0.0), 3)
+        res.timings["inversion"] = round(res.timings["inversion"] - res.timings["chi_sd"], 3)
+    res.parameters["inversion"] = info
+    ref_kwargs = {"csf": csf} if ref.name == "csf" else {}
+    ref_kwargs.update(so.get("reference", {}))
+    with timer("reference"):
+        chi, offset = ref.func(chi, eroded, **ref_kwargs)
+    res.parameters["reference_offset_ppm"] = offset
+    if csf is not None:
+        res.parameters["csf_voxels"] = int(csf.sum())
+    return chi, sd, csf, ref
+
+
+def field_region(field, mask, voxel_size, noise, opt: Options, *, r2star=None, r2star_noise=None,
+                 field_strength=3.0):
+    """The field on the mask without its unreliable edge (:func:`qsmflow.masking.reliable_field_mask`
+    from ``noise`` and ``r2star``; the whole mask when ``opt.peel_noise_factor`` is 0 or there
+    is no noise map): (field, mask)."""
+    if noise is not None and opt.peel_noise_factor > 0:
+        mask = masking.reliable_field_mask(mask, noise, voxel_size, r2star=r2star, r2star_noise=r2star_noise,
+                                           field_strength=field_strength, factor=opt.peel_noise_factor)
+        field = np.where(mask, field, 0)
+    return field, mask
+
+
+def background_removal(field, mask, voxel_size, b0_direction, noise, opt: Options, *, r2star=None,
+                       r2star_noise=None, field_strength=3.0):
+    """The chosen background removal on :func:`field_region`, then the optional polynomial
+    clean-up (``opt.bg_polynomial``)."""
+    method = STAGES["bgremove"][resolve_bgremove(opt.bgremove, voxel_size)]
+    field, mask = field_region(field, mask, voxel_size, noise, opt, r2star=r2star, r2star_noise=r2star_noise,
+                               field_strength=field_strength)
+    local, eroded = method.func(field, mask, voxel_size, b0_direction, noise=noise,
+                                **opt.stage_options.get("bgremove", {}))
+    if opt.bg_polynomial:
+        local = bgremove.remove_polynomial(local, eroded, voxel_size, order=opt.bg_polynomial, noise=noise)
+        log.info("removed a polynomial of order %d from the local field", opt.bg_polynomial)
+    return local, eroded
+
+
+def _finish(res: QSMResult, used: dict, done: list, mask_source: str) -> QSMResult:
+    """Methods and citations of the stages that ran."""
+    res.parameters["methods"] = {s: (mask_source if s == "mask" else used[s].name) for s in done}
+    cites = [_KERNEL_CITATION] if "field_fit" in done else []
+    for stage in done:
+        if stage == "mask" and mask_source == "given":
+            continue
+        cites.extend(c for c in used[stage].citations if c not in cites)
+    if res.swi is not None:
+        cites.extend(c for c in swi.CITATIONS["clear"] if c not in cites)
+    res.citations = cites
+    return res
+
+
+def minip_axis(affine) -> int:
+    """The voxel axis closest to the head's superior-inferior (world z) axis: axial minIP slabs."""
+    cols = np.asarray(affine, float)[:3, :3]
+    return int(np.argmax(np.abs(cols[2]) / np.linalg.norm(cols, axis=0)))
+
+
+def swi_maps(data: GreInput, field_hz: np.ndarray, mask: np.ndarray, opt: Options, *, method: str = "clear",
+             echo: int | None = None):
+    """SWI, its minIP over ``opt.minip_slab_mm`` (axial slabs) and the parameters used.
+
+    ``clear``: the multi-echo variant on the fitted total field (``field_hz``, already in
+    qsmflow's sign, so veins have positive phase); ``homodyne``: Haacke's filter on the
+    phase of echo ``echo`` (0-based; default the middle one), with ``opt.phase_sign``.
+    """
+    if method == "clear":
+        image, _ = swi.clear_swi(data.magnitude, field_hz, data.echo_times, mask=mask, voxel_size=data.voxel_size)
+        params = {"method": "clear", "effective_te_s": float(np.mean(data.echo_times))}
+    elif method == "homodyne":
+        e = data.n_echoes // 2 if echo is None else echo
+        if not 0 <= e < data.n_echoes:
+            raise ValueError(f"the SWI echo must be between 1 and {data.n_echoes}, got {e + 1}")
+        image, _ = swi.homodyne_swi(data.magnitude[..., e], data.phase[..., e], mask=mask,
+                                    voxel_size=data.voxel_size, phase_sign=opt.phase_sign)
+        params = {"method": "homodyne", "echo": e + 1, "filter_mm": swi.HOMODYNE_FILTER_MM}
+    else:
+        raise ValueError(f"SWI method {method!r} is unknown; choose clear or homodyne")
+    axis = minip_axis(data.affine)
+    minip = swi.min_intensity_projection(image, data.voxel_size, slab_mm=opt.minip_slab_mm, axis=axis)
+    params.update({"phase_mask_power": swi.MASK_POWER, "minip_slab_mm": opt.minip_slab_mm, "minip_axis": axis,
+                   "minip_slices": swi.minip_slices(opt.minip_slab_mm, data.voxel_size[axis])})
+    return image, minip, params
