@@ -32,7 +32,7 @@ import numpy as np
 from _bench import PeakMemory, table
 from qsmflow import io, phantom, pipeline
 from qsmflow.phantom import metrics
-from qsmflow.constants import GAMMA_BAR_HZ_PER_T
+from qsmflow._shared.constants import GAMMA_BAR_HZ_PER_T
 
 VARIANTS = {
     "axial SNR100": dict(snr=100.0),

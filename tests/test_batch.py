@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from qsmflow import io, phantom, pipeline
+from qsmflow import phantom, pipeline
 from qsmflow.workflows import batch
 
 ECHOES = (0.004, 0.008, 0.012)

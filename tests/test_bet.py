@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from conftest import ellipsoid, grid_mm, shared_data
 
-from qsmflow import _mesh, bet, masking
+from qsmflow import masking
+from qsmflow.masking import bet
+from qsmflow.masking import mesh as _mesh
 
 SHAPE, VS = (60, 72, 56), (2.5, 2.5, 3.0)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qsmflow.constants import T2STAR_CAP_S
+from qsmflow._shared.constants import T2STAR_CAP_S
 from qsmflow import relaxometry
 from qsmflow.relaxometry import gradient_dephasing, loglinear_r2star, t2star_from_r2star
 
@@ -169,7 +169,7 @@ def test_r2star_fit_errors_name_the_argument(fit):
 def test_r2star_maps_are_clipped_to_physical_values():
     """Signal that grows with TE gives 0 (not a negative R2*), a decay faster than the cap gives
     the cap (1000/s), outside the mask R2* and S0 are 0, and the fit residual is relative."""
-    from qsmflow.constants import R2STAR_CAP_PER_S
+    from qsmflow._shared.constants import R2STAR_CAP_PER_S
 
     te = np.array([0.002, 0.004, 0.006])
     r2 = np.array([25.0, -20.0, 2000.0, 25.0]).reshape(4, 1, 1)
@@ -217,7 +217,7 @@ def test_nlls_reaches_the_least_squares_optimum():
 
 
 def test_t2star_from_r2star_literals():
-    from qsmflow.constants import T2STAR_CAP_S
+    from qsmflow._shared.constants import T2STAR_CAP_S
 
     r2 = np.array([[[20.0, 50.0, 0.0, -5.0, 1.0 / T2STAR_CAP_S, 2.0 / T2STAR_CAP_S]]])
     mask = np.array([[[True, False, True, True, True, True]]])

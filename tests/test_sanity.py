@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import ellipsoid, run_cli
 
-from qsmflow import masking, pipeline, sanity
+from qsmflow import masking, pipeline
+from qsmflow.workflows import sanity
 from qsmflow.io import GreInput
 
 SHAPE, VS = (40, 44, 36), (4.0, 4.0, 4.0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from qsmflow import kernels, phantom, swi
-from qsmflow.constants import GAMMA_BAR_HZ_PER_T
+from qsmflow._shared.constants import GAMMA_BAR_HZ_PER_T
 
 from conftest import grid_mm
 

@@ -15,7 +15,7 @@ from scipy import ndimage
 from conftest import ellipsoid, grid_mm, radial_source, run_cli
 
 from qsmflow import pipeline
-from qsmflow.constants import GAMMA_BAR_HZ_PER_T
+from qsmflow._shared.constants import GAMMA_BAR_HZ_PER_T
 from qsmflow.io import GreInput
 
 GAMMA_BAR_MHZ_PER_T = 42.577478  # proton, CODATA 2018

@@ -48,7 +48,7 @@ CORE = {
     "inversion": ([f"inversion/{f}.py" for f in ("__init__", "_common", "direct", "tv", "solvers", "problem", "ilsqr",
                                                  "regularisation")], ["test_inversion.py"]),
     "relaxometry": (["relaxometry.py"], ["test_relaxometry.py"]),
-    "masking": (["masking.py", "bet.py"], ["test_masking.py", "test_bet.py", "test_sanity.py"]),
+    "masking": (["masking/__init__.py", "masking/bet.py"], ["test_masking.py", "test_bet.py", "test_sanity.py"]),
     "io-phase": (["io/_phase.py"], ["test_io.py", "test_units.py"]),
 }
 

@@ -13,9 +13,9 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from . import _checks
-from .unwrap import romeo as _romeo
-from .registry import Method
+from ._shared import checks as _checks
+from ._shared.units import wrap
+from ._shared.registry import Method
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _choose_model(a, b_free, sxx, b_zero, stt, w, te, sigma2, inflate, intercept
         tbar = (w @ te) / sw
         var_a = sigma2 * inflate * (1 / sw + tbar**2 / sxx)
         # each voxel's z² capped, so that one outlier (a 2π error) cannot switch its neighbours
-        z2 = _to_volume(np.minimum(_romeo.wrap(a) ** 2 / np.maximum(var_a, 1e-30), 4 * _INTERCEPT_Z**2), mask)
+        z2 = _to_volume(np.minimum(wrap(a) ** 2 / np.maximum(var_a, 1e-30), 4 * _INTERCEPT_Z**2), mask)
         weight = ndimage.uniform_filter(mask.astype(np.float32), 3, mode="constant")
         mean_z2 = ndimage.uniform_filter(z2, 3, mode="constant")[mask] / np.maximum(weight[mask], 1e-6)
         use_zero = mean_z2 <= _INTERCEPT_Z**2
@@ -386,7 +386,7 @@ def complex_fit(
     b_two = (p[:, 1] - p[:, 0]) / (te[1] - te[0])
     a, b, its = _best_of(p, w, te, [(a_lin, b_lin), (p[:, 0] - b_two * te[0], b_two)], free=True,
                          max_iter=max_iter, tol_hz=tol_hz)
-    sigma2, inflate = _pooled_noise(_romeo.wrap(p - a[:, None] - b[:, None] * te), w, te.size - 2)
+    sigma2, inflate = _pooled_noise(wrap(p - a[:, None] - b[:, None] * te), w, te.size - 2)
     b0 = b
     if intercept != "fit":  # from the free optimum, which already chose the right turn of every echo
         _, b0, _ = _gauss_newton(p, w, te, np.zeros_like(b), b, max_iter, tol_hz, free=False)
@@ -405,7 +405,7 @@ def _best_of(p, w, te, starts, *, free, max_iter, tol_hz):
     for a0, b0 in starts:
         a, b, it = _gauss_newton(p, w, te, a0, b0, max_iter, tol_hz, free)
         iters = max(iters, it)
-        cost = np.sum(w * (1 - np.cos(_romeo.wrap(p - a[:, None] - b[:, None] * te))), axis=1)
+        cost = np.sum(w * (1 - np.cos(wrap(p - a[:, None] - b[:, None] * te))), axis=1)
         if best is None:
             best = (a, b, cost)
         else:
@@ -422,7 +422,7 @@ def _gauss_newton(p, w, te, a, b, max_iter, tol_hz, free=True):
     it = 0
     for it in range(1, max_iter + 1):
         pa, wa = p[active], w[active]
-        r = _romeo.wrap(pa - a[active, None] - b[active, None] * te)
+        r = wrap(pa - a[active, None] - b[active, None] * te)
         if free:
             da, db, _ = _wls_line(r, wa, te)
             a[active] += da

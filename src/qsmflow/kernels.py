@@ -12,7 +12,7 @@ import os
 import numpy as np
 import scipy.fft as sfft
 
-from . import _checks
+from ._shared import checks as _checks
 
 __all__ = [
     "bounding_box",

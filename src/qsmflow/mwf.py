@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from . import _checks, kernels
+from . import kernels
+from ._shared import checks as _checks
 
 log = logging.getLogger(__name__)
 

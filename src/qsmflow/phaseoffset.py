@@ -11,9 +11,10 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from . import _checks
+from ._shared import checks as _checks
+from ._shared.units import wrap
 from .unwrap import romeo as _romeo
-from .registry import Method
+from ._shared.registry import Method
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def mcpc3ds(
     mask = _checks.as_mask("mask", mask, phase.shape[:3])
     sigma = _checks.positive("sigma_mm", sigma_mm)
 
-    hip = _romeo.wrap(phase[..., 1] - phase[..., 0]).astype(np.float32)
+    hip = wrap(phase[..., 1] - phase[..., 0]).astype(np.float32)
     weight = np.sqrt(magnitude[..., 0] * magnitude[..., 1])
     w = _romeo.edge_weights(hip, mask, magnitude=weight)
     hip_u = _romeo.tree_unwrap(hip, w, mask, seed_quality=weight)
@@ -89,7 +90,7 @@ def mcpc3ds(
     offset_raw = np.where(mask, phase[..., 0] - evolution, 0.0)
     z = np.where(mask, magnitude[..., 0], 0.0) * np.exp(1j * offset_raw)
     offset = _smooth_phase(z, sigma / vs)
-    corrected = _romeo.wrap(phase - offset[..., None]).astype(np.float32)
+    corrected = wrap(phase - offset[..., None]).astype(np.float32)
     log.info("MCPC-3D-S phase offset from echoes 1-2 (TE %.4g/%.4g s), smoothed %.1f mm", te[0], te[1], sigma)
     return corrected, offset
 
@@ -112,7 +113,7 @@ def _smooth_phase(z: np.ndarray, sigma_voxels) -> np.ndarray:
         ramp = ramp + g * (np.arange(n) - n / 2).reshape(shape)
     flat = z * np.exp(-1j * ramp)
     smooth = ndimage.gaussian_filter(flat.real, sigma_voxels) + 1j * ndimage.gaussian_filter(flat.imag, sigma_voxels)
-    return _romeo.wrap(np.angle(smooth) + ramp).astype(np.float32)
+    return wrap(np.angle(smooth) + ramp).astype(np.float32)
 
 
 def no_offset_removal(phase, magnitude, echo_times, voxel_size, *, mask):

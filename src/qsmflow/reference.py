@@ -7,9 +7,9 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from . import _checks
-from .constants import CSF_MIN_VOLUME_ML, CSF_R2STAR_PER_S, CSF_SEARCH_RADIUS_MM
-from .registry import Method
+from ._shared import checks as _checks
+from ._shared.constants import CSF_MIN_VOLUME_ML, CSF_R2STAR_PER_S, CSF_SEARCH_RADIUS_MM
+from ._shared.registry import Method
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ import logging
 
 import numpy as np
 
-from . import _checks
-from .constants import (
+from ._shared import checks as _checks
+from ._shared.constants import (
     GRADIENT_CORRECTION_MIN_FACTOR,
     R2STAR_CAP_PER_S,
     R2STAR_NOISE_FLOOR_K,
     T2STAR_CAP_S,
 )
-from .registry import Method
+from ._shared.registry import Method
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ import logging
 
 import numpy as np
 
-from . import _checks, kernels
-from .constants import MAX_ECHO_TIME_S
+from . import kernels
+from ._shared import checks as _checks
+from ._shared.constants import MAX_ECHO_TIME_S
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ import logging
 
 import numpy as np
 
-from .. import _checks
+from .._shared import checks as _checks
 from . import pde, smv
-from .._weights import noise_weights
-from ..constants import VSHARP_RADII_MM, VSHARP_THRESHOLD
-from ..registry import Method
+from .._shared.weights import noise_weights
+from .._shared.constants import VSHARP_RADII_MM, VSHARP_THRESHOLD
+from .._shared.registry import Method
 
 log = logging.getLogger(__name__)
 

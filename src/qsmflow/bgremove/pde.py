@@ -7,7 +7,7 @@ from scipy import sparse
 from scipy.sparse.linalg import cg
 
 from .. import kernels
-from .._cg import conjugate_gradient
+from .._shared.cg import conjugate_gradient
 
 
 def _shift_pairs(a: np.ndarray, axis: int):

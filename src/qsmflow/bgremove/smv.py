@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from .._cg import conjugate_gradient
+from .._shared.cg import conjugate_gradient
 
 # A voxel is inside the mask eroded by a sphere when the sphere's mean of the mask
 # is 1 up to float32 round-off of the FFT convolution (measured below 1e-5).

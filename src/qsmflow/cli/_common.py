@@ -224,21 +224,20 @@ def _regularisation_options(inversion: str, value: str) -> dict:
 
 def _in_ppm(fmap, unit: str, field_strength, option: str) -> float:
     """Factor taking the map ``fmap`` (``io.MapInput``) from ``unit`` (auto: its sidecar's Units) to ppm."""
-    from .. import _checks
-    from ..constants import GAMMA_BAR_HZ_PER_T
+    from .._shared import checks as _checks
+    from .._shared.units import hz_per_ppm
 
     if unit == "auto":
-        units = str(fmap.sidecar.get("Units", "")).strip().lower()
-        if units not in ("hz", "ppm"):
+        unit = str(fmap.sidecar.get("Units", "")).strip().lower()
+        if unit not in ("hz", "ppm"):
             flag = "--noise-unit" if option == "--noise" else "--unit"
             raise ValueError(f"the unit of {option} is unknown (no Units in its sidecar); pass {flag} hz or ppm")
-        unit = units
     if unit == "ppm":
         return 1.0
     b0 = field_strength if field_strength is not None else fmap.sidecar.get("MagneticFieldStrength")
     if b0 is None:
         raise ValueError(f"{option} is in Hz and B0 is unknown; pass --field-strength (tesla)")
-    return 1.0 / (GAMMA_BAR_HZ_PER_T * _checks.field_strength(b0) * 1e-6)
+    return 1.0 / hz_per_ppm(_checks.field_strength(b0))
 
 
 def _stage_command(until, data, options, mask_path, out, force):

@@ -240,8 +240,9 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
     """χ (ppm) from a local field and its mask: <prefix>_Chimap (and _csfmask) in OUT."""
     import numpy as np
 
-    from .. import _checks, io, pipeline
-    from ..constants import GAMMA_BAR_HZ_PER_T
+    from .. import io, pipeline
+    from .._shared import checks as _checks
+    from .._shared import units
 
     local = io.load_map(local_path, name="--local", prefix=prefix)
     shape, affine = local.data.shape, local.affine
@@ -274,7 +275,7 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
         te = float(np.mean(te))
         if te > 1:
             raise ValueError(f"--echo-time {te} looks like milliseconds; give seconds (e.g. 0.02)")
-        phase_scale = 2 * np.pi * GAMMA_BAR_HZ_PER_T * _checks.field_strength(b0) * 1e-6 * te
+        phase_scale = float(units.rad_per_ppm(_checks.field_strength(b0), te))
     direction = _floats(b0_direction, "--b0-direction", 3) if b0_direction else io.b0_direction_from_affine(affine)
     options = pipeline.Options(inversion=inversion, reference=reference, chi_sd=not no_chi_sd and noise is not None,
                                stage_options=_regularisation_options(inversion, regularisation))

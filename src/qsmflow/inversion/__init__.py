@@ -7,7 +7,7 @@ regularisation weight accept ``"auto"`` (see :mod:`qsmflow.inversion.regularisat
 
 from __future__ import annotations
 
-from ..registry import Method
+from .._shared.registry import Method
 from .direct import closed_form_l2, tkd
 from .ilsqr import ilsqr
 from .tv import SD_CG_ITER, SD_METHODS, SD_SAMPLES, TFI_BACKGROUND_PRECONDITIONER, medi, tfi, tv

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _checks
+from .._shared import checks as _checks
 
 # Zero padding around the mask's bounding box (voxels): periodic copies of the
 # field then sit at least this far apart.

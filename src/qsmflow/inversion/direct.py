@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 
-from .. import _checks
-from ..constants import L2_LAMBDA, TKD_THRESHOLD
+from .._shared import checks as _checks
+from .._shared.constants import L2_LAMBDA, TKD_THRESHOLD
 from ._common import _PAD_VOXELS, _note, _setup
 from .problem import Problem
 

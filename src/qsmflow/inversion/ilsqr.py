@@ -7,7 +7,8 @@ import logging
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, lsmr, lsqr
 
-from .. import _checks, kernels
+from .. import kernels
+from .._shared import checks as _checks
 from ._common import _PAD_VOXELS, _note, _setup
 from .direct import tkd
 from .problem import Problem

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .. import kernels
-from .._cg import conjugate_gradient
+from .._shared.cg import conjugate_gradient
 from .problem import Problem, shrink
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,10 @@ import time
 
 import numpy as np
 
-from .. import _checks, kernels
-from .._weights import noise_weights
-from ..constants import CSF_LAMBDA, MEDI_EDGE_FRACTION, TV_ALPHA
+from .. import kernels
+from .._shared import checks as _checks
+from .._shared.weights import noise_weights
+from .._shared.constants import CSF_LAMBDA, MEDI_EDGE_FRACTION, TV_ALPHA
 from . import regularisation, solvers
 from ._common import _PAD_VOXELS, _note, _phase_scale, _setup
 from .problem import Problem

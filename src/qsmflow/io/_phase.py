@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _checks
+from .._shared import checks as _checks
 
 # Siemens: -4096..4095 (12 bit, signed) and 0..4095 (unsigned); GE/older: -2048..2047.
 _INTEGER_PHASE_RANGES = ((-4096, 4095), (0, 4095), (-2048, 2047))

@@ -13,8 +13,8 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 
-from .. import _checks
-from ..constants import AFFINE_TOLERANCE_MM
+from .._shared import checks as _checks
+from .._shared.constants import AFFINE_TOLERANCE_MM
 from ._phase import _RADIAN_SLACK, scale_phase
 
 log = logging.getLogger("qsmflow.io")

@@ -67,7 +67,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _checks
+from .._shared import checks as _checks
 from . import labels as lbl
 from .geometry import FOV_CENTRE, HeadModel
 from .myelin import MyelinWater
@@ -75,7 +75,7 @@ from .fields import dipole_fields, outside_fov_field, remove_shim
 from .signal import (PhaseOffset, affine, block_mean, kspace_downsample, receive_profile, upsample,
                               voxel_axes, wrap)
 from .tissue import tissue_properties
-from ..constants import GAMMA_BAR_HZ_PER_T
+from .._shared import units
 from .dataset import phantom_paths, write_phantom_dataset
 
 __all__ = ["TISSUES", "Tissue", "HeadPhantom", "simulate_head", "oblique_direction", "phantom_paths", "r2star_at_field",
@@ -506,7 +506,7 @@ def simulate_head(
     logger.info("phantom: fields in %.1f s", time.perf_counter() - t0)
 
     # 3. ground truth on the output grid (partial-volume averages)
-    gamma_b0 = GAMMA_BAR_HZ_PER_T * b0 * 1e-6
+    gamma_b0 = units.hz_per_ppm(b0)
     truth = {
         "chi": block_mean(chi, os_),
         "r2star": block_mean(r2s, os_),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .. import _checks
+from .._shared import checks as _checks
 
 __all__ = ["chi_scores", "dice", "evaluate", "evaluate_field", "format_report", "hfen", "nrmse", "region_means", "regression_slope"]
 

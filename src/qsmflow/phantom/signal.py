@@ -11,6 +11,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from .. import kernels
+from .._shared import units
 
 F32 = np.float32
 
@@ -91,7 +92,7 @@ def kspace_downsample(sig, f, slice_axis=None):
 
 def wrap(phase):
     """Wrap to [-π, π) in float32 (the largest float32 below π is the upper bound)."""
-    w = np.mod(phase.astype(np.float64) + np.pi, 2 * np.pi) - np.pi
+    w = units.wrap(phase.astype(np.float64))
     hi = np.nextafter(F32(np.pi), F32(0))
     return np.clip(w.astype(F32), -hi, hi)
 

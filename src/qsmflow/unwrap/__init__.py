@@ -11,9 +11,10 @@ import logging
 import numpy as np
 import scipy.fft as sfft
 
-from .. import _checks, kernels
+from .. import kernels
+from .._shared import checks as _checks
 from . import romeo
-from ..registry import Method
+from .._shared.registry import Method
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,9 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
 
+from .._shared.units import wrap
+
 TWO_PI = 2 * np.pi
-
-
-def wrap(x):
-    """Wrap to [-π, π)."""
-    return np.mod(x + np.pi, TWO_PI) - np.pi
 
 
 def _pairs(a: np.ndarray, axis: int):

@@ -11,7 +11,6 @@ import time
 import numpy as np
 
 from .. import (
-    _checks,
     bgremove,
     fieldmap,
     inversion,
@@ -20,12 +19,13 @@ from .. import (
     phaseoffset,
     reference,
     relaxometry,
-    sanity,
     swi,
 )
-from ..constants import GAMMA_BAR_HZ_PER_T
+from .._shared import checks as _checks
+from .._shared import units
 from ..io import GreInput
-from ..registry import choose
+from .._shared.registry import choose
+from . import sanity
 from .options import STAGES, UNTIL, Options, QSMResult, resolve_bgremove, resolve_inversion
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     res.total_field_hz = _uncrop(np.where(m, f_hz, 0), box, shape, np.float32)
     res.field_noise_hz = _uncrop(np.where(m, noise_hz, 0), box, shape, np.float32)
     sanity.check_field_noise(noise_hz, m, data.field_strength, te)
-    hz_per_ppm = GAMMA_BAR_HZ_PER_T * data.field_strength * 1e-6
+    hz_per_ppm = units.hz_per_ppm(data.field_strength)
     res.parameters["hz_per_ppm"] = hz_per_ppm
     done.append("field_fit")
     if opt.swi:
@@ -220,7 +220,7 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
         thermal_ppm = thermal_hz / hz_per_ppm
     chi_c, sd_c, csf_c, used["reference"] = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
-        magnitude=rss, phase_scale=2 * np.pi * hz_per_ppm * float(np.mean(te)), r2star=r2_c, sd_noise_ppm=thermal_ppm)
+        magnitude=rss, phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c, sd_noise_ppm=thermal_ppm)
     res.chi = _uncrop(chi_c, box, shape, np.float32)
     if sd_c is not None:
         res.chi_sd = _uncrop(sd_c, box, shape, np.float32)

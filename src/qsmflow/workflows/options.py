@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import (
-    _checks,
     bgremove,
     fieldmap,
     inversion,
@@ -19,7 +18,8 @@ from .. import (
     relaxometry,
     unwrap,
 )
-from ..registry import choose
+from .._shared import checks as _checks
+from .._shared.registry import choose
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,12 @@ import logging
 
 import numpy as np
 
-from .. import _checks, fieldmap, masking, relaxometry, sanity, swi, unwrap
+from .. import fieldmap, masking, relaxometry, swi, unwrap
+from . import sanity
+from .._shared import checks as _checks
 from .. import mwf as mwf_fit  # ``mwf`` is r2star_run's flag
 from ..io import GreInput
-from ..registry import choose
+from .._shared.registry import choose
 from .chain import _Timer, background_removal, inversion_and_reference, relaxation_maps, run, swi_maps
 from .options import STAGES, Options, QSMResult, resolve_bgremove
 

@@ -8,7 +8,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from . import _checks, _mesh
+from . import mesh as _mesh
+from .._shared import checks as _checks
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import checks as _checks
 
 
 def noise_weights(noise, mask: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 from skimage.filters import threshold_otsu
 
-from .constants import GAMMA_BAR_HZ_PER_T
+from .._shared import units
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def check_field_noise(noise_hz: np.ndarray, mask: np.ndarray, field_strength: fl
     finite = noise_hz[mask][np.isfinite(noise_hz[mask])]
     if finite.size == 0:
         return
-    hz_per_ppm = GAMMA_BAR_HZ_PER_T * field_strength * 1e-6
+    hz_per_ppm = units.hz_per_ppm(field_strength)
     med = float(np.median(finite))
     if med / hz_per_ppm > NOISY_FIELD_FRACTION * TYPICAL_LOCAL_FIELD_PPM:
         te = ", ".join(f"{t * 1000:g}" for t in np.asarray(echo_times))

@@ -9,9 +9,9 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from . import _checks
+from .._shared import checks as _checks
 from . import bet
-from .registry import Method
+from .._shared.registry import Method
 
 log = logging.getLogger(__name__)
 

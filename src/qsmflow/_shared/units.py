@@ -1,0 +1,28 @@
+"""Field units: Hz <-> ppm <-> radians, and phase wrapping.
+
+A field of ``x`` ppm of B0 precesses at ``x · γ̄ · B0 · 1e-6`` Hz (γ̄ = 42.577 MHz/T) and
+gathers ``2π · that · TE`` radians of phase by the echo time TE (s).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .constants import GAMMA_BAR_HZ_PER_T
+
+__all__ = ["hz_per_ppm", "rad_per_ppm", "wrap"]
+
+
+def hz_per_ppm(field_strength: float) -> float:
+    """Hz of frequency offset per ppm of B0 at ``field_strength`` (T): 127.73 at 3 T."""
+    return GAMMA_BAR_HZ_PER_T * float(field_strength) * 1e-6
+
+
+def rad_per_ppm(field_strength: float, echo_time):
+    """Phase (rad) per ppm of field gathered by ``echo_time`` (s, scalar or array)."""
+    return 2 * np.pi * hz_per_ppm(field_strength) * np.asarray(echo_time, float)
+
+
+def wrap(phase):
+    """Wrap to [-π, π)."""
+    return np.mod(phase + np.pi, 2 * np.pi) - np.pi
