@@ -10,7 +10,7 @@ from __future__ import annotations
 from .._shared.registry import Method
 from .direct import closed_form_l2, tkd
 from .ilsqr import ilsqr
-from .tv import SD_CG_ITER, SD_METHODS, SD_SAMPLES, TFI_BACKGROUND_PRECONDITIONER, medi, tfi, tv
+from .tv import SD_CG_ITER, SD_SAMPLES, TFI_BACKGROUND_PRECONDITIONER, medi, tfi, tv
 
 __all__ = ["METHODS", "SD_CG_ITER", "SD_METHODS", "SD_SAMPLES", "TFI_BACKGROUND_PRECONDITIONER", "closed_form_l2", "ilsqr",
            "medi", "tfi", "tkd", "tv"]
@@ -47,8 +47,13 @@ METHODS = {
     "tkd": Method("tkd", tkd, "thresholded k-space division, bias-corrected", _CITE["tkd"]),
     "l2": Method("l2", closed_form_l2, "closed-form L2 with gradient regularisation", _CITE["l2"]),
     "ilsqr": Method("ilsqr", ilsqr, "LSQR with streak estimation and removal", _CITE["ilsqr"]),
-    "tv": Method("tv", tv, "weighted total variation by ADMM (FANSI)", _CITE["tv"]),
-    "medi": Method("medi", medi, "morphology-enabled nonlinear TV (MEDI, MEDI+0 with a CSF mask)", _CITE["medi"]),
+    "tv": Method("tv", tv, "weighted total variation by ADMM (FANSI)", _CITE["tv"], needs=("noise", "phase_scale")),
+    "medi": Method("medi", medi, "morphology-enabled nonlinear TV (MEDI, MEDI+0 with a CSF mask)", _CITE["medi"],
+                   needs=("noise", "magnitude", "phase_scale", "csf_mask"), noise_sd=True),
     "tfi": Method("tfi", tfi, "total field inversion: MEDI+0 on the total field with background sources, "
-                  "preconditioned (no background removal)", _CITE["tfi"]),
+                  "preconditioned (no background removal)", _CITE["tfi"],
+                  needs=("noise", "magnitude", "phase_scale", "csf_mask"), noise_sd=True),
 }
+
+# the inversions that can return the χ uncertainty map
+SD_METHODS = tuple(name for name, m in METHODS.items() if m.noise_sd)

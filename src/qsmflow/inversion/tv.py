@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 # then known to about ±50 %, and region summaries use the root-mean-square (unbiased).
 SD_SAMPLES = 2
 SD_CG_ITER = 40
-# the inversions that can return the χ uncertainty map
-SD_METHODS = ("medi", "tfi")
 
 
 def tv(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, noise=None,

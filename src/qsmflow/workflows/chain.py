@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import logging
 import time
 
@@ -265,9 +264,9 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     so = opt.stage_options
     inv = STAGES["inversion"][resolve_inversion(opt.inversion, voxel_size)]
     ref = choose(STAGES["reference"], opt.reference, "reference")
-    accepted = inspect.signature(inv.func).parameters
+    needs = set(inv.needs)  # declared in the registry, not guessed from the signature
     csf = None
-    if r2star is not None and ("csf_mask" in accepted or ref.name == "csf"):
+    if r2star is not None and ("csf_mask" in needs or ref.name == "csf"):
         csf = reference.csf_mask(r2star, eroded, voxel_size)
         if not csf.any():
             csf = None
@@ -278,13 +277,13 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
         ref = reference.METHODS["mean"]
     context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf}
     # what the user set in stage_options wins over what the chain provides
-    kwargs = {k: v for k, v in context.items() if k in accepted and v is not None}
+    kwargs = {k: v for k, v in context.items() if k in needs and v is not None}
     kwargs.update(so.get("inversion", {}))
-    if "magnitude" in accepted and "magnitude" not in kwargs:
+    if "magnitude" in needs and "magnitude" not in kwargs:
         raise ValueError(f"inversion {inv.name!r} needs a magnitude image")
     sd = None
     if opt.chi_sd and "return_sd" not in kwargs:
-        if inv.name not in inversion.SD_METHODS:
+        if not inv.noise_sd:
             log.info("no χ uncertainty map: inversion %r does not propagate the field noise (%s do)", inv.name,
                      " and ".join(inversion.SD_METHODS))
         elif noise_ppm is None:
