@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import nibabel as nib
 import numpy as np
 
 from .._shared import checks as _checks
 from .._shared.constants import AFFINE_TOLERANCE_MM
+from ._nifti import _load_image, _read_data, b0_direction_from_affine, bids_entities, bids_prefix, read_sidecar
+from ._nifti import voxel_size_from_affine
 from ._phase import _RADIAN_SLACK, scale_phase
+from ._sidecars import (_check_not_swapped, _echo_times_from_sidecars, _resolve_b0_direction, _resolve_echo_times,
+                        _resolve_field_strength, _slice_axis)
 
 log = logging.getLogger("qsmflow.io")
+
 
 
 @dataclass
@@ -79,85 +81,6 @@ class GreInput:
                    finite=finite, prefix=prefix,
                    provenance={"inputs": "arrays", "echo_times_s": te.tolist(), "field_strength_T": b0,
                                "b0_direction": b0_dir.tolist(), "voxel_size_mm": vs.tolist()})
-
-
-def _load_image(path) -> nib.Nifti1Image:
-    p = Path(path)
-    if not p.exists():
-        raise ValueError(f"file not found: {p}")
-    if p.is_dir():
-        raise ValueError(f"{p} is a folder, not a NIfTI file")
-    try:
-        img = nib.load(str(p))
-    except Exception as exc:  # nibabel raises many types for bad files
-        raise ValueError(f"cannot read {p} as NIfTI ({type(exc).__name__}: {exc}); is the file complete?") from exc
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise ValueError(f"{p} is not a NIfTI image ({type(img).__name__})")
-    return img
-
-
-def _read_data(img, path) -> np.ndarray:
-    try:
-        return np.asarray(img.dataobj, dtype=np.float64)
-    except Exception as exc:
-        raise ValueError(f"cannot read the voxels of {path} ({type(exc).__name__}: {exc}); is the file truncated?") from exc
-
-
-def voxel_size_from_affine(affine) -> np.ndarray:
-    """Voxel size (mm): the lengths of the affine's first three columns."""
-    return np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
-
-
-def b0_direction_from_affine(affine) -> np.ndarray:
-    """B0 direction in voxel axes: ``R.T @ (0, 0, 1)`` with ``R`` the affine's rotation.
-
-    World +z (the scanner bore in NIfTI's scanner-based RAS frame) is the B0 axis.
-    """
-    a = np.asarray(affine, float)[:3, :3]
-    vs = voxel_size_from_affine(affine)
-    if np.any(vs == 0):
-        raise ValueError("the affine has a zero-length axis; the file's header is broken")
-    rot = a / vs
-    return _checks.b0_direction(rot.T @ np.array([0.0, 0.0, 1.0]))
-
-
-def read_sidecar(nifti_path) -> dict:
-    """The JSON sidecar beside a NIfTI file (``x.nii[.gz]`` -> ``x.json``), or ``{}``."""
-    p = Path(nifti_path)
-    name = re.sub(r"\.nii(\.gz)?$", "", p.name)
-    js = p.with_name(name + ".json")
-    if not js.exists():
-        return {}
-    try:
-        with open(js, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read the sidecar {js}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"the sidecar {js} does not hold a JSON object")
-    return data
-
-
-_ENTITY = re.compile(r"(?:^|_)([a-zA-Z0-9]+)-([a-zA-Z0-9]+)")
-
-
-def bids_entities(path) -> dict:
-    """BIDS ``key-value`` entities of a file name (``sub-01_echo-2_part-phase_MEGRE``)."""
-    name = re.sub(r"\.nii(\.gz)?$", "", Path(path).name)
-    return {k: v for k, v in _ENTITY.findall(name)}
-
-
-def bids_prefix(path) -> str:
-    """Output prefix from a file name: its entities without ``echo``/``part``, or the stem.
-
-    ``sub-01_ses-1_echo-1_part-mag_MEGRE.nii.gz`` -> ``sub-01_ses-1``; a non-BIDS
-    name such as ``Mag.nii`` -> ``Mag``.
-    """
-    name = re.sub(r"\.nii(\.gz)?$", "", Path(path).name)
-    ents = [(k, v) for k, v in _ENTITY.findall(name) if k not in ("echo", "part")]
-    if ents:
-        return "_".join(f"{k}-{v}" for k, v in ents)
-    return name or "qsmflow"
 
 
 def _echo_number(path, sidecar) -> int | None:
@@ -225,102 +148,6 @@ def series_shape(paths) -> tuple[int, int, int, int]:
     n_e = sum(int(np.prod(s[3:])) if len(s) > 3 else 1 for s in shapes)
     x, y, z = (tuple(shapes[0]) + (1, 1, 1))[:3]
     return x, y, z, n_e
-
-
-def _echo_times_from_sidecars(sidecars: list[dict], n_echoes: int) -> list[float] | None:
-    tes = []
-    for sc in sidecars:
-        te = sc.get("EchoTime")
-        if te is None:
-            return None
-        tes.extend(te if isinstance(te, list) else [te])
-    if len(tes) != n_echoes:
-        return None
-    return tes
-
-
-def _image_kind(sidecar: dict) -> str | None:
-    """'M' or 'P' from a sidecar's ImageType (dcm2niix: [..., 'M', ...] or [..., 'PHASE'])."""
-    kinds = {str(t).upper() for t in sidecar.get("ImageType", []) or []}
-    if kinds & {"P", "PHASE"}:
-        return "P"
-    if kinds & {"M", "MAGNITUDE"}:
-        return "M"
-    return None
-
-
-def _check_not_swapped(mag_sc: list[dict], pha_sc: list[dict]) -> None:
-    """Refuse magnitude files whose sidecar says phase, and phase files whose sidecar says magnitude."""
-    if any(_image_kind(sc) == "P" for sc in mag_sc):
-        raise ValueError("a --mag file's sidecar says ImageType PHASE; are --mag and --phase swapped?")
-    if any(_image_kind(sc) == "M" for sc in pha_sc):
-        raise ValueError("a --phase file's sidecar says ImageType MAGNITUDE; are --mag and --phase swapped?")
-
-
-def _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings, *, required=True):
-    """Echo times (s) from the option or the sidecars, and where they came from."""
-    sc_te = _echo_times_from_sidecars(mag_sc, n_echoes) or _echo_times_from_sidecars(pha_sc, n_echoes)
-    if echo_times is not None:
-        te = _checks.echo_times(echo_times, n_echoes)
-        if sc_te is not None and not np.allclose(sc_te, te, rtol=1e-2):
-            raise ValueError(f"--echo-times {te.tolist()} differ from the sidecars' EchoTime {sc_te}: one of them is "
-                             "wrong; leave out --echo-times to use the sidecars, or correct it")
-        return te, "--echo-times"
-    if sc_te is None:
-        if not required:
-            return None, "missing"
-        raise ValueError(
-            f"echo times are missing: no EchoTime for all {n_echoes} echo(es) in the JSON sidecars; "
-            "pass --echo-times (comma-separated, in seconds)"
-        )
-    try:
-        return _checks.echo_times(sc_te, n_echoes), "sidecar EchoTime"
-    except ValueError as exc:
-        raise ValueError(f"sidecar EchoTime: {exc}") from None
-
-
-def _resolve_field_strength(field_strength, sidecars, *, required=True):
-    """B0 (T) from the option or the sidecars, and where it came from."""
-    if field_strength is not None:
-        return _checks.field_strength(field_strength), "--field-strength"
-    vals = [sc.get("MagneticFieldStrength") for sc in sidecars if sc.get("MagneticFieldStrength") is not None]
-    if not vals:
-        if not required:
-            return None, "missing"
-        raise ValueError("field strength is missing: no MagneticFieldStrength in the JSON sidecars; "
-                         "pass --field-strength (tesla)")
-    try:
-        return _checks.field_strength(vals[0]), "sidecar MagneticFieldStrength"
-    except ValueError as exc:
-        raise ValueError(f"sidecar MagneticFieldStrength: {exc}") from None
-
-
-def _resolve_b0_direction(b0_direction, affine):
-    """B0 in voxel axes (option or affine), its source, and its angle to the slice axis (logged)."""
-    if b0_direction is not None:
-        b0_dir, src = _checks.b0_direction(b0_direction), "--b0-direction"
-    else:
-        b0_dir, src = b0_direction_from_affine(affine), "affine"
-    angle = float(np.degrees(np.arccos(min(abs(b0_dir[2]), 1.0))))
-    log.info("B0 direction in voxel axes (%s): [%.4f, %.4f, %.4f], %.1f deg from the slice axis", src, *b0_dir, angle)
-    return b0_dir, src, angle
-
-
-def _slice_axis(sidecars: list[dict]) -> tuple[int | None, str]:
-    """Slice axis of a 2D multi-slice acquisition (None for 3D) from the sidecars, and where it came from."""
-    kinds = {str(sc["MRAcquisitionType"]).upper() for sc in sidecars if sc.get("MRAcquisitionType")}
-    if len(kinds) > 1:
-        raise ValueError(f"the sidecars disagree on MRAcquisitionType ({sorted(kinds)}); are the echoes from one scan?")
-    if not kinds:
-        return None, "no MRAcquisitionType in the sidecars: taken as 3D"
-    if kinds != {"2D"}:
-        return None, f"sidecar MRAcquisitionType {kinds.pop()}"
-    dirs = {str(sc["SliceEncodingDirection"]).strip("-") for sc in sidecars if sc.get("SliceEncodingDirection")}
-    if not dirs:
-        return 2, "sidecar MRAcquisitionType 2D without SliceEncodingDirection: slices taken along k"
-    if len(dirs) > 1 or not dirs <= {"i", "j", "k"}:
-        raise ValueError(f"sidecar SliceEncodingDirection {sorted(dirs)} is not one of i, j, k")
-    return "ijk".index(dirs.pop()), "sidecar MRAcquisitionType 2D, SliceEncodingDirection"
 
 
 def _finite_magnitude(mag: np.ndarray, finite: np.ndarray) -> None:
@@ -475,123 +302,3 @@ def load_magnitude(magnitude, *, echo_times=None, field_strength=None, prefix: s
                     voxel_size=vs, b0_direction=b0_direction_from_affine(affine), finite=finite,
                     prefix=prefix or bids_prefix(mag_paths[0]), provenance=provenance, warnings=warnings,
                     slice_axis=slice_axis)
-
-
-@dataclass
-class PhaseDiffInput:
-    """A dual-echo field-map acquisition given as a phase difference."""
-
-    phasediff: np.ndarray  # (X, Y, Z) float32, radians in [-pi, pi)
-    magnitude: np.ndarray  # (X, Y, Z) float32 (the first magnitude given)
-    delta_te: float  # TE2 - TE1, seconds
-    affine: np.ndarray
-    voxel_size: np.ndarray
-    finite: np.ndarray
-    prefix: str
-    provenance: dict = field(default_factory=dict)
-
-
-def load_phasediff(phasediff, magnitude, *, delta_te=None, phase_scale: float | None = None,
-                   prefix: str | None = None) -> PhaseDiffInput:
-    """Load a phase-difference field map (e.g. Siemens ``gre_field_mapping``) and a magnitude.
-
-    ``TE2 - TE1`` comes from ``delta_te`` (s) or the phase-difference sidecar's
-    ``EchoTime1``/``EchoTime2`` (else the magnitudes' ``EchoTime``); the phase is
-    scaled to radians by the rules of :func:`scale_phase`.
-    """
-    pd, affine, pd_sc, pd_paths, _, pd_dtype = _stack("phase", phasediff)
-    if pd.shape[3] != 1:
-        raise ValueError(f"--phasediff must be a single 3D phase-difference image, got {pd.shape[3]} volumes")
-    mag, m_affine, mag_sc, _, _, _ = _stack("magnitude", magnitude)
-    if mag.shape[:3] != pd.shape[:3]:
-        raise ValueError(f"magnitude has shape {mag.shape[:3]} but the phase difference has shape {pd.shape[:3]}")
-    if not np.allclose(affine, m_affine, atol=AFFINE_TOLERANCE_MM):
-        raise ValueError("magnitude and phase difference are on different grids: their affines differ")
-    _check_not_swapped(mag_sc, pd_sc)
-    if delta_te is not None:
-        dte, src = _checks.positive("--delta-te", delta_te), "--delta-te"
-    else:
-        sc = pd_sc[0]
-        if "EchoTime1" in sc and "EchoTime2" in sc:
-            dte, src = float(sc["EchoTime2"]) - float(sc["EchoTime1"]), "sidecar EchoTime1/EchoTime2"
-        else:
-            tes = sorted(float(s["EchoTime"]) for s in mag_sc if "EchoTime" in s)
-            if len(tes) < 2:
-                raise ValueError("the echo-time difference is missing: no EchoTime1/EchoTime2 in the phase-difference "
-                                 "sidecar; pass --delta-te (seconds)")
-            dte, src = tes[-1] - tes[0], "magnitude sidecars' EchoTime"
-    if dte <= 0 or dte > 0.1:
-        raise ValueError(f"the echo-time difference must be in seconds and positive, got {dte}")
-    pd, mag = pd[..., 0], mag[..., 0]
-    finite = np.isfinite(pd) & np.isfinite(mag)
-    pd[~finite] = 0
-    mag[~finite] = 0
-    _finite_magnitude(mag, finite)
-    rad, rule = scale_phase(pd[finite], on_disk_integer=np.issubdtype(pd_dtype, np.integer), phase_scale=phase_scale)
-    out = np.zeros(pd.shape, np.float32)
-    out[finite] = rad
-    log.info("phase-difference units: %s; TE2 - TE1 = %.4g s (%s)", rule["rule"], dte, src)
-    provenance = {"inputs": {"phasediff": [str(p) for p in pd_paths]}, "delta_te_s": dte, "delta_te_source": src,
-                  "phase_scaling": rule, "voxel_size_mm": voxel_size_from_affine(affine).tolist()}
-    return PhaseDiffInput(phasediff=out, magnitude=mag.astype(np.float32), delta_te=dte, affine=affine,
-                          voxel_size=voxel_size_from_affine(affine), finite=finite,
-                          prefix=prefix or bids_prefix(pd_paths[0]), provenance=provenance)
-
-
-def load_volume(path, *, name: str = "volume", shape=None, affine=None) -> np.ndarray:
-    """Load a 3D NIfTI as float32, optionally checking it matches ``shape``/``affine``."""
-    img = _load_image(path)
-    data = _read_data(img, path)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise ValueError(f"{name} {path} must be a 3D volume, got shape {data.shape}")
-    if shape is not None and data.shape != tuple(shape):
-        raise ValueError(f"{name} {path} has shape {data.shape} but the data have shape {tuple(shape)}")
-    if affine is not None and not np.allclose(img.affine, affine, atol=AFFINE_TOLERANCE_MM):
-        raise ValueError(f"{name} {path} is on a different grid from the data: the affines differ")
-    if not np.all(np.isfinite(data)):
-        raise ValueError(f"{name} {path} holds NaN/Inf values")
-    return data.astype(np.float32)
-
-
-def load_canonical(path, *, volume: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A 3D volume (``volume``-th of a 4D file) in the closest RAS orientation, for display.
-
-    Returns the float32 data and its voxel sizes (mm) along the reoriented axes.
-    """
-    img = _load_image(path)
-    data = _read_data(img, path)
-    if data.ndim == 4:
-        data = data[..., min(volume, data.shape[3] - 1)]
-    if data.ndim != 3:
-        raise ValueError(f"{path} must be a 3D or 4D volume, got shape {data.shape}")
-    ornt = nib.orientations.io_orientation(img.affine)
-    out = nib.orientations.apply_orientation(data, ornt)
-    vs = voxel_size_from_affine(img.affine)[np.argsort(ornt[:, 0])]
-    return np.ascontiguousarray(out, np.float32), vs
-
-
-@dataclass
-class MapInput:
-    """A single 3D map (a field map, a mask) with its grid and sidecar."""
-
-    data: np.ndarray  # (X, Y, Z) float32
-    affine: np.ndarray
-    voxel_size: np.ndarray
-    sidecar: dict
-    prefix: str
-    provenance: dict = field(default_factory=dict)
-
-    @property
-    def n_echoes(self) -> int:
-        return 1
-
-
-def load_map(path, *, name: str = "map", prefix: str | None = None) -> MapInput:
-    """Load one 3D map with its affine and JSON sidecar (for the stage commands)."""
-    data = load_volume(path, name=name)
-    img = _load_image(path)
-    affine = np.asarray(img.affine, float)
-    return MapInput(data=data, affine=affine, voxel_size=voxel_size_from_affine(affine), sidecar=read_sidecar(path),
-                    prefix=prefix or bids_prefix(path), provenance={"inputs": {name: str(path)}})

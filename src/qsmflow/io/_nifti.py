@@ -1,0 +1,97 @@
+"""One NIfTI file: its data, voxel size and B0 direction from the affine, its JSON sidecar,
+its BIDS entities."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .._shared import checks as _checks
+
+log = logging.getLogger("qsmflow.io")
+
+
+
+
+def _load_image(path) -> nib.Nifti1Image:
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"file not found: {p}")
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder, not a NIfTI file")
+    try:
+        img = nib.load(str(p))
+    except Exception as exc:  # nibabel raises many types for bad files
+        raise ValueError(f"cannot read {p} as NIfTI ({type(exc).__name__}: {exc}); is the file complete?") from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ValueError(f"{p} is not a NIfTI image ({type(img).__name__})")
+    return img
+
+
+def _read_data(img, path) -> np.ndarray:
+    try:
+        return np.asarray(img.dataobj, dtype=np.float64)
+    except Exception as exc:
+        raise ValueError(f"cannot read the voxels of {path} ({type(exc).__name__}: {exc}); is the file truncated?") from exc
+
+
+def voxel_size_from_affine(affine) -> np.ndarray:
+    """Voxel size (mm): the lengths of the affine's first three columns."""
+    return np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+
+
+def b0_direction_from_affine(affine) -> np.ndarray:
+    """B0 direction in voxel axes: ``R.T @ (0, 0, 1)`` with ``R`` the affine's rotation.
+
+    World +z (the scanner bore in NIfTI's scanner-based RAS frame) is the B0 axis.
+    """
+    a = np.asarray(affine, float)[:3, :3]
+    vs = voxel_size_from_affine(affine)
+    if np.any(vs == 0):
+        raise ValueError("the affine has a zero-length axis; the file's header is broken")
+    rot = a / vs
+    return _checks.b0_direction(rot.T @ np.array([0.0, 0.0, 1.0]))
+
+
+def read_sidecar(nifti_path) -> dict:
+    """The JSON sidecar beside a NIfTI file (``x.nii[.gz]`` -> ``x.json``), or ``{}``."""
+    p = Path(nifti_path)
+    name = re.sub(r"\.nii(\.gz)?$", "", p.name)
+    js = p.with_name(name + ".json")
+    if not js.exists():
+        return {}
+    try:
+        with open(js, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read the sidecar {js}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"the sidecar {js} does not hold a JSON object")
+    return data
+
+
+_ENTITY = re.compile(r"(?:^|_)([a-zA-Z0-9]+)-([a-zA-Z0-9]+)")
+
+
+def bids_entities(path) -> dict:
+    """BIDS ``key-value`` entities of a file name (``sub-01_echo-2_part-phase_MEGRE``)."""
+    name = re.sub(r"\.nii(\.gz)?$", "", Path(path).name)
+    return {k: v for k, v in _ENTITY.findall(name)}
+
+
+def bids_prefix(path) -> str:
+    """Output prefix from a file name: its entities without ``echo``/``part``, or the stem.
+
+    ``sub-01_ses-1_echo-1_part-mag_MEGRE.nii.gz`` -> ``sub-01_ses-1``; a non-BIDS
+    name such as ``Mag.nii`` -> ``Mag``.
+    """
+    name = re.sub(r"\.nii(\.gz)?$", "", Path(path).name)
+    ents = [(k, v) for k, v in _ENTITY.findall(name) if k not in ("echo", "part")]
+    if ents:
+        return "_".join(f"{k}-{v}" for k, v in ents)
+    return name or "qsmflow"

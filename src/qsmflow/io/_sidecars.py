@@ -1,0 +1,110 @@
+"""Acquisition parameters from the command line or the JSON sidecars, checked against each
+other: echo times, field strength, B0 direction, 2D slice axis."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .._shared import checks as _checks
+from ._nifti import b0_direction_from_affine
+
+log = logging.getLogger("qsmflow.io")
+
+
+
+def _echo_times_from_sidecars(sidecars: list[dict], n_echoes: int) -> list[float] | None:
+    tes = []
+    for sc in sidecars:
+        te = sc.get("EchoTime")
+        if te is None:
+            return None
+        tes.extend(te if isinstance(te, list) else [te])
+    if len(tes) != n_echoes:
+        return None
+    return tes
+
+
+def _image_kind(sidecar: dict) -> str | None:
+    """'M' or 'P' from a sidecar's ImageType (dcm2niix: [..., 'M', ...] or [..., 'PHASE'])."""
+    kinds = {str(t).upper() for t in sidecar.get("ImageType", []) or []}
+    if kinds & {"P", "PHASE"}:
+        return "P"
+    if kinds & {"M", "MAGNITUDE"}:
+        return "M"
+    return None
+
+
+def _check_not_swapped(mag_sc: list[dict], pha_sc: list[dict]) -> None:
+    """Refuse magnitude files whose sidecar says phase, and phase files whose sidecar says magnitude."""
+    if any(_image_kind(sc) == "P" for sc in mag_sc):
+        raise ValueError("a --mag file's sidecar says ImageType PHASE; are --mag and --phase swapped?")
+    if any(_image_kind(sc) == "M" for sc in pha_sc):
+        raise ValueError("a --phase file's sidecar says ImageType MAGNITUDE; are --mag and --phase swapped?")
+
+
+def _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings, *, required=True):
+    """Echo times (s) from the option or the sidecars, and where they came from."""
+    sc_te = _echo_times_from_sidecars(mag_sc, n_echoes) or _echo_times_from_sidecars(pha_sc, n_echoes)
+    if echo_times is not None:
+        te = _checks.echo_times(echo_times, n_echoes)
+        if sc_te is not None and not np.allclose(sc_te, te, rtol=1e-2):
+            raise ValueError(f"--echo-times {te.tolist()} differ from the sidecars' EchoTime {sc_te}: one of them is "
+                             "wrong; leave out --echo-times to use the sidecars, or correct it")
+        return te, "--echo-times"
+    if sc_te is None:
+        if not required:
+            return None, "missing"
+        raise ValueError(
+            f"echo times are missing: no EchoTime for all {n_echoes} echo(es) in the JSON sidecars; "
+            "pass --echo-times (comma-separated, in seconds)"
+        )
+    try:
+        return _checks.echo_times(sc_te, n_echoes), "sidecar EchoTime"
+    except ValueError as exc:
+        raise ValueError(f"sidecar EchoTime: {exc}") from None
+
+
+def _resolve_field_strength(field_strength, sidecars, *, required=True):
+    """B0 (T) from the option or the sidecars, and where it came from."""
+    if field_strength is not None:
+        return _checks.field_strength(field_strength), "--field-strength"
+    vals = [sc.get("MagneticFieldStrength") for sc in sidecars if sc.get("MagneticFieldStrength") is not None]
+    if not vals:
+        if not required:
+            return None, "missing"
+        raise ValueError("field strength is missing: no MagneticFieldStrength in the JSON sidecars; "
+                         "pass --field-strength (tesla)")
+    try:
+        return _checks.field_strength(vals[0]), "sidecar MagneticFieldStrength"
+    except ValueError as exc:
+        raise ValueError(f"sidecar MagneticFieldStrength: {exc}") from None
+
+
+def _resolve_b0_direction(b0_direction, affine):
+    """B0 in voxel axes (option or affine), its source, and its angle to the slice axis (logged)."""
+    if b0_direction is not None:
+        b0_dir, src = _checks.b0_direction(b0_direction), "--b0-direction"
+    else:
+        b0_dir, src = b0_direction_from_affine(affine), "affine"
+    angle = float(np.degrees(np.arccos(min(abs(b0_dir[2]), 1.0))))
+    log.info("B0 direction in voxel axes (%s): [%.4f, %.4f, %.4f], %.1f deg from the slice axis", src, *b0_dir, angle)
+    return b0_dir, src, angle
+
+
+def _slice_axis(sidecars: list[dict]) -> tuple[int | None, str]:
+    """Slice axis of a 2D multi-slice acquisition (None for 3D) from the sidecars, and where it came from."""
+    kinds = {str(sc["MRAcquisitionType"]).upper() for sc in sidecars if sc.get("MRAcquisitionType")}
+    if len(kinds) > 1:
+        raise ValueError(f"the sidecars disagree on MRAcquisitionType ({sorted(kinds)}); are the echoes from one scan?")
+    if not kinds:
+        return None, "no MRAcquisitionType in the sidecars: taken as 3D"
+    if kinds != {"2D"}:
+        return None, f"sidecar MRAcquisitionType {kinds.pop()}"
+    dirs = {str(sc["SliceEncodingDirection"]).strip("-") for sc in sidecars if sc.get("SliceEncodingDirection")}
+    if not dirs:
+        return 2, "sidecar MRAcquisitionType 2D without SliceEncodingDirection: slices taken along k"
+    if len(dirs) > 1 or not dirs <= {"i", "j", "k"}:
+        raise ValueError(f"sidecar SliceEncodingDirection {sorted(dirs)} is not one of i, j, k")
+    return "ijk".index(dirs.pop()), "sidecar MRAcquisitionType 2D, SliceEncodingDirection"
