@@ -1,8 +1,7 @@
-"""A BIDS dataset through the pipeline: discovery, one job per run, locally or on a Dask cluster.
+"""A BIDS dataset through the pipeline: one job per run, locally or on a Dask cluster.
 
-:func:`discover` finds every ``sub-*/[ses-*/]anat/*_part-{mag,phase}_<suffix>`` series
-(suffix MEGRE, GRE or T2starw; ``acq-``/``run-`` and other entities kept; per-echo files
-ordered by ``echo-N``) and says what it skipped and why. :func:`process_run` runs one of
+:func:`discover` (from :mod:`.bids`) finds every ``sub-*/[ses-*/]anat/*_part-{mag,phase}_<suffix>``
+series and says what it skipped and why. :func:`process_run` runs one of
 them into ``<out>/sub-*/[ses-*/]anat/`` and marks it complete last, atomically; a failure
 leaves its own ``<prefix>_error.log`` and a status, never an exception. :func:`run_batch`
 skips complete runs and sends the rest to local worker processes (capped by memory,
@@ -15,7 +14,6 @@ import ctypes
 import json
 import logging
 import os
-import re
 import time
 import traceback
 import uuid
@@ -27,16 +25,14 @@ from pathlib import Path
 
 from .. import __version__, io
 from ..kernels import THREADS_ENV
+from .bids import SUFFIXES, RunSpec, discover
 from .options import Options
 from .subject import process_subject
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchConfig", "RunSpec", "RunStatus", "discover", "estimate_memory", "process_run", "run_batch",
-           "write_dataset_description"]
-
-#: Image suffixes of multi-echo gradient-echo series.
-SUFFIXES = ("MEGRE", "GRE", "T2starw")
+__all__ = ["SUFFIXES", "BatchConfig", "RunSpec", "RunStatus", "discover", "estimate_memory", "process_run",
+           "run_batch", "write_dataset_description"]
 
 # Peak memory of one run, bytes = base + voxels * (per voxel + per voxel and echo): measured
 # 252 MB at 80x96x80x5 and 476 MB at 107x128x107x5 (qsmflow run, /usr/bin/time), i.e. about
@@ -51,17 +47,6 @@ _MEM_SHARE = 0.8
 DASK_CONNECT_TIMEOUT_S = 15
 
 _THREAD_ENVS = (THREADS_ENV, "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One acquisition of the dataset: its magnitude and phase files and where its outputs go."""
-
-    prefix: str  # output prefix: the entities without echo/part, e.g. sub-01_ses-1_acq-x_run-1
-    subdir: str  # sub-01/ses-1/anat
-    magnitude: tuple[str, ...]
-    phase: tuple[str, ...]
-    suffix: str
 
 
 @dataclass
@@ -92,124 +77,6 @@ class BatchConfig:
 
 
 # ----------------------------------------------------------------------------- discovery
-
-
-def _split_name(path: Path) -> tuple[dict, str] | None:
-    """Entities and suffix of a BIDS file name, or None when it does not look like one."""
-    name = re.sub(r"\.nii(\.gz)?$", "", path.name)
-    parts = name.split("_")
-    if len(parts) < 2 or "-" in parts[-1]:
-        return None
-    ents = {}
-    for part in parts[:-1]:
-        key, sep, value = part.partition("-")
-        if not sep or not key or not value:
-            return None
-        ents[key] = value
-    return ents, parts[-1]
-
-
-def _labels(values, kind: str) -> set[str] | None:
-    """Participant/session labels given with or without their ``sub-``/``ses-`` prefix."""
-    if not values:
-        return None
-    out = set()
-    for v in values:
-        for label in re.split(r"[\s,]+", str(v).strip()):
-            if label:
-                out.add(label[len(kind) + 1:] if label.startswith(kind + "-") else label)
-    return out or None
-
-
-def _echo_key(path: Path, ents: dict) -> int | None:
-    echo = ents.get("echo")
-    if echo is not None and echo.isdigit():
-        return int(echo)
-    num = io.read_sidecar(path).get("EchoNumber")
-    return int(num) if isinstance(num, (int, float)) and not isinstance(num, bool) else None
-
-
-def discover(bids_dir, participants=None, sessions=None) -> tuple[list[RunSpec], list[tuple[str, str]]]:
-    """Every multi-echo GRE series of a BIDS dataset, and what was skipped with the reason.
-
-    Parameters
-    ----------
-    bids_dir : path
-        The dataset root (holding ``sub-*`` folders).
-    participants, sessions : sequence of str, optional
-        Labels to keep (``01`` or ``sub-01``; comma- or space-separated also accepted).
-
-    Returns
-    -------
-    runs : list of RunSpec
-        Sorted by prefix.
-    skipped : list of (path or prefix, reason)
-    """
-    root = Path(bids_dir)
-    if not root.is_dir():
-        raise ValueError(f"BIDS folder {root} not found")
-    subjects = sorted(p for p in root.glob("sub-*") if p.is_dir())
-    if not subjects:
-        raise ValueError(f"no sub-* folders in {root}; is it a BIDS dataset root?")
-    want_sub, want_ses = _labels(participants, "sub"), _labels(sessions, "ses")
-    if want_sub:
-        missing = sorted(want_sub - {p.name[4:] for p in subjects})
-        if missing:
-            raise ValueError(f"participant(s) {', '.join(missing)} not in {root} (found: "
-                             f"{', '.join(p.name[4:] for p in subjects)})")
-        subjects = [p for p in subjects if p.name[4:] in want_sub]
-    groups: dict[tuple, dict] = {}
-    skipped: list[tuple[str, str]] = []
-    for sub in subjects:
-        ses_dirs = sorted(p for p in sub.glob("ses-*") if p.is_dir())
-        if want_ses:
-            ses_dirs = [p for p in ses_dirs if p.name[4:] in want_ses]
-        for anat in [d / "anat" for d in (ses_dirs or ([] if want_ses else [sub]))]:
-            for path in sorted(anat.glob("*.nii*")):
-                parsed = _split_name(path)
-                if parsed is None or not re.search(r"\.nii(\.gz)?$", path.name):
-                    continue
-                ents, suffix = parsed
-                if suffix not in SUFFIXES:
-                    continue
-                part = ents.get("part")
-                if part not in ("mag", "phase"):
-                    skipped.append((str(path), "no part-mag/part-phase entity"))
-                    continue
-                key = tuple((k, v) for k, v in ents.items() if k not in ("echo", "part"))
-                g = groups.setdefault((key, suffix), {"mag": [], "phase": [], "dir": anat})
-                g[part].append((_echo_key(path, ents), path))
-    runs, seen = [], {}
-    for (key, suffix), g in sorted(groups.items()):
-        prefix = "_".join(f"{k}-{v}" for k, v in key)
-        rel = str(g["dir"].relative_to(root))
-        if not g["mag"] or not g["phase"]:
-            skipped.append((f"{rel}/{prefix}_{suffix}", f"no part-{'phase' if g['mag'] else 'mag'} files"))
-            continue
-        if len(g["mag"]) != len(g["phase"]):
-            skipped.append((f"{rel}/{prefix}_{suffix}",
-                            f"{len(g['mag'])} magnitude but {len(g['phase'])} phase files"))
-            continue
-        series = []
-        for part in ("mag", "phase"):
-            echoes = [e for e, _ in g[part]]
-            if len(echoes) > 1 and (None in echoes or len(set(echoes)) != len(echoes)):
-                series = None
-                skipped.append((f"{rel}/{prefix}_{suffix}", f"{part} files without distinct echo-N entities"))
-                break
-            series.append(tuple(str(p) for _, p in sorted(g[part], key=lambda t: t[0] or 0)))
-        if series is None:
-            continue
-        if (rel, prefix) in seen:
-            skipped.append((f"{rel}/{prefix}_{suffix}", f"same entities as the {seen[rel, prefix]} series, whose "
-                            "outputs would have the same names"))
-            continue
-        seen[rel, prefix] = suffix
-        runs.append(RunSpec(prefix=prefix, subdir=rel, magnitude=series[0], phase=series[1], suffix=suffix))
-    return runs, skipped
-
-
-# ----------------------------------------------------------------------------- one run
 
 
 def _mark_path(out_root, spec: RunSpec) -> Path:
