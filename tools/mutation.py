@@ -42,7 +42,7 @@ WORK = ROOT / ".mutation"
 # module: (files mutated, tests that guard them)
 CORE = {
     "kernels": (["kernels.py"], ["test_kernels.py", "test_units.py"]),
-    "fieldmap": (["fieldmap.py"], ["test_fieldmap.py", "test_units.py"]),
+    "fieldmap": (["fieldmap/__init__.py", "fieldmap/noise.py", "fieldmap/phasediff.py"], ["test_fieldmap.py", "test_units.py"]),
     "unwrap": (["unwrap/__init__.py", "unwrap/romeo.py"], ["test_unwrap.py"]),
     "bgremove": (["bgremove/__init__.py", "bgremove/pde.py", "bgremove/smv.py"], ["test_bgremove.py"]),
     "inversion": ([f"inversion/{f}.py" for f in ("__init__", "_common", "direct", "tv", "solvers", "problem", "ilsqr",

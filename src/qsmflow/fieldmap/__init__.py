@@ -13,9 +13,11 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from ._shared import checks as _checks
-from ._shared.units import wrap
-from ._shared.registry import Method
+from .._shared import checks as _checks
+from .._shared.registry import Method
+from .._shared.units import wrap
+from .noise import background_sigma, thermal_noise
+from .phasediff import phasediff_fieldmap
 
 log = logging.getLogger(__name__)
 
@@ -116,98 +118,6 @@ def _choose_model(a, b_free, sxx, b_zero, stt, w, te, sigma2, inflate, intercept
 def _check_intercept(intercept):
     if intercept not in ("auto", "fit", "zero"):
         raise ValueError(f"intercept must be 'auto', 'fit' or 'zero', got {intercept!r}")
-
-
-# Air next to the head is not dark: the k-space window rings the scalp's bright signal into
-# it (Gibbs ringing, decaying over centimetres; at SNR 100 as strong as the noise within
-# ~10 mm), and ghosts add to it. The noise level is read in the air farthest from the head:
-# the share of air voxels below, and only where at least this many air voxels exist.
-_FAR_AIR_SHARE = 0.2
-_MIN_AIR_VOXELS = 1000
-
-
-def background_sigma(magnitude: np.ndarray, mask: np.ndarray) -> float:
-    """Complex noise σ from the Rayleigh-distributed magnitude of the air around the head.
-
-    The head is the mask with every voxel brighter than 10 % of the mask's median magnitude
-    (opened, so that specks of noise do not count), closed and hole-filled (so dark bone and sinuses count as head); the air is the rest.
-    Only the farthest ``_FAR_AIR_SHARE`` of the air from the head is used, where the
-    scalp's ringing has died down, and of it the lower half is trusted to be noise: the
-    25th percentile of a Rayleigh(σ) variable is σ·sqrt(-2 ln 0.75). On the benchmark heads
-    this is within 5-13 % of the true σ, where the whole background gave 1.3-2.9x it.
-    With less air than that (a field of view inside the head) the whole background outside
-    ``mask`` is used, which overestimates σ; without any the noise level is unknown and NaN
-    is returned: the noise map is then NaN (unknown), data weights fall back to uniform and
-    regularisation weights to fixed values.
-    """
-    magnitude = np.asarray(magnitude)
-    mask = np.asarray(mask, bool)
-    inside = magnitude[mask]
-    ref = float(np.median(inside)) if inside.size else 0.0
-    bright = ndimage.binary_opening(magnitude > 0.1 * ref) if ref > 0 else mask  # no specks of noise
-    head = ndimage.binary_fill_holes(ndimage.binary_closing(bright | mask, iterations=2) | mask)
-    air = ~head & (magnitude > 0)
-    if air.sum() >= _MIN_AIR_VOXELS / _FAR_AIR_SHARE:
-        dist = ndimage.distance_transform_edt(~head)[air]
-        bg = magnitude[air][dist >= np.quantile(dist, 1 - _FAR_AIR_SHARE)]
-    else:
-        bg = magnitude[~mask]
-        bg = bg[bg > 0]
-        if bg.size >= 100:
-            log.info("little air around the head: the image noise level is taken from all the background, "
-                     "which may overestimate it")
-    if bg.size < 100:
-        log.warning("too little background (air) to estimate the image noise level; it is unknown (NaN)")
-        return float("nan")
-    return float(np.percentile(bg, 25) / np.sqrt(-2 * np.log(0.75)))
-
-
-def thermal_noise(noise_hz: np.ndarray, magnitude: np.ndarray, echo_times, mask: np.ndarray,
-                  sigma: float) -> tuple[np.ndarray, float]:
-    """The part of a field-noise map that the thermal noise of the images causes.
-
-    With three or more echoes the field fits pool their noise level σ_fit from the
-    residuals of the line, which also hold model error: the phase of a voxel with sharp
-    sub-voxel structure does not grow linearly with echo time (k-space's sinc PSF,
-    dephasing next to air). That is right for weighting the data, but a map of what the
-    *noise* does to χ must use the thermal σ, from the air (:func:`background_sigma`).
-    σ_fit is recovered from the map as the median over ``mask`` of
-    ``noise_hz·2π·sqrt(Σ|S_n|²TE_n²)`` (exact wherever the line through the origin was
-    kept), and the map is scaled by ``σ/σ_fit`` where that is below 1; an unknown σ
-    (NaN) leaves it unchanged.
-
-    Parameters
-    ----------
-    noise_hz : ndarray (X, Y, Z)
-        Field-noise map of a field fit (Hz).
-    magnitude : ndarray (X, Y, Z, E)
-        Magnitude of each echo, as given to the fit.
-    echo_times : sequence of float
-        Echo times (s).
-    mask : ndarray of bool
-        Voxels the fit ran on.
-    sigma : float
-        Complex noise σ of the magnitude (same units), e.g. from :func:`background_sigma`.
-
-    Returns
-    -------
-    thermal_hz : ndarray (float32)
-        The thermal part of ``noise_hz`` (Hz).
-    ratio : float
-        ``σ/σ_fit`` as applied (1 when σ is unknown or not below σ_fit).
-    """
-    magnitude = _checks.as_volume("magnitude", magnitude, ndim=4)
-    te = _checks.echo_times(echo_times, magnitude.shape[3])
-    mask = _checks.as_mask("mask", mask, magnitude.shape[:3])
-    noise_hz = np.asarray(noise_hz, np.float32)
-    m = magnitude[mask].astype(np.float64)
-    unit = 2 * np.pi * np.sqrt((m * m) @ (te * te))  # 1 / (field SD per unit σ), origin line
-    ok = np.isfinite(noise_hz[mask]) & (noise_hz[mask] > 0) & (unit > 0)
-    if not (np.isfinite(sigma) and sigma > 0) or not ok.any():
-        return noise_hz, 1.0
-    sigma_fit = float(np.median(noise_hz[mask][ok] * unit[ok]))
-    ratio = min(1.0, sigma / sigma_fit) if sigma_fit > 0 else 1.0
-    return (noise_hz * np.float32(ratio)).astype(np.float32), ratio
 
 
 def _few_echoes(phase, magnitude, te, mask, intercept, voxel_size):
@@ -433,57 +343,6 @@ def _gauss_newton(p, w, te, a, b, max_iter, tol_hz, free=True):
         if active.size == 0:
             break
     return a, b, it
-
-
-def phasediff_fieldmap(
-    phasediff: np.ndarray,
-    magnitude: np.ndarray,
-    delta_te: float,
-    voxel_size,
-    *,
-    mask: np.ndarray | None = None,
-) -> np.ndarray:
-    """B0 field map (Hz) from a dual-echo phase-difference image.
-
-    The phase difference ``φ(TE2) - φ(TE1)`` (rad, wrapped) is unwrapped with the
-    quality-guided spanning tree (magnitude-weighted), its whole turn chosen so the
-    median inside the mask lies in (-π, π], and divided by ``2π·(TE2 - TE1)``.
-
-    Parameters
-    ----------
-    phasediff : ndarray (X, Y, Z)
-        Wrapped phase difference (rad).
-    magnitude : ndarray (X, Y, Z)
-        A magnitude image of the same acquisition.
-    delta_te : float
-        ``TE2 - TE1`` (s).
-    voxel_size : sequence of 3 float
-        Voxel size (mm).
-    mask : ndarray of bool, optional
-        Where to unwrap (0 outside); default all.
-
-    Returns
-    -------
-    ndarray (float32)
-        Field (Hz).
-
-    References
-    ----------
-    Jezzard P, Balaban RS. Correction for geometric distortion in echo planar images
-    from B0 field variations. Magn Reson Med 1995;34:65-73. doi:10.1002/mrm.1910340111
-
-    Dymerska B, et al. Magn Reson Med 2021;85:2294-2308. doi:10.1002/mrm.28563
-    """
-    from .unwrap import romeo_unwrap
-
-    phasediff = _checks.as_volume("phasediff", phasediff)
-    magnitude = _checks.as_volume("magnitude", magnitude)
-    _checks.same_shape("phasediff", phasediff, "magnitude", magnitude)
-    dte = _checks.positive("delta_te", delta_te)
-    if dte > 0.1:
-        raise ValueError(f"delta_te must be in seconds, got {dte}: this looks like milliseconds")
-    unwrapped = romeo_unwrap(phasediff, voxel_size, mask=mask, magnitude=magnitude)
-    return (unwrapped / (2 * np.pi * dte)).astype(np.float32)
 
 
 METHODS = {
