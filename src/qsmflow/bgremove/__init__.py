@@ -266,6 +266,10 @@ def remove_polynomial(local: np.ndarray, mask: np.ndarray, voxel_size, *, order:
     return out
 
 
+_SCHWESER_2011 = ("Schweser F, Deistung A, Lehr BW, Reichenbach JR. Quantitative imaging of intrinsic magnetic "
+                  "tissue properties using MRI signal phase: an approach to in vivo brain iron metabolism? "
+                  "NeuroImage 2011;54:2789-2807. doi:10.1016/j.neuroimage.2010.10.070")
+
 METHODS = {
     "pdf": Method("pdf", pdf, "projection onto dipole fields, noise-weighted, conjugate gradients", (
         "Liu T, Khalidov I, de Rochefort L, Spincemaille P, Liu J, Tsiouris AJ, Wang Y. A novel background field "
@@ -276,14 +280,9 @@ METHODS = {
         "problem. NMR Biomed 2014;27:312-319. doi:10.1002/nbm.3064",)),
     "vsharp": Method("vsharp", vsharp, "variable-radius SMV high-pass filter with truncated deconvolution", (
         "Wu B, Li W, Guidon A, Liu C. Whole brain susceptibility mapping using compressed sensing. Magn Reson "
-        "Med 2012;67:137-147. doi:10.1002/mrm.23000",
-        "Schweser F, Deistung A, Lehr BW, Reichenbach JR. Quantitative imaging of intrinsic magnetic tissue "
-        "properties using MRI signal phase: an approach to in vivo brain iron metabolism? NeuroImage "
-        "2011;54:2789-2807. doi:10.1016/j.neuroimage.2010.10.070")),
-    "sharp": Method("sharp", sharp, "single-radius SMV high-pass filter with truncated deconvolution", (
-        "Schweser F, Deistung A, Lehr BW, Reichenbach JR. Quantitative imaging of intrinsic magnetic tissue "
-        "properties using MRI signal phase: an approach to in vivo brain iron metabolism? NeuroImage "
-        "2011;54:2789-2807. doi:10.1016/j.neuroimage.2010.10.070",)),
+        "Med 2012;67:137-147. doi:10.1002/mrm.23000", _SCHWESER_2011)),
+    "sharp": Method("sharp", sharp, "single-radius SMV high-pass filter with truncated deconvolution",
+                    (_SCHWESER_2011,)),
     "resharp": Method("resharp", resharp, "SMV high-pass with Tikhonov-regularised deconvolution", (
         "Sun H, Wilman AH. Background field removal using spherical mean value filtering and Tikhonov "
         "regularization. Magn Reson Med 2014;71:1151-1157. doi:10.1002/mrm.24765",)),

@@ -66,15 +66,21 @@ def vsharp(field, mask, vs, radii, threshold):
     return box.full(np.where(assigned, local, 0), mask.shape), box.full(assigned, mask.shape, bool)
 
 
-def resharp(field, mask, vs, radius, lam, tol, maxiter):
-    """Tikhonov-regularised SHARP deconvolution: min ||M_e C (f - x)||² + λ||x||², C = δ - S."""
+def _sphere_box(field, mask, vs, radius):
+    """The mask's padded box for a sphere of ``radius`` mm: (box, SMV kernel, mask eroded by
+    the sphere, that eroded mask on the padded grid)."""
     box = Box(field, mask, np.ceil(radius / vs).astype(int) + 1)
     s = kernels.smv_kernel(box.shape, vs, radius)
-    c = (1.0 - s).astype(np.float32)
     eroded = box.inside(s)
     if not eroded.any():
         raise ValueError(f"the mask is thinner than the sphere ({radius:g} mm); nothing is left")
-    pe = box.pad(eroded)
+    return box, s, eroded, box.pad(eroded)
+
+
+def resharp(field, mask, vs, radius, lam, tol, maxiter):
+    """Tikhonov-regularised SHARP deconvolution: min ||M_e C (f - x)||² + λ||x||², C = δ - S."""
+    box, s, eroded, pe = _sphere_box(field, mask, vs, radius)
+    c = (1.0 - s).astype(np.float32)
 
     def apply_c(x):
         return kernels.irfft(kernels.rfft(x) * c, box.shape)
@@ -96,12 +102,7 @@ def ismv(field, mask, vs, radius, tol, maxiter):
     ``b = f``. Solved for ``b`` on the eroded mask by conjugate gradients on
     ``(I - P S P) b = P S (f·(1 - P))``; the local field is ``f - b`` there.
     """
-    box = Box(field, mask, np.ceil(radius / vs).astype(int) + 1)
-    s = kernels.smv_kernel(box.shape, vs, radius)
-    eroded = box.inside(s)
-    if not eroded.any():
-        raise ValueError(f"the mask is thinner than the sphere ({radius:g} mm); nothing is left")
-    pe = box.pad(eroded)
+    box, s, eroded, pe = _sphere_box(field, mask, vs, radius)
 
     def smv(x):
         return kernels.irfft(kernels.rfft(x) * s, box.shape)

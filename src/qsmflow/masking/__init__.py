@@ -204,12 +204,8 @@ def bet_brain_mask(
 
     Parameters
     ----------
-    magnitude : ndarray, (X, Y, Z) or (X, Y, Z, E)
-        Magnitude image(s), combined as root-sum-of-squares.
-    voxel_size : sequence of 3 float
-        Voxel size (mm).
-    valid : ndarray of bool, optional
-        Voxels that may be in the mask (e.g. finite input); default all.
+    magnitude, voxel_size, valid
+        As for :func:`magnitude_mask` (several echoes are combined as root-sum-of-squares).
     fractional_threshold : float
         BET's ``-f`` (0-1; smaller: larger mask).
     shrink_mm : float
@@ -219,7 +215,7 @@ def bet_brain_mask(
     Returns
     -------
     ndarray of bool
-        The brain mask.
+        The brain mask (brain, cerebellum, brainstem, cortical CSF, veins and sinuses).
 
     References
     ----------

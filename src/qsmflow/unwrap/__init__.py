@@ -168,10 +168,8 @@ def romeo_unwrap(
 
     Parameters
     ----------
-    phase : ndarray, (X, Y, Z) or (X, Y, Z, E)
-        Wrapped phase (rad).
-    voxel_size : sequence of 3 float
-        Voxel size (mm).
+    phase, voxel_size
+        As for :func:`laplacian_unwrap`: wrapped phase (rad), 3D or 4D; voxel size (mm).
     mask : ndarray of bool, optional
         Voxels to unwrap (0 outside). Default: all.
     magnitude : ndarray, optional
