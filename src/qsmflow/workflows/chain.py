@@ -113,30 +113,11 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     shape = data.magnitude.shape[:3]
     vs, te = data.voxel_size, data.echo_times
     so = opt.stage_options
-    used = {stage: choose(methods, getattr(opt, stage), stage) for stage, methods in STAGES.items()
-            if stage not in ("bgremove", "inversion")}
-    used["inversion"] = STAGES["inversion"][resolve_inversion(opt.inversion, vs)]
-    opt = dataclasses.replace(opt, inversion=used["inversion"].name)
-    if used["inversion"].name != "tfi":
-        used["bgremove"] = STAGES["bgremove"][resolve_bgremove(opt.bgremove, vs)]
+    used, opt = _methods(opt, vs)
     res = QSMResult(mask=np.zeros(shape, bool), warnings=list(data.warnings))
     timer = functools.partial(_Timer, res.timings, progress=progress)
     res.parameters = {"stage_options": so, "phase_sign": opt.phase_sign}
-
-    if until != "mask":  # the mask needs neither echo order nor phase
-        region = sanity.tissue(data.magnitude)
-        sanity.check_echo_order(data.magnitude, te, region)
-        sanity.check_phase_evolves(data.phase, region)
-        del region
-    with timer("mask"):
-        if mask is not None:
-            brain = _checks.as_mask("mask", mask, shape) & data.finite
-            mask_source = "given"
-        else:
-            brain = used["mask"].func(data.magnitude, vs, valid=data.finite, **so.get("mask", {}))
-            mask_source = opt.mask
-        if brain.sum() < 27:
-            raise ValueError(f"the brain mask holds only {int(brain.sum())} voxels; check the mask or the magnitude")
+    brain, mask_source = _brain_mask(data, opt, used, mask, timer, until)
     res.mask = brain
     done = ["mask"]
     if until == "mask":
@@ -173,15 +154,57 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     res.total_field_hz = _uncrop(np.where(m, f_hz, 0), box, shape, np.float32)
     res.field_noise_hz = _uncrop(np.where(m, noise_hz, 0), box, shape, np.float32)
     sanity.check_field_noise(noise_hz, m, data.field_strength, te)
-    hz_per_ppm = units.hz_per_ppm(data.field_strength)
-    res.parameters["hz_per_ppm"] = hz_per_ppm
+    res.parameters["hz_per_ppm"] = units.hz_per_ppm(data.field_strength)
     done.append("field_fit")
     if opt.swi:
         with timer("swi"):
             res.swi, res.minip, res.parameters["swi"] = swi_maps(data, res.total_field_hz, brain, opt)
     if until == "field_fit":
         return _finish(res, used, done, mask_source)
+    done += _chi_and_relaxation(res, data, opt, used, timer, box, m, mag, f_hz, noise_hz)
+    return _finish(res, used, done, mask_source)
 
+
+def _methods(opt: Options, vs) -> tuple[dict, Options]:
+    """The method of each stage ("auto" resolved by voxel size) and the options naming them."""
+    used = {stage: choose(methods, getattr(opt, stage), stage) for stage, methods in STAGES.items()
+            if stage not in ("bgremove", "inversion")}
+    used["inversion"] = STAGES["inversion"][resolve_inversion(opt.inversion, vs)]
+    opt = dataclasses.replace(opt, inversion=used["inversion"].name)
+    if used["inversion"].name != "tfi":
+        used["bgremove"] = STAGES["bgremove"][resolve_bgremove(opt.bgremove, vs)]
+    return used, opt
+
+
+def _brain_mask(data: GreInput, opt: Options, used: dict, mask, timer, until):
+    """The input checks, then the brain mask (given or computed) and where it came from."""
+    shape = data.magnitude.shape[:3]
+    if until != "mask":  # the mask needs neither echo order nor phase
+        region = sanity.tissue(data.magnitude)
+        sanity.check_echo_order(data.magnitude, data.echo_times, region)
+        sanity.check_phase_evolves(data.phase, region)
+        del region
+    with timer("mask"):
+        if mask is not None:
+            brain = _checks.as_mask("mask", mask, shape) & data.finite
+            mask_source = "given"
+        else:
+            brain = used["mask"].func(data.magnitude, data.voxel_size, valid=data.finite,
+                                      **opt.stage_options.get("mask", {}))
+            mask_source = opt.mask
+        if brain.sum() < 27:
+            raise ValueError(f"the brain mask holds only {int(brain.sum())} voxels; check the mask or the magnitude")
+    return brain, mask_source
+
+
+def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict, timer, box, m, mag, f_hz,
+                        noise_hz) -> list:
+    """R2* (it marks the sinuses for the field region and the CSF for MEDI+0 and the reference),
+    the local field, χ and its SD, on the cropped box ``m``; returns the stages that ran."""
+    shape, brain = res.mask.shape, res.mask
+    vs, te = data.voxel_size, data.echo_times
+    hz_per_ppm = res.parameters["hz_per_ppm"]
+    done = []
     r2_c = r2_sd = None
     sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
     if data.n_echoes >= 2:  # before background removal: R2* marks the dural sinuses at the mask's edge
@@ -219,7 +242,8 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
         thermal_ppm = thermal_hz / hz_per_ppm
     chi_c, sd_c, csf_c, used["reference"] = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
-        magnitude=rss, phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c, sd_noise_ppm=thermal_ppm)
+        magnitude=rss, phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c,
+        sd_noise_ppm=thermal_ppm)
     res.chi = _uncrop(chi_c, box, shape, np.float32)
     if sd_c is not None:
         res.chi_sd = _uncrop(sd_c, box, shape, np.float32)
@@ -228,8 +252,7 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     res.local_field_ppm = _uncrop(local_c, box, shape, np.float32)
     if csf_c is not None:
         res.csf_mask = _uncrop(csf_c, box, shape, bool)
-    done += ["inversion", "reference"] + (["r2star"] if r2_c is not None else [])
-    return _finish(res, used, done, mask_source)
+    return done + ["inversion", "reference"] + (["r2star"] if r2_c is not None else [])
 
 
 def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=None, slice_axis=None):
