@@ -393,3 +393,28 @@ def test_bet_mask_accepts_the_limits_of_its_arguments():
         assert bet.bet_mask(img, vs, vertical_gradient=g, bias_passes=0).any()
     with pytest.raises(ValueError, match="magnitude"):
         bet.bet_mask(np.ones((20, 20), np.float32), (1, 1, 1))
+
+
+def test_a_slab_that_cuts_the_ball_is_filled_up_to_its_edge():
+    """The field of view cuts the top third of the ball: where the inward search leaves the
+    volume the intensity force stops, so the mask reaches the last slice (no shrinking away
+    from the edge) and takes nothing outside the ball's soft edge."""
+    shape, vs = (48, 48, 48), (2.5, 2.5, 2.5)
+    x, y, z = grid_mm(shape, vs)
+    r = np.sqrt(x**2 + y**2 + (z + 20) ** 2)  # centre 20 mm below the volume's centre
+    slab = np.clip((44 - r) / 8, 0, 1).astype(np.float32)[:, :, :28]
+    ball = (r < 36)[:, :, :28]
+    mask = bet.bet_mask(slab, vs, bias_passes=0)
+    assert (mask & ball).sum() > 0.98 * ball.sum()  # measured 1.000
+    assert mask[:, :, -1].sum() >= ball[:, :, -1].sum()  # up to the slab's edge
+    assert not (mask & (r >= 44)[:, :, :28]).any()
+
+
+def test_bet_errors_start_with_the_argument_name():
+    img = np.ones((20, 20, 20), np.float32)
+    for kwargs, words in [(dict(fractional_threshold=-0.5), "^fractional_threshold must be positive"),
+                          (dict(valid=np.ones((4, 4, 4), bool)), "^valid has shape")]:
+        with pytest.raises(ValueError, match=words):
+            bet.bet_mask(img, (1, 1, 1), **kwargs)
+    with pytest.raises(ValueError, match="^magnitude must be 4D"):
+        bet.bet_mask(np.ones((4, 4, 4, 2, 2), np.float32), (1, 1, 1))
