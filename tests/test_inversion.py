@@ -189,8 +189,25 @@ def test_medi_csf_term_flattens_csf():
     mag = np.where(mask, 1.0, 0)
     kw = dict(magnitude=mag, phase_scale=S_3T_20MS, alpha=5e-5)
     plain = medi(noisy, mask, VS, (0, 0, 1), **kw)
-    plus0 = medi(noisy, mask, VS, (0, 0, 1), csf_mask=csf, lam_csf=10.0, **kw)
+    info = {}
+    plus0 = medi(noisy, mask, VS, (0, 0, 1), csf_mask=csf, lam_csf=10.0, info=info, **kw)
     assert plus0[csf].std() < 0.7 * plain[csf].std()
+    assert info["csf_voxels"] == int(csf.sum()) and info["alpha"] == 5e-5 and 1 <= info["gauss_newton_steps"] <= 10
+
+
+def test_medi_automatic_weight_grows_with_the_noise():
+    """MEDI's "auto" weight comes from the discrepancy principle on the noise map: twice the
+    noise, a larger weight; both far from the fixed fallback."""
+    mask, chi, field = _brain((0, 0, 1))
+    mag = np.where(mask, 1.0, 0)
+    chosen = []
+    for sigma in (0.002, 0.004):
+        info = {}
+        noise = np.where(mask, sigma, 0).astype(np.float32)
+        medi(_noisy(field, mask, sigma, seed=5), mask, VS, (0, 0, 1), magnitude=mag, phase_scale=S_3T_20MS,
+             noise=noise, max_iter=2, info=info)
+        chosen.append(info["alpha"])
+    assert chosen[1] > 1.3 * chosen[0] and all(a != 1e-4 for a in chosen)
 
 
 def test_inversion_errors():
@@ -347,7 +364,9 @@ def test_chi_sd_matches_the_spread_over_noise_realisations(method):
     rng = np.random.default_rng(3)
     # as in use, the map is computed at a solution from noisy data
     noisy_field = field + sigma * rng.standard_normal(SHAPE)
-    _, sd = func(noisy_field, mask, VS, b0, return_sd=True, sd_samples=8, **kw)
+    info = {}
+    _, sd = func(noisy_field, mask, VS, b0, return_sd=True, sd_samples=8, info=info, **kw)
+    assert info["sd_samples"] == 8 and info["sd_cg_iterations"] == 40 and info["sd_seconds"] > 0
     assert sd.dtype == np.float32 and np.all(sd[~mask] == 0) and np.all(sd[mask] > 0)
     observed = np.std([func(field + sigma * rng.standard_normal(SHAPE), mask, VS, b0, **kw) for _ in range(8)],
                       axis=0)
