@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from _bench import table
-from qsmflow import io, phantom
+from qsmflow import phantom
 
 
 def main():

@@ -36,7 +36,8 @@ from PIL import Image, ImageDraw
 
 import matrix
 from _bench import table
-from qsmflow import _figures, pipeline
+from qsmflow import pipeline
+from qsmflow.workflows import figures as _figures
 from qsmflow.io import GreInput
 
 FIGURES = Path(__file__).with_name("figures")
