@@ -155,14 +155,7 @@ def simulate_head(
     snr = _snr_arg(snr)
     os_ = _oversample_arg(oversample)
     seed = _seed_arg(seed)
-    if isinstance(receive_coils, (bool, np.bool_)) or not isinstance(receive_coils, (int, np.integer)) \
-            or receive_coils < 0:
-        raise ValueError(f"receive_coils must be a number of channels (0 for uniform), got {receive_coils!r}")
-    if slice_axis is not None and (isinstance(slice_axis, (bool, np.bool_)) or slice_axis not in (0, 1, 2)):
-        raise ValueError(f"slice_axis must be 0, 1, 2 or None (3D), got {slice_axis!r}")
-    for name, value in (("lesions", lesions), ("shim", shim), ("myelin_water", myelin_water)):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{name} must be True or False, got {value!r}")
+    _check_options(receive_coils, slice_axis, lesions=lesions, shim=shim, myelin_water=myelin_water)
     fov = np.asarray(shape) * vs
     if np.any(fov < _BRAIN_EXTENT_MM):
         logger.warning(
@@ -189,79 +182,27 @@ def simulate_head(
         if myelin_water else None
     del painted
 
-    # 2. fields (ppm): total (air as zero reference, body outside the FOV included) and local
-    t0 = time.perf_counter()
-    # the brain mask holds the voxels at least half inside the brain; the local field is
-    # the field of every source inside those voxels (what ideal background removal leaves)
-    brain_mask = block_mean(brain, os_) >= 0.5
-    source = np.where(air, F32(0.0), chi - F32(TISSUES["air"].chi_ppm))
-    del air
-    local_src = np.where(upsample(brain_mask, os_), chi, F32(0.0))
-    total, local = dipole_fields([source, local_src], fine_vs, b0_dir)
-    del source, local_src
-    total += outside_fov_field(model, shape, vs, b0_dir, fine_axes, TISSUES)
-    if shim:
-        remove_shim(total, brain, fine_axes)
-    logger.info("phantom: fields in %.1f s", time.perf_counter() - t0)
-
-    # 3. ground truth on the output grid (partial-volume averages)
+    # 2-3. fields and the ground truth on the output grid
+    total, brain_mask, truth = _fields_and_truth(chi, r2s, m0, brain, air, pools, model, shape, vs, os_, fine_axes,
+                                                 b0, b0_dir, shim)
+    del chi, brain, air
     gamma_b0 = units.hz_per_ppm(b0)
-    truth = {
-        "chi": block_mean(chi, os_),
-        "r2star": block_mean(r2s, os_),
-        "m0": block_mean(m0, os_),
-        "total_field_hz": block_mean(total, os_) * F32(gamma_b0),
-        "local_field_ppm": block_mean(local, os_),
-    }
-    if pools is not None:
-        truth["mwf"] = block_mean(np.where(pools.white, pools.mwf, F32(0)), os_)
-    del chi, local, brain
 
     # 4. signal: phase offset, echoes on the fine grid, k-space cropped to the output grid
     t0 = time.perf_counter()
     phi0 = PhaseOffset(np.random.default_rng(phase_seq), fov)
     phi0_fine = phi0(fine_axes)
     out_axes = voxel_axes(shape, vs)
-    signal = np.empty((len(te),) + tuple(shape), np.complex64)
-    for e, t in enumerate(te):
-        arg = phi0_fine + total * F32(2 * np.pi * gamma_b0 * t)
-        if pools is None:
-            amp = m0 * np.exp(r2s * F32(-t))
-            fine_sig = np.empty(fine_shape, np.complex64)
-            fine_sig.real = amp * np.cos(arg)
-            fine_sig.imag = amp * np.sin(arg)
-            del amp
-        else:
-            fine_sig = (m0 * pools.decay(t, r2s) * np.exp(1j * arg)).astype(np.complex64)
-        del arg
-        signal[e] = kspace_downsample(fine_sig, os_, slice_axis)
-        del fine_sig
+    signal = _echoes(te, phi0_fine, total, gamma_b0, m0, r2s, pools, shape, os_, slice_axis)
     del phi0_fine, total, m0, r2s
     logger.info("phantom: %d echoes in %.1f s", len(te), time.perf_counter() - t0)
 
-    profile = None
-    if receive_coils:
-        profile = receive_profile(out_axes, int(receive_coils), fov_centre=FOV_CENTRE)
-        profile /= F32(profile[brain_mask].mean())
-        signal *= profile[None]
-    if np.isinf(snr):
-        sigma = 0.0
-    else:
-        sigma = float(np.abs(signal[0][brain_mask]).mean() / snr)
-        rng = np.random.default_rng(noise_seq)
-        for e in range(len(te)):
-            noise = rng.standard_normal((2,) + tuple(shape), dtype=np.float32) * F32(sigma)
-            signal[e].real += noise[0]
-            signal[e].imag += noise[1]
-            del noise
+    sigma, profile = _coils_and_noise(signal, out_axes, receive_coils, brain_mask, snr, noise_seq)
     magnitude = np.moveaxis(np.abs(signal), 0, -1)
     phase = np.moveaxis(wrap(np.angle(signal)), 0, -1)
     del signal
 
-    out_painted = model.paint(out_axes, vs)
-    labels = out_painted.labels.astype(np.int16)
-    vessel = out_painted.vessel_cover >= 128
-    labels[vessel] = out_painted.vessel_type[vessel]
+    labels = _labels(model, out_axes, vs)
 
     logger.info("phantom: %s at %s mm simulated in %.1f s", shape, vs.tolist(), time.perf_counter() - t_start)
     return HeadPhantom(
@@ -289,6 +230,99 @@ def simulate_head(
 
 
 # --------------------------------------------------------------------------- arguments
+
+
+def _fields_and_truth(chi, r2s, m0, brain, air, pools, model, shape, vs, os_, fine_axes, b0, b0_dir, shim):
+    """The total field (ppm, fine grid; air as zero reference, the body outside the FOV
+    included, optionally shimmed), the brain mask and the ground truth on the output grid
+    (partial-volume averages)."""
+    fine_vs = vs / os_
+    t0 = time.perf_counter()
+    # the brain mask holds the voxels at least half inside the brain; the local field is
+    # the field of every source inside those voxels (what ideal background removal leaves)
+    brain_mask = block_mean(brain, os_) >= 0.5
+    source = np.where(air, F32(0.0), chi - F32(TISSUES["air"].chi_ppm))
+    local_src = np.where(upsample(brain_mask, os_), chi, F32(0.0))
+    total, local = dipole_fields([source, local_src], fine_vs, b0_dir)
+    del source, local_src
+    total += outside_fov_field(model, shape, vs, b0_dir, fine_axes, TISSUES)
+    if shim:
+        remove_shim(total, brain, fine_axes)
+    logger.info("phantom: fields in %.1f s", time.perf_counter() - t0)
+    gamma_b0 = units.hz_per_ppm(b0)
+    truth = {
+        "chi": block_mean(chi, os_),
+        "r2star": block_mean(r2s, os_),
+        "m0": block_mean(m0, os_),
+        "total_field_hz": block_mean(total, os_) * F32(gamma_b0),
+        "local_field_ppm": block_mean(local, os_),
+    }
+    if pools is not None:
+        truth["mwf"] = block_mean(np.where(pools.white, pools.mwf, F32(0)), os_)
+    return total, brain_mask, truth
+
+
+def _check_options(receive_coils, slice_axis, **flags) -> None:
+    """The phantom's integer and boolean options, each named in its error."""
+    if isinstance(receive_coils, (bool, np.bool_)) or not isinstance(receive_coils, (int, np.integer)) \
+            or receive_coils < 0:
+        raise ValueError(f"receive_coils must be a number of channels (0 for uniform), got {receive_coils!r}")
+    if slice_axis is not None and (isinstance(slice_axis, (bool, np.bool_)) or slice_axis not in (0, 1, 2)):
+        raise ValueError(f"slice_axis must be 0, 1, 2 or None (3D), got {slice_axis!r}")
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _echoes(te, phi0_fine, total, gamma_b0, m0, r2s, pools, shape, os_, slice_axis) -> np.ndarray:
+    """Each echo's complex signal on the fine grid (one exponential, or the myelin water pools),
+    k-space cropped to the output grid: (E, X, Y, Z) complex64."""
+    fine_shape = total.shape
+    signal = np.empty((len(te),) + tuple(shape), np.complex64)
+    for e, t in enumerate(te):
+        arg = phi0_fine + total * F32(2 * np.pi * gamma_b0 * t)
+        if pools is None:
+            amp = m0 * np.exp(r2s * F32(-t))
+            fine_sig = np.empty(fine_shape, np.complex64)
+            fine_sig.real = amp * np.cos(arg)
+            fine_sig.imag = amp * np.sin(arg)
+            del amp
+        else:
+            fine_sig = (m0 * pools.decay(t, r2s) * np.exp(1j * arg)).astype(np.complex64)
+        del arg
+        signal[e] = kspace_downsample(fine_sig, os_, slice_axis)
+        del fine_sig
+    return signal
+
+
+def _coils_and_noise(signal, out_axes, receive_coils, brain_mask, snr, noise_seq):
+    """Multiply ``signal`` in place by the receive profile (mean 1 over the brain) and add complex
+    Gaussian noise of SD mean|first echo| / snr over the brain; returns (that SD, 0 for snr inf;
+    the profile, None for a uniform coil)."""
+    profile = None
+    if receive_coils:
+        profile = receive_profile(out_axes, int(receive_coils), fov_centre=FOV_CENTRE)
+        profile /= F32(profile[brain_mask].mean())
+        signal *= profile[None]
+    if np.isinf(snr):
+        return 0.0, profile
+    sigma = float(np.abs(signal[0][brain_mask]).mean() / snr)
+    rng = np.random.default_rng(noise_seq)
+    for e in range(signal.shape[0]):
+        noise = rng.standard_normal((2,) + signal.shape[1:], dtype=np.float32) * F32(sigma)
+        signal[e].real += noise[0]
+        signal[e].imag += noise[1]
+        del noise
+    return sigma, profile
+
+
+def _labels(model, out_axes, vs) -> np.ndarray:
+    """Tissue labels on the output grid; voxels mostly inside a vessel take the vessel's label."""
+    out_painted = model.paint(out_axes, vs)
+    labels = out_painted.labels.astype(np.int16)
+    vessel = out_painted.vessel_cover >= 128
+    labels[vessel] = out_painted.vessel_type[vessel]
+    return labels
 
 
 def _shape_arg(shape):
