@@ -99,7 +99,8 @@ def logging_mutants(work: Path) -> set[str]:
         text = path.read_text()
         if "__mutmut_" not in text:
             continue
-        module = ".".join(path.relative_to(work / "mutants" / "src").with_suffix("").parts)
+        parts = path.relative_to(work / "mutants" / "src").with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)  # a package's mutants bear its name
         lines = text.splitlines()
         funcs = {}
         for node in ast.walk(ast.parse(text)):
@@ -158,6 +159,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sample", metavar="DIGITS", help="only mutants whose number ends in one of these digits")
     args = ap.parse_args(argv)
     modules = args.modules or list(CORE)
+    if args.sample is not None and not (args.sample.isdigit() and args.sample.isascii()):
+        print(f"--sample takes the last digits of the mutants to run (e.g. 3 or 37), got {args.sample!r}",
+              file=sys.stderr)
+        return 1
     unknown = [m for m in modules if m not in CORE]
     if unknown:
         print(f"unknown module(s) {', '.join(unknown)}; core modules are {', '.join(CORE)}", file=sys.stderr)
