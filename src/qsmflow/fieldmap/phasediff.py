@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from .._shared import checks as _checks
-
-log = logging.getLogger(__name__)
 
 __all__ = ["phasediff_fieldmap"]
 

@@ -4,7 +4,6 @@ its BIDS entities."""
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 
@@ -12,10 +11,6 @@ import nibabel as nib
 import numpy as np
 
 from .._shared import checks as _checks
-
-log = logging.getLogger("qsmflow.io")
-
-
 
 
 def _load_image(path) -> nib.Nifti1Image:

@@ -3,14 +3,11 @@ reorientation, an oblique B0 direction)."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import labels as lbl
-
-logger = logging.getLogger(__name__)
 
 F32 = np.float32
 

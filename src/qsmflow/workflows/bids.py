@@ -4,14 +4,11 @@ skipped and why."""
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import io
-
-log = logging.getLogger(__name__)
 
 __all__ = ["SUFFIXES", "RunSpec", "discover"]
 
