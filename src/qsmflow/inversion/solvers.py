@@ -101,11 +101,10 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
     def q(x):
         return x if precond is None else precond * x
 
-    def csf_op(x):
+    def csf_op(x):  # PᵀP = P: P is the orthogonal projection onto zero-mean CSF values
         if not n_csf:
             return 0.0
-        r = csf * (x - np.float32(np.sum(x * csf) / n_csf))
-        return csf * (r - np.float32(np.sum(r * csf) / n_csf))
+        return csf * (x - np.float32(np.sum(x * csf) / n_csf))
 
     def tv_op(x):
         return p.grad_adj(v * p.grad(x))
