@@ -160,6 +160,40 @@ def _finite_magnitude(mag: np.ndarray, finite: np.ndarray) -> None:
         raise ValueError("magnitude is zero everywhere")
 
 
+def _check_pair(mag, pha, affine, p_affine, mag_sc, pha_sc) -> None:
+    """Refuse magnitude and phase series that cannot be one acquisition: other shapes, echo
+    counts or grids, swapped sidecars, or sidecars giving other echo times."""
+    if mag.shape[:3] != pha.shape[:3]:
+        raise ValueError(f"magnitude has shape {mag.shape[:3]} but phase has shape {pha.shape[:3]}")
+    if mag.shape[3] != pha.shape[3]:
+        raise ValueError(
+            f"magnitude has {mag.shape[3]} echo(es) but phase has {pha.shape[3]}; give the same echoes for both"
+        )
+    if not np.allclose(affine, p_affine, atol=AFFINE_TOLERANCE_MM):
+        raise ValueError("magnitude and phase are on different grids: their affines differ")
+    _check_not_swapped(mag_sc, pha_sc)
+    mag_te = _echo_times_from_sidecars(mag_sc, mag.shape[3])
+    pha_te = _echo_times_from_sidecars(pha_sc, mag.shape[3])
+    if mag_te is not None and pha_te is not None and not np.allclose(mag_te, pha_te, rtol=1e-3, atol=1e-6):
+        raise ValueError(f"the magnitude sidecars give EchoTime {mag_te} but the phase sidecars give {pha_te}; "
+                         "are they from the same acquisition?")
+
+
+def _zero_nonfinite(mag, pha, warnings: list) -> tuple[np.ndarray, int]:
+    """Set voxels holding NaN/Inf in any echo to 0 in both series (in place), with a warning;
+    refuse a magnitude with no usable voxel. Returns (finite mask, count of bad voxels)."""
+    finite = np.all(np.isfinite(mag), axis=3) & np.all(np.isfinite(pha), axis=3)
+    n_bad = int((~finite).sum())
+    if n_bad:
+        msg = f"{n_bad} voxel(s) hold NaN/Inf in the magnitude or phase; they were set to 0 and kept out of the mask"
+        log.warning(msg)
+        warnings.append(msg)
+        mag[~finite] = 0
+        pha[~finite] = 0
+    _finite_magnitude(mag, finite)
+    return finite, n_bad
+
+
 def load_gre(
     magnitude,
     phase,
@@ -205,36 +239,13 @@ def load_gre(
     mag, affine, mag_sc, mag_paths, mag_order, _ = _stack("magnitude", magnitude)
     pha, p_affine, pha_sc, pha_paths, _, pha_dtype = _stack("phase", phase)
     warnings: list[str] = []
-    if mag.shape[:3] != pha.shape[:3]:
-        raise ValueError(f"magnitude has shape {mag.shape[:3]} but phase has shape {pha.shape[:3]}")
-    if mag.shape[3] != pha.shape[3]:
-        raise ValueError(
-            f"magnitude has {mag.shape[3]} echo(es) but phase has {pha.shape[3]}; give the same echoes for both"
-        )
-    if not np.allclose(affine, p_affine, atol=AFFINE_TOLERANCE_MM):
-        raise ValueError("magnitude and phase are on different grids: their affines differ")
+    _check_pair(mag, pha, affine, p_affine, mag_sc, pha_sc)
     n_echoes = mag.shape[3]
-    _check_not_swapped(mag_sc, pha_sc)
-    mag_te = _echo_times_from_sidecars(mag_sc, n_echoes)
-    pha_te = _echo_times_from_sidecars(pha_sc, n_echoes)
-    if mag_te is not None and pha_te is not None and not np.allclose(mag_te, pha_te, rtol=1e-3, atol=1e-6):
-        raise ValueError(f"the magnitude sidecars give EchoTime {mag_te} but the phase sidecars give {pha_te}; "
-                         "are they from the same acquisition?")
-
     te, te_src = _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings)
     b0, b0_src = _resolve_field_strength(field_strength, mag_sc + pha_sc, required=require_field_strength)
     slice_axis, slice_src = _slice_axis(mag_sc + pha_sc)
 
-    # non-finite voxels
-    finite = np.all(np.isfinite(mag), axis=3) & np.all(np.isfinite(pha), axis=3)
-    n_bad = int((~finite).sum())
-    if n_bad:
-        msg = f"{n_bad} voxel(s) hold NaN/Inf in the magnitude or phase; they were set to 0 and kept out of the mask"
-        log.warning(msg)
-        warnings.append(msg)
-        mag[~finite] = 0
-        pha[~finite] = 0
-    _finite_magnitude(mag, finite)
+    finite, n_bad = _zero_nonfinite(mag, pha, warnings)
 
     on_disk_integer = np.issubdtype(pha_dtype, np.integer)
     radians, rule = scale_phase(pha[finite], on_disk_integer=on_disk_integer, phase_scale=phase_scale)

@@ -34,6 +34,23 @@ _DEFORM_MM = 3.0
 _BOX_MARGIN = _DEFORM_MM + 2.5
 
 
+def _jit(rng, sd):
+    """A random offset (mm) of standard deviation ``sd``."""
+    return rng.normal(0.0, sd)
+
+
+def _size(rng, v):
+    """A random size factor 1 ± v (relative SD ``v``, clipped at 2 SD)."""
+    return 1.0 + float(np.clip(rng.normal(0, v), -2 * v, 2 * v))
+
+
+def _mirror(sg, pts):
+    """Points given for the right hemisphere, mirrored to side ``sg`` (±1)."""
+    p = np.array(pts, float)
+    p[:, 0] *= sg
+    return p
+
+
 class HeadModel:
     """All random choices of one head, made once from a seed; evaluate it with :meth:`paint`."""
 
@@ -85,16 +102,22 @@ class HeadModel:
 
     # ------------------------------------------------------------ anatomy parameters
     def _build_anatomy(self, rng):
+        """Every shape of the head, drawn from ``rng`` in a fixed order (the order is part of
+        the seed's meaning: the same seed gives the same head)."""
+        self._build_envelope(rng)
+        vs = _size(rng, 0.15) + 0.1  # ventricle size factor (age, individual variation)
+        self._build_deep_grey(rng)
+        self._build_ventricles(vs)
+        self._build_optic_and_sellar()
+        self._build_skull_base_and_face(rng)
+
+    def _build_envelope(self, rng):
+        """Cerebrum, cerebellum, brainstem, cord, cisterns and the layers around the brain."""
         def jit(sd):
-            return rng.normal(0.0, sd)
+            return _jit(rng, sd)
 
-        def s(v):  # random size factor
-            return 1.0 + float(np.clip(rng.normal(0, v), -2 * v, 2 * v))
-
-        def mirror(sg, pts):  # points given for the right hemisphere, mirrored to side sg
-            p = np.array(pts, float)
-            p[:, 0] *= sg
-            return p
+        def s(v):
+            return _size(rng, v)
 
         self.E1 = Ellipsoid((0, -14, 9), (60.5 * s(0.015), 74.5 * s(0.015), 57 * s(0.02)))
         self.temporal = [
@@ -116,65 +139,86 @@ class HeadModel:
         self.x_mid_amp, self.x_mid_ph = rng.uniform(0.5, 2.0), rng.uniform(0, 2 * np.pi)
         self.sylvian = (rng.uniform(-8, -4), rng.uniform(0.3, 0.42))  # z offset, slope
         self.x_insula = 36.0 + jit(1.0)
-        vs = s(0.15) + 0.1  # ventricle size factor (age, individual variation)
+
+    def _build_deep_grey(self, rng):
+        """Deep grey nuclei of both hemispheres, the caudate and the dentate nuclei."""
+        def jit(sd):
+            return _jit(rng, sd)
+
+        def s(v):
+            return _size(rng, v)
+
         # deep grey matter (both hemispheres)
         self.nuclei = []
         for sg in (-1, 1):
             j = [np.array([jit(0.8), jit(0.8), jit(0.8)]) for _ in range(6)]
             self.nuclei += [
-                (THALAMUS, Ellipsoid(mirror(sg, [(11, -18, 7)])[0] + j[2], (8.5 * s(0.05), 16 * s(0.05), 10),
+                (THALAMUS, Ellipsoid(_mirror(sg, [(11, -18, 7)])[0] + j[2], (8.5 * s(0.05), 16 * s(0.05), 10),
                                      rotation(yaw=sg * 15))),
-                (PUTAMEN, Ellipsoid(mirror(sg, [(24.5, 2, 1)])[0] + j[0], (6.0 * s(0.06), 16 * s(0.06), 11),
+                (PUTAMEN, Ellipsoid(_mirror(sg, [(24.5, 2, 1)])[0] + j[0], (6.0 * s(0.06), 16 * s(0.06), 11),
                                     rotation(yaw=sg * 10, roll=sg * 12))),
-                (PALLIDUS, Ellipsoid(mirror(sg, [(18, -3, -1)])[0] + j[1], (4.5, 10 * s(0.06), 6.5),
+                (PALLIDUS, Ellipsoid(_mirror(sg, [(18, -3, -1)])[0] + j[1], (4.5, 10 * s(0.06), 6.5),
                                      rotation(yaw=sg * 12, roll=sg * 15))),
-                (GM, Ellipsoid(mirror(sg, [(22, 0, -19)])[0] + j[3], (7, 7.5, 6.5))),  # amygdala
-                (GM, Tube(mirror(sg, [(26, -6, -21), (28, -18, -16), (27, -30, -9), (22, -38, -2)]),  # hippocampus
+                (GM, Ellipsoid(_mirror(sg, [(22, 0, -19)])[0] + j[3], (7, 7.5, 6.5))),  # amygdala
+                (GM, Tube(_mirror(sg, [(26, -6, -21), (28, -18, -16), (27, -30, -9), (22, -38, -2)]),  # hippocampus
                           [4.5, 4.2, 3.5, 2.5])),
-                (RED_NUCLEUS, Ellipsoid(mirror(sg, [(4.5, -19, -8)])[0] + 0.4 * j[4], (3.0, 3.6, 3.5))),
+                (RED_NUCLEUS, Ellipsoid(_mirror(sg, [(4.5, -19, -8)])[0] + 0.4 * j[4], (3.0, 3.6, 3.5))),
             ]
             # substantia nigra: a curved band along the cerebral peduncle, lateral to the red nucleus
             for cx, cy, cz in [(12, -13, -10.5), (10, -17, -11), (7.5, -21, -11.5)]:
                 self.nuclei.append(
-                    (NIGRA, Ellipsoid(mirror(sg, [(cx, cy, cz)])[0] + 0.4 * j[5], (1.9, 4.2, 3.6),
+                    (NIGRA, Ellipsoid(_mirror(sg, [(cx, cy, cz)])[0] + 0.4 * j[5], (1.9, 4.2, 3.6),
                                       rotation(yaw=sg * 40, roll=-sg * 20)))
                 )
         self.caudate = []
         for sg in (-1, 1):
             jj = np.array([jit(0.7), jit(0.7), jit(0.7)])
-            self.caudate.append(Ellipsoid(mirror(sg, [(13.5, 11, 9)])[0] + jj, (5.5, 10 * s(0.06), 9)))
-            body = mirror(sg, [(15.5, 2, 15), (17.5, -10, 17.5), (21, -25, 16.5), (24, -33, 12)])
+            self.caudate.append(Ellipsoid(_mirror(sg, [(13.5, 11, 9)])[0] + jj, (5.5, 10 * s(0.06), 9)))
+            body = _mirror(sg, [(15.5, 2, 15), (17.5, -10, 17.5), (21, -25, 16.5), (24, -33, 12)])
             self.caudate.append(Tube(body + jj, [3.8, 2.8, 2.0, 1.4]))
         self.dentate = [
-            Ellipsoid(mirror(sg, [(14, -56, -31)])[0] + rng.normal(0, 0.6, 3), (7, 9, 6.5), rotation(yaw=sg * 25))
+            Ellipsoid(_mirror(sg, [(14, -56, -31)])[0] + rng.normal(0, 0.6, 3), (7, 9, 6.5), rotation(yaw=sg * 25))
             for sg in (-1, 1)
         ]
-        # ventricles (sizes scaled by vs)
+
+    def _build_ventricles(self, vs):
+        """Lateral, third and fourth ventricles and the aqueduct; ``vs`` scales their size."""
         self.ventricles = []
         for sg in (-1, 1):
             self.ventricles += [
                 Ellipsoid((sg * (2.0 + 4.2 * vs), 12, 12), (4.6 * vs, 13, 7.0 * vs), rotation(roll=-sg * 25)),
                 Ellipsoid((sg * (2.5 + 6.0 * vs), -14, 14.5), (6.2 * vs, 17, 4.6 * vs), rotation(roll=-sg * 25)),
                 Ellipsoid((sg * 20, -35, 12), (6.0 * vs, 8, 7.0 * vs)),
-                Tube(mirror(sg, [(21, -39, 11), (19.5, -52, 9), (16, -62, 7)]), np.array([3.0, 2.2, 1.0]) * vs),
-                Tube(mirror(sg, [(25, -35, 6), (31, -29, -4), (31, -18, -12.5), (28.5, -6, -17)]),
+                Tube(_mirror(sg, [(21, -39, 11), (19.5, -52, 9), (16, -62, 7)]), np.array([3.0, 2.2, 1.0]) * vs),
+                Tube(_mirror(sg, [(25, -35, 6), (31, -29, -4), (31, -18, -12.5), (28.5, -6, -17)]),
                      np.array([3.0, 2.5, 2.0, 1.4]) * vs),
             ]
         self.third = Ellipsoid((0, -12, -1), (2.2 * vs, 15, 10))
         self.aqueduct = Tube([(0, -27, -3), (0, -33, -12), (0, -38, -21)], 1.0)
         self.fourth = Ellipsoid((0, -39.5, -30), (7, 3.5, 8), rotation(pitch=20))
+
+    def _build_optic_and_sellar(self):
+        """Optic nerves, chiasm and tracts; cavernous sinuses and pituitary."""
         self.optic = []
         for sg in (-1, 1):
             self.optic.append(
                 Tube(  # optic nerve, chiasm, optic tract
-                    mirror(sg, [(31, 48.5, -40), (22, 35, -36), (12, 20, -30), (5, 5, -18), (0, 2, -15.5), (8, -4, -14),
-                                (16, -14, -10), (22, -24, -6)]),
+                    _mirror(sg, [(31, 48.5, -40), (22, 35, -36), (12, 20, -30), (5, 5, -18), (0, 2, -15.5),
+                                 (8, -4, -14), (16, -14, -10), (22, -24, -6)]),
                     [1.8, 1.8, 1.7, 1.6, 2.0, 1.6, 1.5, 1.3],
                 )
             )
         self.cavernous = [Ellipsoid((sg * 13, -1, -27), (4, 9, 5.5)) for sg in (-1, 1)]
         self.pituitary = Ellipsoid((0, -2, -25), (6.5, 5, 4))
-        # skull base, face, air
+
+    def _build_skull_base_and_face(self, rng):
+        """Skull base, sinuses, ears, orbits, face, jaw and neck."""
+        def jit(sd):
+            return _jit(rng, sd)
+
+        def s(v):
+            return _size(rng, v)
+
         fs = s(0.12)
         self.frontal_sinus = [
             Ellipsoid((sg * 8 * fs, 69, 4), (9 * fs, 7.0, 11 * fs), rotation(roll=sg * 15)) for sg in (-1, 1)
@@ -190,7 +234,7 @@ class HeadModel:
         self.mastoid = [Ellipsoid((sg * 45, -43, -45), (10 * ms, 12 * ms, 12 * ms)) for sg in (-1, 1)]
         self.middle_ear = [Ellipsoid((sg * 40, -30, -40), (2.5, 6, 7)) for sg in (-1, 1)]
         self.ear_canal = [
-            Tube(mirror(sg, [(80, -32, -43), (56, -31, -41), (42, -30, -40)]), [4.0, 3.5, 3.0]) for sg in (-1, 1)
+            Tube(_mirror(sg, [(80, -32, -43), (56, -31, -41), (42, -30, -40)]), [4.0, 3.5, 3.0]) for sg in (-1, 1)
         ]
         self.petrous = [Ellipsoid((sg * 32, -31, -41), (28, 10, 9), rotation(yaw=sg * 50)) for sg in (-1, 1)]
         self.clivus = Ellipsoid((0, -8, -40), (13, 24, 11), rotation(pitch=40))
@@ -200,12 +244,13 @@ class HeadModel:
         self.vertebrae = [Ellipsoid((0, -21, z), (9, 8, 6.5)) for z in (-92, -110, -128, -146, -164, -182)]
         self.dens = Ellipsoid((0, -24, -78), (5, 5, 9))
         self.mandible = [
-            Tube(mirror(sg, [(48, -22, -52), (47, -14, -78), (45, -10, -100), (30, 25, -108), (0, 55, -112)]), 6.0)
+            Tube(_mirror(sg, [(48, -22, -52), (47, -14, -78), (45, -10, -100), (30, 25, -108), (0, 55, -112)]), 6.0)
             for sg in (-1, 1)
         ]
         self.face = Ellipsoid((0, 36, -62), (60, 41, 42))
         self.nose = Ellipsoid((0, 79, -56), (9, 11, 18), rotation(pitch=-20))
         self.neck = Ellipsoid((0, -16, -180), (55, 58, 135))
+
 
     def _build_lesions(self, rng):
         out = []

@@ -119,6 +119,26 @@ def _paint_slab(model, lab, brain, axes, detail):
     lab[bone] = BONE
     lab[bone & (icv > 1.4) & (icv < thick - 1.5)] = MARROW
     del bone
+    _paint_skull_base(model, lab, axes, icv, thick, box, sub, paint)
+    # 4. intracranial CSF, then the brain
+    lab[icv < 0] = CSF
+    brain[...] = smin(smin(env, cb, 4.0), bs, 4.0) < 0
+    del icv, thick
+    if not detail:
+        lab[brain] = WM
+        return
+    _paint_cerebrum(model, lab, q, env, cb, low, axes)
+    _paint_cerebellum(model, lab, q, cb, axes)
+    lab[bs < 0] = BRAINSTEM
+    del env, cb, bs
+    _paint_deep(model, lab, q, axes, box, sub, paint)
+
+
+def _paint_skull_base(model, lab, axes, icv, thick, box, sub, paint):
+    """Skull base, face bones and spine; the cavities' bony walls, orbits and eyes; then the
+    air of the sinuses, mastoid and ethmoid cells, ear canals and airway. ``icv`` and
+    ``thick`` are the intracranial SDF and the skull's thickness; ``box``, ``sub`` and
+    ``paint`` are :func:`_paint_slab`'s helpers on the same grid."""
     # 2. skull base, face bones, spine, bony walls of the cavities and orbits
     paint(model.petrous, BONE)
     paint([model.clivus], BONE, inner=(-2.0, MARROW))
@@ -135,7 +155,6 @@ def _paint_slab(model, lab, brain, axes, detail):
     paint(model.maxillary + model.nasal + model.middle_ear + model.ear_canal + [model.airway], AIR)
     in_bone = (icv > 1.3) & (icv < thick - 1.3)
     paint(model.frontal_sinus, AIR, where=in_bone)
-    del in_bone, inside_head
     b = box(model.sphenoid.lo, model.sphenoid.hi)
     if b is not None:
         qq = sub(b)
@@ -147,18 +166,6 @@ def _paint_slab(model, lab, brain, axes, detail):
             cells = model.cells.grid(*(a[s] for a, s in zip(axes, b)))
             view = lab[b]
             view[(e(sub(b)) < 0) & (cells > thr)] = AIR
-    # 4. intracranial CSF, then the brain
-    lab[icv < 0] = CSF
-    brain[...] = smin(smin(env, cb, 4.0), bs, 4.0) < 0
-    del icv, thick
-    if not detail:
-        lab[brain] = WM
-        return
-    _paint_cerebrum(model, lab, q, env, cb, low, axes)
-    _paint_cerebellum(model, lab, q, cb, axes)
-    lab[bs < 0] = BRAINSTEM
-    del env, cb, bs
-    _paint_deep(model, lab, q, axes, box, sub, paint)
 
 
 def _paint_cerebrum(model, lab, q, env, cb, low, axes):

@@ -158,29 +158,14 @@ def simulate_head(
     _check_options(receive_coils, slice_axis, lesions=lesions, shim=shim, myelin_water=myelin_water)
     fov = np.asarray(shape) * vs
     if np.any(fov < _BRAIN_EXTENT_MM):
-        logger.warning(
-            "field of view %s mm is smaller than the brain %s mm: the phantom is cut",
-            fov.tolist(),
-            list(_BRAIN_EXTENT_MM),
-        )
+        logger.warning("field of view %s mm is smaller than the brain %s mm: the phantom is cut", fov.tolist(),
+                       list(_BRAIN_EXTENT_MM))
 
-    seq = np.random.SeedSequence(seed)
-    head_seq, phase_seq, noise_seq = seq.spawn(3)
+    head_seq, phase_seq, noise_seq = np.random.SeedSequence(seed).spawn(3)
     model = HeadModel(head_seq, lesions=bool(lesions))
-    fine_shape = tuple(n * os_ for n in shape)
-    fine_vs = vs / os_
-    fine_axes = voxel_axes(fine_shape, fine_vs)
-    model.prepare(fine_vs)
-
+    fine_axes = voxel_axes(tuple(n * os_ for n in shape), vs / os_)
     # 1. anatomy and tissue properties on the fine grid
-    t0 = time.perf_counter()
-    painted = model.paint(fine_axes, fine_vs)
-    logger.info("phantom: anatomy on the %s fine grid in %.1f s", fine_shape, time.perf_counter() - t0)
-    chi, r2s, m0, brain, air = tissue_properties(painted, model, fine_axes, TISSUES)
-    r2s = r2star_at_field(r2s, b0)
-    pools = MyelinWater(painted.labels, fine_axes, np.random.default_rng(phase_seq.spawn(1)[0])) \
-        if myelin_water else None
-    del painted
+    chi, r2s, m0, brain, air, pools = _anatomy(model, fine_axes, vs / os_, b0, phase_seq, myelin_water)
 
     # 2-3. fields and the ground truth on the output grid
     total, brain_mask, truth = _fields_and_truth(chi, r2s, m0, brain, air, pools, model, shape, vs, os_, fine_axes,
@@ -230,6 +215,20 @@ def simulate_head(
 
 
 # --------------------------------------------------------------------------- arguments
+
+
+def _anatomy(model, fine_axes, fine_vs, b0, phase_seq, myelin_water):
+    """The head painted on the fine grid and its tissue properties there: (χ, R2* at ``b0``,
+    M0, brain, air, myelin-water pools or None)."""
+    model.prepare(fine_vs)
+    t0 = time.perf_counter()
+    painted = model.paint(fine_axes, fine_vs)
+    logger.info("phantom: anatomy on the %s fine grid in %.1f s", tuple(a.size for a in fine_axes),
+                time.perf_counter() - t0)
+    chi, r2s, m0, brain, air = tissue_properties(painted, model, fine_axes, TISSUES)
+    pools = MyelinWater(painted.labels, fine_axes, np.random.default_rng(phase_seq.spawn(1)[0])) \
+        if myelin_water else None
+    return chi, r2star_at_field(r2s, b0), m0, brain, air, pools
 
 
 def _fields_and_truth(chi, r2s, m0, brain, air, pools, model, shape, vs, os_, fine_axes, b0, b0_dir, shim):

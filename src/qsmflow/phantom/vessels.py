@@ -41,6 +41,8 @@ def build_vessels(model, rng):
     """Venous sinuses and veins of the head ``model``: polylines (template space) mapped to physical space.
 
     Returns a list of ``(points (N, 3) in physical mm, radii (N,) mm, label)`` per vessel.
+    The random draws are made in a fixed order (sinuses, surface veins, medullary veins):
+    the same seed gives the same veins.
     """
     curves = []  # (control points, radii, type, step)
 
@@ -48,7 +50,15 @@ def build_vessels(model, rng):
         p = np.asarray(points, float)
         curves.append((p, np.broadcast_to(np.asarray(radii, float), (len(p),)).copy(), vtype, step))
 
-    env = model.cerebral_envelope
+    _sinuses(model, rng, add)
+    _deep_veins(add)
+    _surface_veins(model, rng, add)
+    _medullary_veins(model, rng, add)
+    return _to_physical(model, curves)
+
+
+def _sinuses(model, rng, add):
+    """Dural sinuses down to the jugular veins, the great vein of Galen."""
     # superior sagittal sinus: under the inner table along the midline
     phi = np.radians(np.linspace(32, 208, 16))
     sss = np.stack([np.zeros_like(phi), -14 + 80 * np.cos(phi), 9 + 64 * np.sin(phi)], 1)
@@ -77,6 +87,10 @@ def build_vessels(model, rng):
     isss = np.stack([np.zeros_like(ang), -8 + 42 * np.cos(ang), 6 + 23 * np.sin(ang)], 1)
     isss[:, 0] = model.midline(isss)
     add(np.vstack([isss, [(0, -41, 6)]]), np.linspace(0.7, 1.2, len(isss) + 1), SINUS)
+
+
+def _deep_veins(add):
+    """Internal cerebral, thalamostriate and basal veins of both hemispheres."""
     # deep veins: internal cerebral, thalamostriate, basal veins of Rosenthal
     for sg in (-1, 1):
         m = np.array([sg, 1.0, 1.0])
@@ -86,6 +100,11 @@ def build_vessels(model, rng):
             [0.6, 0.7, 0.8, 0.9], VEIN)
         add(np.array([(19, 3, -17), (18, -8, -14.5), (15.5, -20, -10.5), (9.5, -32, -3), (3, -38, 5)]) * m,
             [0.8, 0.9, 1.0, 1.1, 1.2], VEIN)
+
+
+def _surface_veins(model, rng, add):
+    """Superficial middle cerebral vein, vein of Labbé and cortical veins, on the brain's surface."""
+    env = model.cerebral_envelope
     # surface veins: superficial middle cerebral, Labbé, superior cortical veins into the SSS
     surface = []
     for sg in (-1, 1):
@@ -107,6 +126,11 @@ def build_vessels(model, rng):
     for p, r in surface:
         add(pts[start : start + len(p)], r, VEIN)
         start += len(p)
+
+
+def _medullary_veins(model, rng, add):
+    """Thin, tortuous veins fanning out of the lateral ventricles through the white matter."""
+    env = model.cerebral_envelope
     # medullary veins: thin, tortuous, fanning out of the lateral ventricles through the
     # white matter in every direction, up to ~6 mm under the cortex
     anchors = [e for e in model.ventricles if isinstance(e, Ellipsoid)]
@@ -141,6 +165,10 @@ def build_vessels(model, rng):
         ) * np.sin(np.pi * t)
         r_end = rng.uniform(0.3, 0.5) * (1.8 if rng.uniform() < 0.12 else 1.0)
         add(p[j] + (target[j] - p[j]) * t + wig, np.linspace(r_end * 0.7, r_end * 1.4, k), VEIN, step=1.5)
+
+
+def _to_physical(model, curves):
+    """Densify each curve and map it to physical space in one batch: (points, radii, label) per vessel."""
     # densify and map to physical space in one batch (the painter uses true radii there)
     dense = []
     for ctrl, rad, vtype, _ in curves:
@@ -157,6 +185,8 @@ def build_vessels(model, rng):
         start += len(pts)
     logger.debug("phantom vessels: %d curves, %d segments", len(segments), start - len(segments))
     return segments
+
+
 
 
 def paint_vessels(segments, axes, spacing):
