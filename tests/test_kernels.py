@@ -154,6 +154,31 @@ def test_bounding_box_and_padding_round_trip():
         kernels.bounding_box(np.zeros((3, 3, 3), bool))
 
 
+def test_padded_box_cuts_pads_and_scatters_back():
+    """The one crop-pad-scatter engine: a box 2 voxels around the mask, clipped at the
+    volume's edge; a fast FFT grid at least 5 voxels larger (6+5 -> 12 = 2²·3, 9+5 -> 15 = 3·5,
+    4+5 -> 9 = 3²: the next 5-smooth sizes, which real FFTs run fast on); results come back to the
+    full volume, zero outside the box, echoes kept."""
+    mask = np.zeros((10, 12, 14), bool)
+    mask[3:5, 4:9, 0:2] = True
+    box = kernels.PaddedBox(mask, margin=2, pad=5)
+    assert box.slices == (slice(1, 7), slice(2, 11), slice(0, 4)) and box.inner == (6, 9, 4)
+    assert box.shape == (12, 15, 9) and box.full_shape == (10, 12, 14)
+    vol = np.arange(10 * 12 * 14 * 2, dtype=np.float64).reshape(10, 12, 14, 2)
+    np.testing.assert_array_equal(box.cut(vol), vol[1:7, 2:11, 0:4])
+    padded = box.put(box.cut(vol[..., 0]))
+    assert padded.dtype == np.float32 and padded.shape == (12, 15, 9)
+    assert not padded[6:].any() and not padded[:, 9:].any() and not padded[:, :, 4:].any()
+    back = box.full(padded)
+    assert back.dtype == np.float32 and back.shape == (10, 12, 14)
+    np.testing.assert_array_equal(back[1:7, 2:11, 0:4], vol[1:7, 2:11, 0:4, 0])
+    back[1:7, 2:11, 0:4] = 0
+    assert not back.any()
+    echoes = box.full(box.cut(vol), np.float32)
+    assert echoes.shape == vol.shape and echoes[3, 4, 1, 1] == vol[3, 4, 1, 1] and echoes[0, 0, 0, 1] == 0
+    assert kernels.PaddedBox(mask).shape == (2, 5, 2)  # no padding asked: the box itself
+
+
 # ---------------------------------------------------------------- engine details, against literals
 
 def test_thread_count_from_the_environment(monkeypatch):

@@ -92,6 +92,52 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
     )
 
 
+class PaddedBox:
+    """A mask's bounding box, and the zero-padded grid around it that FFT kernels run on.
+
+    The one crop → pad → scatter-back engine of qsmflow: the chain crops the volume to the
+    brain's box (``margin`` voxels around it), background removal and the inversions pad
+    that box to a fast FFT size with at least ``pad`` voxels of zeros (periodic copies of
+    the field then stay that far apart), and every result goes back to the full volume
+    with :meth:`full`.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        The region; its bounding box is grown by ``margin`` voxels (clipped at the volume).
+    margin : int
+        Voxels kept around the mask in the box.
+    pad : int or sequence of int, optional
+        Zero padding per axis of the FFT grid (``shape``); None: no FFT grid (``shape`` is
+        the box's).
+    """
+
+    def __init__(self, mask: np.ndarray, *, margin: int = 0, pad=None):
+        self.full_shape = tuple(mask.shape)
+        self.slices = bounding_box(mask, margin)
+        self.inner = tuple(s.stop - s.start for s in self.slices)
+        self.shape = self.inner if pad is None else fft_shape(self.inner, pad)
+
+    def cut(self, full: np.ndarray) -> np.ndarray:
+        """The box of a full-size array (a view; extra trailing axes, e.g. echoes, kept)."""
+        return full[self.slices]
+
+    def put(self, x: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """A box-sized array on the padded grid, zero in the padding (a new array)."""
+        return pad(np.asarray(x, dtype), self.shape)
+
+    def crop(self, x: np.ndarray) -> np.ndarray:
+        """A padded-grid array back to the box (a view)."""
+        return crop(x, self.inner)
+
+    def full(self, x: np.ndarray, dtype=None) -> np.ndarray:
+        """A box-sized or padded-grid array on the full volume, zero outside the box."""
+        x = self.crop(x)
+        out = np.zeros(self.full_shape + x.shape[len(self.inner):], dtype or x.dtype)
+        out[self.slices] = x
+        return out
+
+
 def kspace_coords(shape, voxel_size, *, real: bool = True) -> tuple[np.ndarray, ...]:
     """Spatial frequencies (cycles/mm) of an FFT grid, as broadcastable arrays.
 

@@ -19,9 +19,9 @@ def _shift_pairs(a: np.ndarray, axis: int):
 
 def lbv(field, mask, vs, tol, maxiter):
     """Solve ∇²b = 0 inside the mask with b = f on its one-voxel boundary; local = f - b."""
-    bb = kernels.bounding_box(mask, 1)
-    m = mask[bb]
-    f = np.where(m, field[bb], 0).astype(np.float64)
+    box = kernels.PaddedBox(mask, margin=1)
+    m = box.cut(mask)
+    f = np.where(m, box.cut(field), 0).astype(np.float64)
     interior = m.copy()
     for axis in range(3):
         a_lo, a_hi = _shift_pairs(m, axis)
@@ -68,24 +68,19 @@ def lbv(field, mask, vs, tol, maxiter):
     b, _ = cg(a, rhs, x0=f[interior], rtol=tol, maxiter=maxiter, callback=tick)
     local = np.zeros(m.shape, np.float32)
     local[interior] = f[interior] - b
-    out = np.zeros(mask.shape, np.float32)
-    out[bb] = local
-    eroded = np.zeros(mask.shape, bool)
-    eroded[bb] = interior
-    return (out, eroded), count[0]
+    return (box.full(local), box.full(interior)), count[0]
 
 
 def pdf(field, mask, vs, b0, weights, margin_vox, tol, maxiter):
     """Fit the field inside the mask with dipoles outside it (in the mask's box + margin)."""
-    bb = kernels.bounding_box(mask, margin_vox)
-    m = mask[bb]
-    box_shape = m.shape
-    shape = kernels.fft_shape(box_shape, margin_vox)
+    box = kernels.PaddedBox(mask, margin=margin_vox, pad=margin_vox)
+    m = box.cut(mask)
+    shape = box.shape
     d = kernels.dipole_kernel(shape, vs, b0)
-    f = np.where(m, field[bb], 0).astype(np.float32)
-    w2 = kernels.pad(np.where(m, weights[bb], 0).astype(np.float32) ** 2, shape)
+    f = np.where(m, box.cut(field), 0).astype(np.float32)
+    w2 = box.put(np.where(m, box.cut(weights), 0).astype(np.float32) ** 2)
     # candidate sources: the box outside the mask (not the FFT padding, which wraps around)
-    sources = kernels.pad((~m).astype(np.float32), shape)
+    sources = box.put(~m)
 
     def dconv(x):
         return kernels.irfft(kernels.rfft(x) * d, shape)
@@ -93,8 +88,6 @@ def pdf(field, mask, vs, b0, weights, margin_vox, tol, maxiter):
     def normal(x):
         return sources * dconv(w2 * dconv(x))
 
-    chi, iters = conjugate_gradient(normal, sources * dconv(w2 * kernels.pad(f, shape)), tol, maxiter)
-    bg = kernels.crop(dconv(chi), box_shape)
-    local = np.zeros(mask.shape, np.float32)
-    local[bb] = np.where(m, f - bg, 0)
-    return (local, mask.copy()), iters
+    chi, iters = conjugate_gradient(normal, sources * dconv(w2 * box.put(f)), tol, maxiter)
+    bg = box.crop(dconv(chi))
+    return (box.full(np.where(m, f - bg, 0), np.float32), mask.copy()), iters

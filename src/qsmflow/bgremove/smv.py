@@ -17,36 +17,28 @@ from .._shared.cg import conjugate_gradient
 _FULL_SPHERE = 1.0 - 1e-4
 
 
-class Box:
-    """The mask's bounding box, zero-padded for FFT convolutions with kernels of ``margin`` voxels."""
+class Box(kernels.PaddedBox):
+    """The mask's bounding box and its field, zero-padded for FFT convolutions with kernels
+    of ``margin`` voxels."""
 
     def __init__(self, field: np.ndarray, mask: np.ndarray, margin):
-        self.bb = kernels.bounding_box(mask)
-        self.mask = mask[self.bb]
-        self.field = np.where(self.mask, field[self.bb], 0).astype(np.float32)
-        self.shape = kernels.fft_shape(self.mask.shape, margin)
-
-    def pad(self, x: np.ndarray) -> np.ndarray:
-        return kernels.pad(x.astype(np.float32, copy=False), self.shape)
+        super().__init__(mask, pad=margin)
+        self.mask = self.cut(mask)
+        self.field = np.where(self.mask, self.cut(field), 0).astype(np.float32)
 
     def conv(self, x_k: np.ndarray, kernel: np.ndarray) -> np.ndarray:
         """Inverse FFT of ``x_k * kernel`` cropped to the box."""
-        return kernels.crop(kernels.irfft(x_k * kernel, self.shape), self.mask.shape)
+        return self.crop(kernels.irfft(x_k * kernel, self.shape))
 
     def inside(self, kernel: np.ndarray) -> np.ndarray:
         """Voxels whose whole (normalised, non-negative) ``kernel`` lies in the mask."""
-        return (self.conv(kernels.rfft(self.pad(self.mask)), kernel) >= _FULL_SPHERE) & self.mask
-
-    def full(self, x: np.ndarray, shape, dtype=np.float32) -> np.ndarray:
-        out = np.zeros(shape, dtype)
-        out[self.bb] = x
-        return out
+        return (self.conv(kernels.rfft(self.put(self.mask)), kernel) >= _FULL_SPHERE) & self.mask
 
 
 def vsharp(field, mask, vs, radii, threshold):
     """Variable-radius SMV filtering, deconvolved by the largest kernel (TSVD)."""
     box = Box(field, mask, np.ceil(radii[0] / vs).astype(int) + 1)
-    f_k = kernels.rfft(box.pad(box.field))
+    f_k = kernels.rfft(box.put(box.field))
     highpass = np.zeros(box.mask.shape, np.float32)
     assigned = np.zeros(box.mask.shape, bool)
     big = None
@@ -62,8 +54,8 @@ def vsharp(field, mask, vs, radii, threshold):
         raise ValueError(f"the mask is thinner than the smallest sphere ({radii[-1]:g} mm); nothing is left")
     h = 1.0 - big
     inv = np.where(np.abs(h) > threshold, 1.0 / np.where(h == 0, 1.0, h), 0.0).astype(np.float32)
-    local = box.conv(kernels.rfft(box.pad(highpass)), inv)
-    return box.full(np.where(assigned, local, 0), mask.shape), box.full(assigned, mask.shape, bool)
+    local = box.conv(kernels.rfft(box.put(highpass)), inv)
+    return box.full(np.where(assigned, local, 0), np.float32), box.full(assigned, bool)
 
 
 def _sphere_box(field, mask, vs, radius):
@@ -74,7 +66,7 @@ def _sphere_box(field, mask, vs, radius):
     eroded = box.inside(s)
     if not eroded.any():
         raise ValueError(f"the mask is thinner than the sphere ({radius:g} mm); nothing is left")
-    return box, s, eroded, box.pad(eroded)
+    return box, s, eroded, box.put(eroded)
 
 
 def resharp(field, mask, vs, radius, lam, tol, maxiter):
@@ -90,9 +82,9 @@ def resharp(field, mask, vs, radius, lam, tol, maxiter):
         y += np.float32(lam) * x
         return y
 
-    x, iters = conjugate_gradient(normal, apply_c(pe * apply_c(box.pad(box.field))), tol, maxiter)
-    local = kernels.crop(x, box.mask.shape)
-    return (box.full(np.where(eroded, local, 0), mask.shape), box.full(eroded, mask.shape, bool)), iters
+    x, iters = conjugate_gradient(normal, apply_c(pe * apply_c(box.put(box.field))), tol, maxiter)
+    local = box.crop(x)
+    return (box.full(np.where(eroded, local, 0), np.float32), box.full(eroded, bool)), iters
 
 
 def ismv(field, mask, vs, radius, tol, maxiter):
@@ -110,7 +102,7 @@ def ismv(field, mask, vs, radius, tol, maxiter):
     def op(x):
         return x - pe * smv(x)
 
-    f = box.pad(box.field)
+    f = box.put(box.field)
     b, iters = conjugate_gradient(op, pe * smv((1 - pe) * f), tol, maxiter, x0=pe * f)
-    local = box.field - kernels.crop(b, box.mask.shape)
-    return (box.full(np.where(eroded, local, 0), mask.shape), box.full(eroded, mask.shape, bool)), iters
+    local = box.field - box.crop(b)
+    return (box.full(np.where(eroded, local, 0), np.float32), box.full(eroded, bool)), iters

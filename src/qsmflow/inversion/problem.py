@@ -19,32 +19,27 @@ class Problem:
 
     def __init__(self, field: np.ndarray, mask: np.ndarray, vs: np.ndarray, b0: np.ndarray,
                  weights: np.ndarray, pad: int):
-        self.full_shape = mask.shape
-        self.bb = kernels.bounding_box(mask)
-        m = mask[self.bb]
-        self.inner = m.shape
-        self.shape = kernels.fft_shape(m.shape, pad)
+        self.box = kernels.PaddedBox(mask, pad=pad)
+        self.full_shape, self.shape = self.box.full_shape, self.box.shape
+        m = self.box.cut(mask)
         self.vs = np.asarray(vs, float)
         self.mask = self.put(m)
-        self.f = self.put(np.where(m, field[self.bb], 0))
-        self.w = self.put(np.where(m, weights[self.bb], 0))
+        self.f = self.put(np.where(m, self.box.cut(field), 0))
+        self.w = self.put(np.where(m, self.box.cut(weights), 0))
         self.d = kernels.dipole_kernel(self.shape, vs, b0)
         self.g2 = kernels.gradient_kernel_sq(self.shape, vs)
 
     def put(self, x: np.ndarray) -> np.ndarray:
         """A box-sized array (or a full volume already cut to the box) on the padded grid."""
-        return kernels.pad(np.asarray(x, np.float32), self.shape)
+        return self.box.put(x)
 
     def cut(self, full: np.ndarray) -> np.ndarray:
         """A full-size volume's box on the padded grid."""
-        return self.put(full[self.bb])
+        return self.box.put(self.box.cut(full))
 
     def full(self, x: np.ndarray) -> np.ndarray:
         """The padded-grid array ``x`` back on the full volume (float32), zero outside the mask."""
-        out = np.zeros(self.full_shape, np.float32)
-        inner = kernels.crop(x, self.inner)
-        out[self.bb] = np.where(self.mask[tuple(slice(0, n) for n in self.inner)] > 0, inner, 0)
-        return out
+        return self.box.full(np.where(self.mask > 0, x, 0), np.float32)
 
     def fft(self, x: np.ndarray) -> np.ndarray:
         return kernels.rfft(x)

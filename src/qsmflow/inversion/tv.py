@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 
-from .. import kernels
 from .._shared import checks as _checks
 from .._shared.weights import noise_weights
 from .._shared.constants import CSF_LAMBDA, MEDI_EDGE_FRACTION, TV_ALPHA
@@ -299,7 +298,7 @@ def _tfi_alpha(alpha, p: Problem, noise) -> float:
         return _checks.positive("alpha", alpha)
     if alpha != "auto":
         raise ValueError(f"alpha must be a number or 'auto', got {alpha!r}")
-    sigma = None if noise is None else np.asarray(noise, np.float32)[p.bb][kernels.crop(p.mask, p.inner) > 0]
+    sigma = None if noise is None else p.box.cut(np.asarray(noise, np.float32))[p.box.crop(p.mask) > 0]
     if sigma is None or not np.any(np.isfinite(sigma) & (sigma > 0)):
         log.warning("TFI: no usable noise map, so the weight cannot be chosen from the data; using the fixed %.3g",
                     TV_ALPHA)
@@ -320,7 +319,7 @@ def _auto_alpha(alpha, solve, p: Problem, noise, name: str):
         if noise.shape != p.full_shape:
             raise ValueError(f"noise has shape {noise.shape} but the local field has shape {p.full_shape}; "
                              "they must match")
-        sub = noise[p.bb][kernels.crop(p.mask, p.inner) > 0]
+        sub = p.box.cut(noise)[p.box.crop(p.mask) > 0]
         if not np.any(np.isfinite(sub) & (sub > 0)):
             log.warning("%s: the noise map is unknown (zero or NaN) inside the mask", name)
             noise = None

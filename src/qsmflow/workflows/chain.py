@@ -59,12 +59,6 @@ class _Timer:
                 self.progress(self.stage, "end")
 
 
-def _uncrop(arr: np.ndarray, box, shape, dtype=None) -> np.ndarray:
-    out = np.zeros(shape, dtype or arr.dtype)
-    out[box] = arr
-    return out
-
-
 def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | None = None,
         progress=None, until: str | None = None) -> QSMResult:
     """Run the chain on a loaded acquisition.
@@ -127,19 +121,19 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
         log.warning("single-echo data: the field comes from one echo (phase offset assumed 0) and no "
                     "R2*/T2* map is made")
         used["phase_offset"] = phaseoffset.METHODS["none"]
-    box = kernels.bounding_box(brain, _CROP_MARGIN)
-    res.parameters["crop_box"] = [[s.start, s.stop] for s in box]
-    m = brain[box]
-    mag = data.magnitude[box]
-    pha = data.phase[box] * np.float32(opt.phase_sign)
+    box = kernels.PaddedBox(brain, margin=_CROP_MARGIN)
+    res.parameters["crop_box"] = [[s.start, s.stop] for s in box.slices]
+    m = box.cut(brain)
+    mag = box.cut(data.magnitude)
+    pha = box.cut(data.phase) * np.float32(opt.phase_sign)
 
     with timer("phase_offset"):
         pha, offset = used["phase_offset"].func(pha, mag, te, vs, mask=m, **so.get("phase_offset", {}))
     with timer("unwrap"):
         unwrapped = used["unwrap"].func(pha, vs, mask=m, magnitude=mag, echo_times=te, **so.get("unwrap", {}))
         del pha
-    res.phase_offset = _uncrop(offset, box, shape, np.float32)
-    res.unwrapped_phase = _uncrop(np.where(m[..., None], unwrapped, 0), box, shape + (data.n_echoes,), np.float32)
+    res.phase_offset = box.full(offset, np.float32)
+    res.unwrapped_phase = box.full(np.where(m[..., None], unwrapped, 0), np.float32)
     done += ["phase_offset", "unwrap"]
     if until == "unwrap":
         return _finish(res, used, done, mask_source)
@@ -151,8 +145,8 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     with timer("field_fit"):
         f_hz, noise_hz = used["field_fit"].func(unwrapped, mag, te, mask=m, **fit_kw)
     del unwrapped
-    res.total_field_hz = _uncrop(np.where(m, f_hz, 0), box, shape, np.float32)
-    res.field_noise_hz = _uncrop(np.where(m, noise_hz, 0), box, shape, np.float32)
+    res.total_field_hz = box.full(np.where(m, f_hz, 0), np.float32)
+    res.field_noise_hz = box.full(np.where(m, noise_hz, 0), np.float32)
     sanity.check_field_noise(noise_hz, m, data.field_strength, te)
     res.parameters["hz_per_ppm"] = units.hz_per_ppm(data.field_strength)
     done.append("field_fit")
@@ -201,7 +195,7 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
                         noise_hz) -> list:
     """R2* (it marks the sinuses for the field region and the CSF for MEDI+0 and the reference),
     the local field, χ and its SD, on the cropped box ``m``; returns the stages that ran."""
-    shape, brain = res.mask.shape, res.mask
+    brain = res.mask
     vs, te = data.voxel_size, data.echo_times
     hz_per_ppm = res.parameters["hz_per_ppm"]
     done = []
@@ -212,9 +206,9 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
             r2_c, s0_c, fit_c = relaxation_maps(mag, te, m, opt, noise_sigma=sigma, field_hz=f_hz,
                                                 slice_axis=data.slice_axis)
             r2_sd = relaxometry.r2star_noise(mag, te, sigma, m)
-        res.r2star = _uncrop(r2_c, box, shape)
-        res.s0 = _uncrop(s0_c, box, shape)
-        res.r2star_fit = _uncrop(fit_c, box, shape)
+        res.r2star = box.full(r2_c)
+        res.s0 = box.full(s0_c)
+        res.r2star_fit = box.full(fit_c)
         res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
         res.parameters["r2star"] = {"noise_sigma": sigma, "gradient_correction": opt.r2star_gradient_correction,
                                      "slice_axis": data.slice_axis}
@@ -230,7 +224,7 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
         res.parameters["bg_polynomial"] = opt.bg_polynomial
         done.append("bgremove")
     del total_ppm
-    res.eroded_mask = _uncrop(eroded_c, box, shape, bool)
+    res.eroded_mask = box.full(eroded_c, bool)
     rss = np.sqrt(np.sum(mag.astype(np.float32) ** 2, axis=-1)) if mag.ndim == 4 else mag
     thermal_ppm = None
     if opt.chi_sd:  # the uncertainty map propagates the thermal noise, not the field model's error
@@ -244,14 +238,14 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
         magnitude=rss, phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c,
         sd_noise_ppm=thermal_ppm)
-    res.chi = _uncrop(chi_c, box, shape, np.float32)
+    res.chi = box.full(chi_c, np.float32)
     if sd_c is not None:
-        res.chi_sd = _uncrop(sd_c, box, shape, np.float32)
+        res.chi_sd = box.full(sd_c, np.float32)
     if tfi:  # the local field TFI explains: the field of χ inside the region it was fitted on
         local_c = np.where(eroded_c, kernels.forward_field(chi_c, vs, data.b0_direction), 0)
-    res.local_field_ppm = _uncrop(local_c, box, shape, np.float32)
+    res.local_field_ppm = box.full(local_c, np.float32)
     if csf_c is not None:
-        res.csf_mask = _uncrop(csf_c, box, shape, bool)
+        res.csf_mask = box.full(csf_c, bool)
     return done + ["inversion", "reference"] + (["r2star"] if r2_c is not None else [])
 
 
