@@ -20,6 +20,7 @@ import logging
 import numpy as np
 from . import kernels
 from ._shared import checks as _checks
+from ._shared.lm import levenberg_marquardt
 
 log = logging.getLogger(__name__)
 
@@ -72,44 +73,20 @@ def _model(p, te, cols=()):
 
 
 def _fit(y, te, p, free, max_iter):
-    """Bounded Levenberg-Marquardt on the complex residual over the ``free`` parameters.
-
-    All voxels at once (in chunks), with batched normal equations; returns the parameters
-    (V, 10) and the final cost (V,).
-    """
+    """Bounded Levenberg-Marquardt on the complex residual over the ``free`` parameters,
+    all voxels at once (in chunks); returns the parameters (V, 10) and the final cost (V,)."""
     idx = np.flatnonzero(free)
-    eye = np.eye(idx.size)[None]
-    p_out, c_out = p.copy(), np.empty(len(y))
-    for start in range(0, len(y), _CHUNK):
-        sl = slice(start, start + _CHUNK)
-        yy, q = y[sl], p[sl].copy()
-        lam = np.full(len(yy), 1e-2)
-        s, jac = _model(q, te, idx)
-        r = s - yy
-        c = np.sum(r.real ** 2 + r.imag ** 2, axis=1)
-        for _ in range(max_iter):
-            jr = np.concatenate([jac.real, jac.imag], axis=1)  # (V, 2E, k)
-            rr = np.concatenate([r.real, r.imag], axis=1)
-            a = np.einsum("vei,vej->vij", jr, jr)
-            g = np.einsum("vei,ve->vi", jr, rr)
-            damp = lam[:, None] * np.maximum(np.einsum("vii->vi", a), 1e-12)
-            try:
-                step = np.linalg.solve(a + damp[:, :, None] * eye, -g[..., None])[..., 0]
-            except np.linalg.LinAlgError:
-                break
-            new = q.copy()
-            new[:, idx] = np.clip(q[:, idx] + step, _LO[idx], _HI[idx])
-            s_new, jac_new = _model(new, te, idx)  # the Jacobian is kept for accepted steps
-            r_new = s_new - yy
-            c_new = np.sum(r_new.real ** 2 + r_new.imag ** 2, axis=1)
-            better = c_new < c
-            q = np.where(better[:, None], new, q)
-            r = np.where(better[:, None], r_new, r)
-            jac = np.where(better[:, None, None], jac_new, jac)
-            c = np.where(better, c_new, c)
-            lam = np.where(better, lam * 0.3, lam * 10)
-        p_out[sl], c_out[sl] = q, c
-    return p_out, c_out
+
+    def model(q, rows):
+        full = p[rows].copy()
+        full[:, idx] = q
+        return _model(full, te, idx)
+
+    q, cost, _, _ = levenberg_marquardt(model, y, p[:, idx], lower=_LO[idx], upper=_HI[idx], lam=1e-2, down=0.3,
+                                        up=10.0, max_iter=max_iter, chunk=_CHUNK)
+    out = p.copy()
+    out[:, idx] = q
+    return out, cost
 
 
 def _start(y, te):

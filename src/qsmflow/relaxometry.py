@@ -20,6 +20,7 @@ import logging
 import numpy as np
 
 from ._shared import checks as _checks
+from ._shared.lm import levenberg_marquardt
 from ._shared.constants import (
     GRADIENT_CORRECTION_MIN_FACTOR,
     R2STAR_CAP_PER_S,
@@ -222,43 +223,17 @@ def nlls_r2star(magnitude: np.ndarray, echo_times, *, mask: np.ndarray | None = 
     J Soc Ind Appl Math 1963;11:431-441. doi:10.1137/0111030
     """
     s, te, mask, use = _prepare(magnitude, echo_times, mask, noise_sigma, dephasing, 2, "NLLS R2*")
-    w = use.astype(np.float64)
     r2, s0 = _loglinear(s, te, np.where(use, s * s, 0.0))
-    lam = np.full(r2.shape, 1e-3)
 
-    def cost(a, r):
-        res = s - a[:, None] * np.exp(-np.outer(r, te))
-        return np.sum(w * res * res, axis=1)
+    def model(p, rows):  # S0·exp(-R2*·TE) and its derivatives by S0 and R2*
+        e = np.exp(-np.outer(p[:, 1], te))
+        return p[:, 0:1] * e, np.stack([e, -te[None, :] * p[:, 0:1] * e], axis=2)
 
-    c = cost(s0, r2)
-    active = np.ones(r2.shape, bool)
-    it = 0
-    for it in range(1, max_iter + 1):
-        e = np.exp(-np.outer(r2, te))
-        res = s - s0[:, None] * e
-        j0, j1 = e, -te[None, :] * s0[:, None] * e  # derivatives of the model by S0, R2*
-        a00 = np.sum(w * j0 * j0, axis=1)
-        a01 = np.sum(w * j0 * j1, axis=1)
-        a11 = np.sum(w * j1 * j1, axis=1)
-        g0, g1 = np.sum(w * j0 * res, axis=1), np.sum(w * j1 * res, axis=1)
-        a00d, a11d = a00 * (1 + lam), a11 * (1 + lam)
-        det = a00d * a11d - a01 * a01
-        det = np.where(np.abs(det) > 0, det, np.inf)
-        ds0 = (a11d * g0 - a01 * g1) / det
-        dr2 = (a00d * g1 - a01 * g0) / det
-        new_s0, new_r2 = s0 + ds0 * active, r2 + dr2 * active
-        new_c = cost(new_s0, new_r2)
-        better = new_c <= c
-        s0 = np.where(better, new_s0, s0)
-        r2 = np.where(better, new_r2, r2)
-        c = np.where(better, new_c, c)
-        lam = np.where(better, lam * 0.5, lam * 10)
-        active &= ~(better & (np.abs(dr2) <= tol * np.maximum(np.abs(r2), 1.0)))
-        active &= lam < 1e12
-        if not active.any():
-            break
+    p, _, it, moving = levenberg_marquardt(model, s, np.stack([s0, r2], axis=1), weights=use.astype(np.float64),
+                                           lam=1e-3, down=0.5, up=10.0, max_iter=max_iter, tol=tol, watch=[1])
+    s0, r2 = p[:, 0], p[:, 1]
     log.info("NLLS R2* over %d echoes in %d voxels: %d LM steps, %d voxels still moving", te.size,
-             int(mask.sum()), it, int(active.sum()))
+             int(mask.sum()), it, moving)
     return _maps(mask.shape, mask, r2, s0)
 
 
