@@ -220,7 +220,7 @@ def test_medi_automatic_weight_grows_with_the_noise():
 
 def test_inversion_errors():
     mask, _, field = _brain((0, 0, 1))
-    with pytest.raises(ValueError, match="phase_scale"):
+    with pytest.raises(ValueError, match=r"^the nonlinear data term needs phase_scale \(rad/ppm"):
         tv(field, mask, VS, (0, 0, 1), alpha=1e-4, nonlinear=True)
     with pytest.raises(ValueError, match="edge_fraction"):
         medi(field, mask, VS, (0, 0, 1), magnitude=mask * 1.0, phase_scale=1.0, alpha=1e-4, edge_fraction=1.0)
@@ -484,3 +484,53 @@ def test_medi_gauss_newton_stops_at_its_tolerance():
         steps.append(info["gauss_newton_steps"])
         assert info["converged"] == (info["gauss_newton_steps"] < 6)
     assert steps[0] < steps[1] < steps[2] == 6
+
+
+def test_nonlinear_field_update_moves_at_most_half_a_radian_per_newton_step():
+    """FANSI's per-voxel z₂ update (Milovic 2018): Newton steps on
+    (w²/s²)(1 - cos s(z - f)) + μ₂/2 (z - y)², the cosine's curvature dropped past a quarter
+    turn, each step clipped to 0.5 rad of phase. Written out here for three voxels 1, -1.2 and
+    2.5 rad off the data: the clip acts in both directions."""
+    from qsmflow.inversion.solvers import _NEWTON_STEPS, _newton_z2
+
+    s, mu2 = 2.0, 1e-3
+    f = np.zeros(3, np.float32)
+    w2 = np.ones(3, np.float32)
+    z0 = np.array([1.0, -1.2, 2.5], np.float32) / s
+    y = np.zeros(3, np.float32)
+    z = z0.astype(np.float64)
+    for _ in range(4):
+        grad = 1 / s * np.sin(s * z) + mu2 * z
+        hess = np.maximum(np.cos(s * z), 0) + mu2
+        z = z - np.clip(grad / hess, -0.5 / s, 0.5 / s)
+    assert _NEWTON_STEPS == 4
+    got = _newton_z2(z0.copy(), y, f, w2, np.float32(mu2), s)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, z, rtol=1e-5, atol=1e-6)
+    assert np.all(np.abs(got - z0) <= 4 * 0.5 / s + 1e-6) and abs(got[2] - z0[2]) > 0.9 / s  # clipped, moved
+
+
+def test_operators_keep_float32():
+    """The inversions hold every volume in float32 (half the memory of float64): the
+    gradient's adjoint, soft thresholding and FANSI's result stay float32."""
+    from qsmflow.inversion.problem import Problem, shrink
+    from qsmflow.inversion.solvers import fansi
+
+    mask, _, field = _brain((0, 0, 1))
+    p = Problem(field, mask, VS, np.array([0.0, 0.0, 1.0]), np.ones(SHAPE, np.float32), 4)
+    z = p.grad(p.f)
+    assert p.grad_adj(z).dtype == np.float32 and shrink(z, 1e-3).dtype == np.float32
+    chi, _ = fansi(p, 1e-4, mu1=1e-2, mu2=1.0, max_iter=2, tol=1e-9)
+    assert chi.dtype == np.float32
+
+
+def test_gauss_newton_step_limits_default_as_documented():
+    """MEDI runs at most 10 Gauss-Newton steps and TFI 5 by default (their docstrings and the
+    README's timings assume them): with a tolerance no step can meet, exactly that many."""
+    mask, _, field = _brain((0, 0, 1))
+    mag = np.where(mask, 1.0, 0)
+    kw = dict(magnitude=mag, phase_scale=S_3T_20MS, alpha=1e-4, tol=1e-12, cg_iter=2)
+    for method, steps in ((medi, 10), (inversion.tfi, 5)):
+        info = {}
+        method(field, mask, VS, (0, 0, 1), info=info, **kw)
+        assert info["gauss_newton_steps"] == steps and info["converged"] is False, method.__name__
