@@ -274,7 +274,9 @@ def forward_field(chi: np.ndarray, voxel_size, b0_direction, *, margin=None) -> 
 
     References
     ----------
-    Marques JP, Bowtell R. Concepts Magn Reson B 2005;25B:65-78. doi:10.1002/cmr.b.20034
+    Marques JP, Bowtell R. Application of a Fourier-based method for rapid calculation of
+    field inhomogeneity due to spatial variation of magnetic susceptibility. Concepts Magn
+    Reson B 2005;25B:65-78. doi:10.1002/cmr.b.20034
     """
     chi = _checks.as_volume("chi", chi, dtype=None)
     if margin is None:

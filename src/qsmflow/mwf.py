@@ -24,10 +24,7 @@ from ._shared.lm import levenberg_marquardt
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CITATION", "MIN_ECHOES", "three_pool_mwf"]
-
-CITATION = ("Nam Y, Lee J, Hwang D, Kim DH. Improved estimation of myelin water fraction using complex model "
-            "fitting. NeuroImage 2015;116:214-221. doi:10.1016/j.neuroimage.2015.04.081")
+__all__ = ["MIN_ECHOES", "three_pool_mwf"]
 
 #: Fewer echoes cannot separate a 10 ms pool from two ≈ 50 ms pools.
 MIN_ECHOES = 12

@@ -123,13 +123,7 @@ def no_offset_removal(phase, magnitude, echo_times, voxel_size, *, mask):
 
 
 METHODS = {
-    "mcpc3ds": Method(
-        "mcpc3ds",
-        mcpc3ds,
-        "phase offset from the first two echoes (MCPC-3D-S), smoothed as a complex field",
-        ("Eckstein K, Dymerska B, Bachrata B, Bogner W, Poljanc K, Trattnig S, Robinson SD. Computationally "
-         "efficient combination of multi-channel phase data from multi-echo acquisitions (ASPIRE). Magn Reson "
-         "Med 2018;79:2996-3006. doi:10.1002/mrm.26963",),
-    ),
+    "mcpc3ds": Method("mcpc3ds", mcpc3ds,
+                      "phase offset from the first two echoes (MCPC-3D-S), smoothed as a complex field"),
     "none": Method("none", no_offset_removal, "no phase-offset removal"),
 }

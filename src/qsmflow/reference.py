@@ -105,8 +105,9 @@ def csf_reference(chi: np.ndarray, mask: np.ndarray, *, csf: np.ndarray) -> tupl
     quantitative susceptibility mapping of the brain. Magn Reson Med 2017;78:204-214.
     doi:10.1002/mrm.26369
 
-    Liu Z, Spincemaille P, Yao Y, Zhang Y, Wang Y. MEDI+0. Magn Reson Med
-    2018;79:2795-2803. doi:10.1002/mrm.26946
+    Liu Z, Spincemaille P, Yao Y, Zhang Y, Wang Y. MEDI+0: Morphology enabled dipole
+    inversion with automatic uniform cerebrospinal fluid zero reference for quantitative
+    susceptibility mapping. Magn Reson Med 2018;79:2795-2803. doi:10.1002/mrm.26946
     """
     chi = _checks.as_volume("chi", chi)
     csf = _checks.as_mask("csf", csf, chi.shape) & _checks.as_mask("mask", mask, chi.shape)
@@ -116,21 +117,6 @@ def csf_reference(chi: np.ndarray, mask: np.ndarray, *, csf: np.ndarray) -> tupl
 
 
 METHODS = {
-    "mean": Method(
-        "mean",
-        mean_reference,
-        "whole-brain mean set to zero",
-        ("Straub S, Schneider TM, Emmerich J, et al. Suitable reference tissues for quantitative susceptibility "
-         "mapping of the brain. Magn Reson Med 2017;78:204-214. doi:10.1002/mrm.26369",),
-    ),
-    "csf": Method(
-        "csf",
-        csf_reference,
-        "ventricular CSF (R2* < 5/s near the brain's centre) set to zero",
-        ("Straub S, Schneider TM, Emmerich J, et al. Suitable reference tissues for quantitative susceptibility "
-         "mapping of the brain. Magn Reson Med 2017;78:204-214. doi:10.1002/mrm.26369",
-         "Liu Z, Spincemaille P, Yao Y, Zhang Y, Wang Y. MEDI+0: Morphology enabled dipole inversion with "
-         "automatic uniform cerebrospinal fluid zero reference for quantitative susceptibility mapping. Magn "
-         "Reson Med 2018;79:2795-2803. doi:10.1002/mrm.26946"),
-    ),
+    "mean": Method("mean", mean_reference, "whole-brain mean set to zero"),
+    "csf": Method("csf", csf_reference, "ventricular CSF (R2* < 5/s near the brain's centre) set to zero"),
 }

@@ -338,26 +338,7 @@ def t2star_from_r2star(r2star: np.ndarray, mask: np.ndarray | None = None) -> np
 
 
 METHODS = {
-    "loglinear": Method(
-        "loglinear",
-        loglinear_r2star,
-        "S²-weighted log-linear fit",
-        ("Gudbjartsson H, Patz S. The Rician distribution of noisy MRI data. Magn Reson Med 1995;34:910-914. "
-         "doi:10.1002/mrm.1910340618",),
-    ),
-    "arlo": Method(
-        "arlo",
-        arlo_r2star,
-        "auto-regression on linear operations (closed form)",
-        ("Pei M, Nguyen TD, Thimmappa ND, Salustri C, Dong F, Cooper MA, Li J, Prince MR, Wang Y. Algorithm for "
-         "fast monoexponential fitting based on Auto-Regression on Linear Operations (ARLO) of data. Magn Reson "
-         "Med 2015;73:843-850. doi:10.1002/mrm.25137",),
-    ),
-    "nlls": Method(
-        "nlls",
-        nlls_r2star,
-        "nonlinear least squares (Levenberg-Marquardt, vectorised)",
-        ("Marquardt DW. An algorithm for least-squares estimation of nonlinear parameters. J Soc Ind Appl Math "
-         "1963;11:431-441. doi:10.1137/0111030",),
-    ),
+    "loglinear": Method("loglinear", loglinear_r2star, "S²-weighted log-linear fit"),
+    "arlo": Method("arlo", arlo_r2star, "auto-regression on linear operations (closed form)"),
+    "nlls": Method("nlls", nlls_r2star, "nonlinear least squares (Levenberg-Marquardt, vectorised)"),
 }

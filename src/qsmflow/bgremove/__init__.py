@@ -120,7 +120,9 @@ def vsharp(field, mask, voxel_size, b0_direction=None, *, noise=None, radii_mm=V
     Wu B, Li W, Guidon A, Liu C. Whole brain susceptibility mapping using compressed
     sensing. Magn Reson Med 2012;67:137-147. doi:10.1002/mrm.23000
 
-    Schweser F, et al. NeuroImage 2011;54:2789-2807. doi:10.1016/j.neuroimage.2010.10.070
+    Schweser F, Deistung A, Lehr BW, Reichenbach JR. Quantitative imaging of intrinsic
+    magnetic tissue properties using MRI signal phase: an approach to in vivo brain iron
+    metabolism? NeuroImage 2011;54:2789-2807. doi:10.1016/j.neuroimage.2010.10.070
     """
     field, mask, vs = _common(field, mask, voxel_size)
     radii = sorted((_checks.positive("radii_mm", r) for r in np.atleast_1d(radii_mm)), reverse=True)
@@ -266,27 +268,11 @@ def remove_polynomial(local: np.ndarray, mask: np.ndarray, voxel_size, *, order:
     return out
 
 
-_SCHWESER_2011 = ("Schweser F, Deistung A, Lehr BW, Reichenbach JR. Quantitative imaging of intrinsic magnetic "
-                  "tissue properties using MRI signal phase: an approach to in vivo brain iron metabolism? "
-                  "NeuroImage 2011;54:2789-2807. doi:10.1016/j.neuroimage.2010.10.070")
-
 METHODS = {
-    "pdf": Method("pdf", pdf, "projection onto dipole fields, noise-weighted, conjugate gradients", (
-        "Liu T, Khalidov I, de Rochefort L, Spincemaille P, Liu J, Tsiouris AJ, Wang Y. A novel background field "
-        "removal method for MRI using projection onto dipole fields (PDF). NMR Biomed 2011;24:1129-1136. "
-        "doi:10.1002/nbm.1670",)),
-    "lbv": Method("lbv", lbv, "Laplacian boundary value problem, conjugate gradients", (
-        "Zhou D, Liu T, Spincemaille P, Wang Y. Background field removal by solving the Laplacian boundary value "
-        "problem. NMR Biomed 2014;27:312-319. doi:10.1002/nbm.3064",)),
-    "vsharp": Method("vsharp", vsharp, "variable-radius SMV high-pass filter with truncated deconvolution", (
-        "Wu B, Li W, Guidon A, Liu C. Whole brain susceptibility mapping using compressed sensing. Magn Reson "
-        "Med 2012;67:137-147. doi:10.1002/mrm.23000", _SCHWESER_2011)),
-    "sharp": Method("sharp", sharp, "single-radius SMV high-pass filter with truncated deconvolution",
-                    (_SCHWESER_2011,)),
-    "resharp": Method("resharp", resharp, "SMV high-pass with Tikhonov-regularised deconvolution", (
-        "Sun H, Wilman AH. Background field removal using spherical mean value filtering and Tikhonov "
-        "regularization. Magn Reson Med 2014;71:1151-1157. doi:10.1002/mrm.24765",)),
-    "ismv": Method("ismv", ismv, "iterative spherical mean value (solved by conjugate gradients)", (
-        "Wen Y, Zhou D, Liu T, Spincemaille P, Wang Y. An iterative spherical mean value method for background "
-        "field removal in MRI. Magn Reson Med 2014;72:1065-1071. doi:10.1002/mrm.24998",)),
+    "pdf": Method("pdf", pdf, "projection onto dipole fields, noise-weighted, conjugate gradients"),
+    "lbv": Method("lbv", lbv, "Laplacian boundary value problem, conjugate gradients"),
+    "vsharp": Method("vsharp", vsharp, "variable-radius SMV high-pass filter with truncated deconvolution"),
+    "sharp": Method("sharp", sharp, "single-radius SMV high-pass filter with truncated deconvolution"),
+    "resharp": Method("resharp", resharp, "SMV high-pass with Tikhonov-regularised deconvolution"),
+    "ismv": Method("ismv", ismv, "iterative spherical mean value (solved by conjugate gradients)"),
 }

@@ -346,20 +346,7 @@ def _gauss_newton(p, w, te, a, b, max_iter, tol_hz, free=True):
 
 
 METHODS = {
-    "complex": Method(
-        "complex",
-        complex_fit,
-        "nonlinear fit of the complex multi-echo signal (robust to 2π errors), noise from the fit",
-        ("Liu T, Wisnieff C, Lou M, Chen W, Spincemaille P, Wang Y. Nonlinear formulation of the magnetic field "
-         "to source relationship for robust quantitative susceptibility mapping. Magn Reson Med "
-         "2013;69:467-476. doi:10.1002/mrm.24272",),
-    ),
-    "wls": Method(
-        "wls",
-        weighted_linear_fit,
-        "magnitude²-weighted linear fit of unwrapped phase over echo time",
-        ("Wu B, Li W, Avram AV, Gho SM, Liu C. Fast and tissue-optimized mapping of magnetic susceptibility "
-         "and T2* with multi-echo and multi-shot spirals. NeuroImage 2012;59:297-305. "
-         "doi:10.1016/j.neuroimage.2011.07.019",),
-    ),
+    "complex": Method("complex", complex_fit,
+                      "nonlinear fit of the complex multi-echo signal (robust to 2π errors), noise from the fit"),
+    "wls": Method("wls", weighted_linear_fit, "magnitude²-weighted linear fit of unwrapped phase over echo time"),
 }

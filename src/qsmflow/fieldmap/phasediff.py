@@ -46,7 +46,9 @@ def phasediff_fieldmap(
     Jezzard P, Balaban RS. Correction for geometric distortion in echo planar images
     from B0 field variations. Magn Reson Med 1995;34:65-73. doi:10.1002/mrm.1910340111
 
-    Dymerska B, et al. Magn Reson Med 2021;85:2294-2308. doi:10.1002/mrm.28563
+    Dymerska B, Eckstein K, Bachrata B, Siow B, Trattnig S, Shmueli K, Robinson SD. Phase
+    unwrapping with a rapid opensource minimum spanning tree algorithm (ROMEO). Magn Reson
+    Med 2021;85:2294-2308. doi:10.1002/mrm.28563
     """
     from ..unwrap import romeo_unwrap
 

@@ -309,22 +309,9 @@ def reliable_field_mask(mask: np.ndarray, noise: np.ndarray, voxel_size, *, r2st
     return kept
 
 
-_SMITH_2002 = "Smith SM. Fast robust automated brain extraction. Hum Brain Mapp 2002;17:143-155. doi:10.1002/hbm.10062"
-
 METHODS = {
-    "bet": Method(
-        "bet",
-        bet_brain_mask,
-        "deformable brain surface (BET) on the echo-combined magnitude, receive-coil shading divided out",
-        (_SMITH_2002,),
-    ),
-    "threshold": Method(
-        "threshold",
-        magnitude_mask,
-        "Otsu threshold of the echo-combined magnitude, erosion, largest component, dilation, hole filling",
-        (
-            "Otsu N. A threshold selection method from gray-level histograms. IEEE Trans Syst Man Cybern "
-            "1979;9:62-66. doi:10.1109/TSMC.1979.4310076",
-        ),
-    ),
+    "bet": Method("bet", bet_brain_mask,
+                  "deformable brain surface (BET) on the echo-combined magnitude, receive-coil shading divided out"),
+    "threshold": Method("threshold", magnitude_mask, "Otsu threshold of the echo-combined magnitude, erosion, "
+                        "largest component, dilation, hole filling"),
 }

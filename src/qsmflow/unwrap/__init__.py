@@ -115,6 +115,10 @@ def bestpath_unwrap(phase: np.ndarray, voxel_size, *, mask: np.ndarray | None = 
     Abdul-Rahman HS, Gdeisat MA, Burton DR, Lalor MJ, Lilley F, Moore CJ. Fast and
     robust three-dimensional best path phase unwrapping algorithm. Appl Opt
     2007;46:6623-6635. doi:10.1364/AO.46.006623
+
+    Robinson SD, Bredies K, Khabipova D, Dymerska B, Marques JP, Schweser F. An illustrated
+    comparison of processing methods for MR phase imaging and QSM: combining array coil
+    signals and phase unwrapping. NMR Biomed 2017;30:e3601. doi:10.1002/nbm.3601
     """
     from skimage.restoration import unwrap_phase
 
@@ -319,30 +323,10 @@ def correct_echo_offsets(unwrapped: np.ndarray, echo_times, mask: np.ndarray) ->
 
 
 METHODS = {
-    "romeo": Method(
-        "romeo",
-        romeo_unwrap,
-        "quality-guided spanning-tree unwrapping of a template echo, temporal unwrapping of the others",
-        ("Dymerska B, Eckstein K, Bachrata B, Siow B, Trattnig S, Shmueli K, Robinson SD. Phase unwrapping with "
-         "a rapid opensource minimum spanning tree algorithm (ROMEO). Magn Reson Med 2021;85:2294-2308. "
-         "doi:10.1002/mrm.28563",),
-    ),
-    "bestpath": Method(
-        "bestpath",
-        bestpath_unwrap,
-        "quality-guided 3D best-path unwrapping per echo (congruent), echoes aligned by 2pi offsets",
-        ("Abdul-Rahman HS, Gdeisat MA, Burton DR, Lalor MJ, Lilley F, Moore CJ. Fast and robust "
-         "three-dimensional best path phase unwrapping algorithm. Appl Opt 2007;46:6623-6635. "
-         "doi:10.1364/AO.46.006623",
-         "Robinson SD, Bredies K, Khabipova D, Dymerska B, Marques JP, Schweser F. An illustrated comparison "
-         "of processing methods for MR phase imaging and QSM: combining array coil signals and phase "
-         "unwrapping. NMR Biomed 2017;30:e3601. doi:10.1002/nbm.3601"),
-    ),
-    "laplacian": Method(
-        "laplacian",
-        laplacian_unwrap,
-        "Laplacian unwrapping with a cosine-transform Poisson solver (robust, not congruent)",
-        ("Schofield MA, Zhu Y. Fast phase unwrapping algorithm for interferometric applications. "
-         "Opt Lett 2003;28:1194-1196. doi:10.1364/OL.28.001194",),
-    ),
+    "romeo": Method("romeo", romeo_unwrap,
+                    "quality-guided spanning-tree unwrapping of a template echo, temporal unwrapping of the others"),
+    "bestpath": Method("bestpath", bestpath_unwrap,
+                       "quality-guided 3D best-path unwrapping per echo (congruent), echoes aligned by 2pi offsets"),
+    "laplacian": Method("laplacian", laplacian_unwrap,
+                        "Laplacian unwrapping with a cosine-transform Poisson solver (robust, not congruent)"),
 }

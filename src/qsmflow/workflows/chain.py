@@ -23,7 +23,7 @@ from .. import (
 from .._shared import checks as _checks
 from .._shared import units
 from ..io import GreInput
-from .._shared.registry import choose
+from .._shared.registry import choose, references
 from . import sanity
 from .options import STAGES, UNTIL, Options, QSMResult, resolve_bgremove, resolve_inversion
 
@@ -32,12 +32,6 @@ log = logging.getLogger(__name__)
 # Voxels kept around the mask when the volume is cropped for the computation.
 _CROP_MARGIN = 8
 
-
-_KERNEL_CITATION = (
-    "Marques JP, Bowtell R. Application of a Fourier-based method for rapid calculation of field "
-    "inhomogeneity due to spatial variation of magnetic susceptibility. Concepts Magn Reson B "
-    "2005;25B:65-78. doi:10.1002/cmr.b.20034"
-)
 
 
 class _Timer:
@@ -234,7 +228,7 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
             log.info("χ uncertainty map: the thermal noise (from the air) is %.2f of the field fit's residual noise; "
                      "the rest is field-model error, a bias the map leaves out", ratio)
         thermal_ppm = thermal_hz / hz_per_ppm
-    chi_c, sd_c, csf_c, used["reference"] = inversion_and_reference(
+    chi_c, sd_c, csf_c, used["inversion"], used["reference"] = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
         magnitude=rss, phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c,
         sd_noise_ppm=thermal_ppm)
@@ -268,7 +262,7 @@ def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=N
 def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Options, res: QSMResult, timer, *,
                             noise_ppm=None, magnitude=None, phase_scale=None, r2star=None, sd_noise_ppm=None):
     """Dipole inversion and referencing of a local field (ppm): (χ, its noise SD or None, CSF mask
-    or None, reference used).
+    or None, inversion used (citing what it was given), reference used).
 
     Each method gets what it accepts of: the noise map (ppm), the magnitude, the phase
     per ppm at the mean echo time, and the CSF mask found from R2* (when the inversion
@@ -325,7 +319,7 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     res.parameters["reference_offset_ppm"] = offset
     if csf is not None:
         res.parameters["csf_voxels"] = int(csf.sum())
-    return chi, sd, csf, ref
+    return chi, sd, csf, dataclasses.replace(inv, citations=inv.cited(kwargs)), ref
 
 
 def field_region(field, mask, voxel_size, noise, opt: Options, *, r2star=None, r2star_noise=None,
@@ -358,7 +352,7 @@ def background_removal(field, mask, voxel_size, b0_direction, noise, opt: Option
 def _finish(res: QSMResult, used: dict, done: list, mask_source: str) -> QSMResult:
     """Methods and citations of the stages that ran."""
     res.parameters["methods"] = {s: (mask_source if s == "mask" else used[s].name) for s in done}
-    cites = [_KERNEL_CITATION] if "field_fit" in done else []
+    cites = list(references(kernels.dipole_kernel)) if "field_fit" in done else []
     for stage in done:
         if stage == "mask" and mask_source == "given":
             continue

@@ -9,12 +9,12 @@ import logging
 
 import numpy as np
 
-from .. import fieldmap, masking, relaxometry, swi, unwrap
+from .. import fieldmap, masking, relaxometry, swi
 from . import sanity
 from .._shared import checks as _checks
 from .. import mwf as mwf_fit  # ``mwf`` is r2star_run's flag
 from ..io import GreInput
-from .._shared.registry import choose
+from .._shared.registry import choose, references
 from .chain import _Timer, background_removal, inversion_and_reference, relaxation_maps, run, swi_maps
 from .options import STAGES, Options, QSMResult, resolve_bgremove
 
@@ -107,7 +107,7 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
         res.parameters["methods"]["mwf"] = "three-pool complex fit, spatially regularised"
         res.parameters["mwf"] = {"mask": "brain" if mwf_mask is None else "given", "echoes": data.n_echoes,
                                  "field_map_demodulation": field_hz is not None}
-        res.citations.append(mwf_fit.CITATION)
+        res.citations += list(references(mwf_fit.three_pool_mwf))
     return res
 
 
@@ -122,10 +122,9 @@ def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction
     vs = _checks.voxel_size(voxel_size)
     res.parameters = {"stage_options": opt.stage_options}
     timer = functools.partial(_Timer, res.timings)
-    res.chi, res.chi_sd, res.csf_mask, ref = inversion_and_reference(
+    res.chi, res.chi_sd, res.csf_mask, inv, ref = inversion_and_reference(
         local, res.mask, vs, b0_direction, opt, res, timer, noise_ppm=noise_ppm, magnitude=magnitude,
         phase_scale=phase_scale, r2star=r2star)
-    inv = STAGES["inversion"][opt.inversion]
     res.parameters["methods"] = {"inversion": inv.name, "reference": ref.name}
     res.citations = list(inv.citations) + [c for c in ref.citations if c not in inv.citations]
     return res
@@ -146,7 +145,6 @@ def phasediff_run(data, *, mask: np.ndarray | None = None, mask_method: str = "b
     f = res.total_field_hz[mask]
     log.info("B0 map: %.1f / %.1f / %.1f Hz (min / median / max in the mask)", f.min(), np.median(f), f.max())
     res.parameters = {"methods": {"mask": source, "field_fit": "phasediff"}, "delta_te_s": data.delta_te}
-    res.citations = ([] if source == "given" else list(masking.METHODS[source].citations)) + [
-        "Jezzard P, Balaban RS. Correction for geometric distortion in echo planar images from B0 field "
-        "variations. Magn Reson Med 1995;34:65-73. doi:10.1002/mrm.1910340111"] + list(unwrap.METHODS["romeo"].citations)
+    res.citations = ([] if source == "given" else list(masking.METHODS[source].citations)) + list(
+        references(fieldmap.phasediff_fieldmap))
     return res
