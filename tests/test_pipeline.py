@@ -179,3 +179,29 @@ def test_tfi_runs_on_the_total_field_without_background_removal():
     field = field[: r.chi.shape[0], : r.chi.shape[1], : r.chi.shape[2]]
     assert np.corrcoef(field[region], r.local_field_ppm[region])[0, 1] > 0.99
     assert metrics.evaluate(r, head)["deep_grey_slope"] > 0.3  # deep grey paramagnetic (0.44 with 3 steps)
+
+
+def test_invert_run_computes_the_phase_scale_from_echo_time_and_field(monkeypatch):
+    """MEDI's phase per ppm from the mean echo time and B0: 2π·42.577478 Hz/ppm/T·3 T·12 ms
+    = 9.6307 rad/ppm (written out here); echo times in ms are refused."""
+    from qsmflow.workflows import chain
+
+    seen = []
+    real = chain.inversion_and_reference
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["phase_scale"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("qsmflow.workflows.single.inversion_and_reference", spy)
+    mask = np.zeros((12, 12, 12), bool)
+    mask[3:9, 3:9, 3:9] = True
+    local = np.where(mask, 0.01, 0).astype(np.float32)
+    opt = pipeline.Options(inversion="medi", reference="mean", stage_options={"inversion": {"alpha": 1e-3,
+                                                                                             "max_iter": 1}})
+    pipeline.invert_run(local, mask, (1, 1, 1), (0, 0, 1), options=opt, magnitude=mask * 1.0,
+                        echo_time=[0.008, 0.016], field_strength=3.0)
+    assert seen[0] == pytest.approx(2 * np.pi * 42.577478 * 3.0 * 0.012, rel=1e-6)
+    with pytest.raises(ValueError, match="milliseconds"):
+        pipeline.invert_run(local, mask, (1, 1, 1), (0, 0, 1), options=opt, magnitude=mask * 1.0, echo_time=12,
+                            field_strength=3.0)

@@ -242,7 +242,6 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
 
     from .. import io, pipeline
     from .._shared import checks as _checks
-    from .._shared import units
 
     local = io.load_map(local_path, name="--local", prefix=prefix)
     shape, affine = local.data.shape, local.affine
@@ -256,26 +255,21 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
         noise = nmap.data * _in_ppm(nmap, noise_unit, b0_known, "--noise")
     magnitude, mag_te = None, None
     if mag_path:
-        mag = io.load_map(mag_path, name="--magnitude")
-        data = np.asarray(mag.data, np.float32)
-        if data.shape[:3] != tuple(shape):
-            raise ValueError(f"--magnitude has shape {data.shape[:3]} but --local has {tuple(shape)}; use the same grid")
-        magnitude = np.sqrt(np.sum(data ** 2, axis=-1)) if data.ndim == 4 else data
-        mag_te = mag.sidecar.get("EchoTime")
+        mag = io.load_map(mag_path, name="--magnitude", echoes=True)
+        if mag.data.shape[:3] != tuple(shape):
+            raise ValueError(f"--magnitude has shape {mag.data.shape[:3]} but --local has {tuple(shape)}; "
+                             "use the same grid")
+        magnitude, mag_te = mag.data, mag.sidecar.get("EchoTime")
     r2star = io.load_volume(r2star_path, name="--r2star", shape=shape, affine=affine) if r2star_path else None
-    phase_scale = None
+    te = echo_time if echo_time is not None else mag_te
     if inversion in ("medi", "tfi"):
         if magnitude is None:
             raise ValueError(f"--inversion {inversion} needs --magnitude (for its edge mask); or use --inversion tv")
-        te = echo_time if echo_time is not None else mag_te
-        b0 = b0_known
-        if te is None or b0 is None:
+        if te is None or b0_known is None:
             raise ValueError(f"--inversion {inversion} needs the echo time and B0 for its data term; pass "
                              "--echo-time (s) and --field-strength (T)")
-        te = float(np.mean(te))
-        if te > 1:
+        if float(np.max(te)) > 1:
             raise ValueError(f"--echo-time {te} looks like milliseconds; give seconds (e.g. 0.02)")
-        phase_scale = float(units.rad_per_ppm(_checks.field_strength(b0), te))
     direction = _floats(b0_direction, "--b0-direction", 3) if b0_direction else io.b0_direction_from_affine(affine)
     options = pipeline.Options(inversion=inversion, reference=reference, chi_sd=not no_chi_sd and noise is not None,
                                stage_options=_regularisation_options(inversion, regularisation))
@@ -283,7 +277,8 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
         outset.check(pipeline.output_names(local.prefix, 2 if r2star is not None else 1, "inversion",
                                            optional=pipeline.optional_outputs(options)))
     result = pipeline.invert_run(local.data * scale, mask, local.voxel_size, direction, options=options,
-                                 noise_ppm=noise, magnitude=magnitude, phase_scale=phase_scale, r2star=r2star)
+                                 noise_ppm=noise, magnitude=magnitude, r2star=r2star,
+                                 echo_time=te if inversion in ("medi", "tfi") else None, field_strength=b0_known)
     local.provenance.update({"ppm_per_input_unit": scale, "b0_direction": list(map(float, direction))})
     written = pipeline.write_outputs(result, local, out, force=force, command_line=sys.argv, until="inversion")
     log.info("wrote %d files to %s", len(written), out)

@@ -81,16 +81,19 @@ def load_phasediff(phasediff, magnitude, *, delta_te=None, phase_scale: float | 
                           prefix=prefix or bids_prefix(pd_paths[0]), provenance=provenance)
 
 
-def load_volume(path, *, name: str = "volume", shape=None, affine=None) -> np.ndarray:
-    """Load a 3D NIfTI as float32, optionally checking it matches ``shape``/``affine``."""
+def load_volume(path, *, name: str = "volume", shape=None, affine=None, echoes: bool = False) -> np.ndarray:
+    """Load a 3D NIfTI as float32, optionally checking it matches ``shape``/``affine`` (3D).
+
+    With ``echoes``, a 4D NIfTI (one volume per echo) is accepted too."""
     img = _load_image(path)
     data = _read_data(img, path)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    if data.ndim != 3:
-        raise ValueError(f"{name} {path} must be a 3D volume, got shape {data.shape}")
-    if shape is not None and data.shape != tuple(shape):
-        raise ValueError(f"{name} {path} has shape {data.shape} but the data have shape {tuple(shape)}")
+    if data.ndim != 3 and not (echoes and data.ndim == 4):
+        raise ValueError(f"{name} {path} must be a 3D volume{' or 4D (echoes)' if echoes else ''}, "
+                         f"got shape {data.shape}")
+    if shape is not None and data.shape[:3] != tuple(shape):
+        raise ValueError(f"{name} {path} has shape {data.shape[:3]} but the data have shape {tuple(shape)}")
     if affine is not None and not np.allclose(img.affine, affine, atol=AFFINE_TOLERANCE_MM):
         raise ValueError(f"{name} {path} is on a different grid from the data: the affines differ")
     if not np.all(np.isfinite(data)):
@@ -131,9 +134,10 @@ class MapInput:
         return 1
 
 
-def load_map(path, *, name: str = "map", prefix: str | None = None) -> MapInput:
-    """Load one 3D map with its affine and JSON sidecar (for the stage commands)."""
-    data = load_volume(path, name=name)
+def load_map(path, *, name: str = "map", prefix: str | None = None, echoes: bool = False) -> MapInput:
+    """Load one 3D map (with ``echoes``, also 4D: one volume per echo) with its affine and
+    JSON sidecar (for the stage commands)."""
+    data = load_volume(path, name=name, echoes=echoes)
     img = _load_image(path)
     affine = np.asarray(img.affine, float)
     return MapInput(data=data, affine=affine, voxel_size=voxel_size_from_affine(affine), sidecar=read_sidecar(path),

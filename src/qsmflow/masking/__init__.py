@@ -10,6 +10,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from .._shared import checks as _checks
+from .._shared.echoes import rss
 from . import bet
 from .._shared.registry import Method
 
@@ -66,7 +67,7 @@ def _combined(magnitude, valid):
     if mag.ndim == 3:
         mag = mag[..., None]
     _checks.as_volume("magnitude", mag, ndim=4)
-    img = np.sqrt(np.sum(mag * mag, axis=3))
+    img = rss(mag)
     valid = np.ones(img.shape, bool) if valid is None else _checks.as_mask("valid", valid, img.shape)
     return np.where(valid, img, 0).astype(np.float32), valid
 

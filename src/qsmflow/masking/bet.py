@@ -10,6 +10,7 @@ from scipy.spatial import cKDTree
 
 from . import mesh as _mesh
 from .._shared import checks as _checks
+from .._shared.echoes import rss
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ def bet_mask(
         raise ValueError(f"vertical_gradient must be between -1 and 1, got {g}")
     if isinstance(bias_passes, bool) or not isinstance(bias_passes, (int, np.integer)) or bias_passes < 0:
         raise ValueError(f"bias_passes must be a non-negative integer, got {bias_passes!r}")
-    img = np.sqrt(np.sum(mag * mag, axis=3))
+    img = rss(mag)
     valid = np.ones(img.shape, bool) if valid is None else _checks.as_mask("valid", valid, img.shape)
     work, wvs, offset = _working_image(np.where(valid, img, 0).astype(np.float32), vs)
     del img, mag

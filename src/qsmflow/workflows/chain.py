@@ -21,7 +21,7 @@ from .. import (
     swi,
 )
 from .._shared import checks as _checks
-from .._shared import units
+from .._shared import echoes, units
 from ..io import GreInput
 from .._shared.registry import choose, references
 from . import sanity
@@ -219,7 +219,6 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
         done.append("bgremove")
     del total_ppm
     res.eroded_mask = box.full(eroded_c, bool)
-    rss = np.sqrt(np.sum(mag.astype(np.float32) ** 2, axis=-1)) if mag.ndim == 4 else mag
     thermal_ppm = None
     if opt.chi_sd:  # the uncertainty map propagates the thermal noise, not the field model's error
         thermal_hz, ratio = fieldmap.thermal_noise(noise_hz, mag, te, m, sigma)
@@ -230,7 +229,7 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
         thermal_ppm = thermal_hz / hz_per_ppm
     chi_c, sd_c, csf_c, used["inversion"], used["reference"] = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
-        magnitude=rss, phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c,
+        magnitude=echoes.rss(mag), phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c,
         sd_noise_ppm=thermal_ppm)
     res.chi = box.full(chi_c, np.float32)
     if sd_c is not None:

@@ -13,6 +13,7 @@ import numpy as np
 from skimage.filters import threshold_otsu
 
 from .._shared import units
+from .._shared.echoes import rss
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,11 @@ NOISY_FIELD_FRACTION = 0.5
 
 def tissue(magnitude: np.ndarray) -> np.ndarray:
     """Voxels of the head's tissue: the echo-combined magnitude above its Otsu threshold."""
-    mag = np.asarray(magnitude, np.float32)
-    rss = np.sqrt(np.sum(mag * mag, axis=3)) if mag.ndim == 4 else mag
-    values = rss[rss > 0]
+    combined = rss(np.asarray(magnitude, np.float32))
+    values = combined[combined > 0]
     if values.size < 2 or values.min() == values.max():
-        return rss > 0
-    return rss > threshold_otsu(values)
+        return combined > 0
+    return combined > threshold_otsu(values)
 
 
 def check_echo_order(magnitude: np.ndarray, echo_times, region: np.ndarray) -> None:

@@ -12,6 +12,8 @@ import numpy as np
 from .. import fieldmap, masking, relaxometry, swi
 from . import sanity
 from .._shared import checks as _checks
+from .._shared import units
+from .._shared.echoes import rss
 from .. import mwf as mwf_fit  # ``mwf`` is r2star_run's flag
 from ..io import GreInput
 from .._shared.registry import choose, references
@@ -112,12 +114,25 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
 
 
 def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, options: Options | None = None,
-               noise_ppm=None, magnitude=None, phase_scale=None, r2star=None) -> QSMResult:
-    """Dipole inversion and referencing alone (the ``qsmflow invert`` command)."""
+               noise_ppm=None, magnitude=None, phase_scale=None, echo_time=None, field_strength=None,
+               r2star=None) -> QSMResult:
+    """Dipole inversion and referencing alone (the ``qsmflow invert`` command).
+
+    ``magnitude`` is 3D or per echo (4D, combined as the root sum of squares, as the chain
+    does). The phase per ppm (rad/ppm) of the nonlinear data terms is ``phase_scale``, or
+    else computed from ``echo_time`` (s; several are averaged, as the chain does) and
+    ``field_strength`` (T) when both are given.
+    """
     opt = options or Options()
     if opt.inversion == "auto":  # a local field is given: no total field for TFI
         opt = dataclasses.replace(opt, inversion="medi")
     res = QSMResult(mask=_checks.as_mask("mask", mask, np.shape(local_ppm)))
+    if magnitude is not None:
+        magnitude = rss(np.asarray(magnitude, np.float32))
+        _checks.same_shape("magnitude", magnitude, "local field", np.asarray(local_ppm))
+    if phase_scale is None and echo_time is not None and field_strength is not None:
+        te = float(_checks.echo_times([float(np.mean(np.ravel(echo_time)))])[0])
+        phase_scale = float(units.rad_per_ppm(_checks.field_strength(field_strength), te))
     local = np.where(res.mask, _checks.as_volume("local field", local_ppm), 0).astype(np.float32)
     vs = _checks.voxel_size(voxel_size)
     res.parameters = {"stage_options": opt.stage_options}
