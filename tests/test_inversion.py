@@ -534,3 +534,18 @@ def test_gauss_newton_step_limits_default_as_documented():
         info = {}
         method(field, mask, VS, (0, 0, 1), info=info, **kw)
         assert info["gauss_newton_steps"] == steps and info["converged"] is False, method.__name__
+
+
+def test_medi_automatic_weight_is_searched_on_real_solutions():
+    """MEDI's automatic weight is searched by the discrepancy principle on warm-started linear
+    TV solves of 40 and 25 iterations. On this head (noise 0.004 ppm) the weight it picks gives
+    NRMSE 5.5 % after 2 Gauss-Newton steps; a search on one-iteration solves settles at a weight
+    240x larger (0.115), which gives 9.4 %."""
+    mask, chi, field = _brain((0, 0, 1))
+    noise = np.where(mask, 0.004, 0).astype(np.float32)
+    mag = np.where(mask, 1.0 - 2 * np.abs(chi), 0)
+    info = {}
+    est = medi(_noisy(field, mask, 0.004, seed=5), mask, VS, (0, 0, 1), magnitude=mag, phase_scale=S_3T_20MS,
+               noise=noise, max_iter=2, info=info)
+    assert 1e-4 < info["alpha"] < 2e-3
+    assert metrics.nrmse(est, chi, mask) < 7.0
