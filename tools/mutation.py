@@ -47,7 +47,7 @@ CORE = {
     "bgremove": (["bgremove/__init__.py", "bgremove/pde.py", "bgremove/smv.py"], ["test_bgremove.py"]),
     "inversion": ([f"inversion/{f}.py" for f in ("__init__", "_common", "direct", "tv", "solvers", "problem", "ilsqr",
                                                  "regularisation")], ["test_inversion.py"]),
-    "relaxometry": (["relaxometry.py"], ["test_relaxometry.py"]),
+    "relaxometry": (["relaxometry.py", "_shared/lm.py"], ["test_relaxometry.py", "test_lm.py"]),
     "masking": (["masking/__init__.py", "masking/bet.py"], ["test_masking.py", "test_bet.py", "test_sanity.py"]),
     "io-phase": (["io/_phase.py"], ["test_io.py", "test_units.py"]),
 }
