@@ -11,13 +11,17 @@ from ._maps import MapInput, PhaseDiffInput, load_canonical, load_map, load_phas
 from ._nifti import b0_direction_from_affine, bids_entities, bids_prefix, read_sidecar, voxel_size_from_affine
 from ._read import GreInput, load_gre, load_magnitude, series_shape
 from ._write import OutputSet
+from ._dicom import SeriesOutcome, convert_dicom, find_dicom, sort_converted
 
 __all__ = [
     "GreInput",
     "MapInput",
     "OutputSet",
     "PhaseDiffInput",
+    "SeriesOutcome",
     "b0_direction_from_affine",
+    "convert_dicom",
+    "find_dicom",
     "bids_entities",
     "bids_prefix",
     "load_canonical",
@@ -29,5 +33,6 @@ __all__ = [
     "read_sidecar",
     "scale_phase",
     "series_shape",
+    "sort_converted",
     "voxel_size_from_affine",
 ]

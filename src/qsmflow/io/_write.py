@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Sequence
@@ -79,6 +81,17 @@ class OutputSet:
         if description:
             img.header["descrip"] = description.encode("ascii", "replace")[:79]
         nib.save(img, str(tmp))
+        return final
+
+    def copy(self, name: str, source) -> Path:
+        """Stage a copy of the file ``source`` (gzipped on the way when ``name`` ends in .gz
+        and ``source`` does not)."""
+        tmp, final = self._target(name)
+        if name.endswith(".gz") and not str(source).endswith(".gz"):
+            with open(source, "rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            shutil.copyfile(source, tmp)
         return final
 
     def json(self, name: str, obj) -> Path:
