@@ -2,7 +2,8 @@
 
 User mistakes become a one-line ``qsmflow: error: ...`` and exit code 1, with no
 traceback unless ``--verbose``. ``_common`` holds the group and the shared options,
-``_chain`` the whole-pipeline commands (run, bids, ...), ``_stages`` one command per stage.
+``_chain`` the whole-pipeline commands (run, bids, ...), ``_stages`` one command per stage,
+``_dicom`` the DICOM conversion.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 import click
 
-from . import _chain, _stages  # noqa: F401  (they register their commands on the group)
+from . import _chain, _dicom, _stages  # noqa: F401  (they register their commands on the group)
 from ._common import _logging_to_stderr, cli  # noqa: F401
 
 __all__ = ["cli", "main"]

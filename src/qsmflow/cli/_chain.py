@@ -22,22 +22,68 @@ from ._common import (
 
 
 @cli.command()
-@_input_options
+@_input_options(required=False)
+@click.option("--dicom", "dicom_dir", metavar="FOLDER", type=click.Path(file_okay=False),
+              help="A scanner's DICOM folder instead of --mag/--phase (converted as by qsmflow dicom).")
+@click.option("--dicom-out", is_flag=True,
+              help="With --dicom: also write χ (and SWI/minIP when made) as DICOM series of the source study in "
+                   "OUT/dicom/, for a PACS viewer.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask to use (default: computed from the magnitude).")
 @click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
 @_processing_options
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @_command
-def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path, prefix,
-        force, **processing):
+def run(mag, phase, dicom_dir, dicom_out, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out,
+        mask_path, prefix, force, **processing):
     """Process one subject: χ, R2*, T2*, S0, mask, field maps into OUT.
 
     \b
     Example:
       qsmflow run --mag sub-01_echo-*_part-mag_MEGRE.nii.gz \\
                   --phase sub-01_echo-*_part-phase_MEGRE.nii.gz -o out/
+      qsmflow run --dicom scans/patient01 -o out/
     """
+    import tempfile
+
+    from .. import io
+
+    if dicom_out and dicom_dir is None:
+        raise click.UsageError("--dicom-out needs --dicom (the source study the DICOM maps belong to)")
+    with tempfile.TemporaryDirectory(prefix="qsmflow-dicom-") as tmp:
+        series = None
+        if dicom_dir is not None:
+            mag, phase, series = _from_dicom(dicom_dir, mag, phase, tmp)
+        elif not mag or not phase:
+            raise click.UsageError(f"Missing option '{'--mag' if not mag else '--phase'}' (or give --dicom FOLDER)")
+        data = _run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path,
+                    prefix, force, processing, dicom_out=dicom_out)
+    if dicom_out:
+        files = io.export_dicom(out, data.prefix, io.dicom_source(dicom_dir, series), 1000 * series, force=force)
+        log.info("wrote %d DICOM files to %s", len(files), Path(out) / "dicom")
+
+
+def _from_dicom(dicom_dir, mag, phase, tmp):
+    """The magnitude and phase files of the one multi-echo GRE in a DICOM folder, converted into ``tmp``."""
+    from .. import io
+
+    if mag or phase:
+        raise click.UsageError("give either --dicom or --mag/--phase, not both")
+    label = "".join(c for c in Path(dicom_dir).resolve().name if c.isalnum()) or "dicom"
+    outcomes = io.convert_dicom(dicom_dir, tmp, subject=label)
+    runs = [o for o in outcomes if o.kind == "MEGRE"]
+    if len(runs) != 1:
+        found = "; ".join(f"series {o.series} ({o.description}): {o.reason or o.kind}" for o in outcomes)
+        raise ValueError(f"--dicom {dicom_dir} holds {len(runs)} multi-echo GRE acquisitions, not one ({found}); "
+                         "convert it with qsmflow dicom and run the one you want")
+    files = sorted(str(p) for p in runs[0].files if p.name.endswith(".nii.gz"))
+    log.info("--dicom: series %s (%s) converted", runs[0].series, runs[0].description)
+    mag = tuple(f for f in files if "_part-mag_" in f)
+    return mag, tuple(f for f in files if "_part-phase_" in f), runs[0].series[0]
+
+
+def _run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path, prefix, force,
+         processing, *, dicom_out: bool = False):
     from .. import io
     from ..workflows.subject import check_outputs, process_subject
 
@@ -46,12 +92,16 @@ def run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase
     data = _load(mag, phase, echo_times, field_strength, phase_scale, b0_direction, prefix)
     _set_slice_axis(data, processing["slice_axis"])
     check_outputs(data, out, options, force=force)
+    if dicom_out:
+        with io.OutputSet(out, force=force) as outset:
+            outset.check([f"dicom/{data.prefix}_{name}/IM_0001.dcm" for name, *_ in io.DICOM_MAPS])
     mask = None
     if mask_path:
         mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
     _, written = process_subject(data, out, options, mask=mask, force=force, command_line=sys.argv,
                                  report=not processing["no_report"])
     log.info("wrote %d files to %s in %.1f s", len(written), out, time.perf_counter() - t0)
+    return data
 
 
 @cli.command("bids")

@@ -132,11 +132,15 @@ def cli():
     """
 
 
-def _input_options(func):
+def _input_options(func=None, *, required: bool = True):
+    """--mag, --phase and the acquisition options; ``required=False`` where another input
+    (``run --dicom``) can take the place of --mag/--phase."""
+    if func is None:
+        return functools.partial(_input_options, required=required)
     options = [
-        click.option("--mag", "mag", multiple=True, required=True, metavar="NIFTI",
+        click.option("--mag", "mag", multiple=True, required=required, metavar="NIFTI",
                      help="Magnitude: one 4D file, or one 3D file per echo (repeat the option or use a glob)."),
-        click.option("--phase", "phase", multiple=True, required=True, metavar="NIFTI",
+        click.option("--phase", "phase", multiple=True, required=required, metavar="NIFTI",
                      help="Phase: one 4D file, or one 3D file per echo. Radians, or scanner integers (rescaled)."),
         click.option("--echo-times", metavar="T1,T2,...",
                      help="Echo times in SECONDS, comma-separated (default: EchoTime from the JSON sidecars)."),

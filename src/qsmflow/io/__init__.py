@@ -12,8 +12,10 @@ from ._nifti import b0_direction_from_affine, bids_entities, bids_prefix, read_s
 from ._read import GreInput, load_gre, load_magnitude, series_shape
 from ._write import OutputSet
 from ._dicom import SeriesOutcome, convert_dicom, find_dicom, sort_converted
+from ._dicom_out import DICOM_MAPS, dicom_source, export_dicom, rescale_slope, write_dicom_series
 
 __all__ = [
+    "DICOM_MAPS",
     "GreInput",
     "MapInput",
     "OutputSet",
@@ -21,6 +23,8 @@ __all__ = [
     "SeriesOutcome",
     "b0_direction_from_affine",
     "convert_dicom",
+    "dicom_source",
+    "export_dicom",
     "find_dicom",
     "bids_entities",
     "bids_prefix",
@@ -31,8 +35,10 @@ __all__ = [
     "load_phasediff",
     "load_volume",
     "read_sidecar",
+    "rescale_slope",
     "scale_phase",
     "series_shape",
     "sort_converted",
     "voxel_size_from_affine",
+    "write_dicom_series",
 ]

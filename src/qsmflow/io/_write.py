@@ -94,6 +94,12 @@ class OutputSet:
             shutil.copyfile(source, tmp)
         return final
 
+    def file(self, name: str, writer) -> Path:
+        """Stage a file written by ``writer(path)`` (for formats written by other libraries)."""
+        tmp, final = self._target(name)
+        writer(tmp)
+        return final
+
     def json(self, name: str, obj) -> Path:
         """Stage ``obj`` as a JSON file."""
         tmp, final = self._target(name)
