@@ -142,6 +142,20 @@ def test_nothing_usable_is_refused_and_nothing_written(tmp_path, capsys):
     with pytest.raises(ValueError, match="no multi-echo GRE with phase.*series \\[10\\] \\(t1w\\): magnitude only"):
         io.sort_converted(conv, tmp_path / "bids", subject="01")
     assert not (tmp_path / "bids").exists()
+    # mixed matrices (phase on another grid) and echoes without an echo time do not pair up
+    for name, shape, extra in (("mixed", (6, 5, 4), {}), ("noecho", (6, 5, 4), {"drop": True})):
+        folder = tmp_path / name
+        for e in (1, 2):
+            side = {"SeriesNumber": 4, "SeriesDescription": "gre", "EchoNumber": e, "EchoTime": 0.005 * e}
+            if extra:
+                side.pop("EchoTime")
+            _converted(folder, f"4_gre_e{e}", np.ones(shape), dict(side, ImageType=["M"]))
+            _converted(folder, f"4_gre_e{e}_ph", np.zeros((8, 5, 4) if name == "mixed" else shape),
+                       dict(side, ImageType=["P"]))
+        words = "no echo time" if extra else "no matching magnitude and phase"
+        with pytest.raises(ValueError, match=words):
+            io.sort_converted(folder, tmp_path / "bids", subject="01")
+    assert not (tmp_path / "bids").exists()
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("not DICOM")
     code, _, err = run_cli(["dicom", str(tmp_path / "empty"), str(tmp_path / "out"), "--subject", "01"], capsys)
