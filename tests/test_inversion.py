@@ -168,16 +168,36 @@ def test_discrepancy_principle_matches_noise_and_sweep():
 
 
 def test_auto_without_noise_map_warns(caplog):
+    """Without a noise map the automatic weight falls back to a fixed one, and the warning
+    names the method it concerns."""
     mask, _, field = _brain((0, 0, 1))
     info = {}
     tv(field, mask, VS, (0, 0, 1), info=info)
-    assert "no noise map" in caplog.text and info["alpha"] == pytest.approx(1e-4)
+    assert "TV: no noise map" in caplog.text and info["alpha"] == pytest.approx(1e-4)
+    medi(field, mask, VS, (0, 0, 1), magnitude=mask * 1.0, phase_scale=S_3T_20MS, max_iter=1, cg_iter=2)
+    assert "MEDI (by linear TV with its edge mask): no noise map" in caplog.text
 
 
 def test_l2_has_no_automatic_weight():
     mask, _, field = _brain((0, 0, 1))
-    with pytest.raises(ValueError, match="no automatic weight"):
+    with pytest.raises(ValueError, match="no automatic weight.*use --inversion medi / tv$"):
         closed_form_l2(field, mask, VS, (0, 0, 1), lam="auto")
+
+
+def test_error_texts_name_the_argument():
+    """A wrong argument is named as the caller wrote it."""
+    mask, _, field = _brain((0, 0, 1))
+    kw = dict(magnitude=mask * 1.0, phase_scale=S_3T_20MS)
+    cases = [(lambda: tv(field[0], mask, VS, (0, 0, 1)), "^local_field"),
+             (lambda: tv(field, mask, VS, (0, 0, 1), alpha=-1.0), "^alpha must be positive"),
+             (lambda: medi(field, mask, VS, (0, 0, 1), edge_fraction=0.0, alpha=1e-4, **kw), "^edge_fraction must be"),
+             (lambda: medi(field, mask, VS, (0, 0, 1), magnitude=np.ones((4, 4, 4)), phase_scale=1.0, alpha=1e-4),
+              r"^magnitude has shape \(4, 4, 4\) but field has shape"),
+             (lambda: medi(field, mask, VS, (0, 0, 1), alpha=1e-4, return_sd=True, **kw),
+              r"needs the field-noise map: pass noise \(ppm\), e.g. the field fit's noise map over γ̄B0$")]
+    for call, words in cases:
+        with pytest.raises(ValueError, match=words):
+            call()
 
 
 def test_medi_csf_term_flattens_csf():
@@ -549,3 +569,75 @@ def test_medi_automatic_weight_is_searched_on_real_solutions():
                noise=noise, max_iter=2, info=info)
     assert 1e-4 < info["alpha"] < 2e-3
     assert metrics.nrmse(est, chi, mask) < 7.0
+
+
+class _Curve:
+    """A problem whose misfit is known in closed form: the identity as dipole, no data, and a
+    'solve' returning χ = (α/α₀)^0.43 c, so that the misfit ||W χ|| = ||W c|| (α/α₀)^0.43."""
+
+    def __init__(self, c):
+        self.mask = np.ones(c.shape, np.float32)
+        self.w = np.ones(c.shape, np.float32)
+        self.f = np.zeros(c.shape, np.float32)
+        self.vs = np.array([1.0, 1.0, 2.0])
+        self.c = c
+        self.calls = []
+
+    def cut(self, x):
+        return x
+
+    def dipole(self, x):
+        return x
+
+    def solve(self, alpha, x0, iters):
+        self.calls.append((alpha, x0 is not None, iters))
+        return (alpha / 1e-3) ** 0.43 * self.c, iters
+
+
+def test_discrepancy_search_on_a_known_misfit_curve():
+    """Morozov's principle on a misfit curve known in closed form: the search starts at
+    0.056 x median noise x voxel size (geometric mean of 1, 1, 2 mm), runs the first solve for
+    40 iterations and the warm-started ones for 25, learns the curve's slope (0.43) from the
+    secant (the first guess 0.3 overshoots a weight 4x the start to 7.3x; the secant then lands
+    on it), stops within 5 % of the noise level, and moves at most 10x per step."""
+    from qsmflow.inversion import regularisation
+
+    rng = np.random.default_rng(0)
+    c0 = rng.normal(size=(6, 6, 6)).astype(np.float32)
+    sigma = np.full(c0.shape, 0.01, np.float32)
+    target = np.linalg.norm(sigma)
+    start = 0.056 * 0.01 * 2 ** (1 / 3)
+    for factor, calls in ((4.0, 3), (100.0, None)):
+        alpha_true = factor * start  # where the misfit meets the noise
+        p = _Curve(c0 * target / np.linalg.norm(c0) / (alpha_true / 1e-3) ** 0.43)
+        alpha, _ = regularisation.discrepancy(p.solve, p, sigma, "test", per_noise=0.056, slope=0.3)
+        assert p.calls[0] == (pytest.approx(start, rel=1e-6), False, 40)
+        assert all(warm and iters == 25 for _, warm, iters in p.calls[1:])
+        steps = [b / a for (a, _, _), (b, _, _) in zip(p.calls, p.calls[1:])]
+        if calls:
+            assert len(p.calls) == calls and steps[0] == pytest.approx(4 ** (0.43 / 0.3), rel=1e-4)
+            assert alpha == pytest.approx(alpha_true, rel=1e-3)
+        else:
+            assert steps[0] == pytest.approx(10.0) and all(s <= 10 + 1e-9 for s in steps)
+            misfit = np.linalg.norm(p.solve(alpha, None, 0)[0])
+            assert abs(np.log(misfit / target)) < 0.05
+
+
+def test_chi_sd_follows_the_csf_term():
+    """MEDI+0 holds the CSF uniform, so noise can move CSF χ only together: its SD there is far
+    below that of the same MEDI without the term (measured 10x), while tissue away from the CSF
+    keeps its SD; one noise sample and a zero CSF weight are allowed."""
+    b0 = (0.0, 0.0, 1.0)
+    mask, chi, field = _brain(b0)
+    x, y, z = grid_mm(SHAPE, VS)
+    csf = mask & ((x / 5) ** 2 + (y / 12) ** 2 + (z / 5) ** 2 <= 1) & (chi == -0.02)
+    far = mask & (np.abs(x) > 12)
+    sigma = np.where(mask, 0.003, 0).astype(np.float32)
+    kw = dict(magnitude=np.where(mask, 1.0, 0), phase_scale=S_3T_20MS, alpha=2e-4, noise=sigma, max_iter=2,
+              return_sd=True, sd_samples=4)
+    _, sd_plain = medi(field, mask, VS, b0, **kw)
+    _, sd_held = medi(field, mask, VS, b0, csf_mask=csf, lam_csf=10.0, **kw)
+    assert np.median(sd_held[csf]) < 0.3 * np.median(sd_plain[csf])
+    assert np.median(sd_held[far]) == pytest.approx(np.median(sd_plain[far]), rel=0.2)
+    _, one = medi(field, mask, VS, b0, csf_mask=csf, lam_csf=0.0, **{**kw, "sd_samples": 1})
+    assert np.all(np.isfinite(one)) and one[mask].max() > 0
