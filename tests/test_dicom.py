@@ -267,3 +267,13 @@ def test_run_from_dicom_writes_chi_and_its_dicom(tmp_path, capsys):
     src = pydicom.dcmread(str(next((head / "dicom_classic").glob("*.dcm"))), stop_before_pixels=True)
     assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.SeriesInstanceUID != src.SeriesInstanceUID
     assert Path(out / "sub-dicomclassic_report.html").exists()
+
+
+def test_dicom_given_as_nifti_points_to_the_dicom_commands(siemens_dicom, tmp_path, capsys):
+    dcm = siemens_dicom[0]
+    one = str(sorted(dcm.glob("*.dcm"))[0])
+    for given, words in ((str(dcm), "is a folder of DICOM files, not NIfTI"), (one, "is a DICOM file, not NIfTI")):
+        code, _, err = run_cli(["run", "--mag", given, "--phase", given, "-o", str(tmp_path / "out")], capsys)
+        assert code == 1 and words in err and f"qsmflow run --dicom {dcm}" in err and "qsmflow dicom" in err
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

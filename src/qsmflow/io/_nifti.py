@@ -18,14 +18,32 @@ def _load_image(path) -> nib.Nifti1Image:
     if not p.exists():
         raise ValueError(f"file not found: {p}")
     if p.is_dir():
-        raise ValueError(f"{p} is a folder, not a NIfTI file")
+        hint = _dicom_hint(p)
+        raise ValueError(f"{p} is a folder of DICOM files, not NIfTI: {hint}" if hint else
+                         f"{p} is a folder, not a NIfTI file")
     try:
         img = nib.load(str(p))
     except Exception as exc:  # nibabel raises many types for bad files
+        if _is_dicom(p):
+            raise ValueError(f"{p} is a DICOM file, not NIfTI: {_dicom_hint(p.parent)}") from exc
         raise ValueError(f"cannot read {p} as NIfTI ({type(exc).__name__}: {exc}); is the file complete?") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ValueError(f"{p} is not a NIfTI image ({type(img).__name__})")
     return img
+
+
+def _is_dicom(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(132)[128:132] == b"DICM"
+
+
+def _dicom_hint(folder: Path) -> str:
+    """What to do with a folder of DICOM (a few files looked at), or '' when it holds none."""
+    files = [f for f in sorted(folder.iterdir())[:20] if f.is_file()] if folder.is_dir() else []
+    if any(_is_dicom(f) for f in files):
+        return (f"run it with qsmflow run --dicom {folder}, or convert it with qsmflow dicom {folder} BIDS_DIR "
+                "--subject ID")
+    return ""
 
 
 def _read_data(img, path) -> np.ndarray:
