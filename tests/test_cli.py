@@ -409,3 +409,23 @@ def test_r2star_gradient_correction_follows_the_slice_axis(tmp_path, capsys):
         est[axis] = nib.load(str(tmp_path / axis / "sub-03_R2starmap.nii.gz")).get_fdata()
     np.testing.assert_allclose(est["k"], 25.0, rtol=1e-3)
     assert np.median(est["3d"]) > 30  # the sinc PSF model sees no loss below the limit, so nothing is corrected
+
+
+def test_an_unquoted_glob_gives_several_files_after_one_flag(tmp_path, capsys):
+    """`--mag sub-01_echo-*_mag.nii` unquoted reaches qsmflow as `--mag e1 e2 e3`: the same R2*
+    as the flag repeated (and as the exact 25/s written here); the files end at the next option."""
+    te = (0.004, 0.010, 0.016)
+    d = tmp_path / "in"
+    d.mkdir()
+    files = []
+    for n, t in enumerate(te, start=1):
+        files.append(_nii(d / f"sub-03_echo-{n}_part-mag_MEGRE.nii", np.full((6, 7, 8), 100 * np.exp(-25.0 * t))))
+    common = ["--echo-times", ",".join(map(str, te)), "--mask", _nii(d / "mask.nii", np.ones((6, 7, 8))), "-q"]
+    code, _, err = run_cli(["r2star", "--mag", *files, *common, "-o", str(tmp_path / "glob")], capsys)
+    assert code == 0, err
+    repeated = [a for f in files for a in ("--mag", f)]
+    code, _, err = run_cli(["r2star", *repeated, *common, "-o", str(tmp_path / "flags")], capsys)
+    assert code == 0, err
+    a = nib.load(str(tmp_path / "glob" / "sub-03_R2starmap.nii.gz")).get_fdata()
+    np.testing.assert_array_equal(a, nib.load(str(tmp_path / "flags" / "sub-03_R2starmap.nii.gz")).get_fdata())
+    np.testing.assert_allclose(a, 25.0, rtol=1e-4)

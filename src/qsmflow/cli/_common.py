@@ -132,15 +132,36 @@ def cli():
     """
 
 
+class _Files(click.Option):
+    """A file option that takes one or more files after one flag, as an unquoted shell glob
+    expands (``--mag sub-01_echo-*_mag.nii`` becomes ``--mag e1.nii e2.nii e3.nii``); the flag
+    may also be repeated. Values are taken up to the next word starting with ``-``."""
+
+    def add_to_parser(self, parser, ctx):
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            opt = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if opt is None:  # pragma: no cover  (click always registers the option's names)
+                continue
+            take = opt.process
+
+            def process(value, state, take=take):
+                take(value, state)
+                while state.rargs and not state.rargs[0].startswith("-"):
+                    take(state.rargs.pop(0), state)
+
+            opt.process = process
+
+
 def _input_options(func=None, *, required: bool = True):
     """--mag, --phase and the acquisition options; ``required=False`` where another input
     (``run --dicom``) can take the place of --mag/--phase."""
     if func is None:
         return functools.partial(_input_options, required=required)
     options = [
-        click.option("--mag", "mag", multiple=True, required=required, metavar="NIFTI",
+        click.option("--mag", "mag", multiple=True, required=required, metavar="NIFTI", cls=_Files,
                      help="Magnitude: one 4D file, or one 3D file per echo (repeat the option or use a glob)."),
-        click.option("--phase", "phase", multiple=True, required=required, metavar="NIFTI",
+        click.option("--phase", "phase", multiple=True, required=required, metavar="NIFTI", cls=_Files,
                      help="Phase: one 4D file, or one 3D file per echo. Radians, or scanner integers (rescaled)."),
         click.option("--echo-times", metavar="T1,T2,...",
                      help="Echo times in SECONDS, comma-separated (default: EchoTime from the JSON sidecars)."),

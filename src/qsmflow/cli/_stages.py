@@ -7,6 +7,7 @@ import sys
 import click
 
 from ._common import (
+    _Files,
     _command,
     _expand,
     _floats,
@@ -28,7 +29,7 @@ from ._common import (
 
 
 @cli.command("mask")
-@click.option("--mag", "mag", multiple=True, required=True, metavar="NIFTI",
+@click.option("--mag", "mag", multiple=True, required=True, metavar="NIFTI", cls=_Files,
               help="Magnitude: one 4D file, or one 3D file per echo (repeat the option or use a glob).")
 @_mask_method_option
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -62,9 +63,9 @@ def unwrap_cmd(mag, phase, echo_times, field_strength, phase_scale, b0_direction
 
 
 @cli.command("fieldmap")
-@click.option("--mag", "mag", multiple=True, required=True, metavar="NIFTI",
+@click.option("--mag", "mag", multiple=True, required=True, metavar="NIFTI", cls=_Files,
               help="Magnitude (with --phase: every echo; with --phasediff: a magnitude of the field map).")
-@click.option("--phase", "phase", multiple=True, metavar="NIFTI", help="Multi-echo phase (one 4D or one per echo).")
+@click.option("--phase", "phase", multiple=True, metavar="NIFTI", cls=_Files, help="Multi-echo phase (one 4D or one per echo).")
 @click.option("--phasediff", metavar="NIFTI", help="Phase difference of a dual-echo field map instead of --phase.")
 @click.option("--delta-te", type=float, metavar="SECONDS",
               help="TE2 - TE1 of --phasediff (default: EchoTime1/EchoTime2 of its sidecar).")
@@ -142,9 +143,9 @@ def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_dir
 
 
 @cli.command("r2star")
-@click.option("--mag", "mag", multiple=True, required=True, metavar="NIFTI",
+@click.option("--mag", "mag", multiple=True, required=True, metavar="NIFTI", cls=_Files,
               help="Magnitude: one 4D file, or one 3D file per echo (repeat the option or use a glob).")
-@click.option("--phase", "phase", multiple=True, metavar="NIFTI",
+@click.option("--phase", "phase", multiple=True, metavar="NIFTI", cls=_Files,
               help="Phase of the same echoes, for --mwf (radians, or scanner integers, rescaled).")
 @click.option("--phase-scale", type=float, metavar="FACTOR",
               help="Force the factor converting stored phase to radians (default: detected, logged).")
