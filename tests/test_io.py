@@ -341,3 +341,17 @@ def test_phase_scale_forced_is_applied_and_checked():
         io.scale_phase(np.array([-10.0, 20.0]), phase_scale=-0.1)
     with pytest.raises(ValueError, match="constant"):
         io.scale_phase(np.array([]))
+
+
+def test_json_written_is_strict(tmp_path):
+    """NaN and ±Inf (e.g. an unknown noise level) are written as null: strict parsers such as
+    the BIDS validator's refuse the bare NaN that Python writes by default."""
+    def refuse(word):
+        raise ValueError(f"not strict JSON: {word}")
+
+    with io.OutputSet(tmp_path) as out:
+        out.json("side.json", {"noise_sigma": float("nan"), "peak": np.float32(np.inf), "te": np.array([0.004, np.nan]),
+                               "n": np.int64(3), "ok": np.bool_(True), "nested": [{"x": -np.inf}]})
+    text = (tmp_path / "side.json").read_text()
+    assert json.loads(text, parse_constant=refuse) == {"noise_sigma": None, "peak": None, "te": [0.004, None],
+                                                         "n": 3, "ok": True, "nested": [{"x": None}]}

@@ -101,11 +101,11 @@ class OutputSet:
         return final
 
     def json(self, name: str, obj) -> Path:
-        """Stage ``obj`` as a JSON file."""
+        """Stage ``obj`` as a strict JSON file (RFC 8259): NaN and ±Inf, which strict parsers
+        such as the BIDS validator refuse, are written as null (unknown)."""
         tmp, final = self._target(name)
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, default=_json_default)
-            fh.write("\n")
+            fh.write(strict_json(obj))
         return final
 
     def text(self, name: str, text: str) -> Path:
@@ -140,6 +140,24 @@ class OutputSet:
             raise
         self._staged.clear()
         return False
+
+
+def strict_json(obj) -> str:
+    """``obj`` as indented, strict JSON text: NaN and ±Inf become null; numpy values and
+    paths become plain JSON."""
+    return json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False) + "\n"
+
+
+def _finite(obj):
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
 
 
 def _json_default(obj):
