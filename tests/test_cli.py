@@ -429,3 +429,17 @@ def test_an_unquoted_glob_gives_several_files_after_one_flag(tmp_path, capsys):
     a = nib.load(str(tmp_path / "glob" / "sub-03_R2starmap.nii.gz")).get_fdata()
     np.testing.assert_array_equal(a, nib.load(str(tmp_path / "flags" / "sub-03_R2starmap.nii.gz")).get_fdata())
     np.testing.assert_allclose(a, 25.0, rtol=1e-4)
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(files, tmp_path, capsys):
+    """-o under a file (or anywhere the folder cannot be made) fails at once, in one line,
+    before the mask is computed or a head simulated; nothing is left behind."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    bad = str(blocker / "out")
+    for argv in (["run", "--mag", files["mag4"], "--phase", files["pha4"], *OK_TE, "-o", bad],
+                 ["demo", bad], ["bids", str(tmp_path), "--out", bad]):
+        code, _, err = _run(argv, capsys)
+        assert code == 1 and "cannot write the output folder" in err and "Not a directory" in err, err
+        assert "mask ..." not in err and "simulating" not in err
+    assert blocker.read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "in"]

@@ -141,10 +141,14 @@ def bids_cmd(bids_dir, out, participant_label, session_label, jobs, scheduler, d
       qsmflow bids /data/study --jobs 2
       qsmflow bids /data/study --scheduler tcp://10.0.0.5:8786
     """
+    from .. import io
     from ..workflows import batch
 
     options = _options_from(phase_sign, processing)
     out = out or str(Path(bids_dir) / "derivatives" / "qsmflow")
+    if not dry_run:
+        with io.OutputSet(out, force=True) as outset:  # a folder that cannot be written is refused now
+            outset.check([])
     runs, skipped = batch.discover(bids_dir, participant_label, session_label)
     for what, why in skipped:
         log.warning("skipped %s: %s", what, why)

@@ -43,13 +43,38 @@ class OutputSet:
         return self
 
     def check(self, names: Sequence[str]) -> None:
-        """Refuse outputs that already exist unless ``force``."""
+        """Refuse, before any work, an output folder that cannot be written, and outputs that
+        already exist unless ``force``."""
+        self._probe()
         if self.force:
             return
         existing = [n for n in names if (self.out_dir / n).exists()]
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise ValueError(f"output {self.out_dir / existing[0]} exists{more}; pass --force to overwrite")
+
+    def _probe(self) -> None:
+        """Create the folder (and remove it again) or write a file in it: a folder that cannot
+        be made or written is refused now, not after the work."""
+        made = []
+        try:
+            p = self.out_dir
+            while not p.exists():
+                made.append(p)
+                p = p.parent
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.out_dir / f".qsmflow-write-test-{self._tag}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ValueError(f"cannot write the output folder {self.out_dir}: {exc.strerror or exc}; choose a folder "
+                             "you can write to") from None
+        finally:
+            for d in made:
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
 
     def _target(self, name: str) -> tuple[Path, Path]:
         final = self.out_dir / name

@@ -31,6 +31,9 @@ def run_demo(out=None, *, force: bool = False, shape=DEMO_SHAPE, voxel_size=DEMO
     t0 = time.perf_counter()
     keep = out is not None
     root = Path(out) if keep else Path(tempfile.mkdtemp(prefix="qsmflow-demo-"))
+    if keep:  # refuse a folder that cannot be written, or outputs to be overwritten, before simulating
+        with io.OutputSet(root, force=force) as outset:
+            outset.check(["data/dataset_description.json", "qsmflow/sub-phantom_Chimap.nii.gz"])
     try:
         log.info("simulating a %s head at %s mm", "x".join(map(str, shape)), "x".join(map(str, voxel_size)))
         head = phantom.simulate_head(shape, voxel_size)
