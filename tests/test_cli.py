@@ -443,3 +443,19 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(file
         assert code == 1 and "cannot write the output folder" in err and "Not a directory" in err, err
         assert "mask ..." not in err and "simulating" not in err
     assert blocker.read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "in"]
+
+
+def test_errors_name_the_option_the_user_typed(files, capsys):
+    """An error about echo_times, field_strength, b0_direction or phase_scale names the option
+    (--echo-times, ...) on the command line; plain words stay as they are."""
+    base = ["run", "--mag", files["mag4"], "--phase", files["pha4"], "-o", str(files["out"])]
+    for extra, start in [(["--echo-times", "4,8,12", "--field-strength", "3"], "--echo-times must be in seconds"),
+                         (["--echo-times", "0.004,0.008,0.012", "--field-strength", "30"],
+                          "--field-strength must be in tesla"),
+                         ([*OK_TE, "--b0-direction", "0,0,0"], "--b0-direction must not be the zero vector"),
+                         ([*OK_TE, "--phase-scale", "-1"], "--phase-scale must be positive")]:
+        code, _, err = _run(base + extra, capsys)
+        assert code == 1 and err.strip().splitlines()[-1].startswith(f"qsmflow: error: {start}"), err
+    from qsmflow.cli._common import _cli_words
+
+    assert _cli_words("the brain mask is empty") == "the brain mask is empty"  # no command context: unchanged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import glob
 import logging
 import sys
@@ -44,6 +45,20 @@ def _logging_to_stderr(verbose: bool, quiet: bool):
         nib.setLevel(saved[3])
 
 
+def _cli_words(msg: str) -> str:
+    """An error raised deep in qsmflow names Python parameters (``echo_times``); on the command
+    line the user typed the option (``--echo-times``): name that instead. Only names with an
+    underscore are replaced (no one types those; plain words such as 'mask' stay)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return msg
+    for param in ctx.command.params:
+        longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+        if param.name and "_" in param.name and longs:
+            msg = re.sub(rf"(?<![\w-]){re.escape(param.name)}(?!\w)", longs[0], msg)
+    return msg
+
+
 def _command(func):
     """Add --verbose/--quiet and turn user errors into one line and exit code 1."""
 
@@ -65,7 +80,7 @@ def _command(func):
             if verbose:
                 raise
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            click.echo(f"qsmflow: error: {msg}", err=True)
+            click.echo(f"qsmflow: error: {_cli_words(msg)}", err=True)
             sys.exit(1)
         except Exception as exc:  # a bug: still one line, but say how to see more
             if verbose:
