@@ -108,3 +108,41 @@ def test_no_report_and_report_errors(oblique_data, tmp_path, capsys):
         code, _, err = _run(["report", str(target)], capsys)
         assert code == 1 and word in err and len(err.strip().splitlines()) == 1, err
     assert not list(empty.iterdir())
+
+
+def test_views_are_captioned_lettered_and_show_no_background_as_tissue():
+    """Outside the map's region the views are black (a grey χ of 0 outside the brain looked like
+    tissue); each view has its caption row above and its orientation letters on its edges."""
+    from qsmflow.workflows import figures
+
+    vol = np.full((30, 30, 30), 0.5, np.float32)
+    region = np.zeros(vol.shape, bool)
+    region[10:20, 10:20, 10:20] = True
+    img = np.asarray(figures.three_views(vol, (1, 1, 1), (15, 15, 15), 0.0, 1.0, region=region))
+    tile = img[18:, :240]  # the axial view, below its caption row
+    grey = np.all(tile == colour_of(0.5), axis=-1)
+    black = np.all(tile == 0, axis=-1)
+    assert grey.sum() == pytest.approx(80 * 80, rel=0.1)  # 10 x 10 voxels of 8 x 8 pixels
+    assert black.sum() > 0.7 * tile.shape[0] * tile.shape[1]
+    yellow = (tile[..., 0] > 120) & (tile[..., 1] > 100) & (tile[..., 2] < 60)  # the letters' anti-aliased ink
+    assert yellow[:, :20].any() and yellow[:, -20:].any() and yellow[:20].any() and yellow[-20:].any()  # L R A P
+    assert (img[:18] < 100).any()  # caption ink
+
+
+def colour_of(value):
+    from qsmflow.workflows import figures
+
+    return tuple(figures.colourise(np.array([[value]]), 0.0, 1.0)[0, 0])
+
+
+def test_windows_and_histogram_clipping():
+    """T2*'s window is the brain's 90th percentile (tissue, not the 0.5 s CSF cap); the χ
+    histogram leaves out what lies outside its range and says how much."""
+    from qsmflow.workflows import figures, report
+
+    t2 = np.concatenate([np.full(950, 0.04), np.full(50, 0.5)])  # 5 % CSF at the cap
+    assert report._window(t2, "tissue")[1] < 0.06 and report._window(t2, "pos")[1] == pytest.approx(0.5)
+    values = np.concatenate([np.zeros(50), [-1, -2, -3], [5, 6]])
+    with_note = np.asarray(figures.histogram(values, -0.3, 0.4, "ppm", label="chi"))
+    without = np.asarray(figures.histogram(np.zeros(50), -0.3, 0.4, "ppm", label="chi"))
+    assert (with_note[:14] < 100).any() and not (without[:14] < 100).any()  # the note's line at the top

@@ -39,12 +39,19 @@ def colourise(img: np.ndarray, vmin: float, vmax: float, cmap: str = "gray") -> 
     return np.stack([np.interp(t, pos, [a[1][c] for a in _MAPS[cmap]]) for c in range(3)], -1).astype(np.uint8)
 
 
-def three_views(vol: np.ndarray, vs, centre, vmin, vmax, cmap="gray", outline=None) -> Image.Image:
-    """Axial, coronal and sagittal slices through ``centre`` of a RAS volume, side by side.
+# per view (the axis cut): caption and the letters at its (left, right, top, bottom) edges
+_VIEWS = {2: ("axial", "LRAP"), 1: ("coronal", "LRSI"), 0: ("sagittal", "PASI")}
+_OUTSIDE = (0, 0, 0)
+
+
+def three_views(vol: np.ndarray, vs, centre, vmin, vmax, cmap="gray", outline=None, region=None) -> Image.Image:
+    """Axial, coronal and sagittal slices through ``centre`` of a RAS volume, side by side,
+    each captioned and lettered at its edges (L/R, A/P, S/I).
 
     Neurological convention: the subject's right on the right of the axial and coronal
     views, anterior up in the axial view and to the right in the sagittal one, superior
-    up. ``outline`` (bool volume) is drawn in red.
+    up. ``outline`` (bool volume) is drawn in red; voxels outside ``region`` (bool volume)
+    are black, so that a map's background is not mistaken for tissue.
     """
     extent_mm = np.asarray(vol.shape) * np.asarray(vs, float)
     scale = max(_PX_PER_MM, _MIN_TILE_PX / float(extent_mm.max()))  # small crops are enlarged
@@ -54,6 +61,8 @@ def three_views(vol: np.ndarray, vs, centre, vmin, vmax, cmap="gray", outline=No
         sl[axis] = int(centre[axis])
         img = vol[tuple(sl)]
         rgb = colourise(img, vmin, vmax, cmap)
+        if region is not None:
+            rgb[~region[tuple(sl)]] = _OUTSIDE
         if outline is not None:
             from skimage.segmentation import find_boundaries
 
@@ -63,14 +72,29 @@ def three_views(vol: np.ndarray, vs, centre, vmin, vmax, cmap="gray", outline=No
         rgb = np.flip(np.swapaxes(rgb, 0, 1), 0)  # rows: second in-plane axis, top = +
         w = max(1, int(round(rgb.shape[1] * vs[inplane[0]] * scale)))
         h = max(1, int(round(rgb.shape[0] * vs[inplane[1]] * scale)))
-        tiles.append(Image.fromarray(np.ascontiguousarray(rgb)).resize((w, h), Image.NEAREST))
-    gap = 6
-    canvas = Image.new("RGB", (sum(t.width for t in tiles) + gap * 2, max(t.height for t in tiles)), _BG)
+        tiles.append(_lettered(Image.fromarray(np.ascontiguousarray(rgb)).resize((w, h), Image.NEAREST), axis))
+    gap, head = 6, 18
+    canvas = Image.new("RGB", (sum(t.width for t in tiles) + gap * 2, max(t.height for t in tiles) + head), _BG)
+    draw, font = ImageDraw.Draw(canvas), _font()
     x = 0
-    for t in tiles:
-        canvas.paste(t, (x, (canvas.height - t.height) // 2))
+    for t, axis in zip(tiles, (2, 1, 0)):
+        caption = _VIEWS[axis][0]
+        draw.text((x + (t.width - draw.textlength(caption, font=font)) / 2, 1), caption, fill=_INK, font=font)
+        canvas.paste(t, (x, head + (canvas.height - head - t.height) // 2))
         x += t.width + gap
     return canvas
+
+
+def _lettered(tile: Image.Image, axis: int) -> Image.Image:
+    """The tile with its orientation letters at the middle of each edge (yellow on a dark box)."""
+    draw, font = ImageDraw.Draw(tile), _font(12)
+    left, right, top, bottom = _VIEWS[axis][1]
+    w, h = tile.size
+    for letter, (x, y) in ((left, (2, h / 2 - 7)), (right, (w - 11, h / 2 - 7)), (top, (w / 2 - 4, 1)),
+                           (bottom, (w / 2 - 4, h - 15))):
+        draw.rectangle([x - 1, y, x + 9, y + 14], fill=(20, 20, 20))
+        draw.text((x + 1, y), letter, fill=(255, 220, 0), font=font)
+    return tile
 
 
 def with_colourbar(img: Image.Image, vmin, vmax, cmap, unit: str) -> Image.Image:
@@ -88,29 +112,37 @@ def with_colourbar(img: Image.Image, vmin, vmax, cmap, unit: str) -> Image.Image
     return canvas
 
 
-def histogram(values: np.ndarray, lo: float, hi: float, unit: str, bins: int = 80) -> Image.Image:
-    """A bar histogram of ``values`` between ``lo`` and ``hi`` with labelled axes."""
-    w, h, left, bottom = 480, 220, 50, 30
-    counts, edges = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi))
+def histogram(values: np.ndarray, lo: float, hi: float, unit: str, bins: int = 80, label: str = "") -> Image.Image:
+    """A bar histogram of ``values`` between ``lo`` and ``hi``, axes labelled (``label`` in
+    ``unit`` across, voxels up); values outside the range are left out, and their count said."""
+    w, h, left, bottom = 520, 250, 56, 48
+    values = np.asarray(values)
+    below, above = int((values < lo).sum()), int((values > hi).sum())
+    counts, edges = np.histogram(values[(values >= lo) & (values <= hi)], bins=bins, range=(lo, hi))
     img = Image.new("RGB", (w, h), _BG)
     draw, font = ImageDraw.Draw(img), _font(12)
-    plot_w, plot_h = w - left - 10, h - bottom - 10
+    plot_w, plot_h = w - left - 10, h - bottom - 20
     top = counts.max() if counts.size and counts.max() > 0 else 1
     for i, c in enumerate(counts):
         x0 = left + plot_w * i / bins
         x1 = left + plot_w * (i + 1) / bins - 1
-        draw.rectangle([x0, 10 + plot_h * (1 - c / top), max(x0, x1), 10 + plot_h], fill=(70, 110, 170))
-    draw.line([(left, 10 + plot_h), (left + plot_w, 10 + plot_h)], fill=_INK)
-    draw.line([(left, 10), (left, 10 + plot_h)], fill=_INK)
+        draw.rectangle([x0, 20 + plot_h * (1 - c / top), max(x0, x1), 20 + plot_h], fill=(70, 110, 170))
+    draw.line([(left, 20 + plot_h), (left + plot_w, 20 + plot_h)], fill=_INK)
+    draw.line([(left, 20), (left, 20 + plot_h)], fill=_INK)
     raw = (hi - lo) / 5
     step = min((m * 10 ** np.floor(np.log10(raw)) for m in (1, 2, 5, 10)), key=lambda d: abs(d - raw))
     for v in np.arange(np.ceil(lo / step) * step, hi + step / 2, step):
         x = left + plot_w * (v - lo) / (hi - lo)
-        draw.line([(x, 10 + plot_h), (x, 14 + plot_h)], fill=_INK)
-        label = f"{round(v, 10):g}"
-        draw.text((x - draw.textlength(label, font=font) / 2, 16 + plot_h), label, fill=_INK, font=font)
-    draw.text((left + plot_w - draw.textlength(unit, font=font), 0), unit, fill=_INK, font=font)
-    draw.text((2, 10), f"{top}", fill=_INK, font=font)
+        draw.line([(x, 20 + plot_h), (x, 24 + plot_h)], fill=_INK)
+        tick = f"{round(v, 10):g}"
+        draw.text((x - draw.textlength(tick, font=font) / 2, 26 + plot_h), tick, fill=_INK, font=font)
+    axis = f"{label} ({unit})" if label else unit
+    draw.text((left + (plot_w - draw.textlength(axis, font=font)) / 2, 42 + plot_h), axis, fill=_INK, font=font)
+    draw.text((2, 20), f"{top}", fill=_INK, font=font)
+    draw.text((2, 34), "voxels", fill=_INK, font=font)
+    if below or above:
+        note = f"outside the range: {below} below, {above} above"
+        draw.text((w - 10 - draw.textlength(note, font=font), 0), note, fill=_INK, font=font)
     return img
 
 

@@ -38,7 +38,7 @@ _PANELS = [
     ("desc-sd_Chimap", "Uncertainty of χ: its standard deviation from the field noise alone (not the bias)", "hot",
      "ppm", "pos"),
     ("R2starmap", "R2*", "hot", "1/s", "pos"),
-    ("T2starmap", "T2*", "gray", "s", "pos"),
+    ("T2starmap", "T2*", "gray", "s", "tissue"),
     ("MWFmap", "Myelin water fraction", "hot", "", (0.0, 0.3)),
     ("swi", "SWI", "gray", "", "pos"),
     ("minIP", "SWI minimum-intensity projection", "gray", "", "pos"),
@@ -64,6 +64,8 @@ def _window(values: np.ndarray, rule):
     if rule == "sym":
         hi = float(np.percentile(np.abs(values), 99)) or 1.0
         return (-_round(hi), _round(hi))
+    if rule == "tissue":  # T2*: CSF and the 0.5 s cap would leave tissue (20-80 ms) black
+        return (0.0, _round(float(np.percentile(values, 90))) or 1.0)
     return (0.0, _round(float(np.percentile(values, 99))) or 1.0)
 
 
@@ -123,7 +125,7 @@ def _provenance_html(prov: dict) -> str:
         ("phase", ", ".join(inp.get("inputs", {}).get("phase", []))),
         ("echo times (s)", f"{inp.get('echo_times_s')} ({inp.get('echo_times_source', '?')})"),
         ("field strength (T)", f"{inp.get('field_strength_T')} ({inp.get('field_strength_source', '?')})"),
-        ("voxel size (mm) / shape", f"{inp.get('voxel_size_mm')} / {inp.get('shape')}"),
+        ("voxel size (mm) / shape", f"{' x '.join(f'{v:.3g}' for v in inp.get('voxel_size_mm') or [])} / {inp.get('shape')}"),
         ("phase scaling", phase_rule.get("rule", "–") if isinstance(phase_rule, dict) else phase_rule),
         ("B0 direction (voxel axes)", "–" if b0 is None else ", ".join(f"{c:+.4f}" for c in b0)
          + f" ({inp.get('b0_direction_source', '?')})"),
@@ -200,13 +202,15 @@ def write_report(out_dir, prefix: str, *, extra_warnings=()) -> Path:
             title = "Local field (the field of χ from total field inversion)"
         region = maps.get("localmask", maps["mask"]) > 0.5 if suffix in ("localfield", "Chimap", "desc-sd_Chimap") \
             else mask
-        win = _window(maps[suffix][region], rule)
-        img = _figures.three_views(maps[suffix], vs, centre, *win, cmap=cmap)
+        # windows from the brain's interior: the mask's rim (orbits, neck, sinuses) sets no window
+        inner = maps.get("localmask", maps["mask"]) > 0.5
+        win = _window(maps[suffix][inner if inner.any() else region], rule)
+        img = _figures.three_views(maps[suffix], vs, centre, *win, cmap=cmap, region=region)
         sections.append((f"{title} ({unit})" if unit else title, _figures.with_colourbar(img, *win, cmap, unit)))
     if "Chimap" in maps:
         region = maps.get("localmask", maps["mask"]) > 0.5
         sections.append(("Histogram of χ where it is defined (ppm)",
-                         _figures.histogram(maps["Chimap"][region], *_HIST_RANGE_PPM, "ppm")))
+                         _figures.histogram(maps["Chimap"][region], *_HIST_RANGE_PPM, "ppm", label="chi")))
     warnings = list(prov.get("warnings", [])) + [w for w in extra_warnings if w not in prov.get("warnings", [])]
     body = [f"<h1>qsmflow report: {_e(prefix)}</h1>"]
     if warnings:
@@ -216,8 +220,9 @@ def write_report(out_dir, prefix: str, *, extra_warnings=()) -> Path:
         body.append('<div class="ok">No warnings were raised during this run.</div>')
     inp = prov.get("input", {})
     angle = inp.get("b0_angle_to_slice_axis_deg")
+    voxel = " × ".join(f"{v:.3g}" for v in inp.get("voxel_size_mm") or []) or "?"
     body.append(f"<p>B0 direction {'' if angle is None else f'{angle:.1f}° from the slice axis; '}"
-                f"voxel size {_e(inp.get('voxel_size_mm'))} mm; views through voxel {_e(centre.tolist())} "
+                f"voxel size {_e(voxel)} mm; views through voxel {_e(centre.tolist())} "
                 "(RAS, neurological: the subject's right on the right).</p>")
     for title, img in sections:
         body.append(f"<h2>{_e(title)}</h2><img alt=\"{_e(title)}\" src=\"{_figures.png_data_uri(img)}\">")
