@@ -63,6 +63,22 @@ def test_discover_finds_every_run_and_says_what_it_skipped(dataset):
         batch.discover(dataset / "sub-01")
 
 
+def test_files_are_grouped_by_folder_not_by_name(dataset, tmp_path):
+    """sub-01 files lying in sub-02/ses-1/anat are neither merged with sub-01's run nor run as
+    sub-02: they are listed as misplaced, and both real runs are found as before."""
+    root = _copy(dataset, tmp_path)
+    src, dst = root / "sub-01" / "ses-1" / "anat", root / "sub-02" / "ses-1" / "anat"
+    for f in src.glob("sub-01_ses-1_echo-1_part-*_MEGRE.nii.gz"):
+        shutil.copy(f, dst / f.name)
+    runs, skipped = batch.discover(root)
+    assert [r.prefix for r in runs] == [f"sub-{s}_ses-{t}" for s in SUBJECTS for t in SESSIONS]
+    sub02 = next(r for r in runs if r.prefix == "sub-02_ses-1")
+    assert all("/sub-02/" in p for p in sub02.magnitude + sub02.phase) and len(sub02.magnitude) == 3
+    misplaced = [(what, why) for what, why in skipped if what.startswith("sub-02/ses-1/anat/sub-01")]
+    assert len(misplaced) == 2 and all(why == "its name says sub-01 but it lies in the sub-02 folder"
+                                       for _, why in misplaced)
+
+
 def _bids(args, **kw):
     return subprocess.run([sys.executable, "-m", "qsmflow", "bids", *args], capture_output=True, text=True,
                           timeout=600, **kw)
@@ -93,8 +109,13 @@ def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path):
     # the rerun completes only what is missing; the truncated run fails alone, with its log
     res = _bids([str(root), "--jobs", "2", "-q", "--inversion", "medi"])
     assert res.returncode == 1, res.stderr
-    lines = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.startswith("sub-")}
+    lines = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.startswith("sub-") and "not run" not in ln}
     assert len(lines) == 8
+    # the series found but not run is in the summary too, with its reason
+    assert "sub-01/ses-1/anat/sub-01_ses-1_acq-mag_T2starw  not run" in res.stdout and "no part-phase" in res.stdout
+    n = {k: sum(ln.split()[1] == k for ln in lines.values()) for k in ("done", "skipped")}
+    assert res.stdout.strip().splitlines()[-1].startswith(
+        f"{n['done']} done, {n['skipped']} skipped as complete, 1 failed, 1 series not run in")
     for prefix, line in lines.items():
         expected = "failed" if prefix == "sub-04_ses-2" else "skipped" if prefix in first else "done"
         assert line.split()[1] == expected, line
@@ -116,6 +137,7 @@ def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path):
     assert len(reports) == 7 and all((out / r).exists() for r in reports)
     assert "sub-04/ses-2/anat/sub-04_ses-2_error.log" in links
     assert index.count('class="failed"') == 1 and "truncated" in index
+    assert "sub-01_ses-1_acq-mag_T2starw" in index and "no part-phase files" in index and "1 not run" in index
     # qsmflow report rebuilds the reports and the index from the derivative alone
     (out / "index.html").unlink()
     res = subprocess.run([sys.executable, "-m", "qsmflow", "report", str(out), "-q"], capture_output=True, text=True)

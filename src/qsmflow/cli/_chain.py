@@ -181,16 +181,18 @@ def bids_cmd(bids_dir, out, participant_label, session_label, jobs, scheduler, d
     if not processing["no_report"]:
         from ..workflows import report
 
-        index = report.write_index(out, [(spec.subdir, st) for spec, st in zip(runs, statuses)])
+        index = report.write_index(out, [(spec.subdir, st) for spec, st in zip(runs, statuses)], skipped=skipped)
         log.info("dataset QC index: %s", index)
-    width = max(len(st.prefix) for st in statuses)
+    width = max([len(st.prefix) for st in statuses] + [len(what) for what, _ in skipped])
     click.echo(f"{'run':<{width}}  status   time s  message")
     for st in statuses:
         note = st.message + (f" (see {st.error_log})" if st.error_log else "")
         click.echo(f"{st.prefix:<{width}}  {st.status:<7}  {st.seconds:6.1f}  {note}".rstrip())
+    for what, why in skipped:
+        click.echo(f"{what:<{width}}  not run  {'':>6}  {why}")
     counts = {k: sum(st.status == k for st in statuses) for k in ("done", "skipped", "failed")}
-    click.echo(f"{counts['done']} done, {counts['skipped']} skipped (complete), {counts['failed']} failed in "
-               f"{time.perf_counter() - t0:.1f} s; outputs in {out}")
+    click.echo(f"{counts['done']} done, {counts['skipped']} skipped as complete, {counts['failed']} failed, "
+               f"{len(skipped)} series not run in {time.perf_counter() - t0:.1f} s; outputs in {out}")
     if counts["failed"]:
         sys.exit(1)
 

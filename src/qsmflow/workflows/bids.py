@@ -109,11 +109,18 @@ def discover(bids_dir, participants=None, sessions=None) -> tuple[list[RunSpec],
                 if part not in ("mag", "phase"):
                     skipped.append((str(path), "no part-mag/part-phase entity"))
                     continue
+                folder = {"sub": sub.name[4:], "ses": anat.parent.name[4:] if anat.parent != sub else None}
+                wrong = [k for k in ("sub", "ses") if ents.get(k) != folder[k]]
+                if wrong:
+                    k = wrong[0]
+                    skipped.append((str(path.relative_to(root)), f"its name says {k}-{ents.get(k)} but it lies in "
+                                    f"{'the ' + k + '-' + folder[k] if folder[k] else 'no ' + k + '-'} folder"))
+                    continue
                 key = tuple((k, v) for k, v in ents.items() if k not in ("echo", "part"))
-                g = groups.setdefault((key, suffix), {"mag": [], "phase": [], "dir": anat})
+                g = groups.setdefault((str(anat), key, suffix), {"mag": [], "phase": [], "dir": anat})
                 g[part].append((_echo_key(path, ents), path))
     runs, seen = [], {}
-    for (key, suffix), g in sorted(groups.items()):
+    for (_, key, suffix), g in sorted(groups.items()):
         prefix = "_".join(f"{k}-{v}" for k, v in key)
         rel = str(g["dir"].relative_to(root))
         if not g["mag"] or not g["phase"]:

@@ -242,10 +242,11 @@ def _page(title: str, body: str) -> str:
             f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
 
 
-def write_index(root, runs) -> Path:
+def write_index(root, runs, skipped=()) -> Path:
     """Write ``index.html`` in a bids derivative ``root``: a status table linking every run's report.
 
-    ``runs``: (subdir, :class:`qsmflow.workflows.batch.RunStatus`) pairs, subdir relative to ``root``.
+    ``runs``: (subdir, :class:`qsmflow.workflows.batch.RunStatus`) pairs, subdir relative to ``root``;
+    ``skipped``: (series, reason) pairs of the series found but not run.
     """
     root = Path(root)
     rows = []
@@ -260,8 +261,11 @@ def write_index(root, runs) -> Path:
             detail += f' (<a href="{_e(err.as_posix())}">log</a>)'
         rows.append([_e(st.prefix), f'<span class="{_e(st.status)}">{_e(st.status)}</span>', f"{st.seconds:.1f}",
                      link, detail])
+    for what, why in skipped:
+        counts["not run"] = counts.get("not run", 0) + 1
+        rows.append([_e(what), '<span class="skipped">not run</span>', "–", "–", _e(why)])
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    body = (f"<h1>qsmflow dataset report</h1><p>{len(rows)} run(s): {_e(summary)}. "
+    body = (f"<h1>qsmflow dataset report</h1><p>{len(rows)} series: {_e(summary)}. "
             f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} by qsmflow {_e(__version__)}.</p>"
             + _table(rows, ["run", "status", "time s", "QC report", "message"]))
     with io.OutputSet(root, force=True) as out:
