@@ -196,3 +196,19 @@ def test_scheduler_unreachable_is_one_line(dataset, tmp_path, capsys, monkeypatc
     err = [ln for ln in capsys.readouterr().err.splitlines() if "skipped" not in ln]
     assert exc.value.code == 1 and len(err) == 1 and "cannot reach the Dask scheduler" in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_bids_apps_call_form(dataset, tmp_path):
+    """qsmflow bids BIDS_DIR OUTPUT_DIR participant --participant-label 02 03: the BIDS Apps
+    call, labels several after one flag; only the participant level exists."""
+    out = tmp_path / "derivs"
+    res = _bids([str(dataset), str(out), "participant", "--participant-label", "02", "sub-03", "--session-label",
+                 "2", "--dry-run"])
+    assert res.returncode == 0, res.stderr
+    listed = [ln.split()[0] for ln in res.stdout.splitlines() if ln.startswith("sub-")]
+    assert listed == ["sub-02/ses-2/anat/sub-02_ses-2", "sub-03/ses-2/anat/sub-03_ses-2"]
+    assert f"outputs would go to {out}" in res.stdout
+    res = _bids([str(dataset), str(out), "group"])
+    assert res.returncode == 1 and "only the 'participant' level" in res.stderr
+    res = _bids([str(dataset), str(out), "participant", "--out", str(tmp_path / "other")])
+    assert res.returncode == 1 and "differ" in res.stderr

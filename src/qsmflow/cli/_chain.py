@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ._common import (
+    _Labels,
     _command,
     _floats,
     _input_options,
@@ -106,11 +107,14 @@ def _run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phas
 
 @cli.command("bids")
 @click.argument("bids_dir", type=click.Path(file_okay=False))
+@click.argument("output_dir", required=False, type=click.Path(file_okay=False))
+@click.argument("analysis_level", required=False, metavar="[participant]")
 @click.option("--out", "out", type=click.Path(file_okay=False),
-              help="Derivatives folder (default: BIDS_DIR/derivatives/qsmflow).")
-@click.option("--participant-label", multiple=True, metavar="LABEL",
-              help="Only these subjects (01 or sub-01; repeat the option or separate by commas).")
-@click.option("--session-label", multiple=True, metavar="LABEL", help="Only these sessions (1 or ses-1).")
+              help="Derivatives folder (default: OUTPUT_DIR, else BIDS_DIR/derivatives/qsmflow).")
+@click.option("--participant-label", multiple=True, metavar="LABEL", cls=_Labels,
+              help="Only these subjects (01 or sub-01; several after one flag, commas, or the option repeated).")
+@click.option("--session-label", multiple=True, metavar="LABEL", cls=_Labels,
+              help="Only these sessions (1 or ses-1).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs processed at once on this machine (lowered if the memory would not hold them).")
 @click.option("--scheduler", metavar="ADDRESS",
@@ -126,8 +130,8 @@ def _run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phas
 @_processing_options
 @click.option("--force", is_flag=True, help="Process complete runs again.")
 @_command
-def bids_cmd(bids_dir, out, participant_label, session_label, jobs, scheduler, dry_run, field_strength, phase_scale,
-             b0_direction, phase_sign, force, **processing):
+def bids_cmd(bids_dir, output_dir, analysis_level, out, participant_label, session_label, jobs, scheduler, dry_run,
+             field_strength, phase_scale, b0_direction, phase_sign, force, **processing):
     """Every multi-echo GRE run of a BIDS dataset, as BIDS derivatives; resumes where it stopped.
 
     Finds sub-*/[ses-*/]anat/*_part-{mag,phase}_{MEGRE,GRE,T2starw} series (echo times and B0
@@ -137,15 +141,25 @@ def bids_cmd(bids_dir, out, participant_label, session_label, jobs, scheduler, d
     run failed.
 
     \b
+    The BIDS Apps call form works too: qsmflow bids BIDS_DIR OUTPUT_DIR participant
+    [--participant-label 01 02 ...] (only the participant level exists).
+
+    \b
     Example:
       qsmflow bids /data/study --jobs 2
+      qsmflow bids /data/study /data/study/derivatives/qsmflow participant --participant-label 01 02
       qsmflow bids /data/study --scheduler tcp://10.0.0.5:8786
     """
     from .. import io
     from ..workflows import batch
 
+    if analysis_level not in (None, "participant"):
+        raise click.UsageError(f"analysis level {analysis_level!r}: qsmflow has only the 'participant' level "
+                               "(each run is processed on its own)")
+    if output_dir and out and Path(output_dir) != Path(out):
+        raise click.UsageError(f"OUTPUT_DIR {output_dir} and --out {out} differ; give one of them")
     options = _options_from(phase_sign, processing)
-    out = out or str(Path(bids_dir) / "derivatives" / "qsmflow")
+    out = out or output_dir or str(Path(bids_dir) / "derivatives" / "qsmflow")
     if not dry_run:
         with io.OutputSet(out, force=True) as outset:  # a folder that cannot be written is refused now
             outset.check([])

@@ -162,10 +162,23 @@ class _Files(click.Option):
 
             def process(value, state, take=take):
                 take(value, state)
-                while state.rargs and not state.rargs[0].startswith("-"):
+                while state.rargs and self._more(state.rargs[0]):
                     take(state.rargs.pop(0), state)
 
             opt.process = process
+
+    @staticmethod
+    def _more(word: str) -> bool:
+        return not word.startswith("-")
+
+
+class _Labels(_Files):
+    """A label option that takes one or more BIDS labels after one flag, as BIDS Apps do
+    (``--participant-label 01 02``); it stops at anything that is not a label (a path)."""
+
+    @staticmethod
+    def _more(word: str) -> bool:
+        return re.fullmatch(r"((sub|ses)-)?[A-Za-z0-9]+(,((sub|ses)-)?[A-Za-z0-9]+)*", word) is not None
 
 
 def _input_options(func=None, *, required: bool = True):
