@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import click
 import nibabel as nib
 import numpy as np
 import pytest
@@ -459,3 +460,19 @@ def test_errors_name_the_option_the_user_typed(files, capsys):
     from qsmflow.cli._common import _cli_words
 
     assert _cli_words("the brain mask is empty") == "the brain mask is empty"  # no command context: unchanged
+
+
+def test_small_things_a_new_user_trips_over(files, tmp_path, capsys):
+    """A magnitude alone points to qsmflow r2star; the gradient correction has one name in both
+    commands (the other accepted as an alias); every option has help text."""
+    code, _, err = _run(["run", "--mag", files["mag4"], "-o", str(tmp_path / "o")], capsys)
+    assert code == 1 and "qsmflow r2star" in err
+    code, _, err = _run(["r2star", "--mag", files["mag4"], *OK_TE[:2], "--r2star-gradient-correction", "-o",
+                         str(tmp_path / "o")], capsys)
+    assert code == 1 and "--gradient-correction needs --fieldmap" in err
+    from qsmflow.cli import cli
+
+    for name, command in cli.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert param.help, f"qsmflow {name} {param.opts[0]} has no help text"

@@ -205,3 +205,17 @@ def test_invert_run_computes_the_phase_scale_from_echo_time_and_field(monkeypatc
     with pytest.raises(ValueError, match="milliseconds"):
         pipeline.invert_run(local, mask, (1, 1, 1), (0, 0, 1), options=opt, magnitude=mask * 1.0, echo_time=12,
                             field_strength=3.0)
+
+
+def test_auto_choices_are_resolved_and_logged_once(caplog):
+    """"auto" is resolved once per run: the options carry the chosen names on, so later stages
+    (background_removal) do not choose, or log the choice, again."""
+    import logging
+
+    from qsmflow.workflows import chain, options
+
+    caplog.set_level(logging.INFO)
+    used, opt = chain._methods(pipeline.Options(inversion="medi", bgremove="auto"), np.array([1.0, 1.0, 1.0]))
+    assert opt.bgremove == used["bgremove"].name == "lbv" and opt.inversion == "medi"
+    assert options.resolve_bgremove(opt.bgremove, np.array([1.0, 1.0, 1.0])) == "lbv"
+    assert caplog.text.count("background removal 'auto'") == 1

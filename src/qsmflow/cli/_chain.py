@@ -56,7 +56,9 @@ def run(mag, phase, dicom_dir, dicom_out, echo_times, field_strength, phase_scal
         if dicom_dir is not None:
             mag, phase, series = _from_dicom(dicom_dir, mag, phase, tmp)
         elif not mag or not phase:
-            raise click.UsageError(f"Missing option '{'--mag' if not mag else '--phase'}' (or give --dicom FOLDER)")
+            hint = "; for R2*/T2* from the magnitude alone use qsmflow r2star" if mag else ""
+            raise click.UsageError(f"Missing option '{'--mag' if not mag else '--phase'}' (or give --dicom FOLDER)"
+                                   f"{hint}")
         data = _run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path,
                     prefix, force, processing, dicom_out=dicom_out)
     if dicom_out:
@@ -213,17 +215,19 @@ def bids_cmd(bids_dir, output_dir, analysis_level, out, participant_label, sessi
 
 @cli.command()
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--matrix", default="160,192,160", show_default=True, metavar="X,Y,Z")
+@click.option("--matrix", default="160,192,160", show_default=True, metavar="X,Y,Z",
+              help="Voxels per axis (the field of view is matrix x voxel size).")
 @click.option("--voxel-size", default="1,1,1", show_default=True, metavar="X,Y,Z", help="mm")
 @click.option("--echo-times", default="0.004,0.010,0.016,0.022,0.028", show_default=True, metavar="T1,...",
               help="seconds")
-@click.option("--field-strength", type=float, default=3.0, show_default=True, metavar="TESLA")
+@click.option("--field-strength", type=float, default=3.0, show_default=True, metavar="TESLA", help="B0 in tesla.")
 @click.option("--b0-direction", metavar="X,Y,Z", help="B0 in voxel axes (default: along z).")
 @click.option("--oblique", type=float, metavar="DEG", help="Tilt the slab by DEG about the x axis.")
 @click.option("--snr", type=float, default=100.0, show_default=True, help="First-echo brain mean / noise sigma.")
 @click.option("--integer-phase", is_flag=True, help="Write phase as int16 -4096..4095 like Siemens.")
 @click.option("--lesions", is_flag=True, help="Add a calcification and a haemorrhage.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed of the head (its anatomy, phase offset and noise).")
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 @_command
 def simulate(out, matrix, voxel_size, echo_times, field_strength, b0_direction, oblique, snr, integer_phase,

@@ -337,7 +337,8 @@ def _processing_options(func):
                      help="Also remove a polynomial of this order from the local field (0: off)."),
         _regularisation_option,
         _stage_options(["r2star"]),
-        click.option("--r2star-gradient-correction", is_flag=True,
+        click.option("--r2star-gradient-correction", "--gradient-correction", "r2star_gradient_correction",
+                     is_flag=True,
                      help="Divide out the signal lost to macroscopic field gradients before the R2* fit: "
                           "through-slice dephasing of 2D data, echoes shifted out of k-space (see --slice-axis)."),
         _slice_axis_option,

@@ -72,7 +72,8 @@ def unwrap_cmd(mag, phase, echo_times, field_strength, phase_scale, b0_direction
 @click.option("--echo-times", metavar="T1,T2,...", help="Echo times in SECONDS of --phase (default: sidecars).")
 @click.option("--field-strength", type=float, metavar="TESLA", help="B0 in tesla (default: sidecars).")
 @click.option("--phase-scale", type=float, metavar="FACTOR", help="Force the factor converting phase to radians.")
-@click.option("--phase-sign", type=click.Choice(["1", "-1"]), default="1", show_default=True)
+@click.option("--phase-sign", type=click.Choice(["1", "-1"]), default="1", show_default=True,
+              help="-1 flips the phase for scanners whose phase runs the other way.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask (default: computed from the magnitude).")
 @click.option("--prefix", help="Output file prefix (default: from the inputs' BIDS entities).")
@@ -153,7 +154,7 @@ def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_dir
 @click.option("--mask", "mask_path", metavar="NIFTI", help="Brain mask (default: computed from the magnitude).")
 @click.option("--fieldmap", "fieldmap_path", metavar="NIFTI",
               help="Field map in Hz (qsmflow fieldmap's _fieldmap) for --gradient-correction.")
-@click.option("--gradient-correction", is_flag=True,
+@click.option("--gradient-correction", "--r2star-gradient-correction", "gradient_correction", is_flag=True,
               help="Divide out the signal lost to macroscopic field gradients: through-slice dephasing of 2D "
                    "data, echoes shifted out of k-space (see --slice-axis; needs --fieldmap).")
 @click.option("--mwf", is_flag=True,

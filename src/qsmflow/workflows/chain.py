@@ -161,6 +161,7 @@ def _methods(opt: Options, vs) -> tuple[dict, Options]:
     opt = dataclasses.replace(opt, inversion=used["inversion"].name)
     if used["inversion"].name != "tfi":
         used["bgremove"] = STAGES["bgremove"][resolve_bgremove(opt.bgremove, vs)]
+        opt = dataclasses.replace(opt, bgremove=used["bgremove"].name)  # resolved once, logged once
     return used, opt
 
 
