@@ -183,6 +183,9 @@ def test_demo_small_keeps_data_results_and_report(capsys, monkeypatch, tmp_path)
     report = tmp_path / "d" / "qsmflow" / "sub-phantom_report.html"
     assert report.exists() and str(report) in out
     assert (tmp_path / "d" / "data" / "sub-phantom" / "anat").is_dir()
+    code, out, err = _run(["demo", "-q"], capsys)  # without OUT it says where the maps went
+    assert code == 0, err
+    assert "temporary folder and removed; run qsmflow demo OUT to keep them" in out
 
 
 def test_mask_of_wrong_shape(files, capsys, tmp_path):

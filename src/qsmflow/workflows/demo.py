@@ -50,7 +50,8 @@ def run_demo(out=None, *, force: bool = False, shape=DEMO_SHAPE, voxel_size=DEMO
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
-    where = f"\nresults in {root / 'qsmflow'}, QC report {qc}" if keep else ""
+    where = f"\nresults in {root / 'qsmflow'}, QC report {qc}" if keep else \
+        "\nthe maps were made in a temporary folder and removed; run qsmflow demo OUT to keep them and the QC report"
     return (f"qsmflow demo: simulated head {'x'.join(map(str, shape))} at {voxel_size[0]:g} mm, "
             f"{len(head.echo_times)} echoes, 3 T, SNR 100\n(errors against the phantom's ground truth; see the README)\n\n{report}\n\n"
             f"total time {time.perf_counter() - t0:.1f} s{where}")
