@@ -641,3 +641,12 @@ def test_chi_sd_follows_the_csf_term():
     assert np.median(sd_held[far]) == pytest.approx(np.median(sd_plain[far]), rel=0.2)
     _, one = medi(field, mask, VS, b0, csf_mask=csf, lam_csf=0.0, **{**kw, "sd_samples": 1})
     assert np.all(np.isfinite(one)) and one[mask].max() > 0
+    # asking for the SD leaves χ as it is; an unknown (NaN) noise voxel propagates no noise, as 0 does
+    chi_sd, sd = medi(field, mask, VS, b0, **{**kw, "sd_samples": 1})
+    plain = {k: v for k, v in kw.items() if k not in ("return_sd", "sd_samples")}
+    np.testing.assert_array_equal(chi_sd, medi(field, mask, VS, b0, **plain))
+    holes = np.zeros(SHAPE, bool)
+    holes[20:24, 25:29, 18:22] = True
+    sd_noise = {k: np.where(holes, v, sigma).astype(np.float32) for k, v in (("nan", np.nan), ("zero", 0.0))}
+    sds = {k: medi(field, mask, VS, b0, sd_noise=v, **{**kw, "sd_samples": 1})[1] for k, v in sd_noise.items()}
+    np.testing.assert_allclose(sds["nan"], sds["zero"], rtol=1e-6)
