@@ -77,6 +77,10 @@ def test_files_are_grouped_by_folder_not_by_name(dataset, tmp_path):
     misplaced = [(what, why) for what, why in skipped if what.startswith("sub-02/ses-1/anat/sub-01")]
     assert len(misplaced) == 2 and all(why == "its name says sub-01 but it lies in the sub-02 folder"
                                        for _, why in misplaced)
+    res = _bids([str(root), "--dry-run"])  # the listing names both the misplaced files and the series without phase
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("not run, its name says sub-01") == 2 and "acq-mag_T2starw: not run, no part-phase" \
+        in res.stdout
 
 
 def _bids(args, **kw):

@@ -445,6 +445,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(file
                  ["demo", bad], ["bids", str(tmp_path), "--out", bad]):
         code, _, err = _run(argv, capsys)
         assert code == 1 and "cannot write the output folder" in err and "Not a directory" in err, err
+        assert "(-o/--out)" in err and len(err.strip().splitlines()) == 1
         assert "mask ..." not in err and "simulating" not in err
     assert blocker.read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "in"]
 

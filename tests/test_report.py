@@ -85,6 +85,13 @@ def test_run_writes_a_report_with_every_figure_obliquity_and_warnings(oblique_da
     code, stdout, err = _run(["report", str(out)], capsys)
     assert code == 0 and "sub-phantom_report.html" in stdout, err
     assert _check_pngs((out / "sub-phantom_report.html").read_text(encoding="utf-8")) == 8
+    # every JSON the run wrote is strict JSON (this head has NaN voxels: no bare NaN anywhere)
+
+    def refuse(word):
+        raise ValueError(f"not strict JSON: {word}")
+
+    for side in out.glob("*.json"):
+        json.loads(side.read_text(), parse_constant=refuse)
 
 
 def test_no_report_and_report_errors(oblique_data, tmp_path, capsys):

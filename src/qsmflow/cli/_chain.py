@@ -91,6 +91,8 @@ def _run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phas
     from ..workflows.subject import check_outputs, process_subject
 
     t0 = time.perf_counter()
+    with io.OutputSet(out, force=True) as outset:  # an unwritable -o fails now, before the data are read
+        outset.check([])
     options = _options_from(phase_sign, processing)
     data = _load(mag, phase, echo_times, field_strength, phase_scale, b0_direction, prefix)
     _set_slice_axis(data, processing["slice_axis"])
@@ -180,6 +182,8 @@ def bids_cmd(bids_dir, output_dir, analysis_level, out, participant_label, sessi
             state = "complete, would be skipped" if not force and batch.is_complete(out, spec) else "to process"
             click.echo(f"{spec.subdir}/{spec.prefix} ({spec.suffix}, {len(spec.magnitude)} magnitude file(s)): "
                        f"{state}")
+        for what, why in skipped:
+            click.echo(f"{what}: not run, {why}")
         click.echo(f"{len(runs)} run(s) found, {len(skipped)} series skipped; outputs would go to {out}")
         return
     t0 = time.perf_counter()

@@ -67,8 +67,8 @@ class OutputSet:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise ValueError(f"cannot write the output folder {self.out_dir}: {exc.strerror or exc}; choose a folder "
-                             "you can write to") from None
+            raise ValueError(f"cannot write the output folder {self.out_dir} (-o/--out): {exc.strerror or exc}; "
+                             "choose a folder you can write to") from None
         finally:
             for d in made:
                 try:

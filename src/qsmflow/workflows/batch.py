@@ -167,9 +167,8 @@ def process_run(spec: RunSpec, config: BatchConfig) -> RunStatus:
                                      extra_provenance={"bids_run": spec.prefix}, report=config.report)
         seconds = time.perf_counter() - t0
         err_log.unlink(missing_ok=True)
-        _atomic_text(_mark_path(config.out_root, spec), json.dumps(
-            {"qsmflow_version": __version__, "seconds": round(seconds, 2), "files": sorted(p.name for p in written)},
-            indent=2) + "\n")
+        _atomic_text(_mark_path(config.out_root, spec), io.strict_json(
+            {"qsmflow_version": __version__, "seconds": round(seconds, 2), "files": sorted(p.name for p in written)}))
         return RunStatus(spec.prefix, "done", seconds)
     except Exception as exc:  # one bad run must not stop the batch
         seconds = time.perf_counter() - t0
