@@ -13,6 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import run_cli
+
 from qsmflow import phantom, pipeline
 from qsmflow.workflows import batch
 
@@ -63,7 +65,7 @@ def test_discover_finds_every_run_and_says_what_it_skipped(dataset):
         batch.discover(dataset / "sub-01")
 
 
-def test_files_are_grouped_by_folder_not_by_name(dataset, tmp_path):
+def test_files_are_grouped_by_folder_not_by_name(dataset, tmp_path, capsys):
     """sub-01 files lying in sub-02/ses-1/anat are neither merged with sub-01's run nor run as
     sub-02: they are listed as misplaced, and both real runs are found as before."""
     root = _copy(dataset, tmp_path)
@@ -77,10 +79,9 @@ def test_files_are_grouped_by_folder_not_by_name(dataset, tmp_path):
     misplaced = [(what, why) for what, why in skipped if what.startswith("sub-02/ses-1/anat/sub-01")]
     assert len(misplaced) == 2 and all(why == "its name says sub-01 but it lies in the sub-02 folder"
                                        for _, why in misplaced)
-    res = _bids([str(root), "--dry-run"])  # the listing names both the misplaced files and the series without phase
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.count("not run, its name says sub-01") == 2 and "acq-mag_T2starw: not run, no part-phase" \
-        in res.stdout
+    code, out, err = run_cli(["bids", str(root), "--dry-run"], capsys)  # both the misplaced files and the series
+    assert code == 0, err                                                # without phase are listed
+    assert out.count("not run, its name says sub-01") == 2 and "acq-mag_T2starw: not run, no part-phase" in out
 
 
 def _bids(args, **kw):
@@ -202,17 +203,17 @@ def test_scheduler_unreachable_is_one_line(dataset, tmp_path, capsys, monkeypatc
     assert not (tmp_path / "o").exists()
 
 
-def test_bids_apps_call_form(dataset, tmp_path):
+def test_bids_apps_call_form(dataset, tmp_path, capsys):
     """qsmflow bids BIDS_DIR OUTPUT_DIR participant --participant-label 02 03: the BIDS Apps
     call, labels several after one flag; only the participant level exists."""
     out = tmp_path / "derivs"
-    res = _bids([str(dataset), str(out), "participant", "--participant-label", "02", "sub-03", "--session-label",
-                 "2", "--dry-run"])
-    assert res.returncode == 0, res.stderr
-    listed = [ln.split()[0] for ln in res.stdout.splitlines() if ln.startswith("sub-")]
+    code, stdout, err = run_cli([str(a) for a in ("bids", dataset, out, "participant", "--participant-label", "02",
+                                                  "sub-03", "--session-label", "2", "--dry-run")], capsys)
+    assert code == 0, err
+    listed = [ln.split()[0] for ln in stdout.splitlines() if ln.startswith("sub-") and "not run" not in ln]
     assert listed == ["sub-02/ses-2/anat/sub-02_ses-2", "sub-03/ses-2/anat/sub-03_ses-2"]
-    assert f"outputs would go to {out}" in res.stdout
-    res = _bids([str(dataset), str(out), "group"])
-    assert res.returncode == 1 and "only the 'participant' level" in res.stderr
-    res = _bids([str(dataset), str(out), "participant", "--out", str(tmp_path / "other")])
-    assert res.returncode == 1 and "differ" in res.stderr
+    assert f"outputs would go to {out}" in stdout
+    code, _, err = run_cli(["bids", str(dataset), str(out), "group"], capsys)
+    assert code == 1 and "only the 'participant' level" in err
+    code, _, err = run_cli(["bids", str(dataset), str(out), "participant", "--out", str(tmp_path / "other")], capsys)
+    assert code == 1 and "differ" in err
