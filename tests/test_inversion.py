@@ -634,7 +634,7 @@ def test_chi_sd_follows_the_csf_term():
     far = mask & (np.abs(x) > 12)
     sigma = np.where(mask, 0.003, 0).astype(np.float32)
     kw = dict(magnitude=np.where(mask, 1.0, 0), phase_scale=S_3T_20MS, alpha=2e-4, noise=sigma, max_iter=2,
-              return_sd=True, sd_samples=4)
+              return_sd=True, sd_samples=2)
     _, sd_plain = medi(field, mask, VS, b0, **kw)
     _, sd_held = medi(field, mask, VS, b0, csf_mask=csf, lam_csf=10.0, **kw)
     assert np.median(sd_held[csf]) < 0.3 * np.median(sd_plain[csf])
