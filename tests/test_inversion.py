@@ -410,6 +410,8 @@ def test_chi_sd_matches_the_spread_over_noise_realisations(method):
     observed_contrast = np.median(observed[noisy]) / np.median(observed[quiet])
     assert contrast < 0.7 and observed_contrast < 0.7
     assert abs(np.log(contrast / observed_contrast)) < np.log(1.3)
+    if method == "tfi":  # the propagation below is the same code for both methods: checked once, on MEDI
+        return
     # linear in the noise: half the noise, half the SD (same samples, same weights)
     _, sd_half = func(noisy_field, mask, VS, b0, return_sd=True, sd_samples=8, **{**kw, "noise": sigma / 2})
     np.testing.assert_allclose(np.median(sd_half[inner]), np.median(sd[inner]) / 2, rtol=0.05)
