@@ -1,0 +1,92 @@
+"""Speed and memory of a whole `qsmflow run` on the benchmark head, and how they grow with size.
+
+The benchmark head (seed 1, 5 echoes 4-28 ms, 3 T, SNR 100, 32-channel receive profile) over
+the same 160x192x160 mm field of view at 0.5x, 1x and 2x the voxel count of the 1 mm grid
+(voxels of 1.26, 1 and 0.79 mm), written as a BIDS dataset (one gzipped NIfTI per echo and
+part) and processed by the command line in this process, exactly as a user runs it: reading,
+every stage, writing the maps and the QC report. Printed per size: each stage's time (from
+the run's provenance), reading + writing + report (the rest of the wall time), the wall
+time and the peak resident memory; then the growth exponent of the wall time between 0.5x
+and 2x (time ~ N^k). Throughput of `qsmflow bids` with --jobs 1 and 2 is benchmarks/batch.py.
+
+    python benchmarks/speed.py                 # the three sizes (~10 min, 6 GB at 2x)
+    python benchmarks/speed.py --scales 1      # the 1 mm head only (~2 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _bench import PeakMemory, table
+from qsmflow import cli, phantom
+
+FOV_MM = np.array([160.0, 192.0, 160.0])
+STAGES = ("mask", "phase_offset", "unwrap", "field_fit", "r2star", "bgremove", "inversion", "chi_sd", "reference")
+
+
+def run_size(scale: float, tmp: Path, mem: PeakMemory) -> dict:
+    vs = 1.0 / scale ** (1 / 3)
+    shape = tuple(int(round(n / vs)) for n in FOV_MM)
+    t0 = time.perf_counter()
+    head = phantom.simulate_head(shape, (vs,) * 3, seed=1)
+    src = tmp / f"scale{scale:g}"
+    phantom.write_phantom_dataset(src, head)
+    del head
+    simulated = time.perf_counter() - t0
+    anat, out = src / "sub-phantom" / "anat", tmp / f"out{scale:g}"
+    argv = ["run", "--mag", str(anat / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
+            "--phase", str(anat / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz"), "-o", str(out), "-q"]
+    mem.mark()
+    t1 = time.perf_counter()
+    try:
+        cli.main(argv)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise RuntimeError(f"qsmflow run failed with exit code {exc.code}") from None
+    wall = time.perf_counter() - t1
+    peak = mem.peak() / 2**30
+    timings = json.loads((out / "sub-phantom_provenance.json").read_text())["timings_s"]
+    return {"scale": scale, "voxel_mm": vs, "shape": shape, "voxels": int(np.prod(shape)), "wall_s": wall,
+            "peak_gb": peak, "stages": {s: float(timings.get(s, 0.0)) for s in STAGES},
+            "io_report_s": wall - sum(float(v) for v in timings.values()), "simulated_s": simulated}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scales", nargs="*", type=float, default=[0.5, 1.0, 2.0],
+                    help="voxel counts relative to the 1 mm grid")
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="qsmflow-speed-"))
+    rows = []
+    try:
+        with PeakMemory() as mem:
+            for scale in args.scales:
+                r = run_size(scale, tmp, mem)
+                rows.append(r)
+                print(f"{scale:g}x: {r['wall_s']:.1f} s, {r['peak_gb']:.2f} GB", flush=True)
+                shutil.rmtree(tmp / f"scale{scale:g}", ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    header = ["voxels", "grid", *STAGES, "read + write + report", "wall s", "peak GB"]
+    body = [[f"{r['scale']:g}x ({r['voxel_mm']:.2f} mm)", "x".join(map(str, r["shape"])),
+             *[f"{r['stages'][s]:.1f}" for s in STAGES], f"{r['io_report_s']:.1f}", f"**{r['wall_s']:.1f}**",
+             f"{r['peak_gb']:.2f}"] for r in rows]
+    print(table(header, body, title="qsmflow run, whole command, 2 cores"))
+    by = {r["scale"]: r for r in rows}
+    if 0.5 in by and 2.0 in by:
+        k = np.log(by[2.0]["wall_s"] / by[0.5]["wall_s"]) / np.log(by[2.0]["voxels"] / by[0.5]["voxels"])
+        print(f"\ngrowth exponent of the wall time between 0.5x and 2x the voxels: {k:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
