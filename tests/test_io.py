@@ -1,6 +1,7 @@
 """Loading, phase scaling, B0 direction and atomic writing."""
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -355,3 +356,30 @@ def test_json_written_is_strict(tmp_path):
     text = (tmp_path / "side.json").read_text()
     assert json.loads(text, parse_constant=refuse) == {"noise_sigma": None, "peak": None, "te": [0.004, None],
                                                          "n": 3, "ok": True, "nested": [{"x": None}]}
+
+
+def test_a_failed_background_write_leaves_nothing(tmp_path, monkeypatch):
+    """Maps are compressed in background threads; if one fails, the block raises and none of
+    the staged files (written or not) appears, nor a folder it created."""
+    import nibabel as nib_mod
+
+    real = nib_mod.save
+
+    def flaky(img, path):
+        if Path(path).name.startswith(".b."):  # the staged name of b.nii.gz
+            raise OSError("disk full")
+        real(img, path)
+
+    monkeypatch.setattr(nib_mod, "save", flaky)
+    out_dir = tmp_path / "out"
+    with pytest.raises(OSError, match="disk full"):
+        with io.OutputSet(out_dir) as out:
+            for name in ("a", "b", "c"):
+                out.nifti(f"{name}.nii.gz", np.ones((4, 4, 4)), np.eye(4))
+            out.json("a.json", {"x": 1})
+    assert not out_dir.exists()
+    monkeypatch.setattr(nib_mod, "save", real)
+    with io.OutputSet(out_dir) as out:
+        for name in ("a", "b", "c"):
+            out.nifti(f"{name}.nii.gz", np.full((4, 4, 4), 2.0), np.eye(4))
+    assert all(np.all(nib.load(out_dir / f"{n}.nii.gz").get_fdata() == 2.0) for n in "abc")

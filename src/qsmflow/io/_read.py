@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -132,11 +133,13 @@ def _stack(kind: str, paths: Sequence) -> tuple[np.ndarray, np.ndarray, list[dic
             raise ValueError(f"{kind} files differ in shape: {paths[0]} has {ref.shape[:3]} but {p} has {shp[:3]}")
         if not np.allclose(img.affine, ref.affine, atol=AFFINE_TOLERANCE_MM):
             raise ValueError(f"{kind} files are on different grids: the affines of {paths[0]} and {p} differ")
-    vols = []
-    for p, img in zip(paths, imgs):
-        d = _read_data(img, p)
-        d = d.reshape(d.shape[:3] + (-1,))
-        vols.append(d)
+    def read(pair):
+        d = _read_data(*pair)
+        return d.reshape(d.shape[:3] + (-1,))
+
+    # per-echo files are decompressed side by side (zlib releases the GIL)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(imgs), 4, os.cpu_count() or 1))) as pool:
+        vols = list(pool.map(read, zip(imgs, paths)))
     data = np.concatenate(vols, axis=3) if len(vols) > 1 else vols[0]
     dtype = ref.get_data_dtype()
     return data, np.asarray(ref.affine, float), sidecars, paths, order_src, dtype

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -34,6 +35,8 @@ class OutputSet:
         self.out_dir = Path(out_dir)
         self.force = force
         self._staged: list[tuple[Path, Path]] = []
+        self._pending: list = []  # NIfTI files being compressed in the background
+        self._pool = None
         self._created: list[Path] = []
         self._tag = uuid.uuid4().hex[:8]
 
@@ -105,7 +108,11 @@ class OutputSet:
         img.set_sform(np.asarray(affine, float), code=1)
         if description:
             img.header["descrip"] = description.encode("ascii", "replace")[:79]
-        nib.save(img, str(tmp))
+        # gzip releases the GIL: maps are compressed side by side in threads, and the block
+        # waits for them all before anything is renamed (an error discards every file)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+        self._pending.append(self._pool.submit(nib.save, img, str(tmp)))
         return final
 
     def copy(self, name: str, source) -> Path:
@@ -153,10 +160,28 @@ class OutputSet:
                 pass
         self._staged.clear()
 
+    def _wait(self) -> BaseException | None:
+        """Wait for every background write; the first error, if any."""
+        error = None
+        for future in self._pending:
+            try:
+                future.result()
+            except BaseException as exc:  # noqa: BLE001  (re-raised by the caller)
+                error = error or exc
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        return error
+
     def __exit__(self, exc_type, exc, tb) -> bool:
+        error = self._wait()
         if exc_type is not None:
             self._discard()
             return False
+        if error is not None:
+            self._discard()
+            raise error
         try:
             for tmp, final in self._staged:
                 os.replace(tmp, final)
