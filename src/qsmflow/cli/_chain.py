@@ -51,6 +51,8 @@ def run(mag, phase, dicom_dir, dicom_out, echo_times, field_strength, phase_scal
 
     if dicom_out and dicom_dir is None:
         raise click.UsageError("--dicom-out needs --dicom (the source study the DICOM maps belong to)")
+    with io.OutputSet(out, force=True) as outset:  # an unwritable -o fails now, before any conversion or reading
+        outset.check([])
     with tempfile.TemporaryDirectory(prefix="qsmflow-dicom-") as tmp:
         series = None
         if dicom_dir is not None:
@@ -91,8 +93,6 @@ def _run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phas
     from ..workflows.subject import check_outputs, process_subject
 
     t0 = time.perf_counter()
-    with io.OutputSet(out, force=True) as outset:  # an unwritable -o fails now, before the data are read
-        outset.check([])
     options = _options_from(phase_sign, processing)
     data = _load(mag, phase, echo_times, field_strength, phase_scale, b0_direction, prefix)
     _set_slice_axis(data, processing["slice_axis"])

@@ -39,6 +39,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ._nifti import _is_dicom
 from ._phase import scale_phase
 from ._write import OutputSet
 
@@ -77,14 +78,7 @@ class SeriesOutcome:
 
 def find_dicom(folder) -> list[Path]:
     """Files under ``folder`` that carry the DICOM Part 10 marker ("DICM" at byte 128)."""
-    found = []
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as fh:
-                head = fh.read(132)
-            if head[128:132] == b"DICM":
-                found.append(path)
-    return found
+    return [path for path in sorted(Path(folder).rglob("*")) if path.is_file() and _is_dicom(path)]
 
 
 def _dcm2niix(dicom_dir: Path, out: Path) -> None:
