@@ -5,6 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qsmflow._shared import allocator
+
+# the tests call the pipeline in this process: let it reuse freed memory as the command line does
+allocator.keep_freed_memory()
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from .._shared import allocator
 from . import _chain, _dicom, _stages  # noqa: F401  (they register their commands on the group)
 from ._common import _logging_to_stderr, cli  # noqa: F401
 
@@ -20,6 +21,7 @@ __all__ = ["cli", "main"]
 
 def main(argv=None) -> None:
     """Console entry point: click's usage errors also become one line and exit code 1."""
+    allocator.keep_freed_memory()  # a run's temporaries reuse freed memory (see the module)
     try:
         code = cli.main(args=argv, prog_name="qsmflow", standalone_mode=False)
     except click.exceptions.UsageError as exc:

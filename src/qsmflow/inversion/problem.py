@@ -49,7 +49,9 @@ class Problem:
 
     def dipole(self, x: np.ndarray) -> np.ndarray:
         """``D * x``: the field (ppm) of χ ``x`` (ppm)."""
-        return self.ifft(self.fft(x) * self.d)
+        xk = self.fft(x)
+        xk *= self.d
+        return self.ifft(xk)
 
     def grad(self, x: np.ndarray) -> np.ndarray:
         """Forward differences per mm, periodic: shape ``(3,) + x.shape``."""
@@ -65,17 +67,27 @@ class Problem:
 
     def grad_adj(self, z: np.ndarray) -> np.ndarray:
         """Adjoint of :meth:`grad` (minus the backward-difference divergence)."""
-        out = np.zeros(z.shape[1:], np.float32)
-        for a, h in enumerate(self.vs):
-            o = np.moveaxis(out, a, 0)
+        out = np.empty(z.shape[1:], np.float32)
+        tmp = np.empty(out.shape, np.result_type(z.dtype, np.float32))  # float64 input: summed as float64 terms
+        direct = tmp.dtype == np.float32
+        for a, h in enumerate(self.vs):  # per axis into a buffer (out itself for the first), then added
+            t = np.moveaxis(out if a == 0 and direct else tmp, a, 0)
             za = np.moveaxis(z[a], a, 0)
-            scale = np.float32(1.0 / h)
-            o[1:] += (za[:-1] - za[1:]) * scale
-            o[0] += (za[-1] - za[0]) * scale
+            np.subtract(za[:-1], za[1:], out=t[1:])
+            np.subtract(za[-1], za[0], out=t[0])
+            if h != 1.0:
+                t *= np.float32(1.0 / h)
+            if a == 0 and not direct:
+                out[...] = tmp
+            elif a:
+                out += tmp
         return out
 
 
-def shrink(x: np.ndarray, threshold) -> np.ndarray:
-    """Soft thresholding: the proximal map of ``threshold·|x|₁`` (``x - clip(x, -t, t)``)."""
+def shrink(x: np.ndarray, threshold, negative=None) -> np.ndarray:
+    """Soft thresholding: the proximal map of ``threshold·|x|₁`` (``x - clip(x, -t, t)``);
+    ``negative`` is ``-threshold`` when the caller keeps it (a loop's constant)."""
     t = np.asarray(threshold, np.float32)
-    return x - np.clip(x, -t, t)
+    c = np.minimum(x, t)
+    np.maximum(c, -t if negative is None else negative, out=c)
+    return np.subtract(x, c, out=c)

@@ -56,11 +56,14 @@ def fansi(p: Problem, alpha: float, *, mu1: float, mu2: float, max_iter: int, to
     denom = (mu1 * p.g2 + mu2 * p.d * p.d).astype(np.float32)
     denom.flat[0] = 1.0
     thr = np.float32(alpha / mu1) if edges is None else (np.float32(alpha / mu1) * edges).astype(np.float32)
+    neg_thr = -thr
+    data_num, data_den = w2 * p.f, w2 + mu2  # the linear z2 update's constant parts
+    mu2_d = mu2 * p.d
     it = 0
     for it in range(1, max_iter + 1):
-        rhs = mu1 * p.fft(p.grad_adj(z - s))
-        rhs += mu2 * p.d * p.fft(z2 - s2)
-        chi_k = rhs / denom
+        chi_k = mu1 * p.fft(p.grad_adj(z - s))
+        chi_k += mu2_d * p.fft(z2 - s2)
+        chi_k /= denom
         chi_k.flat[0] = 0.0
         new = p.ifft(chi_k)
         change = np.linalg.norm(new - chi) / max(np.linalg.norm(new), 1e-30)
@@ -68,11 +71,11 @@ def fansi(p: Problem, alpha: float, *, mu1: float, mu2: float, max_iter: int, to
         dchi = p.ifft(chi_k * p.d)
         g = p.grad(chi)
         g += s
-        z = shrink(g, thr)
+        z = shrink(g, thr, neg_thr)
         s = g - z
         y = dchi + s2
         if phase_scale is None:
-            z2 = (w2 * p.f + mu2 * y) / (w2 + mu2)
+            z2 = (data_num + mu2 * y) / data_den
         else:
             z2 = _newton_z2(z2, y, p.f, w2, mu2, phase_scale)
         s2 = y - z2
@@ -107,7 +110,9 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
         return csf * (x - np.float32(np.sum(x * csf) / n_csf))
 
     def tv_op(x):
-        return p.grad_adj(v * p.grad(x))
+        g = p.grad(x)
+        g *= v
+        return p.grad_adj(g)
 
     def normal(x):
         u = q(x)

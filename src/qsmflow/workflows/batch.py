@@ -10,7 +10,6 @@ threads shared out) or, given a scheduler address, to an existing Dask cluster.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .. import __version__, io
+from .._shared import allocator
 from ..kernels import THREADS_ENV
 from .bids import SUFFIXES, RunSpec, discover
 from .options import Options
@@ -123,32 +123,13 @@ def recorded_runs(out_root) -> list[tuple[str, RunStatus]]:
     return [(key.parent.relative_to(root).as_posix(), st) for key, st in sorted(runs.items())]
 
 
-# glibc's malloc serves arrays up to this size from its heap and keeps freed memory up to
-# twice it (the limits its own adaptive threshold reaches by default).
-_MMAP_THRESHOLD_BYTES = 32 * 2**20
-
-
-def _undo_small_trim_threshold() -> None:
-    """Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which switches off
-    glibc's adaptive mmap threshold: every array over 128 kB is then mapped and unmapped
-    at each use, and a run takes twice as long (measured 17 -> 33 s on a 1.5 mm head).
-    Set glibc's thresholds back to where its adaptation takes them."""
-    trim = os.environ.get("MALLOC_TRIM_THRESHOLD_", "")
-    if not trim.isdigit() or int(trim) >= 2 * _MMAP_THRESHOLD_BYTES:
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-        libc.mallopt(m_mmap_threshold, _MMAP_THRESHOLD_BYTES)
-        libc.mallopt(m_trim_threshold, 2 * _MMAP_THRESHOLD_BYTES)
-    except (OSError, AttributeError):  # not glibc: nothing to undo
-        pass
-
-
 def process_run(spec: RunSpec, config: BatchConfig) -> RunStatus:
     """Run the pipeline on one acquisition; never raises for a failed run (see the status)."""
     t0 = time.perf_counter()
-    _undo_small_trim_threshold()
+    # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which maps and unmaps
+    # every array over 128 kB at each use (a run took twice as long); set glibc's thresholds
+    # as the command line does
+    allocator.keep_freed_memory()
     out_dir = Path(config.out_root) / spec.subdir
     if not config.force and is_complete(config.out_root, spec):
         return RunStatus(spec.prefix, "skipped", 0.0, "complete")
