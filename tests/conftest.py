@@ -66,3 +66,15 @@ def run_cli(argv, capsys):
         cli.main(argv)
     cap = capsys.readouterr()
     return exc.value.code, cap.out, cap.err
+
+
+@pytest.fixture(scope="session")
+def simulated_bids(tmp_path_factory):
+    """``qsmflow simulate DIR --matrix 40,48,40 --voxel-size 4,4,4``, made once: tests only read it."""
+    from qsmflow import cli
+
+    data = tmp_path_factory.mktemp("simulated") / "bids"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["simulate", str(data), "--matrix", "40,48,40", "--voxel-size", "4,4,4", "-q"])
+    assert exc.value.code == 0
+    return data

@@ -260,10 +260,8 @@ def test_fieldmap_argument_errors(files, capsys, tmp_path):
     assert not files["out"].exists()
 
 
-def test_fieldmap_then_bgremove_chain(tmp_path, capsys):
-    data = tmp_path / "bids"
-    code, _, err = _run(["simulate", str(data), "--matrix", "40,48,40", "--voxel-size", "4,4,4", "-q"], capsys)
-    assert code == 0, err
+def test_fieldmap_then_bgremove_chain(tmp_path, capsys, simulated_bids):
+    data = simulated_bids
     anat = data / "sub-phantom" / "anat"
     mags = str(anat / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz")
     phases = str(anat / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz")

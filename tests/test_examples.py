@@ -18,10 +18,7 @@ def test_python_example_runs_fast(capsys):
 
 
 @pytest.mark.skipif(shutil.which("qsmflow") is None or shutil.which("bash") is None, reason="needs the installed CLI")
-def test_shell_example_processes_a_simulated_subject(tmp_path):
-    data = tmp_path / "bids"
-    subprocess.run(["qsmflow", "simulate", str(data), "--matrix", "40,48,40", "--voxel-size", "4,4,4", "-q"],
-                   check=True)
-    subprocess.run(["bash", str(EXAMPLES / "run_subject.sh"), str(data), "phantom", str(tmp_path / "out")],
+def test_shell_example_processes_a_simulated_subject(tmp_path, simulated_bids):
+    subprocess.run(["bash", str(EXAMPLES / "run_subject.sh"), str(simulated_bids), "phantom", str(tmp_path / "out")],
                    check=True, capture_output=True)
     assert (tmp_path / "out" / "sub-phantom_Chimap.nii.gz").exists()

@@ -193,7 +193,7 @@ def test_bad_input_one_line_value_error(call, message):
     assert "\n" not in str(info.value)
 
 
-def test_swi_command_writes_swi_and_minip_and_refuses_a_bad_echo(tmp_path, capsys):
+def test_swi_command_writes_swi_and_minip_and_refuses_a_bad_echo(tmp_path, capsys, simulated_bids):
     from qsmflow import cli
 
     def run(argv):
@@ -201,9 +201,7 @@ def test_swi_command_writes_swi_and_minip_and_refuses_a_bad_echo(tmp_path, capsy
             cli.main(argv)
         return exc.value.code, capsys.readouterr().err
 
-    data = tmp_path / "bids"
-    assert run(["simulate", str(data), "--matrix", "40,48,40", "--voxel-size", "4,4,4", "-q"])[0] == 0
-    anat = data / "sub-phantom" / "anat"
+    anat = simulated_bids / "sub-phantom" / "anat"
     inputs = ["--mag", str(anat / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
               "--phase", str(anat / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz")]
     for method in ("clear", "homodyne"):
