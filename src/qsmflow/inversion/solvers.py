@@ -86,14 +86,18 @@ def fansi(p: Problem, alpha: float, *, mu1: float, mu2: float, max_iter: int, to
 
 def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.ndarray, csf, lam_csf: float,
                          eps: float, precond, newton: bool = False):
-    """The linearised normal operator at ``χ``: (normal, q, tv_op, csf_op).
+    """The linearised normal operator at ``χ``: (normal, q, tv_op, add_csf).
 
     TV enters by its lagged-diffusivity weights ``V = 1/sqrt(|M∇χ|² + eps)`` per gradient
     component, or with ``newton`` by its curvature ``eps·V³``. ``normal`` acts on the
-    preconditioned unknown ``y`` (``χ = q(y)``); ``tv_op`` and ``csf_op`` act on ``χ``.
+    preconditioned unknown ``y`` (``χ = q(y)``); ``tv_op`` acts on ``χ``, and
+    ``add_csf(out, x)`` adds ``λ_c PᵀP x`` to ``out`` in place.
     """
     w2 = p.w * p.w
-    n_csf = float(csf.sum()) if csf is not None else 0.0
+    # the CSF term touches its voxels only (~3 % of the box at 1 mm): gathered by index
+    csf_idx = np.flatnonzero(csf) if csf is not None else np.empty(0, np.intp)
+    n_csf = float(csf_idx.size)
+    lam = np.float32(lam_csf)
     mg = p.grad(chi) * edges
     v = (1.0 / np.sqrt(mg * mg + np.float32(eps))).astype(np.float32)  # per component: anisotropic TV
     del mg
@@ -104,10 +108,13 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
     def q(x):
         return x if precond is None else precond * x
 
-    def csf_op(x):  # PᵀP = P: P is the orthogonal projection onto zero-mean CSF values
-        if not n_csf:
-            return 0.0
-        return csf * (x - np.float32(np.sum(x * csf) / n_csf))
+    def add_csf(out, x):  # PᵀP = P: P is the orthogonal projection onto zero-mean CSF values
+        if n_csf:
+            vals = x.flat[csf_idx]
+            vals -= np.float32(np.sum(vals) / n_csf)
+            vals *= lam
+            out.flat[csf_idx] += vals
+        return out
 
     def tv_op(x):
         g = p.grad(x)
@@ -118,11 +125,9 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
         u = q(x)
         out = p.dipole(w2 * p.dipole(u))
         out += np.float32(alpha) * tv_op(u)
-        if n_csf:
-            out += np.float32(lam_csf) * csf_op(u)
-        return q(out)
+        return q(add_csf(out, u))
 
-    return normal, q, tv_op, csf_op
+    return normal, q, tv_op, add_csf
 
 
 def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf: np.ndarray | None,
@@ -141,12 +146,11 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
     step = 0
     chi = y
     for step in range(1, max_iter + 1):
-        normal, q, tv_op, csf_op = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, precond)
+        normal, q, tv_op, add_csf = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, precond)
         dchi_field = p.dipole(chi)
         grad_e = p.dipole(w2 / s * np.sin(s * (dchi_field - p.f)).astype(np.float32))
         grad_e += np.float32(alpha) * tv_op(chi)
-        if csf is not None:
-            grad_e += np.float32(lam_csf) * csf_op(chi)
+        add_csf(grad_e, chi)
         dy, cg_steps = conjugate_gradient(normal, -q(grad_e), cg_tol, cg_iter)
         y += dy
         chi = q(y)
