@@ -331,6 +331,7 @@ def test_masked_gaussian_stays_inside_the_mask():
         assert np.sqrt(np.sum(prof * pos**2) / prof.sum()) == pytest.approx(2.0, rel=0.03)
 
 
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's allocator only")
 def test_freed_large_arrays_are_reused_without_page_faults():
     """After keep_freed_memory (the command line calls it), a 64 MB temporary made and freed
     again and again comes from the heap: no fresh pages (without it, hundreds of page faults
