@@ -51,6 +51,7 @@ def _echoes(tmp_path, n=3, shape=(8, 9, 10), affine=None, sidecars=True, names=N
         (np.array([-4096, 0, 4095]), True, np.pi / 4096, 0.0),
         (np.array([0, 2048, 4095]), True, 2 * np.pi / 4096, -np.pi),
         (np.array([-2048, 0, 2047]), True, np.pi / 2048, 0.0),
+        (np.array([-4096.0, 7.0, 4095.0]), False, np.pi / 4096, 0.0),  # integers stored as floats: told by value
         (np.array([-3.14159, 0.5, 3.1415]), False, 1.0, 0.0),
         (np.array([-0.0036744, 0.001, 0.0036744]), False, np.pi / 0.0036744, 0.0),
         (np.array([-3142.0, 10.0, 3141.0]), False, np.pi / 3142, 0.0),  # milliradians

@@ -56,9 +56,9 @@ def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale
     elif hi - lo == 0:
         raise ValueError(f"the phase is constant ({lo}); is this a phase image?")
     else:
-        integer_valued = on_disk_integer or bool(np.all(np.abs(x - np.round(x)) < 1e-6))
         rule = None
-        if integer_valued and hi > np.pi * (1 + _RADIAN_SLACK):
+        # only a range beyond radians can be a scanner's integers (the check reads every value)
+        if hi > np.pi * (1 + _RADIAN_SLACK) and (on_disk_integer or bool(np.all(np.abs(x - np.round(x)) < 1e-6))):
             for a, b in _INTEGER_PHASE_RANGES:
                 # noise outside the head fills the scanner's whole range: both ends must be reached
                 near = _RANGE_FILL * (b - a)

@@ -155,11 +155,12 @@ def series_shape(paths) -> tuple[int, int, int, int]:
 
 def _finite_magnitude(mag: np.ndarray, finite: np.ndarray) -> None:
     """Refuse magnitudes that cannot be one."""
-    if finite.sum() == 0:
+    if not finite.any():
         raise ValueError("every voxel holds NaN/Inf; the input is empty")
-    if mag[finite].min() < 0:
+    values = mag if finite.all() else mag[finite]  # no copy of the whole series when every voxel is finite
+    if values.min() < 0:
         raise ValueError("magnitude has negative values; is it a real/imaginary image? give the magnitude")
-    if not np.any(mag[finite] > 0):
+    if not values.max() > 0:
         raise ValueError("magnitude is zero everywhere")
 
 
@@ -251,10 +252,14 @@ def load_gre(
     finite, n_bad = _zero_nonfinite(mag, pha, warnings)
 
     on_disk_integer = np.issubdtype(pha_dtype, np.integer)
-    radians, rule = scale_phase(pha[finite], on_disk_integer=on_disk_integer, phase_scale=phase_scale)
-    phase_rad = np.zeros(pha.shape, np.float32)
-    phase_rad[finite] = radians
-    del pha, radians
+    if finite.all():  # the usual case: the whole series at once, no gather and scatter
+        phase_rad, rule = scale_phase(pha, on_disk_integer=on_disk_integer, phase_scale=phase_scale)
+    else:
+        radians, rule = scale_phase(pha[finite], on_disk_integer=on_disk_integer, phase_scale=phase_scale)
+        phase_rad = np.zeros(pha.shape, np.float32)
+        phase_rad[finite] = radians
+        del radians
+    del pha
     log.info("phase units: %s (range %.6g..%.6g)", rule["rule"], *rule["range"])
 
     vs = voxel_size_from_affine(affine)
@@ -278,7 +283,7 @@ def load_gre(
         "slice_axis_source": slice_src,
     }
     return GreInput(
-        magnitude=mag.astype(np.float32),
+        magnitude=mag.astype(np.float32, copy=False),
         phase=phase_rad,
         echo_times=te,
         field_strength=b0,
