@@ -25,4 +25,9 @@ def rad_per_ppm(field_strength: float, echo_time):
 
 def wrap(phase):
     """Wrap to [-π, π)."""
-    return np.mod(phase + np.pi, 2 * np.pi) - np.pi
+    y = np.add(phase, np.pi)  # one new array, then in place
+    if not isinstance(y, np.ndarray):  # a scalar
+        return np.mod(y, 2 * np.pi) - np.pi
+    np.mod(y, 2 * np.pi, out=y)
+    y -= np.pi
+    return y
