@@ -384,3 +384,16 @@ def test_a_failed_background_write_leaves_nothing(tmp_path, monkeypatch):
         for name in ("a", "b", "c"):
             out.nifti(f"{name}.nii.gz", np.full((4, 4, 4), 2.0), np.eye(4))
     assert all(np.all(nib.load(out_dir / f"{n}.nii.gz").get_fdata() == 2.0) for n in "abc")
+
+
+def test_scale_phase_leaves_its_input_alone(tmp_path):
+    """Radians in float64, as an array and as a memory map (nibabel's uncompressed files):
+    the caller's values are unchanged (the scaling works in place on its own copy)."""
+    values = np.linspace(-3.1, 3.14, 60).reshape(3, 4, 5)
+    mm = np.memmap(tmp_path / "phase.dat", dtype=np.float64, mode="w+", shape=values.shape)
+    mm[:] = values
+    for arr in (values.copy(), mm):
+        out, _ = io.scale_phase(arr)
+        np.testing.assert_array_equal(np.asarray(arr), values)
+        assert out.dtype == np.float32
+    del mm

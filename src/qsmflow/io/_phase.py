@@ -87,7 +87,7 @@ def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale
             )
     # in place on one float64 copy (a whole 4D series is ~200 MB at 1 mm); the same values as
     # mod(x·factor + offset + π, 2π) - π
-    y = x.copy() if x is phase else x
+    y = x.copy() if np.may_share_memory(x, phase) else x  # never the caller's array (or a view of it)
     if rule["factor"] != 1.0:
         y *= rule["factor"]
     if rule["offset"]:
