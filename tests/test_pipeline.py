@@ -108,6 +108,24 @@ def test_write_outputs(small_head, default_run, tmp_path):
     assert "doi:10.1002/mrm.26331" in cites  # TFI did
     with pytest.raises(ValueError, match="--force"):
         pipeline.write_outputs(r, data, tmp_path)
+    # a rerun with --force that makes no CSF mask and no χ SD (single echo) leaves none of the
+    # earlier run's behind, nor its QC report: the folder and the report show this run only
+    (tmp_path / "sub-t_report.html").write_text("the earlier run's report")
+    single = GreInput.from_arrays(small_head.magnitude[..., :1], small_head.phase[..., :1],
+                                  small_head.echo_times[:1], small_head.field_strength, affine=small_head.affine,
+                                  prefix="sub-t")
+    r1 = pipeline.QSMResult(mask=r.mask, chi=r.chi, local_field_ppm=r.local_field_ppm, eroded_mask=r.eroded_mask,
+                            total_field_hz=r.total_field_hz, field_noise_hz=r.field_noise_hz,
+                            parameters=r.parameters)
+    again = {p.name for p in pipeline.write_outputs(r1, single, tmp_path, force=True)}
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == again and "sub-t_csfmask.nii.gz" not in left and "sub-t_R2starmap.json" not in left
+    assert "sub-t_desc-sd_Chimap.nii.gz" not in left and "sub-t_report.html" not in left
+    # without --force nothing is deleted: an earlier file is refused, never removed
+    (tmp_path / "sub-t_report.html").write_text("kept")
+    with pytest.raises(ValueError, match="--force"):
+        pipeline.write_outputs(r1, single, tmp_path)
+    assert (tmp_path / "sub-t_report.html").read_text() == "kept"
 
 
 def test_until_stops_early_and_writes_that_stage(small_head, tmp_path):

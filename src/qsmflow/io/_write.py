@@ -26,8 +26,9 @@ class OutputSet:
             out.json("b.json", {...})
 
     On leaving the block without an exception every staged file is renamed to its
-    final name (``os.replace``, atomic on one file system); on an exception the
-    staged files are removed and nothing appears. An output folder created here is
+    final name (``os.replace``, atomic on one file system) and the files named by
+    :meth:`remove` are deleted; on an exception the staged files are removed and
+    nothing appears or goes. An output folder created here is
     removed again if it ends up empty.
     """
 
@@ -38,6 +39,7 @@ class OutputSet:
         self._pending: list = []  # NIfTI files being compressed in the background
         self._pool = None
         self._created: list[Path] = []
+        self._obsolete: list[Path] = []
         self._tag = uuid.uuid4().hex[:8]
 
     def __enter__(self) -> "OutputSet":
@@ -55,6 +57,12 @@ class OutputSet:
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise ValueError(f"output {self.out_dir / existing[0]} exists{more}; pass --force to overwrite")
+
+    def remove(self, names: Sequence[str]) -> None:
+        """With ``force``, delete these files on success: a rerun's outputs must not sit next to
+        maps an earlier run made and this one did not. Without ``force`` nothing is deleted."""
+        if self.force:
+            self._obsolete += [self.out_dir / n for n in names]
 
     def _probe(self) -> None:
         """Create the folder (and remove it again) or write a file in it: a folder that cannot
@@ -188,7 +196,12 @@ class OutputSet:
         except BaseException:
             self._discard()
             raise
+        finals = {final for _, final in self._staged}
+        for path in self._obsolete:
+            if path not in finals:
+                path.unlink(missing_ok=True)
         self._staged.clear()
+        self._obsolete.clear()
         return False
 
 

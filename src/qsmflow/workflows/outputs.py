@@ -20,8 +20,10 @@ from ..io import GreInput, OutputSet
 if TYPE_CHECKING:
     from .options import QSMResult
 
-__all__ = ["output_names", "write_outputs"]
+__all__ = ["REPORT_SUFFIX", "output_names", "write_outputs"]
 
+
+REPORT_SUFFIX = "_report.html"
 
 # name suffix -> (result attribute, units, description)
 _MAPS = {
@@ -86,7 +88,10 @@ def write_outputs(
     """Write the maps (NIfTI + JSON sidecar), provenance and citations, atomically.
 
     ``until`` names the stage the run stopped after (see :func:`run`) and selects the
-    maps written.
+    maps written. With ``force`` (overwriting an earlier run), the maps of those stages
+    that this run did not make (an earlier run's CSF mask, the R2* of a multi-echo run
+    before a single-echo one, a χ SD) and the QC report of the earlier maps are deleted,
+    so that the folder and its report show this run only.
     """
     import nibabel
     import scipy
@@ -98,10 +103,12 @@ def write_outputs(
     with OutputSet(out_dir, force=force) as out:
         made = [k for k in _OPTIONAL if getattr(result, _MAPS[k][0]) is not None]
         out.check(output_names(prefix, n_echoes, until, optional=made))
+        out.remove([f"{prefix}{REPORT_SUFFIX}"])  # describes the earlier maps; process_subject writes a new one
         for suffix in _WRITTEN[until]:
             attr, units, desc = _MAPS[suffix]
             arr = getattr(result, attr)
             if arr is None:
+                out.remove([f"{prefix}_{suffix}.nii.gz", f"{prefix}_{suffix}.json"])
                 continue
             written.append(out.nifti(f"{prefix}_{suffix}.nii.gz", arr, data.affine, description=f"qsmflow {suffix}"))
             sidecar = {"Units": units, "Description": desc, "GeneratedBy": f"qsmflow {__version__}"}

@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from .. import __version__, io
 from . import figures as _figures
+from .outputs import REPORT_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,6 @@ __all__ = ["CHI_WINDOW_PPM", "REPORT_SUFFIX", "write_index", "write_report"]
 
 #: Display window of χ (ppm): the usual range of brain tissue.
 CHI_WINDOW_PPM = (-0.15, 0.25)
-REPORT_SUFFIX = "_report.html"
 INDEX_NAME = "index.html"
 _HIST_RANGE_PPM = (-0.3, 0.4)
 
