@@ -1,5 +1,6 @@
 """Shared fixtures: small analytic volumes and the optional real sample data."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,13 @@ from qsmflow._shared import allocator
 
 # the tests call the pipeline in this process: let it reuse freed memory as the command line does
 allocator.keep_freed_memory()
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core this process may use (psutil would count the host's
+    cores in a container limited to fewer)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -66,6 +74,22 @@ def run_cli(argv, capsys):
         cli.main(argv)
     cap = capsys.readouterr()
     return exc.value.code, cap.out, cap.err
+
+
+def printed_accuracy(text: str) -> dict:
+    """The figures of a printed accuracy table (``metrics.format_report``): mask Dice, χ NRMSE
+    (%), deep-grey χ slope and the largest deep-grey R2* error (%)."""
+    import re
+
+    found = {}
+    for key, pattern in (("mask_dice", r"Dice / coverage / outside\s+([\d.]+)"),
+                         ("chi_nrmse", r"chi NRMSE / HFEN \(%\)\s+([\d.]+)"),
+                         ("deep_grey_slope", r"chi slope vs truth\s+(-?[\d.]+)"),
+                         ("r2star_max_error_pct", r"largest deep-grey error \(%\)\s+([\d.]+)")):
+        m = re.search(pattern, text)
+        assert m, f"no {key} in the printed report"
+        found[key] = float(m.group(1))
+    return found
 
 
 @pytest.fixture(scope="session")

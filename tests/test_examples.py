@@ -6,15 +6,21 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import printed_accuracy
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def test_python_example_runs_fast(capsys):
+def test_python_example_prints_its_accuracy(capsys):
     mod = runpy.run_path(str(EXAMPLES / "simulate_and_reconstruct.py"), run_name="example")
-    scores = mod["main"](fast=True)
-    assert "chi NRMSE" in capsys.readouterr().out
-    assert scores["mask_dice"] > 0.9 and scores["chi_nrmse"] < 90
+    scores = mod["main"](5.0)  # a 32x38x32 head: the example's code path, in seconds
+    printed = printed_accuracy(capsys.readouterr().out)
+    for key, value in printed.items():  # what it prints is what it measured
+        assert value == pytest.approx(scores[key], abs=0.006 if key == "mask_dice" else 0.06), key
+    # at 5 mm the partial-volume floor keeps the χ NRMSE high (85 % measured); the deep-grey
+    # contrast and the mask must still be right: a wrong sign or B0 gives a negative slope
+    assert printed["mask_dice"] > 0.9 and printed["chi_nrmse"] < 95
+    assert 0.85 <= printed["deep_grey_slope"] <= 1.15 and printed["r2star_max_error_pct"] < 40
 
 
 @pytest.mark.skipif(shutil.which("qsmflow") is None or shutil.which("bash") is None, reason="needs the installed CLI")

@@ -57,7 +57,7 @@ def _config(files, tests) -> str:
     lines = ["", "[tool.mutmut]", 'source_paths = ["src"]',
              "only_mutate = [" + ", ".join(f'"src/qsmflow/{f}"' for f in files) + "]",
              "pytest_add_cli_args_test_selection = [" + ", ".join(f'"tests/{t}"' for t in tests) + "]",
-             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]']
+             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-n", "0"]']  # mutmut runs pytest in its own process
     return "\n".join(lines) + "\n"
 
 
