@@ -83,8 +83,7 @@ def mcpc3ds(
 
     hip = wrap(phase[..., 1] - phase[..., 0]).astype(np.float32)
     weight = np.sqrt(magnitude[..., 0] * magnitude[..., 1])
-    w = _romeo.edge_weights(hip, mask, magnitude=weight)
-    hip_u = _romeo.tree_unwrap(hip, w, mask, seed_quality=weight)
+    hip_u = _romeo.unwrap_along_tree(hip, mask, magnitude=weight, seed_quality=weight)
     k = np.round(np.median(hip_u[mask]) / (2 * np.pi))
     evolution = (hip_u - 2 * np.pi * k) * (te[0] / (te[1] - te[0]))
     offset_raw = np.where(mask, phase[..., 0] - evolution, 0.0)

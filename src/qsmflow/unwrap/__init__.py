@@ -202,8 +202,7 @@ def romeo_unwrap(
         phase = _checks.as_volume("phase", phase)
         mask = np.ones(phase.shape, bool) if mask is None else _checks.as_mask("mask", mask, phase.shape)
         mag = None if magnitude is None else _checks.as_volume("magnitude", magnitude)
-        w = romeo.edge_weights(phase, mask, magnitude=mag)
-        return _centre_turn(romeo.tree_unwrap(phase, w, mask, seed_quality=mag), mask)
+        return _centre_turn(romeo.unwrap_along_tree(phase, mask, magnitude=mag, seed_quality=mag), mask)
     phase = _checks.as_volume("phase", phase, ndim=4)
     n_e = phase.shape[3]
     mask = np.ones(phase.shape[:3], bool) if mask is None else _checks.as_mask("mask", mask, phase.shape[:3])
@@ -217,11 +216,10 @@ def romeo_unwrap(
     if not 0 <= template < n_e:
         raise ValueError(f"template must be an echo index between 0 and {n_e - 1}, got {template}")
     second = template + 1 if template + 1 < n_e else template - 1
-    w = romeo.edge_weights(phase[..., template], mask,
-                            magnitude=None if mag is None else mag[..., template],
-                            phase2=phase[..., second], te_ratio=te[template] / te[second])
     seed = None if mag is None else mag[..., template]
-    unwrapped_t = _centre_turn(romeo.tree_unwrap(phase[..., template], w, mask, seed_quality=seed), mask)
+    unwrapped_t = _centre_turn(romeo.unwrap_along_tree(phase[..., template], mask, magnitude=seed,
+                                                       phase2=phase[..., second], te_ratio=te[template] / te[second],
+                                                       seed_quality=seed), mask)
     return temporal_unwrap(phase, unwrapped_t, template, te, mask=mask, magnitude=mag)
 
 

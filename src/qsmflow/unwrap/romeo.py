@@ -14,6 +14,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
 
+from .. import kernels
 from .._shared.units import wrap
 
 TWO_PI = 2 * np.pi
@@ -72,6 +73,28 @@ def edge_weights(
     return out
 
 
+def unwrap_along_tree(phase: np.ndarray, mask: np.ndarray, *, magnitude: np.ndarray | None = None,
+                      phase2: np.ndarray | None = None, te_ratio: float = 1.0,
+                      seed_quality: np.ndarray | None = None) -> np.ndarray:
+    """:func:`edge_weights` then :func:`tree_unwrap`, on the mask's bounding box only.
+
+    Every edge with an end outside ``mask`` has zero quality and every voxel outside it
+    is 0 in the result, so the box gives the same answer as the whole grid (a brain fills
+    about half of a head scan's grid).
+    """
+    out = np.zeros(phase.shape, np.float32)
+    if not mask.any():
+        return out
+    box = kernels.bounding_box(mask)
+
+    def cut(x):
+        return None if x is None else np.ascontiguousarray(x[box])
+
+    w = edge_weights(cut(phase), cut(mask), magnitude=cut(magnitude), phase2=cut(phase2), te_ratio=te_ratio)
+    out[box] = tree_unwrap(cut(phase), w, cut(mask), seed_quality=cut(seed_quality))
+    return out
+
+
 def tree_unwrap(phase: np.ndarray, weights: list[np.ndarray], mask: np.ndarray,
                 seed_quality: np.ndarray | None = None) -> np.ndarray:
     """Unwrap ``phase`` inside ``mask`` along the spanning tree of highest edge quality.
@@ -103,10 +126,13 @@ def tree_unwrap(phase: np.ndarray, weights: list[np.ndarray], mask: np.ndarray,
     n_comp, comp = connected_components(tree, directed=False)
     # a virtual root (index n) attached to one seed voxel per connected part
     sq = np.zeros(n) if seed_quality is None else np.asarray(seed_quality)[mask].astype(np.float64)
-    order = np.lexsort((-sq, comp))
-    first = np.ones(n, bool)
-    first[1:] = comp[order][1:] != comp[order][:-1]
-    seeds = order[first]
+    if n_comp == 1:  # the usual case: no sort of every voxel for one seed
+        seeds = np.array([np.argmax(sq)])
+    else:
+        order = np.lexsort((-sq, comp))
+        first = np.ones(n, bool)
+        first[1:] = comp[order][1:] != comp[order][:-1]
+        seeds = order[first]
     tree = tree.tocoo()
     t_rows = np.concatenate([tree.row, np.full(seeds.size, n)])
     t_cols = np.concatenate([tree.col, seeds])
