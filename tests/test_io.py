@@ -397,3 +397,19 @@ def test_scale_phase_leaves_its_input_alone(tmp_path):
         np.testing.assert_array_equal(np.asarray(arr), values)
         assert out.dtype == np.float32
     del mm
+
+
+def test_canonical_puts_any_grid_in_ras_for_display(tmp_path):
+    """A grid whose first voxel axis runs along world y and second along world -x: RAS display
+    order is the second axis reversed, then the first, then z (worked out by hand)."""
+    data = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    affine = np.array([[0.0, -2.0, 0, 10], [3.0, 0, 0, -5], [0, 0, 4.0, 1], [0, 0, 0, 1]])
+    expected = np.transpose(data, (1, 0, 2))[::-1]
+    out, vs = io.canonical(data, affine)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_allclose(vs, [2.0, 3.0, 4.0])
+    path = tmp_path / "m.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    out_file, vs_file = io.load_canonical(path)  # the same from the file
+    np.testing.assert_array_equal(out_file, expected)
+    np.testing.assert_allclose(vs_file, [2.0, 3.0, 4.0])

@@ -112,9 +112,15 @@ def load_canonical(path, *, volume: int = 0) -> tuple[np.ndarray, np.ndarray]:
         data = data[..., min(volume, data.shape[3] - 1)]
     if data.ndim != 3:
         raise ValueError(f"{path} must be a 3D or 4D volume, got shape {data.shape}")
-    ornt = nib.orientations.io_orientation(img.affine)
-    out = nib.orientations.apply_orientation(data, ornt)
-    vs = voxel_size_from_affine(img.affine)[np.argsort(ornt[:, 0])]
+    return canonical(data, img.affine)
+
+
+def canonical(data: np.ndarray, affine) -> tuple[np.ndarray, np.ndarray]:
+    """A 3D array on the grid of ``affine`` in the closest RAS orientation (float32), and its
+    voxel sizes (mm) along the reoriented axes: :func:`load_canonical` for an array in memory."""
+    ornt = nib.orientations.io_orientation(np.asarray(affine, float))
+    out = nib.orientations.apply_orientation(np.asarray(data), ornt)
+    vs = voxel_size_from_affine(affine)[np.argsort(ornt[:, 0])]
     return np.ascontiguousarray(out, np.float32), vs
 
 

@@ -20,7 +20,7 @@ from ..io import GreInput, OutputSet
 if TYPE_CHECKING:
     from .options import QSMResult
 
-__all__ = ["REPORT_SUFFIX", "output_names", "write_outputs"]
+__all__ = ["REPORT_SUFFIX", "output_names", "result_maps", "write_outputs"]
 
 
 REPORT_SUFFIX = "_report.html"
@@ -75,6 +75,12 @@ def output_names(prefix: str, n_echoes: int, until: str | None = None, *, option
     return names + [f"{prefix}_provenance.json", f"{prefix}_citations.txt"]
 
 
+def result_maps(result: QSMResult, until: str | None = None) -> dict:
+    """The maps a run writes, by output suffix (the arrays :func:`write_outputs` saves)."""
+    maps = {suffix: getattr(result, _MAPS[suffix][0]) for suffix in _WRITTEN[until]}
+    return {k: v for k, v in maps.items() if v is not None}
+
+
 def write_outputs(
     result: QSMResult,
     data: GreInput,
@@ -104,9 +110,10 @@ def write_outputs(
         made = [k for k in _OPTIONAL if getattr(result, _MAPS[k][0]) is not None]
         out.check(output_names(prefix, n_echoes, until, optional=made))
         out.remove([f"{prefix}{REPORT_SUFFIX}"])  # describes the earlier maps; process_subject writes a new one
+        arrays = result_maps(result, until)
         for suffix in _WRITTEN[until]:
             attr, units, desc = _MAPS[suffix]
-            arr = getattr(result, attr)
+            arr = arrays.get(suffix)
             if arr is None:
                 out.remove([f"{prefix}_{suffix}.nii.gz", f"{prefix}_{suffix}.json"])
                 continue

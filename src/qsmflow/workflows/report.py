@@ -145,8 +145,10 @@ def _provenance_html(prov: dict) -> str:
     return out
 
 
-def _background(out_dir: Path, prefix: str, prov: dict):
-    """First-echo magnitude from the run's inputs when still there, else the S0 map."""
+def _background(out_dir: Path, prefix: str, prov: dict, magnitude=None, affine=None):
+    """First-echo magnitude (given, or from the run's inputs when still there), else the S0 map."""
+    if magnitude is not None:
+        return io.canonical(magnitude, affine)[0], "first-echo magnitude"
     paths = prov.get("input", {}).get("inputs", {}).get("magnitude", [])
     if paths and Path(paths[0]).exists():
         try:
@@ -157,7 +159,8 @@ def _background(out_dir: Path, prefix: str, prov: dict):
     return (io.load_canonical(s0)[0], "S0 (magnitude inputs not found)") if s0.exists() else (None, "")
 
 
-def write_report(out_dir, prefix: str, *, extra_warnings=()) -> Path:
+def write_report(out_dir, prefix: str, *, extra_warnings=(), maps: dict | None = None, affine=None,
+                 magnitude: np.ndarray | None = None) -> Path:
     """Write ``<prefix>_report.html`` into ``out_dir`` from the run's outputs there.
 
     Parameters
@@ -168,6 +171,14 @@ def write_report(out_dir, prefix: str, *, extra_warnings=()) -> Path:
         The run's output prefix (``<prefix>_provenance.json`` must exist).
     extra_warnings : sequence of str
         Warnings to show besides those recorded in the provenance.
+    maps : dict of str to ndarray, optional
+        The run's maps by output suffix (``"Chimap"``, ``"mask"``, ...), exactly as written
+        to ``out_dir`` on the grid of ``affine``: the report is made from them instead of
+        reading the files back (``process_subject`` passes them).
+    affine : ndarray (4, 4), optional
+        The grid of ``maps`` and ``magnitude``.
+    magnitude : ndarray, optional
+        The first echo's magnitude on that grid (else read from the run's inputs).
 
     Returns
     -------
@@ -179,17 +190,20 @@ def write_report(out_dir, prefix: str, *, extra_warnings=()) -> Path:
     if not prov_path.exists():
         raise ValueError(f"no {prov_path.name} in {out_dir}; run qsmflow run (or bids) there first")
     prov = json.loads(prov_path.read_text(encoding="utf-8"))
-    maps, vs = {}, None
+    given, maps, vs = maps, {}, None
     for suffix in ["mask", "localmask", "csfmask", "S0map"] + [p[0] for p in _PANELS]:
         path = out_dir / f"{prefix}_{suffix}.nii.gz"
-        if path.exists():
+        if given is not None:
+            if given.get(suffix) is not None:
+                maps[suffix], vs = io.canonical(given[suffix], affine)
+        elif path.exists():
             maps[suffix], vs = io.load_canonical(path)
     if "mask" not in maps:
         raise ValueError(f"no {prefix}_mask.nii.gz in {out_dir}; the report needs the run's brain mask")
     mask = maps["mask"] > 0.5
     centre = np.round(ndimage.center_of_mass(mask)).astype(int) if mask.any() else np.array(mask.shape) // 2
     sections = []
-    bg, bg_name = _background(out_dir, prefix, prov)
+    bg, bg_name = _background(out_dir, prefix, prov, magnitude, affine)
     if bg is not None and bg.shape == mask.shape:
         win = (0.0, _round(float(np.percentile(bg[mask], 99.5))) if mask.any() else 1.0)
         img = _figures.three_views(bg, vs, centre, *win, outline=mask)

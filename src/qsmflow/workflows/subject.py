@@ -11,7 +11,7 @@ from ..io import GreInput, OutputSet
 from . import report as report_mod
 from .chain import run
 from .options import Options, QSMResult, optional_outputs
-from .outputs import output_names, write_outputs
+from .outputs import output_names, result_maps, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,9 @@ def process_subject(data: GreInput, out_dir, options: Options | None = None, *, 
                             extra_provenance=extra_provenance)
     if report:
         try:
-            written.append(report_mod.write_report(out_dir, data.prefix))
+            # from the maps in memory, exactly as written: reading 11 gzipped maps back took 0.6 s at 1 mm
+            written.append(report_mod.write_report(out_dir, data.prefix, maps=result_maps(result), affine=data.affine,
+                                                   magnitude=data.magnitude[..., 0]))
             log.info("QC report: %s", written[-1])
         except Exception as exc:  # the maps are written; a failed report must not hide that
             log.warning("%s: the QC report could not be written: %s", data.prefix, exc)
