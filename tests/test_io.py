@@ -397,6 +397,13 @@ def test_scale_phase_leaves_its_input_alone(tmp_path):
         np.testing.assert_array_equal(np.asarray(arr), values)
         assert out.dtype == np.float32
     del mm
+    # given away (overwrite=True, as the reader does), integers are scaled in the same array
+    # to the same radians as the formula written here
+    ints = np.arange(-4096, 4096, 64, dtype=np.float64).reshape(8, 4, 4)
+    expected = np.mod(ints * np.pi / 4096 + np.pi, 2 * np.pi) - np.pi
+    out, rule = io.scale_phase(ints, on_disk_integer=True, overwrite=True)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    np.testing.assert_allclose(ints, expected, atol=1e-12)  # the caller's array did the work
 
 
 def test_canonical_puts_any_grid_in_ras_for_display(tmp_path):

@@ -46,9 +46,9 @@ def _dicom_hint(folder: Path) -> str:
     return ""
 
 
-def _read_data(img, path) -> np.ndarray:
+def _read_data(img, path, dtype=np.float64) -> np.ndarray:
     try:
-        return np.asarray(img.dataobj, dtype=np.float64)
+        return np.asarray(img.dataobj, dtype=dtype)
     except Exception as exc:
         raise ValueError(f"cannot read the voxels of {path} ({type(exc).__name__}: {exc}); is the file truncated?") from exc
 

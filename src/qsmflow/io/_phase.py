@@ -19,7 +19,8 @@ _RANGE_FILL = 0.05
 _SYMMETRY_TOL = 0.02
 
 
-def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale: float | None = None) -> tuple[np.ndarray, dict]:
+def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale: float | None = None,
+                overwrite: bool = False) -> tuple[np.ndarray, dict]:
     """Bring phase to radians wrapped to [-pi, pi), by an explicit rule.
 
     Rules, in order:
@@ -40,6 +41,9 @@ def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale
         The file stores integers (before any scaling).
     phase_scale : float, optional
         Forced factor to radians.
+    overwrite : bool
+        ``phase`` (float64) may be used as the work array and left scaled: one copy of a
+        whole series fewer (the reader, which drops its array after, passes True).
 
     Returns
     -------
@@ -87,7 +91,8 @@ def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale
             )
     # in place on one float64 copy (a whole 4D series is ~200 MB at 1 mm); the same values as
     # mod(x·factor + offset + π, 2π) - π
-    y = x.copy() if np.may_share_memory(x, phase) else x  # never the caller's array (or a view of it)
+    # never the caller's array (or a view of it) unless it is given away
+    y = x.copy() if np.may_share_memory(x, phase) and not overwrite else x
     if rule["factor"] != 1.0:
         y *= rule["factor"]
     if rule["offset"]:

@@ -104,8 +104,10 @@ def _order_by_echo(kind: str, paths: list[Path], sidecars: list[dict]) -> tuple[
     return sorted(range(len(paths)), key=lambda i: nums[i]), "echo numbers (BIDS echo-N / EchoNumber)"
 
 
-def _stack(kind: str, paths: Sequence) -> tuple[np.ndarray, np.ndarray, list[dict], list[Path], str, np.dtype]:
-    """Load one 4D or several 3D files as (X, Y, Z, E); returns data, affine, sidecars, paths, order, dtype."""
+def _stack(kind: str, paths: Sequence, dtype=np.float64) -> tuple[np.ndarray, np.ndarray, list[dict], list[Path], str,
+                                                                  np.dtype]:
+    """Load one 4D or several 3D files as (X, Y, Z, E) in ``dtype``; returns data, affine, sidecars,
+    paths, order, the files' dtype."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = [Path(p) for p in paths]
@@ -133,16 +135,18 @@ def _stack(kind: str, paths: Sequence) -> tuple[np.ndarray, np.ndarray, list[dic
             raise ValueError(f"{kind} files differ in shape: {paths[0]} has {ref.shape[:3]} but {p} has {shp[:3]}")
         if not np.allclose(img.affine, ref.affine, atol=AFFINE_TOLERANCE_MM):
             raise ValueError(f"{kind} files are on different grids: the affines of {paths[0]} and {p} differ")
-    def read(pair):
-        d = _read_data(*pair)
-        return d.reshape(d.shape[:3] + (-1,))
+    if len(imgs) == 1:
+        d = _read_data(imgs[0], paths[0], dtype)
+        data = d.reshape(d.shape[:3] + (-1,))
+    else:  # 3D files: each decompressed into its echo of one series, side by side (zlib releases the GIL)
+        data = np.empty(ref.shape[:3] + (len(imgs),), dtype)
 
-    # per-echo files are decompressed side by side (zlib releases the GIL)
-    with ThreadPoolExecutor(max_workers=max(1, min(len(imgs), 4, os.cpu_count() or 1))) as pool:
-        vols = list(pool.map(read, zip(imgs, paths)))
-    data = np.concatenate(vols, axis=3) if len(vols) > 1 else vols[0]
-    dtype = ref.get_data_dtype()
-    return data, np.asarray(ref.affine, float), sidecars, paths, order_src, dtype
+        def read(e):
+            data[..., e] = _read_data(imgs[e], paths[e], dtype).reshape(ref.shape[:3])
+
+        with ThreadPoolExecutor(max_workers=max(1, min(len(imgs), 4, os.cpu_count() or 1))) as pool:
+            list(pool.map(read, range(len(imgs))))
+    return data, np.asarray(ref.affine, float), sidecars, paths, order_src, ref.get_data_dtype()
 
 
 def series_shape(paths) -> tuple[int, int, int, int]:
@@ -240,7 +244,8 @@ def load_gre(
         times that are not increasing or look like milliseconds, missing field
         strength, phase whose units cannot be told.
     """
-    mag, affine, mag_sc, mag_paths, mag_order, _ = _stack("magnitude", magnitude)
+    # magnitude in float32, as it is kept; phase in float64 for the exact scaling of scanner integers
+    mag, affine, mag_sc, mag_paths, mag_order, _ = _stack("magnitude", magnitude, np.float32)
     pha, p_affine, pha_sc, pha_paths, _, pha_dtype = _stack("phase", phase)
     warnings: list[str] = []
     _check_pair(mag, pha, affine, p_affine, mag_sc, pha_sc)
@@ -253,9 +258,10 @@ def load_gre(
 
     on_disk_integer = np.issubdtype(pha_dtype, np.integer)
     if finite.all():  # the usual case: the whole series at once, no gather and scatter
-        phase_rad, rule = scale_phase(pha, on_disk_integer=on_disk_integer, phase_scale=phase_scale)
+        phase_rad, rule = scale_phase(pha, on_disk_integer=on_disk_integer, phase_scale=phase_scale, overwrite=True)
     else:
-        radians, rule = scale_phase(pha[finite], on_disk_integer=on_disk_integer, phase_scale=phase_scale)
+        radians, rule = scale_phase(pha[finite], on_disk_integer=on_disk_integer, phase_scale=phase_scale,
+                                    overwrite=True)
         phase_rad = np.zeros(pha.shape, np.float32)
         phase_rad[finite] = radians
         del radians
@@ -304,7 +310,7 @@ def load_magnitude(magnitude, *, echo_times=None, field_strength=None, prefix: s
     Returns a :class:`GreInput` whose ``phase`` is None; ``echo_times`` and
     ``field_strength`` are None when neither the option nor the sidecars give them.
     """
-    mag, affine, mag_sc, mag_paths, mag_order, _ = _stack("magnitude", magnitude)
+    mag, affine, mag_sc, mag_paths, mag_order, _ = _stack("magnitude", magnitude, np.float32)
     warnings: list[str] = []
     te, te_src = _resolve_echo_times(echo_times, mag_sc, [], mag.shape[3], warnings, required=False)
     b0, b0_src = _resolve_field_strength(field_strength, mag_sc, required=False)
@@ -317,7 +323,7 @@ def load_magnitude(magnitude, *, echo_times=None, field_strength=None, prefix: s
                   "echo_times_s": None if te is None else te.tolist(), "echo_times_source": te_src,
                   "field_strength_T": b0, "field_strength_source": b0_src, "voxel_size_mm": vs.tolist(),
                   "shape": list(mag.shape), "slice_axis": slice_axis, "slice_axis_source": slice_src}
-    return GreInput(magnitude=mag.astype(np.float32), phase=None, echo_times=te, field_strength=b0, affine=affine,
+    return GreInput(magnitude=mag, phase=None, echo_times=te, field_strength=b0, affine=affine,
                     voxel_size=vs, b0_direction=b0_direction_from_affine(affine), finite=finite,
                     prefix=prefix or bids_prefix(mag_paths[0]), provenance=provenance, warnings=warnings,
                     slice_axis=slice_axis)
