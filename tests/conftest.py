@@ -11,6 +11,7 @@ from qsmflow._shared import allocator
 # the tests call the pipeline in this process: let it reuse freed memory as the command line does
 allocator.keep_freed_memory()
 
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker per core this process may use (psutil would count the host's
