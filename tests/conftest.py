@@ -1,6 +1,7 @@
 """Shared fixtures: small analytic volumes and the optional real sample data."""
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -80,8 +81,6 @@ def run_cli(argv, capsys):
 def printed_accuracy(text: str) -> dict:
     """The figures of a printed accuracy table (``metrics.format_report``): mask Dice, χ NRMSE
     (%), deep-grey χ slope and the largest deep-grey R2* error (%)."""
-    import re
-
     found = {}
     for key, pattern in (("mask_dice", r"Dice / coverage / outside\s+([\d.]+)"),
                          ("chi_nrmse", r"chi NRMSE / HFEN \(%\)\s+([\d.]+)"),

@@ -289,7 +289,7 @@ def load_gre(
         "slice_axis_source": slice_src,
     }
     return GreInput(
-        magnitude=mag.astype(np.float32, copy=False),
+        magnitude=mag,  # read as float32
         phase=phase_rad,
         echo_times=te,
         field_strength=b0,

@@ -107,10 +107,9 @@ def write_outputs(
     n_echoes = getattr(data, "n_echoes", 1)
     written = []
     with OutputSet(out_dir, force=force) as out:
-        made = [k for k in _OPTIONAL if getattr(result, _MAPS[k][0]) is not None]
-        out.check(output_names(prefix, n_echoes, until, optional=made))
-        out.remove([f"{prefix}{REPORT_SUFFIX}"])  # describes the earlier maps; process_subject writes a new one
         arrays = result_maps(result, until)
+        out.check(output_names(prefix, n_echoes, until, optional=[k for k in _OPTIONAL if k in arrays]))
+        out.remove([f"{prefix}{REPORT_SUFFIX}"])  # describes the earlier maps; process_subject writes a new one
         for suffix in _WRITTEN[until]:
             attr, units, desc = _MAPS[suffix]
             arr = arrays.get(suffix)
