@@ -257,6 +257,18 @@ def test_fieldmap_from_siemens_phasediff(tmp_path, capsys):
     assert side["Units"] == "Hz"
 
 
+def test_run_refuses_siemens_phasediff_as_echo_phase(tmp_path, capsys):
+    """Real Siemens field map: its phase difference given to run as one echo's phase
+    (TE 7.65 ms) would give a field 2.46/7.65 of the truth, silently; refused, nothing written."""
+    d = shared_data("siemens_fieldmap")
+    out = tmp_path / "run"
+    code, _, err = _run(["run", "--mag", str(d / "Si_2_gre_field_magph_e2.nii"), "--phase",
+                         str(d / "Si_3_gre_field_magph_e2_ph.nii"), "-o", str(out)], capsys)
+    assert code == 1 and "phase difference" in err and "--phasediff" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_fieldmap_argument_errors(files, capsys, tmp_path):
     code, _, err = _run(["fieldmap", "--mag", files["mag4"], "-o", str(files["out"])], capsys)
     assert code == 1 and "--phase" in err and "--phasediff" in err

@@ -279,6 +279,20 @@ def test_swapped_and_mismatched_sidecars(tmp_path):
         io.load_gre(mags, phases)
 
 
+def test_phase_difference_refused_as_echo_phase(tmp_path):
+    """A dual-echo field map's phase difference grew over TE2 - TE1 (here 2.5 ms), not over
+    the EchoTime its sidecar also gives (7.5 ms): read as an echo's phase the field would be
+    a third of the truth, so it is refused by its sidecar or its BIDS suffix."""
+    mags, phases = _echoes(tmp_path, n=1)
+    assert io.load_gre(mags, phases).n_echoes == 1
+    _sidecar(phases[0], EchoTime=0.0075, EchoTime1=0.005, EchoTime2=0.0075, MagneticFieldStrength=3)
+    with pytest.raises(ValueError, match=r"phase difference.*EchoTime1 and EchoTime2.*--phasediff"):
+        io.load_gre(mags, phases)
+    pd = _save(tmp_path / "sub-01_phasediff.nii.gz", np.zeros((8, 9, 10), np.float32), None)
+    with pytest.raises(ValueError, match=r"sub-01_phasediff.nii.gz is the phase difference.*_phasediff"):
+        io.load_gre(mags, [pd], echo_times=[0.005], field_strength=3)
+
+
 @pytest.mark.parametrize("extra, axis", [({}, None), ({"MRAcquisitionType": "3D"}, None),
                                          ({"MRAcquisitionType": "2D", "SliceEncodingDirection": "j-"}, 1),
                                          ({"MRAcquisitionType": "2D"}, 2)])

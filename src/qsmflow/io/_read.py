@@ -16,8 +16,8 @@ from .._shared.constants import AFFINE_TOLERANCE_MM
 from ._nifti import _load_image, _read_data, b0_direction_from_affine, bids_entities, bids_prefix, read_sidecar
 from ._nifti import voxel_size_from_affine
 from ._phase import _RADIAN_SLACK, scale_phase
-from ._sidecars import (_check_not_swapped, _echo_times_from_sidecars, _resolve_b0_direction, _resolve_echo_times,
-                        _resolve_field_strength, _slice_axis)
+from ._sidecars import (_check_not_phasediff, _check_not_swapped, _echo_times_from_sidecars, _resolve_b0_direction,
+                        _resolve_echo_times, _resolve_field_strength, _slice_axis)
 
 log = logging.getLogger("qsmflow.io")
 
@@ -248,6 +248,7 @@ def load_gre(
     mag, affine, mag_sc, mag_paths, mag_order, _ = _stack("magnitude", magnitude, np.float32)
     pha, p_affine, pha_sc, pha_paths, _, pha_dtype = _stack("phase", phase)
     warnings: list[str] = []
+    _check_not_phasediff(pha_paths, pha_sc)
     _check_pair(mag, pha, affine, p_affine, mag_sc, pha_sc)
     n_echoes = mag.shape[3]
     te, te_src = _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings)

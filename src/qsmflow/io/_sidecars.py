@@ -4,6 +4,8 @@ other: echo times, field strength, B0 direction, 2D slice axis."""
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +44,24 @@ def _check_not_swapped(mag_sc: list[dict], pha_sc: list[dict]) -> None:
         raise ValueError("a --mag file's sidecar says ImageType PHASE; are --mag and --phase swapped?")
     if any(_image_kind(sc) == "M" for sc in pha_sc):
         raise ValueError("a --phase file's sidecar says ImageType MAGNITUDE; are --mag and --phase swapped?")
+
+
+def _check_not_phasediff(pha_paths, pha_sc: list[dict]) -> None:
+    """Refuse a dual-echo field map's phase difference given as the phase of an echo: its
+    phase grew over TE2 - TE1, not over the one EchoTime its sidecar also gives, so the
+    field would come out scaled by (TE2 - TE1)/TE (BIDS: ``EchoTime1``/``EchoTime2``, or
+    the ``_phasediff`` suffix)."""
+    for path, sc in zip(pha_paths, pha_sc):
+        name = Path(path).name
+        if "EchoTime1" in sc and "EchoTime2" in sc:
+            why = "its sidecar gives EchoTime1 and EchoTime2"
+        elif re.search(r"_phasediff\.nii(\.gz)?$", name):
+            why = "BIDS suffix _phasediff"
+        else:
+            continue
+        raise ValueError(f"{name} is the phase difference of a dual-echo field map ({why}), not the phase of an "
+                         "echo, and QSM needs the phase of every echo; for a B0 map in Hz use: qsmflow fieldmap "
+                         f"--mag MAGNITUDE --phasediff {name}")
 
 
 def _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings, *, required=True):
