@@ -192,17 +192,18 @@ def test_brain_bias_is_the_best_quadratic_not_more():
 
 def test_bias_passes_and_reruns_call_the_surface_as_documented(monkeypatch):
     """bias_passes surfaces after the first; a surface that crosses itself (score above 4000)
-    is found again with 100x, then 1000x the smoothing of concave vertices."""
+    is found again with 100x, then 1000x the smoothing of concave vertices, except the first
+    of a bias-corrected run, which only outlines where the shading is fitted."""
     shape, vs = (48, 48, 48), (2.5, 2.5, 2.5)
     img = _soft_ball(shape, vs)
     calls = []
     real = bet._surface
-    monkeypatch.setattr(bet, "_surface", lambda *a: calls.append(a[2:]) or real(*a))
+    monkeypatch.setattr(bet, "_surface", lambda *a, **k: calls.append(a[2:] + (k.get("passes", 10),)) or real(*a, **k))
     bet.bet_mask(img, vs, bias_passes=0)
-    assert len(calls) == 1
+    assert calls == [(0.6, 0.0, 10)]
     calls.clear()
     bet.bet_mask(img, vs, fractional_threshold=0.4, vertical_gradient=0.2)
-    assert calls == [(0.4, 0.2), (0.4, 0.2)]  # default: one bias pass, with the same f and g
+    assert calls == [(0.4, 0.2, 1), (0.4, 0.2, 10)]  # default: one bias pass, with the same f and g
     monkeypatch.setattr(bet, "_surface", real)
     boosts, scores = [], iter([5000.0, 4001.0, 4000.0])
     real_evolve = bet._evolve
@@ -210,6 +211,10 @@ def test_bias_passes_and_reruns_call_the_surface_as_documented(monkeypatch):
     monkeypatch.setattr(bet, "_self_intersection", lambda *a: next(scores))
     bet._surface(bet._working_image(img, np.array(vs))[0], np.array(vs), 0.5, 0.0)
     assert boosts == [1.0, 100.0, 1000.0]  # 4000 itself is accepted
+    boosts.clear()
+    scores = iter([5000.0])
+    bet._surface(bet._working_image(img, np.array(vs))[0], np.array(vs), 0.5, 0.0, passes=1)
+    assert boosts == [1.0]
 
 
 def test_one_invalid_plane_cuts_the_mask_and_the_smaller_piece_goes():

@@ -158,16 +158,16 @@ def _evolve(img, vs, verts, topo, prm, smooth_boost):
     return verts, spacing
 
 
-def _surface(img, vs, f, g):
+def _surface(img, vs, f, g, *, passes=_MAX_PASSES):
     """BET's surface on ``img``: vertices (mm) and its topology; reruns with more smoothing
-    while the surface crosses itself."""
+    while the surface crosses itself, up to ``passes`` runs in all."""
     prm = _start(img, vs)
     prm.update(bt=f**_BT_EXPONENT, g=g)
     unit, faces = _mesh.icosphere(_SUBDIVISIONS)
     topo = _mesh.Topology(faces, len(unit))
     sphere = prm["cog"] + unit * (prm["radius"] / 2)
     l0 = topo.spacing(sphere)
-    for attempt in range(_MAX_PASSES):
+    for attempt in range(passes):
         verts, spacing = _evolve(img, vs, sphere, topo, prm, 1.0 if attempt == 0 else 10.0 ** (attempt + 1))
         score = _self_intersection(verts, sphere, topo, spacing, l0)
         if score <= _INTERSECTION_SCORE:
@@ -195,7 +195,8 @@ def bet_mask(
     outwards while the voxels just inside it are brighter than a local threshold
     between the darkest voxel within 7 mm and the brightest within 3 mm (a fraction
     ``b_t = f^0.275`` of that range, as FSL's bet2). A surface that crosses itself is
-    rerun with stronger smoothing (up to 10 passes). The inside of the final surface is
+    rerun with stronger smoothing (up to 10 passes; not the first surface of a bias-corrected
+    run, which only outlines where the shading is fitted). The inside of the final surface is
     the mask.
 
     For gradient-echo magnitude, two things are added:
@@ -262,7 +263,9 @@ def bet_mask(
     valid = np.ones(img.shape, bool) if valid is None else _checks.as_mask("valid", valid, img.shape)
     work, wvs, offset = _working_image(np.where(valid, img, 0).astype(np.float32), vs)
     del img, mag
-    verts, topo = _surface(work, wvs, f, g)
+    # a surface that only outlines where the shading is fitted needs no rerun when it
+    # crosses itself: a fold moves a few voxels of the fit, not the smooth polynomial
+    verts, topo = _surface(work, wvs, f, g, passes=1 if bias_passes else _MAX_PASSES)
     for _ in range(bias_passes):
         inside = _mesh.fill(verts, topo.faces, work.shape, wvs)
         if inside.sum() < 100:
