@@ -131,3 +131,46 @@ def test_implausible_mask_volume_is_warned_about(caplog, litres, word):
         assert caplog.text == ""
     else:
         assert f"holds {litres:.2f} L, {word} an adult brain" in caplog.text
+
+
+def _brain_with_nuclei(chi_nuclei, chi_edge):
+    """A 1.5 mm ball brain (radius 45 mm): white matter at R2* 20/s, χ 0 ± 0.01 ppm; eight
+    deep nuclei (R2* 45/s, χ ``chi_nuclei``) and a 4 mm rim by the air (R2* 80/s, the highest
+    of all, χ ``chi_edge``, as near sinuses)."""
+    shape, vs = (68, 68, 68), (1.5, 1.5, 1.5)
+    rng = np.random.default_rng(4)
+    brain = ellipsoid(shape, vs, (45, 45, 45))
+    chi = np.where(brain, rng.normal(0, 0.01, shape), 0)
+    r2 = np.where(brain, 20 + rng.normal(0, 2, shape), 0)
+    for cx in (-15, 15):
+        for cy in (-15, 15):
+            for cz in (-12, 12):
+                blob = ellipsoid(shape, vs, (5, 5, 5), (cx, cy, cz))
+                chi[blob] += chi_nuclei
+                r2[blob] = 45
+    rim = brain & ~ellipsoid(shape, vs, (41, 41, 41))
+    chi[rim] = chi_edge
+    r2[rim] = 80
+    return chi, r2, brain, vs
+
+
+def test_sign_flipped_chi_is_warned_about(caplog):
+    """Veins and iron-rich nuclei are paramagnetic: χ below the rest where R2* is highest deep
+    in the brain means the phase ran the other way. The rim by the air, where R2* is higher
+    still and χ may be anything, is not looked at."""
+    chi, r2, brain, vs = _brain_with_nuclei(0.12, -0.3)
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        share = sanity.check_chi_sign(chi, r2, brain, vs)
+    assert share > 0.95 and "sign-flipped" not in caplog.text
+    chi, r2, brain, vs = _brain_with_nuclei(-0.12, 0.3)
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        share = sanity.check_chi_sign(chi, r2, brain, vs)
+    assert share < 0.05
+    assert "sign-flipped" in caplog.text and "--phase-sign -1" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        sanity.check_chi_sign(chi, r2, brain, vs, phase_sign=-1)
+    assert "--phase-sign 1" in caplog.text
+    # a brain too small to hold 30 deep voxels of highest R2*: no verdict
+    small = ellipsoid(chi.shape, vs, (14, 14, 14))
+    assert sanity.check_chi_sign(chi, r2, small, vs) is None

@@ -232,6 +232,9 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
         magnitude=echoes.rss(mag), phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c,
         sd_noise_ppm=thermal_ppm)
+    if r2_c is not None:
+        res.parameters["chi_sign_share"] = sanity.check_chi_sign(chi_c, r2_c, eroded_c, vs,
+                                                                     phase_sign=opt.phase_sign)
     res.chi = box.full(chi_c, np.float32)
     if sd_c is not None:
         res.chi_sd = box.full(sd_c, np.float32)
