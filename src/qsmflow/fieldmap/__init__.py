@@ -50,13 +50,18 @@ def _inputs(phase, magnitude, echo_times, mask):
 
 
 def _wls_line(p: np.ndarray, w: np.ndarray, te: np.ndarray):
-    """Weighted line ``p ≈ a + b·t`` per row of (V, E) arrays: (a, b, Σw(t - t̄)²)."""
+    """Weighted line ``p ≈ a + b·t`` per row of (V, E) arrays: (a, b, Σw(t - t̄)²).
+
+    From the weighted moments over echoes (matrix products, one (V, E) temporary): in float64
+    the centring's cancellation costs ``log10(Σwt²/Σw(t-t̄)²)`` digits, three for echoes
+    spread by 2 ms around 21 ms.
+    """
     sw = np.maximum(w.sum(axis=1), 1e-30)
-    tbar = (w @ te) / sw
-    pbar = np.sum(w * p, axis=1) / sw
-    dt = te[None, :] - tbar[:, None]
-    sxx = np.sum(w * dt * dt, axis=1)
-    b = np.sum(w * dt * (p - pbar[:, None]), axis=1) / np.maximum(sxx, 1e-30)
+    swt = w @ te
+    wp = w * p
+    tbar, pbar = swt / sw, wp.sum(axis=1) / sw
+    sxx = w @ (te * te) - swt * tbar
+    b = (wp @ te - swt * pbar) / np.maximum(sxx, 1e-30)
     return pbar - b * tbar, b, sxx
 
 
