@@ -1,4 +1,4 @@
-"""Combining a multi-echo magnitude into one image."""
+"""Combining a multi-echo magnitude into one image, and the weighted line over echo time per voxel."""
 
 from __future__ import annotations
 
@@ -13,3 +13,20 @@ def rss(magnitude: np.ndarray) -> np.ndarray:
         return mag
     mag = mag.astype(np.float32, copy=False)
     return np.sqrt(np.sum(mag * mag, axis=3))
+
+
+def weighted_line(p: np.ndarray, w: np.ndarray, te: np.ndarray):
+    """Weighted least-squares line ``p ≈ a + b·t`` per row of (V, E) arrays: (a, b, Σw(t - t̄)²).
+
+    The one line fit of the field fit, its Gauss-Newton steps and temporal unwrapping. From
+    the weighted moments over echoes (matrix products, one (V, E) temporary): in float64 the
+    centring's cancellation costs ``log10(Σwt²/Σw(t-t̄)²)`` digits, three for echoes spread by
+    2 ms around 21 ms.
+    """
+    sw = np.maximum(w.sum(axis=1), 1e-30)
+    swt = w @ te
+    wp = w * p
+    tbar, pbar = swt / sw, wp.sum(axis=1) / sw
+    sxx = w @ (te * te) - swt * tbar
+    b = (wp @ te - swt * pbar) / np.maximum(sxx, 1e-30)
+    return pbar - b * tbar, b, sxx

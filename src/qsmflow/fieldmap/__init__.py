@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._shared import checks as _checks
+from .._shared.echoes import weighted_line
 from .._shared.registry import Method
 from .._shared.units import wrap
 from .noise import background_sigma, thermal_noise
@@ -47,22 +48,6 @@ def _inputs(phase, magnitude, echo_times, mask):
     shape = phase.shape[:3]
     mask = np.ones(shape, bool) if mask is None else _checks.as_mask("mask", mask, shape)
     return phase, magnitude, te, mask
-
-
-def _wls_line(p: np.ndarray, w: np.ndarray, te: np.ndarray):
-    """Weighted line ``p ≈ a + b·t`` per row of (V, E) arrays: (a, b, Σw(t - t̄)²).
-
-    From the weighted moments over echoes (matrix products, one (V, E) temporary): in float64
-    the centring's cancellation costs ``log10(Σwt²/Σw(t-t̄)²)`` digits, three for echoes
-    spread by 2 ms around 21 ms.
-    """
-    sw = np.maximum(w.sum(axis=1), 1e-30)
-    swt = w @ te
-    wp = w * p
-    tbar, pbar = swt / sw, wp.sum(axis=1) / sw
-    sxx = w @ (te * te) - swt * tbar
-    b = (wp @ te - swt * pbar) / np.maximum(sxx, 1e-30)
-    return pbar - b * tbar, b, sxx
 
 
 def _origin_line(p: np.ndarray, w: np.ndarray, te: np.ndarray):
@@ -140,7 +125,7 @@ def _few_echoes(phase, magnitude, te, mask, intercept, voxel_size):
     if te.size == 1:  # through the origin: the offset is taken as 0
         return p[:, 0] / (2 * np.pi * te[0]), sigma / np.maximum(m[:, 0], 1e-30) / (2 * np.pi * te[0])
     w = m * m
-    a, b, sxx = _wls_line(p, w, te)
+    a, b, sxx = weighted_line(p, w, te)
     b0, stt = _origin_line(p, w, te)
     b, sd, use_zero = _choose_model(a, b, sxx, b0, stt, w, te, sigma**2, np.ones(len(b)), intercept, mask)
     _log_model(use_zero, intercept)
@@ -227,7 +212,7 @@ def weighted_linear_fit(
         return _to_volume(f, mask), _to_volume(sd, mask)
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
     w = m * m
-    a, b, sxx = _wls_line(p, w, te)
+    a, b, sxx = weighted_line(p, w, te)
     sigma2, inflate = _pooled_noise(p - a[:, None] - b[:, None] * te, w, te.size - 2)
     b0, stt = _origin_line(p, w, te)
     b, sd, use_zero = _choose_model(a, b, sxx, b0, stt, w, te, sigma2, inflate, intercept, mask)
@@ -295,7 +280,7 @@ def complex_fit(
         return weighted_linear_fit(phase, magnitude, te, mask=mask, intercept=intercept, voxel_size=voxel_size)
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
     w = m * m
-    a_lin, b_lin, sxx = _wls_line(p, w, te)
+    a_lin, b_lin, sxx = weighted_line(p, w, te)
     # two starting points: the line through all echoes, and the line through the first
     # two (least likely to hold a 2π error); each voxel keeps the better optimum
     b_two = (p[:, 1] - p[:, 0]) / (te[1] - te[0])
@@ -339,7 +324,7 @@ def _gauss_newton(p, w, te, a, b, max_iter, tol_hz, free=True):
         pa, wa = p[active], w[active]
         r = wrap(pa - a[active, None] - b[active, None] * te)
         if free:
-            da, db, _ = _wls_line(r, wa, te)
+            da, db, _ = weighted_line(r, wa, te)
             a[active] += da
         else:
             db, _ = _origin_line(r, wa, te)

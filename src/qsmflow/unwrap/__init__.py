@@ -13,6 +13,7 @@ import scipy.fft as sfft
 
 from .. import kernels
 from .._shared import checks as _checks
+from .._shared.echoes import weighted_line
 from . import romeo
 from .._shared.registry import Method
 
@@ -260,12 +261,8 @@ def temporal_unwrap(
         if len(done) == 1:  # through the origin: φ0 has been removed
             pred = y[:, 0] * (te[n] / t[0])
         else:  # a line with intercept absorbs what is left of φ0
-            sw = ww.sum(axis=1)
-            tbar = (ww @ t) / sw
-            ybar = np.sum(ww * y, axis=1) / sw
-            dt = t[None, :] - tbar[:, None]
-            slope = np.sum(ww * dt * (y - ybar[:, None]), axis=1) / np.maximum(np.sum(ww * dt * dt, axis=1), 1e-30)
-            pred = ybar + slope * (te[n] - tbar)
+            intercept, slope, _ = weighted_line(y, ww, t)
+            pred = intercept + slope * te[n]
         unwrapped[n] = p[:, n] + 2 * np.pi * np.round((pred - p[:, n]) / (2 * np.pi))
         out[..., n][mask] = unwrapped[n]
         done.append(n)

@@ -85,7 +85,7 @@ def check_phase_evolves(phase: np.ndarray, region: np.ndarray) -> None:
     if phase.shape[3] < 2 or not region.any():
         return
     for e in range(phase.shape[3] - 1):
-        d = np.angle(np.exp(1j * (phase[..., e + 1][region] - phase[..., e][region])))
+        d = units.wrap(phase[..., e + 1][region] - phase[..., e][region])
         if np.median(np.abs(d)) < _STATIC_PHASE_RAD:
             log.warning("the phase does not change between echoes %d and %d (median %.2g rad over the head): was "
                         "the same phase file given for every echo, or a magnitude as --phase? The field and χ "
