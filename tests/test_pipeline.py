@@ -70,7 +70,7 @@ def test_phase_sign_matters(small_head, default_run):
     r = pipeline.run(_data(small_head), pipeline.Options(phase_sign=-1, inversion="medi"), mask=default_run[0].mask)
     assert metrics.evaluate(r, small_head)["deep_grey_slope"] < 0
     # and the run says so: the veins and nuclei of highest R2* have the lowest χ
-    assert r.parameters["chi_sign_share"] < 0.25
+    assert r.parameters["chi_sign_share"] < 0.3
     assert any("sign-flipped" in w and "--phase-sign 1" in w for w in r.warnings)
     right = default_run[0]
     assert right.parameters["chi_sign_share"] > 0.65

@@ -174,3 +174,7 @@ def test_sign_flipped_chi_is_warned_about(caplog):
     # a brain too small to hold 30 deep voxels of highest R2*: no verdict
     small = ellipsoid(chi.shape, vs, (14, 14, 14))
     assert sanity.check_chi_sign(chi, r2, small, vs) is None
+    # R2* known to ±2/s: the nuclei (25/s above the median) count; known to ±10/s they could
+    # be noise (the top 2 % of noisy white matter, diamagnetic): no verdict
+    assert sanity.check_chi_sign(chi, r2, brain, vs, r2star_noise=2.0) < 0.05
+    assert sanity.check_chi_sign(chi, r2, brain, vs, r2star_noise=10.0) is None

@@ -38,18 +38,27 @@ __all__ = ["METHODS", "arlo_r2star", "fit_residual", "gradient_dephasing", "logl
            "r2star_noise", "t2star_from_r2star"]
 
 
-def r2star_noise(magnitude, echo_times, noise_sigma: float, mask: np.ndarray) -> float:
-    """Typical standard deviation of R2* (1/s) from noise: the median over ``mask`` of
-    ``σ / sqrt(Σ_n |S_n|² (TE_n - T̄)²)``, the weighted log-linear slope's error (the log of an
-    echo of magnitude ``|S|`` has SD ``σ/|S|``). NaN when σ is unknown."""
+def r2star_noise_map(magnitude, echo_times, noise_sigma: float, mask: np.ndarray) -> np.ndarray:
+    """Standard deviation of R2* (1/s) from noise per voxel of ``mask`` (NaN elsewhere, and
+    everywhere when σ is unknown): ``σ / sqrt(Σ_n |S_n|² (TE_n - T̄)²)``, the weighted
+    log-linear slope's error (the log of an echo of magnitude ``|S|`` has SD ``σ/|S|``)."""
     te = np.asarray(echo_times, float)
+    out = np.full(np.shape(mask), np.nan)
     if not np.isfinite(noise_sigma) or te.size < 2:
-        return float("nan")
+        return out
     s = np.asarray(magnitude, np.float64)[mask]
     w = s * s
     tbar = (w @ te) / np.maximum(w.sum(1), 1e-30)
     sxx = np.sum(w * (te[None, :] - tbar[:, None]) ** 2, axis=1)
-    return float(np.median(noise_sigma / np.sqrt(np.maximum(sxx, 1e-30))))
+    out[mask] = noise_sigma / np.sqrt(np.maximum(sxx, 1e-30))
+    return out
+
+
+def r2star_noise(magnitude, echo_times, noise_sigma: float, mask: np.ndarray) -> float:
+    """Typical standard deviation of R2* (1/s) from noise: the median over ``mask`` of
+    :func:`r2star_noise_map`. NaN when σ is unknown."""
+    sd = r2star_noise_map(magnitude, echo_times, noise_sigma, mask)[mask]
+    return float(np.median(sd)) if sd.size else float("nan")
 
 
 def _prepare(magnitude, echo_times, mask, noise_sigma, dephasing, min_echoes: int, name: str):

@@ -194,13 +194,14 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
     vs, te = data.voxel_size, data.echo_times
     hz_per_ppm = res.parameters["hz_per_ppm"]
     done = []
-    r2_c = r2_sd = None
+    r2_c = r2_sd = r2_sd_map = None
     sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
     if data.n_echoes >= 2:  # before background removal: R2* marks the dural sinuses at the mask's edge
         with timer("r2star"):
             r2_c, s0_c, fit_c = relaxation_maps(mag, te, m, opt, noise_sigma=sigma, field_hz=f_hz,
                                                 slice_axis=data.slice_axis)
-            r2_sd = relaxometry.r2star_noise(mag, te, sigma, m)
+            r2_sd_map = relaxometry.r2star_noise_map(mag, te, sigma, m)
+            r2_sd = float(np.median(r2_sd_map[m])) if np.isfinite(sigma) else float("nan")
         res.r2star = box.full(r2_c)
         res.s0 = box.full(s0_c)
         res.r2star_fit = box.full(fit_c)
@@ -233,7 +234,7 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
         magnitude=echoes.rss(mag), phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c,
         sd_noise_ppm=thermal_ppm)
     if r2_c is not None:
-        res.parameters["chi_sign_share"] = sanity.check_chi_sign(chi_c, r2_c, eroded_c, vs,
+        res.parameters["chi_sign_share"] = sanity.check_chi_sign(chi_c, r2_c, eroded_c, vs, r2star_noise=r2_sd_map,
                                                                      phase_sign=opt.phase_sign)
     res.chi = box.full(chi_c, np.float32)
     if sd_c is not None:
