@@ -160,15 +160,17 @@ def test_run_on_real_romeo_data(tmp_path, capsys):
     assert 5 < np.median(r2[mask]) < 60  # in-vivo brain R2* at 3 T
 
 
-def test_run_single_echo_siemens_says_no_r2star(tmp_path, capsys):
-    d = shared_data("siemens_fieldmap")
+def test_run_single_echo_philips_says_no_r2star(tmp_path, capsys):
+    """The first echo of the real Philips head alone: χ, but no R2*/T2*, and it says so."""
+    d = shared_data("philips_head") / "nifti"
     out = tmp_path / "si"
-    code, _, err = _run(["run", "--mag", str(d / "Si_2_gre_field_magph_e2.nii"),
-                         "--phase", str(d / "Si_3_gre_field_magph_e2_ph.nii"), "-o", str(out)], capsys)
+    code, _, err = _run(["run", "--mag", str(d / "sub-01_echo-1_part-mag_MEGRE.nii"),
+                         "--phase", str(d / "sub-01_echo-1_part-phase_MEGRE.nii"), "-o", str(out), "--no-chi-sd", "--inversion", "tkd"],
+                        capsys)
     assert code == 0, err
     assert "no R2*/T2* map" in err
-    assert (out / "Si_2_gre_field_magph_e2_Chimap.nii.gz").exists()
-    assert not (out / "Si_2_gre_field_magph_e2_R2starmap.nii.gz").exists()
+    assert (out / "sub-01_Chimap.nii.gz").exists()
+    assert not (out / "sub-01_R2starmap.nii.gz").exists()
 
 
 def test_demo_small_keeps_data_results_and_report(capsys, monkeypatch, tmp_path):

@@ -93,13 +93,18 @@ def test_romeo_small_phase_detected(tmp_path):
 
 
 def test_siemens_integer_phase_and_sidecars():
+    """The real Siemens field map: its int16 phase difference is scaled by the -4096..4095
+    rule and its sidecars give TE2 - TE1; as one echo's phase it is refused (it would pass
+    for a phase at EchoTime 7.65 ms and scale the field by 2.46/7.65)."""
     d = shared_data("siemens_fieldmap")
-    g = io.load_gre(d / "Si_2_gre_field_magph_e2.nii", d / "Si_3_gre_field_magph_e2_ph.nii")
-    assert g.field_strength == 3.0
-    np.testing.assert_allclose(g.echo_times, [0.00765])
-    rule = g.provenance["phase_scaling"]
+    pd = io.load_phasediff(d / "Si_3_gre_field_magph_e2_ph.nii", d / "Si_2_gre_field_magph_e1.nii")
+    assert pd.delta_te == pytest.approx(0.00765 - 0.00519)
+    rule = pd.provenance["phase_scaling"]
     assert rule["rule"].startswith("integers -4096..4095") and rule["range"] == [-4096.0, 4094.0]
-    np.testing.assert_allclose(g.b0_direction, [0, 0, 1], atol=1e-6)
+    raw = np.asarray(nib.load(str(d / "Si_3_gre_field_magph_e2_ph.nii")).dataobj, np.float64)
+    np.testing.assert_allclose(pd.phasediff, raw * np.pi / 4096, atol=1e-6)
+    with pytest.raises(ValueError, match="phase difference"):
+        io.load_gre(d / "Si_2_gre_field_magph_e2.nii", d / "Si_3_gre_field_magph_e2_ph.nii")
 
 
 def test_nan_voxels_zeroed_and_flagged(tmp_path):
