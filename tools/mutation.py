@@ -50,6 +50,7 @@ CORE = {
     "relaxometry": (["relaxometry.py", "_shared/lm.py"], ["test_relaxometry.py", "test_lm.py"]),
     "masking": (["masking/__init__.py", "masking/bet.py"], ["test_masking.py", "test_bet.py", "test_sanity.py"]),
     "io-phase": (["io/_phase.py"], ["test_io.py", "test_units.py"]),
+    "sanity": (["workflows/sanity.py"], ["test_sanity.py"]),
 }
 
 

@@ -59,13 +59,14 @@ def lbv(field, mask, vs, tol, maxiter):
         sel = (i_hi >= 0) & b_lo
         np.add.at(rhs, i_hi[sel], w * f_lo[sel])
     a = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    a = a + sparse.diags(diag)
+    a = (a + sparse.diags(diag)).astype(np.float32)
+    rhs = rhs.astype(np.float32)
     count = [0]
 
     def tick(_):
         count[0] += 1
 
-    b, _ = cg(a, rhs, x0=f[interior], rtol=tol, maxiter=maxiter, callback=tick)
+    b, _ = cg(a, rhs, x0=f[interior].astype(np.float32), rtol=tol, maxiter=maxiter, callback=tick)
     local = np.zeros(m.shape, np.float32)
     local[interior] = f[interior] - b
     return (box.full(local), box.full(interior)), count[0]
