@@ -56,6 +56,29 @@ def test_decaying_echoes_pass():
     sanity.check_echo_order(mag, TE, sanity.tissue(mag))  # no error
 
 
+def _medians(*levels):
+    """A 4-echo series of uniform tissue with the given median per echo (no noise)."""
+    return np.stack([np.full((6, 6, 6), v, np.float32) for v in levels], axis=3), np.ones((6, 6, 6), bool)
+
+
+def test_echo_order_each_criterion_alone():
+    """Two criteria, each at its own tolerance: the last echo above the first by more than 1 %
+    (here 1.4 %, no step above 0.6 %), or any echo above the one before by more than 2 % (here
+    2.5 %, the last below the first). Noise-sized rises (0.5 % over the series, 1.5 % in one
+    step) pass; the error gives the medians and the echo times in ms."""
+    te = (0.004, 0.012, 0.020, 0.028)
+    mag, region = _medians(100.0, 100.6, 101.0, 101.4)
+    with pytest.raises(ValueError, match=r"100, 100.6, 101, 101.4 at TE 4, 12, 20, 28 ms"):
+        sanity.check_echo_order(mag, te, region)
+    mag, region = _medians(100.0, 102.5, 90.0, 80.0)
+    with pytest.raises(ValueError, match="out of order"):
+        sanity.check_echo_order(mag, te, region)
+    mag, region = _medians(100.0, 100.2, 100.3, 100.5)
+    sanity.check_echo_order(mag, te, region)
+    mag, region = _medians(100.0, 101.5, 95.0, 90.0)
+    sanity.check_echo_order(mag, te, region)
+
+
 def test_reversed_per_echo_files_through_the_cli(tmp_path, capsys):
     """Per-echo files without BIDS names or sidecars, given last echo first: exit 1, nothing written."""
     mag, pha = _head()
@@ -104,6 +127,12 @@ def test_static_phase_is_warned_about(caplog):
     with caplog.at_level(logging.WARNING, logger="qsmflow"):
         sanity.check_phase_evolves(same, sanity.tissue(mag))
     assert "phase does not change between echoes 1 and 2" in caplog.text
+    caplog.clear()
+    last_twice = pha.copy()
+    last_twice[..., 2] = pha[..., 1]  # the second echo's file given again as the third
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        sanity.check_phase_evolves(last_twice, sanity.tissue(mag))
+    assert "phase does not change between echoes 2 and 3" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="qsmflow"):
         sanity.check_phase_evolves(pha, sanity.tissue(mag))
@@ -171,6 +200,13 @@ def test_sign_flipped_chi_is_warned_about(caplog):
     with caplog.at_level(logging.WARNING, logger="qsmflow"):
         sanity.check_chi_sign(chi, r2, brain, vs, phase_sign=-1)
     assert "--phase-sign 1" in caplog.text
+    # depth is measured in mm: veins in a band 10.5-14.5 mm deep (paramagnetic, R2* 60/s) are
+    # deep enough, although at 1.5 mm voxels that is only 7-10 voxels
+    band = ellipsoid(chi.shape, vs, (34.5, 34.5, 34.5)) & ~ellipsoid(chi.shape, vs, (30.5, 30.5, 30.5))
+    chi_b, r2_b = np.where(band, 0.2, chi), np.where(band, 60.0, r2)
+    chi_b[(r2 == 45)] = 0.0  # the nuclei made neutral: only the band can tell
+    assert sanity.check_chi_sign(chi_b, r2_b, brain, vs) > 0.95
+    assert sanity.check_chi_sign(-chi_b, r2_b, brain, vs) < 0.05
     # a brain too small to hold 30 deep voxels of highest R2*: no verdict
     small = ellipsoid(chi.shape, vs, (14, 14, 14))
     assert sanity.check_chi_sign(chi, r2, small, vs) is None
