@@ -70,6 +70,11 @@ def test_echo_order_each_criterion_alone():
     mag, region = _medians(100.0, 100.6, 101.0, 101.4)
     with pytest.raises(ValueError, match=r"100, 100.6, 101, 101.4 at TE 4, 12, 20, 28 ms"):
         sanity.check_echo_order(mag, te, region)
+    with pytest.raises(ValueError, match="out of order"):  # magnitudes scaled to 0-1 as some converters do
+        sanity.check_echo_order(mag * 1e-3, te, region)
+    mag2, region = _medians(90.0, 100.0, 0.0, 0.0)  # two echoes (a clinical protocol), last one first
+    with pytest.raises(ValueError, match="out of order"):
+        sanity.check_echo_order(mag2[..., :2], te[:2], region)
     mag, region = _medians(100.0, 102.5, 90.0, 80.0)
     with pytest.raises(ValueError, match="out of order"):
         sanity.check_echo_order(mag, te, region)
@@ -133,6 +138,10 @@ def test_static_phase_is_warned_about(caplog):
     with caplog.at_level(logging.WARNING, logger="qsmflow"):
         sanity.check_phase_evolves(last_twice, sanity.tissue(mag))
     assert "phase does not change between echoes 2 and 3" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):  # two echoes, the same file twice
+        sanity.check_phase_evolves(same[..., :2], sanity.tissue(mag))
+    assert "between echoes 1 and 2" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="qsmflow"):
         sanity.check_phase_evolves(pha, sanity.tissue(mag))
@@ -207,6 +216,16 @@ def test_sign_flipped_chi_is_warned_about(caplog):
     chi_b[(r2 == 45)] = 0.0  # the nuclei made neutral: only the band can tell
     assert sanity.check_chi_sign(chi_b, r2_b, brain, vs) > 0.95
     assert sanity.check_chi_sign(-chi_b, r2_b, brain, vs) < 0.05
+    # the top 2 % of the deep voxels, from 1500 deep voxels on (30 at the top): a brain of
+    # radius 22 mm at 1.5 mm voxels holds 2,296 deeper than 10 mm, so the top 46 are a
+    # nucleus of 32 voxels (R2* 45/s, χ +0.15) and 14 white-matter voxels of highest noisy R2*,
+    # about half of them above the median χ
+    rng = np.random.default_rng(5)
+    mid = ellipsoid(chi.shape, vs, (22, 22, 22))
+    nucleus = ellipsoid(chi.shape, vs, (3, 3, 3))
+    chi_m = np.where(nucleus, 0.15, np.where(mid, rng.normal(0, 0.01, chi.shape), 0))
+    r2_m = np.where(nucleus, 45.0, np.where(mid, 20 + rng.normal(0, 2, chi.shape), 0))
+    assert 0.75 < sanity.check_chi_sign(chi_m, r2_m, mid, vs) < 0.95
     # a brain too small to hold 30 deep voxels of highest R2*: no verdict
     small = ellipsoid(chi.shape, vs, (14, 14, 14))
     assert sanity.check_chi_sign(chi, r2, small, vs) is None
