@@ -20,6 +20,7 @@ import logging
 import numpy as np
 
 from ._shared import checks as _checks
+from ._shared.echoes import echo_time_spread, weighted_line
 from ._shared.lm import levenberg_marquardt
 from ._shared.constants import (
     GRADIENT_CORRECTION_MIN_FACTOR,
@@ -47,9 +48,7 @@ def r2star_noise_map(magnitude, echo_times, noise_sigma: float, mask: np.ndarray
     if not np.isfinite(noise_sigma) or te.size < 2:
         return out
     s = np.asarray(magnitude, np.float64)[mask]
-    w = s * s
-    tbar = (w @ te) / np.maximum(w.sum(1), 1e-30)
-    sxx = np.sum(w * (te[None, :] - tbar[:, None]) ** 2, axis=1)
+    _, _, sxx = echo_time_spread(s * s, te)
     out[mask] = noise_sigma / np.sqrt(np.maximum(sxx, 1e-30))
     return out
 
@@ -102,13 +101,8 @@ def _maps(shape, mask, r2, s0):
 
 def _loglinear(s, te, w):
     """Weighted line through (TE, ln S) per voxel: (R2*, S0)."""
-    y = np.log(s)
-    sw = np.maximum(w.sum(axis=1), 1e-300)
-    tbar = (w @ te) / sw
-    ybar = np.sum(w * y, axis=1) / sw
-    dt = te[None, :] - tbar[:, None]
-    slope = np.sum(w * dt * (y - ybar[:, None]), axis=1) / np.maximum(np.sum(w * dt * dt, axis=1), 1e-300)
-    return -slope, np.exp(ybar - slope * tbar)
+    intercept, slope, _ = weighted_line(np.log(s), w, te)
+    return -slope, np.exp(intercept)
 
 
 def loglinear_r2star(magnitude: np.ndarray, echo_times, *, mask: np.ndarray | None = None,

@@ -15,18 +15,24 @@ def rss(magnitude: np.ndarray) -> np.ndarray:
     return np.sqrt(np.sum(mag * mag, axis=3))
 
 
+def echo_time_spread(w: np.ndarray, te: np.ndarray):
+    """Per row of (V, E) weights: (Σw, Σw·t, Σw(t - t̄)²), the last from the moments
+    (``Σwt² - (Σwt)²/Σw``); the sums are floored at 1e-300, so a row of zero weights gives 0s."""
+    sw = np.maximum(w.sum(axis=1), 1e-300)
+    swt = w @ te
+    return sw, swt, np.maximum(w @ (te * te) - swt * (swt / sw), 0.0)
+
+
 def weighted_line(p: np.ndarray, w: np.ndarray, te: np.ndarray):
     """Weighted least-squares line ``p ≈ a + b·t`` per row of (V, E) arrays: (a, b, Σw(t - t̄)²).
 
-    The one line fit of the field fit, its Gauss-Newton steps and temporal unwrapping. From
-    the weighted moments over echoes (matrix products, one (V, E) temporary): in float64 the
-    centring's cancellation costs ``log10(Σwt²/Σw(t-t̄)²)`` digits, three for echoes spread by
-    2 ms around 21 ms.
+    The one line fit of the field fit, its Gauss-Newton steps, temporal unwrapping and the
+    log-linear R2* fit. From the weighted moments over echoes (matrix products, one (V, E)
+    temporary): in float64 the centring's cancellation costs ``log10(Σwt²/Σw(t-t̄)²)``
+    digits, three for echoes spread by 2 ms around 21 ms.
     """
-    sw = np.maximum(w.sum(axis=1), 1e-30)
-    swt = w @ te
+    sw, swt, sxx = echo_time_spread(w, te)
     wp = w * p
     tbar, pbar = swt / sw, wp.sum(axis=1) / sw
-    sxx = w @ (te * te) - swt * tbar
-    b = (wp @ te - swt * pbar) / np.maximum(sxx, 1e-30)
+    b = (wp @ te - swt * pbar) / np.maximum(sxx, 1e-300)
     return pbar - b * tbar, b, sxx

@@ -14,7 +14,7 @@ from .._shared.constants import AFFINE_TOLERANCE_MM
 from ._nifti import _load_image, _read_data, bids_prefix, read_sidecar, voxel_size_from_affine
 from ._phase import scale_phase
 from ._read import _finite_magnitude, _stack
-from ._sidecars import _check_not_swapped
+from ._sidecars import _check_not_swapped, _is_phasediff
 
 log = logging.getLogger("qsmflow.io")
 
@@ -55,7 +55,7 @@ def load_phasediff(phasediff, magnitude, *, delta_te=None, phase_scale: float | 
         dte, src = _checks.positive("--delta-te", delta_te), "--delta-te"
     else:
         sc = pd_sc[0]
-        if "EchoTime1" in sc and "EchoTime2" in sc:
+        if _is_phasediff(sc):
             dte, src = float(sc["EchoTime2"]) - float(sc["EchoTime1"]), "sidecar EchoTime1/EchoTime2"
         else:
             tes = sorted(float(s["EchoTime"]) for s in mag_sc if "EchoTime" in s)

@@ -46,6 +46,11 @@ def _check_not_swapped(mag_sc: list[dict], pha_sc: list[dict]) -> None:
         raise ValueError("a --phase file's sidecar says ImageType MAGNITUDE; are --mag and --phase swapped?")
 
 
+def _is_phasediff(sidecar: dict) -> bool:
+    """A dual-echo field map's phase difference, by its sidecar (BIDS: EchoTime1 and EchoTime2)."""
+    return "EchoTime1" in sidecar and "EchoTime2" in sidecar
+
+
 def _check_not_phasediff(pha_paths, pha_sc: list[dict]) -> None:
     """Refuse a dual-echo field map's phase difference given as the phase of an echo: its
     phase grew over TE2 - TE1, not over the one EchoTime its sidecar also gives, so the
@@ -53,7 +58,7 @@ def _check_not_phasediff(pha_paths, pha_sc: list[dict]) -> None:
     the ``_phasediff`` suffix)."""
     for path, sc in zip(pha_paths, pha_sc):
         name = Path(path).name
-        if "EchoTime1" in sc and "EchoTime2" in sc:
+        if _is_phasediff(sc):
             why = "its sidecar gives EchoTime1 and EchoTime2"
         elif re.search(r"_phasediff\.nii(\.gz)?$", name):
             why = "BIDS suffix _phasediff"

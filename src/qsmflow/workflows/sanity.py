@@ -1,4 +1,5 @@
-"""Plausibility checks of a loaded acquisition, run before any processing.
+"""Plausibility checks: of a loaded acquisition before any processing (echo order, phase
+that evolves), of the field map (its noise against the local field) and of χ (its sign).
 
 A wrong input that would give a silent wrong answer is refused (``ValueError`` with what is
 wrong and the fix); one that is only suspicious is logged as a warning, which reaches the
