@@ -255,7 +255,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
     alpha = _tfi_alpha(alpha, p, noise)
     samples, sd_noise = _sd_samples(return_sd, sd_samples, noise, sd_noise, p)
     chi, steps = solvers.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam_csf, max_iter=max_iter,
-                              tol=tol, cg_iter=cg_iter, cg_tol=cg_tol, eps=1e-6, precond=precond)
+                              tol=tol, cg_iter=cg_iter, cg_tol=cg_tol, eps=1e-6, precond=precond, jacobi=False)
     log.info("TFI alpha %.3g: %d Gauss-Newton steps", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
           csf_voxels=int(csf.sum()) if csf is not None else 0)
