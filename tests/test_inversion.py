@@ -382,7 +382,8 @@ def test_chi_sd_matches_the_spread_over_noise_realisations(method):
     *lower* (the rest is bias): the map must follow the estimator, not the noise map.
     Measured: predicted/observed median 1.12 (MEDI), 1.25 (TFI, 3 short steps); noisy half's
     SD over the quiet half's, predicted 0.46 / observed 0.57 (MEDI), 0.43 / 0.40 (TFI) (16 samples, 12 draws;
-    the test uses 8 and 8 for time)."""
+    the test uses 8 and 8 for time: MEDI with the Jacobi-preconditioned map 1.15 / 0.96 / 1.18 over
+    the inner brain / noisy / quiet half, 0.45 / 0.56; TFI 1.27-1.29, 0.44 / 0.44)."""
     b0 = (0.0, 0.0, 1.0)
     mask, chi, field = _brain(b0)
     x, _, _ = grid_mm(SHAPE, VS)
@@ -399,7 +400,8 @@ def test_chi_sd_matches_the_spread_over_noise_realisations(method):
     noisy_field = field + sigma * rng.standard_normal(SHAPE)
     info = {}
     _, sd = func(noisy_field, mask, VS, b0, return_sd=True, sd_samples=8, info=info, **kw)
-    assert info["sd_samples"] == 8 and info["sd_cg_iterations"] == 40 and info["sd_seconds"] > 0
+    assert info["sd_samples"] == 8 and info["sd_cg_iterations"] == {"medi": 25, "tfi": 40}[method]
+    assert info["sd_seconds"] > 0
     assert sd.dtype == np.float32 and np.all(sd[~mask] == 0) and np.all(sd[mask] > 0)
     observed = np.std([func(field + sigma * rng.standard_normal(SHAPE), mask, VS, b0, **kw) for _ in range(8)],
                       axis=0)

@@ -204,7 +204,7 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
 
 def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, edges: np.ndarray,
              csf: np.ndarray | None, lam_csf: float, eps: float, samples: int, cg_iter: int,
-             seed: int = 0) -> np.ndarray:
+             jacobi: bool = True, seed: int = 0) -> np.ndarray:
     """Standard deviation of χ due to field noise ``sigma`` (ppm per voxel), on the padded grid.
 
     The estimate's response to a field perturbation ``n`` is linearised at ``χ``:
@@ -213,16 +213,22 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
     (not the lagged weights ``V``, which make the solution look stiffer than it is).
     ``samples`` draws of ``n = sigma·ξ``, ``ξ`` standard normal, each solved by
     ``cg_iter`` conjugate-gradient iterations from zero, give the variance as the mean of
-    ``δχ²``. No preconditioner: in total field inversion the background sources' weight
-    speeds up the fit of the background, not the tissue's response to noise.
+    ``δχ²``. With ``jacobi`` the iterations are preconditioned with the Hessian's exact
+    diagonal (here the solve should converge: no weighting of its data part). Total field
+    inversion turns it off: its Hessian outside the mask is the data term alone, whose
+    diagonal vanishes away from the brain, and the preconditioned steps then move the free
+    background sources instead of the tissue (its SD came out at a quarter of the spread
+    over noise draws). Nor is TFI's ``Q`` used: its background weight speeds up the fit of
+    the background, not the tissue's response to noise.
     """
-    normal, _, _, _, _ = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=True)
+    normal, _, _, _, minv = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=True,
+                                                 data_diag=data_diagonal(p, weight=1.0) if jacobi else None)
     w2s = p.w * p.w * sigma
     seeds = np.random.SeedSequence(seed).spawn(samples)
 
     def response_sq(sq):
         xi = np.random.default_rng(sq).standard_normal(p.shape, dtype=np.float32)
-        d, _ = conjugate_gradient(normal, p.dipole(w2s * xi), 0.0, cg_iter)
+        d, _ = conjugate_gradient(normal, p.dipole(w2s * xi), 0.0, cg_iter, precond=minv)
         return d * d
 
     # independent solves run side by side: two FFTs in two threads run nearly twice as fast
