@@ -179,7 +179,10 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
     Each step solves ``(DᵀW²D + α GᵀM V M G + λ_c PᵀP) dχ = -∇E`` by conjugate
     gradients, ``V = 1/sqrt(|M ∇χ|² + eps)``, ``P x = M_csf (x - mean_csf x)``.
     With ``precond`` (a positive diagonal ``Q``) the unknown is ``y`` with ``χ = Q y``
-    and every operator is wrapped as ``Q A Q`` (total field inversion).
+    and every operator is wrapped as ``Q A Q`` (total field inversion). With ``jacobi`` the
+    CG is preconditioned by the inverse diagonal of the step's operator, its data part
+    weighted ``JACOBI_DATA_WEIGHT`` (:func:`data_diagonal`); being blind to diagonal
+    rescaling, it makes ``Q`` moot, so total field inversion turns it off.
     """
     w2 = p.w * p.w
     s = phase_scale

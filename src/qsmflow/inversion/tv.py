@@ -143,7 +143,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         (the MEDI toolbox at 100 iterations), and where it stops is part of the estimate.
         Chosen by the worst row of the benchmark matrix's eleven MEDI+0 rows (voxels up to
         1.5 mm): 25 iterations gave a worst row of 40.8 % χ NRMSE (SNR 20; 15 iterations
-        41.6 %, 35 iterations 40.7 %) and every row 0-1.9 points below 50 plain iterations,
+        41.6 %, 35 iterations 40.7 %) and rows from 1.9 points below to 0.1 above 50 plain iterations,
         in half their time; the true diagonal (weight 1) with 35 iterations 41.3 %, weight
         3 41.0 %, weight 30 40.6 % with a higher HFEN on every row, weight 1000 43.6 % on
         the 1 mm head alone (32.2 % before).
