@@ -19,13 +19,14 @@ log = logging.getLogger(__name__)
 
 # The χ uncertainty map (``return_sd``): noise samples, and CG iterations per sample. The
 # solves converge slowest where TV is off (veins, tissue edges: the data term alone,
-# with the dipole's cone); with the Jacobi preconditioner, on the 1 mm benchmark head 25
-# iterations give veins 99.7 % of the converged SD (grey matter 97 %, white matter 99 %,
-# deep grey 100 %; 20 give 99 / 95 / 99 / 100 %; without it 40 gave 85 / 96 / 98 / 94 %).
+# with the dipole's cone); with the Jacobi preconditioner, on the 1 mm benchmark head 20
+# iterations give veins 99 % of the converged SD (grey matter 95 %, white matter 99 %,
+# deep grey 100 %; 25 give 99.7 / 97 / 99 / 100 %; without it 40 gave 85 / 96 / 98 / 94 %);
+# against the spread over 20 noise draws 20 and 25 iterations predict alike (README).
 # The two samples run side by side in two threads; each voxel's value is then known to
 # about ±50 %, and region summaries use the root-mean-square (unbiased).
 SD_SAMPLES = 2
-SD_CG_ITER = 25
+SD_CG_ITER = 20
 # TFI's map: plain CG (see :func:`solvers.noise_sd`), 40 iterations.
 SD_CG_ITER_TFI = 40
 
