@@ -25,10 +25,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-import numpy as np
-
 import matrix
+import numpy as np
 from _bench import table
+
 from qsmflow import fieldmap, pipeline, relaxometry
 from qsmflow._shared import echoes, units
 from qsmflow.io import GreInput
