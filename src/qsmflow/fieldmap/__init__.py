@@ -113,7 +113,7 @@ def _check_intercept(intercept):
 def _few_echoes(phase, magnitude, te, mask, intercept, voxel_size):
     """One or two echoes: no residual degrees of freedom; σ from the background, raised by the
     typical field-model error when the voxel size is known (see :func:`weighted_linear_fit`)."""
-    sigma = background_sigma(magnitude[..., 0], mask)
+    sigma = background_sigma(magnitude[..., 0], mask, voxel_size)
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
     if voxel_size is not None and np.isfinite(sigma):
         edge = float(np.prod(_checks.voxel_size(voxel_size))) ** (1 / 3)

@@ -195,7 +195,7 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
     hz_per_ppm = res.parameters["hz_per_ppm"]
     done = []
     r2_c = r2_sd = r2_sd_map = None
-    sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
+    sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain, vs)
     if data.n_echoes >= 2:  # before background removal: R2* marks the dural sinuses at the mask's edge
         with timer("r2star"):
             r2_c, s0_c, fit_c = relaxation_maps(mag, te, m, opt, noise_sigma=sigma, field_hz=f_hz,

@@ -89,7 +89,7 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
         brain, source = _given_or_computed_mask(mask, data.magnitude, data.voxel_size, data.finite, opt.mask)
     res.mask = brain
     with timer("r2star"):
-        sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain)
+        sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain, data.voxel_size)
         res.r2star, res.s0, res.r2star_fit = relaxation_maps(data.magnitude, data.echo_times, brain, opt,
                                                              noise_sigma=sigma, field_hz=field_hz,
                                                              slice_axis=data.slice_axis)
