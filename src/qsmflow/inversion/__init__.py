@@ -10,9 +10,9 @@ from __future__ import annotations
 from .._shared.registry import Method
 from .direct import closed_form_l2, tkd
 from .ilsqr import ilsqr
-from .tv import SD_CG_ITER, SD_SAMPLES, TFI_BACKGROUND_PRECONDITIONER, medi, tfi, tv
+from .tv import SD_CG_ITER, SD_CG_ITER_TFI, SD_SAMPLES, TFI_BACKGROUND_PRECONDITIONER, medi, tfi, tv
 
-__all__ = ["METHODS", "SD_CG_ITER", "SD_METHODS", "SD_SAMPLES", "TFI_BACKGROUND_PRECONDITIONER", "closed_form_l2", "ilsqr",
+__all__ = ["METHODS", "SD_CG_ITER", "SD_CG_ITER_TFI", "SD_METHODS", "SD_SAMPLES", "TFI_BACKGROUND_PRECONDITIONER", "closed_form_l2", "ilsqr",
            "medi", "tfi", "tkd", "tv"]
 
 METHODS = {
