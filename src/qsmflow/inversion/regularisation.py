@@ -36,7 +36,7 @@ def misfit(p, chi) -> float:
 
 
 def discrepancy(solve, p, noise_ppm: np.ndarray, name: str, *, per_noise: float, slope: float,
-                first_iters: int = 40, iters: int = 25, max_steps: int = 5):
+                first_iters: int = 20, iters: int = 25, max_steps: int = 5):
     """The weight whose solution misfits the data by the noise (Morozov's discrepancy principle).
 
     Noise of standard deviation ``σ`` alone gives a misfit ``||W(Dχ - f)||² ≈ Σ W²σ²``
@@ -45,7 +45,11 @@ def discrepancy(solve, p, noise_ppm: np.ndarray, name: str, *, per_noise: float,
     last and run for a few iterations only) until the misfit matches within 5 %.
     ``solve(alpha, x0, iters)`` returns (χ, iterations) on ``p``'s grid; the search
     starts at ``per_noise`` times the median noise (ppm) times the voxel size (mm, geometric
-    mean) with secant slope ``slope``.
+    mean) with secant slope ``slope``. The first solve runs ``first_iters`` iterations from
+    zero: for MEDI's FANSI search on the benchmark matrix's 1 mm, SNR 20 and oblique 35°
+    heads the misfit after 20 iterations was within 2.6 % of the converged one (40: 0.6 %,
+    10: 15 %), inside the 5 % the search stops at, and MEDI+0's χ the same to 0.04 points
+    (weights 4.30·10⁻⁵, 2.83·10⁻⁴, 5.23·10⁻⁵ against 4.30·10⁻⁵, 2.85·10⁻⁴, 5.23·10⁻⁵) in 1–3 s less.
     The misfit is the linear one even for a nonlinear data term: where wrapped
     outliers inflate it the weight comes out smaller.
 
