@@ -243,6 +243,28 @@ def test_two_echo_noise_map_adds_the_field_model_error():
     assert np.median(raised[mask]) == pytest.approx(np.hypot(sigma, 0.013 * edge) / unit, rel=0.12)
 
 
+@pytest.mark.parametrize("fit", [weighted_linear_fit, complex_fit])
+def test_few_echo_noise_map_takes_the_given_image_noise(fit):
+    """A field of view inside the head has no air to read σ from (the noise map would be NaN);
+    the caller's σ of the whole image is used instead: σ/(2π·|S|·sqrt(ΣTE²)) through the
+    origin, twice σ twice the map, NaN kept as unknown, a negative σ refused by name."""
+    rng = np.random.default_rng(5)
+    te = np.array([0.0023, 0.0046])
+    ph, mag, _ = _air_and_block((24, 24, 24), 1.0, (1.0, 1.0), 0.01, rng, block=(slice(None),) * 3)
+    everywhere = np.ones(ph.shape[:3], bool)
+    _, unknown = fit(ph, mag, te, mask=everywhere, intercept="zero")
+    assert np.all(np.isnan(unknown))
+    unit = 2 * np.pi * np.sqrt(np.sum(te**2))
+    _, given = fit(ph, mag, te, mask=everywhere, intercept="zero", noise_sigma=0.02)
+    assert np.median(given) == pytest.approx(0.02 / unit, rel=0.03)
+    _, doubled = fit(ph, mag, te, mask=everywhere, intercept="zero", noise_sigma=0.04)
+    assert np.allclose(doubled, 2 * given, rtol=1e-5)
+    _, nan = fit(ph, mag, te, mask=everywhere, intercept="zero", noise_sigma=float("nan"))
+    assert np.all(np.isnan(nan))
+    with pytest.raises(ValueError, match="noise_sigma must be positive"):
+        fit(ph, mag, te, mask=everywhere, intercept="zero", noise_sigma=-1.0)
+
+
 @pytest.mark.parametrize("z, expect_free", [(2.0, False), (4.0, True)])
 def test_auto_intercept_decides_by_region_not_by_voxel(z, expect_free):
     """A residual offset of z standard errors of the intercept everywhere: a per-voxel 3-SE

@@ -146,6 +146,29 @@ def test_until_stops_early_and_writes_that_stage(small_head, tmp_path):
         pipeline.run(data, until="inversion")
 
 
+def test_two_echo_noise_map_reads_the_image_noise_in_the_far_air():
+    """The chain crops the volume to the brain's box before the field fit; with two echoes the
+    noise map's σ must still come from the far air of the whole image. Here the air inside
+    that box is 5x noisier (as the scalp's ringing makes it), the brain and the far air have
+    the true σ: the map is hypot(σ, model error)/(2π·|S|·sqrt(ΣTE²)) (3.0x lower than from
+    the box's air)."""
+    rng = np.random.default_rng(8)
+    shape, sigma, te = (72, 72, 72), 0.01, np.array([0.0023, 0.0046])
+    x, y, z = np.indices(shape) - 35.5
+    brain = x**2 + y**2 + z**2 <= 12**2
+    near = np.zeros(shape, bool)
+    near[(slice(24 - 8, 48 + 8),) * 3] = True  # the brain's box and the chain's 8-voxel margin
+    sd = np.where(near & ~brain, 5 * sigma, sigma)[..., None]
+    sig = brain[..., None] * np.exp(1j * 2 * np.pi * 3.0 * te)
+    noisy = sig + sd * (rng.standard_normal(shape + (2,)) + 1j * rng.standard_normal(shape + (2,)))
+    data = GreInput.from_arrays(np.abs(noisy).astype(np.float32), np.angle(noisy).astype(np.float32), te, 3.0,
+                                voxel_size=(1.0, 1.0, 1.0))
+    r = pipeline.run(data, pipeline.Options(field_fit="wls"), mask=brain, until="field_fit")
+    unit = 2 * np.pi * np.sqrt(np.sum(te**2))  # |S| = 1
+    model = 0.013  # the field model's error per mm of voxel edge, as complex noise (1 mm voxels)
+    assert np.median(r.field_noise_hz[brain]) == pytest.approx(np.hypot(sigma, model) / unit, rel=0.1)
+
+
 def test_unwrapping_methods_agree_on_the_small_head(small_head):
     """Every congruent method gives the same field where the data are clean."""
     data = _data(small_head)

@@ -110,10 +110,14 @@ def _check_intercept(intercept):
         raise ValueError(f"intercept must be 'auto', 'fit' or 'zero', got {intercept!r}")
 
 
-def _few_echoes(phase, magnitude, te, mask, intercept, voxel_size):
-    """One or two echoes: no residual degrees of freedom; σ from the background, raised by the
-    typical field-model error when the voxel size is known (see :func:`weighted_linear_fit`)."""
-    sigma = background_sigma(magnitude[..., 0], mask, voxel_size)
+def _few_echoes(phase, magnitude, te, mask, intercept, voxel_size, sigma):
+    """One or two echoes: no residual degrees of freedom; σ the image noise (``sigma``, else read
+    from the background around ``mask``), raised by the typical field-model error when the
+    voxel size is known (see :func:`weighted_linear_fit`)."""
+    if sigma is None:
+        sigma = background_sigma(magnitude[..., 0], mask, voxel_size)
+    elif not (float(sigma) > 0 or np.isnan(sigma)):  # NaN: the caller found no air, the noise is unknown
+        raise ValueError(f"noise_sigma must be positive (or NaN when unknown), got {sigma!r}")
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
     if voxel_size is not None and np.isfinite(sigma):
         edge = float(np.prod(_checks.voxel_size(voxel_size))) ** (1 / 3)
@@ -152,6 +156,7 @@ def weighted_linear_fit(
     mask: np.ndarray | None = None,
     intercept: str = "auto",
     voxel_size=None,
+    noise_sigma: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weighted least-squares fit of ``φ_n = φ0 + 2π·f·TE_n`` over echoes.
 
@@ -183,6 +188,11 @@ def weighted_linear_fit(
         model's typical error (``MODEL_ERROR_PER_MM`` x the voxel's edge x the brain's median
         magnitude, as complex noise), which three or more echoes measure from their
         residuals; without it, the image noise alone.
+    noise_sigma : float, optional
+        The image's complex noise σ (magnitude units; NaN: unknown), used with one or two
+        echoes; by default read from the air around ``mask`` (:func:`background_sigma`). A caller that
+        fits a crop of the volume passes the σ of the whole image, whose far air the crop
+        may not hold.
 
     Returns
     -------
@@ -208,7 +218,7 @@ def weighted_linear_fit(
     _check_intercept(intercept)
     phase, magnitude, te, mask = _inputs(phase, magnitude, echo_times, mask)
     if te.size < 3:
-        f, sd = _few_echoes(phase, magnitude, te, mask, intercept, voxel_size)
+        f, sd = _few_echoes(phase, magnitude, te, mask, intercept, voxel_size, noise_sigma)
         return _to_volume(f, mask), _to_volume(sd, mask)
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
     w = m * m
@@ -231,6 +241,7 @@ def complex_fit(
     max_iter: int = 20,
     tol_hz: float = 1e-4,
     voxel_size=None,
+    noise_sigma: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nonlinear fit of the complex signal ``S_n ≈ |S_n|·exp(i(φ0 + 2π·f·TE_n))``.
 
@@ -256,7 +267,7 @@ def complex_fit(
         Voxels to fit (0 outside); default all.
     intercept : {"auto", "fit", "zero"}
         As for :func:`weighted_linear_fit`.
-    voxel_size : sequence of 3 float, optional
+    voxel_size, noise_sigma : optional
         As for :func:`weighted_linear_fit` (used with fewer than three echoes).
     max_iter : int
         Gauss-Newton iterations at most.
@@ -277,7 +288,8 @@ def complex_fit(
     _check_intercept(intercept)
     phase, magnitude, te, mask = _inputs(phase, magnitude, echo_times, mask)
     if te.size < 3:
-        return weighted_linear_fit(phase, magnitude, te, mask=mask, intercept=intercept, voxel_size=voxel_size)
+        return weighted_linear_fit(phase, magnitude, te, mask=mask, intercept=intercept, voxel_size=voxel_size,
+                                   noise_sigma=noise_sigma)
     p, m = phase[mask].astype(np.float64), magnitude[mask].astype(np.float64)
     w = m * m
     a_lin, b_lin, sxx = weighted_line(p, w, te)

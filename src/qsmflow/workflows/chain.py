@@ -135,6 +135,10 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     # through the origin where the phase offset was removed; the free line without offset removal
     fit_kw = {"intercept": "fit"} if used["phase_offset"].name == "none" else {}
     fit_kw["voxel_size"] = vs  # with one or two echoes, for the field model's error in the noise map
+    # the image noise, read once in the far air of the whole volume (the cropped box has little air):
+    # the field fit's noise map with one or two echoes, R2*, the χ SD's thermal noise, the sign check
+    sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain, vs)
+    fit_kw["noise_sigma"] = sigma
     fit_kw.update(so.get("field_fit", {}))
     with timer("field_fit"):
         f_hz, noise_hz = used["field_fit"].func(unwrapped, mag, te, mask=m, **fit_kw)
@@ -149,7 +153,7 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
             res.swi, res.minip, res.parameters["swi"] = swi_maps(data, res.total_field_hz, brain, opt)
     if until == "field_fit":
         return _finish(res, used, done, mask_source)
-    done += _chi_and_relaxation(res, data, opt, used, timer, box, m, mag, f_hz, noise_hz)
+    done += _chi_and_relaxation(res, data, opt, used, timer, box, m, mag, f_hz, noise_hz, sigma)
     return _finish(res, used, done, mask_source)
 
 
@@ -187,7 +191,7 @@ def _brain_mask(data: GreInput, opt: Options, used: dict, mask, timer, until):
 
 
 def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict, timer, box, m, mag, f_hz,
-                        noise_hz) -> list:
+                        noise_hz, sigma) -> list:
     """R2* (it marks the sinuses for the field region and the CSF for MEDI+0 and the reference),
     the local field, χ and its SD, on the cropped box ``m``; returns the stages that ran."""
     brain = res.mask
@@ -195,7 +199,6 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
     hz_per_ppm = res.parameters["hz_per_ppm"]
     done = []
     r2_c = r2_sd = r2_sd_map = None
-    sigma = fieldmap.background_sigma(data.magnitude[..., 0], brain, vs)
     if data.n_echoes >= 2:  # before background removal: R2* marks the dural sinuses at the mask's edge
         with timer("r2star"):
             r2_c, s0_c, fit_c = relaxation_maps(mag, te, m, opt, noise_sigma=sigma, field_hz=f_hz,
