@@ -1,8 +1,9 @@
 """Dipole inversion: local field (ppm) -> susceptibility χ (ppm).
 
 Every method has the signature ``(local_field, mask, voxel_size, b0_direction, *, ...) -> chi``
-and works on the mask's bounding box, zero-padded by ``_PAD_VOXELS``. Methods with a
-regularisation weight accept ``"auto"`` (see :mod:`qsmflow.inversion.regularisation`) or a number.
+and works on the mask's bounding box, zero-padded (``_common._PAD_VOXELS``; TV and MEDI
+``_PAD_VOXELS_TV``). Methods with a regularisation weight accept ``"auto"`` (see
+:mod:`qsmflow.inversion.regularisation`) or a number.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from .._shared import checks as _checks
 from .._shared.weights import noise_weights
 from .._shared.constants import CSF_LAMBDA, MEDI_EDGE_FRACTION, TV_ALPHA
 from . import regularisation, solvers
-from ._common import _PAD_VOXELS, _note, _phase_scale, _setup
+from ._common import _PAD_VOXELS, _PAD_VOXELS_TV, _note, _phase_scale, _setup
 from .problem import Problem
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def tv(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, n
     """
     f, mask, vs, b = _setup(local_field, mask, voxel_size, b0_direction)
     s = _phase_scale(phase_scale) if nonlinear else None
-    p = Problem(f, mask, vs, b, noise_weights(noise, mask), _PAD_VOXELS)
+    p = Problem(f, mask, vs, b, noise_weights(noise, mask), _PAD_VOXELS_TV)
 
     def solve(a, x0=None, iters=max_iter):
         return solvers.fansi(p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=tol, phase_scale=s, x0=x0)
@@ -84,10 +84,10 @@ def tv(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, n
 
 
 def _medi_problem(field, mask, voxel_size, b0_direction, magnitude, phase_scale, noise, edge_fraction, csf_mask,
-                  lam_csf, name):
+                  lam_csf, name, pad):
     """What MEDI and TFI share: the checked inputs on a :class:`Problem` with noise weights,
-    the magnitude's edge mask and the CSF mask on its grid: (problem, edges, csf or None,
-    phase scale, lam_csf)."""
+    padded by ``pad`` voxels, the magnitude's edge mask and the CSF mask on its grid:
+    (problem, edges, csf or None, phase scale, lam_csf)."""
     f, mask, vs, b = _setup(field, mask, voxel_size, b0_direction)
     mag = _checks.as_volume("magnitude", magnitude)
     _checks.same_shape("magnitude", mag, "field", f)
@@ -96,7 +96,7 @@ def _medi_problem(field, mask, voxel_size, b0_direction, magnitude, phase_scale,
     if frac >= 1:
         raise ValueError(f"edge_fraction={frac} must be below 1 (a share of gradient components)")
     lam_csf = _checks.positive("lam_csf", lam_csf, allow_zero=True)
-    p = Problem(f, mask, vs, b, noise_weights(noise, mask), _PAD_VOXELS)
+    p = Problem(f, mask, vs, b, noise_weights(noise, mask), pad)
     edges = _edge_mask(p, p.cut(np.where(mask, mag, 0)), frac)
     csf = None
     if csf_mask is not None:
@@ -188,7 +188,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     doi:10.1002/mrm.26946
     """
     p, edges, csf, s, lam_csf = _medi_problem(local_field, mask, voxel_size, b0_direction, magnitude, phase_scale,
-                                              noise, edge_fraction, csf_mask, lam_csf, "MEDI+0")
+                                              noise, edge_fraction, csf_mask, lam_csf, "MEDI+0", _PAD_VOXELS_TV)
 
     def tv_solve(a, x0=None, iters=150):  # the cheaper problem the automatic weight is searched on
         return solvers.fansi(p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=1e-3, x0=x0, edges=edges)
@@ -264,7 +264,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
     """
     pb = _checks.positive("background_preconditioner", background_preconditioner)
     p, edges, csf, s, lam_csf = _medi_problem(total_field, mask, voxel_size, b0_direction, magnitude, phase_scale,
-                                              noise, edge_fraction, csf_mask, lam_csf, "TFI")
+                                              noise, edge_fraction, csf_mask, lam_csf, "TFI", _PAD_VOXELS)
     edges *= p.mask > 0  # background sources are not smooth: no TV outside the mask
     precond = np.where(p.mask > 0, np.float32(1.0), np.float32(pb)).astype(np.float32)
     # the total field spans many turns of phase at the echo time: fit it linearly (it is
