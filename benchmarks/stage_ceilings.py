@@ -29,7 +29,7 @@ import matrix
 import numpy as np
 from _bench import table
 
-from qsmflow import fieldmap, pipeline, relaxometry
+from qsmflow import pipeline, relaxometry
 from qsmflow._shared import echoes, units
 from qsmflow.io import GreInput
 from qsmflow.phantom import metrics
@@ -67,7 +67,7 @@ def ceilings(name: str) -> dict:
     region = res.eroded_mask
     true_total = np.where(region, head.total_field_hz / hz, 0).astype(np.float32)
     if inv != "tfi":  # the chain's field region (its peel, from the chain's noise and R2*) and background removal
-        sigma = fieldmap.background_sigma(head.magnitude[..., 0], res.mask, head.voxel_size)
+        sigma = res.parameters["r2star"]["noise_sigma"]  # the image noise the chain read, once per run
         r2_sd = float(np.median(relaxometry.r2star_noise_map(head.magnitude, head.echo_times, sigma, res.mask)[res.mask]))
         true_total, kept = chain.background_removal(
             np.where(res.mask, head.total_field_hz / hz, 0).astype(np.float32), res.mask, head.voxel_size,
