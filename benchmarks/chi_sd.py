@@ -21,6 +21,20 @@ observed SD, per SNR) and, with ``--json``, the figures.
     python benchmarks/chi_sd.py                      # SNR 40 and 100, 20 realisations (~40 min)
     python benchmarks/chi_sd.py --snr 100 --realisations 6
     python benchmarks/chi_sd.py --voxel 2 --realisations 10   # TFI, the default above 1.5 mm
+    python benchmarks/chi_sd.py --snr 100 --realisations 8 --estimator   # MEDI+0 alone, decisions fixed
+
+``--freeze csf,peel,edges`` (any of them) runs the whole-chain realisations with those of the
+chain's noise-driven decisions taken from the first realisation: the CSF mask MEDI+0 holds
+uniform and references to, the field-reliability peel of the mask's edge, MEDI's magnitude
+edges (a diagnostic: it replaces the library's functions in this process).
+
+``--estimator`` separates the two things the whole-chain spread mixes: it runs the chain once,
+then only MEDI+0 again on the chain's local field plus ``--realisations`` draws of white field
+noise of the map's (thermal) SD, with everything else the chain decided kept fixed (weight,
+region, CSF mask, magnitude edges, noise weights), once as the chain runs it (its
+Gauss-Newton loop stopped at a 10 % update) and once converged (1 % update, 80 CG
+iterations per step). The map models the converged objective's response to the noise; the
+spread between whole-chain runs also holds the chain's decisions moving with the noise.
 """
 
 from __future__ import annotations
@@ -63,6 +77,26 @@ def realisations(head, snr: float, n: int, seed: int):
         yield np.abs(noisy).astype(np.float32), np.angle(noisy).astype(np.float32)
 
 
+FREEZABLE = {"csf": ("qsmflow.reference", "csf_mask"), "peel": ("qsmflow.masking", "reliable_field_mask"),
+             "edges": ("qsmflow.inversion.tv", "_edge_mask")}
+
+
+def freeze(names) -> None:
+    """Make each named decision return what its first call returned (``--freeze``)."""
+    import importlib
+
+    for name in names:
+        module = importlib.import_module(FREEZABLE[name][0])
+        func = getattr(module, FREEZABLE[name][1])
+
+        def first(*args, _func=func, _memo=[], **kwargs):  # noqa: B006 - the memo is the point
+            if not _memo:
+                _memo.append(_func(*args, **kwargs))
+            return _memo[0]
+
+        setattr(module, FREEZABLE[name][1], first)
+
+
 def run_snr(head, snr: float, n: int) -> dict:
     chis, sds, kept, times = [], [], None, []
     mask = None
@@ -79,6 +113,50 @@ def run_snr(head, snr: float, n: int) -> dict:
         print(f"  SNR {snr:g}: realisation {k + 1}/{n}, inversion {times[-1][0]:.1f} s, map {times[-1][1]:.1f} s",
               flush=True)
     return summarise(head, snr, np.array(chis), np.array(sds), kept, np.array(times))
+
+
+# MEDI+0 run to convergence (``--estimator``): what the map's Hessian describes
+CONVERGED = {"tol": 0.01, "cg_iter": 80}
+
+
+def run_estimator(head, snr: float, n: int) -> list[dict]:
+    """MEDI+0's own response to white field noise, every decision of the chain fixed: as the
+    chain runs it and converged (see the module's docstring)."""
+    from qsmflow import inversion, reference
+    from qsmflow._shared import echoes, units
+
+    mag, ph = next(realisations(head, snr, 1, seed=int(snr) + 1000))
+    data = GreInput.from_arrays(mag, ph, head.echo_times, head.field_strength, affine=head.affine, prefix="sd")
+    res = pipeline.run(data, pipeline.Options())
+    if res.parameters["inversion"].get("csf_voxels") is None:
+        raise SystemExit("--estimator needs the default chain to run MEDI+0 (voxels up to 1.5 mm)")
+    hz = units.hz_per_ppm(head.field_strength)
+    region = res.eroded_mask
+    noise = res.field_noise_hz / hz
+    thermal = noise * res.parameters["chi_sd_noise_ratio"]
+    common = dict(magnitude=echoes.rss(mag), phase_scale=units.rad_per_ppm(head.field_strength,
+                                                                            float(np.mean(head.echo_times))),
+                  noise=noise, alpha=res.parameters["inversion"]["alpha"], csf_mask=res.csf_mask)
+    vs, b0 = data.voxel_size, data.b0_direction
+    out = []
+    for label, extra in (("as the chain runs it", {}), ("converged", CONVERGED)):
+        info: dict = {}
+        _, sd = inversion.medi(res.local_field_ppm, region, vs, b0, return_sd=True, sd_noise=thermal, info=info,
+                               **common, **extra)
+        t_map = info["sd_seconds"]
+        rng = np.random.default_rng(int(snr))
+        chis, times = [], []
+        for k in range(n):
+            field = res.local_field_ppm + np.where(region, thermal * rng.standard_normal(region.shape), 0)
+            t0 = time.perf_counter()
+            chi = inversion.medi(field.astype(np.float32), region, vs, b0, **common, **extra)
+            chis.append(reference.csf_reference(chi, region, csf=res.csf_mask)[0])
+            times.append((time.perf_counter() - t0, t_map))
+            print(f"  SNR {snr:g}, MEDI+0 {label}: draw {k + 1}/{n}, {times[-1][0]:.1f} s", flush=True)
+        r = summarise(head, snr, np.array(chis), sd[None], region, np.array(times))
+        r["estimator"] = label
+        out.append(r)
+    return out
 
 
 def _ratios(one, var_pred, observed, sel) -> dict:
@@ -179,7 +257,15 @@ def main():
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--save", help="write every realisation's χ and map, the voxels kept and the times to this .npz")
     ap.add_argument("--load", help="recompute the figures from a --save file instead of running the chain")
+    ap.add_argument("--freeze", default="", help="comma-separated decisions to fix at the first realisation's: "
+                    + ", ".join(FREEZABLE))
+    ap.add_argument("--estimator", action="store_true",
+                    help="MEDI+0 alone with the chain's decisions fixed, as run and converged (see above)")
     args = ap.parse_args()
+    frozen = [f for f in args.freeze.split(",") if f]
+    if any(f not in FREEZABLE for f in frozen):
+        ap.error(f"--freeze takes {', '.join(FREEZABLE)}")
+    freeze(frozen)
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     t0 = time.perf_counter()
     head = matrix.simulate({**matrix.REFERENCE, "snr": float("inf"), "voxel": (args.voxel,) * 3})
@@ -188,24 +274,27 @@ def main():
         with np.load(args.load) as z:
             results = [summarise(head, snr, z[f"chi_snr{snr:g}"], z[f"sd_snr{snr:g}"], z[f"kept_snr{snr:g}"],
                                  z[f"times_snr{snr:g}"]) for snr in args.snr]
+    elif args.estimator:
+        results = [r for snr in args.snr for r in run_estimator(head, snr, args.realisations)]
     else:
         results = [run_snr(head, snr, args.realisations) for snr in args.snr]
     print(table(["SNR", "voxels", "pred/obs RMS (one map)", "pred/obs RMS (all maps)", "median (one map)",
                  "pred/robust obs RMS", "noise share of MSE", "RMS noise ppm", "RMS error ppm", "inversion s",
                  "map s"],
-                [[f"{r['snr']:g}", r["voxels"], f"{r['rms_one_map']:.2f}", f"{r['rms_all_maps']:.2f}",
+                [[f"{r['snr']:g}" + (f" (MEDI+0 {r['estimator']})" if "estimator" in r else ""), r["voxels"], f"{r['rms_one_map']:.2f}", f"{r['rms_all_maps']:.2f}",
                   f"{r['median_one_map']:.2f}", f"{r['rms_robust']:.2f}", f"{r['noise_share_of_mse']:.3f}",
                   f"{r['rms_noise_ppm']:.4f}", f"{r['rms_error_ppm']:.4f}", f"{r['inversion_s']:.1f}",
                   f"{r['map_s']:.1f}"] for r in results]))
     for r in results:
-        print(f"\nSNR {r['snr']:g}, per class")
+        print(f"\nSNR {r['snr']:g}{', MEDI+0 ' + r['estimator'] if 'estimator' in r else ''}, per class")
         print(table(["class", "voxels", "pred/obs RMS (one map)", "pred/obs RMS (all maps)", "median (one map)",
                      "pred/robust obs RMS", "pred SD / WM", "obs SD / WM", "obs SD ppm"],
                     [[k, c["voxels"], f"{c['rms_one_map']:.2f}", f"{c['rms_all_maps']:.2f}",
                       f"{c['median_one_map']:.2f}", f"{c['rms_robust']:.2f}", f"{c['predicted_over_wm']:.2f}",
                       f"{c['observed_over_wm']:.2f}", f"{c['observed_sd_ppm']:.4f}"]
                      for k, c in r["classes"].items()]))
-    figure(results, head, FIGURES / ("chi_sd.png" if args.voxel == 1 else f"chi_sd_{args.voxel:g}mm.png"))
+    if not (args.estimator or frozen):
+        figure(results, head, FIGURES / ("chi_sd.png" if args.voxel == 1 else f"chi_sd_{args.voxel:g}mm.png"))
     if args.json:
         Path(args.json).write_text(json.dumps([{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
                                               indent=1))
