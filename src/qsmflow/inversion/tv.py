@@ -171,6 +171,14 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     carries the bias of the regularisation, of the background removal and of the field
     model, which no noise propagation sees.
 
+    The Hessian describes the objective's minimiser; the Gauss-Newton loop stops at a 10 %
+    update (``tol``), which regularises a little more. With every other input fixed, χ over
+    noise draws spreads 1/1.16 (SNR 100) to 1/1.25 (SNR 40) of the map on the 1 mm benchmark
+    head, least in the iron-rich nuclei (1/1.41 to 1/1.64); run to convergence it spreads as
+    the map says within 3-8 % (``benchmarks/chi_sd.py --estimator``). A whole chain adds the
+    spread of its own decisions moving with the noise (the CSF mask, the peel of the mask's
+    edge), which no linearisation sees.
+
     References
     ----------
     Liu T, Liu J, de Rochefort L, Spincemaille P, Khalidov I, Ledoux JR, Wang Y.
