@@ -156,7 +156,47 @@ def run_estimator(head, snr: float, n: int) -> list[dict]:
         r = summarise(head, snr, np.array(chis), sd[None], region, np.array(times))
         r["estimator"] = label
         out.append(r)
+        if not extra:  # the same draws against a map that follows the loop's steps
+            sd_k, steps = neumann_sd(res.local_field_ppm, region, vs, b0, thermal, **common)
+            r = summarise(head, snr, np.array(chis), sd_k[None], region, np.array(times))
+            r["estimator"] = f"as the chain runs it, map of its {steps} steps"
+            out.append(r)
     return out
+
+
+def neumann_sd(field, region, vs, b0, thermal, *, magnitude, phase_scale, noise, alpha, csf_mask, samples=4,
+               cg_iter=20):
+    """The noise SD of MEDI+0 as the chain runs it (a few lagged-diffusivity Gauss-Newton steps
+    from zero), not of its converged minimiser: linearised at the solution, K steps respond
+    to a field perturbation with ``Σ_{j<K} (A⁻¹C)^j A⁻¹ DᵀW²n``, ``A`` the lagged system and
+    ``C = A - H`` (``H`` the Hessian: TV's lagged weights minus its curvature), which tends
+    to ``H⁻¹DᵀW²n`` as K grows. An experiment, at K times the map's cost: (sd, K)."""
+    import importlib
+
+    from qsmflow._shared.cg import conjugate_gradient
+    from qsmflow._shared.constants import CSF_LAMBDA, MEDI_EDGE_FRACTION
+    from qsmflow.inversion import solvers
+
+    tvm = importlib.import_module("qsmflow.inversion.tv")
+    p, edges, csf, s, lam = tvm._medi_problem(field, region, vs, b0, magnitude, phase_scale, noise,
+                                              MEDI_EDGE_FRACTION, csf_mask, CSF_LAMBDA, "MEDI+0", tvm._PAD_VOXELS_TV)
+    chi, steps = solvers.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam, max_iter=10, tol=0.1,
+                              cg_iter=25, cg_tol=0.01, eps=1e-6)
+    system = [solvers._gauss_newton_system(p, chi, alpha, edges, csf, lam, 1e-6, None, newton=newton,
+                                           data_diag=solvers.data_diagonal(p, weight=1.0)) for newton in (False, True)]
+    lagged, jacobi, hessian = system[0][0], system[0][4], system[1][0]
+    w2s = p.w * p.w * p.cut(np.nan_to_num(thermal.astype(np.float32))) * (p.mask > 0)
+    rng = np.random.default_rng(0)
+    var = np.zeros(p.shape, np.float64)
+    for _ in range(samples):
+        term, _ = conjugate_gradient(lagged, p.dipole(w2s * rng.standard_normal(p.shape, dtype=np.float32)), 0.0,
+                                     cg_iter, precond=jacobi)
+        total = term.copy()
+        for _ in range(steps - 1):
+            term, _ = conjugate_gradient(lagged, lagged(term) - hessian(term), 0.0, cg_iter, precond=jacobi)
+            total += term
+        var += total.astype(np.float64) ** 2
+    return p.full(np.sqrt(var / samples).astype(np.float32)), steps
 
 
 def _ratios(one, var_pred, observed, sel) -> dict:
