@@ -34,7 +34,9 @@ noise of the map's (thermal) SD, with everything else the chain decided kept fix
 region, CSF mask, magnitude edges, noise weights), once as the chain runs it (its
 Gauss-Newton loop stopped at a 10 % update) and once converged (1 % update, 80 CG
 iterations per step). The map models the converged objective's response to the noise; the
-spread between whole-chain runs also holds the chain's decisions moving with the noise.
+spread between whole-chain runs also holds the chain's decisions moving with the noise. The
+as-run draws are also scored against a map that follows the loop's own steps
+(:func:`neumann_sd`, an experiment at four times the map's cost).
 """
 
 from __future__ import annotations
