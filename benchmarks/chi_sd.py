@@ -170,10 +170,11 @@ def neumann_sd(field, region, vs, b0, thermal, *, magnitude, phase_scale, noise,
                cg_iter=20):
     """The noise SD of MEDI+0 as the chain runs it (a few lagged-diffusivity Gauss-Newton steps
     from zero), not of its converged minimiser: linearised at the solution, K steps respond
-    to a field perturbation with ``Σ_{j<K} (A⁻¹C)^j A⁻¹ DᵀW²n``, ``A`` the lagged system and
-    ``C = A - H`` (``H`` the Hessian: TV's lagged weights minus its curvature), which tends
-    to ``H⁻¹DᵀW²n`` as K grows. An experiment, at K times the map's cost: (sd, K)."""
+    to a field perturbation with ``Σ_{j<K} (A⁻¹C)^j A⁻¹ DᵀW²n``, ``A`` the lagged system,
+    ``H`` the Hessian and ``C = A - H`` (TV with its lagged weights minus its curvature),
+    which tends to ``H⁻¹DᵀW²n`` as K grows. An experiment, at K times the map's cost: (sd, K)."""
     import importlib
+    import inspect
 
     from qsmflow._shared.cg import conjugate_gradient
     from qsmflow._shared.constants import CSF_LAMBDA, MEDI_EDGE_FRACTION
@@ -182,8 +183,9 @@ def neumann_sd(field, region, vs, b0, thermal, *, magnitude, phase_scale, noise,
     tvm = importlib.import_module("qsmflow.inversion.tv")
     p, edges, csf, s, lam = tvm._medi_problem(field, region, vs, b0, magnitude, phase_scale, noise,
                                               MEDI_EDGE_FRACTION, csf_mask, CSF_LAMBDA, "MEDI+0", tvm._PAD_VOXELS_TV)
-    chi, steps = solvers.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam, max_iter=10, tol=0.1,
-                              cg_iter=25, cg_tol=0.01, eps=1e-6)
+    loop = {k: v.default for k, v in inspect.signature(tvm.medi).parameters.items()
+            if k in ("max_iter", "tol", "cg_iter", "cg_tol")}  # the loop as the chain runs it
+    chi, steps = solvers.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam, eps=1e-6, **loop)
     system = [solvers._gauss_newton_system(p, chi, alpha, edges, csf, lam, 1e-6, None, newton=newton,
                                            data_diag=solvers.data_diagonal(p, weight=1.0)) for newton in (False, True)]
     lagged, jacobi, hessian = system[0][0], system[0][4], system[1][0]
