@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmark scripts: peak-memory sampling and table printing."""
+"""Shared helpers of the benchmark scripts: peak-memory sampling, table printing and the
+inputs the chain gave its inversion."""
 
 from __future__ import annotations
 
@@ -73,3 +74,16 @@ def table(header: list[str], rows: list[list], title: str | None = None) -> str:
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return ((f"**{title}**\n\n") if title else "") + "\n".join(lines)
+
+
+def inversion_inputs(res, magnitude, echo_times, field_strength) -> dict:
+    """What the chain gave its inversion besides the field, rebuilt from its result ``res``:
+    the field-noise map (ppm), the echo-combined magnitude and the phase per ppm at the mean
+    echo time (keywords of :func:`qsmflow.pipeline.inversion_and_reference`)."""
+    import numpy as np
+
+    from qsmflow._shared import echoes, units
+
+    return {"noise_ppm": res.field_noise_hz / units.hz_per_ppm(field_strength),
+            "magnitude": echoes.rss(magnitude),
+            "phase_scale": units.rad_per_ppm(field_strength, float(np.mean(echo_times)))}

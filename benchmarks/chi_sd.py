@@ -51,7 +51,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import matrix
-from _bench import table
+from _bench import inversion_inputs, table
 from qsmflow import pipeline
 from qsmflow.workflows import figures as _figures
 from qsmflow.io import GreInput
@@ -125,20 +125,18 @@ def run_estimator(head, snr: float, n: int) -> list[dict]:
     """MEDI+0's own response to white field noise, every decision of the chain fixed: as the
     chain runs it and converged (see the module's docstring)."""
     from qsmflow import inversion, reference
-    from qsmflow._shared import echoes, units
 
     mag, ph = next(realisations(head, snr, 1, seed=int(snr) + 1000))
     data = GreInput.from_arrays(mag, ph, head.echo_times, head.field_strength, affine=head.affine, prefix="sd")
     res = pipeline.run(data, pipeline.Options())
     if res.parameters["inversion"].get("csf_voxels") is None:
         raise SystemExit("--estimator needs the default chain to run MEDI+0 (voxels up to 1.5 mm)")
-    hz = units.hz_per_ppm(head.field_strength)
     region = res.eroded_mask
-    noise = res.field_noise_hz / hz
+    given = inversion_inputs(res, mag, head.echo_times, head.field_strength)
+    noise = given["noise_ppm"]
     thermal = noise * res.parameters["chi_sd_noise_ratio"]
-    common = dict(magnitude=echoes.rss(mag), phase_scale=units.rad_per_ppm(head.field_strength,
-                                                                            float(np.mean(head.echo_times))),
-                  noise=noise, alpha=res.parameters["inversion"]["alpha"], csf_mask=res.csf_mask)
+    common = dict(magnitude=given["magnitude"], phase_scale=given["phase_scale"], noise=noise,
+                  alpha=res.parameters["inversion"]["alpha"], csf_mask=res.csf_mask)
     vs, b0 = data.voxel_size, data.b0_direction
     out = []
     for label, extra in (("as the chain runs it", {}), ("converged", CONVERGED)):

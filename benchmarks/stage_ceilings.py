@@ -27,10 +27,10 @@ import dataclasses
 
 import matrix
 import numpy as np
-from _bench import table
+from _bench import inversion_inputs, table
 
 from qsmflow import pipeline, relaxometry
-from qsmflow._shared import echoes, units
+from qsmflow._shared import units
 from qsmflow.io import GreInput
 from qsmflow.phantom import metrics
 from qsmflow.workflows import chain
@@ -79,9 +79,8 @@ def ceilings(name: str) -> dict:
     for label, field in fields.items():
         chi, *_ = chain.inversion_and_reference(
             np.where(region, field, 0).astype(np.float32), region, head.voxel_size, head.b0_direction, fixed,
-            QSMResult(mask=res.mask), _NoTimer, noise_ppm=res.field_noise_hz / hz,
-            magnitude=echoes.rss(head.magnitude),
-            phase_scale=units.rad_per_ppm(head.field_strength, float(np.mean(head.echo_times))), r2star=res.r2star)
+            QSMResult(mask=res.mask), _NoTimer, r2star=res.r2star,
+            **inversion_inputs(res, head.magnitude, head.echo_times, head.field_strength))
         out[label] = metrics.chi_scores(chi, head, ev)
     return out
 
