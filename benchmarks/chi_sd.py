@@ -79,7 +79,7 @@ def realisations(head, snr: float, n: int, seed: int):
         yield np.abs(noisy).astype(np.float32), np.angle(noisy).astype(np.float32)
 
 
-FREEZABLE = {"csf": ("qsmflow.reference", "csf_mask"), "peel": ("qsmflow.masking", "reliable_field_mask"),
+FREEZABLE = {"csf": ("qsmflow.reference", "csf_weights"), "peel": ("qsmflow.masking", "reliable_field_mask"),
              "edges": ("qsmflow.inversion.tv", "_edge_mask")}
 
 

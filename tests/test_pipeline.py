@@ -125,7 +125,7 @@ def test_write_outputs(small_head, default_run, tmp_path):
                             parameters=r.parameters)
     again = {p.name for p in pipeline.write_outputs(r1, single, tmp_path, force=True)}
     left = {p.name for p in tmp_path.iterdir()}
-    assert left == again and "sub-t_csfmask.nii.gz" not in left and "sub-t_R2starmap.json" not in left
+    assert left == again and "sub-t_label-CSF_probseg.nii.gz" not in left and "sub-t_R2starmap.json" not in left
     assert "sub-t_desc-sd_Chimap.nii.gz" not in left and "sub-t_report.html" not in left
     # without --force nothing is deleted: an earlier file is refused, never removed
     (tmp_path / "sub-t_report.html").write_text("kept")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from qsmflow.reference import csf_mask, csf_reference, mean_reference
+from qsmflow.reference import csf_reference, csf_weights, mean_reference
 
 
 def test_mean_reference_zeroes_region_mean():
@@ -25,7 +25,7 @@ def test_mean_reference_errors():
 
 
 def _r2_with_ventricles():
-    """Brain of R2* 20/s with central 'ventricles' (3/s) and a low-R2* blob far from the centre."""
+    """Brain of R2* 20/s with central 'ventricles' (3/s) and a low-R2* sulcus far from the centre."""
     import sys
     from pathlib import Path
 
@@ -41,20 +41,38 @@ def _r2_with_ventricles():
     return r2, mask, vs, vent, far
 
 
-def test_csf_mask_finds_central_low_r2star():
+def test_csf_weights_ramp_over_the_whole_mask():
     r2, mask, vs, vent, far = _r2_with_ventricles()
-    csf = csf_mask(r2, mask, vs)
-    assert np.array_equal(csf, vent & mask)  # both ventricles, not the blob 36 mm out
-    assert not (csf & far).any()
+    w = csf_weights(r2, mask, vs)
+    assert w.dtype == np.float32
+    assert np.all(w[vent & mask] == 1) and np.all(w[far & mask] == 1)  # every CSF, not only the centre's
+    assert np.all(w[mask & ~vent & ~far] == 0) and np.all(w[~mask] == 0)
+    # the ramp, literal: 1 at <= 4/s, (8 - R2*) / 4 between, 0 from 8/s; a failed fit (0) is not CSF
+    probe = r2.copy()
+    idx = np.argwhere(vent & mask)[:6]
+    for (i, j, k), v in zip(idx, (4.0, 5.0, 6.0, 7.5, 8.0, 0.0)):
+        probe[i, j, k] = v
+    w = csf_weights(probe, mask, vs)
+    assert [float(w[tuple(ijk)]) for ijk in idx] == pytest.approx([1.0, 0.75, 0.5, 0.125, 0.0, 0.0])
 
 
-def test_csf_mask_none_found(caplog):
+def test_csf_weights_leave_out_uncertain_r2star():
+    r2, mask, vs, vent, far = _r2_with_ventricles()
+    noise = np.where(far, 5.0, 1.0).astype(np.float32)  # R2* known to ±5/s in the far sulcus: wider than the ramp
+    noise[0, 0, 0] = np.nan  # unknown noise is no reason to drop a voxel
+    w = csf_weights(r2, mask, vs, r2star_noise=noise)
+    assert np.all(w[far] == 0) and np.all(w[vent & mask] == 1)
+
+
+def test_csf_weights_none_found(caplog):
     r2, mask, vs, vent, _ = _r2_with_ventricles()
-    out = csf_mask(np.where(mask, 25.0, 0), mask, vs)
-    assert not out.any() and "no CSF" in caplog.text
+    out = csf_weights(np.where(mask, 25.0, 0), mask, vs)
+    assert not out.any() and "no CSF reference region" in caplog.text
     tiny = np.where(mask, 25.0, 0)
     tiny[20, 24, 18] = 3.0  # one voxel (8 µL) is not a reference region
-    assert not csf_mask(tiny, mask, vs).any() and "no CSF reference region" in caplog.text
+    assert not csf_weights(tiny, mask, vs).any()
+    with pytest.raises(ValueError, match="above full"):
+        csf_weights(r2, mask, vs, full=8.0, zero=4.0)
 
 
 def test_csf_reference_zeroes_csf():
@@ -66,3 +84,17 @@ def test_csf_reference_zeroes_csf():
     assert np.allclose(out[vent], 0, atol=1e-6) and np.allclose(out[mask & ~vent], 0.03, atol=1e-6)
     with pytest.raises(ValueError, match="empty"):
         csf_reference(chi, mask, csf=np.zeros_like(mask))
+
+
+def test_csf_reference_weights_the_mean():
+    """Weights 1 on the ventricles (χ 0.02) and 0.25 on the rest (χ 0.05): offset
+    (0.02·n_v + 0.25·0.05·n_r) / (n_v + 0.25·n_r), written out by hand."""
+    _, mask, _, vent, _ = _r2_with_ventricles()
+    vent = vent & mask
+    chi = np.where(vent, 0.02, 0.05).astype(np.float32)
+    w = np.where(vent, 1.0, 0.25).astype(np.float32)
+    n_v, n_r = vent.sum(), (mask & ~vent).sum()
+    _, off = csf_reference(chi, mask, csf=w)
+    assert off == pytest.approx((0.02 * n_v + 0.25 * 0.05 * n_r) / (n_v + 0.25 * n_r), rel=1e-5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        csf_reference(chi, mask, csf=w * 3)

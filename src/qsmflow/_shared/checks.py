@@ -43,6 +43,24 @@ def as_mask(name: str, mask, shape: tuple[int, ...]) -> np.ndarray:
     return mask
 
 
+def as_weights(name: str, weights, shape: tuple[int, ...]) -> np.ndarray:
+    """Return a mask or a map of weights in [0, 1] as float32 of ``shape`` (True -> 1),
+    with at least one voxel above zero."""
+    w = np.asarray(weights)
+    if w.dtype == bool:
+        return as_mask(name, w, shape).astype(np.float32)
+    if w.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {w.shape} but the data have shape {tuple(shape)}")
+    if not np.issubdtype(w.dtype, np.number):
+        raise TypeError(f"{name} must be a mask or weights in [0, 1], got dtype {w.dtype}")
+    w = w.astype(np.float32)
+    if not np.isfinite(w).all() or w.min() < 0 or w.max() > 1:
+        raise ValueError(f"{name} must hold weights between 0 and 1 (a mask, or a CSF likelihood)")
+    if not w.any():
+        raise ValueError(f"{name} is empty: no voxel is inside it")
+    return w
+
+
 def same_shape(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:
     """Refuse arrays whose shapes differ."""
     if a.shape != b.shape:

@@ -49,13 +49,15 @@ MEDI_EDGE_FRACTION = 0.3
 # MEDI+0 CSF-uniformity weight, relative to the data term (weights of mean 1, ppm).
 CSF_LAMBDA = 1.0
 
-# Ventricular CSF: R2* below this (1/s; CSF 2-5/s, grey/white matter 15-35/s at 3 T;
-# MEDI+0's threshold), searched within this distance (mm) of the brain's centroid.
-CSF_R2STAR_PER_S = 5.0
-CSF_SEARCH_RADIUS_MM = 30.0
+# CSF weight from R2* (1/s): 1 up to FULL, 0 from ZERO on, linear between. CSF decays at
+# 2-5/s, grey and white matter at 15-35/s at 3 T and 10-20/s at 1.5 T; partial-volume voxels
+# get a share. Voxels whose R2* noise SD exceeds the ramp's width (two short echoes, low
+# SNR) get no weight. Chosen on the benchmark matrix (README, Benchmark matrix).
+CSF_R2STAR_FULL_PER_S = 4.0
+CSF_R2STAR_ZERO_PER_S = 8.0
 
-# Less CSF than this (mL) is not a reference: adult lateral ventricles hold 7-25 mL, so a
-# smaller find is noise, partial volume or a field of view that misses the ventricles.
+# Less CSF than this (mL, summed weights) is not a reference: adult lateral ventricles hold
+# 7-25 mL, so a smaller find is noise, partial volume or a field of view that misses the CSF.
 CSF_MIN_VOLUME_ML = 1.0
 
 # TV weight (ppm·mm, data weights of mean 1) used when no noise map allows an automatic

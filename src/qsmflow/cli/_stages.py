@@ -239,7 +239,7 @@ def r2star_cmd(mag, phase, phase_scale, echo_times, mask_path, fieldmap_path, gr
 @_command
 def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2star_path, field_strength, echo_time,
                b0_direction, out, prefix, inversion, reference, regularisation, no_chi_sd, force):
-    """χ (ppm) from a local field and its mask: <prefix>_Chimap (and _csfmask) in OUT."""
+    """χ (ppm) from a local field and its mask: <prefix>_Chimap (and _label-CSF_probseg) in OUT."""
     import numpy as np
 
     from .. import io, pipeline

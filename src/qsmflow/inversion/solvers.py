@@ -98,7 +98,8 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
     w2 = p.w * p.w
     # the CSF term touches its voxels only (~3 % of the box at 1 mm): gathered by index
     csf_idx = np.flatnonzero(csf) if csf is not None else np.empty(0, np.intp)
-    n_csf = float(csf_idx.size)
+    csf_w = csf.flat[csf_idx].astype(np.float32) if csf_idx.size else np.empty(0, np.float32)  # 1 for a bool mask
+    w_sum = float(csf_w.sum(dtype=np.float64))
     lam = np.float32(lam_csf)
     mg = p.grad(chi) * edges
     v = (1.0 / np.sqrt(mg * mg + np.float32(eps))).astype(np.float32)  # per component: anisotropic TV
@@ -106,15 +107,16 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
     if newton:
         v = np.float32(eps) * v * v * v
     v *= edges * edges  # once, not per product
-    jacobi = None if data_diag is None else _inverse_diagonal(p, v, alpha, data_diag, csf_idx, lam, precond)
+    jacobi = None if data_diag is None else _inverse_diagonal(p, v, alpha, data_diag, csf_idx, csf_w, lam, precond)
 
     def q(x):
         return x if precond is None else precond * x
 
-    def add_csf(out, x):  # PᵀP = P: P is the orthogonal projection onto zero-mean CSF values
-        if n_csf:
+    def add_csf(out, x):  # λ_c w ⊙ (x - mean_w x): the weighted projection onto zero-mean CSF values
+        if w_sum:
             vals = x.flat[csf_idx]
-            vals -= np.float32(np.sum(vals) / n_csf)
+            vals -= np.float32(np.dot(csf_w, vals, ) / w_sum)
+            vals *= csf_w
             vals *= lam
             out.flat[csf_idx] += vals
         return out
@@ -155,7 +157,7 @@ def data_diagonal(p: Problem, weight: float | None = None) -> np.ndarray:
 
 
 def _inverse_diagonal(p: Problem, v: np.ndarray, alpha: float, data_diag: np.ndarray, csf_idx: np.ndarray,
-                      lam: np.float32, precond) -> np.ndarray:
+                      csf_w: np.ndarray, lam: np.float32, precond) -> np.ndarray:
     """``1 / diag(Q (data + α GᵀVG + λ_c PᵀP) Q)``: TV's diagonal is ``Σ_a (V_a,i + V_a,i-1)/h_a²``
     (forward differences, periodic), the CSF projection's ``λ_c (1 - 1/n)``."""
     diag = data_diag.copy()
@@ -164,7 +166,7 @@ def _inverse_diagonal(p: Problem, v: np.ndarray, alpha: float, data_diag: np.nda
         tv *= np.float32(alpha / h ** 2)
         diag += tv
     if csf_idx.size:
-        diag.flat[csf_idx] += lam * np.float32(1 - 1 / csf_idx.size)
+        diag.flat[csf_idx] += lam * csf_w * (1 - csf_w / np.float32(csf_w.sum(dtype=np.float64)))
     if precond is not None:
         diag *= precond * precond
     floor = np.float32(1e-6) * float(diag.max())  # voxels no term reaches (TFI's far background)
@@ -209,7 +211,7 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
 
 def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, edges: np.ndarray,
              csf: np.ndarray | None, lam_csf: float, eps: float, samples: int, cg_iter: int,
-             jacobi: bool = True, seed: int = 0) -> np.ndarray:
+             jacobi: bool = True, seed: int = 0, csf_sd: np.ndarray | None = None) -> np.ndarray:
     """Standard deviation of χ due to field noise ``sigma`` (ppm per voxel), on the padded grid.
 
     The estimate's response to a field perturbation ``n`` is linearised at ``χ``:
@@ -225,15 +227,32 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
     background sources instead of the tissue (its SD came out at a quarter of the spread
     over noise draws). Nor is TFI's ``Q`` used: its background weight speeds up the fit of
     the background, not the tissue's response to noise.
+
+    ``csf_sd`` (on ``p``'s grid) is the SD of the CSF weights ``w`` from the same scan's
+    noise (through R2*). Their noise ``δw = csf_sd·ξ'`` moves the CSF term's gradient
+    ``λ_c w (χ - m)``, ``m = Σwχ/Σw``, by ``λ_c (δw (χ - m) - w Σδw(χ - m)/Σw)``, and χ by
+    ``-H⁻¹`` that. It is drawn with the field noise in each sample (the two are
+    independent and their responses add), so the map holds both at no extra solve.
     """
     normal, _, _, _, minv = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=True,
                                                  data_diag=data_diagonal(p, weight=1.0) if jacobi else None)
     w2s = p.w * p.w * sigma
     seeds = np.random.SeedSequence(seed).spawn(samples)
+    idx = np.flatnonzero(csf) if csf is not None and csf_sd is not None else np.empty(0, np.intp)
+    if idx.size:
+        w = csf.flat[idx].astype(np.float32)
+        resid = chi.flat[idx] - np.float32(np.dot(w, chi.flat[idx]) / w.sum(dtype=np.float64))
+        w_sd = csf_sd.flat[idx].astype(np.float32)
+        w_over_sum = w / np.float32(w.sum(dtype=np.float64))
 
     def response_sq(sq):
-        xi = np.random.default_rng(sq).standard_normal(p.shape, dtype=np.float32)
-        d, _ = conjugate_gradient(normal, p.dipole(w2s * xi), 0.0, cg_iter, precond=minv)
+        rng = np.random.default_rng(sq)
+        xi = rng.standard_normal(p.shape, dtype=np.float32)
+        rhs = p.dipole(w2s * xi)
+        if idx.size:
+            dw_r = w_sd * rng.standard_normal(idx.size, dtype=np.float32) * resid
+            rhs.flat[idx] -= np.float32(lam_csf) * (dw_r - w_over_sum * dw_r.sum(dtype=np.float64))
+        d, _ = conjugate_gradient(normal, rhs, 0.0, cg_iter, precond=minv)
         return d * d
 
     # independent solves run side by side: two FFTs in two threads run nearly twice as fast

@@ -100,7 +100,7 @@ def _medi_problem(field, mask, voxel_size, b0_direction, magnitude, phase_scale,
     edges = _edge_mask(p, p.cut(np.where(mask, mag, 0)), frac)
     csf = None
     if csf_mask is not None:
-        csf = p.cut(_checks.as_mask("csf_mask", csf_mask, f.shape) & mask)
+        csf = p.cut(_checks.as_weights("csf_mask", csf_mask, f.shape) * mask)
         if not csf.any():
             log.warning("%s: the CSF mask does not overlap the brain mask; the CSF term is off", name)
             csf = None
@@ -111,7 +111,8 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
          phase_scale: float, noise=None, alpha: float | str = "auto", csf_mask: np.ndarray | None = None,
          lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION, max_iter: int = 10,
          tol: float = 0.1, cg_iter: int = 25, cg_tol: float = 0.01, return_sd: bool = False,
-         sd_samples: int = SD_SAMPLES, sd_noise: np.ndarray | None = None, info: dict | None = None):
+         sd_samples: int = SD_SAMPLES, sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None,
+         info: dict | None = None):
     """MEDI: morphology-enabled dipole inversion, nonlinear and noise-weighted; MEDI+0 with a CSF mask.
 
     Minimises ``½||(W/s)(exp(i s Dχ) - exp(i s f))||² + α||M_G ∇χ||₁
@@ -157,6 +158,10 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         The field noise (ppm) ``return_sd`` propagates, if not ``noise``: e.g. its thermal
         part alone (:func:`qsmflow.fieldmap.thermal_noise`) when ``noise`` also holds the
         field model's error, which weights the data but does not vary between scans.
+    csf_sd : ndarray, optional
+        The SD of ``csf_mask``'s weights from the scan's noise (the R2* noise through the
+        weights' ramp, :func:`qsmflow.reference.csf_weights` with ``return_sd``):
+        ``return_sd`` then also propagates the CSF region's own jitter between scans.
 
     Notes
     -----
@@ -208,7 +213,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     log.info("MEDI%s alpha %.3g: %d Gauss-Newton steps", "+0" if csf is not None else "", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
           csf_voxels=int(csf.sum()) if csf is not None else 0)
-    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=True)
+    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=True, csf_sd=csf_sd)
 
 
 # Liu et al. 2018: sources outside the brain are weighted 30x in the preconditioner, the
@@ -221,7 +226,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION,
         background_preconditioner: float = TFI_BACKGROUND_PRECONDITIONER, max_iter: int = 5, tol: float = 0.02,
         cg_iter: int = 300, cg_tol: float = 0.003, return_sd: bool = False, sd_samples: int = SD_SAMPLES,
-        sd_noise: np.ndarray | None = None, info: dict | None = None):
+        sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None, info: dict | None = None):
     """Total field inversion: tissue and background sources from the total field in one step.
 
     Minimises MEDI+0's objective (see :func:`medi`) on the *total* field inside the brain
@@ -261,7 +266,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         with a warning).
     background_preconditioner : float
         ``P`` outside the mask.
-    max_iter, tol, cg_iter, cg_tol, return_sd, sd_samples, sd_noise
+    max_iter, tol, cg_iter, cg_tol, return_sd, sd_samples, sd_noise, csf_sd
         As for :func:`medi`.
 
     References
@@ -285,7 +290,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
     log.info("TFI alpha %.3g: %d Gauss-Newton steps", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
           csf_voxels=int(csf.sum()) if csf is not None else 0)
-    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=False)
+    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=False, csf_sd=csf_sd)
 
 
 def _sd_samples(return_sd: bool, samples, noise, sd_noise, p: Problem):
@@ -306,16 +311,21 @@ def _sd_samples(return_sd: bool, samples, noise, sd_noise, p: Problem):
     return int(samples), noise
 
 
-def _with_sd(p: Problem, chi, alpha, noise, edges, csf, lam_csf, samples, info, *, jacobi: bool):
+def _with_sd(p: Problem, chi, alpha, noise, edges, csf, lam_csf, samples, info, *, jacobi: bool, csf_sd=None):
     """χ on the full grid, and with ``samples`` > 0 its noise SD: χ or (χ, sd), by
-    Jacobi-preconditioned CG (MEDI) or plain CG (TFI)."""
+    Jacobi-preconditioned CG (MEDI) or plain CG (TFI); ``csf_sd`` the CSF weights' SD."""
     if not samples:
         return p.full(chi)
     t0 = time.perf_counter()
     iters = SD_CG_ITER if jacobi else SD_CG_ITER_TFI
     sigma = p.cut(np.nan_to_num(np.asarray(noise, np.float32), nan=0.0, posinf=0.0)) * (p.mask > 0)
+    if csf_sd is not None and csf is not None:
+        csf_sd = _checks.as_volume("csf_sd", csf_sd)
+        if csf_sd.shape != tuple(p.full_shape):
+            raise ValueError(f"csf_sd has shape {csf_sd.shape} but the field has shape {tuple(p.full_shape)}")
+        csf_sd = p.cut(np.nan_to_num(csf_sd, nan=0.0, posinf=0.0)) * (csf > 0)
     sd = solvers.noise_sd(p, chi, alpha, np.maximum(sigma, 0), edges=edges, csf=csf, lam_csf=lam_csf, eps=1e-6,
-                          samples=samples, cg_iter=iters, jacobi=jacobi)
+                          samples=samples, cg_iter=iters, jacobi=jacobi, csf_sd=csf_sd)
     _note(info, sd_samples=samples, sd_cg_iterations=iters, sd_seconds=time.perf_counter() - t0)
     return p.full(chi), p.full(sd)
 

@@ -22,6 +22,7 @@ from .. import (
 )
 from .._shared import checks as _checks
 from .._shared import echoes, units
+from .._shared.constants import CSF_MIN_VOLUME_ML, CSF_R2STAR_ZERO_PER_S
 from ..io import GreInput
 from .._shared.registry import choose, references
 from . import sanity
@@ -235,7 +236,7 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
     chi_c, sd_c, csf_c, used["inversion"], used["reference"] = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
         magnitude=echoes.rss(mag), phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c,
-        sd_noise_ppm=thermal_ppm)
+        r2star_noise=r2_sd_map, sd_noise_ppm=thermal_ppm)
     if r2_c is not None:
         res.parameters["chi_sign_share"] = sanity.check_chi_sign(chi_c, r2_c, eroded_c, vs, r2star_noise=r2_sd_map,
                                                                      phase_sign=opt.phase_sign)
@@ -246,7 +247,7 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
         local_c = np.where(eroded_c, kernels.forward_field(chi_c, vs, data.b0_direction), 0)
     res.local_field_ppm = box.full(local_c, np.float32)
     if csf_c is not None:
-        res.csf_mask = box.full(csf_c, bool)
+        res.csf_mask = box.full(csf_c, np.float32)
     return done + ["inversion", "reference"] + (["r2star"] if r2_c is not None else [])
 
 
@@ -267,7 +268,8 @@ def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=N
 
 
 def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Options, res: QSMResult, timer, *,
-                            noise_ppm=None, magnitude=None, phase_scale=None, r2star=None, sd_noise_ppm=None):
+                            noise_ppm=None, magnitude=None, phase_scale=None, r2star=None, r2star_noise=None,
+                            sd_noise_ppm=None):
     """Dipole inversion and referencing of a local field (ppm): (χ, its noise SD or None, CSF mask
     or None, inversion used (citing what it was given), reference used).
 
@@ -283,17 +285,18 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     inv = STAGES["inversion"][resolve_inversion(opt.inversion, voxel_size)]
     ref = choose(STAGES["reference"], opt.reference, "reference")
     needs = set(inv.needs)  # declared in the registry, not guessed from the signature
-    csf = None
+    csf = csf_sd = None
     if r2star is not None and ("csf_mask" in needs or ref.name == "csf"):
-        csf = reference.csf_mask(r2star, eroded, voxel_size)
+        csf, csf_sd = reference.csf_weights(r2star, eroded, voxel_size, r2star_noise=r2star_noise, return_sd=True)
         if not csf.any():
-            csf = None
+            csf = csf_sd = None
     if ref.name == "csf" and csf is None:
-        why = "no region of at least 1 mL with R2* below 5/s near the brain's centre" if r2star is not None else \
-            "finding it needs R2*, i.e. two or more echoes"
+        why = (f"less than {CSF_MIN_VOLUME_ML:g} mL of the brain has a reliable R2* below {CSF_R2STAR_ZERO_PER_S:g}/s"
+               if r2star is not None else "finding it needs R2*, i.e. two or more echoes")
         log.warning("no CSF found for the reference (%s); χ is referenced to the whole-brain mean instead", why)
         ref = reference.METHODS["mean"]
-    context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf}
+    context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf,
+               "csf_sd": csf_sd if opt.chi_sd else None}
     # what the user set in stage_options wins over what the chain provides
     kwargs = {k: v for k, v in context.items() if k in needs and v is not None}
     kwargs.update(so.get("inversion", {}))
@@ -325,7 +328,7 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
         chi, offset = ref.func(chi, eroded, **ref_kwargs)
     res.parameters["reference_offset_ppm"] = offset
     if csf is not None:
-        res.parameters["csf_voxels"] = int(csf.sum())
+        res.parameters["csf_ml"] = round(float(csf.sum(dtype=np.float64)) * float(np.prod(voxel_size)) / 1000, 2)
     return chi, sd, csf, dataclasses.replace(inv, citations=inv.cited(kwargs)), ref
 
 

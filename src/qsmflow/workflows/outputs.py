@@ -42,7 +42,8 @@ _MAPS = {
     "fieldnoise": ("field_noise_hz", "Hz", "standard deviation of the field estimate"),
     "localfield": ("local_field_ppm", "ppm", "local field after background removal"),
     "localmask": ("eroded_mask", "", "where the local field is defined (the mask after background removal)"),
-    "csfmask": ("csf_mask", "", "CSF found from R2* (the reference region and MEDI+0's uniform region)"),
+    "label-CSF_probseg": ("csf_mask", "", "CSF weight 0-1 from R2* (1 below 4/s, 0 above 8/s): the χ reference "
+                          "and the region MEDI+0 holds uniform"),
     "phaseoffset": ("phase_offset", "rad", "echo-independent phase offset removed before unwrapping"),
     "unwrapped": ("unwrapped_phase", "rad", "unwrapped phase of each echo, phase offset removed"),
 }
@@ -51,10 +52,10 @@ _OPTIONAL = ("MWFmap", "swi", "minIP", "desc-sd_Chimap")
 # which maps each stopping point writes (a whole run leaves out the 4D unwrapped phase)
 _WRITTEN = {
     None: ("Chimap", "desc-sd_Chimap", "R2starmap", "T2starmap", "S0map", "R2starfit", "mask", "fieldmap", "fieldnoise", "localfield", "localmask",
-           "csfmask", "swi", "minIP"),
+           "label-CSF_probseg", "swi", "minIP"),
     "swi": ("swi", "minIP", "mask"),
     "bgremove": ("localfield", "localmask"),
-    "inversion": ("Chimap", "desc-sd_Chimap", "csfmask"),
+    "inversion": ("Chimap", "desc-sd_Chimap", "label-CSF_probseg"),
     "r2star": ("R2starmap", "T2starmap", "S0map", "R2starfit", "MWFmap", "mask"),
     "mask": ("mask",),
     "unwrap": ("mask", "phaseoffset", "unwrapped"),

@@ -84,7 +84,7 @@ def _region_stats(maps: dict, vs) -> str:
     # no deep-grey row: without an atlas it would have to be found by thresholding χ itself, which
     # biases its statistics (on the phantom: 0.10 ppm in the found voxels against 0.07 in the nuclei)
     regions = {"whole brain (mask)": "mask", "where χ is defined (local mask)": "localmask",
-               "ventricles (CSF found from R2*: the χ reference)": "csfmask"}
+               "CSF (weight > 0.5, R2* below 6/s: the χ reference)": "label-CSF_probseg"}
     rows = []
     voxel_ml = float(np.prod(vs)) / 1000
     for name, key in regions.items():
@@ -191,7 +191,7 @@ def write_report(out_dir, prefix: str, *, extra_warnings=(), maps: dict | None =
         raise ValueError(f"no {prov_path.name} in {out_dir}; run qsmflow run (or bids) there first")
     prov = json.loads(prov_path.read_text(encoding="utf-8"))
     given, maps, vs = maps, {}, None
-    for suffix in ["mask", "localmask", "csfmask", "S0map"] + [p[0] for p in _PANELS]:
+    for suffix in ["mask", "localmask", "label-CSF_probseg", "S0map"] + [p[0] for p in _PANELS]:
         path = out_dir / f"{prefix}_{suffix}.nii.gz"
         if given is not None:
             if given.get(suffix) is not None:
