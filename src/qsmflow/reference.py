@@ -8,7 +8,8 @@ import numpy as np
 from scipy import ndimage
 
 from ._shared import checks as _checks
-from ._shared.constants import CSF_MIN_VOLUME_ML, CSF_R2STAR_FULL_PER_S, CSF_R2STAR_ZERO_PER_S
+from ._shared.constants import (CSF_MIN_ECHO_SPAN_S, CSF_MIN_VOLUME_ML, CSF_R2STAR_FULL_PER_S,
+                                CSF_R2STAR_ZERO_PER_S)
 from ._shared.registry import Method
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ def mean_reference(chi: np.ndarray, mask: np.ndarray, *, region: np.ndarray | No
 
 
 def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_noise: np.ndarray | None = None,
-                full: float = CSF_R2STAR_FULL_PER_S, zero: float = CSF_R2STAR_ZERO_PER_S, return_sd: bool = False):
+                echo_span_s: float | None = None, full: float = CSF_R2STAR_FULL_PER_S,
+                zero: float = CSF_R2STAR_ZERO_PER_S, return_sd: bool = False):
     """How much each voxel of ``mask`` is CSF, from R2*, without an atlas: weights in [0, 1].
 
     CSF decays slowest of all brain tissue (R2* ≈ 2-5/s against 15-35/s in grey and white
@@ -50,7 +52,10 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
     ``R2* >= zero``, linear between (partial volume with cortex gets a share), over the
     whole mask: the ventricles and the subarachnoid CSF of every sulcus. Voxels where the
     fit failed (R2* not above 0) and, given ``r2star_noise`` (1/s per voxel, NaN where
-    unknown), voxels whose R2* is less certain than the ramp is wide get 0.
+    unknown), voxels whose R2* is less certain than the ramp is wide get 0. Given
+    ``echo_span_s`` (last minus first echo time, s) below :data:`CSF_MIN_ECHO_SPAN_S`, every
+    weight is 0: over so short a span the ramp's R2* differ by less than the echoes'
+    systematic errors, which the noise map does not hold.
 
     This widens MEDI+0's region (the lateral ventricles: R2* below 5/s, connected to the
     centre of the brain) to all CSF: on the benchmark matrix the uniform-CSF term over the
@@ -80,6 +85,11 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
     if not zero > full:
         raise ValueError(f"zero={zero} must be above full={full} (R2* in 1/s)")
     ok = mask & np.isfinite(r2) & (r2 > 0)  # R2* = 0: a failed (clipped) fit, not CSF
+    if echo_span_s is not None and echo_span_s < CSF_MIN_ECHO_SPAN_S:
+        log.info("no CSF reference region: echoes spanning %.1f ms cannot tell CSF from tissue by R2* (%g ms or "
+                    "more can)", 1e3 * echo_span_s, 1e3 * CSF_MIN_ECHO_SPAN_S)
+        zeros = np.zeros(r2.shape, np.float32)
+        return (zeros, zeros.copy()) if return_sd else zeros
     if r2star_noise is not None:
         sd = np.asarray(r2star_noise, np.float32)
         _checks.same_shape("r2star_noise", sd, "r2star", r2)

@@ -22,7 +22,7 @@ from .. import (
 )
 from .._shared import checks as _checks
 from .._shared import echoes, units
-from .._shared.constants import CSF_MIN_VOLUME_ML, CSF_R2STAR_ZERO_PER_S
+from .._shared.constants import CSF_MIN_ECHO_SPAN_S, CSF_MIN_VOLUME_ML, CSF_R2STAR_ZERO_PER_S
 from ..io import GreInput
 from .._shared.registry import choose, references
 from . import sanity
@@ -236,7 +236,7 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
     chi_c, sd_c, csf_c, used["inversion"], used["reference"] = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
         magnitude=echoes.rss(mag), phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c,
-        r2star_noise=r2_sd_map, sd_noise_ppm=thermal_ppm)
+        r2star_noise=r2_sd_map, echo_span_s=float(np.ptp(te)), sd_noise_ppm=thermal_ppm)
     if r2_c is not None:
         res.parameters["chi_sign_share"] = sanity.check_chi_sign(chi_c, r2_c, eroded_c, vs, r2star_noise=r2_sd_map,
                                                                      phase_sign=opt.phase_sign)
@@ -269,13 +269,14 @@ def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=N
 
 def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Options, res: QSMResult, timer, *,
                             noise_ppm=None, magnitude=None, phase_scale=None, r2star=None, r2star_noise=None,
-                            sd_noise_ppm=None):
+                            echo_span_s=None, sd_noise_ppm=None):
     """Dipole inversion and referencing of a local field (ppm): (χ, its noise SD or None, CSF mask
     or None, inversion used (citing what it was given), reference used).
 
     Each method gets what it accepts of: the noise map (ppm), the magnitude, the phase
-    per ppm at the mean echo time, and the CSF mask found from R2* (when the inversion
-    takes one or the reference is CSF). With ``opt.chi_sd``, a noise map and an inversion
+    per ppm at the mean echo time, and the CSF weights found from R2* (when the inversion
+    takes them or the reference is CSF; ``r2star_noise`` and ``echo_span_s`` as for
+    :func:`qsmflow.reference.csf_weights`). With ``opt.chi_sd``, a noise map and an inversion
     that propagates noise (``inversion.SD_METHODS``), χ's SD comes too (see
     :func:`qsmflow.inversion.medi`). The inversion's choices (weights, iterations)
     go to ``res.parameters["inversion"]``, the reference offset to
@@ -287,12 +288,14 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     needs = set(inv.needs)  # declared in the registry, not guessed from the signature
     csf = csf_sd = None
     if r2star is not None and ("csf_mask" in needs or ref.name == "csf"):
-        csf, csf_sd = reference.csf_weights(r2star, eroded, voxel_size, r2star_noise=r2star_noise, return_sd=True)
+        csf, csf_sd = reference.csf_weights(r2star, eroded, voxel_size, r2star_noise=r2star_noise,
+                                            echo_span_s=echo_span_s, return_sd=True)
         if not csf.any():
             csf = csf_sd = None
     if ref.name == "csf" and csf is None:
-        why = (f"less than {CSF_MIN_VOLUME_ML:g} mL of the brain has a reliable R2* below {CSF_R2STAR_ZERO_PER_S:g}/s"
-               if r2star is not None else "finding it needs R2*, i.e. two or more echoes")
+        why = ("finding it needs R2*, i.e. two or more echoes" if r2star is None else
+               f"the echoes span less than {1e3 * CSF_MIN_ECHO_SPAN_S:g} ms" if (echo_span_s or 1) < CSF_MIN_ECHO_SPAN_S
+               else f"less than {CSF_MIN_VOLUME_ML:g} mL of the brain has a reliable R2* below {CSF_R2STAR_ZERO_PER_S:g}/s")
         log.warning("no CSF found for the reference (%s); χ is referenced to the whole-brain mean instead", why)
         ref = reference.METHODS["mean"]
     context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf,
