@@ -44,7 +44,7 @@ def mean_reference(chi: np.ndarray, mask: np.ndarray, *, region: np.ndarray | No
 
 def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_noise: np.ndarray | None = None,
                 echo_span_s: float | None = None, full: float = CSF_R2STAR_FULL_PER_S,
-                zero: float = CSF_R2STAR_ZERO_PER_S, return_sd: bool = False):
+                zero: float = CSF_R2STAR_ZERO_PER_S) -> np.ndarray:
     """How much each voxel of ``mask`` is CSF, from R2*, without an atlas: weights in [0, 1].
 
     CSF decays slowest of all brain tissue (R2* ≈ 2-5/s against 15-35/s in grey and white
@@ -66,10 +66,6 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
     ndarray (float32)
         The weights; all 0 (with a warning) when they sum to less than
         :data:`CSF_MIN_VOLUME_ML` mL.
-    sd : ndarray (float32)
-        With ``return_sd``: the weights' SD from the R2* noise, ``r2star_noise / (zero -
-        full)`` on the ramp, 0 off it and where the noise is unknown (the χ uncertainty map
-        carries it through the inversion: :func:`qsmflow.inversion.medi`'s ``csf_sd``).
 
     References
     ----------
@@ -88,8 +84,7 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
     if echo_span_s is not None and echo_span_s < CSF_MIN_ECHO_SPAN_S:
         log.info("no CSF reference region: echoes spanning %.1f ms cannot tell CSF from tissue by R2* (%g ms or "
                     "more can)", 1e3 * echo_span_s, 1e3 * CSF_MIN_ECHO_SPAN_S)
-        zeros = np.zeros(r2.shape, np.float32)
-        return (zeros, zeros.copy()) if return_sd else zeros
+        return np.zeros(r2.shape, np.float32)
     if r2star_noise is not None:
         sd = np.asarray(r2star_noise, np.float32)
         _checks.same_shape("r2star_noise", sd, "r2star", r2)
@@ -100,19 +95,13 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
         ok &= ~noisy
     w = np.zeros(r2.shape, np.float32)
     w[ok] = np.clip((zero - r2[ok]) / np.float32(zero - full), 0, 1)
-    sd = np.zeros(r2.shape, np.float32)
-    if return_sd and r2star_noise is not None:
-        ramp = ok & (r2 > full) & (r2 < zero) & np.isfinite(sd_r2 := np.asarray(r2star_noise, np.float32))
-        sd[ramp] = sd_r2[ramp] / np.float32(zero - full)
     volume_ml = float(w.sum(dtype=np.float64)) * float(np.prod(vs)) / 1000
     if volume_ml < CSF_MIN_VOLUME_ML:
         log.warning("only %.2f mL of CSF-like R2* (below %g/s) in the mask (the ventricles alone hold > %g mL); no "
                     "CSF reference region", volume_ml, zero, CSF_MIN_VOLUME_ML)
-        w[:] = 0
-        sd[:] = 0
-    else:
-        log.info("CSF weights: %.1f mL (R2* %g-%g/s)", volume_ml, full, zero)
-    return (w, sd) if return_sd else w
+        return np.zeros(r2.shape, np.float32)
+    log.info("CSF weights: %.1f mL (R2* %g-%g/s)", volume_ml, full, zero)
+    return w
 
 
 def csf_reference(chi: np.ndarray, mask: np.ndarray, *, csf: np.ndarray) -> tuple[np.ndarray, float]:

@@ -211,7 +211,7 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
 
 def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, edges: np.ndarray,
              csf: np.ndarray | None, lam_csf: float, eps: float, samples: int, cg_iter: int,
-             jacobi: bool = True, seed: int = 0, csf_sd: np.ndarray | None = None) -> np.ndarray:
+             jacobi: bool = True, seed: int = 0) -> np.ndarray:
     """Standard deviation of χ due to field noise ``sigma`` (ppm per voxel), on the padded grid.
 
     The estimate's response to a field perturbation ``n`` is linearised at ``χ``:
@@ -227,32 +227,15 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
     background sources instead of the tissue (its SD came out at a quarter of the spread
     over noise draws). Nor is TFI's ``Q`` used: its background weight speeds up the fit of
     the background, not the tissue's response to noise.
-
-    ``csf_sd`` (on ``p``'s grid) is the SD of the CSF weights ``w`` from the same scan's
-    noise (through R2*). Their noise ``δw = csf_sd·ξ'`` moves the CSF term's gradient
-    ``λ_c w (χ - m)``, ``m = Σwχ/Σw``, by ``λ_c (δw (χ - m) - w Σδw(χ - m)/Σw)``, and χ by
-    ``-H⁻¹`` that. It is drawn with the field noise in each sample (the two are
-    independent and their responses add), so the map holds both at no extra solve.
     """
     normal, _, _, _, minv = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=True,
                                                  data_diag=data_diagonal(p, weight=1.0) if jacobi else None)
     w2s = p.w * p.w * sigma
     seeds = np.random.SeedSequence(seed).spawn(samples)
-    idx = np.flatnonzero(csf) if csf is not None and csf_sd is not None else np.empty(0, np.intp)
-    if idx.size:
-        w = csf.flat[idx].astype(np.float32)
-        resid = chi.flat[idx] - np.float32(np.dot(w, chi.flat[idx]) / w.sum(dtype=np.float64))
-        w_sd = csf_sd.flat[idx].astype(np.float32)
-        w_over_sum = w / np.float32(w.sum(dtype=np.float64))
 
     def response_sq(sq):
-        rng = np.random.default_rng(sq)
-        xi = rng.standard_normal(p.shape, dtype=np.float32)
-        rhs = p.dipole(w2s * xi)
-        if idx.size:
-            dw_r = w_sd * rng.standard_normal(idx.size, dtype=np.float32) * resid
-            rhs.flat[idx] -= np.float32(lam_csf) * (dw_r - w_over_sum * dw_r.sum(dtype=np.float64))
-        d, _ = conjugate_gradient(normal, rhs, 0.0, cg_iter, precond=minv)
+        xi = np.random.default_rng(sq).standard_normal(p.shape, dtype=np.float32)
+        d, _ = conjugate_gradient(normal, p.dipole(w2s * xi), 0.0, cg_iter, precond=minv)
         return d * d
 
     # independent solves run side by side: two FFTs in two threads run nearly twice as fast

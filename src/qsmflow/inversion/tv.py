@@ -111,8 +111,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
          phase_scale: float, noise=None, alpha: float | str = "auto", csf_mask: np.ndarray | None = None,
          lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION, max_iter: int = 10,
          tol: float = 0.1, cg_iter: int = 25, cg_tol: float = 0.01, return_sd: bool = False,
-         sd_samples: int = SD_SAMPLES, sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None,
-         info: dict | None = None):
+         sd_samples: int = SD_SAMPLES, sd_noise: np.ndarray | None = None, info: dict | None = None):
     """MEDI: morphology-enabled dipole inversion, nonlinear and noise-weighted; MEDI+0 with a CSF mask.
 
     Minimises ``½||(W/s)(exp(i s Dχ) - exp(i s f))||² + α||M_G ∇χ||₁
@@ -158,10 +157,6 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         The field noise (ppm) ``return_sd`` propagates, if not ``noise``: e.g. its thermal
         part alone (:func:`qsmflow.fieldmap.thermal_noise`) when ``noise`` also holds the
         field model's error, which weights the data but does not vary between scans.
-    csf_sd : ndarray, optional
-        The SD of ``csf_mask``'s weights from the scan's noise (the R2* noise through the
-        weights' ramp, :func:`qsmflow.reference.csf_weights` with ``return_sd``):
-        ``return_sd`` then also propagates the CSF region's own jitter between scans.
 
     Notes
     -----
@@ -213,7 +208,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     log.info("MEDI%s alpha %.3g: %d Gauss-Newton steps", "+0" if csf is not None else "", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
           csf_voxels=int(csf.sum()) if csf is not None else 0)
-    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=True, csf_sd=csf_sd)
+    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=True)
 
 
 # Liu et al. 2018: sources outside the brain are weighted 30x in the preconditioner, the
@@ -226,7 +221,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION,
         background_preconditioner: float = TFI_BACKGROUND_PRECONDITIONER, max_iter: int = 5, tol: float = 0.02,
         cg_iter: int = 300, cg_tol: float = 0.003, return_sd: bool = False, sd_samples: int = SD_SAMPLES,
-        sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None, info: dict | None = None):
+        sd_noise: np.ndarray | None = None, info: dict | None = None):
     """Total field inversion: tissue and background sources from the total field in one step.
 
     Minimises MEDI+0's objective (see :func:`medi`) on the *total* field inside the brain
@@ -266,7 +261,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         with a warning).
     background_preconditioner : float
         ``P`` outside the mask.
-    max_iter, tol, cg_iter, cg_tol, return_sd, sd_samples, sd_noise, csf_sd
+    max_iter, tol, cg_iter, cg_tol, return_sd, sd_samples, sd_noise
         As for :func:`medi`.
 
     References
@@ -290,7 +285,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
     log.info("TFI alpha %.3g: %d Gauss-Newton steps", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
           csf_voxels=int(csf.sum()) if csf is not None else 0)
-    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=False, csf_sd=csf_sd)
+    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=False)
 
 
 def _sd_samples(return_sd: bool, samples, noise, sd_noise, p: Problem):
@@ -311,21 +306,16 @@ def _sd_samples(return_sd: bool, samples, noise, sd_noise, p: Problem):
     return int(samples), noise
 
 
-def _with_sd(p: Problem, chi, alpha, noise, edges, csf, lam_csf, samples, info, *, jacobi: bool, csf_sd=None):
+def _with_sd(p: Problem, chi, alpha, noise, edges, csf, lam_csf, samples, info, *, jacobi: bool):
     """χ on the full grid, and with ``samples`` > 0 its noise SD: χ or (χ, sd), by
-    Jacobi-preconditioned CG (MEDI) or plain CG (TFI); ``csf_sd`` the CSF weights' SD."""
+    Jacobi-preconditioned CG (MEDI) or plain CG (TFI)."""
     if not samples:
         return p.full(chi)
     t0 = time.perf_counter()
     iters = SD_CG_ITER if jacobi else SD_CG_ITER_TFI
     sigma = p.cut(np.nan_to_num(np.asarray(noise, np.float32), nan=0.0, posinf=0.0)) * (p.mask > 0)
-    if csf_sd is not None and csf is not None:
-        csf_sd = _checks.as_volume("csf_sd", csf_sd)
-        if csf_sd.shape != tuple(p.full_shape):
-            raise ValueError(f"csf_sd has shape {csf_sd.shape} but the field has shape {tuple(p.full_shape)}")
-        csf_sd = p.cut(np.nan_to_num(csf_sd, nan=0.0, posinf=0.0)) * (csf > 0)
     sd = solvers.noise_sd(p, chi, alpha, np.maximum(sigma, 0), edges=edges, csf=csf, lam_csf=lam_csf, eps=1e-6,
-                          samples=samples, cg_iter=iters, jacobi=jacobi, csf_sd=csf_sd)
+                          samples=samples, cg_iter=iters, jacobi=jacobi)
     _note(info, sd_samples=samples, sd_cg_iterations=iters, sd_seconds=time.perf_counter() - t0)
     return p.full(chi), p.full(sd)
 

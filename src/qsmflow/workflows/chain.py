@@ -286,20 +286,18 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     inv = STAGES["inversion"][resolve_inversion(opt.inversion, voxel_size)]
     ref = choose(STAGES["reference"], opt.reference, "reference")
     needs = set(inv.needs)  # declared in the registry, not guessed from the signature
-    csf = csf_sd = None
+    csf = None
     if r2star is not None and ("csf_mask" in needs or ref.name == "csf"):
-        csf, csf_sd = reference.csf_weights(r2star, eroded, voxel_size, r2star_noise=r2star_noise,
-                                            echo_span_s=echo_span_s, return_sd=True)
+        csf = reference.csf_weights(r2star, eroded, voxel_size, r2star_noise=r2star_noise, echo_span_s=echo_span_s)
         if not csf.any():
-            csf = csf_sd = None
+            csf = None
     if ref.name == "csf" and csf is None:
         why = ("finding it needs R2*, i.e. two or more echoes" if r2star is None else
                f"the echoes span less than {1e3 * CSF_MIN_ECHO_SPAN_S:g} ms" if (echo_span_s or 1) < CSF_MIN_ECHO_SPAN_S
                else f"less than {CSF_MIN_VOLUME_ML:g} mL of the brain has a reliable R2* below {CSF_R2STAR_ZERO_PER_S:g}/s")
         log.warning("no CSF found for the reference (%s); χ is referenced to the whole-brain mean instead", why)
         ref = reference.METHODS["mean"]
-    context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf,
-               "csf_sd": csf_sd if opt.chi_sd else None}
+    context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf}
     # what the user set in stage_options wins over what the chain provides
     kwargs = {k: v for k, v in context.items() if k in needs and v is not None}
     kwargs.update(so.get("inversion", {}))
