@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy import ndimage
 
 from ._shared import checks as _checks
-from ._shared.constants import (CSF_MIN_ECHO_SPAN_S, CSF_MIN_VOLUME_ML, CSF_R2STAR_FULL_PER_S,
-                                CSF_R2STAR_ZERO_PER_S)
+from ._shared.constants import (
+    CSF_MIN_ECHO_SPAN_S,
+    CSF_MIN_VOLUME_ML,
+    CSF_R2STAR_FULL_PER_S,
+    CSF_R2STAR_ZERO_PER_S,
+)
 from ._shared.registry import Method
 
 log = logging.getLogger(__name__)

@@ -22,11 +22,22 @@ from .. import (
 )
 from .._shared import checks as _checks
 from .._shared import echoes, units
-from .._shared.constants import CSF_MIN_ECHO_SPAN_S, CSF_MIN_VOLUME_ML, CSF_R2STAR_ZERO_PER_S
-from ..io import GreInput
+from .._shared.constants import (
+    CSF_MIN_ECHO_SPAN_S,
+    CSF_MIN_VOLUME_ML,
+    CSF_R2STAR_ZERO_PER_S,
+)
 from .._shared.registry import choose, references
+from ..io import GreInput
 from . import sanity
-from .options import STAGES, UNTIL, Options, QSMResult, resolve_bgremove, resolve_inversion
+from .options import (
+    STAGES,
+    UNTIL,
+    Options,
+    QSMResult,
+    resolve_bgremove,
+    resolve_inversion,
+)
 
 log = logging.getLogger(__name__)
 
