@@ -41,7 +41,11 @@ def mean_reference(chi: np.ndarray, mask: np.ndarray, *, region: np.ndarray | No
     region = mask if region is None else _checks.as_mask("region", region, chi.shape) & mask
     if not region.any():
         raise ValueError("region does not overlap the mask")
-    offset = float(chi[region].astype(np.float64).mean())
+    return _subtract(chi, mask, float(chi[region].astype(np.float64).mean()))
+
+
+def _subtract(chi: np.ndarray, mask: np.ndarray, offset: float) -> tuple[np.ndarray, float]:
+    """χ minus ``offset`` inside ``mask``, 0 outside (float32), and the offset."""
     return np.where(mask, chi - offset, 0).astype(np.float32), offset
 
 
@@ -86,7 +90,7 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
     ok = mask & np.isfinite(r2) & (r2 > 0)  # R2* = 0: a failed (clipped) fit, not CSF
     if echo_span_s is not None and echo_span_s < CSF_MIN_ECHO_SPAN_S:
         log.info("no CSF reference region: echoes spanning %.1f ms cannot tell CSF from tissue by R2* (%g ms or "
-                    "more can)", 1e3 * echo_span_s, 1e3 * CSF_MIN_ECHO_SPAN_S)
+                 "more can)", 1e3 * echo_span_s, 1e3 * CSF_MIN_ECHO_SPAN_S)
         return np.zeros(r2.shape, np.float32)
     if r2star_noise is not None:
         sd = np.asarray(r2star_noise, np.float32)
@@ -137,8 +141,7 @@ def csf_reference(chi: np.ndarray, mask: np.ndarray, *, csf: np.ndarray) -> tupl
     w = _checks.as_weights("csf", csf, chi.shape)[mask].astype(np.float64)
     if not w.any():
         raise ValueError("the CSF weights are zero inside the brain mask; use the whole-brain mean reference")
-    offset = float(np.dot(w, chi[mask]) / w.sum())
-    return np.where(mask, chi - offset, 0).astype(np.float32), offset
+    return _subtract(chi, mask, float(np.dot(w, chi[mask]) / w.sum()))
 
 
 METHODS = {

@@ -115,7 +115,7 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
     def add_csf(out, x):  # λ_c w ⊙ (x - mean_w x): the weighted projection onto zero-mean CSF values
         if w_sum:
             vals = x.flat[csf_idx]
-            vals -= np.float32(np.dot(csf_w, vals, ) / w_sum)
+            vals -= np.float32(np.dot(csf_w, vals) / w_sum)
             vals *= csf_w
             vals *= lam
             out.flat[csf_idx] += vals
@@ -159,7 +159,7 @@ def data_diagonal(p: Problem, weight: float | None = None) -> np.ndarray:
 def _inverse_diagonal(p: Problem, v: np.ndarray, alpha: float, data_diag: np.ndarray, csf_idx: np.ndarray,
                       csf_w: np.ndarray, lam: np.float32, precond) -> np.ndarray:
     """``1 / diag(Q (data + α GᵀVG + λ_c PᵀP) Q)``: TV's diagonal is ``Σ_a (V_a,i + V_a,i-1)/h_a²``
-    (forward differences, periodic), the CSF projection's ``λ_c (1 - 1/n)``."""
+    (forward differences, periodic), the CSF term's ``λ_c w (1 - w/Σw)`` (``λ_c (1 - 1/n)`` for a mask)."""
     diag = data_diag.copy()
     for a, h in enumerate(p.vs):
         tv = v[a] + np.roll(v[a], 1, axis=a)
