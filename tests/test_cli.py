@@ -374,6 +374,50 @@ def test_invert_command(tmp_path, capsys):
     np.testing.assert_array_equal(runs["4d"], runs["3d"])
 
 
+def test_invert_csf_weights_follow_the_r2star_sidecar(tmp_path, capsys):
+    """qsmflow invert --r2star weights CSF only where the R2* map's sidecar says its R2* can tell
+    CSF: echoes spanning >= 10 ms and R2* noise below the ramp's 4/s; a map without those
+    figures is used as given, with a warning."""
+    from conftest import ellipsoid
+
+    shape, vs = (30, 32, 28), (2.0, 2.0, 2.0)
+    aff = np.diag(list(vs) + [1.0])
+    mask = ellipsoid(shape, vs, (24, 26, 22))
+    d = tmp_path / "in"
+    d.mkdir()
+    nib.save(nib.Nifti1Image(np.where(mask, 0.01, 0).astype(np.float32), aff), str(d / "sub-01_localfield.nii.gz"))
+    (d / "sub-01_localfield.json").write_text(json.dumps({"Units": "ppm", "MagneticFieldStrength": 3.0}))
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), aff), str(d / "sub-01_localmask.nii.gz"))
+    r2 = np.where(mask, 20.0, 0.0)
+    csf = np.zeros(shape, bool)
+    csf[12:18, 13:19, 11:17] = True  # 216 voxels of 8 mm3: 1.7 mL
+    r2[csf] = 2.0
+    r2path = str(d / "sub-01_R2starmap.nii.gz")
+    nib.save(nib.Nifti1Image(r2.astype(np.float32), aff), r2path)
+    mag = _nii(d / "mag.nii.gz", np.where(mask, 1.0, 0.1))
+    args = ["invert", "--local", str(d / "sub-01_localfield.nii.gz"), "--mask", str(d / "sub-01_localmask.nii.gz"),
+            "--inversion", "medi", "--magnitude", mag, "--echo-time", "0.015", "--regularisation", "1e-3",
+            "--r2star", r2path]
+    five = [0.004, 0.010, 0.016, 0.022, 0.028]
+    cases = {"reliable": (five, 0.5, 216), "short echoes": ([0.0023, 0.0046], 0.5, 0),
+             "noisy R2*": (five, 6.0, 0), "no sidecar": (None, None, 216)}
+    for name, (te, sd, n_csf) in cases.items():
+        side = d / "sub-01_R2starmap.json"
+        side.unlink(missing_ok=True)
+        if te is not None:
+            side.write_text(json.dumps({"Units": "1/s", "Parameters": {"r2star": {"echo_times_s": te,
+                                                                                  "noise_sd_per_s": sd}}}))
+        out = tmp_path / name.replace(" ", "_")
+        code, _, err = _run(args + ["-o", str(out)], capsys)
+        assert code == 0, err
+        weights = out / "sub-01_label-CSF_probseg.nii.gz"
+        got = int(np.sum(nib.load(str(weights)).get_fdata() > 0.5)) if weights.exists() else 0
+        assert got == n_csf, (name, got)
+        prov = json.loads((out / "sub-01_provenance.json").read_text())
+        assert prov["parameters"]["methods"]["reference"] == ("csf" if n_csf else "mean"), name
+        assert ("was not made by qsmflow" in err) == (name == "no sidecar"), (name, err)
+
+
 def test_r2star_command(tmp_path, capsys):
     te = np.array([0.004, 0.010, 0.016, 0.022, 0.028])
     r2 = np.full((10, 11, 12), 25.0)
@@ -393,6 +437,9 @@ def test_r2star_command(tmp_path, capsys):
         t2 = nib.load(str(out / "sub-02_T2starmap.nii.gz")).get_fdata()
         np.testing.assert_allclose(t2, 1 / r2, rtol=1e-4)
     assert (out / "sub-02_R2starfit.nii.gz").exists() and (out / "sub-02_S0map.nii.gz").exists()
+    # the sidecar records what a later `qsmflow invert --r2star` needs to trust R2* for CSF
+    side = json.loads((out / "sub-02_R2starmap.json").read_text())["Parameters"]["r2star"]
+    assert side["echo_times_s"] == pytest.approx(list(te))
     for extra, word in [(["--gradient-correction"], "--fieldmap"), (["--echo-times", "4,10,16,22,28"], "seconds")]:
         args = ["r2star", "--mag", m, "-o", str(tmp_path / "bad")]
         if "--echo-times" not in extra:

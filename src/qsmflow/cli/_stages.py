@@ -225,7 +225,8 @@ def r2star_cmd(mag, phase, phase_scale, echo_times, mask_path, fieldmap_path, gr
 @click.option("--noise-unit", type=click.Choice(["auto", "hz", "ppm"]), default="auto", show_default=True,
               help="Unit of --noise; auto reads its sidecar's Units.")
 @click.option("--magnitude", "mag_path", metavar="NIFTI", help="Magnitude (3D, or 4D combined over echoes): MEDI's edges.")
-@click.option("--r2star", "r2star_path", metavar="NIFTI", help="R2* map (1/s): finds CSF for MEDI+0 and the reference.")
+@click.option("--r2star", "r2star_path", metavar="NIFTI", help="R2* map (1/s): finds CSF for MEDI+0 and the reference; its sidecar from qsmflow r2star or run gives "
+                   "the echo times and R2* noise that decide where R2* can tell CSF.")
 @click.option("--field-strength", type=float, metavar="TESLA", help="B0 (T) (default: sidecar).")
 @click.option("--echo-time", type=float, metavar="SECONDS",
               help="Mean echo time in seconds, for MEDI's nonlinear data term (default: the magnitude's sidecar).")
@@ -262,7 +263,12 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
             raise ValueError(f"--magnitude has shape {mag.data.shape[:3]} but --local has {tuple(shape)}; "
                              "use the same grid")
         magnitude, mag_te = mag.data, mag.sidecar.get("EchoTime")
-    r2star = io.load_volume(r2star_path, name="--r2star", shape=shape, affine=affine) if r2star_path else None
+    r2star = r2star_noise = echo_span = None
+    if r2star_path:
+        from ..workflows.chain import r2star_reliability
+
+        r2star = io.load_volume(r2star_path, name="--r2star", shape=shape, affine=affine)
+        r2star_noise, echo_span = r2star_reliability(io.read_sidecar(r2star_path), shape)
     te = echo_time if echo_time is not None else mag_te
     if inversion in ("medi", "tfi"):
         if magnitude is None:
@@ -279,7 +285,8 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
         outset.check(pipeline.output_names(local.prefix, 2 if r2star is not None else 1, "inversion",
                                            optional=pipeline.optional_outputs(options)))
     result = pipeline.invert_run(local.data * scale, mask, local.voxel_size, direction, options=options,
-                                 noise_ppm=noise, magnitude=magnitude, r2star=r2star,
+                                 noise_ppm=noise, magnitude=magnitude, r2star=r2star, r2star_noise=r2star_noise,
+                                 echo_span_s=echo_span,
                                  echo_time=te if inversion in ("medi", "tfi") else None, field_strength=b0_known)
     local.provenance.update({"ppm_per_input_unit": scale, "b0_direction": list(map(float, direction))})
     written = pipeline.write_outputs(result, local, out, force=force, command_line=sys.argv, until="inversion")

@@ -17,7 +17,8 @@ from .._shared.echoes import rss
 from .. import mwf as mwf_fit  # ``mwf`` is r2star_run's flag
 from ..io import GreInput
 from .._shared.registry import choose, references
-from .chain import _Timer, background_removal, inversion_and_reference, relaxation_maps, run, swi_maps
+from .chain import (_Timer, background_removal, inversion_and_reference, r2star_parameters, relaxation_maps, run,
+                    swi_maps)
 from .options import STAGES, Options, QSMResult, resolve_bgremove
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,9 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
                                                              slice_axis=data.slice_axis)
     res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
     method = STAGES["r2star"][opt.r2star]
+    r2_sd = relaxometry.r2star_noise(data.magnitude, data.echo_times, sigma, brain)
     res.parameters = {"methods": {"mask": source, "r2star": method.name},
-                      "r2star": {"noise_sigma": sigma, "gradient_correction": opt.r2star_gradient_correction,
-                                     "slice_axis": data.slice_axis}}
+                      "r2star": r2star_parameters(sigma, r2_sd, data.echo_times, opt, data.slice_axis)}
     res.citations = ([] if source == "given" else list(masking.METHODS[source].citations)) + list(
         method.citations)
     if mwf:
@@ -115,13 +116,16 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
 
 def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, options: Options | None = None,
                noise_ppm=None, magnitude=None, phase_scale=None, echo_time=None, field_strength=None,
-               r2star=None) -> QSMResult:
+               r2star=None, r2star_noise=None, echo_span_s=None) -> QSMResult:
     """Dipole inversion and referencing alone (the ``qsmflow invert`` command).
 
     ``magnitude`` is 3D or per echo (4D, combined as the root sum of squares, as the chain
     does). The phase per ppm (rad/ppm) of the nonlinear data terms is ``phase_scale``, or
     else computed from ``echo_time`` (s; several are averaged, as the chain does) and
-    ``field_strength`` (T) when both are given.
+    ``field_strength`` (T) when both are given. ``r2star_noise`` (1/s, per voxel) and
+    ``echo_span_s`` (s) let the CSF weights found from ``r2star`` leave out voxels whose R2*
+    cannot tell CSF (see :func:`qsmflow.reference.csf_weights`; from an R2* sidecar by
+    :func:`qsmflow.workflows.chain.r2star_reliability`).
     """
     opt = options or Options()
     if opt.inversion == "auto":  # a local field is given: no total field for TFI
@@ -139,7 +143,7 @@ def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction
     timer = functools.partial(_Timer, res.timings)
     res.chi, res.chi_sd, res.csf_mask, inv, ref = inversion_and_reference(
         local, res.mask, vs, b0_direction, opt, res, timer, noise_ppm=noise_ppm, magnitude=magnitude,
-        phase_scale=phase_scale, r2star=r2star)
+        phase_scale=phase_scale, r2star=r2star, r2star_noise=r2star_noise, echo_span_s=echo_span_s)
     res.parameters["methods"] = {"inversion": inv.name, "reference": ref.name}
     res.citations = list(inv.citations) + [c for c in ref.citations if c not in inv.citations]
     return res
