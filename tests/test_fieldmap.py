@@ -342,6 +342,15 @@ def test_background_sigma_is_the_rayleigh_quartile(caplog):
     with caplog.at_level(logging.INFO, logger="qsmflow"):
         assert np.isnan(background_sigma(mag[inner], mask[inner]))
     assert "too little background (air) to estimate the image noise level; it is unknown (NaN)" in caplog.text
+    assert "exactly 0" not in caplog.text  # Rayleigh noise is never exactly 0
+    # a background masked to 0 beyond a shell round the head (as some scanners and converters
+    # store it): what is left of the air is no longer the noise's distribution, and the log says so
+    caplog.clear()
+    zeroed = mag.copy()
+    zeroed[(np.abs(np.indices(shape) - 48) > 20).any(axis=0)] = 0
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        background_sigma(zeroed, mask)
+    assert "of the air around the head is exactly 0" in caplog.text
 
 
 def test_background_sigma_reads_the_air_farthest_in_mm():

@@ -46,6 +46,7 @@ def background_sigma(magnitude: np.ndarray, mask: np.ndarray, voxel_size=None) -
     bright = ndimage.binary_opening(magnitude > 0.1 * ref) if ref > 0 else mask  # no specks of noise
     head = ndimage.binary_fill_holes(ndimage.binary_closing(bright | mask, iterations=2) | mask)
     air = ~head & (magnitude > 0)
+    _warn_if_zeroed(magnitude, head, ref)
     if air.sum() >= _MIN_AIR_VOXELS / _FAR_AIR_SHARE:
         dist = _distance_from(head, voxel_size)[air]
         bg = magnitude[air][dist >= np.quantile(dist, 1 - _FAR_AIR_SHARE)]
@@ -59,6 +60,22 @@ def background_sigma(magnitude: np.ndarray, mask: np.ndarray, voxel_size=None) -
         log.warning("too little background (air) to estimate the image noise level; it is unknown (NaN)")
         return float("nan")
     return float(np.percentile(bg, 25) / np.sqrt(-2 * np.log(0.75)))
+
+
+# Share of exact zeros in the air beyond which it is not Rayleigh noise (P(0) is 0 for it) but a
+# background the scanner or the converter masked or quantised to whole counts.
+_ZEROED_AIR_SHARE = 0.5
+
+
+def _warn_if_zeroed(magnitude: np.ndarray, head: np.ndarray, ref: float) -> None:
+    """Warn when most of the air is exactly 0: the σ read from what is left is a lower bound."""
+    outside = magnitude[~head]
+    share = float(np.mean(outside == 0)) if outside.size else 0.0
+    if share > _ZEROED_AIR_SHARE:
+        log.warning("%.0f%% of the air around the head is exactly 0 (masked or quantised by the scanner or the "
+                    "converter), so the image noise read there is a lower bound; the R2* noise, the CSF weights' "
+                    "noise gate and the χ uncertainty map may be too small (keep the background unmasked, or export "
+                    "the magnitude as floats)", 100 * share)
 
 
 def _distance_from(region: np.ndarray, voxel_size) -> np.ndarray:
