@@ -17,7 +17,7 @@ from ._shared.registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "csf_reference", "csf_weights", "mean_reference"]
+__all__ = ["METHODS", "csf_reference", "csf_weights", "echo_span_too_short", "mean_reference"]
 
 
 def mean_reference(chi: np.ndarray, mask: np.ndarray, *, region: np.ndarray | None = None) -> tuple[np.ndarray, float]:
@@ -47,6 +47,12 @@ def mean_reference(chi: np.ndarray, mask: np.ndarray, *, region: np.ndarray | No
 def _subtract(chi: np.ndarray, mask: np.ndarray, offset: float) -> tuple[np.ndarray, float]:
     """χ minus ``offset`` inside ``mask``, 0 outside (float32), and the offset."""
     return np.where(mask, chi - offset, 0).astype(np.float32), offset
+
+
+def echo_span_too_short(echo_span_s: float | None) -> bool:
+    """Whether echoes spanning ``echo_span_s`` (last minus first echo time, s; None: unknown)
+    are too close together for R2* to tell CSF (below :data:`CSF_MIN_ECHO_SPAN_S`)."""
+    return echo_span_s is not None and echo_span_s < CSF_MIN_ECHO_SPAN_S
 
 
 def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_noise: np.ndarray | None = None,
@@ -88,7 +94,7 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
     if not zero > full:
         raise ValueError(f"zero={zero} must be above full={full} (R2* in 1/s)")
     ok = mask & np.isfinite(r2) & (r2 > 0)  # R2* = 0: a failed (clipped) fit, not CSF
-    if echo_span_s is not None and echo_span_s < CSF_MIN_ECHO_SPAN_S:
+    if echo_span_too_short(echo_span_s):
         log.info("no CSF reference region: echoes spanning %.1f ms cannot tell CSF from tissue by R2* (%g ms or "
                  "more can)", 1e3 * echo_span_s, 1e3 * CSF_MIN_ECHO_SPAN_S)
         return np.zeros(r2.shape, np.float32)

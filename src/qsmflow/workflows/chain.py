@@ -330,7 +330,7 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
             csf = None
     if ref.name == "csf" and csf is None:
         why = ("finding it needs R2*, i.e. two or more echoes" if r2star is None else
-               f"the echoes span less than {1e3 * CSF_MIN_ECHO_SPAN_S:g} ms" if (echo_span_s or 1) < CSF_MIN_ECHO_SPAN_S
+               f"the echoes span less than {1e3 * CSF_MIN_ECHO_SPAN_S:g} ms" if reference.echo_span_too_short(echo_span_s)
                else f"less than {CSF_MIN_VOLUME_ML:g} mL of the brain has a reliable R2* below {CSF_R2STAR_ZERO_PER_S:g}/s")
         log.warning("no CSF found for the reference (%s); χ is referenced to the whole-brain mean instead", why)
         ref = reference.METHODS["mean"]
