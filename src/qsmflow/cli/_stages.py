@@ -225,8 +225,9 @@ def r2star_cmd(mag, phase, phase_scale, echo_times, mask_path, fieldmap_path, gr
 @click.option("--noise-unit", type=click.Choice(["auto", "hz", "ppm"]), default="auto", show_default=True,
               help="Unit of --noise; auto reads its sidecar's Units.")
 @click.option("--magnitude", "mag_path", metavar="NIFTI", help="Magnitude (3D, or 4D combined over echoes): MEDI's edges.")
-@click.option("--r2star", "r2star_path", metavar="NIFTI", help="R2* map (1/s): finds CSF for MEDI+0 and the reference; its sidecar from qsmflow r2star or run gives "
-                   "the echo times and R2* noise that decide where R2* can tell CSF.")
+@click.option("--r2star", "r2star_path", metavar="NIFTI",
+              help="R2* map (1/s): finds CSF for MEDI+0 and the reference; its sidecar from qsmflow r2star or run "
+                   "gives the echo times and R2* noise that decide where R2* can tell CSF.")
 @click.option("--field-strength", type=float, metavar="TESLA", help="B0 (T) (default: sidecar).")
 @click.option("--echo-time", type=float, metavar="SECONDS",
               help="Mean echo time in seconds, for MEDI's nonlinear data term (default: the magnitude's sidecar).")

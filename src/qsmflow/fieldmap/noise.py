@@ -46,7 +46,7 @@ def background_sigma(magnitude: np.ndarray, mask: np.ndarray, voxel_size=None) -
     bright = ndimage.binary_opening(magnitude > 0.1 * ref) if ref > 0 else mask  # no specks of noise
     head = ndimage.binary_fill_holes(ndimage.binary_closing(bright | mask, iterations=2) | mask)
     air = ~head & (magnitude > 0)
-    _warn_if_zeroed(magnitude, head, ref)
+    _warn_if_zeroed(magnitude, head)
     if air.sum() >= _MIN_AIR_VOXELS / _FAR_AIR_SHARE:
         dist = _distance_from(head, voxel_size)[air]
         bg = magnitude[air][dist >= np.quantile(dist, 1 - _FAR_AIR_SHARE)]
@@ -67,7 +67,7 @@ def background_sigma(magnitude: np.ndarray, mask: np.ndarray, voxel_size=None) -
 _ZEROED_AIR_SHARE = 0.5
 
 
-def _warn_if_zeroed(magnitude: np.ndarray, head: np.ndarray, ref: float) -> None:
+def _warn_if_zeroed(magnitude: np.ndarray, head: np.ndarray) -> None:
     """Warn when most of the air is exactly 0: the σ read from what is left is a lower bound."""
     outside = magnitude[~head]
     share = float(np.mean(outside == 0)) if outside.size else 0.0
