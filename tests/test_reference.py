@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from qsmflow.reference import csf_reference, csf_weights, mean_reference
+from qsmflow.reference import csf_reference, csf_weight_sd, csf_weights, mean_reference
 
 
 def test_mean_reference_zeroes_region_mean():
@@ -62,6 +62,32 @@ def test_csf_weights_leave_out_uncertain_r2star():
     noise[0, 0, 0] = np.nan  # unknown noise is no reason to drop a voxel
     w = csf_weights(r2, mask, vs, r2star_noise=noise)
     assert np.all(w[far] == 0) and np.all(w[vent & mask] == 1)
+
+
+def test_csf_weight_sd_is_the_spread_of_the_clipped_ramp():
+    """The weights' SD from the R2* noise against a literal Monte Carlo: R2* redrawn 200,000
+    times about each value, the ramp 1 below 4/s and 0 above 8/s written out here. On the
+    ramp's middle it is noise/4; near its ends the clip holds the weight still and the SD
+    falls; voxels without weight or with unknown noise get 0."""
+    r2 = np.full((7, 2, 2), 6.0, np.float32)  # one case per first index, the same in its 2x2
+    noise = np.full((7, 2, 2), 0.8, np.float32)
+    r2[:, ...] = np.array([6.0, 7.9, 4.2, 3.0, 8.5, 6.0, 6.0], np.float32)[:, None, None]
+    noise[:, ...] = np.array([0.4, 0.8, 1.5, 2.0, 1.0, np.nan, 0.8], np.float32)[:, None, None]
+    w = np.clip((8.0 - r2) / 4.0, 0, 1)
+    w[4] = 0.0  # a voxel the weights left out keeps its 0
+    w[6] = 0.0
+    sd = csf_weight_sd(w, r2, noise)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        if w[i, 0, 0] == 0:
+            continue
+        draws = np.clip((8.0 - (r2[i, 0, 0] + noise[i, 0, 0] * rng.standard_normal(200_000))) / 4.0, 0, 1)
+        assert sd[i, 0, 0] == pytest.approx(draws.std(), rel=0.01), i
+    assert sd[0, 0, 0] == pytest.approx(0.1, rel=0.01)  # the middle of the ramp: 0.4/4
+    assert sd[1, 0, 0] < 0.8 / 4 * 0.75  # at the ramp's top the clip takes half the draws
+    assert sd[4, 0, 0] == 0 and sd[5, 0, 0] == 0 and sd[6, 0, 0] == 0
+    with pytest.raises(ValueError, match="r2star_noise has shape"):
+        csf_weight_sd(w, r2, noise[:3])
 
 
 def test_csf_weights_need_echoes_spread_in_time(caplog):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from scipy import special
 
 from ._shared import checks as _checks
 from ._shared.constants import (
@@ -115,6 +116,45 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
         return np.zeros(r2.shape, np.float32)
     log.info("CSF weights: %.1f mL (R2* %g-%g/s)", volume_ml, full, zero)
     return w
+
+
+def csf_weight_sd(weights: np.ndarray, r2star: np.ndarray, r2star_noise: np.ndarray, *,
+                  full: float = CSF_R2STAR_FULL_PER_S, zero: float = CSF_R2STAR_ZERO_PER_S) -> np.ndarray:
+    """How much the CSF weights of :func:`csf_weights` move between scans: their SD from the
+    R2* noise, on the voxels ``weights`` holds (above 0), 0 elsewhere and where the noise
+    (``r2star_noise``, 1/s per voxel) is unknown (NaN).
+
+    A weight is the R2* ramp ``u = (zero - R2*)/(zero - full)`` clipped to [0, 1]. With R2*
+    normal about the measured value with SD ``r2star_noise``, ``u`` is normal with mean ``μ``
+    and SD ``τ`` = noise / (zero - full), and the weight's SD is that of a normal censored at
+    0 and 1 (closed form): ``τ`` on the ramp's middle, less towards its ends, where the clip
+    holds the weight still half of the time or more. The χ uncertainty map carries it through
+    the inversion (:func:`qsmflow.inversion.medi`'s ``csf_sd``): in partial-volume CSF the
+    weights' jitter moves χ more than the field noise does.
+    """
+    w = _checks.as_volume("weights", weights)
+    r2 = np.asarray(r2star, np.float64)
+    sd = np.asarray(r2star_noise, np.float64)
+    _checks.same_shape("r2star", r2, "weights", w)
+    _checks.same_shape("r2star_noise", sd, "weights", w)
+    if not zero > full:
+        raise ValueError(f"zero={zero} must be above full={full} (R2* in 1/s)")
+    on = (w > 0) & np.isfinite(sd) & (sd > 0) & np.isfinite(r2)
+    out = np.zeros(w.shape, np.float32)
+    if on.any():
+        out[on] = _censored_sd((zero - r2[on]) / (zero - full), sd[on] / (zero - full))
+    return out
+
+
+def _censored_sd(mu: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """SD of ``clip(u, 0, 1)`` for ``u`` normal with mean ``mu`` and SD ``tau`` > 0."""
+    a, b = -mu / tau, (1 - mu) / tau
+    pa, pb = special.ndtr(a), special.ndtr(b)
+    fa, fb = np.exp(-a * a / 2) / np.sqrt(2 * np.pi), np.exp(-b * b / 2) / np.sqrt(2 * np.pi)
+    inside = pb - pa
+    m1 = mu * inside + tau * (fa - fb) + (1 - pb)  # E[w]
+    m2 = (mu * mu + tau * tau) * inside + 2 * mu * tau * (fa - fb) + tau * tau * (a * fa - b * fb) + (1 - pb)
+    return np.sqrt(np.maximum(m2 - m1 * m1, 0))
 
 
 def csf_reference(chi: np.ndarray, mask: np.ndarray, *, csf: np.ndarray) -> tuple[np.ndarray, float]:

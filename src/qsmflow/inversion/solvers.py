@@ -210,32 +210,75 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
 
 
 def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, edges: np.ndarray,
-             csf: np.ndarray | None, lam_csf: float, eps: float, samples: int, cg_iter: int,
-             jacobi: bool = True, seed: int = 0) -> np.ndarray:
+             csf: np.ndarray | None, lam_csf: float, eps: float, samples: int, cg_iter,
+             steps: int | None = None, csf_sd: np.ndarray | None = None, jacobi: bool = True,
+             seed: int = 0) -> np.ndarray:
     """Standard deviation of χ due to field noise ``sigma`` (ppm per voxel), on the padded grid.
 
-    The estimate's response to a field perturbation ``n`` is linearised at ``χ``:
-    ``δχ = H⁻¹ DᵀW² n`` with ``H = DᵀW²D + α GᵀM V' M G + λ_c PᵀP`` the Hessian of the
-    objective of :func:`medi` with the smoothed TV's own curvature ``V' = eps/(|M∇χ|²+eps)^{3/2}``
-    (not the lagged weights ``V``, which make the solution look stiffer than it is).
-    ``samples`` draws of ``n = sigma·ξ``, ``ξ`` standard normal, each solved by
-    ``cg_iter`` conjugate-gradient iterations from zero, give the variance as the mean of
-    ``δχ²``. With ``jacobi`` the iterations are preconditioned with the Hessian's exact
-    diagonal (here the solve should converge: no weighting of its data part). Total field
-    inversion turns it off: its Hessian outside the mask is the data term alone, whose
-    diagonal vanishes away from the brain, and the preconditioned steps then move the free
-    background sources instead of the tissue (its SD came out at a quarter of the spread
+    The estimate's response to a field perturbation ``n`` is linearised at ``χ``, drawn
+    ``samples`` times as ``n = sigma·ξ`` (``ξ`` standard normal); the variance is the mean of
+    ``δχ²``. Two responses:
+
+    - ``steps`` None: the objective's minimiser, ``δχ = H⁻¹ DᵀW² n`` with ``H = DᵀW²D +
+      α GᵀM V' M G + λ_c PᵀP`` the Hessian of :func:`medi`'s objective (TV's own curvature
+      ``V' = eps/(|M∇χ|²+eps)^{3/2}``), by ``cg_iter`` CG iterations from zero.
+    - ``steps`` K: the estimate as :func:`medi` computes it, K lagged-diffusivity steps from
+      zero, which stop before the minimiser and so regularise more (most in the smooth
+      iron-rich nuclei). Linearised at the solution, K steps answer ``b = DᵀW² n`` with
+      ``Σ_{j<K} (A⁻¹C)^j A⁻¹ b``, ``A`` the lagged system (TV's weights ``V``) and ``C = A -
+      H = α GᵀM (V - V') M G``; each ``A⁻¹`` by CG, ``cg_iter = (first, rest)`` iterations
+      for the first term and each later one. It tends to the Hessian's response as K grows.
+
+    ``csf_sd`` (padded grid) is the SD of the CSF weights ``w`` from the same scan's noise
+    (:func:`qsmflow.reference.csf_weight_sd`). A weight that moves by ``δw`` moves the CSF
+    term's gradient ``λ_c w (χ - m)``, ``m = Σwχ/Σw``, by ``λ_c (δw (χ - m) - w Σδw(χ -
+    m)/Σw)``; it is drawn with the field noise in each sample (the two are independent, their
+    responses add). A weight's change also stiffens or frees its own voxel, which a first-order
+    response misses: where the rest of the objective holds a voxel loosely and its weight
+    moves by much of itself, the first-order response runs far past what the term can do
+    (4x the observed spread in the few tissue voxels that carry a weight on the benchmark
+    head). So each voxel's ``SD(δw)`` is replaced by the secant response of the voxel alone
+    (``d`` the operator's diagonal there, ``λ_c δw`` the change of its own stiffness) to a
+    rise and a fall of one SD, each clipped to the weight's range [0, 1]:
+    ``sqrt((r d/(d + λ_c r))² / 2 + (f d/(d - λ_c f))² / 2)``, ``r = min(SD, 1 - w)``,
+    ``f = min(SD, w)``. With ``jacobi`` the CG is preconditioned with the operator's diagonal;
+    total field inversion turns it off: its Hessian outside the mask is the data term alone,
+    whose diagonal vanishes away from the brain, and the preconditioned steps then move the
+    free background sources instead of the tissue (its SD came out at a quarter of the spread
     over noise draws). Nor is TFI's ``Q`` used: its background weight speeds up the fit of
     the background, not the tissue's response to noise.
     """
-    normal, _, _, _, minv = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=True,
-                                                 data_diag=data_diagonal(p, weight=1.0) if jacobi else None)
+    ddiag = data_diagonal(p, weight=1.0) if jacobi or csf_sd is not None else None
+    hessian, _, tv_h, _, minv_h = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=True,
+                                                       data_diag=ddiag)
+    if steps:
+        op, _, tv_l, _, minv = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=False,
+                                                    data_diag=ddiag)
+        first, rest = cg_iter
+    else:
+        op, minv, first, rest = hessian, minv_h, cg_iter, 0
+    del ddiag
     w2s = p.w * p.w * sigma
     seeds = np.random.SeedSequence(seed).spawn(samples)
+    force = _csf_jitter(chi, csf, csf_sd, lam_csf, minv)
+    precond = minv if jacobi else None
+
+    def curvature_gap(x):  # C x = α Gᵀ M (V - V') M G x
+        out = tv_l(x)
+        out -= tv_h(x)
+        out *= np.float32(alpha)
+        return out
 
     def response_sq(sq):
-        xi = np.random.default_rng(sq).standard_normal(p.shape, dtype=np.float32)
-        d, _ = conjugate_gradient(normal, p.dipole(w2s * xi), 0.0, cg_iter, precond=minv)
+        rng = np.random.default_rng(sq)
+        rhs = p.dipole(w2s * rng.standard_normal(p.shape, dtype=np.float32))
+        if force is not None:
+            force(rhs, rng)
+        term, _ = conjugate_gradient(op, rhs, 0.0, first, precond=precond)
+        d = term.copy()
+        for _ in range((steps or 1) - 1):
+            term, _ = conjugate_gradient(op, curvature_gap(term), 0.0, rest, precond=precond)
+            d += term
         return d * d
 
     # independent solves run side by side: two FFTs in two threads run nearly twice as fast
@@ -243,3 +286,31 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
     with ThreadPoolExecutor(max_workers=min(samples, kernels.cores())) as pool:
         var = sum(pool.map(response_sq, seeds))
     return np.sqrt(var / np.float32(samples)).astype(np.float32)
+
+
+def _csf_jitter(chi, csf, csf_sd, lam_csf: float, inv_diag):
+    """The CSF weights' jitter as a random force, ``force(rhs, rng)`` subtracting one draw of
+    it from ``rhs`` in place (see :func:`noise_sd`; ``inv_diag`` the operator's inverse
+    diagonal); None without weights or their SD."""
+    if csf is None or csf_sd is None:
+        return None
+    idx = np.flatnonzero((csf > 0) & (csf_sd > 0))
+    all_idx = np.flatnonzero(csf)
+    if not idx.size:
+        return None
+    w_all = csf.flat[all_idx].astype(np.float64)
+    m = float(np.dot(w_all, chi.flat[all_idx]) / w_all.sum())
+    lam = np.float32(lam_csf)
+    sd, w, d = (a.flat[idx].astype(np.float32) for a in (csf_sd, csf, np.float32(1.0) / inv_diag))
+    rise, fall = np.minimum(sd, 1 - w), np.minimum(sd, w)
+    up = rise * d / (d + lam * rise)
+    down = fall * d / np.maximum(d - lam * fall, np.float32(0.1) * d)  # d - λf >= the rest's stiffness > 0
+    scale = np.sqrt((up * up + down * down) / 2) * (chi.flat[idx] - np.float32(m))  # SD(δw)(χ - m), secant
+    w_over_sum = (csf.flat[all_idx] / np.float32(w_all.sum())).astype(np.float32)
+
+    def force(rhs, rng):
+        dw_r = scale * rng.standard_normal(idx.size, dtype=np.float32)
+        rhs.flat[idx] -= lam * dw_r
+        rhs.flat[all_idx] += lam * w_over_sum * np.float32(dw_r.sum(dtype=np.float64))
+
+    return force

@@ -17,17 +17,17 @@ from .problem import Problem
 
 log = logging.getLogger(__name__)
 
-# The χ uncertainty map (``return_sd``): noise samples, and CG iterations per sample. The
-# solves converge slowest where TV is off (veins, tissue edges: the data term alone,
-# with the dipole's cone); with the Jacobi preconditioner, on the 1 mm benchmark head 20
-# iterations give veins 99 % of the converged SD (grey matter 95 %, white matter 99 %,
-# deep grey 100 %; 25 give 99.7 / 97 / 99 / 100 %; without it 40 gave 85 / 96 / 98 / 94 %);
-# against the spread over 20 noise draws 20 and 25 iterations predict alike (README).
+# The χ uncertainty map (``return_sd``): noise samples, and CG iterations per sample. MEDI+0's
+# map follows the Gauss-Newton steps it took (see :func:`solvers.noise_sd`): 8 Jacobi-
+# preconditioned iterations for the first term, 4 for each later one (4 steps: 20 in all, the
+# Hessian map's count before). On the 1 mm benchmark head's captured problem, against the
+# spread of MEDI+0 as run over 8 field-noise draws, 8/4 and 20/20 per term predict within
+# 2-7 % of each other in every tissue class (README, χ uncertainty).
 # The two samples run side by side in two threads; each voxel's value is then known to
 # about ±50 %, and region summaries use the root-mean-square (unbiased).
 SD_SAMPLES = 2
-SD_CG_ITER = 20
-# TFI's map: plain CG (see :func:`solvers.noise_sd`), 40 iterations.
+SD_CG_ITER = (8, 4)
+# TFI's map: the Hessian's response by plain CG (see :func:`solvers.noise_sd`), 40 iterations.
 SD_CG_ITER_TFI = 40
 
 
@@ -111,7 +111,8 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
          phase_scale: float, noise=None, alpha: float | str = "auto", csf_mask: np.ndarray | None = None,
          lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION, max_iter: int = 10,
          tol: float = 0.1, cg_iter: int = 25, cg_tol: float = 0.01, return_sd: bool = False,
-         sd_samples: int = SD_SAMPLES, sd_noise: np.ndarray | None = None, info: dict | None = None):
+         sd_samples: int = SD_SAMPLES, sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None,
+         info: dict | None = None):
     """MEDI: morphology-enabled dipole inversion, nonlinear and noise-weighted; MEDI+0 with a CSF mask.
 
     Minimises ``½||(W/s)(exp(i s Dχ) - exp(i s f))||² + α||M_G ∇χ||₁
@@ -157,13 +158,17 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         The field noise (ppm) ``return_sd`` propagates, if not ``noise``: e.g. its thermal
         part alone (:func:`qsmflow.fieldmap.thermal_noise`) when ``noise`` also holds the
         field model's error, which weights the data but does not vary between scans.
+    csf_sd : ndarray, optional
+        The SD of ``csf_mask``'s weights from the scan's noise
+        (:func:`qsmflow.reference.csf_weight_sd`): ``return_sd`` then also carries the
+        weights' jitter between scans, which moves χ in partial-volume CSF.
 
     Notes
     -----
-    The uncertainty map is the standard deviation of χ that the field noise alone causes:
-    the solution's response to field noise of SD ``noise`` (independent between voxels),
-    linearised at χ with the Hessian of the objective (the TV term's own curvature, which
-    is small where χ varies and large where it is flat), sampled ``sd_samples`` times.
+    The uncertainty map is the standard deviation of χ that the noise causes: the response
+    of the Gauss-Newton steps MEDI took (lagged-diffusivity TV, from zero) to field noise of
+    SD ``sd_noise`` (independent between voxels) and, with ``csf_sd``, to the CSF weights'
+    jitter, linearised at χ (:func:`solvers.noise_sd`), sampled ``sd_samples`` times.
     It follows the estimator, not the noise map: it is larger where TV has not flattened χ
     (tissue edges, veins, iron-rich nuclei), and a region with a noisier field can have a
     *lower* SD, because the noise weighting lets TV regularise more there (more bias,
@@ -171,13 +176,12 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     carries the bias of the regularisation, of the background removal and of the field
     model, which no noise propagation sees.
 
-    The Hessian describes the objective's minimiser; the Gauss-Newton loop stops at a 10 %
-    update (``tol``), which regularises a little more. With every other input fixed, χ over
-    noise draws spreads 1/1.16 (SNR 100) to 1/1.25 (SNR 40) of the map on the 1 mm benchmark
-    head, least in the iron-rich nuclei (1/1.41 to 1/1.64); run to convergence it spreads as
-    the map says within 3-8 % (``benchmarks/chi_sd.py --estimator``). A whole chain adds the
-    spread of its own decisions moving with the noise (the CSF mask, the peel of the mask's
-    edge), which no linearisation sees.
+    Following the steps, not the objective's Hessian, matters: the loop stops at a 10 %
+    update (``tol``), which regularises more than the minimiser would, most in the smooth
+    iron-rich nuclei (there the Hessian's map read 1.41-1.64x the spread of MEDI as run over
+    noise draws with every other input fixed; ``benchmarks/chi_sd.py --estimator``). The
+    CSF weights are the one decision of the chain that moves with the noise which the map
+    models; the peel of the mask's edge and the magnitude edges move too, unmodelled.
 
     References
     ----------
@@ -208,7 +212,8 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     log.info("MEDI%s alpha %.3g: %d Gauss-Newton steps", "+0" if csf is not None else "", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
           csf_voxels=int(csf.sum()) if csf is not None else 0)
-    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=True)
+    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=True, steps=steps,
+                    csf_sd=csf_sd)
 
 
 # Liu et al. 2018: sources outside the brain are weighted 30x in the preconditioner, the
@@ -221,7 +226,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION,
         background_preconditioner: float = TFI_BACKGROUND_PRECONDITIONER, max_iter: int = 5, tol: float = 0.02,
         cg_iter: int = 300, cg_tol: float = 0.003, return_sd: bool = False, sd_samples: int = SD_SAMPLES,
-        sd_noise: np.ndarray | None = None, info: dict | None = None):
+        sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None, info: dict | None = None):
     """Total field inversion: tissue and background sources from the total field in one step.
 
     Minimises MEDI+0's objective (see :func:`medi`) on the *total* field inside the brain
@@ -261,7 +266,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         with a warning).
     background_preconditioner : float
         ``P`` outside the mask.
-    max_iter, tol, cg_iter, cg_tol, return_sd, sd_samples, sd_noise
+    max_iter, tol, cg_iter, cg_tol, return_sd, sd_samples, sd_noise, csf_sd
         As for :func:`medi`.
 
     References
@@ -285,7 +290,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
     log.info("TFI alpha %.3g: %d Gauss-Newton steps", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
           csf_voxels=int(csf.sum()) if csf is not None else 0)
-    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=False)
+    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=False, csf_sd=csf_sd)
 
 
 def _sd_samples(return_sd: bool, samples, noise, sd_noise, p: Problem):
@@ -306,17 +311,26 @@ def _sd_samples(return_sd: bool, samples, noise, sd_noise, p: Problem):
     return int(samples), noise
 
 
-def _with_sd(p: Problem, chi, alpha, noise, edges, csf, lam_csf, samples, info, *, jacobi: bool):
-    """χ on the full grid, and with ``samples`` > 0 its noise SD: χ or (χ, sd), by
-    Jacobi-preconditioned CG (MEDI) or plain CG (TFI)."""
+def _with_sd(p: Problem, chi, alpha, noise, edges, csf, lam_csf, samples, info, *, jacobi: bool,
+             steps: int | None = None, csf_sd=None):
+    """χ on the full grid, and with ``samples`` > 0 its noise SD: χ or (χ, sd), following
+    ``steps`` Gauss-Newton steps with Jacobi-preconditioned CG (MEDI) or the Hessian by plain
+    CG (TFI); ``csf_sd`` (full grid) adds the CSF weights' jitter."""
     if not samples:
         return p.full(chi)
     t0 = time.perf_counter()
     iters = SD_CG_ITER if jacobi else SD_CG_ITER_TFI
     sigma = p.cut(np.nan_to_num(np.asarray(noise, np.float32), nan=0.0, posinf=0.0)) * (p.mask > 0)
+    if csf_sd is not None:
+        csf_sd = _checks.as_volume("csf_sd", csf_sd)
+        if csf_sd.shape != tuple(p.full_shape):
+            raise ValueError(f"csf_sd has shape {csf_sd.shape} but the field has shape {tuple(p.full_shape)}")
+        csf_sd = p.cut(np.nan_to_num(csf_sd, nan=0.0)) * (p.mask > 0)
     sd = solvers.noise_sd(p, chi, alpha, np.maximum(sigma, 0), edges=edges, csf=csf, lam_csf=lam_csf, eps=1e-6,
-                          samples=samples, cg_iter=iters, jacobi=jacobi)
-    _note(info, sd_samples=samples, sd_cg_iterations=iters, sd_seconds=time.perf_counter() - t0)
+                          samples=samples, cg_iter=iters, steps=steps if jacobi else None, csf_sd=csf_sd,
+                          jacobi=jacobi)
+    _note(info, sd_samples=samples, sd_cg_iterations=iters if not jacobi else iters[0] + iters[1] * (steps - 1),
+          sd_seconds=time.perf_counter() - t0)
     return p.full(chi), p.full(sd)
 
 

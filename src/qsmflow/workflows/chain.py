@@ -323,21 +323,26 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     inv = STAGES["inversion"][resolve_inversion(opt.inversion, voxel_size)]
     ref = choose(STAGES["reference"], opt.reference, "reference")
     needs = set(inv.needs)  # declared in the registry, not guessed from the signature
-    csf = None
+    csf = csf_sd = None
     if r2star is not None and ("csf_mask" in needs or ref.name == "csf"):
         csf = reference.csf_weights(r2star, eroded, voxel_size, r2star_noise=r2star_noise, echo_span_s=echo_span_s)
         if not csf.any():
             csf = None
+        elif opt.chi_sd and r2star_noise is not None:
+            csf_sd = reference.csf_weight_sd(csf, r2star, r2star_noise)
     if ref.name == "csf" and csf is None:
         why = ("finding it needs R2*, i.e. two or more echoes" if r2star is None else
                f"the echoes span less than {1e3 * CSF_MIN_ECHO_SPAN_S:g} ms" if reference.echo_span_too_short(echo_span_s)
                else f"less than {CSF_MIN_VOLUME_ML:g} mL of the brain has a reliable R2* below {CSF_R2STAR_ZERO_PER_S:g}/s")
         log.warning("no CSF found for the reference (%s); χ is referenced to the whole-brain mean instead", why)
         ref = reference.METHODS["mean"]
-    context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf}
+    context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf,
+               "csf_sd": csf_sd}
     # what the user set in stage_options wins over what the chain provides
     kwargs = {k: v for k, v in context.items() if k in needs and v is not None}
     kwargs.update(so.get("inversion", {}))
+    if "csf_mask" in so.get("inversion", {}) and "csf_sd" not in so["inversion"]:
+        kwargs.pop("csf_sd", None)  # the chain's weights' SD does not describe the user's CSF mask
     if "magnitude" in needs and "magnitude" not in kwargs:
         raise ValueError(f"inversion {inv.name!r} needs a magnitude image")
     sd = None
