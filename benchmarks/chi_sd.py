@@ -33,10 +33,11 @@ then only MEDI+0 again on the chain's local field plus ``--realisations`` draws 
 noise of the map's (thermal) SD, with everything else the chain decided kept fixed (weight,
 region, CSF mask, magnitude edges, noise weights), once as the chain runs it (its
 Gauss-Newton loop stopped at a 10 % update) and once converged (1 % update, 80 CG
-iterations per step). The map models the converged objective's response to the noise; the
-spread between whole-chain runs also holds the chain's decisions moving with the noise. The
-as-run draws are also scored against a map that follows the loop's own steps
-(:func:`neumann_sd`, an experiment at four times the map's cost).
+iterations per step). The map models the loop's own steps (and the CSF weights' jitter,
+which these fixed-decision draws do not have); the spread between whole-chain runs also
+holds the chain's other decisions moving with the noise (the peel, the magnitude edges). The
+as-run draws are also scored against :func:`neumann_sd`, the map's propagation of the field
+noise with 20 CG iterations per step instead of 8 + 4.
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ def neumann_sd(field, region, vs, b0, thermal, *, magnitude, phase_scale, noise,
     from zero), not of its converged minimiser: linearised at the solution, K steps respond
     to a field perturbation with ``Σ_{j<K} (A⁻¹C)^j A⁻¹ DᵀW²n``, ``A`` the lagged system,
     ``H`` the Hessian and ``C = A - H`` (TV with its lagged weights minus its curvature),
-    which tends to ``H⁻¹DᵀW²n`` as K grows. An experiment, at K times the map's cost: (sd, K)."""
+    which tends to ``H⁻¹DᵀW²n`` as K grows: the map's propagation of the field noise with
+    ``cg_iter`` CG iterations per term (the map: 8, then 4), K times its cost: (sd, K)."""
     import importlib
     import inspect
 
