@@ -171,12 +171,12 @@ def neumann_sd(field, region, vs, b0, thermal, *, magnitude, phase_scale, noise,
     from zero), not of its converged minimiser: linearised at the solution, K steps respond
     to a field perturbation with ``Σ_{j<K} (A⁻¹C)^j A⁻¹ DᵀW²n``, ``A`` the lagged system,
     ``H`` the Hessian and ``C = A - H`` (TV with its lagged weights minus its curvature),
-    which tends to ``H⁻¹DᵀW²n`` as K grows: the map's propagation of the field noise with
-    ``cg_iter`` CG iterations per term (the map: 8, then 4), K times its cost: (sd, K)."""
+    which tends to ``H⁻¹DᵀW²n`` as K grows: :func:`qsmflow.inversion.solvers.noise_sd` (the
+    map's propagation of the field noise) with ``cg_iter`` CG iterations per term instead of
+    the map's 8, then 4: (sd, K)."""
     import importlib
     import inspect
 
-    from qsmflow._shared.cg import conjugate_gradient
     from qsmflow._shared.constants import CSF_LAMBDA, MEDI_EDGE_FRACTION
     from qsmflow.inversion import solvers
 
@@ -186,21 +186,10 @@ def neumann_sd(field, region, vs, b0, thermal, *, magnitude, phase_scale, noise,
     loop = {k: v.default for k, v in inspect.signature(tvm.medi).parameters.items()
             if k in ("max_iter", "tol", "cg_iter", "cg_tol")}  # the loop as the chain runs it
     chi, steps = solvers.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam, eps=1e-6, **loop)
-    system = [solvers._gauss_newton_system(p, chi, alpha, edges, csf, lam, 1e-6, None, newton=newton,
-                                           data_diag=solvers.data_diagonal(p, weight=1.0)) for newton in (False, True)]
-    lagged, jacobi, hessian = system[0][0], system[0][4], system[1][0]
-    w2s = p.w * p.w * p.cut(np.nan_to_num(thermal.astype(np.float32))) * (p.mask > 0)
-    rng = np.random.default_rng(0)
-    var = np.zeros(p.shape, np.float64)
-    for _ in range(samples):
-        term, _ = conjugate_gradient(lagged, p.dipole(w2s * rng.standard_normal(p.shape, dtype=np.float32)), 0.0,
-                                     cg_iter, precond=jacobi)
-        total = term.copy()
-        for _ in range(steps - 1):
-            term, _ = conjugate_gradient(lagged, lagged(term) - hessian(term), 0.0, cg_iter, precond=jacobi)
-            total += term
-        var += total.astype(np.float64) ** 2
-    return p.full(np.sqrt(var / samples).astype(np.float32)), steps
+    sigma = p.cut(np.nan_to_num(thermal.astype(np.float32))) * (p.mask > 0)
+    sd = solvers.noise_sd(p, chi, alpha, sigma, edges=edges, csf=csf, lam_csf=lam, eps=1e-6, samples=samples,
+                          cg_iter=(cg_iter, cg_iter), steps=steps)
+    return p.full(sd), steps
 
 
 def _ratios(one, var_pred, observed, sel) -> dict:

@@ -18,7 +18,7 @@ from ._shared.registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "csf_reference", "csf_weights", "echo_span_too_short", "mean_reference"]
+__all__ = ["METHODS", "csf_reference", "csf_weight_sd", "csf_weights", "echo_span_too_short", "mean_reference"]
 
 
 def mean_reference(chi: np.ndarray, mask: np.ndarray, *, region: np.ndarray | None = None) -> tuple[np.ndarray, float]:

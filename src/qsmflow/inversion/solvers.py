@@ -248,15 +248,15 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
     over noise draws). Nor is TFI's ``Q`` used: its background weight speeds up the fit of
     the background, not the tissue's response to noise.
     """
+    # the inverse diagonal (Jacobi, and the jitter's secant) of the operator that is solved only
     ddiag = data_diagonal(p, weight=1.0) if jacobi or csf_sd is not None else None
-    hessian, _, tv_h, _, minv_h = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=True,
-                                                       data_diag=ddiag)
+    hessian, _, tv_h, _, minv = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=True,
+                                                     data_diag=None if steps else ddiag)
+    op, first, rest = hessian, cg_iter, 0
     if steps:
         op, _, tv_l, _, minv = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=False,
                                                     data_diag=ddiag)
         first, rest = cg_iter
-    else:
-        op, minv, first, rest = hessian, minv_h, cg_iter, 0
     del ddiag
     w2s = p.w * p.w * sigma
     seeds = np.random.SeedSequence(seed).spawn(samples)
@@ -301,7 +301,8 @@ def _csf_jitter(chi, csf, csf_sd, lam_csf: float, inv_diag):
     w_all = csf.flat[all_idx].astype(np.float64)
     m = float(np.dot(w_all, chi.flat[all_idx]) / w_all.sum())
     lam = np.float32(lam_csf)
-    sd, w, d = (a.flat[idx].astype(np.float32) for a in (csf_sd, csf, np.float32(1.0) / inv_diag))
+    sd, w = (a.flat[idx].astype(np.float32) for a in (csf_sd, csf))
+    d = np.float32(1.0) / inv_diag.flat[idx]
     rise, fall = np.minimum(sd, 1 - w), np.minimum(sd, w)
     up = rise * d / (d + lam * rise)
     down = fall * d / np.maximum(d - lam * fall, np.float32(0.1) * d)  # d - λf >= the rest's stiffness > 0
