@@ -91,9 +91,7 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
     r2 = _checks.as_volume("r2star", r2star)
     mask = _checks.as_mask("mask", mask, r2.shape)
     vs = _checks.voxel_size(voxel_size)
-    full = _checks.positive("full", full)
-    if not zero > full:
-        raise ValueError(f"zero={zero} must be above full={full} (R2* in 1/s)")
+    width = _ramp_width(full, zero)
     ok = mask & np.isfinite(r2) & (r2 > 0)  # R2* = 0: a failed (clipped) fit, not CSF
     if echo_span_too_short(echo_span_s):
         log.info("no CSF reference region: echoes spanning %.1f ms cannot tell CSF from tissue by R2* (%g ms or "
@@ -102,13 +100,12 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
     if r2star_noise is not None:
         sd = np.asarray(r2star_noise, np.float32)
         _checks.same_shape("r2star_noise", sd, "r2star", r2)
-        noisy = ok & (sd > zero - full)  # NaN (unknown) compares False: kept
+        noisy = ok & (sd > width)  # NaN (unknown) compares False: kept
         if noisy.any():
-            log.info("CSF weights: %d voxels of the mask left out, their R2* noise above %g/s", noisy.sum(),
-                     zero - full)
+            log.info("CSF weights: %d voxels of the mask left out, their R2* noise above %g/s", noisy.sum(), width)
         ok &= ~noisy
     w = np.zeros(r2.shape, np.float32)
-    w[ok] = np.clip((zero - r2[ok]) / np.float32(zero - full), 0, 1)
+    w[ok] = np.clip((zero - r2[ok]) / np.float32(width), 0, 1)
     volume_ml = float(w.sum(dtype=np.float64)) * float(np.prod(vs)) / 1000
     if volume_ml < CSF_MIN_VOLUME_ML:
         log.warning("only %.2f mL of CSF-like R2* (below %g/s) in the mask (the ventricles alone hold > %g mL); no "
@@ -137,13 +134,20 @@ def csf_weight_sd(weights: np.ndarray, r2star: np.ndarray, r2star_noise: np.ndar
     sd = np.asarray(r2star_noise, np.float64)
     _checks.same_shape("r2star", r2, "weights", w)
     _checks.same_shape("r2star_noise", sd, "weights", w)
-    if not zero > full:
-        raise ValueError(f"zero={zero} must be above full={full} (R2* in 1/s)")
+    width = _ramp_width(full, zero)
     on = (w > 0) & np.isfinite(sd) & (sd > 0) & np.isfinite(r2)
     out = np.zeros(w.shape, np.float32)
     if on.any():
-        out[on] = _censored_sd((zero - r2[on]) / (zero - full), sd[on] / (zero - full))
+        out[on] = _censored_sd((zero - r2[on]) / width, sd[on] / width)
     return out
+
+
+def _ramp_width(full: float, zero: float) -> float:
+    """The CSF ramp's width ``zero - full`` (1/s), both ends checked."""
+    full = _checks.positive("full", full)
+    if not zero > full:
+        raise ValueError(f"zero={zero} must be above full={full} (R2* in 1/s)")
+    return float(zero - full)
 
 
 def _censored_sd(mu: np.ndarray, tau: np.ndarray) -> np.ndarray:

@@ -84,6 +84,18 @@ def fansi(p: Problem, alpha: float, *, mu1: float, mu2: float, max_iter: int, to
     return chi, it
 
 
+def _tv_weights(p: Problem, chi: np.ndarray, edges: np.ndarray, eps: float, newton: bool) -> np.ndarray:
+    """TV's weights per gradient component at ``χ``, edge mask squared in: the lagged
+    diffusivity ``V = 1/sqrt(|M∇χ|² + eps)`` or, with ``newton``, its curvature ``eps·V³``."""
+    mg = p.grad(chi) * edges
+    v = (1.0 / np.sqrt(mg * mg + np.float32(eps))).astype(np.float32)  # per component: anisotropic TV
+    del mg
+    if newton:
+        v = np.float32(eps) * v * v * v
+    v *= edges * edges  # once, not per product
+    return v
+
+
 def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.ndarray, csf, lam_csf: float,
                          eps: float, precond, newton: bool = False, data_diag: np.ndarray | None = None):
     """The linearised normal operator at ``χ``: (normal, q, tv_op, add_csf, jacobi).
@@ -101,12 +113,7 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
     csf_w = csf.flat[csf_idx].astype(np.float32) if csf_idx.size else np.empty(0, np.float32)  # 1 for a bool mask
     w_sum = float(csf_w.sum(dtype=np.float64))
     lam = np.float32(lam_csf)
-    mg = p.grad(chi) * edges
-    v = (1.0 / np.sqrt(mg * mg + np.float32(eps))).astype(np.float32)  # per component: anisotropic TV
-    del mg
-    if newton:
-        v = np.float32(eps) * v * v * v
-    v *= edges * edges  # once, not per product
+    v = _tv_weights(p, chi, edges, eps, newton)
     jacobi = None if data_diag is None else _inverse_diagonal(p, v, alpha, data_diag, csf_idx, csf_w, lam, precond)
 
     def q(x):
@@ -250,24 +257,25 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
     """
     # the inverse diagonal (Jacobi, and the jitter's secant) of the operator that is solved only
     ddiag = data_diagonal(p, weight=1.0) if jacobi or csf_sd is not None else None
-    hessian, _, tv_h, _, minv = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=True,
-                                                     data_diag=None if steps else ddiag)
-    op, first, rest = hessian, cg_iter, 0
-    if steps:
-        op, _, tv_l, _, minv = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=False,
-                                                    data_diag=ddiag)
-        first, rest = cg_iter
+    op, _, _, _, minv = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=not steps,
+                                             data_diag=ddiag)
     del ddiag
+    first, rest, gap_w = cg_iter, 0, None
+    if steps:
+        first, rest = cg_iter
+        # C = A - H = α Gᵀ M (V - V') M G: one gradient and its adjoint per product
+        gap_w = _tv_weights(p, chi, edges, eps, newton=False)
+        gap_w -= _tv_weights(p, chi, edges, eps, newton=True)
+        gap_w *= np.float32(alpha)
     w2s = p.w * p.w * sigma
     seeds = np.random.SeedSequence(seed).spawn(samples)
     force = _csf_jitter(chi, csf, csf_sd, lam_csf, minv)
     precond = minv if jacobi else None
 
     def curvature_gap(x):  # C x = α Gᵀ M (V - V') M G x
-        out = tv_l(x)
-        out -= tv_h(x)
-        out *= np.float32(alpha)
-        return out
+        g = p.grad(x)
+        g *= gap_w
+        return p.grad_adj(g)
 
     def response_sq(sq):
         rng = np.random.default_rng(sq)
