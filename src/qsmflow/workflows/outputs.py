@@ -29,7 +29,8 @@ REPORT_SUFFIX = "_report.html"
 _MAPS = {
     "Chimap": ("chi", "ppm", "magnetic susceptibility relative to the reference region"),
     "desc-sd_Chimap": ("chi_sd", "ppm", "standard deviation of chi caused by the field noise (linearised noise "
-                       "propagation through the inversion; not the bias, so not the whole error)"),
+                       "propagation through the inversion; not the bias, nor the chain's edge decisions changing "
+                       "between scans, which can double it in the outer 1-2 mm; so not the whole error)"),
     "R2starmap": ("r2star", "1/s", "effective transverse relaxation rate R2*"),
     "T2starmap": ("t2star", "s", "effective transverse relaxation time T2* = 1/R2*"),
     "S0map": ("s0", "arbitrary", "signal extrapolated to TE = 0"),
