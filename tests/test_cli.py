@@ -372,6 +372,15 @@ def test_invert_command(tmp_path, capsys):
         assert code == 0, err
         runs[name] = nib.load(str(tmp_path / name / "sub-01_Chimap.nii.gz")).get_fdata()
     np.testing.assert_array_equal(runs["4d"], runs["3d"])
+    # the default ('auto') on a local field is MEDI+0 (TFI needs the total field): it asks for
+    # what MEDI needs and then runs
+    code, _, err = _run(args + ["-o", str(tmp_path / "bad")], capsys)
+    assert code == 1 and "--magnitude" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = _run(args + ["--magnitude", mag, "--echo-time", "0.02", "--regularisation", "1e-3",
+                                "-o", str(tmp_path / "auto"), "-q"], capsys)
+    assert code == 0, err
+    prov = json.loads((tmp_path / "auto" / "sub-01_provenance.json").read_text())
+    assert prov["parameters"]["methods"]["inversion"] == "medi"
 
 
 def test_invert_csf_weights_follow_the_r2star_sidecar(tmp_path, capsys):

@@ -271,15 +271,22 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
         r2star = io.load_volume(r2star_path, name="--r2star", shape=shape, affine=affine)
         r2star_noise, echo_span = r2star_reliability(io.read_sidecar(r2star_path), shape)
     te = echo_time if echo_time is not None else mag_te
+    auto = inversion == "auto"
+    if auto:  # as pipeline.invert_run decides it: a local field is given, no total field for TFI
+        inversion = "medi"
+    named = "the default inversion (MEDI+0)" if auto else f"--inversion {inversion}"
     if inversion in ("medi", "tfi"):
         if magnitude is None:
-            raise ValueError(f"--inversion {inversion} needs --magnitude (for its edge mask); or use --inversion tv")
+            raise ValueError(f"{named} needs --magnitude (for its edge mask); or use --inversion tv")
         if te is None or b0_known is None:
-            raise ValueError(f"--inversion {inversion} needs the echo time and B0 for its data term; pass "
+            raise ValueError(f"{named} needs the echo time and B0 for its data term; pass "
                              "--echo-time (s) and --field-strength (T)")
         if float(np.max(te)) > 1:
             raise ValueError(f"--echo-time {te} looks like milliseconds; give seconds (e.g. 0.02)")
     direction = _floats(b0_direction, "--b0-direction", 3) if b0_direction else io.b0_direction_from_affine(affine)
+    if auto:
+        log.info("inversion 'auto' on a local field: MEDI+0 (total field inversion needs the total field: "
+                 "qsmflow run --inversion tfi)")
     options = pipeline.Options(inversion=inversion, reference=reference, chi_sd=not no_chi_sd and noise is not None,
                                stage_options=_regularisation_options(inversion, regularisation))
     with io.OutputSet(out, force=force) as outset:
