@@ -124,6 +124,15 @@ def test_echo_times_disagreeing_with_the_sidecars_are_refused(tmp_path, capsys):
                       "--phase", str(tmp_path / "sub-01_part-phase_MEGRE.nii.gz"), "--echo-times", "0.005,0.010,0.015",
                       "-o", str(out)], capsys)
     assert code == 1 and "differ from the sidecars' EchoTime" in err and err.count("\n") == 1
+    # so is a field strength other than the sidecars' (χ scales with 1/B0); the same one is fine
+    code, err = _cli(["run", "--mag", str(tmp_path / "sub-01_part-mag_MEGRE.nii.gz"),
+                      "--phase", str(tmp_path / "sub-01_part-phase_MEGRE.nii.gz"), "--field-strength", "1.5",
+                      "-o", str(out)], capsys)
+    assert code == 1 and "--field-strength 1.5 T differs from the sidecars' MagneticFieldStrength (3 T)" in err
+    assert err.count("\n") == 1 and (not out.exists() or not any(out.iterdir()))
+    from qsmflow.io._sidecars import _resolve_field_strength
+
+    assert _resolve_field_strength(2.89, [{"MagneticFieldStrength": 3}]) == (2.89, "--field-strength")
 
 
 def test_static_phase_is_warned_about(caplog):

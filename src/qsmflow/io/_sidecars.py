@@ -93,9 +93,19 @@ def _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings, *, requi
 
 def _resolve_field_strength(field_strength, sidecars, *, required=True):
     """B0 (T) from the option or the sidecars, and where it came from."""
-    if field_strength is not None:
-        return _checks.field_strength(field_strength), "--field-strength"
     vals = [sc.get("MagneticFieldStrength") for sc in sidecars if sc.get("MagneticFieldStrength") is not None]
+    if field_strength is not None:
+        b0 = _checks.field_strength(field_strength)
+        try:
+            given = sorted({round(float(v), 3) for v in vals})
+        except (TypeError, ValueError):
+            given = []  # an unreadable sidecar value: the option decides
+        # χ scales with 1/B0: a wrong B0 is a silent error of the whole map's scale
+        if given and not any(np.isclose(b0, v, rtol=0.05) for v in given):
+            raise ValueError(f"--field-strength {b0:g} T differs from the sidecars' MagneticFieldStrength "
+                             f"({', '.join(f'{v:g}' for v in given)} T): one of them is wrong; leave out "
+                             "--field-strength to use the sidecars, or correct it")
+        return b0, "--field-strength"
     if not vals:
         if not required:
             return None, "missing"
