@@ -209,6 +209,28 @@ def test_mask_of_wrong_shape(files, capsys, tmp_path):
     assert not files["out"].exists()
 
 
+def test_mask_that_is_an_image_or_empty_is_refused(files, capsys, tmp_path):
+    """An image given as --mask (a magnitude: every voxel above 0.5 would be 'brain') and an
+    empty mask are refused in one line, before any work; a probability map is cut at 0.5."""
+    shape = nib.load(files["mag4"]).shape[:3]
+    aff = nib.load(files["mag4"]).affine
+    for values, word in ((np.full(shape, 250.0), "from 250 to 250, so it is not a mask"),
+                         (np.zeros(shape), "is empty")):
+        bad = str(tmp_path / "mask.nii.gz")
+        nib.save(nib.Nifti1Image(values.astype(np.float32), aff), bad)
+        code, _, err = _run(["run", "--mag", files["mag4"], "--phase", files["pha4"], "-o", str(files["out"]),
+                             "--mask", bad, "-q"] + OK_TE, capsys)
+        assert code == 1 and word in err and len(err.strip().splitlines()) == 1, err
+        assert not files["out"].exists()
+    from qsmflow import io
+
+    prob = np.zeros(shape, np.float32)
+    prob[1, 1, 1], prob[2, 2, 2] = 0.4, 0.7
+    nib.save(nib.Nifti1Image(prob, aff), str(tmp_path / "prob.nii.gz"))
+    got = io.load_mask(tmp_path / "prob.nii.gz")
+    assert got.dtype == bool and got.sum() == 1 and got[2, 2, 2]
+
+
 # ---------------------------------------------------------------- stage commands
 
 

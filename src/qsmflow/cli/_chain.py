@@ -102,7 +102,7 @@ def _run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phas
             outset.check([f"dicom/{data.prefix}_{name}/IM_0001.dcm" for name, *_ in io.DICOM_MAPS])
     mask = None
     if mask_path:
-        mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
+        mask = io.load_mask(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine)
     _, written = process_subject(data, out, options, mask=mask, force=force, command_line=sys.argv,
                                  report=not processing["no_report"])
     log.info("wrote %d files to %s in %.1f s", len(written), out, time.perf_counter() - t0)

@@ -301,7 +301,7 @@ def _stage_command(until, data, options, mask_path, out, force):
         outset.check(pipeline.output_names(data.prefix, data.n_echoes, until))
     mask = None
     if mask_path:
-        mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
+        mask = io.load_mask(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine)
     result = pipeline.run(data, options, mask=mask, until=until)
     written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv, until=until)
     log.info("wrote %d files to %s", len(written), out)

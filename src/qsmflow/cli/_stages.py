@@ -94,7 +94,7 @@ def fieldmap_cmd(mag, phase, phasediff, delta_te, echo_times, field_strength, ph
             outset.check(pipeline.output_names(data.prefix, 1, "field_fit"))
         mask = None
         if mask_path:
-            mask = io.load_volume(mask_path, name="--mask", shape=data.phasediff.shape, affine=data.affine) > 0.5
+            mask = io.load_mask(mask_path, name="--mask", shape=data.phasediff.shape, affine=data.affine)
         result = pipeline.phasediff_run(data, mask=mask)
         written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv, until="field_fit")
         log.info("wrote %d files to %s", len(written), out)
@@ -127,7 +127,7 @@ def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_dir
     from .. import io, pipeline
 
     fmap = io.load_map(field_path, name="--field", prefix=prefix)
-    mask = io.load_volume(mask_path, name="--mask", shape=fmap.data.shape, affine=fmap.affine) > 0.5
+    mask = io.load_mask(mask_path, name="--mask", shape=fmap.data.shape, affine=fmap.affine)
     noise = io.load_volume(noise_path, name="--noise", shape=fmap.data.shape, affine=fmap.affine) if noise_path \
         else None
     scale = _in_ppm(fmap, unit, field_strength, "--field")
@@ -192,8 +192,8 @@ def r2star_cmd(mag, phase, phase_scale, echo_times, mask_path, fieldmap_path, gr
         raise ValueError("the echo times are unknown (no EchoTime in the sidecars); pass --echo-times in seconds")
     _set_slice_axis(data, slice_axis)
     shape = data.magnitude.shape[:3]
-    mask = io.load_volume(mask_path, name="--mask", shape=shape, affine=data.affine) > 0.5 if mask_path else None
-    mwf_mask = io.load_volume(mwf_mask_path, name="--mwf-mask", shape=shape, affine=data.affine) > 0.5 \
+    mask = io.load_mask(mask_path, name="--mask", shape=shape, affine=data.affine) if mask_path else None
+    mwf_mask = io.load_mask(mwf_mask_path, name="--mwf-mask", shape=shape, affine=data.affine) \
         if mwf_mask_path else None
     field = None
     if fieldmap_path:
@@ -249,7 +249,7 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
 
     local = io.load_map(local_path, name="--local", prefix=prefix)
     shape, affine = local.data.shape, local.affine
-    mask = io.load_volume(mask_path, name="--mask", shape=shape, affine=affine) > 0.5
+    mask = io.load_mask(mask_path, name="--mask", shape=shape, affine=affine)
     b0_known = field_strength if field_strength is not None else local.sidecar.get("MagneticFieldStrength")
     scale = _in_ppm(local, unit, b0_known, "--local")
     noise = None
@@ -325,7 +325,7 @@ def swi_cmd(mag, phase, echo_times, field_strength, phase_scale, b0_direction, p
         outset.check(pipeline.output_names(data.prefix, data.n_echoes, "swi", optional=["swi", "minIP"]))
     mask = None
     if mask_path:
-        mask = io.load_volume(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine) > 0.5
+        mask = io.load_mask(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine)
     options = pipeline.Options(phase_sign=int(phase_sign), minip_slab_mm=minip_slab)
     result = pipeline.swi_run(data, options, mask=mask, method=swi_method, echo=None if echo is None else echo - 1)
     written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv, until="swi")

@@ -7,7 +7,7 @@ Writing is atomic and never overwrites without ``force`` (:mod:`._write`).
 """
 
 from ._phase import scale_phase
-from ._maps import MapInput, PhaseDiffInput, canonical, load_canonical, load_map, load_phasediff, load_volume
+from ._maps import MapInput, PhaseDiffInput, canonical, load_canonical, load_map, load_mask, load_phasediff, load_volume
 from ._nifti import b0_direction_from_affine, bids_entities, bids_prefix, read_sidecar, voxel_size_from_affine
 from ._read import GreInput, load_gre, load_magnitude, series_shape
 from ._write import OutputSet, strict_json
@@ -34,6 +34,7 @@ __all__ = [
     "load_magnitude",
     "load_map",
     "load_phasediff",
+    "load_mask",
     "load_volume",
     "read_sidecar",
     "rescale_slope",

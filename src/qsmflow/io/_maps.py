@@ -101,6 +101,22 @@ def load_volume(path, *, name: str = "volume", shape=None, affine=None, echoes: 
     return data.astype(np.float32)
 
 
+def load_mask(path, *, name: str = "--mask", shape=None, affine=None) -> np.ndarray:
+    """Load a mask NIfTI (0 outside, 1 inside; a probability map in [0, 1] is cut at 0.5) as bool.
+
+    Anything else is refused: an image given as the mask (a magnitude, say) would make every
+    voxel above 0.5 "brain", and the chain would then run on the whole field of view."""
+    data = load_volume(path, name=name, shape=shape, affine=affine)
+    lo, hi = float(data.min()), float(data.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"{name} {path} holds values from {lo:g} to {hi:g}, so it is not a mask (0 outside the "
+                         "brain, 1 inside); is it an image? Give a 0/1 mask, e.g. a qsmflow _mask.nii.gz")
+    mask = data > 0.5
+    if not mask.any():
+        raise ValueError(f"{name} {path} is empty (no voxel above 0.5); give a 0/1 mask with the brain set to 1")
+    return mask
+
+
 def load_canonical(path, *, volume: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A 3D volume (``volume``-th of a 4D file) in the closest RAS orientation, for display.
 
