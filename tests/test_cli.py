@@ -209,6 +209,16 @@ def test_mask_of_wrong_shape(files, capsys, tmp_path):
     assert not files["out"].exists()
 
 
+
+def test_prefix_with_folders_is_refused(files, capsys, tmp_path):
+    """--prefix ../x would write every map outside the output folder: refused before any work."""
+    for prefix in ("../escape", "a/b"):
+        code, _, err = _run(["run", "--mag", files["mag4"], "--phase", files["pha4"], "-o", str(files["out"]),
+                             "--prefix", prefix, "-q"] + OK_TE, capsys)
+        assert code == 1 and "must be a file-name prefix without folders" in err, err
+        assert len(err.strip().splitlines()) == 1 and not files["out"].exists()
+    assert not list(files["out"].parent.glob("escape_*"))
+
 def test_mask_that_is_an_image_or_empty_is_refused(files, capsys, tmp_path):
     """An image given as --mask (a magnitude: every voxel above 0.5 would be 'brain') and an
     empty mask are refused in one line, before any work; a probability map is cut at 0.5."""

@@ -66,7 +66,11 @@ _WRITTEN = {
 
 def output_names(prefix: str, n_echoes: int, until: str | None = None, *, optional=()) -> list[str]:
     """Every file ``write_outputs`` writes, to check before any work; the maps only some runs
-    make (``_OPTIONAL``) are included when named in ``optional``."""
+    make (``_OPTIONAL``) are included when named in ``optional``. A prefix that names a folder
+    (``../x``, ``a/b``) is refused: the files would land outside the output folder."""
+    if not prefix or prefix in (".", "..") or "/" in prefix or "\\" in prefix:
+        raise ValueError(f"the output prefix {prefix!r} must be a file-name prefix without folders "
+                         "(e.g. sub-01_ses-1); the folder is given by -o")
     names = []
     for suffix in _WRITTEN[until]:
         if n_echoes < 2 and _MAPS[suffix][0] in ("r2star", "t2star", "s0", "r2star_fit", "csf_mask"):
