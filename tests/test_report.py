@@ -162,3 +162,22 @@ def test_windows_and_histogram_clipping():
     with_note = np.asarray(figures.histogram(values, -0.3, 0.4, "ppm", label="chi"))
     without = np.asarray(figures.histogram(np.zeros(50), -0.3, 0.4, "ppm", label="chi"))
     assert (with_note[:14] < 100).any() and not (without[:14] < 100).any()  # the note's line at the top
+
+
+def test_region_statistics_leave_out_voxels_where_chi_is_undefined():
+    """χ is 0 outside the local mask (undefined there): the whole-brain row's χ figures are over
+    the voxels where it is defined; R2* over the whole mask."""
+    from qsmflow.workflows import report
+
+    mask = np.zeros((6, 6, 6), np.float32)
+    mask[1:5, 1:5, 1:5] = 1  # 64 voxels
+    local = np.zeros_like(mask)
+    local[1:5, 1:5, 1:3] = 1  # 32 of them hold χ
+    chi = np.where(local > 0, 0.1, 0.0).astype(np.float32)
+    r2 = np.where(mask > 0, 20.0, 0.0).astype(np.float32)
+    r2[1:5, 1:5, 3:5] = 30.0
+    html = report._region_stats({"mask": mask, "localmask": local, "Chimap": chi, "R2starmap": r2}, (1, 1, 1))
+    whole = html.split("whole brain (mask)")[1].split("</tr>")[0]
+    cells = [c.split("<")[0] for c in whole.split("<td>")[1:]]
+    assert cells[:5] == ["64", "0.1", "+0.1000", "+0.1000", "0.0000"], cells  # not +0.0500 with the zeros
+    assert cells[5] == "25.0"  # R2* median over the whole mask (20 and 30/s halves)

@@ -92,8 +92,11 @@ def _region_stats(maps: dict, vs) -> str:
             continue
         m = maps[key] > 0.5
         row = [_e(name), f"{int(m.sum())}", f"{m.sum() * voxel_ml:.1f}"]
+        # χ is 0 outside the local mask, where it is not defined: those voxels do not count
+        defined = m & (maps["localmask"] > 0.5) if "localmask" in maps else m
         for suffix, fmt in (("Chimap", "{:+.4f}"), ("R2starmap", "{:.1f}"), ("T2starmap", "{:.4f}")):
-            v = maps[suffix][m] if suffix in maps and m.any() else None
+            sel = defined if suffix == "Chimap" else m
+            v = maps[suffix][sel] if suffix in maps and sel.any() else None
             if v is None:
                 row += ["–"] * (3 if suffix == "Chimap" else 1)
             elif suffix == "Chimap":
@@ -105,10 +108,9 @@ def _region_stats(maps: dict, vs) -> str:
             # square, unbiased for the mean variance from a map of few samples (a median would be ~17 %
             # low); not the SD of the region's mean: the inversion spreads the noise, so voxels are not
             # independent
-            sd_m = m & (maps.get("localmask", maps["mask"]) > 0.5)
-            row.append(f"{np.sqrt(np.mean(np.square(maps['desc-sd_Chimap'][sd_m]))):.4f}" if sd_m.any() else "–")
+            row.append(f"{np.sqrt(np.mean(np.square(maps['desc-sd_Chimap'][defined]))):.4f}" if defined.any() else "–")
         rows.append(row)
-    header = ["region", "voxels", "volume mL", "χ mean ppm", "χ median ppm", "χ SD ppm", "R2* median 1/s",
+    header = ["region", "voxels", "volume mL", "χ mean ppm (where defined)", "χ median ppm", "χ SD ppm", "R2* median 1/s",
               "T2* median s"]
     return _table(rows, header + (["χ noise SD (RMS) ppm"] if "desc-sd_Chimap" in maps else []))
 
