@@ -242,3 +242,19 @@ def test_sign_flipped_chi_is_warned_about(caplog):
     # be noise (the top 2 % of noisy white matter, diamagnetic): no verdict
     assert sanity.check_chi_sign(chi, r2, brain, vs, r2star_noise=2.0) < 0.05
     assert sanity.check_chi_sign(chi, r2, brain, vs, r2star_noise=10.0) is None
+
+
+def test_implausible_chi_is_warned_about(caplog):
+    """Brain χ within about ±0.2 ppm: a map with 5 % of the brain beyond ±0.5 ppm is warned about
+    (with its figures), one with a single strong vein is not."""
+    region = np.ones((20, 20, 20), bool)
+    chi = np.random.default_rng(0).normal(0, 0.05, region.shape).astype(np.float32)
+    chi[0, 0, :5] = 0.6  # a vein: 5 voxels of 8000
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        assert sanity.check_chi_range(chi, region) == pytest.approx(5 / 8000)
+    assert "implausible" not in caplog.text
+    chi[1] = -0.8  # 400 more voxels: 5.1 %
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        share = sanity.check_chi_range(chi, region)
+    assert share == pytest.approx(405 / 8000)
+    assert "χ looks implausible: 5.1 % of the brain is beyond ±0.5 ppm" in caplog.text
