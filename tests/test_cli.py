@@ -544,6 +544,16 @@ def test_an_unquoted_glob_gives_several_files_after_one_flag(tmp_path, capsys):
     a = nib.load(str(tmp_path / "glob" / "sub-03_R2starmap.nii.gz")).get_fdata()
     np.testing.assert_array_equal(a, nib.load(str(tmp_path / "flags" / "sub-03_R2starmap.nii.gz")).get_fdata())
     np.testing.assert_allclose(a, 25.0, rtol=1e-4)
+    # a glob that also catches the JSON sidecars (quoted or not) gives the same map: they are
+    # left out, and read next to their images; sidecars alone are refused
+    for f in files:
+        Path(f).with_suffix(".json").write_text(json.dumps({"EchoTime": te[files.index(f)]}))
+    quoted = str(d / "sub-03_echo-*_part-mag_MEGRE*")
+    code, _, err = run_cli(["r2star", "--mag", quoted, *common, "-o", str(tmp_path / "json")], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(a, nib.load(str(tmp_path / "json" / "sub-03_R2starmap.nii.gz")).get_fdata())
+    code, _, err = run_cli(["r2star", "--mag", str(d / "*.json"), *common, "-o", str(tmp_path / "bad")], capsys)
+    assert code == 1 and "gives only JSON sidecars" in err and not (tmp_path / "bad").exists()
 
 
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(files, tmp_path, capsys):

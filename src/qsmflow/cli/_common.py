@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import glob
 import logging
+import re
 import sys
+from pathlib import Path
 
 import click
 
@@ -123,6 +124,9 @@ def _floats(text: str | None, name: str, count: int | None = None) -> list[float
 
 
 def _expand(paths: tuple[str, ...], option: str) -> list[str]:
+    """The files of a file option, globs expanded. JSON sidecars that a glob (quoted, or
+    expanded by the shell) caught with the images are dropped: each image's sidecar is read
+    next to it anyway."""
     out: list[str] = []
     for p in paths:
         if any(c in p for c in "*?["):
@@ -132,7 +136,14 @@ def _expand(paths: tuple[str, ...], option: str) -> list[str]:
             out.extend(hits)
         else:
             out.append(p)
-    return out
+    sidecars = [p for p in out if p.lower().endswith(".json")]
+    if sidecars and len(sidecars) == len(out):
+        raise ValueError(f"{option} gives only JSON sidecars ({Path(sidecars[0]).name}, ...); give the NIfTI images "
+                         "(.nii or .nii.gz): their sidecars are read next to them")
+    if sidecars:
+        log.info("%s: %d JSON sidecar(s) matched with the images left out (each image's sidecar is read next to it)",
+                 option, len(sidecars))
+    return [p for p in out if not p.lower().endswith(".json")]
 
 
 # ----------------------------------------------------------------------------- commands
