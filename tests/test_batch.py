@@ -217,3 +217,22 @@ def test_bids_apps_call_form(dataset, tmp_path, capsys):
     assert code == 1 and "only the 'participant' level" in err
     code, _, err = run_cli(["bids", str(dataset), str(out), "participant", "--out", str(tmp_path / "other")], capsys)
     assert code == 1 and "differ" in err
+
+
+def test_a_failed_run_names_the_fix_bids_offers(tmp_path):
+    """qsmflow bids has no --echo-times: a run without EchoTime is told to fix its sidecars (the
+    loader's own message, translated)."""
+    from qsmflow import io
+    from qsmflow.workflows import batch
+
+    vol = np.ones((4, 4, 4, 2), np.float32)
+    for part in ("mag", "phase"):
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / f"sub-01_part-{part}_MEGRE.nii.gz"))
+    with pytest.raises(ValueError) as err:
+        io.load_gre([str(tmp_path / "sub-01_part-mag_MEGRE.nii.gz")], [str(tmp_path / "sub-01_part-phase_MEGRE.nii.gz")],
+                    field_strength=3)
+    assert "--echo-times" in str(err.value)
+    out = batch._bids_words(str(err.value))
+    assert "--echo-times" not in out and out.endswith("add EchoTime (in seconds) to the run's JSON sidecars, as BIDS "
+                                                      "requires")
+    assert batch._bids_words("the brain mask is empty") == "the brain mask is empty"

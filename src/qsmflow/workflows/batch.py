@@ -156,7 +156,7 @@ def process_run(spec: RunSpec, config: BatchConfig) -> RunStatus:
     except Exception as exc:  # one bad run must not stop the batch
         seconds = time.perf_counter() - t0
         text = str(exc).strip()
-        msg = text.splitlines()[0] if text else type(exc).__name__
+        msg = _bids_words(text.splitlines()[0]) if text else type(exc).__name__
         if not isinstance(exc, (ValueError, TypeError, OSError)):
             msg = f"internal error: {type(exc).__name__}: {msg}"
         try:
@@ -168,6 +168,13 @@ def process_run(spec: RunSpec, config: BatchConfig) -> RunStatus:
         except OSError:
             where = None
         return RunStatus(spec.prefix, "failed", seconds, msg, where)
+
+
+def _bids_words(msg: str) -> str:
+    """A loading error's fix in the words of ``qsmflow bids``: it has no --echo-times (a
+    dataset's echo times are in its sidecars)."""
+    return msg.replace("pass --echo-times (comma-separated, in seconds)",
+                       "add EchoTime (in seconds) to the run's JSON sidecars, as BIDS requires")
 
 
 # ----------------------------------------------------------------------------- many runs
