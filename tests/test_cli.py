@@ -345,6 +345,10 @@ def test_fieldmap_then_bgremove_chain(tmp_path, capsys, simulated_bids):
     code, _, err = _run(["bgremove", "--field", str(bare), "--mask", small, "--unit", "ppm",
                          "-o", str(tmp_path / "x")], capsys)
     assert code == 1 and "shape" in err
+    # a field in Hz declared ppm reads as tens of ppm, which no brain has: refused, naming the fix
+    code, _, err = _run(["bgremove", "--field", str(bare), "--mask", str(fm / "sub-phantom_mask.nii.gz"), "--unit",
+                         "ppm", "-o", str(tmp_path / "x"), "-q"], capsys)
+    assert code == 1 and "is it in Hz? Pass --unit hz" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x").exists()
 
 

@@ -304,6 +304,18 @@ def _in_ppm(fmap, unit: str, field_strength, option: str) -> float:
     return 1.0 / hz_per_ppm(_checks.field_strength(b0))
 
 
+def _check_ppm_range(field_ppm, mask, option: str, limit_ppm: float, what: str) -> None:
+    """Refuse a field map whose values in ``mask``, read as ppm, lie far beyond ``what`` can
+    hold (``limit_ppm`` at the 99th percentile of |field|): a map in Hz taken for ppm."""
+    import numpy as np
+
+    values = np.abs(np.asarray(field_ppm)[mask])
+    if values.size and float(np.percentile(values, 99)) > limit_ppm:
+        raise ValueError(f"{option} reaches {float(np.percentile(values, 99)):.3g} ppm (99th percentile of its "
+                         f"magnitude in the mask), far beyond {what} (< {limit_ppm:g} ppm): is it in Hz? "
+                         "Pass --unit hz (with --field-strength if its sidecar lacks it)")
+
+
 def _stage_command(until, data, options, mask_path, out, force):
     """Run the chain up to ``until`` and write that stage's outputs."""
     from .. import io, pipeline

@@ -7,9 +7,10 @@ import sys
 import click
 
 from ._common import (
-    _Files,
+    _check_ppm_range,
     _command,
     _expand,
+    _Files,
     _floats,
     _in_ppm,
     _input_options,
@@ -132,6 +133,7 @@ def bgremove_cmd(field_path, mask_path, unit, field_strength, noise_path, b0_dir
         else None
     scale = _in_ppm(fmap, unit, field_strength, "--field")
     unit = "ppm" if scale == 1.0 else "hz"
+    _check_ppm_range(fmap.data * scale, mask, "--field", 20.0, "a brain's total field (a few ppm)")
     direction = _floats(b0_direction, "--b0-direction", 3) if b0_direction else io.b0_direction_from_affine(fmap.affine)
     with io.OutputSet(out, force=force) as outset:
         outset.check(pipeline.output_names(fmap.prefix, 1, "bgremove"))
@@ -252,6 +254,7 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
     mask = io.load_mask(mask_path, name="--mask", shape=shape, affine=affine)
     b0_known = field_strength if field_strength is not None else local.sidecar.get("MagneticFieldStrength")
     scale = _in_ppm(local, unit, b0_known, "--local")
+    _check_ppm_range(local.data * scale, mask, "--local", 2.0, "a brain's local field (about ±0.1 ppm)")
     noise = None
     if noise_path:
         nmap = io.load_map(noise_path, name="--noise")
