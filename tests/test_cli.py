@@ -250,7 +250,21 @@ def test_mask_unwrap_fieldmap_commands_on_romeo(tmp_path, capsys):
     code, _, err = _run(["mask", "--mag", str(d / "Mag.nii"), "-o", str(tmp_path / "m")], capsys)
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
-        "Mag_citations.txt", "Mag_mask.json", "Mag_mask.nii.gz", "Mag_provenance.json"]
+        "Mag_citations-mask.txt", "Mag_mask.json", "Mag_mask.nii.gz", "Mag_provenance-mask.json"]
+    # the next stages into the same folder, given that mask: nothing to overwrite (the mask is not
+    # written back), each stage's provenance kept
+    given = tmp_path / "m" / "Mag_mask.nii.gz"
+    before = given.read_bytes()
+    for stage in ("unwrap", "fieldmap"):
+        code, _, err = _run([stage, "--mag", str(d / "Mag.nii"), "--phase", str(d / "Phase.nii"), "--mask", str(given),
+                             "-o", str(tmp_path / "m"), "-q"] + common, capsys)
+        assert code == 0, err
+    assert given.read_bytes() == before
+    names = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert [n for n in names if "provenance" in n] == [
+        "Mag_provenance-fieldmap.json", "Mag_provenance-mask.json", "Mag_provenance-unwrap.json"]
+    assert json.loads((tmp_path / "m" / "Mag_provenance-fieldmap.json").read_text())["parameters"]["methods"][
+        "mask"] == "given"
     for method in ("romeo", "bestpath"):
         out = tmp_path / f"u_{method}"
         code, _, err = _run(["unwrap", "--mag", str(d / "Mag.nii"), "--phase", str(d / "Phase.nii"), "-o", str(out),
@@ -284,7 +298,7 @@ def test_fieldmap_from_siemens_phasediff(tmp_path, capsys):
         both = np.logical_and(np.take(mask, range(1, mask.shape[ax]), ax), np.take(mask, range(mask.shape[ax] - 1), ax))
         step = np.abs(np.diff(f, axis=ax))[both]
         assert step.max() < 0.5 / 0.00246
-    prov = json.loads((out / "Si_3_gre_field_magph_e2_ph_provenance.json").read_text())
+    prov = json.loads((out / "Si_3_gre_field_magph_e2_ph_provenance-fieldmap.json").read_text())
     assert prov["input"]["delta_te_source"] == "sidecar EchoTime1/EchoTime2"
     assert prov["input"]["delta_te_s"] == pytest.approx(0.00246)
     side = json.loads((out / "Si_3_gre_field_magph_e2_ph_fieldmap.json").read_text())
@@ -332,7 +346,7 @@ def test_fieldmap_then_bgremove_chain(tmp_path, capsys, simulated_bids):
     assert "PDF for 4x4x4 mm voxels" in err  # auto picks by voxel size
     local = nib.load(str(bg / "sub-phantom_localfield.nii.gz")).get_fdata()
     assert 0 < np.abs(local).max() < 1.0  # ppm
-    prov = json.loads((bg / "sub-phantom_provenance.json").read_text())
+    prov = json.loads((bg / "sub-phantom_provenance-bgremove.json").read_text())
     assert prov["parameters"]["methods"]["bgremove"] == "pdf"
     assert prov["input"]["unit"] == "hz"
     # a field without a unit in its sidecar is refused, so is a mask on another grid
@@ -377,7 +391,7 @@ def test_invert_command(tmp_path, capsys):
     est = nib.load(str(out / "sub-01_Chimap.nii.gz")).get_fdata()
     blob = ellipsoid(shape, vs, (4, 4, 4), (8, 0, 0))
     assert est[blob].mean() - est[mask & ~blob].mean() > 0.15  # the source is found, in ppm
-    prov = json.loads((out / "sub-01_provenance.json").read_text())
+    prov = json.loads((out / "sub-01_provenance-invert.json").read_text())
     assert prov["parameters"]["inversion"]["alpha"] == pytest.approx(1e-4)
     # MEDI needs a magnitude; a weight for TKD is meaningless; the echo time in ms is refused
     for extra, word in [(["--inversion", "medi"], "--magnitude"), (["--inversion", "tfi"], "--inversion tfi needs"),
@@ -415,7 +429,7 @@ def test_invert_command(tmp_path, capsys):
     code, _, err = _run(args + ["--magnitude", mag, "--echo-time", "0.02", "--regularisation", "1e-3",
                                 "-o", str(tmp_path / "auto"), "-q"], capsys)
     assert code == 0, err
-    prov = json.loads((tmp_path / "auto" / "sub-01_provenance.json").read_text())
+    prov = json.loads((tmp_path / "auto" / "sub-01_provenance-invert.json").read_text())
     assert prov["parameters"]["methods"]["inversion"] == "medi"
 
 
@@ -458,7 +472,7 @@ def test_invert_csf_weights_follow_the_r2star_sidecar(tmp_path, capsys):
         weights = out / "sub-01_label-CSF_probseg.nii.gz"
         got = int(np.sum(nib.load(str(weights)).get_fdata() > 0.5)) if weights.exists() else 0
         assert got == n_csf, (name, got)
-        prov = json.loads((out / "sub-01_provenance.json").read_text())
+        prov = json.loads((out / "sub-01_provenance-invert.json").read_text())
         assert prov["parameters"]["methods"]["reference"] == ("csf" if n_csf else "mean"), name
         assert ("was not made by qsmflow" in err) == (name == "no sidecar"), (name, err)
 

@@ -321,7 +321,7 @@ def _stage_command(until, data, options, mask_path, out, force):
     from .. import io, pipeline
 
     with io.OutputSet(out, force=force) as outset:
-        outset.check(pipeline.output_names(data.prefix, data.n_echoes, until))
+        outset.check(pipeline.output_names(data.prefix, data.n_echoes, until, mask_given=bool(mask_path)))
     mask = None
     if mask_path:
         mask = io.load_mask(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine)

@@ -92,7 +92,7 @@ def fieldmap_cmd(mag, phase, phasediff, delta_te, echo_times, field_strength, ph
         data = io.load_phasediff(phasediff, _expand(mag, "--mag")[:1], delta_te=delta_te, phase_scale=phase_scale,
                                  prefix=prefix)
         with io.OutputSet(out, force=force) as outset:
-            outset.check(pipeline.output_names(data.prefix, 1, "field_fit"))
+            outset.check(pipeline.output_names(data.prefix, 1, "field_fit", mask_given=bool(mask_path)))
         mask = None
         if mask_path:
             mask = io.load_mask(mask_path, name="--mask", shape=data.phasediff.shape, affine=data.affine)
@@ -207,7 +207,7 @@ def r2star_cmd(mag, phase, phase_scale, echo_times, mask_path, fieldmap_path, gr
             log.warning("--fieldmap has no Units in its sidecar; taken to be Hz")
     with io.OutputSet(out, force=force) as outset:
         outset.check(pipeline.output_names(data.prefix, data.n_echoes, "r2star",
-                                                  optional=["MWFmap"] if mwf else ()))
+                                           optional=["MWFmap"] if mwf else (), mask_given=bool(mask_path)))
     options = pipeline.Options(r2star=r2star, r2star_gradient_correction=gradient_correction)
     result = pipeline.r2star_run(data, options, mask=mask, field_hz=field, mwf=mwf, mwf_mask=mwf_mask)
     written = pipeline.write_outputs(result, data, out, force=force, command_line=sys.argv, until="r2star")
@@ -325,7 +325,8 @@ def swi_cmd(mag, phase, echo_times, field_strength, phase_scale, b0_direction, p
     if echo is not None and (swi_method != "homodyne" or echo > data.n_echoes):
         raise ValueError(f"--echo {echo} needs --swi-method homodyne and at most {data.n_echoes} (the echoes given)")
     with io.OutputSet(out, force=force) as outset:
-        outset.check(pipeline.output_names(data.prefix, data.n_echoes, "swi", optional=["swi", "minIP"]))
+        outset.check(pipeline.output_names(data.prefix, data.n_echoes, "swi", optional=["swi", "minIP"],
+                                           mask_given=bool(mask_path)))
     mask = None
     if mask_path:
         mask = io.load_mask(mask_path, name="--mask", shape=data.magnitude.shape[:3], affine=data.affine)

@@ -64,21 +64,43 @@ _WRITTEN = {
 }
 
 
-def output_names(prefix: str, n_echoes: int, until: str | None = None, *, optional=()) -> list[str]:
+# The command each stage's outputs come from: a single stage names its provenance and citations
+# after it, so that the stages of one subject can be run one after the other into one folder.
+_STAGE_COMMANDS = {"mask": "mask", "unwrap": "unwrap", "field_fit": "fieldmap", "bgremove": "bgremove",
+                   "inversion": "invert", "r2star": "r2star", "swi": "swi"}
+
+
+def provenance_names(prefix: str, until: str | None = None) -> tuple[str, str]:
+    """The provenance JSON and citations file of a run (``<prefix>_provenance.json``) or of a
+    single stage (``<prefix>_provenance-<command>.json``, which ``qsmflow report`` and the
+    ``bids`` index do not take for a run)."""
+    tag = "" if until is None else f"-{_STAGE_COMMANDS[until]}"
+    return f"{prefix}_provenance{tag}.json", f"{prefix}_citations{tag}.txt"
+
+
+def output_names(prefix: str, n_echoes: int, until: str | None = None, *, optional=(),
+                 mask_given: bool = False) -> list[str]:
     """Every file ``write_outputs`` writes, to check before any work; the maps only some runs
-    make (``_OPTIONAL``) are included when named in ``optional``. A prefix that names a folder
-    (``../x``, ``a/b``) is refused: the files would land outside the output folder."""
+    make (``_OPTIONAL``) are included when named in ``optional``. A single stage given its mask
+    (``mask_given``) does not write it back. A prefix that names a folder (``../x``, ``a/b``)
+    is refused: the files would land outside the output folder."""
     if not prefix or prefix in (".", "..") or "/" in prefix or "\\" in prefix:
         raise ValueError(f"the output prefix {prefix!r} must be a file-name prefix without folders "
                          "(e.g. sub-01_ses-1); the folder is given by -o")
     names = []
-    for suffix in _WRITTEN[until]:
+    for suffix in _written(until, mask_given):
         if n_echoes < 2 and _MAPS[suffix][0] in ("r2star", "t2star", "s0", "r2star_fit", "csf_mask"):
             continue
         if suffix in _OPTIONAL and suffix not in optional:
             continue
         names += [f"{prefix}_{suffix}.nii.gz", f"{prefix}_{suffix}.json"]
-    return names + [f"{prefix}_provenance.json", f"{prefix}_citations.txt"]
+    return names + list(provenance_names(prefix, until))
+
+
+def _written(until: str | None, mask_given: bool) -> tuple:
+    """The maps a run stopped after ``until`` writes (a whole run writes its mask even when
+    given: the folder then holds everything its maps were made with)."""
+    return tuple(s for s in _WRITTEN[until] if not (s == "mask" and mask_given and until is not None))
 
 
 def result_maps(result: QSMResult, until: str | None = None) -> dict:
@@ -111,12 +133,14 @@ def write_outputs(
 
     prefix = data.prefix
     n_echoes = getattr(data, "n_echoes", 1)
+    mask_given = (result.parameters.get("methods") or {}).get("mask") == "given"
     written = []
     with OutputSet(out_dir, force=force) as out:
         arrays = result_maps(result, until)
-        out.check(output_names(prefix, n_echoes, until, optional=[k for k in _OPTIONAL if k in arrays]))
+        out.check(output_names(prefix, n_echoes, until, optional=[k for k in _OPTIONAL if k in arrays],
+                               mask_given=mask_given))
         out.remove([f"{prefix}{REPORT_SUFFIX}"])  # describes the earlier maps; process_subject writes a new one
-        for suffix in _WRITTEN[until]:
+        for suffix in _written(until, mask_given):
             attr, units, desc = _MAPS[suffix]
             arr = arrays.get(suffix)
             if arr is None:
@@ -147,8 +171,9 @@ def write_outputs(
         }
         if extra_provenance:
             provenance.update(extra_provenance)
-        written.append(out.json(f"{prefix}_provenance.json", provenance))
+        prov_name, cite_name = provenance_names(prefix, until)
+        written.append(out.json(prov_name, provenance))
         text = "qsmflow " + __version__ + " used these methods; please cite them:\n\n"
         text += "\n\n".join(f"[{i + 1}] {c}" for i, c in enumerate(result.citations)) + "\n"
-        written.append(out.text(f"{prefix}_citations.txt", text))
+        written.append(out.text(cite_name, text))
     return written
