@@ -258,3 +258,20 @@ def test_implausible_chi_is_warned_about(caplog):
         share = sanity.check_chi_range(chi, region)
     assert share == pytest.approx(405 / 8000)
     assert "χ looks implausible: 5.1 % of the brain is beyond ±0.5 ppm" in caplog.text
+
+
+def test_a_magnitude_given_as_phase_is_refused(tmp_path, capsys):
+    """A magnitude image given as --phase, with a --phase-scale that maps it into [-π, π), follows
+    the magnitude voxel by voxel: refused in one line naming the mistake; the head's real phase
+    (correlation near 0) passes."""
+    mag, pha = _head()
+    sanity.check_phase_is_not_magnitude(pha, mag, sanity.tissue(mag))  # the real phase: no error
+    p, q = tmp_path / "m.nii.gz", tmp_path / "p.nii.gz"
+    nib.save(nib.Nifti1Image(mag, np.diag([*VS, 1.0])), str(p))
+    nib.save(nib.Nifti1Image(mag, np.diag([*VS, 1.0])), str(q))
+    out = tmp_path / "out"
+    scale = 3.0 / float(mag.max())
+    code, err = _cli(["run", "--mag", str(p), "--phase", str(q), "--phase-scale", str(scale), "--echo-times",
+                      ",".join(map(str, TE)), "--field-strength", "3", "-o", str(out)], capsys)
+    assert code == 1 and err.count("\n") == 1 and "a magnitude image was given as --phase" in err, err
+    assert not out.exists() or not any(out.iterdir())

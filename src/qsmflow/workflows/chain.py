@@ -187,6 +187,7 @@ def _brain_mask(data: GreInput, opt: Options, used: dict, mask, timer, until):
     if until != "mask":  # the mask needs neither echo order nor phase
         region = sanity.tissue(data.magnitude)
         sanity.check_echo_order(data.magnitude, data.echo_times, region)
+        sanity.check_phase_is_not_magnitude(data.phase, data.magnitude, region)
         sanity.check_phase_evolves(data.phase, region)
         del region
     with timer("mask"):

@@ -20,7 +20,7 @@ from .._shared.echoes import rss
 log = logging.getLogger(__name__)
 
 __all__ = ["TYPICAL_LOCAL_FIELD_PPM", "check_chi_range", "check_chi_sign", "check_echo_order", "check_field_noise",
-           "check_phase_evolves", "tissue"]
+           "check_phase_evolves", "check_phase_is_not_magnitude", "tissue"]
 
 # Magnitude decays with echo time (R2* > 0); across the head's tissue its median may rise
 # by noise alone only by a fraction of a percent. A larger rise means echoes out of order.
@@ -54,6 +54,9 @@ _SIGN_R2STAR_Z = 4.0
 # of the voxels on the 1 mm benchmark head, 0.05 % on the real Philips head; a single echo of
 # that head whose phase offset could not be removed gave 8 %. More than this share is warned about.
 _CHI_PLAUSIBLE_PPM = 0.5
+# A phase image whose correlation with its magnitude over the head exceeds this in every echo is
+# a magnitude image.
+_PHASE_LIKE_MAGNITUDE_R = 0.8
 _CHI_OUTSIDE_WARN = 0.02
 
 
@@ -87,6 +90,28 @@ def check_echo_order(magnitude: np.ndarray, echo_times, region: np.ndarray) -> N
             f"{', '.join(f'{t * 1000:g}' for t in te)} ms), so the echoes are out of order: give the files "
             "echo 1 first (BIDS echo-N names or sidecars with EchoNumber fix the order), and echo times in "
             "the same order")
+
+
+def check_phase_is_not_magnitude(phase: np.ndarray, magnitude: np.ndarray, region: np.ndarray) -> None:
+    """Refuse "phase" that follows the magnitude voxel by voxel in every echo: a magnitude image
+    given as the phase (with a --phase-scale that maps it into [-π, π), nothing else shows it).
+
+    A real phase image over the head is uncorrelated with its magnitude (|r| < 0.2 on the
+    benchmark heads and the Philips head); above :data:`_PHASE_LIKE_MAGNITUDE_R` in every echo
+    it is the magnitude.
+    """
+    if not region.any():
+        return
+    rs = []
+    for e in range(phase.shape[3]):
+        p, m = phase[..., e][region].astype(np.float64), magnitude[..., e][region].astype(np.float64)
+        if p.std() == 0 or m.std() == 0:
+            return
+        rs.append(float(np.corrcoef(p, m)[0, 1]))
+    if min(rs) > _PHASE_LIKE_MAGNITUDE_R:
+        raise ValueError(f"the phase follows the magnitude voxel by voxel in every echo (correlation "
+                         f"{min(rs):.2f}-{max(rs):.2f} over the head; a phase image's is near 0): a magnitude image "
+                         "was given as --phase; give the phase images (BIDS part-phase)")
 
 
 def check_phase_evolves(phase: np.ndarray, region: np.ndarray) -> None:
