@@ -212,8 +212,8 @@ def test_swi_command_writes_swi_and_minip_and_refuses_a_bad_echo(tmp_path, capsy
         minip = nib.load(str(out / "sub-phantom_minIP.nii.gz")).get_fdata()
         assert swi_img.shape == (40, 48, 40) and np.all(minip <= swi_img + 1e-6)
     bad = tmp_path / "bad"
-    for extra, word in [(["--swi-method", "homodyne", "--echo", "9"], "at most 5"),
-                        (["--echo", "2"], "needs --swi-method homodyne"), (["--minip-slab", "-4"], "--minip-slab")]:
+    for extra, word in [(["--swi-method", "homodyne", "--echo", "9"], "there are only 5 echoes; give 1 to 5"),
+                        (["--echo", "2"], "is for --swi-method homodyne"), (["--minip-slab", "-4"], "--minip-slab")]:
         code, err = run(["swi", *inputs, *extra, "-o", str(bad), "-q"])
         assert code == 1 and word in err and len(err.strip().splitlines()) == 1, err
     assert not bad.exists()

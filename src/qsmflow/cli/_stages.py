@@ -322,8 +322,10 @@ def swi_cmd(mag, phase, echo_times, field_strength, phase_scale, b0_direction, p
     from .. import io, pipeline
 
     data = _load(mag, phase, echo_times, field_strength, phase_scale, b0_direction, prefix)
-    if echo is not None and (swi_method != "homodyne" or echo > data.n_echoes):
-        raise ValueError(f"--echo {echo} needs --swi-method homodyne and at most {data.n_echoes} (the echoes given)")
+    if echo is not None and swi_method != "homodyne":
+        raise ValueError(f"--echo {echo} is for --swi-method homodyne (the default, clear, combines every echo)")
+    if echo is not None and echo > data.n_echoes:
+        raise ValueError(f"--echo {echo}: there are only {data.n_echoes} echoes; give 1 to {data.n_echoes}")
     with io.OutputSet(out, force=force) as outset:
         outset.check(pipeline.output_names(data.prefix, data.n_echoes, "swi", optional=["swi", "minIP"],
                                            mask_given=bool(mask_path)))

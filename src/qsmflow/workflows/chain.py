@@ -113,7 +113,7 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     shape = data.magnitude.shape[:3]
     vs, te = data.voxel_size, data.echo_times
     so = opt.stage_options
-    used, opt = _methods(opt, vs)
+    used, opt = _methods(opt, vs, resolve_late=until is None)
     res = QSMResult(mask=np.zeros(shape, bool), warnings=list(data.warnings))
     timer = functools.partial(_Timer, res.timings, progress=progress)
     res.parameters = {"stage_options": so, "phase_sign": opt.phase_sign}
@@ -169,10 +169,14 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     return _finish(res, used, done, mask_source)
 
 
-def _methods(opt: Options, vs) -> tuple[dict, Options]:
-    """The method of each stage ("auto" resolved by voxel size) and the options naming them."""
+def _methods(opt: Options, vs, resolve_late: bool = True) -> tuple[dict, Options]:
+    """The method of each stage ("auto" resolved by voxel size) and the options naming them;
+    background removal and inversion only with ``resolve_late`` (a run that stops at the field
+    map neither uses nor logs them)."""
     used = {stage: choose(methods, getattr(opt, stage), stage) for stage, methods in STAGES.items()
             if stage not in ("bgremove", "inversion")}
+    if not resolve_late:
+        return used, opt
     used["inversion"] = STAGES["inversion"][resolve_inversion(opt.inversion, vs)]
     opt = dataclasses.replace(opt, inversion=used["inversion"].name)
     if used["inversion"].name != "tfi":

@@ -37,7 +37,8 @@ _MAPS = {
     "swi": ("swi", "", "susceptibility-weighted image: magnitude times the phase mask to the 4th power"),
     "minIP": ("minip", "", "minimum-intensity projection of the SWI over an axial slab (see Parameters)"),
     "MWFmap": ("mwf", "", "myelin water fraction (0-1) from a spatially regularised three-pool fit"),
-    "R2starfit": ("r2star_fit", "", "RMS residual of the R2* fit over the RMS signal (about 1/SNR where the model holds)"),
+    "R2starfit": ("r2star_fit", "", ("RMS residual of the R2* fit over the RMS signal (about 1/SNR where the model "
+                                     "holds; 0 with two echoes, which any exponential fits exactly)")),
     "mask": ("mask", "", "brain mask"),
     "fieldmap": ("total_field_hz", "Hz", "total field offset from the multi-echo fit"),
     "fieldnoise": ("field_noise_hz", "Hz", "standard deviation of the field estimate"),
@@ -147,6 +148,8 @@ def write_outputs(
                 out.remove([f"{prefix}_{suffix}.nii.gz", f"{prefix}_{suffix}.json"])
                 continue
             written.append(out.nifti(f"{prefix}_{suffix}.nii.gz", arr, data.affine, description=f"qsmflow {suffix}"))
+            if suffix == "localfield" and (result.parameters.get("methods") or {}).get("inversion") == "tfi":
+                desc = "field of chi inside the region it was fitted on (total field inversion: no background removal)"
             sidecar = {"Units": units, "Description": desc, "GeneratedBy": f"qsmflow {__version__}"}
             if getattr(data, "field_strength", None):
                 sidecar["MagneticFieldStrength"] = float(data.field_strength)

@@ -43,10 +43,11 @@ def bgremove_run(field_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_directi
     """Background removal alone (the ``qsmflow bgremove`` command): local field (ppm) and its mask."""
     opt = options or Options()
     res = QSMResult(mask=_checks.as_mask("mask", mask, np.shape(field_ppm)))
+    method = STAGES["bgremove"][resolve_bgremove(opt.bgremove, voxel_size)]
+    opt = dataclasses.replace(opt, bgremove=method.name)  # resolved (and logged) once
     with _Timer(res.timings, "bgremove"):
         res.local_field_ppm, res.eroded_mask = background_removal(np.where(res.mask, field_ppm, 0), res.mask,
                                                                   voxel_size, b0_direction, noise, opt)
-    method = STAGES["bgremove"][resolve_bgremove(opt.bgremove, voxel_size)]
     res.parameters = {"methods": {"bgremove": method.name}, "bg_polynomial": opt.bg_polynomial,
                       "stage_options": opt.stage_options}
     res.citations = list(method.citations)
