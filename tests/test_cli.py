@@ -115,11 +115,21 @@ import json  # noqa: E402
 from conftest import shared_data  # noqa: E402
 
 
-def test_simulate_then_run_with_integer_phase(tmp_path, capsys):
+def test_simulate_then_run_with_integer_phase(tmp_path, capsys, monkeypatch):
     data = tmp_path / "bids"
     code, _, err = _run(["simulate", str(data), "--matrix", "40,48,40", "--voxel-size", "4,4,4", "--integer-phase",
                          "--oblique", "15", "-q"], capsys)
     assert code == 0, err
+    # into the same folder again: refused at once, before the simulation runs
+    from qsmflow import phantom
+
+    def no_simulation(*_, **__):
+        raise AssertionError("simulated before checking the output folder")
+
+    monkeypatch.setattr(phantom, "simulate_head", no_simulation)
+    code, _, err = _run(["simulate", str(data), "--matrix", "40,48,40", "--voxel-size", "4,4,4"], capsys)
+    assert code == 1 and "exists" in err and "--force" in err, err
+    monkeypatch.undo()
     anat = data / "sub-phantom" / "anat"
     ph = nib.load(str(anat / "sub-phantom_echo-1_part-phase_MEGRE.nii.gz"))
     assert ph.get_data_dtype() == np.int16

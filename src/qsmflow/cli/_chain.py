@@ -242,8 +242,13 @@ def simulate(out, matrix, voxel_size, echo_times, field_strength, b0_direction, 
     shape = tuple(int(v) for v in _floats(matrix, "--matrix", 3))
     from .. import phantom
 
+    from ..io import OutputSet
+
     direction = _floats(b0_direction, "--b0-direction", 3) if b0_direction else (
         phantom.oblique_direction(oblique) if oblique is not None else (0.0, 0.0, 1.0))
+    paths = phantom.phantom_paths(out, n_echoes=len(_floats(echo_times, "--echo-times")))
+    with OutputSet(out, force=force) as outset:  # before the simulation, which takes a while
+        outset.check(["dataset_description.json"] + [p.relative_to(out).as_posix() for p in paths["mag"] + paths["phase"]])
     head = phantom.simulate_head(shape, _floats(voxel_size, "--voxel-size", 3),
                                  echo_times=_floats(echo_times, "--echo-times"), field_strength=field_strength,
                                  b0_direction=direction, snr=snr, seed=seed, lesions=lesions)
