@@ -165,8 +165,9 @@ def test_windows_and_histogram_clipping():
 
 
 def test_region_statistics_leave_out_voxels_where_chi_is_undefined():
-    """χ is 0 outside the local mask (undefined there): the whole-brain row's χ figures are over
-    the voxels where it is defined; R2* over the whole mask."""
+    """χ is 0 outside the local mask (undefined there): the χ figures come from the voxels where it
+    is defined (the local mask's row; the whole mask's row leaves them out), R2* from each row's
+    region."""
     from qsmflow.workflows import report
 
     mask = np.zeros((6, 6, 6), np.float32)
@@ -177,7 +178,9 @@ def test_region_statistics_leave_out_voxels_where_chi_is_undefined():
     r2 = np.where(mask > 0, 20.0, 0.0).astype(np.float32)
     r2[1:5, 1:5, 3:5] = 30.0
     html = report._region_stats({"mask": mask, "localmask": local, "Chimap": chi, "R2starmap": r2}, (1, 1, 1))
-    whole = html.split("whole brain (mask)")[1].split("</tr>")[0]
-    cells = [c.split("<")[0] for c in whole.split("<td>")[1:]]
-    assert cells[:5] == ["64", "0.1", "+0.1000", "+0.1000", "0.0000"], cells  # not +0.0500 with the zeros
-    assert cells[5] == "25.0"  # R2* median over the whole mask (20 and 30/s halves)
+    def row(name):
+        return [c.split("<")[0] for c in html.split(name)[1].split("</tr>")[0].split("<td>")[1:]]
+
+    assert row("whole brain (mask)")[:6] == ["64", "0.1", "–", "–", "–", "25.0"]  # R2*: the 20 and 30/s halves
+    # χ over the 32 voxels where it is defined: not +0.0500 with the mask's zeros
+    assert row("where χ is defined (local mask)")[:6] == ["32", "0.0", "+0.1000", "+0.1000", "0.0000", "20.0"]

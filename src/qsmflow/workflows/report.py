@@ -92,8 +92,11 @@ def _region_stats(maps: dict, vs) -> str:
             continue
         m = maps[key] > 0.5
         row = [_e(name), f"{int(m.sum())}", f"{m.sum() * voxel_ml:.1f}"]
-        # χ is 0 outside the local mask, where it is not defined: those voxels do not count
+        # χ is 0 outside the local mask, where it is not defined: those voxels do not count, and the
+        # whole mask's row leaves χ to the local mask's row rather than repeat its figures
         defined = m & (maps["localmask"] > 0.5) if "localmask" in maps else m
+        if key == "mask" and "localmask" in maps:
+            defined = np.zeros_like(m)
         for suffix, fmt in (("Chimap", "{:+.4f}"), ("R2starmap", "{:.1f}"), ("T2starmap", "{:.4f}")):
             sel = defined if suffix == "Chimap" else m
             v = maps[suffix][sel] if suffix in maps and sel.any() else None
@@ -110,7 +113,7 @@ def _region_stats(maps: dict, vs) -> str:
             # independent
             row.append(f"{np.sqrt(np.mean(np.square(maps['desc-sd_Chimap'][defined]))):.4f}" if defined.any() else "–")
         rows.append(row)
-    header = ["region", "voxels", "volume mL", "χ mean ppm (where defined)", "χ median ppm", "χ SD ppm", "R2* median 1/s",
+    header = ["region", "voxels", "volume mL", "χ mean ppm", "χ median ppm", "χ SD ppm", "R2* median 1/s",
               "T2* median s"]
     return _table(rows, header + (["χ noise SD (RMS) ppm"] if "desc-sd_Chimap" in maps else []))
 
