@@ -100,11 +100,14 @@ def check_phase_is_not_magnitude(phase: np.ndarray, magnitude: np.ndarray, regio
     benchmark heads and the Philips head); above :data:`_PHASE_LIKE_MAGNITUDE_R` in every echo
     it is the magnitude.
     """
-    if not region.any():
+    voxels = np.flatnonzero(region)[::8]  # every 8th: a correlation needs far fewer than a head's voxels
+    if voxels.size < 100:
         return
     rs = []
-    for e in range(phase.shape[3]):
-        p, m = phase[..., e][region].astype(np.float64), magnitude[..., e][region].astype(np.float64)
+    n_e = phase.shape[3]
+    ph, mag = phase.reshape(-1, n_e), magnitude.reshape(-1, n_e)  # views for C-ordered (x, y, z, echo) data
+    for e in range(n_e):
+        p, m = ph[voxels, e].astype(np.float64), mag[voxels, e].astype(np.float64)
         if p.std() == 0 or m.std() == 0:
             return
         rs.append(float(np.corrcoef(p, m)[0, 1]))
