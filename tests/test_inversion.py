@@ -455,10 +455,10 @@ def test_chi_sd_needs_a_noise_map():
         medi(field, mask, VS, (0, 0, 1), magnitude=np.ones(SHAPE), phase_scale=S_3T_20MS, alpha=1e-4, return_sd=True)
     with pytest.raises(ValueError, match="sd_samples"):
         medi(field, mask, VS, (0, 0, 1), magnitude=np.ones(SHAPE), phase_scale=S_3T_20MS, alpha=1e-4,
-             noise=np.ones(SHAPE), return_sd=True, sd_samples=0)
+             noise=np.full(SHAPE, 0.01), return_sd=True, sd_samples=0)
     with pytest.raises(ValueError, match="sd_noise has shape"):
         medi(field, mask, VS, (0, 0, 1), magnitude=np.ones(SHAPE), phase_scale=S_3T_20MS, alpha=1e-4,
-             noise=np.ones(SHAPE), return_sd=True, sd_noise=np.ones((4, 4, 4)))
+             noise=np.full(SHAPE, 0.01), return_sd=True, sd_noise=np.ones((4, 4, 4)))
 
 
 def test_ilsqr_ramp_is_linear_between_the_percentiles():
@@ -793,3 +793,18 @@ def test_jacobi_diagonal_matches_the_gauss_newton_operator():
             e[i] = 1
             assert 1 / minv[i] == pytest.approx(float(normal(e)[i]), rel=2e-3), (i, precond is None)
     assert _gauss_newton_system(p, x, 1e-3, edges, csf, 50.0, 1e-6, None)[4] is None
+
+
+def test_a_noise_map_in_hz_is_refused():
+    """The field fits give their noise in Hz, the inversions take ppm: a map in Hz (0.5 Hz here,
+    50x the local field's RMS in ppm) would make the field look like noise and χ vanish."""
+    mask, chi, field = _brain((0, 0, 1))
+    rms = float(np.sqrt(np.mean(field[mask] ** 2)))
+    hz = np.full(SHAPE, max(0.5, 20 * rms), np.float32)
+    for run in (lambda n: medi(field, mask, VS, (0, 0, 1), magnitude=np.ones(SHAPE), phase_scale=S_3T_20MS,
+                               alpha=1e-4, noise=n),
+                lambda n: tv(field, mask, VS, (0, 0, 1), alpha=1e-4, noise=n)):
+        with pytest.raises(ValueError, match="is it in Hz"):
+            run(hz)
+    ppm = hz / 127.7  # the same noise in ppm runs
+    medi(field, mask, VS, (0, 0, 1), magnitude=np.ones(SHAPE), phase_scale=S_3T_20MS, alpha=1e-4, noise=ppm)

@@ -278,7 +278,7 @@ def forward_field(chi: np.ndarray, voxel_size, b0_direction, *, margin=None) -> 
     field inhomogeneity due to spatial variation of magnetic susceptibility. Concepts Magn
     Reson B 2005;25B:65-78. doi:10.1002/cmr.b.20034
     """
-    chi = _checks.as_volume("chi", chi, dtype=None)
+    chi = _checks.as_volume("chi", chi, dtype=None, finite=True)
     if margin is None:
         margin = [n // 2 for n in chi.shape]
     shape = fft_shape(chi.shape, margin)

@@ -201,8 +201,8 @@ def three_pool_mwf(magnitude: np.ndarray, phase: np.ndarray, echo_times, *, mask
     complex model fitting. NeuroImage 2015;116:214-221.
     doi:10.1016/j.neuroimage.2015.04.081
     """
-    mag = _checks.as_volume("magnitude", magnitude, ndim=4)
-    pha = _checks.as_volume("phase", phase, ndim=4)
+    mag = _checks.as_volume("magnitude", magnitude, ndim=4, finite=True)
+    pha = _checks.as_volume("phase", phase, ndim=4, finite=True)
     _checks.same_shape("phase", pha, "magnitude", mag)
     te = _checks.echo_times(echo_times, mag.shape[3])
     if te.size < MIN_ECHOES:

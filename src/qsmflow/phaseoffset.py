@@ -71,8 +71,8 @@ def mcpc3ds(
     multi-echo acquisitions (ASPIRE). Magn Reson Med 2018;79:2996-3006.
     doi:10.1002/mrm.26963
     """
-    phase = _checks.as_volume("phase", phase, ndim=4)
-    magnitude = _checks.as_volume("magnitude", magnitude, ndim=4)
+    phase = _checks.as_volume("phase", phase, ndim=4, finite=True)
+    magnitude = _checks.as_volume("magnitude", magnitude, ndim=4, finite=True)
     _checks.same_shape("phase", phase, "magnitude", magnitude)
     te = _checks.echo_times(echo_times, phase.shape[3])
     if te.size < 2:

@@ -37,7 +37,7 @@ def mean_reference(chi: np.ndarray, mask: np.ndarray, *, region: np.ndarray | No
     quantitative susceptibility mapping of the brain. Magn Reson Med 2017;78:204-214.
     doi:10.1002/mrm.26369
     """
-    chi = _checks.as_volume("chi", chi)
+    chi = _checks.as_volume("chi", chi, finite=True)
     mask = _checks.as_mask("mask", mask, chi.shape)
     region = mask if region is None else _checks.as_mask("region", region, chi.shape) & mask
     if not region.any():
@@ -186,7 +186,7 @@ def csf_reference(chi: np.ndarray, mask: np.ndarray, *, csf: np.ndarray) -> tupl
     inversion with automatic uniform cerebrospinal fluid zero reference for quantitative
     susceptibility mapping. Magn Reson Med 2018;79:2795-2803. doi:10.1002/mrm.26946
     """
-    chi = _checks.as_volume("chi", chi)
+    chi = _checks.as_volume("chi", chi, finite=True)
     mask = _checks.as_mask("mask", mask, chi.shape)
     w = _checks.as_weights("csf", csf, chi.shape)[mask].astype(np.float64)
     if not w.any():

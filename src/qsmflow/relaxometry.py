@@ -62,7 +62,7 @@ def r2star_noise(magnitude, echo_times, noise_sigma: float, mask: np.ndarray) ->
 
 def _prepare(magnitude, echo_times, mask, noise_sigma, dephasing, min_echoes: int, name: str):
     """Voxel signals (V, E), echo times, mask, and which echoes each voxel may use (V, E)."""
-    mag = _checks.as_volume("magnitude", magnitude, ndim=4)
+    mag = _checks.as_volume("magnitude", magnitude, ndim=4, finite=True)
     te = _checks.echo_times(echo_times, mag.shape[3])
     if te.size < min_echoes:
         raise ValueError(f"{name} needs at least {min_echoes} echoes, got {te.size}")
@@ -247,7 +247,7 @@ def fit_residual(magnitude: np.ndarray, echo_times, r2star: np.ndarray, s0: np.n
     Near 1/SNR where the mono-exponential model holds; large where it does not (several
     compartments, macroscopic dephasing, motion). 0 outside ``mask``.
     """
-    mag = _checks.as_volume("magnitude", magnitude, ndim=4)
+    mag = _checks.as_volume("magnitude", magnitude, ndim=4, finite=True)
     te = _checks.echo_times(echo_times, mag.shape[3])
     mask = _checks.as_mask("mask", mask, mag.shape[:3])
     s = mag[mask].astype(np.float64)

@@ -93,8 +93,8 @@ def homodyne_swi(magnitude, phase, *, mask=None, voxel_size, filter_mm: float = 
     Haacke EM, Xu Y, Cheng YCN, Reichenbach JR. Susceptibility weighted imaging (SWI).
     Magn Reson Med 2004;52:612-618. doi:10.1002/mrm.20198
     """
-    mag = _checks.as_volume("magnitude", magnitude)
-    ph = _checks.as_volume("phase", phase)
+    mag = _checks.as_volume("magnitude", magnitude, finite=True)
+    ph = _checks.as_volume("phase", phase, finite=True)
     _checks.same_shape("magnitude", mag, "phase", ph)
     vs = _checks.voxel_size(voxel_size)
     width = _checks.positive("filter_mm", filter_mm)
@@ -170,8 +170,8 @@ def clear_swi(magnitude, field_hz, echo_times, *, mask=None, voxel_size, sigma_m
     bipolar multi-echo acquisition and optimized image processing: CLEAR-SWI.
     NeuroImage 2021;237:118175. doi:10.1016/j.neuroimage.2021.118175
     """
-    mag = _checks.as_volume("magnitude", magnitude, ndim=4)
-    field = _checks.as_volume("field_hz", field_hz)
+    mag = _checks.as_volume("magnitude", magnitude, ndim=4, finite=True)
+    field = _checks.as_volume("field_hz", field_hz, finite=True)
     if field.shape != mag.shape[:3]:
         raise ValueError(f"field_hz has shape {field.shape} but the magnitude's echoes have shape {mag.shape[:3]}")
     te = _checks.echo_times(echo_times, mag.shape[3])

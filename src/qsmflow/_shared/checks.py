@@ -11,8 +11,9 @@ import numpy as np
 from .constants import FIELD_STRENGTH_RANGE_T, MAX_ECHO_TIME_S, MAX_GRE_ECHO_TIME_S
 
 
-def as_volume(name: str, arr, *, ndim: int = 3, dtype=np.float32) -> np.ndarray:
-    """Return ``arr`` as a finite array of ``ndim`` dimensions and the given dtype."""
+def as_volume(name: str, arr, *, ndim: int = 3, dtype=np.float32, finite: bool = False) -> np.ndarray:
+    """Return ``arr`` as an array of ``ndim`` dimensions and the given dtype; with ``finite``,
+    one holding no NaN/Inf (where one would spread through the whole result, or hang it)."""
     if not isinstance(arr, np.ndarray):
         try:
             arr = np.asarray(arr)
@@ -26,6 +27,10 @@ def as_volume(name: str, arr, *, ndim: int = 3, dtype=np.float32) -> np.ndarray:
         raise ValueError(f"{name} must be a 3D volume with at least 2 voxels along each axis, got shape {arr.shape}")
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
+    if finite and np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name} holds {bad} NaN/Inf value(s); set them to 0 and leave those voxels out of the mask "
+                         "(qsmflow.io's loaders do so)")
     return arr
 
 

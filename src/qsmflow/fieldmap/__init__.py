@@ -41,8 +41,8 @@ _INTERCEPT_Z = 3.0
 
 
 def _inputs(phase, magnitude, echo_times, mask):
-    phase = _checks.as_volume("phase", phase, ndim=4)
-    magnitude = _checks.as_volume("magnitude", magnitude, ndim=4)
+    phase = _checks.as_volume("phase", phase, ndim=4, finite=True)
+    magnitude = _checks.as_volume("magnitude", magnitude, ndim=4, finite=True)
     _checks.same_shape("phase", phase, "magnitude", magnitude)
     te = _checks.echo_times(echo_times, phase.shape[3])
     shape = phase.shape[:3]

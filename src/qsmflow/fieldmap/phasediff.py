@@ -52,8 +52,8 @@ def phasediff_fieldmap(
     """
     from ..unwrap import romeo_unwrap
 
-    phasediff = _checks.as_volume("phasediff", phasediff)
-    magnitude = _checks.as_volume("magnitude", magnitude)
+    phasediff = _checks.as_volume("phasediff", phasediff, finite=True)
+    magnitude = _checks.as_volume("magnitude", magnitude, finite=True)
     _checks.same_shape("phasediff", phasediff, "magnitude", magnitude)
     dte = _checks.positive("delta_te", delta_te)
     if dte > 0.1:

@@ -9,10 +9,17 @@ import time
 import numpy as np
 
 from .._shared import checks as _checks
-from .._shared.weights import noise_weights
 from .._shared.constants import CSF_LAMBDA, MEDI_EDGE_FRACTION, TV_ALPHA
+from .._shared.weights import noise_weights
 from . import regularisation, solvers
-from ._common import _PAD_VOXELS, _PAD_VOXELS_TV, _note, _phase_scale, _setup
+from ._common import (
+    _PAD_VOXELS,
+    _PAD_VOXELS_TV,
+    _check_noise_in_ppm,
+    _note,
+    _phase_scale,
+    _setup,
+)
 from .problem import Problem
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,7 @@ def tv(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, n
     """
     f, mask, vs, b = _setup(local_field, mask, voxel_size, b0_direction)
     s = _phase_scale(phase_scale) if nonlinear else None
+    _check_noise_in_ppm(noise, f, mask)
     p = Problem(f, mask, vs, b, noise_weights(noise, mask), _PAD_VOXELS_TV)
 
     def solve(a, x0=None, iters=max_iter):
@@ -96,6 +104,7 @@ def _medi_problem(field, mask, voxel_size, b0_direction, magnitude, phase_scale,
     if frac >= 1:
         raise ValueError(f"edge_fraction={frac} must be below 1 (a share of gradient components)")
     lam_csf = _checks.positive("lam_csf", lam_csf, allow_zero=True)
+    _check_noise_in_ppm(noise, f, mask)
     p = Problem(f, mask, vs, b, noise_weights(noise, mask), pad)
     edges = _edge_mask(p, p.cut(np.where(mask, mag, 0)), frac)
     csf = None

@@ -66,7 +66,7 @@ def _combined(magnitude, valid):
     mag = np.asarray(magnitude, dtype=np.float32)
     if mag.ndim == 3:
         mag = mag[..., None]
-    _checks.as_volume("magnitude", mag, ndim=4)
+    _checks.as_volume("magnitude", mag, ndim=4, finite=True)
     img = rss(mag)
     valid = np.ones(img.shape, bool) if valid is None else _checks.as_mask("valid", valid, img.shape)
     return np.where(valid, img, 0).astype(np.float32), valid

@@ -249,7 +249,7 @@ def bet_mask(
     mag = np.asarray(magnitude, np.float32)
     if mag.ndim == 3:
         mag = mag[..., None]
-    _checks.as_volume("magnitude", mag, ndim=4)
+    _checks.as_volume("magnitude", mag, ndim=4, finite=True)
     vs = _checks.voxel_size(voxel_size)
     f = _checks.positive("fractional_threshold", fractional_threshold)
     if not 0 < f < 1:

@@ -67,7 +67,7 @@ def laplacian_unwrap(phase: np.ndarray, voxel_size, *, mask: np.ndarray | None =
     phase = np.asarray(phase)
     if phase.ndim == 4:
         return np.stack([laplacian_unwrap(phase[..., e], voxel_size) for e in range(phase.shape[3])], axis=3)
-    phase = _checks.as_volume("phase", phase, dtype=np.float64)
+    phase = _checks.as_volume("phase", phase, dtype=np.float64, finite=True)
     vs = _checks.voxel_size(voxel_size)
     lam = _neumann_laplacian_eigenvalues(phase.shape, vs)
 
@@ -130,7 +130,7 @@ def bestpath_unwrap(phase: np.ndarray, voxel_size, *, mask: np.ndarray | None = 
             full = np.ones(phase.shape[:3], bool) if mask is None else mask
             out = correct_echo_offsets(out, echo_times, full)
         return out
-    phase = _checks.as_volume("phase", phase, dtype=np.float64)
+    phase = _checks.as_volume("phase", phase, dtype=np.float64, finite=True)
     _checks.voxel_size(voxel_size)
     mask = np.ones(phase.shape, bool) if mask is None else _checks.as_mask("mask", mask, phase.shape)
     wrapped = np.mod(phase + np.pi, 2 * np.pi) - np.pi
@@ -200,14 +200,14 @@ def romeo_unwrap(
     vs = _checks.voxel_size(voxel_size)
     del vs  # the tree lives on the voxel grid; the size only has to be valid
     if phase.ndim == 3:
-        phase = _checks.as_volume("phase", phase)
+        phase = _checks.as_volume("phase", phase, finite=True)
         mask = np.ones(phase.shape, bool) if mask is None else _checks.as_mask("mask", mask, phase.shape)
-        mag = None if magnitude is None else _checks.as_volume("magnitude", magnitude)
+        mag = None if magnitude is None else _checks.as_volume("magnitude", magnitude, finite=True)
         return _centre_turn(romeo.unwrap_along_tree(phase, mask, magnitude=mag, seed_quality=mag), mask)
-    phase = _checks.as_volume("phase", phase, ndim=4)
+    phase = _checks.as_volume("phase", phase, ndim=4, finite=True)
     n_e = phase.shape[3]
     mask = np.ones(phase.shape[:3], bool) if mask is None else _checks.as_mask("mask", mask, phase.shape[:3])
-    mag = None if magnitude is None else _checks.as_volume("magnitude", magnitude, ndim=4)
+    mag = None if magnitude is None else _checks.as_volume("magnitude", magnitude, ndim=4, finite=True)
     if mag is not None:
         _checks.same_shape("phase", phase, "magnitude", mag)
     if echo_times is None or n_e == 1:
