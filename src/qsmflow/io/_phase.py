@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from .._shared import checks as _checks
+
+log = logging.getLogger(__name__)
 
 # Siemens: -4096..4095 (12 bit, signed) and 0..4095 (unsigned); GE/older: -2048..2047.
 _INTEGER_PHASE_RANGES = ((-4096, 4095), (0, 4095), (-2048, 2047))
@@ -84,6 +88,11 @@ def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale
         elif abs(abs(lo) - abs(hi)) <= _SYMMETRY_TOL * m:
             rule = {"rule": f"symmetric range +-{m:.6g} scaled by its maximum: x*pi/{m:.6g}",
                     "factor": np.pi / m, "offset": 0.0, "range": rng}
+            if m < np.pi:  # could be radians that do not wrap (a masked or unwrapped phase, short echoes)
+                rule["warning"] = (f"the phase spans only ±{m:.3g}, less than radians' ±π, and is taken as a scaled "
+                                   f"phase: multiplied by {np.pi / m:.3g}. If it is in radians already (a masked or "
+                                   "unwrapped phase), pass --phase-scale 1, or χ will be that many times too large")
+                log.warning(rule["warning"])
         else:
             raise ValueError(
                 f"cannot tell the phase units from its range [{lo:.6g}, {hi:.6g}]: it is neither radians nor a "

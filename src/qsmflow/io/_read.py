@@ -268,6 +268,8 @@ def load_gre(
         del radians
     del pha
     log.info("phase units: %s (range %.6g..%.6g)", rule["rule"], *rule["range"])
+    if "warning" in rule:
+        warnings.append(rule["warning"])
 
     vs = voxel_size_from_affine(affine)
     b0_dir, b0_dir_src, angle = _resolve_b0_direction(b0_direction, affine)
