@@ -281,3 +281,18 @@ def test_echoes_at_the_noise_floor_are_counted_and_left_out(fit, name, caplog):
     np.testing.assert_allclose(r2, -np.polyfit(te[:3], np.log(kept), 1)[0], rtol=0.02)
     if fit is loglinear_r2star:
         assert "log-linear R2* over 5 echoes in 24 voxels" in caplog.text
+
+
+@pytest.mark.parametrize("fit", ["loglinear_r2star", "arlo_r2star", "nlls_r2star"])
+def test_a_late_echo_stored_as_zero_is_left_out_not_the_voxel(fit):
+    """Integer magnitudes of a fast decay (150/s, a vein) round the last echo to 0: the fit
+    uses the echoes with signal and finds 150/s (the voxel was dropped, R2* = 0 like CSF)."""
+    from qsmflow import relaxometry
+
+    te = np.arange(1, 9) * 0.005
+    mag = np.broadcast_to(np.round(200 * np.exp(-150.0 * te)), (4, 4, 4, 8)).astype(np.float32)
+    assert mag[0, 0, 0, -1] == 0
+    for sigma in (None, 1.0):
+        out = getattr(relaxometry, fit)(mag, te, mask=np.ones((4, 4, 4), bool), noise_sigma=sigma)
+        r2 = out[0] if isinstance(out, tuple) else out
+        np.testing.assert_allclose(r2, 150.0, rtol=0.02)

@@ -67,10 +67,13 @@ def _prepare(magnitude, echo_times, mask, noise_sigma, dephasing, min_echoes: in
     if te.size < min_echoes:
         raise ValueError(f"{name} needs at least {min_echoes} echoes, got {te.size}")
     shape = mag.shape[:3]
-    positive = np.all(mag > 0, axis=3)
+    # the echoes a fit needs must hold signal; a later echo at 0 (a fast decay stored as integers
+    # rounds to 0) is left out of that voxel's fit, not the voxel (which read R2* = 0, like CSF)
+    positive = np.all(mag[..., :min_echoes] > 0, axis=3)
     mask = positive if mask is None else (_checks.as_mask("mask", mask, shape) & positive)
     s = mag[mask].astype(np.float64)
-    usable = np.ones(s.shape, bool)
+    usable = s > 0
+    s[~usable] = np.finfo(np.float64).tiny  # never used (weight 0), but its logarithm must stay finite
     if noise_sigma is not None and np.isfinite(noise_sigma):
         sigma = _checks.positive("noise_sigma", noise_sigma)
         usable &= s > R2STAR_NOISE_FLOOR_K * sigma
