@@ -443,3 +443,27 @@ def test_canonical_puts_any_grid_in_ras_for_display(tmp_path):
     out_file, vs_file = io.load_canonical(path)  # the same from the file
     np.testing.assert_array_equal(out_file, expected)
     np.testing.assert_allclose(vs_file, [2.0, 3.0, 4.0])
+
+
+def test_from_arrays_checks_what_load_gre_checks():
+    """The Python entry point refuses what the file loader refuses (a voxel size the affine
+    contradicts, a non-4x4 affine, a negative or empty magnitude) and records zeroed NaN voxels
+    as a warning, leaving the caller's arrays as given."""
+    mag = np.ones((6, 6, 6, 2), np.float32)
+    pha = np.zeros((6, 6, 6, 2), np.float32)
+    te = [0.005, 0.010]
+    with pytest.raises(ValueError, match=r"voxel_size \[1.0, 1.0, 2.0\] disagrees with the affine"):
+        io.GreInput.from_arrays(mag, pha, te, 3.0, affine=np.eye(4), voxel_size=(1, 1, 2))
+    with pytest.raises(ValueError, match="4x4"):
+        io.GreInput.from_arrays(mag, pha, te, 3.0, affine=np.eye(3))
+    with pytest.raises(ValueError, match="negative"):
+        io.GreInput.from_arrays(-mag, pha, te, 3.0)
+    with pytest.raises(ValueError, match="zero everywhere"):
+        io.GreInput.from_arrays(0 * mag, pha, te, 3.0)
+    g = io.GreInput.from_arrays(mag, pha, te, 3.0, affine=np.diag([1, 1, 2, 1.0]), voxel_size=(1, 1, 2))
+    assert list(g.voxel_size) == [1, 1, 2] and not g.warnings
+    bad = mag.copy()
+    bad[1, 2, 3, 1] = np.nan
+    g = io.GreInput.from_arrays(bad, pha, te, 3.0)
+    assert not g.finite[1, 2, 3] and g.magnitude[1, 2, 3, 1] == 0 and np.isnan(bad[1, 2, 3, 1])
+    assert any("1 voxel(s) hold NaN/Inf" in w for w in g.warnings)

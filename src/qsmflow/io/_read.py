@@ -68,18 +68,25 @@ class GreInput:
         _checks.same_shape("magnitude", mag, "phase", pha)
         te = _checks.echo_times(echo_times, mag.shape[3])
         b0 = _checks.field_strength(field_strength)
-        finite = np.all(np.isfinite(mag), axis=3) & np.all(np.isfinite(pha), axis=3)
-        if np.nanmax(np.abs(pha)) > np.pi * (1 + _RADIAN_SLACK):
-            raise ValueError("phase must be in radians within [-pi, pi]; scale it first (see io.scale_phase)")
         if affine is None:
             vs = _checks.voxel_size(voxel_size if voxel_size is not None else (1.0, 1.0, 1.0))
             affine = np.diag([*vs, 1.0])
         affine = np.asarray(affine, float)
+        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+            raise ValueError(f"affine must be a finite 4x4 matrix (NIfTI's voxel-to-world), got shape {affine.shape}")
         vs = voxel_size_from_affine(affine)
+        if voxel_size is not None and not np.allclose(_checks.voxel_size(voxel_size), vs, rtol=1e-3):
+            raise ValueError(f"voxel_size {list(map(float, voxel_size))} disagrees with the affine's "
+                             f"{[round(float(v), 4) for v in vs]} mm; give one of them")
+        mag, pha = mag.copy(), pha.copy()  # the caller's arrays stay as given
+        warnings: list[str] = []
+        finite, _ = _zero_nonfinite(mag, pha, warnings)
+        if np.max(np.abs(pha)) > np.pi * (1 + _RADIAN_SLACK):
+            raise ValueError("phase must be in radians within [-pi, pi]; scale it first (see io.scale_phase)")
         b0_dir = _checks.b0_direction(b0_direction) if b0_direction is not None else b0_direction_from_affine(affine)
-        return cls(magnitude=np.where(finite[..., None], mag, 0), phase=np.where(finite[..., None], pha, 0),
+        return cls(magnitude=mag, phase=pha,
                    echo_times=te, field_strength=b0, affine=affine, voxel_size=vs, b0_direction=b0_dir,
-                   finite=finite, prefix=prefix,
+                   finite=finite, prefix=prefix, warnings=warnings,
                    provenance={"inputs": "arrays", "echo_times_s": te.tolist(), "field_strength_T": b0,
                                "b0_direction": b0_dir.tolist(), "voxel_size_mm": vs.tolist()})
 
