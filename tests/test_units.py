@@ -244,3 +244,14 @@ def test_nan_input_is_refused_where_it_would_spread_or_hang():
     for name, call in calls.items():
         with pytest.raises(ValueError, match="NaN/Inf"):
             call()
+
+
+def test_package_exports_the_chain_in_four_names():
+    """DESIGN.md: ``qsmflow`` re-exports run, Options, load_gre and simulate_head (lazily)."""
+    import qsmflow
+    from qsmflow import io, phantom, pipeline
+
+    assert (qsmflow.run, qsmflow.Options, qsmflow.load_gre, qsmflow.simulate_head) == (
+        pipeline.run, pipeline.Options, io.load_gre, phantom.simulate_head)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        qsmflow.nothing  # noqa: B018

@@ -143,7 +143,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         TV weight, as in :func:`tv`; "auto" takes the discrepancy-principle weight of
         the (cheaper) TV problem.
     csf_mask : ndarray of bool, optional
-        CSF (see :func:`qsmflow.reference.csf_mask`): adds the MEDI+0 term
+        CSF (see :func:`qsmflow.reference.csf_weights`): adds the MEDI+0 term
         holding CSF uniform, weight ``lam_csf`` (relative to the data term).
     edge_fraction : float
         Share of gradient components taken as edges (MEDI's 0.9 over three axes = 0.3).

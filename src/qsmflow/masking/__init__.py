@@ -196,7 +196,7 @@ def bet_brain_mask(
     fractional_threshold: float = bet.BET_FRACTIONAL_THRESHOLD,
     shrink_mm: float = 0.0,
 ) -> np.ndarray:
-    """Brain mask of a whole-head GRE by a deformable surface (:func:`qsmflow.bet.bet_mask`).
+    """Brain mask of a whole-head GRE by a deformable surface (:func:`qsmflow.masking.bet.bet_mask`).
 
     Keeps brain, cerebellum, brainstem, cortical CSF and every vein and sinus inside the
     skull; eyes, muscle, face and neck stay out. Images with almost no background (a crop
