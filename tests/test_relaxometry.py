@@ -296,3 +296,18 @@ def test_a_late_echo_stored_as_zero_is_left_out_not_the_voxel(fit):
         out = getattr(relaxometry, fit)(mag, te, mask=np.ones((4, 4, 4), bool), noise_sigma=sigma)
         r2 = out[0] if isinstance(out, tuple) else out
         np.testing.assert_allclose(r2, 150.0, rtol=0.02)
+
+
+def test_r2star_noise_checks_echo_times_and_shapes():
+    """Echo times in ms (the SD came out 1000x too small) and masks of another grid are named."""
+    from qsmflow import relaxometry
+
+    mag = np.ones((4, 4, 4, 3), np.float32)
+    with pytest.raises(ValueError, match="milliseconds"):
+        relaxometry.r2star_noise(mag, [4, 8, 12], 1.0, np.ones((4, 4, 4), bool))
+    with pytest.raises(ValueError, match="mask has shape"):
+        relaxometry.r2star_noise(mag, [0.004, 0.008, 0.012], 1.0, np.ones((3, 4, 4), bool))
+    with pytest.raises(ValueError, match="mask has shape"):
+        relaxometry.t2star_from_r2star(np.ones((4, 4, 4)), np.ones((3, 4, 4), bool))
+    with pytest.raises(ValueError, match="3D"):
+        relaxometry.t2star_from_r2star(mag)

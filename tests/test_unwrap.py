@@ -318,3 +318,23 @@ def test_romeo_magnitude_keeps_the_path_out_of_noise():
 def test_romeo_errors_name_the_argument(phase_shape, kw, message):
     with pytest.raises(ValueError, match=message):
         romeo_unwrap(np.zeros(phase_shape, np.float32), (1, 1, 1), **kw)
+
+
+def test_temporal_unwrap_and_romeo_check_their_inputs():
+    """Wrong shapes, template index and echo times in ms are named, not raw numpy errors."""
+    from qsmflow import unwrap
+
+    phase = np.zeros((6, 6, 6, 3), np.float32)
+    mask = np.ones((6, 6, 6), bool)
+    te = [0.004, 0.008, 0.012]
+    cases = [
+        (dict(mask=np.ones((5, 5, 5), bool)), te, 0, "mask has shape"),
+        (dict(mask=mask), te, 7, "template must be an echo index from 0 to 2"),
+        (dict(mask=mask), [4, 8, 12], 0, "milliseconds"),
+        (dict(mask=mask, magnitude=np.ones((6, 6, 6, 2))), te, 0, "magnitude has shape"),
+    ]
+    for kw, times, template, words in cases:
+        with pytest.raises(ValueError, match=words):
+            unwrap.temporal_unwrap(phase, phase[..., 0], template, times, **kw)
+    with pytest.raises(ValueError, match="magnitude has shape"):
+        unwrap.romeo_unwrap(phase[..., 0], (1, 1, 1), magnitude=np.ones((5, 6, 6)))

@@ -43,11 +43,15 @@ def r2star_noise_map(magnitude, echo_times, noise_sigma: float, mask: np.ndarray
     """Standard deviation of R2* (1/s) from noise per voxel of ``mask`` (NaN elsewhere, and
     everywhere when σ is unknown): ``σ / sqrt(Σ_n |S_n|² (TE_n - T̄)²)``, the weighted
     log-linear slope's error (the log of an echo of magnitude ``|S|`` has SD ``σ/|S|``)."""
-    te = np.asarray(echo_times, float)
-    out = np.full(np.shape(mask), np.nan)
+    mag = np.asarray(magnitude)
+    if mag.ndim != 4:
+        raise ValueError(f"magnitude must be 4D (x, y, z, echo), got shape {mag.shape}")
+    te = _checks.echo_times(echo_times, mag.shape[3])
+    mask = _checks.as_mask("mask", mask, mag.shape[:3])
+    out = np.full(mask.shape, np.nan)
     if not np.isfinite(noise_sigma) or te.size < 2:
         return out
-    s = np.asarray(magnitude, np.float64)[mask]
+    s = np.asarray(mag, np.float64)[mask]
     _, _, sxx = echo_time_spread(s * s, te)
     out[mask] = noise_sigma / np.sqrt(np.maximum(sxx, 1e-30))
     return out
@@ -336,6 +340,10 @@ def gradient_dephasing(field_hz: np.ndarray, echo_times, mask: np.ndarray, *,
 def t2star_from_r2star(r2star: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """T2* = 1/R2* (s), capped at ``T2STAR_CAP_S``; R2* ≤ 0 gives the cap; 0 outside ``mask``."""
     r2 = np.asarray(r2star, dtype=np.float64)
+    if r2.ndim != 3:
+        raise ValueError(f"r2star must be 3D, got shape {r2.shape}")
+    if mask is not None:
+        mask = _checks.as_mask("mask", mask, r2.shape)
     with np.errstate(divide="ignore"):
         t2 = np.where(r2 > 1.0 / T2STAR_CAP_S, 1.0 / np.where(r2 > 0, r2, 1.0), T2STAR_CAP_S)
     if mask is not None:

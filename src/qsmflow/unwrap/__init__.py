@@ -203,6 +203,8 @@ def romeo_unwrap(
         phase = _checks.as_volume("phase", phase, finite=True)
         mask = np.ones(phase.shape, bool) if mask is None else _checks.as_mask("mask", mask, phase.shape)
         mag = None if magnitude is None else _checks.as_volume("magnitude", magnitude, finite=True)
+        if mag is not None:
+            _checks.same_shape("phase", phase, "magnitude", mag)
         return _centre_turn(romeo.unwrap_along_tree(phase, mask, magnitude=mag, seed_quality=mag), mask)
     phase = _checks.as_volume("phase", phase, ndim=4, finite=True)
     n_e = phase.shape[3]
@@ -245,7 +247,17 @@ def temporal_unwrap(
     ----------
     Dymerska B, et al. Magn Reson Med 2021;85:2294-2308. doi:10.1002/mrm.28563
     """
-    te = np.asarray(echo_times, float)
+    phase = _checks.as_volume("phase", phase, ndim=4, finite=True)
+    te = _checks.echo_times(echo_times, phase.shape[3])
+    if not 0 <= int(template) < te.size:
+        raise ValueError(f"template must be an echo index from 0 to {te.size - 1}, got {template}")
+    template = int(template)
+    mask = _checks.as_mask("mask", mask, phase.shape[:3])
+    template_unwrapped = _checks.as_volume("template_unwrapped", template_unwrapped, dtype=None, finite=True)
+    _checks.same_shape("template_unwrapped", template_unwrapped, "mask", mask)
+    if magnitude is not None:
+        magnitude = _checks.as_volume("magnitude", magnitude, ndim=4, finite=True)
+        _checks.same_shape("magnitude", magnitude, "phase", phase)
     out = np.zeros(phase.shape, np.float32)
     out[..., template] = template_unwrapped
     p = phase[mask].astype(np.float64)  # (V, E)
