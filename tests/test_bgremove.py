@@ -232,3 +232,17 @@ def test_a_radius_of_one_voxel_is_allowed():
     assert eroded.sum() > 0.5 * mask.sum()
     _, eroded = bgremove.METHODS["vsharp"].func(field, mask, (1.0, 1.0, 1.5), (0, 0, 1), radii_mm=[1.0, 0.5])
     assert eroded.sum() > 0.5 * mask.sum()
+
+
+def test_a_negative_noise_map_is_refused():
+    """A noise map is a standard deviation: negative values (a field given as the noise) were
+    taken for 'no weights' silently."""
+    from qsmflow._shared.weights import noise_weights
+
+    mask = np.ones((4, 4, 4), bool)
+    noise = np.full((4, 4, 4), 0.1)
+    noise[1, 1, 1] = -0.2
+    with pytest.raises(ValueError, match="negative values inside the mask"):
+        noise_weights(noise, mask)
+    np.testing.assert_allclose(noise_weights(np.abs(noise), mask)[1, 1, 1] * 0.2,
+                               noise_weights(np.abs(noise), mask)[0, 0, 0] * 0.1)  # weights are 1/noise

@@ -134,3 +134,16 @@ def test_csf_reference_weights_the_mean():
     assert off == pytest.approx((0.02 * n_v + 0.25 * 0.05 * n_r) / (n_v + 0.25 * n_r), rel=1e-5)
     with pytest.raises(ValueError, match="between 0 and 1"):
         csf_reference(chi, mask, csf=w * 3)
+
+
+def test_csf_weights_refuse_t2star_and_echo_spans_in_ms():
+    """T2* (s) given as R2* made every voxel CSF (weight 1); a span in ms passed as seconds."""
+    from qsmflow import reference
+
+    mask = np.ones((6, 6, 6), bool)
+    with pytest.raises(ValueError, match="is it T2"):
+        reference.csf_weights(np.full((6, 6, 6), 0.04), mask, (1, 1, 1))
+    with pytest.raises(ValueError, match="in milliseconds"):
+        reference.csf_weights(np.full((6, 6, 6), 25.0), mask, (1, 1, 1), echo_span_s=24.0)
+    w = reference.csf_weights(np.full((6, 6, 6), 25.0), mask, (1, 1, 1), echo_span_s=0.024)
+    assert not w.any()  # tissue R2*, no CSF (and too little of it for a reference)

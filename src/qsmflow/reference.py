@@ -53,6 +53,9 @@ def _subtract(chi: np.ndarray, mask: np.ndarray, offset: float) -> tuple[np.ndar
 def echo_span_too_short(echo_span_s: float | None) -> bool:
     """Whether echoes spanning ``echo_span_s`` (last minus first echo time, s; None: unknown)
     are too close together for R2* to tell CSF (below :data:`CSF_MIN_ECHO_SPAN_S`)."""
+    if echo_span_s is not None and not 0 <= echo_span_s <= 0.2:
+        raise ValueError(f"echo_span_s must be the span of the echo times in seconds (0-0.2), got {echo_span_s:g}"
+                         + ("; in milliseconds?" if echo_span_s > 0.2 else ""))
     return echo_span_s is not None and echo_span_s < CSF_MIN_ECHO_SPAN_S
 
 
@@ -93,6 +96,9 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
     vs = _checks.voxel_size(voxel_size)
     width = _ramp_width(full, zero)
     ok = mask & np.isfinite(r2) & (r2 > 0)  # R2* = 0: a failed (clipped) fit, not CSF
+    if ok.any() and float(np.median(r2[ok])) < 1.0:  # brain R2* is 10-40/s; T2* in s is below 1
+        raise ValueError(f"r2star's median over the mask is {float(np.median(r2[ok])):.3g}; brain R2* is 10-40 per "
+                         "second: is it T2* (s)? Give R2* = 1/T2*")
     if echo_span_too_short(echo_span_s):
         log.info("no CSF reference region: echoes spanning %.1f ms cannot tell CSF from tissue by R2* (%g ms or "
                  "more can)", 1e3 * echo_span_s, 1e3 * CSF_MIN_ECHO_SPAN_S)

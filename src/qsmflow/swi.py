@@ -21,7 +21,6 @@ import numpy as np
 
 from . import kernels
 from ._shared import checks as _checks
-from ._shared.constants import MAX_ECHO_TIME_S
 from ._shared.registry import references
 
 log = logging.getLogger(__name__)
@@ -180,8 +179,11 @@ def clear_swi(magnitude, field_hz, echo_times, *, mask=None, voxel_size, sigma_m
     power = _checks.positive("power", power)
     sign = _sign(phase_sign)
     te_eff = float(te.mean()) if effective_te is None else _checks.positive("effective_te", effective_te)
-    if te_eff > MAX_ECHO_TIME_S:
-        raise ValueError(f"effective_te must be in seconds, got {te_eff:g}: divide by 1000 ({te_eff / 1000:g})")
+    if effective_te is not None:
+        try:  # the same limits as any echo time: seconds, at most a gradient echo's
+            _checks.echo_times([te_eff])
+        except ValueError as exc:
+            raise ValueError(f"effective_te: {exc}") from None
     inside = np.ones(field.shape, bool) if mask is None else _checks.as_mask("mask", mask, field.shape)
     combined = np.sqrt(np.sum(np.square(mag, dtype=np.float64), axis=3)).astype(np.float32)
     smooth, _ = kernels.masked_gaussian(field, inside, sigma, vs)

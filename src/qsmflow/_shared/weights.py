@@ -17,6 +17,8 @@ def noise_weights(noise, mask: np.ndarray) -> np.ndarray:
         return mask.astype(np.float32)
     noise = np.asarray(noise, np.float64)
     _checks.same_shape("noise", noise, "mask", mask)
+    if np.any(noise[mask] < 0):
+        raise ValueError("the noise map holds negative values inside the mask; it must be a standard deviation (>= 0)")
     good = mask & np.isfinite(noise) & (noise > 0)
     if not good.any():
         return mask.astype(np.float32)
