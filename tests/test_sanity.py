@@ -275,3 +275,15 @@ def test_a_magnitude_given_as_phase_is_refused(tmp_path, capsys):
                       ",".join(map(str, TE)), "--field-strength", "3", "-o", str(out)], capsys)
     assert code == 1 and err.count("\n") == 1 and "a magnitude image was given as --phase" in err, err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_invert_run_keeps_its_warnings_for_the_provenance():
+    """The single-stage runs collect the warnings their stages log, as run does: the χ-range
+    warning of an implausible local field reaches result.warnings."""
+    from conftest import ellipsoid
+
+    shape, vs = (20, 20, 20), (2.0, 2.0, 2.0)
+    mask = ellipsoid(shape, vs, (16, 16, 16))
+    local = np.where(mask, np.random.default_rng(0).normal(0, 0.3, shape), 0).astype(np.float32)  # ±0.3 ppm noise
+    res = pipeline.invert_run(local, mask, vs, (0, 0, 1), options=pipeline.Options(inversion="tkd", reference="mean"))
+    assert any("χ looks implausible" in w for w in res.warnings), res.warnings

@@ -19,11 +19,11 @@ _PAD_VOXELS = 16
 _PAD_VOXELS_TV = 8
 
 
-def _setup(local_field, mask, voxel_size, b0_direction):
-    f = _checks.as_volume("local_field", local_field)
+def _setup(local_field, mask, voxel_size, b0_direction, field_name: str = "local_field"):
+    f = _checks.as_volume(field_name, local_field)
     mask = _checks.as_mask("mask", mask, f.shape)
     if not np.all(np.isfinite(f[mask])):
-        raise ValueError("local_field holds NaN/Inf inside the mask")
+        raise ValueError(f"{field_name} holds NaN/Inf inside the mask")
     return f, mask, _checks.voxel_size(voxel_size), _checks.b0_direction(b0_direction)
 
 

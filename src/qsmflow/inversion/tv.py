@@ -96,7 +96,7 @@ def _medi_problem(field, mask, voxel_size, b0_direction, magnitude, phase_scale,
     """What MEDI and TFI share: the checked inputs on a :class:`Problem` with noise weights,
     padded by ``pad`` voxels, the magnitude's edge mask and the CSF mask on its grid:
     (problem, edges, csf or None, phase scale, lam_csf)."""
-    f, mask, vs, b = _setup(field, mask, voxel_size, b0_direction)
+    f, mask, vs, b = _setup(field, mask, voxel_size, b0_direction, "total_field" if name == "TFI" else "local_field")
     mag = _checks.as_volume("magnitude", magnitude)
     _checks.same_shape("magnitude", mag, "field", f)
     s = _phase_scale(phase_scale)

@@ -65,6 +65,25 @@ class _Timer:
                 self.progress(self.stage, "end")
 
 
+def collecting_warnings(func):
+    """Decorate a run returning a :class:`QSMResult`: the warnings its stages log join
+    ``result.warnings`` (for the provenance file and the report), once each."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        collector = _WarningCollector()
+        logging.getLogger("qsmflow").addHandler(collector)
+        try:
+            result = func(*args, **kwargs)
+        finally:
+            logging.getLogger("qsmflow").removeHandler(collector)
+        result.warnings.extend(w for w in collector.messages if w not in result.warnings)
+        return result
+
+    return wrapper
+
+
+@collecting_warnings
 def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | None = None,
         progress=None, until: str | None = None) -> QSMResult:
     """Run the chain on a loaded acquisition.
@@ -88,14 +107,7 @@ def run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | No
     """
     if until is not None and until not in UNTIL:
         raise ValueError(f"until must be one of {', '.join(UNTIL)}, got {until!r}")
-    collector = _WarningCollector()
-    logging.getLogger("qsmflow").addHandler(collector)
-    try:
-        result = _run(data, options or Options(), mask, progress, until)
-    finally:
-        logging.getLogger("qsmflow").removeHandler(collector)
-    result.warnings.extend(w for w in collector.messages if w not in result.warnings)
-    return result
+    return _run(data, options or Options(), mask, progress, until)
 
 
 class _WarningCollector(logging.Handler):

@@ -17,12 +17,13 @@ from .._shared.echoes import rss
 from .. import mwf as mwf_fit  # ``mwf`` is r2star_run's flag
 from ..io import GreInput
 from .._shared.registry import choose, references
-from .chain import (_Timer, background_removal, inversion_and_reference, r2star_parameters, relaxation_maps, run,
-                    swi_maps)
+from .chain import (_Timer, background_removal, collecting_warnings, inversion_and_reference, r2star_parameters,
+                    relaxation_maps, run, swi_maps)
 from .options import STAGES, Options, QSMResult, resolve_bgremove
 
 log = logging.getLogger(__name__)
 
+@collecting_warnings
 def swi_run(data: GreInput, options: Options | None = None, *, mask: np.ndarray | None = None,
             method: str = "clear", echo: int | None = None) -> QSMResult:
     """SWI and minIP alone (the ``qsmflow swi`` command): ``clear`` runs the chain to the field
@@ -38,6 +39,7 @@ def swi_run(data: GreInput, options: Options | None = None, *, mask: np.ndarray 
     return res
 
 
+@collecting_warnings
 def bgremove_run(field_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
                  noise: np.ndarray | None = None, options: Options | None = None) -> QSMResult:
     """Background removal alone (the ``qsmflow bgremove`` command): local field (ppm) and its mask."""
@@ -62,6 +64,7 @@ def _given_or_computed_mask(mask, magnitude, voxel_size, finite, method: str):
     return _checks.as_mask("mask", mask, finite.shape) & finite, "given"
 
 
+@collecting_warnings
 def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None = None,
                field_hz: np.ndarray | None = None, mwf_mask: np.ndarray | None = None,
                mwf: bool = False) -> QSMResult:
@@ -115,6 +118,7 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
     return res
 
 
+@collecting_warnings
 def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, options: Options | None = None,
                noise_ppm=None, magnitude=None, phase_scale=None, echo_time=None, field_strength=None,
                r2star=None, r2star_noise=None, echo_span_s=None) -> QSMResult:
@@ -151,6 +155,7 @@ def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction
     return res
 
 
+@collecting_warnings
 def phasediff_run(data, *, mask: np.ndarray | None = None, mask_method: str = "bet") -> QSMResult:
     """B0 map (Hz) from a dual-echo phase-difference acquisition (:class:`qsmflow.io.PhaseDiffInput`).
 
