@@ -255,3 +255,25 @@ def test_package_exports_the_chain_in_four_names():
         pipeline.run, pipeline.Options, io.load_gre, phantom.simulate_head)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         qsmflow.nothing  # noqa: B018
+
+
+def test_helpers_name_a_mask_or_map_on_another_grid():
+    """Shape mismatches in the public helpers are named errors, not numpy's IndexError or
+    broadcast errors from deep inside."""
+    from qsmflow import fieldmap, kernels, masking, relaxometry
+
+    mag = np.ones((6, 6, 6, 3), np.float32)
+    te = [0.004, 0.008, 0.012]
+    mask, other = np.ones((6, 6, 6), bool), np.ones((5, 6, 6), bool)
+    vol = np.ones((6, 6, 6))
+    cases = {
+        "fit_residual": lambda: relaxometry.fit_residual(mag, te, np.ones((5, 6, 6)), vol, mask),
+        "thermal_noise": lambda: fieldmap.thermal_noise(np.ones((5, 6, 6)), mag, te, mask, 1.0),
+        "background_sigma": lambda: fieldmap.background_sigma(mag[..., 0], other),
+        "reliable_field_mask": lambda: masking.reliable_field_mask(mask, np.ones((5, 6, 6)), (1, 1, 1)),
+        "masked_gaussian": lambda: kernels.masked_gaussian(vol, other, 2.0, (1, 1, 1)),
+        "erode": lambda: masking.erode(np.ones((6, 6, 6, 2), bool), 1.0, (1, 1, 1)),
+    }
+    for name, call in cases.items():
+        with pytest.raises(ValueError, match="shape"):
+            call()

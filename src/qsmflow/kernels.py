@@ -301,6 +301,7 @@ def masked_gaussian(volume: np.ndarray, weight: np.ndarray, sigma_mm: float, vox
     vs = _checks.voxel_size(voxel_size)
     gauss = dict(sigma=float(sigma_mm) / vs, mode="constant", truncate=3.0)
     w = np.asarray(weight, np.float64)
+    _checks.same_shape("weight", w, "volume", np.asarray(volume))
     if density is None:
         density = ndimage.gaussian_filter(w, **gauss)
     smooth = ndimage.gaussian_filter(np.asarray(volume, np.float64) * w, **gauss)

@@ -257,8 +257,11 @@ def fit_residual(magnitude: np.ndarray, echo_times, r2star: np.ndarray, s0: np.n
     mag = _checks.as_volume("magnitude", magnitude, ndim=4, finite=True)
     te = _checks.echo_times(echo_times, mag.shape[3])
     mask = _checks.as_mask("mask", mask, mag.shape[:3])
+    r2star, s0 = np.asarray(r2star), np.asarray(s0)
+    _checks.same_shape("r2star", r2star, "mask", mask)
+    _checks.same_shape("s0", s0, "mask", mask)
     s = mag[mask].astype(np.float64)
-    model = np.asarray(s0)[mask][:, None] * np.exp(-np.outer(np.asarray(r2star)[mask], te))
+    model = s0[mask][:, None] * np.exp(-np.outer(r2star[mask], te))
     rel = np.sqrt(np.mean((s - model) ** 2, axis=1)) / np.maximum(np.sqrt(np.mean(s * s, axis=1)), 1e-30)
     out = np.zeros(mask.shape, np.float32)
     out[mask] = rel

@@ -41,6 +41,9 @@ def background_sigma(magnitude: np.ndarray, mask: np.ndarray, voxel_size=None) -
     """
     magnitude = np.asarray(magnitude)
     mask = np.asarray(mask, bool)
+    if mask.ndim != 3 or magnitude.shape[:3] != mask.shape:
+        raise ValueError(f"mask has shape {mask.shape} but the magnitude has shape {magnitude.shape}; give a 3D mask "
+                         "on the magnitude's grid")
     inside = magnitude[mask]
     ref = float(np.median(inside)) if inside.size else 0.0
     bright = ndimage.binary_opening(magnitude > 0.1 * ref) if ref > 0 else mask  # no specks of noise
@@ -130,6 +133,7 @@ def thermal_noise(noise_hz: np.ndarray, magnitude: np.ndarray, echo_times, mask:
     te = _checks.echo_times(echo_times, magnitude.shape[3])
     mask = _checks.as_mask("mask", mask, magnitude.shape[:3])
     noise_hz = np.asarray(noise_hz, np.float32)
+    _checks.same_shape("noise_hz", noise_hz, "mask", mask)
     m = magnitude[mask].astype(np.float64)
     unit = 2 * np.pi * np.sqrt((m * m) @ (te * te))  # 1 / (field SD per unit σ), origin line
     ok = np.isfinite(noise_hz[mask]) & (noise_hz[mask] > 0) & (unit > 0)

@@ -38,6 +38,8 @@ def erode(mask: np.ndarray, radius_mm: float, voxel_size) -> np.ndarray:
     (exact Euclidean distance transform; the volume's edge does not erode).
     """
     vs = _checks.voxel_size(voxel_size)
+    if np.ndim(mask) != 3:
+        raise ValueError(f"mask must be 3D, got shape {np.shape(mask)}")
     if radius_mm <= 0:
         return np.asarray(mask, bool).copy()
     return ndimage.distance_transform_edt(mask, sampling=vs) > radius_mm * (1 + 1e-9)
@@ -284,6 +286,9 @@ def reliable_field_mask(mask: np.ndarray, noise: np.ndarray, voxel_size, *, r2st
     """
     vs = _checks.voxel_size(voxel_size)
     mask = np.asarray(mask, bool)
+    _checks.same_shape("noise", np.asarray(noise), "mask", mask)
+    if r2star is not None:
+        _checks.same_shape("r2star", np.asarray(r2star), "mask", mask)
     flagged = np.zeros(mask.shape, bool)
     values = np.asarray(noise, np.float32)[mask]
     if factor > 0 and np.all(np.isfinite(values)) and np.any(values > 0):
