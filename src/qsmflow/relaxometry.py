@@ -193,6 +193,13 @@ def arlo_r2star(magnitude: np.ndarray, echo_times, *, mask: np.ndarray | None = 
 
     Parameters and returns as :func:`loglinear_r2star`.
 
+    Returns
+    -------
+    r2star : ndarray (float32)
+        R2* (1/s), clipped to [0, R2STAR_CAP_PER_S]; 0 outside the mask.
+    s0 : ndarray (float32)
+        Signal extrapolated to TE = 0.
+
     References
     ----------
     Pei M, Nguyen TD, Thimmappa ND, Salustri C, Dong F, Cooper MA, Li J, Prince MR,
@@ -226,6 +233,13 @@ def nlls_r2star(magnitude: np.ndarray, echo_times, *, mask: np.ndarray | None = 
     magnitude's noise is (near) Gaussian above the noise floor.
 
     Parameters and returns as :func:`loglinear_r2star`; ``max_iter`` caps the LM steps.
+
+    Returns
+    -------
+    r2star : ndarray (float32)
+        R2* (1/s), clipped to [0, R2STAR_CAP_PER_S]; 0 outside the mask.
+    s0 : ndarray (float32)
+        Signal extrapolated to TE = 0.
 
     References
     ----------

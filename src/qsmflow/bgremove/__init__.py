@@ -64,6 +64,13 @@ def sharp(field, mask, voxel_size, b0_direction=None, *, noise=None, radius_mm: 
     The mask is eroded by the sphere; inside it ``(δ - S) * f`` holds no background,
     and dividing by ``1 - S`` where it exceeds ``threshold`` gives the local field.
 
+    Returns
+    -------
+    local : ndarray (float32)
+        Local field (the input's unit), zero outside ``eroded_mask``.
+    eroded_mask : ndarray of bool
+        Where the local field is defined.
+
     References
     ----------
     Schweser F, Deistung A, Lehr BW, Reichenbach JR. Quantitative imaging of intrinsic
@@ -142,6 +149,13 @@ def resharp(field, mask, voxel_size, b0_direction=None, *, noise=None, radius_mm
     (``M_e``: the mask eroded by the sphere), which avoids the ringing of the
     truncated deconvolution.
 
+    Returns
+    -------
+    local : ndarray (float32)
+        Local field (the input's unit), zero outside ``eroded_mask``.
+    eroded_mask : ndarray of bool
+        Where the local field is defined.
+
     References
     ----------
     Sun H, Wilman AH. Background field removal using spherical mean value filtering
@@ -164,6 +178,13 @@ def ismv(field, mask, voxel_size, b0_direction=None, *, noise=None, radius_mm: f
     iterating ``b <- S * b`` is found here directly by conjugate gradients; the
     local field is ``f - b`` on the eroded mask.
 
+    Returns
+    -------
+    local : ndarray (float32)
+        Local field (the input's unit), zero outside ``eroded_mask``.
+    eroded_mask : ndarray of bool
+        Where the local field is defined.
+
     References
     ----------
     Wen Y, Zhou D, Liu T, Spincemaille P, Wang Y. An iterative spherical mean value
@@ -185,6 +206,13 @@ def lbv(field, mask, voxel_size, b0_direction=None, *, noise=None, tol: float = 
     measured field as Dirichlet condition on the one-voxel boundary, is solved by
     conjugate gradients on a sparse matrix; the local field is ``f - b`` in the
     interior (only the boundary layer is lost).
+
+    Returns
+    -------
+    local : ndarray (float32)
+        Local field (the input's unit), zero outside ``eroded_mask``.
+    eroded_mask : ndarray of bool
+        Where the local field is defined.
 
     References
     ----------
@@ -219,6 +247,13 @@ def pdf(field, mask, voxel_size, b0_direction=None, *, noise=None, margin_mm: fl
         CG iterations. PDF converges slowly; on the 1 mm benchmark head 100 iterations
         give a local-field NRMSE 0.6 points above 200 iterations in half the time.
 
+    Returns
+    -------
+    local : ndarray (float32)
+        Local field (the input's unit), zero outside ``eroded_mask``.
+    eroded_mask : ndarray of bool
+        Where the local field is defined.
+
     References
     ----------
     Liu T, Khalidov I, de Rochefort L, Spincemaille P, Liu J, Tsiouris AJ, Wang Y. A
@@ -243,6 +278,11 @@ def remove_polynomial(local: np.ndarray, mask: np.ndarray, voxel_size, *, order:
     Residual background that a method leaves is smooth; a low-order polynomial
     (all ``x^i y^j z^k``, ``i+j+k ≤ order``, in mm from the mask's centre) removes it at
     the price of the local field's own lowest-order content.
+
+    Returns
+    -------
+    ndarray (float32)
+        The local field minus the fitted polynomial, zero outside ``mask``.
 
     References
     ----------

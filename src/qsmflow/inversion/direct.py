@@ -31,6 +31,11 @@ def tkd(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     correct_bias : bool
         Divide by the PSF's central value (Schweser et al. 2013).
 
+    Returns
+    -------
+    ndarray (float32)
+        χ (ppm), zero outside ``mask``.
+
     References
     ----------
     Shmueli K, de Zwart JA, van Gelderen P, Li TQ, Dodd SJ, Duyn JH. Magnetic

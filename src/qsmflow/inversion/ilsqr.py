@@ -78,6 +78,11 @@ def ilsqr(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *
     The structural estimate of step 2 is TKD rather than the paper's filtered
     "fast QSM" map; both only decide where edges are.
 
+    Returns
+    -------
+    ndarray (float32)
+        χ (ppm), zero outside ``mask``.
+
     References
     ----------
     Li W, Wang N, Yu F, Han H, Cao W, Romero R, Tantiwongkosi B, Duong TQ, Liu C. A method

@@ -65,6 +65,11 @@ def tv(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, n
     max_iter, tol
         ADMM iterations and the relative χ update that stops them.
 
+    Returns
+    -------
+    ndarray (float32)
+        χ (ppm), zero outside ``mask``.
+
     References
     ----------
     Bilgic B, Fan AP, Polimeni JR, Cauley SF, Bianciardi M, Adalsteinsson E, Wald LL,
@@ -171,6 +176,14 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         The SD of ``csf_mask``'s weights from the scan's noise
         (:func:`qsmflow.reference.csf_weight_sd`): ``return_sd`` then also carries the
         weights' jitter between scans, which moves χ in partial-volume CSF.
+
+    Returns
+    -------
+    chi : ndarray (float32)
+        χ (ppm), zero outside ``mask``.
+    sd : ndarray (float32)
+        With ``return_sd``: χ's standard deviation from the field noise (ppm), zero outside
+        ``mask``; returned as ``(chi, sd)``.
 
     Notes
     -----
