@@ -246,3 +246,16 @@ def test_a_negative_noise_map_is_refused():
         noise_weights(noise, mask)
     np.testing.assert_allclose(noise_weights(np.abs(noise), mask)[1, 1, 1] * 0.2,
                                noise_weights(np.abs(noise), mask)[0, 0, 0] * 0.1)  # weights are 1/noise
+
+
+def test_noise_weights_give_a_zero_noise_voxel_the_most_weight():
+    """Weights are 1/noise, capped at 10x the median: a voxel of noise 0 gets the cap (it got
+    weight 0, as if unreliable), one of unknown noise (NaN) gets 0."""
+    from qsmflow._shared.weights import noise_weights
+
+    mask = np.ones((2, 2, 2), bool)
+    noise = np.full((2, 2, 2), 0.1)
+    noise[0, 0, 0], noise[1, 1, 1] = 0.0, np.nan
+    w = noise_weights(noise, mask)
+    assert w[0, 0, 0] == pytest.approx(10 * w[0, 0, 1]) and w[1, 1, 1] == 0
+    assert w[mask & np.isfinite(noise)].mean() == pytest.approx(1.0)
