@@ -249,6 +249,14 @@ def test_mask_that_is_an_image_or_empty_is_refused(files, capsys, tmp_path):
     nib.save(nib.Nifti1Image(prob, aff), str(tmp_path / "prob.nii.gz"))
     got = io.load_mask(tmp_path / "prob.nii.gz")
     assert got.dtype == bool and got.sum() == 1 and got[2, 2, 2]
+    binary = np.where(prob > 0, 255, 0).astype(np.uint8)  # a 0/255 mask from an image editor: binary
+    nib.save(nib.Nifti1Image(binary, aff), str(tmp_path / "b.nii.gz"))
+    assert io.load_mask(tmp_path / "b.nii.gz").sum() == 2
+    labels = binary.astype(np.float32)
+    labels[3, 3, 3] = 2  # 0, 2 and 255: labels, not a mask
+    nib.save(nib.Nifti1Image(labels, aff), str(tmp_path / "l.nii.gz"))
+    with pytest.raises(ValueError, match="label map"):
+        io.load_mask(tmp_path / "l.nii.gz")
 
 
 # ---------------------------------------------------------------- stage commands

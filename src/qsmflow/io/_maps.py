@@ -102,15 +102,19 @@ def load_volume(path, *, name: str = "volume", shape=None, affine=None, echoes: 
 
 
 def load_mask(path, *, name: str = "--mask", shape=None, affine=None) -> np.ndarray:
-    """Load a mask NIfTI (0 outside, 1 inside; a probability map in [0, 1] is cut at 0.5) as bool.
+    """Load a mask NIfTI (0 outside, 1 inside; a probability map in [0, 1] is cut at 0.5; 0 and
+    one other value, as 0/255, is binary) as bool.
 
     Anything else is refused: an image given as the mask (a magnitude, say) would make every
     voxel above 0.5 "brain", and the chain would then run on the whole field of view."""
     data = load_volume(path, name=name, shape=shape, affine=affine)
     lo, hi = float(data.min()), float(data.max())
-    if lo < -1e-3 or hi > 1 + 1e-3:
+    if lo >= -1e-3 and hi > 1 + 1e-3 and np.unique(data).size == 2:  # 0 and one value (0/255, 0/100): binary
+        data = (data > 0).astype(np.float32)
+    elif lo < -1e-3 or hi > 1 + 1e-3:
         raise ValueError(f"{name} {path} holds values from {lo:g} to {hi:g}, so it is not a mask (0 outside the "
-                         "brain, 1 inside); is it an image? Give a 0/1 mask, e.g. a qsmflow _mask.nii.gz")
+                         "brain, 1 inside); is it an image or a label map? Give a 0/1 mask, e.g. a qsmflow "
+                         "_mask.nii.gz")
     mask = data > 0.5
     if not mask.any():
         raise ValueError(f"{name} {path} is empty (no voxel above 0.5); give a 0/1 mask with the brain set to 1")
