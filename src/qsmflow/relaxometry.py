@@ -195,10 +195,8 @@ def arlo_r2star(magnitude: np.ndarray, echo_times, *, mask: np.ndarray | None = 
 
     Returns
     -------
-    r2star : ndarray (float32)
-        R2* (1/s), clipped to [0, R2STAR_CAP_PER_S]; 0 outside the mask.
-    s0 : ndarray (float32)
-        Signal extrapolated to TE = 0.
+    (r2star, s0)
+        As :func:`loglinear_r2star`: R2* (1/s) and the signal at TE = 0, float32.
 
     References
     ----------
@@ -236,10 +234,8 @@ def nlls_r2star(magnitude: np.ndarray, echo_times, *, mask: np.ndarray | None = 
 
     Returns
     -------
-    r2star : ndarray (float32)
-        R2* (1/s), clipped to [0, R2STAR_CAP_PER_S]; 0 outside the mask.
-    s0 : ndarray (float32)
-        Signal extrapolated to TE = 0.
+    (r2star, s0)
+        As :func:`loglinear_r2star`: R2* (1/s) and the signal at TE = 0, float32.
 
     References
     ----------

@@ -66,10 +66,8 @@ def sharp(field, mask, voxel_size, b0_direction=None, *, noise=None, radius_mm: 
 
     Returns
     -------
-    local : ndarray (float32)
-        Local field (the input's unit), zero outside ``eroded_mask``.
-    eroded_mask : ndarray of bool
-        Where the local field is defined.
+    (local, eroded_mask)
+        As every method (module docstring): float32 local field in the input's unit, bool mask.
 
     References
     ----------
@@ -151,10 +149,8 @@ def resharp(field, mask, voxel_size, b0_direction=None, *, noise=None, radius_mm
 
     Returns
     -------
-    local : ndarray (float32)
-        Local field (the input's unit), zero outside ``eroded_mask``.
-    eroded_mask : ndarray of bool
-        Where the local field is defined.
+    (local, eroded_mask)
+        As every method (module docstring): float32 local field in the input's unit, bool mask.
 
     References
     ----------
@@ -180,10 +176,8 @@ def ismv(field, mask, voxel_size, b0_direction=None, *, noise=None, radius_mm: f
 
     Returns
     -------
-    local : ndarray (float32)
-        Local field (the input's unit), zero outside ``eroded_mask``.
-    eroded_mask : ndarray of bool
-        Where the local field is defined.
+    (local, eroded_mask)
+        As every method (module docstring): float32 local field in the input's unit, bool mask.
 
     References
     ----------
@@ -209,10 +203,8 @@ def lbv(field, mask, voxel_size, b0_direction=None, *, noise=None, tol: float = 
 
     Returns
     -------
-    local : ndarray (float32)
-        Local field (the input's unit), zero outside ``eroded_mask``.
-    eroded_mask : ndarray of bool
-        Where the local field is defined.
+    (local, eroded_mask)
+        As every method (module docstring): float32 local field in the input's unit, bool mask.
 
     References
     ----------
@@ -249,10 +241,8 @@ def pdf(field, mask, voxel_size, b0_direction=None, *, noise=None, margin_mm: fl
 
     Returns
     -------
-    local : ndarray (float32)
-        Local field (the input's unit), zero outside ``eroded_mask``.
-    eroded_mask : ndarray of bool
-        Where the local field is defined.
+    (local, eroded_mask)
+        As every method (module docstring): float32 local field in the input's unit, bool mask.
 
     References
     ----------
