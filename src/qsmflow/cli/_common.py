@@ -310,8 +310,9 @@ def _check_ppm_range(field_ppm, mask, option: str, limit_ppm: float, what: str) 
     import numpy as np
 
     values = np.abs(np.asarray(field_ppm)[mask])
-    if values.size and float(np.percentile(values, 99)) > limit_ppm:
-        raise ValueError(f"{option} reaches {float(np.percentile(values, 99)):.3g} ppm (99th percentile of its "
+    top = float(np.percentile(values, 99)) if values.size else 0.0
+    if top > limit_ppm:
+        raise ValueError(f"{option} reaches {top:.3g} ppm (99th percentile of its "
                          f"magnitude in the mask), far beyond {what} (< {limit_ppm:g} ppm): is it in Hz? "
                          "Pass --unit hz (with --field-strength if its sidecar lacks it)")
 

@@ -267,7 +267,6 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
     if r2_c is not None:
         res.parameters["chi_sign_share"] = sanity.check_chi_sign(chi_c, r2_c, eroded_c, vs, r2star_noise=r2_sd_map,
                                                                      phase_sign=opt.phase_sign)
-    res.parameters["chi_implausible_share"] = round(sanity.check_chi_range(chi_c, eroded_c), 5)
     res.chi = box.full(chi_c, np.float32)
     if sd_c is not None:
         res.chi_sd = box.full(sd_c, np.float32)
@@ -388,6 +387,7 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     with timer("reference"):
         chi, offset = ref.func(chi, eroded, **ref_kwargs)
     res.parameters["reference_offset_ppm"] = offset
+    res.parameters["chi_implausible_share"] = round(sanity.check_chi_range(chi, eroded), 5)
     if csf is not None:
         res.parameters["csf_ml"] = round(float(csf.sum(dtype=np.float64)) * float(np.prod(voxel_size)) / 1000, 2)
     return chi, sd, csf, dataclasses.replace(inv, citations=inv.cited(kwargs)), ref

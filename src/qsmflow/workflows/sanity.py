@@ -55,10 +55,10 @@ _SIGN_R2STAR_Z = 4.0
 # 7 T rows), 0.05 % on the real Philips head; a single echo of
 # that head whose phase offset could not be removed gave 8 %. More than this share is warned about.
 _CHI_PLAUSIBLE_PPM = 0.5
+_CHI_OUTSIDE_WARN = 0.02
 # A phase image whose correlation with its magnitude over the head exceeds this in every echo is
 # a magnitude image.
 _PHASE_LIKE_MAGNITUDE_R = 0.8
-_CHI_OUTSIDE_WARN = 0.02
 
 
 def tissue(magnitude: np.ndarray) -> np.ndarray:

@@ -149,7 +149,6 @@ def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction
     res.chi, res.chi_sd, res.csf_mask, inv, ref = inversion_and_reference(
         local, res.mask, vs, b0_direction, opt, res, timer, noise_ppm=noise_ppm, magnitude=magnitude,
         phase_scale=phase_scale, r2star=r2star, r2star_noise=r2star_noise, echo_span_s=echo_span_s)
-    res.parameters["chi_implausible_share"] = round(sanity.check_chi_range(res.chi, res.mask), 5)
     res.parameters["methods"] = {"inversion": inv.name, "reference": ref.name}
     res.citations = list(inv.citations) + [c for c in ref.citations if c not in inv.citations]
     return res
