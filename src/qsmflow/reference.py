@@ -76,7 +76,7 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
 
     This widens MEDI+0's region (the lateral ventricles: R2* below 5/s, connected to the
     centre of the brain) to all CSF: on the benchmark matrix the uniform-CSF term over the
-    whole CSF lowers χ's error on every row with reliable R2* (README, Benchmark matrix).
+    whole CSF lowers χ's error on every row with reliable R2* (benchmarks/README.md, Benchmark matrix).
 
     Returns
     -------

@@ -48,7 +48,7 @@ TKD_THRESHOLD = 0.15
 # 73.2 % χ NRMSE on it (two echoes 2.3/4.6 ms). 10 % flattens the deep grey nuclei on coarse
 # data (5 mm head: slope 0.89 / 0.87 / 0.84 at 20 / 15 / 10 %, below the matrix's 0.85) and
 # costs the other rows 0.1-0.7 points against 20 %; 15 % keeps the slope, and every other row
-# is within +0.5 points of 20 % (SNR 20 37.1 -> 37.6, the rest +0.3 or less; README); 40 % was
+# is within +0.5 points of 20 % (SNR 20 37.1 -> 37.6, the rest +0.3 or less; benchmarks/README.md); 40 % was
 # worse than 30 %.
 MEDI_EDGE_FRACTION = 0.15
 
@@ -62,7 +62,7 @@ CSF_LAMBDA = 0.3
 # CSF weight from R2* (1/s): 1 up to FULL, 0 from ZERO on, linear between. CSF decays at
 # 2-5/s, grey and white matter at 15-35/s at 3 T and 10-20/s at 1.5 T; partial-volume voxels
 # get a share. Voxels whose R2* noise SD exceeds the ramp's width (two short echoes, low
-# SNR) get no weight. Chosen on the benchmark matrix (README, Benchmark matrix).
+# SNR) get no weight. Chosen on the benchmark matrix (benchmarks/README.md, Benchmark matrix).
 CSF_R2STAR_FULL_PER_S = 4.0
 CSF_R2STAR_ZERO_PER_S = 8.0
 

@@ -27,7 +27,7 @@ _INTERSECTION_SCORE = 4000.0  # bet2's self-intersection threshold
 _MAX_PASSES = 10
 # The surface moves on block means of voxels of at least this size / 1.45 (mm).
 _WORKING_VOXEL_MM = 2.0
-# BET's -f for GRE magnitude: chosen on the benchmark heads and the real Philips head (see README).
+# BET's -f for GRE magnitude: chosen on the benchmark heads and the real Philips head (see benchmarks/README.md).
 BET_FRACTIONAL_THRESHOLD = 0.6
 
 
