@@ -181,7 +181,7 @@ def test_auto_without_noise_map_warns(caplog):
 
 def test_l2_has_no_automatic_weight():
     mask, _, field = _brain((0, 0, 1))
-    with pytest.raises(ValueError, match="no automatic weight.*use --inversion medi / tv$"):
+    with pytest.raises(ValueError, match=r"no automatic weight.*use --inversion medi / tv \(medi\(\) / tv\(\) in Python\)$"):
         closed_form_l2(field, mask, VS, (0, 0, 1), lam="auto")
 
 

@@ -102,7 +102,7 @@ def closed_form_l2(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_dir
     if isinstance(lam, str):
         raise ValueError("closed-form L2 has no automatic weight: the discrepancy principle under-regularises it "
                          "tenfold on the benchmark head (it fits noise outside the mask); give lam in mm² or use "
-                         "--inversion medi / tv")
+                         "--inversion medi / tv (medi() / tv() in Python)")
     lam = _checks.positive("lam", lam, allow_zero=True)
     p = Problem(f, mask, vs, b, mask.astype(np.float32), _PAD_VOXELS)
     reg = p.d * p.d + np.float32(lam) * p.g2

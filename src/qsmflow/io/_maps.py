@@ -61,7 +61,7 @@ def load_phasediff(phasediff, magnitude, *, delta_te=None, phase_scale: float | 
             tes = sorted(float(s["EchoTime"]) for s in mag_sc if "EchoTime" in s)
             if len(tes) < 2:
                 raise ValueError("the echo-time difference is missing: no EchoTime1/EchoTime2 in the phase-difference "
-                                 "sidecar; pass --delta-te (seconds)")
+                                 "sidecar; pass --delta-te (seconds; delta_te= in Python)")
             dte, src = tes[-1] - tes[0], "magnitude sidecars' EchoTime"
     if dte <= 0 or dte > 0.1:
         raise ValueError(f"the echo-time difference must be in seconds and positive, got {dte}")

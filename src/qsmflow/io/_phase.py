@@ -91,12 +91,12 @@ def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale
             if m < np.pi:  # could be radians that do not wrap (a masked or unwrapped phase, short echoes)
                 rule["warning"] = (f"the phase spans only ±{m:.3g}, less than radians' ±π, and is taken as a scaled "
                                    f"phase: multiplied by {np.pi / m:.3g}. If it is in radians already (a masked or "
-                                   "unwrapped phase), pass --phase-scale 1, or χ will be that many times too large")
+                                   "unwrapped phase), pass --phase-scale 1 (phase_scale=1 in Python), or χ will be that many times too large")
                 log.warning(rule["warning"])
         else:
             raise ValueError(
                 f"cannot tell the phase units from its range [{lo:.6g}, {hi:.6g}]: it is neither radians nor a "
-                "scanner integer range; pass --phase-scale with the factor that converts it to radians"
+                "scanner integer range; pass --phase-scale (phase_scale= in Python) with the factor that converts it to radians"
             )
     # in place on one float64 copy (a whole 4D series is ~200 MB at 1 mm); the same values as
     # mod(x·factor + offset + π, 2π) - π

@@ -76,14 +76,14 @@ def _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings, *, requi
         te = _checks.echo_times(echo_times, n_echoes)
         if sc_te is not None and not np.allclose(sc_te, te, rtol=1e-2):
             raise ValueError(f"--echo-times {te.tolist()} differ from the sidecars' EchoTime {sc_te}: one of them is "
-                             "wrong; leave out --echo-times to use the sidecars, or correct it")
+                             "wrong; leave out --echo-times (echo_times= in Python) to use the sidecars, or correct it")
         return te, "--echo-times"
     if sc_te is None:
         if not required:
             return None, "missing"
         raise ValueError(
             f"echo times are missing: no EchoTime for all {n_echoes} echo(es) in the JSON sidecars; "
-            "pass --echo-times (comma-separated, in seconds)"
+            "pass --echo-times (comma-separated, in seconds; echo_times= in Python)"
         )
     try:
         return _checks.echo_times(sc_te, n_echoes), "sidecar EchoTime"
@@ -104,13 +104,13 @@ def _resolve_field_strength(field_strength, sidecars, *, required=True):
         if given and not any(np.isclose(b0, v, rtol=0.05) for v in given):
             raise ValueError(f"--field-strength {b0:g} T differs from the sidecars' MagneticFieldStrength "
                              f"({', '.join(f'{v:g}' for v in given)} T): one of them is wrong; leave out "
-                             "--field-strength to use the sidecars, or correct it")
+                             "--field-strength (field_strength= in Python) to use the sidecars, or correct it")
         return b0, "--field-strength"
     if not vals:
         if not required:
             return None, "missing"
         raise ValueError("field strength is missing: no MagneticFieldStrength in the JSON sidecars; "
-                         "pass --field-strength (tesla)")
+                         "pass --field-strength (tesla; field_strength= in Python)")
     try:
         return _checks.field_strength(vals[0]), "sidecar MagneticFieldStrength"
     except ValueError as exc:

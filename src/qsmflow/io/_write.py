@@ -56,7 +56,7 @@ class OutputSet:
         existing = [n for n in names if (self.out_dir / n).exists()]
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-            raise ValueError(f"output {self.out_dir / existing[0]} exists{more}; pass --force to overwrite")
+            raise ValueError(f"output {self.out_dir / existing[0]} exists{more}; pass --force to overwrite (force=True in Python)")
 
     def remove(self, names: Sequence[str]) -> None:
         """With ``force``, delete these files on success: a rerun's outputs must not sit next to

@@ -79,7 +79,7 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
     """
     opt = options or Options()
     if data.echo_times is None:
-        raise ValueError("R2* needs the echo times; give --echo-times (seconds) or sidecars with EchoTime")
+        raise ValueError("R2* needs the echo times; give --echo-times (seconds; echo_times= in Python) or sidecars with EchoTime")
     if data.n_echoes < 2:
         raise ValueError("R2* needs at least 2 echoes; a single echo has no decay to fit")
     if mwf and data.phase is None:
