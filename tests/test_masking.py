@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from conftest import ellipsoid
 
-from qsmflow.masking import dilate, erode, magnitude_mask
+from scipy import ndimage
+
+from qsmflow.masking import dilate, distance_to_outside, erode, magnitude_mask
 
 SHAPE, VS = (64, 72, 56), (2.0, 2.0, 2.5)
 
@@ -59,6 +61,31 @@ def test_erode_and_dilate_are_round_in_mm():
     assert np.array_equal(erode(cube, 0.5, (0.5, 0.5, 0.5)), np.pad(np.ones((4, 4, 4), bool), 3))
     # faces (0.5 mm away) and edges (0.71 mm) come in, corners (0.87 mm) stay out
     assert dilate(cube, 0.8, (0.5, 0.5, 0.5)).sum() == 6**3 + 6 * 6**2 + 12 * 6
+
+
+@pytest.mark.parametrize("touch_edge", [False, True])
+def test_distances_on_the_bounding_box_equal_the_whole_volume(touch_edge):
+    """The box-cropped distance transform against brute force: for every mask voxel, the
+    distance in mm to the nearest voxel outside the mask, searched over the whole volume
+    (the volume's edge not counting as outside); dilation against the distance to the
+    nearest mask voxel. A blob of random shape, anisotropic voxels, odd sizes."""
+    rng = np.random.default_rng(3)
+    shape, vs = (23, 18, 13), np.array([0.9, 1.3, 2.1])
+    mask = ndimage.gaussian_filter(rng.standard_normal(shape), 1.5) > 0.05
+    if not touch_edge:
+        mask[:3], mask[-4:], mask[:, :2], mask[:, -3:], mask[..., :2], mask[..., -2:] = (False,) * 6
+    assert mask.any() and (~mask).any() and (mask[0].any() or mask[-1].any()) == touch_edge
+    coords = np.indices(shape).reshape(3, -1).T * vs
+    inside, outside = coords[mask.ravel()], coords[~mask.ravel()]
+    nearest_out = np.sqrt(((inside[:, None, :] - outside[None, :, :]) ** 2).sum(-1)).min(1)
+    d = distance_to_outside(mask, vs)
+    np.testing.assert_allclose(d[mask], nearest_out, rtol=1e-9)
+    assert not d[~mask].any()
+    np.testing.assert_array_equal(erode(mask, 2.0, vs)[mask], nearest_out > 2.0)
+    nearest_in = np.sqrt(((outside[:, None, :] - inside[None, :, :]) ** 2).sum(-1)).min(1)
+    grown = dilate(mask, 2.5, vs)
+    assert grown[mask].all()
+    np.testing.assert_array_equal(grown[~mask], nearest_in <= 2.5)
 
 
 def test_errors():

@@ -16,7 +16,7 @@ from .._shared.registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "bet_brain_mask", "dilate", "erode", "magnitude_mask", "reliable_field_mask"]
+__all__ = ["METHODS", "bet_brain_mask", "dilate", "distance_to_outside", "erode", "magnitude_mask", "reliable_field_mask"]
 
 # Gaussian smoothing (mm) of the combined magnitude before thresholding: enough to
 # tame noise, little enough that a 4-6 mm dark skull stays dark at 2 mm voxels.
@@ -31,27 +31,60 @@ _MIN_BACKGROUND = 0.05
 MASK_VOLUME_ML = (900.0, 1900.0)
 
 
+def _box(mask: np.ndarray, margin) -> tuple[slice, ...]:
+    """The bounding box of ``mask``'s voxels grown by ``margin`` voxels per axis, clipped to the volume."""
+    found = ndimage.find_objects(mask.astype(np.uint8))[0]
+    return tuple(slice(max(s.start - m, 0), min(s.stop + m, n)) for s, m, n in zip(found, margin, mask.shape))
+
+
+def distance_to_outside(mask: np.ndarray, voxel_size) -> np.ndarray:
+    """Distance (mm, float64) from each voxel of ``mask`` to the nearest voxel outside it; 0 outside.
+
+    The exact Euclidean distance transform, with the volume's edge not counting as outside.
+    It is computed on the mask's bounding box grown by one voxel, which gives the same
+    distances as the whole volume (the grown box's outer layer is outside the mask, and no
+    voxel beyond it is nearer) at a fraction of the cost: a brain fills about half of a
+    whole-head field of view (1 mm head: 0.56 s against 2.0 s).
+    """
+    vs = _checks.voxel_size(voxel_size)
+    mask = np.asarray(mask, bool)
+    if np.ndim(mask) != 3:
+        raise ValueError(f"mask must be 3D, got shape {np.shape(mask)}")
+    out = np.zeros(mask.shape)
+    if mask.any():
+        box = _box(mask, (1, 1, 1))
+        out[box] = ndimage.distance_transform_edt(mask[box], sampling=vs)
+    return out
+
+
 def erode(mask: np.ndarray, radius_mm: float, voxel_size) -> np.ndarray:
     """Erode ``mask`` by a ball of ``radius_mm`` (round in mm for anisotropic voxels).
 
     A voxel stays when no voxel outside the mask lies within ``radius_mm`` of it
-    (exact Euclidean distance transform; the volume's edge does not erode).
+    (exact Euclidean distance transform, :func:`distance_to_outside`; the volume's edge does not erode).
     """
-    vs = _checks.voxel_size(voxel_size)
-    if np.ndim(mask) != 3:
-        raise ValueError(f"mask must be 3D, got shape {np.shape(mask)}")
     if radius_mm <= 0:
+        _checks.voxel_size(voxel_size)
+        if np.ndim(mask) != 3:
+            raise ValueError(f"mask must be 3D, got shape {np.shape(mask)}")
         return np.asarray(mask, bool).copy()
-    return ndimage.distance_transform_edt(mask, sampling=vs) > radius_mm * (1 + 1e-9)
+    return distance_to_outside(mask, voxel_size) > radius_mm * (1 + 1e-9)
 
 
 def dilate(mask: np.ndarray, radius_mm: float, voxel_size) -> np.ndarray:
-    """Dilate ``mask`` by a ball of ``radius_mm``: every voxel within ``radius_mm`` of it."""
+    """Dilate ``mask`` by a ball of ``radius_mm``: every voxel within ``radius_mm`` of it.
+
+    The distances are computed on the mask's bounding box grown by the radius (and a voxel):
+    every voxel within the radius lies there, and its nearest mask voxel too.
+    """
     vs = _checks.voxel_size(voxel_size)
     mask = np.asarray(mask, bool)
     if radius_mm <= 0 or not mask.any():
         return mask.copy()
-    return ndimage.distance_transform_edt(~mask, sampling=vs) <= radius_mm * (1 + 1e-9)
+    box = _box(mask, tuple(int(np.ceil(radius_mm / h)) + 1 for h in vs))
+    out = np.zeros(mask.shape, bool)
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=vs) <= radius_mm * (1 + 1e-9)
+    return out
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -296,7 +329,7 @@ def reliable_field_mask(mask: np.ndarray, noise: np.ndarray, voxel_size, *, r2st
     limit = PEEL_R2STAR_PER_S_AT_3T * field_strength / 3.0
     if r2star is not None and r2star_noise is not None and r2star_noise < _R2STAR_USABLE * limit:
         flagged |= mask & (np.asarray(r2star) > limit)
-    depth = ndimage.distance_transform_edt(mask, sampling=vs)
+    depth = distance_to_outside(mask, vs)
     lab, n = ndimage.label(flagged & (depth <= depth_mm))
     if n == 0:
         return mask.copy()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from .. import masking
 from .._shared import units
 from .._shared.echoes import rss
 
@@ -166,7 +166,7 @@ def check_chi_sign(chi: np.ndarray, r2star: np.ndarray, region: np.ndarray, voxe
     noisy R2*, and white matter is diamagnetic). Voxels of unknown (NaN) SD do not count.
     """
     region = region & np.isfinite(chi) & np.isfinite(r2star)
-    deep = region & (ndimage.distance_transform_edt(region, sampling=voxel_size) > _SIGN_DEPTH_MM)
+    deep = region & (masking.distance_to_outside(region, voxel_size) > _SIGN_DEPTH_MM)
     if deep.sum() < _SIGN_MIN_VOXELS * 100 / _SIGN_TOP_PERCENT:
         return None
     r2 = r2star[deep]
