@@ -316,6 +316,13 @@ def reliable_field_mask(mask: np.ndarray, noise: np.ndarray, voxel_size, *, r2st
         Noise above this many times the mask's median is unreliable (0: noise not used).
     depth_mm : float
         How deep (mm) the peel may reach.
+
+    Returns
+    -------
+    ndarray of bool
+        The mask less the peeled edge (the largest component of what is left); a copy of
+        ``mask`` when nothing is flagged, or when the peel would take half of it or more
+        (with a warning).
     """
     vs = _checks.voxel_size(voxel_size)
     mask = np.asarray(mask, bool)
