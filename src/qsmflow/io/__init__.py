@@ -10,12 +10,14 @@ from ._phase import scale_phase
 from ._maps import MapInput, PhaseDiffInput, canonical, load_canonical, load_map, load_mask, load_phasediff, load_volume
 from ._nifti import b0_direction_from_affine, bids_entities, bids_prefix, read_sidecar, voxel_size_from_affine
 from ._read import GreInput, load_gre, load_magnitude, series_shape
+from ._sidecars import ECHO_TIMES_FIX
 from ._write import OutputSet, strict_json
 from ._dicom import SeriesOutcome, convert_dicom, find_dicom, sort_converted
 from ._dicom_out import DICOM_MAPS, dicom_source, export_dicom, rescale_slope, write_dicom_series
 
 __all__ = [
     "DICOM_MAPS",
+    "ECHO_TIMES_FIX",
     "GreInput",
     "MapInput",
     "OutputSet",

@@ -16,6 +16,10 @@ log = logging.getLogger("qsmflow.io")
 
 
 
+#: The fix a missing echo time is given in; ``qsmflow bids``, which has no ``--echo-times``,
+#: replaces it with its own (:func:`qsmflow.workflows.batch._bids_words`).
+ECHO_TIMES_FIX = "pass --echo-times (comma-separated, in seconds; echo_times= in Python)"
+
 def _echo_times_from_sidecars(sidecars: list[dict], n_echoes: int) -> list[float] | None:
     tes = []
     for sc in sidecars:
@@ -83,7 +87,7 @@ def _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings, *, requi
             return None, "missing"
         raise ValueError(
             f"echo times are missing: no EchoTime for all {n_echoes} echo(es) in the JSON sidecars; "
-            "pass --echo-times (comma-separated, in seconds; echo_times= in Python)"
+            + ECHO_TIMES_FIX
         )
     try:
         return _checks.echo_times(sc_te, n_echoes), "sidecar EchoTime"

@@ -173,8 +173,7 @@ def process_run(spec: RunSpec, config: BatchConfig) -> RunStatus:
 def _bids_words(msg: str) -> str:
     """A loading error's fix in the words of ``qsmflow bids``: it has no --echo-times (a
     dataset's echo times are in its sidecars)."""
-    return msg.replace("pass --echo-times (comma-separated, in seconds)",
-                       "add EchoTime (in seconds) to the run's JSON sidecars, as BIDS requires")
+    return msg.replace(io.ECHO_TIMES_FIX, "add EchoTime (in seconds) to the run's JSON sidecars, as BIDS requires")
 
 
 # ----------------------------------------------------------------------------- many runs
