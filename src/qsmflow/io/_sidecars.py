@@ -14,11 +14,10 @@ from ._nifti import b0_direction_from_affine
 
 log = logging.getLogger("qsmflow.io")
 
-
-
 #: The fix a missing echo time is given in; ``qsmflow bids``, which has no ``--echo-times``,
 #: replaces it with its own (:func:`qsmflow.workflows.batch._bids_words`).
 ECHO_TIMES_FIX = "pass --echo-times (comma-separated, in seconds; echo_times= in Python)"
+
 
 def _echo_times_from_sidecars(sidecars: list[dict], n_echoes: int) -> list[float] | None:
     tes = []

@@ -44,7 +44,7 @@ def distance_to_outside(mask: np.ndarray, voxel_size) -> np.ndarray:
     It is computed on the mask's bounding box grown by one voxel, which gives the same
     distances as the whole volume (the grown box's outer layer is outside the mask, and no
     voxel beyond it is nearer) at a fraction of the cost: a brain fills about half of a
-    whole-head field of view (1 mm head: 0.56 s against 2.0 s).
+    whole-head field of view (1 mm head: 0.35 s against 0.68 s).
     """
     vs = _checks.voxel_size(voxel_size)
     mask = np.asarray(mask, bool)
@@ -61,7 +61,8 @@ def erode(mask: np.ndarray, radius_mm: float, voxel_size) -> np.ndarray:
     """Erode ``mask`` by a ball of ``radius_mm`` (round in mm for anisotropic voxels).
 
     A voxel stays when no voxel outside the mask lies within ``radius_mm`` of it
-    (exact Euclidean distance transform, :func:`distance_to_outside`; the volume's edge does not erode).
+    (exact Euclidean distance transform, :func:`distance_to_outside`; the volume's edge does
+    not erode).
     """
     if radius_mm <= 0:
         _checks.voxel_size(voxel_size)
