@@ -147,9 +147,11 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     alpha : float or "auto"
         TV weight, as in :func:`tv`; "auto" takes the discrepancy-principle weight of
         the (cheaper) TV problem.
-    csf_mask : ndarray of bool, optional
-        CSF (see :func:`qsmflow.reference.csf_weights`): adds the MEDI+0 term
-        holding CSF uniform, weight ``lam_csf`` (relative to the data term).
+    csf_mask : ndarray, optional
+        CSF weights in [0, 1] per voxel, e.g. from :func:`qsmflow.reference.csf_weights`
+        (a boolean mask is weights of 0 and 1; the name is kept from when it was a mask):
+        adds the MEDI+0 term holding CSF uniform, ``lam_csf`` (relative to the data term)
+        times the weighted spread of χ over it.
     edge_fraction : float
         Share of gradient components taken as edges (MEDI's 0.9 over three axes = 0.3).
     max_iter, tol, cg_iter, cg_tol

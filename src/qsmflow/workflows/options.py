@@ -82,7 +82,7 @@ class QSMResult:
     field_noise_hz: np.ndarray | None = None
     local_field_ppm: np.ndarray | None = None
     eroded_mask: np.ndarray | None = None
-    csf_mask: np.ndarray | None = None
+    csf_mask: np.ndarray | None = None  # CSF weights in [0, 1] (float32), not a boolean mask: the name is older
     chi: np.ndarray | None = None
     chi_sd: np.ndarray | None = None
     r2star: np.ndarray | None = None
