@@ -13,6 +13,7 @@ from .workflows.options import (
     optional_outputs,
     resolve_bgremove,
     resolve_inversion,
+    resolve_local_inversion,
 )
 from .workflows.outputs import output_names, write_outputs
 from .workflows.single import bgremove_run, invert_run, phasediff_run, r2star_run, swi_run
@@ -21,4 +22,4 @@ from .workflows.chain import minip_axis, swi_maps
 __all__ = ["AUTO_COARSE_INVERSION", "AUTO_COARSE_METHOD", "AUTO_LBV_MAX_VOXEL_MM", "STAGES", "UNTIL", "Options",
            "QSMResult", "background_removal", "bgremove_run", "field_region", "invert_run", "inversion_and_reference",
            "minip_axis", "optional_outputs", "output_names", "phasediff_run", "r2star_run", "relaxation_maps",
-           "resolve_bgremove", "resolve_inversion", "run", "swi_maps", "swi_run", "write_outputs"]
+           "resolve_bgremove", "resolve_inversion", "resolve_local_inversion", "run", "swi_maps", "swi_run", "write_outputs"]

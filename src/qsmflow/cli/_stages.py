@@ -275,8 +275,7 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
         r2star_noise, echo_span = r2star_reliability(io.read_sidecar(r2star_path), shape)
     te = echo_time if echo_time is not None else mag_te
     auto = inversion == "auto"
-    if auto:  # as pipeline.invert_run decides it: a local field is given, no total field for TFI
-        inversion = "medi"
+    inversion = pipeline.resolve_local_inversion(inversion)  # as pipeline.invert_run resolves it
     named = "the default inversion (MEDI+0)" if auto else f"--inversion {inversion}"
     if inversion in ("medi", "tfi"):
         if magnitude is None:

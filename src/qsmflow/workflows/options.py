@@ -136,6 +136,12 @@ def resolve_inversion(name: str, voxel_size) -> str:
     return _by_voxel_size("inversion", voxel_size, "medi", AUTO_COARSE_INVERSION)
 
 
+def resolve_local_inversion(name: str) -> str:
+    """The inversion ``name`` stands for on a given local field: "auto" is MEDI+0 there, since
+    total field inversion, the coarse voxels' choice, needs the total field."""
+    return "medi" if name == "auto" else name
+
+
 def _by_voxel_size(stage: str, voxel_size, fine: str, coarse: str) -> str:
     """An 'auto' choice: ``fine`` when no voxel axis exceeds AUTO_LBV_MAX_VOXEL_MM, else ``coarse``."""
     chosen = coarse if float(np.max(voxel_size)) > AUTO_LBV_MAX_VOXEL_MM + 1e-6 else fine

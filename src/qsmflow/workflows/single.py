@@ -19,7 +19,7 @@ from ..io import GreInput
 from .._shared.registry import choose, references
 from .chain import (_Timer, background_removal, collecting_warnings, inversion_and_reference, r2star_parameters,
                     relaxation_maps, run, swi_maps)
-from .options import STAGES, Options, QSMResult, resolve_bgremove
+from .options import STAGES, Options, QSMResult, resolve_bgremove, resolve_local_inversion
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,7 @@ def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction
     :func:`qsmflow.workflows.chain.r2star_reliability`).
     """
     opt = options or Options()
-    if opt.inversion == "auto":  # a local field is given: no total field for TFI
-        opt = dataclasses.replace(opt, inversion="medi")
+    opt = dataclasses.replace(opt, inversion=resolve_local_inversion(opt.inversion))
     res = QSMResult(mask=_checks.as_mask("mask", mask, np.shape(local_ppm)))
     if magnitude is not None:
         magnitude = rss(np.asarray(magnitude, np.float32))
