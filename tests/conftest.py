@@ -7,10 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qsmflow import kernels
 from qsmflow._shared import allocator
 
 # the tests call the pipeline in this process: let it reuse freed memory as the command line does
 allocator.keep_freed_memory()
+# the suite runs the default install's FFTs (scipy) unless told otherwise; the tests of the
+# optional pyFFTW backend choose it themselves
+os.environ.setdefault(kernels.FFT_ENV, "scipy")
 
 
 @pytest.hookimpl(optionalhook=True)

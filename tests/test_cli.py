@@ -82,6 +82,16 @@ def test_run_user_errors(files, capsys, tmp_path, case, match):
     assert not files["out"].exists()
 
 
+def test_unknown_fft_library_is_refused_before_any_work(files, capsys, monkeypatch):
+    monkeypatch.setenv("QSMFLOW_FFT", "mkl")
+    code, _, err = _run(["run", "--mag", files["mag4"], "--phase", files["pha4"], "-o", str(files["out"])] + OK_TE,
+                        capsys)
+    assert code == 1 and "Traceback" not in err
+    assert err.strip() == ("qsmflow: error: QSMFLOW_FFT='mkl' is not an FFT library qsmflow knows: set it to one "
+                           "of auto, pyfftw, scipy, or unset it")
+    assert not files["out"].exists()
+
+
 def test_existing_outputs_need_force(files, capsys):
     files["out"].mkdir()
     existing = files["out"] / "sub-01_Chimap.nii.gz"

@@ -1,6 +1,7 @@
 """Physics tests of the k-space kernels: analytic sphere field, equivariance, SMV, Laplacian."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -190,6 +191,52 @@ def test_thread_count_from_the_environment(monkeypatch):
     for value in ("1", "3"):  # one of them differs from this machine's core count
         monkeypatch.setenv(kernels.THREADS_ENV, value)
         assert kernels.cores() == int(value)
+
+
+def test_fft_library_from_the_environment(monkeypatch):
+    monkeypatch.setenv(kernels.FFT_ENV, "scipy")
+    assert kernels.fft_library().startswith("scipy ") and kernels.fft_library().endswith("(pocketfft)")
+    monkeypatch.setenv(kernels.FFT_ENV, "fftw3")
+    with pytest.raises(ValueError, match=r"QSMFLOW_FFT='fftw3' is not an FFT library qsmflow knows: .*auto, "
+                                         r"pyfftw, scipy"):
+        kernels.rfft(np.zeros((4, 4, 4), np.float32))
+    kernels._fft_backend.cache_clear()
+    try:
+        monkeypatch.setitem(sys.modules, "pyfftw", None)  # as if pyFFTW were not installed
+        monkeypatch.setenv(kernels.FFT_ENV, "pyfftw")
+        with pytest.raises(ValueError, match=r"QSMFLOW_FFT=pyfftw but pyFFTW is not installed: pip install "
+                                             r"'qsmflow\[fftw\]', or unset QSMFLOW_FFT"):
+            kernels.fft_library()
+        monkeypatch.delenv(kernels.FFT_ENV)
+        assert kernels.fft_library().startswith("scipy ")  # auto falls back to scipy
+    finally:
+        kernels._fft_backend.cache_clear()
+
+
+@pytest.mark.parametrize("library", ["scipy", "pyfftw"])
+def test_real_fft_of_a_plane_wave(monkeypatch, library):
+    """cos(2π(2i/12 + 3j/10 + 5k/16)) on a 12 x 10 x 16 grid: its real FFT holds one non-zero
+    entry, N/2 = 960 at (2, 3, 5) (the conjugate half is not stored). Repeated past the call
+    from which pyFFTW measures its plans; each result is a new array, the input untouched."""
+    if library == "pyfftw":
+        pytest.importorskip("pyfftw")
+    monkeypatch.setenv(kernels.FFT_ENV, library)
+    shape = (12, 10, 16)
+    i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    x = np.cos(2 * np.pi * (2 * i / 12 + 3 * j / 10 + 5 * k / 16)).astype(np.float32)
+    x0 = x.copy()
+    expected = np.zeros((12, 10, 9), np.complex64)
+    expected[2, 3, 5] = 960
+    results = []
+    for _ in range(kernels._MEASURE_FROM_CALL + 2):
+        spec = kernels.rfft(x)
+        results.append((spec, kernels.irfft(spec, shape)))
+    for spec, back in results:
+        assert spec.dtype == np.complex64 and back.dtype == np.float32
+        np.testing.assert_allclose(spec, expected, atol=2e-3)
+        np.testing.assert_allclose(back, x0, atol=1e-5)
+    assert np.array_equal(x, x0)
+    assert not np.shares_memory(results[0][0], results[-1][0])
 
 
 def test_smv_ball_holds_the_lattice_points_of_the_sphere():

@@ -104,7 +104,7 @@ def test_write_outputs(small_head, default_run, tmp_path):
     assert prov["parameters"]["inversion"]["alpha"] > 0  # the automatic choice is recorded
     assert set(prov["timings_s"]) >= {"mask", "inversion", "chi_sd"}
     assert 0 < prov["parameters"]["chi_sd_noise_ratio"] <= 1  # the map propagates the thermal noise alone
-    assert "numpy" in prov["versions"]
+    assert "numpy" in prov["versions"] and prov["versions"]["fft"].startswith("scipy ")  # conftest: the default FFTs
     cites = (tmp_path / "sub-t_citations.txt").read_text()
     assert "doi:10.1002/cmr.b.20034" in cites  # the dipole kernel
     for stage, name in prov["parameters"]["methods"].items():

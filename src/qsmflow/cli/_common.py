@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .. import __version__
+from .. import __version__, kernels
 
 log = logging.getLogger("qsmflow")
 
@@ -69,6 +69,7 @@ def _command(func):
     def wrapper(*args, verbose=False, quiet=False, **kwargs):
         try:
             with _logging_to_stderr(verbose, quiet):
+                kernels.fft_library()  # an unknown $QSMFLOW_FFT is refused before any work
                 return func(*args, **kwargs)
         except click.exceptions.ClickException:
             raise

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, kernels
 from ..io import GreInput, OutputSet
 
 if TYPE_CHECKING:
@@ -165,6 +165,7 @@ def write_outputs(
                 "scipy": scipy.__version__,
                 "nibabel": nibabel.__version__,
                 "scikit-image": skimage.__version__,
+                "fft": kernels.fft_library(),
             },
             "command_line": command_line if command_line is not None else sys.argv,
             "input": data.provenance,
