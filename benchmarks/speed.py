@@ -11,14 +11,20 @@ stages (input checks, the image noise level, the χ sign check) and the command 
 the wall time and the peak resident memory; then the growth exponent of the wall time between 0.5x
 and 2x (time ~ N^k). Throughput of `qsmflow bids` with --jobs 1 and 2 is benchmarks/batch.py.
 
+With ``--fft scipy pyfftw`` each size is run once with each FFT library (``$QSMFLOW_FFT``:
+scipy's pocketfft, or FFTW through the optional ``qsmflow[fftw]`` extra), one after the
+other on the same dataset, so that they can be compared side by side.
+
     python benchmarks/speed.py                 # the three sizes (~10 min, 6 GB at 2x)
     python benchmarks/speed.py --scales 1      # the 1 mm head only (~2 min)
+    python benchmarks/speed.py --scales 1 --fft scipy pyfftw pyfftw scipy   # FFT libraries, alternated
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -27,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from _bench import PeakMemory, table
-from qsmflow import cli, io, phantom
+from qsmflow import cli, io, kernels, phantom
 from qsmflow.workflows import report as report_mod
 from qsmflow.workflows import subject
 
@@ -65,16 +71,19 @@ class _Clock:
         return False
 
 
-def run_size(scale: float, tmp: Path, mem: PeakMemory) -> dict:
+def simulate(scale: float, tmp: Path) -> tuple[Path, tuple, float, float]:
     vs = 1.0 / scale ** (1 / 3)
     shape = tuple(int(round(n / vs)) for n in FOV_MM)
     t0 = time.perf_counter()
     head = phantom.simulate_head(shape, (vs,) * 3, seed=1)
     src = tmp / f"scale{scale:g}"
     phantom.write_phantom_dataset(src, head)
-    del head
-    simulated = time.perf_counter() - t0
-    anat, out = src / "sub-phantom" / "anat", tmp / f"out{scale:g}"
+    return src, shape, vs, time.perf_counter() - t0
+
+
+def run_size(scale: float, src: Path, shape, vs: float, simulated: float, mem: PeakMemory) -> dict:
+    anat, out = src / "sub-phantom" / "anat", src.parent / f"out{scale:g}"
+    shutil.rmtree(out, ignore_errors=True)
     argv = ["run", "--mag", str(anat / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
             "--phase", str(anat / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz"), "-o", str(out), "-q"]
     mem.mark()
@@ -88,7 +97,7 @@ def run_size(scale: float, tmp: Path, mem: PeakMemory) -> dict:
     wall = time.perf_counter() - t1
     peak = mem.peak() / 2**30
     timings = json.loads((out / "sub-phantom_provenance.json").read_text())["timings_s"]
-    return {"scale": scale, "voxel_mm": vs, "shape": shape, "voxels": int(np.prod(shape)), "wall_s": wall,
+    return {"scale": scale, "fft": kernels.fft_library(), "voxel_mm": vs, "shape": shape, "voxels": int(np.prod(shape)), "wall_s": wall,
             "peak_gb": peak, "stages": {s: float(timings.get(s, 0.0)) for s in STAGES},
             "io_report_s": wall - sum(float(v) for v in timings.values()), "simulated_s": simulated,
             "parts_s": {"read": clock.seconds.get("read", 0.0), "write": clock.seconds.get("write", 0.0),
@@ -101,30 +110,44 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scales", nargs="*", type=float, default=[0.5, 1.0, 2.0],
                     help="voxel counts relative to the 1 mm grid")
+    ap.add_argument("--fft", nargs="*", choices=kernels.FFT_LIBRARIES[1:], default=[],
+                    help="FFT libraries to run each size with, in this order (default: $QSMFLOW_FFT's choice)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="qsmflow-speed-"))
-    rows = []
+    rows, fft_env = [], os.environ.get(kernels.FFT_ENV)
     try:
         with PeakMemory() as mem:
             for scale in args.scales:
-                r = run_size(scale, tmp, mem)
-                rows.append(r)
-                print(f"{scale:g}x: {r['wall_s']:.1f} s, {r['peak_gb']:.2f} GB", flush=True)
-                shutil.rmtree(tmp / f"scale{scale:g}", ignore_errors=True)
+                os.environ[kernels.FFT_ENV] = "scipy"  # the simulation leaves no FFTW plans behind
+                src, shape, vs, simulated = simulate(scale, tmp)
+                if fft_env is None:
+                    os.environ.pop(kernels.FFT_ENV)
+                else:
+                    os.environ[kernels.FFT_ENV] = fft_env
+                for library in args.fft or [None]:
+                    if library:
+                        os.environ[kernels.FFT_ENV] = library
+                    r = run_size(scale, src, shape, vs, simulated, mem)
+                    rows.append(r)
+                    print(f"{scale:g}x, {r['fft']}: {r['wall_s']:.1f} s, {r['peak_gb']:.2f} GB", flush=True)
+                shutil.rmtree(src, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     header = ["voxels", "grid", *STAGES, "read + write + report", "wall s", "peak GB"]
-    body = [[f"{r['scale']:g}x ({r['voxel_mm']:.2f} mm)", "x".join(map(str, r["shape"])),
+    label = len({r["fft"] for r in rows}) > 1
+    body = [[f"{r['scale']:g}x ({r['voxel_mm']:.2f} mm)" + (f", {r['fft'].split()[0]}" if label else ""),
+             "x".join(map(str, r["shape"])),
              *[f"{r['stages'][s]:.1f}" for s in STAGES], f"{r['io_report_s']:.1f}", f"**{r['wall_s']:.1f}**",
              f"{r['peak_gb']:.2f}"] for r in rows]
     print(table(header, body, title="qsmflow run, whole command, 2 cores"))
     parts = list(rows[0]["parts_s"]) if rows else []
-    print(table(["voxels", *parts], [[f"{r['scale']:g}x", *[f"{r['parts_s'][k]:.2f}" for k in parts]] for r in rows],
+    print(table(["voxels", *parts], [[f"{r['scale']:g}x" + (f", {r['fft'].split()[0]}" if label else ""),
+                                      *[f"{r['parts_s'][k]:.2f}" for k in parts]] for r in rows],
                 title="read + write + report, split (s): the chain's own checks and noise level are "
                       "'chain, outside the stages'"))
     by = {r["scale"]: r for r in rows}
-    if 0.5 in by and 2.0 in by:
+    if 0.5 in by and 2.0 in by and not label:
         k = np.log(by[2.0]["wall_s"] / by[0.5]["wall_s"]) / np.log(by[2.0]["voxels"] / by[0.5]["voxels"])
         print(f"\ngrowth exponent of the wall time between 0.5x and 2x the voxels: {k:.2f}")
     if args.json:

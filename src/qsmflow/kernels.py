@@ -78,8 +78,10 @@ def _fft_backend(choice: str):
             raise ValueError(f"{FFT_ENV}=pyfftw but pyFFTW is not installed: pip install 'qsmflow[fftw]', "
                              f"or unset {FFT_ENV}") from None
         return None
-    pyfftw.interfaces.cache.enable()  # keep the plans (and their aligned buffers) between calls
-    pyfftw.interfaces.cache.set_keepalive_time(600)
+    # keep each plan and its aligned buffers while a solver loops over it; a plan unused for a
+    # second is dropped with its buffers (FFTW's wisdom stays, so planning it again is quick)
+    pyfftw.interfaces.cache.enable()
+    pyfftw.interfaces.cache.set_keepalive_time(1.0)
     return fftw
 
 
