@@ -5,7 +5,7 @@ from scipy import ndimage
 import pytest
 from conftest import ellipsoid, grid_mm, radial_source
 
-from qsmflow import inversion, kernels
+from qsmflow import bgremove, inversion, kernels
 from qsmflow.phantom import metrics
 from qsmflow.inversion import closed_form_l2, medi, tkd, tv
 
@@ -823,3 +823,39 @@ def test_a_noise_map_in_hz_is_refused():
             run(hz)
     ppm = hz / 127.7  # the same noise in ppm runs
     medi(field, mask, VS, (0, 0, 1), magnitude=np.ones(SHAPE), phase_scale=S_3T_20MS, alpha=1e-4, noise=ppm)
+
+
+def test_medi_edge_taper_raises_the_noise_toward_the_region_edge():
+    """A slab 9 voxels thick along z (full in x, y; the volume's edge is not outside): a voxel k
+    layers in (k = 1 outermost) lies k·h_z mm from the outside. With 1 x 1 x 2 mm voxels and
+    h = 1 mm, taper 3 over 2 mm: the factor is 1 + 3·exp(-(2k - 1)/2): 4.0... written out below."""
+    from qsmflow.inversion.tv import _edge_tapered
+    mask = np.zeros((6, 5, 13), bool)
+    mask[:, :, 2:11] = True
+    noise = np.full(mask.shape, 0.01, np.float32)
+    noise[~mask] = 0.5
+    out = _edge_tapered(noise, mask, (1.0, 1.0, 2.0), 3.0, 2.0)
+    expected = {2: 1 + 3 * np.exp(-0.5), 3: 1 + 3 * np.exp(-1.5), 4: 1 + 3 * np.exp(-2.5),
+                5: 1 + 3 * np.exp(-3.5), 6: 1 + 3 * np.exp(-4.5)}
+    for k, f in expected.items():
+        np.testing.assert_allclose(out[:, :, k], 0.01 * f, rtol=1e-6)
+        np.testing.assert_allclose(out[:, :, 12 - k], 0.01 * f, rtol=1e-6)  # symmetric
+    assert np.all(out[~mask] == 0.5)  # outside untouched
+    assert _edge_tapered(noise, mask, (1.0, 1.0, 2.0), 0.0, 2.0) is noise and _edge_tapered(None, mask, VS, 3, 2) is None
+    with pytest.raises(ValueError, match="edge_taper must be"):
+        _edge_tapered(noise, mask, (1, 1, 2), -1.0, 2.0)
+
+
+def test_medi_edge_taper_discounts_the_background_removal_error_at_the_edge():
+    """LBV takes the local field to be zero on its region's edge, so its local field is most
+    wrong there (here: the small head with an air cavity below it). Weighting the data less
+    toward the edge (the default taper, 3 over 2 mm) gives a χ nearer the truth than equal
+    weights, with the same fixed α: measured NRMSE 9.5 % against 11.2 % (taper 1: 10.2 %)."""
+    b0, mask, chi, total, kw = _cavity_head()
+    local, region = bgremove.lbv(total, mask, VS)
+    noise = np.full(SHAPE, 5e-4, np.float32)
+    info = {}
+    tapered = metrics.nrmse(medi(local, region, VS, b0, noise=noise, info=info, **kw), chi, region)
+    flat = metrics.nrmse(medi(local, region, VS, b0, noise=noise, edge_taper=0.0, **kw), chi, region)
+    assert tapered < flat - 1.0, (tapered, flat)
+    assert info["edge_taper"] == 3.0 and info["edge_taper_mm"] == 2.0  # recorded for the provenance

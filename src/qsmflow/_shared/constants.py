@@ -52,6 +52,15 @@ TKD_THRESHOLD = 0.15
 # worse than 30 %.
 MEDI_EDGE_FRACTION = 0.15
 
+# MEDI's data weights taper toward the edge of the local field's region: the noise there is
+# taken as (1 + TAPER·exp(-(d - h)/TAPER_MM)) times the noise map, d the distance (mm) to the
+# region's outside, h the smallest voxel side (so the outermost voxel gets 1 + TAPER). A
+# background removal's error is largest at the region's edge (LBV takes the local field to be
+# zero on it), which the thermal noise map does not hold. Chosen by the worst of the benchmark
+# matrix's MEDI+0 rows (benchmarks/README.md, stop 38).
+MEDI_EDGE_TAPER = 3.0
+MEDI_EDGE_TAPER_MM = 2.0
+
 # MEDI+0 CSF-uniformity weight, relative to the data term (weights of mean 1, ppm). With the CSF
 # weights 0.3 and 1 tie on the matrix (every row within 0.4 points, worst row 82.0 % both); 0.3
 # lets the weights' scan-to-scan jitter move χ less (χ SD map in CSF 0.74 / 0.62 of the spread

@@ -8,8 +8,9 @@ import time
 
 import numpy as np
 
+from .. import masking
 from .._shared import checks as _checks
-from .._shared.constants import CSF_LAMBDA, MEDI_EDGE_FRACTION, TV_ALPHA
+from .._shared.constants import CSF_LAMBDA, MEDI_EDGE_FRACTION, MEDI_EDGE_TAPER, MEDI_EDGE_TAPER_MM, TV_ALPHA
 from .._shared.weights import noise_weights
 from . import regularisation, solvers
 from ._common import (
@@ -121,12 +122,27 @@ def _medi_problem(field, mask, voxel_size, b0_direction, magnitude, phase_scale,
     return p, edges, csf, s, lam_csf
 
 
+def _edge_tapered(noise, mask, voxel_size, taper, taper_mm):
+    """``noise`` raised toward the edge of ``mask`` (see :func:`medi`'s ``edge_taper``); None stays None."""
+    taper = _checks.positive("edge_taper", taper, allow_zero=True)
+    taper_mm = _checks.positive("edge_taper_mm", taper_mm)
+    if noise is None or taper == 0:
+        return noise
+    vs = _checks.voxel_size(voxel_size)
+    mask = np.asarray(mask, bool)
+    noise = _checks.as_volume("noise", noise)
+    _checks.same_shape("noise", noise, "mask", mask)
+    depth = masking.distance_to_outside(mask, vs)
+    factor = 1 + taper * np.exp(-np.maximum(depth - vs.min(), 0) / taper_mm)
+    return np.where(mask, noise * factor, noise).astype(np.float32)
+
+
 def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, magnitude: np.ndarray,
          phase_scale: float, noise=None, alpha: float | str = "auto", csf_mask: np.ndarray | None = None,
          lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION, max_iter: int = 10,
-         tol: float = 0.1, cg_iter: int = 25, cg_tol: float = 0.01, return_sd: bool = False,
-         sd_samples: int = SD_SAMPLES, sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None,
-         info: dict | None = None):
+         tol: float = 0.1, cg_iter: int = 25, cg_tol: float = 0.01, edge_taper: float = MEDI_EDGE_TAPER,
+         edge_taper_mm: float = MEDI_EDGE_TAPER_MM, return_sd: bool = False, sd_samples: int = SD_SAMPLES,
+         sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None, info: dict | None = None):
     """MEDI: morphology-enabled dipole inversion, nonlinear and noise-weighted; MEDI+0 with a CSF mask.
 
     Minimises ``½||(W/s)(exp(i s Dχ) - exp(i s f))||² + α||M_G ∇χ||₁
@@ -165,6 +181,15 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         in half their time; the true diagonal (weight 1) with 35 iterations 41.3 %, weight
         3 41.0 %, weight 30 40.6 % with a higher HFEN on every row, weight 1000 43.6 % on
         the 1 mm head alone (32.2 % before).
+    edge_taper, edge_taper_mm : float
+        With a noise map, the data weigh less toward the edge of ``mask``: the noise is taken
+        as ``noise · (1 + edge_taper · exp(-(d - h) / edge_taper_mm))``, ``d`` the distance
+        (mm) to the nearest voxel outside the mask and ``h`` the smallest voxel side. A local
+        field from a background removal is least reliable at its region's edge (LBV takes
+        it to be zero there; SHARP-type filters leave their kernel's error), an error the
+        thermal noise map does not hold. 0 turns it off; it needs a noise map. The automatic
+        weight and ``return_sd`` take the untapered noise map (the edge's error neither is
+        noise to be left unfitted nor varies between scans).
     return_sd : bool
         Also return the standard deviation of χ (ppm) due to the field noise ``noise``
         (required): ``(χ, sd)``; see Notes.
@@ -223,19 +248,25 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     quantitative susceptibility mapping. Magn Reson Med 2018;79:2795-2803.
     doi:10.1002/mrm.26946
     """
+    if return_sd and sd_noise is None:
+        sd_noise = noise
     p, edges, csf, s, lam_csf = _medi_problem(local_field, mask, voxel_size, b0_direction, magnitude, phase_scale,
-                                              noise, edge_fraction, csf_mask, lam_csf, "MEDI+0", _PAD_VOXELS_TV)
+                                              _edge_tapered(noise, mask, voxel_size, edge_taper, edge_taper_mm),
+                                              edge_fraction, csf_mask, lam_csf, "MEDI+0", _PAD_VOXELS_TV)
 
     def tv_solve(a, x0=None, iters=150):  # the cheaper problem the automatic weight is searched on
         return solvers.fansi(p, a, mu1=100 * a, mu2=1.0, max_iter=iters, tol=1e-3, x0=x0, edges=edges)
 
+    # the misfit the noise map's noise would leave under the (tapered) weights: the taper is
+    # not noise to be left unfitted, so it does not raise the weight
     alpha, _ = _auto_alpha(alpha, tv_solve, p, noise, "MEDI (by linear TV with its edge mask)")
     samples, sd_noise = _sd_samples(return_sd, sd_samples, noise, sd_noise, p)
     chi, steps = solvers.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam_csf, max_iter=max_iter,
                               tol=tol, cg_iter=cg_iter, cg_tol=cg_tol, eps=1e-6)
     log.info("MEDI%s alpha %.3g: %d Gauss-Newton steps", "+0" if csf is not None else "", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
-          csf_voxels=int(csf.sum()) if csf is not None else 0)
+          csf_voxels=int(csf.sum()) if csf is not None else 0,
+          edge_taper=float(edge_taper) if noise is not None else 0.0, edge_taper_mm=float(edge_taper_mm))
     return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=True, steps=steps,
                     csf_sd=csf_sd)
 
