@@ -56,8 +56,11 @@ MEDI_EDGE_FRACTION = 0.15
 # taken as (1 + TAPER·exp(-(d - h)/TAPER_MM)) times the noise map, d the distance (mm) to the
 # region's outside, h the smallest voxel side (so the outermost voxel gets 1 + TAPER). A
 # background removal's error is largest at the region's edge (LBV takes the local field to be
-# zero on it), which the thermal noise map does not hold. Chosen by the worst of the benchmark
-# matrix's MEDI+0 rows (benchmarks/README.md, stop 38).
+# zero on it), which the thermal noise map does not hold. On the benchmark matrix's twelve
+# MEDI+0 rows it gained 0.6-1.7 points on each, the worst (SNR 20) 37.6 -> 37.0 % and the
+# 1 mm head 27.9 -> 26.5 %; on the 1 mm head's captured problem, with the weight fixed, a taper
+# of 1 / 3 / 10 over 2 mm gave 27.0 / 26.6 / 27.6 %, 3 over 1 / 2 / 4 mm 26.7 / 26.6 / 26.8 %
+# (benchmarks/README.md, stop 38).
 MEDI_EDGE_TAPER = 3.0
 MEDI_EDGE_TAPER_MM = 2.0
 
