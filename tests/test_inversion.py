@@ -98,6 +98,7 @@ def test_medi_is_the_same_with_either_fft_library(monkeypatch):
     """pyFFTW (the optional extra, measured plans from the fourth call of a transform on) and
     scipy's pocketfft differ in rounding only: MEDI's χ agrees to 1e-5 ppm (χ spans ±0.3 ppm)."""
     pytest.importorskip("pyfftw")
+    monkeypatch.setenv(kernels.THREADS_ENV, "1")  # FFTW's measured planning, two test workers at once: one thread
     b0 = (0.2, np.sin(0.35), np.cos(0.35))
     mask, chi, field = _brain(b0)
     kw = dict(alpha=1e-4, phase_scale=S_3T_20MS, magnitude=np.where(mask, 1.0 - 2 * np.abs(chi), 0))

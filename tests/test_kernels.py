@@ -221,6 +221,7 @@ def test_real_fft_of_a_plane_wave(monkeypatch, library):
     if library == "pyfftw":
         pytest.importorskip("pyfftw")
     monkeypatch.setenv(kernels.FFT_ENV, library)
+    monkeypatch.setenv(kernels.THREADS_ENV, "1")
     shape = (12, 10, 16)
     i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
     x = np.cos(2 * np.pi * (2 * i / 12 + 3 * j / 10 + 5 * k / 16)).astype(np.float32)
