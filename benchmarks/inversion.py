@@ -64,7 +64,7 @@ def invert(name, local, mask, head, ctx, weight=None, noise=True):
     res = pipeline.QSMResult(mask=mask)
     kw = dict(ctx, noise_ppm=ctx["noise_ppm"] if noise else None)
     t0 = time.perf_counter()
-    chi, _, _ = pipeline.inversion_and_reference(local, mask, head.voxel_size, head.b0_direction, opt, res,
+    chi, *_ = pipeline.inversion_and_reference(local, mask, head.voxel_size, head.b0_direction, opt, res,
                                                  lambda stage: contextlib.nullcontext(), **kw)
     return chi, time.perf_counter() - t0, res.parameters["inversion"]
 

@@ -228,6 +228,33 @@ def test_tfi_runs_on_the_total_field_without_background_removal():
     assert metrics.evaluate(r, head)["deep_grey_slope"] > 0.3  # deep grey paramagnetic (0.44 with 3 steps)
 
 
+def test_lbv_refinement_adds_a_harmonic_field_and_inverts_again():
+    """After LBV, MEDI runs twice: the second pass starts from the first χ with its weight, on
+    the local field plus the tissue field LBV took for background, which is harmonic inside
+    the region: the discrete Laplacian, written here, of what it adds is ~0 inside (measured
+    8e-6 of the local field's own; what it adds is 12 % of the local field's RMS on this 4 mm
+    head). --no-lbv-refine turns it off."""
+    head = phantom.simulate_head((40, 48, 40), (4.0, 4.0, 4.0), seed=3)
+    runs = {on: pipeline.run(_data(head), pipeline.Options(bgremove="lbv", inversion="medi", lbv_refine=on))
+            for on in (True, False)}
+    on, off = runs[True], runs[False]
+    assert on.parameters["lbv_refine"] and not off.parameters["lbv_refine"]
+    first, second = on.parameters["inversion"]["first_pass"], on.parameters["inversion"]
+    assert first["alpha"] == second["alpha"] and second["warm_start_steps"] == first["gauss_newton_steps"] > 0
+    assert "first_pass" not in off.parameters["inversion"] and on.chi_sd is not None
+    assert np.array_equal(on.eroded_mask, off.eroded_mask)
+    added = on.local_field_ppm - off.local_field_ppm
+    region = on.eroded_mask
+    inner = region.copy()
+    for axis in range(3):
+        inner &= np.roll(region, 1, axis) & np.roll(region, -1, axis)
+
+    def laplacian(f):
+        return sum(np.roll(f, 1, a) + np.roll(f, -1, a) - 2 * f for a in range(3))
+    assert np.sqrt(np.mean(added[region] ** 2)) > 0.05 * np.sqrt(np.mean(off.local_field_ppm[region] ** 2))
+    assert np.abs(laplacian(added)[inner]).mean() < 0.01 * np.abs(laplacian(off.local_field_ppm)[inner]).mean()
+
+
 def test_invert_run_computes_the_phase_scale_from_echo_time_and_field(monkeypatch):
     """MEDI's phase per ppm from the mean echo time and B0: 2π·42.577478 Hz/ppm/T·3 T·12 ms
     = 9.6307 rad/ppm (written out here); echo times in ms are refused."""

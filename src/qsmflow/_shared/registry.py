@@ -42,7 +42,8 @@ class Method:
     """One algorithm of a stage.
 
     ``needs`` names the chain's inputs (:data:`INPUTS`) the method takes, declared here rather
-    than read off its signature; ``noise_sd``: it can also return χ's noise SD. ``citations``
+    than read off its signature; ``noise_sd``: it can also return χ's noise SD; ``warm_start``:
+    it can start from a χ (``chi0``, ``chi0_steps``) and be given its weight back. ``citations``
     default to :func:`references` of ``func``; ``only_with`` maps an input to the words
     naming the paper cited only when the method is given that input (MEDI+0's CSF term is
     MEDI+0 only with a CSF mask)."""
@@ -53,6 +54,7 @@ class Method:
     citations: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     noise_sd: bool = False
+    warm_start: bool = False
     only_with: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 
+from .. import kernels
 from .._shared import checks as _checks
 from . import pde, smv
 from .._shared.weights import noise_weights
@@ -21,7 +22,7 @@ from .._shared.registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "ismv", "lbv", "pdf", "remove_polynomial", "resharp", "sharp", "vsharp"]
+__all__ = ["METHODS", "ismv", "lbv", "lbv_boundary_field", "pdf", "remove_polynomial", "resharp", "sharp", "vsharp"]
 
 # SHARP, RESHARP and iSMV sphere radius (mm): Schweser et al. 2011 used ~5-6 voxels of
 # ~1 mm; smaller spheres keep more of the brain's edge, larger ones reject more
@@ -215,6 +216,53 @@ def lbv(field, mask, voxel_size, b0_direction=None, *, noise=None, tol: float = 
     (local, eroded), iters = pde.lbv(field, mask, vs, tol, max_iter)
     _report("LBV", mask, eroded, iters)
     return local, eroded
+
+
+def lbv_boundary_field(chi, mask, voxel_size, b0_direction, *, tol: float = SOLVER_TOL, max_iter: int = 3000):
+    """The tissue field that :func:`lbv` took for background, estimated from a χ map.
+
+    LBV sets the local field to zero on the mask's one-voxel boundary. The true local
+    field is not zero there, so LBV's local field is short by the harmonic function that
+    takes those true boundary values (the difference of two harmonic fields with the
+    same boundary values as the total field). Given χ inverted from LBV's local field,
+    its field on the boundary (``D * χ``, χ inside the mask only: the tissue's field)
+    estimates the true values; the returned field is their harmonic extension into
+    the interior, the same discrete Laplace problem LBV solves. Add it to LBV's local
+    field and invert again: on the 1 mm benchmark head it brings χ NRMSE from 26.5 to
+    25.6 % (``benchmarks/README.md``, Background refinement).
+
+    Parameters
+    ----------
+    chi : ndarray (X, Y, Z)
+        χ (ppm) on ``mask``'s interior (what the inversion of LBV's local field returned).
+    mask : ndarray of bool
+        The region LBV was run on (not its eroded interior).
+    voxel_size, b0_direction
+        mm per voxel axis; the main field's direction in voxel axes.
+
+    Returns
+    -------
+    ndarray (float32)
+        The harmonic field (ppm) on the interior LBV returned, zero elsewhere.
+
+    References
+    ----------
+    Zhou D, Liu T, Spincemaille P, Wang Y. Background field removal by solving the
+    Laplacian boundary value problem. NMR Biomed 2014;27:312-319. doi:10.1002/nbm.3064
+
+    Schweser F, Robinson SD, de Rochefort L, Li W, Bredies K. An illustrated comparison of
+    processing methods for phase MRI and QSM: removal of background field contributions
+    from sources outside the region of interest. NMR Biomed 2017;30:e3604. doi:10.1002/nbm.3604
+    """
+    chi = _checks.as_volume("chi", chi, finite=True)
+    mask = _checks.as_mask("mask", mask, chi.shape)
+    vs = _checks.voxel_size(voxel_size)
+    box = kernels.PaddedBox(mask, margin=1)
+    sub = box.cut(mask)
+    field = kernels.forward_field(np.where(sub, box.cut(chi), 0), vs, b0_direction)
+    (rest, interior), iters = pde.lbv(field, sub, vs, tol, max_iter)
+    log.info("LBV boundary field: %d iterations", iters)
+    return box.full(np.where(interior, field - rest, 0), np.float32)
 
 
 def pdf(field, mask, voxel_size, b0_direction=None, *, noise=None, margin_mm: float = PDF_MARGIN_MM,

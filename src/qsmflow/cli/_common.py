@@ -360,6 +360,9 @@ def _processing_options(func):
         _stage_options(["phase_offset", "unwrap", "field_fit", "bgremove", "inversion", "reference"]),
         click.option("--bg-polynomial", type=click.IntRange(0, 4), default=0, show_default=True,
                      help="Also remove a polynomial of this order from the local field (0: off)."),
+        click.option("--lbv-refine/--no-lbv-refine", default=True, show_default=True,
+                     help="After LBV with MEDI: add back the tissue field LBV took for background (from the "
+                          "field chi makes on the region's edge) and invert again from chi (about 10 s at 1 mm)."),
         _regularisation_option,
         _stage_options(["r2star"]),
         click.option("--r2star-gradient-correction", "--gradient-correction", "r2star_gradient_correction",
@@ -383,7 +386,8 @@ def _options_from(phase_sign, kw: dict):
 
     return pipeline.Options(mask=kw["mask_method"], phase_offset=kw["phase_offset"], unwrap=kw["unwrap"], field_fit=kw["field_fit"],
                             bgremove=kw["bgremove"], inversion=kw["inversion"], reference=kw["reference"],
-                            phase_sign=int(phase_sign), bg_polynomial=kw["bg_polynomial"], r2star=kw["r2star"],
+                            phase_sign=int(phase_sign), bg_polynomial=kw["bg_polynomial"], lbv_refine=kw["lbv_refine"],
+                            r2star=kw["r2star"],
                             r2star_gradient_correction=kw["r2star_gradient_correction"], swi=kw["swi"],
                             minip_slab_mm=kw["minip_slab"], chi_sd=not kw["no_chi_sd"],
                             stage_options=_regularisation_options(kw["inversion"], kw["regularisation"]))

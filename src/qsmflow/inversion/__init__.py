@@ -23,7 +23,7 @@ METHODS = {
     "tv": Method("tv", tv, "weighted total variation by ADMM (FANSI)", needs=("noise", "phase_scale")),
     "medi": Method("medi", medi, "morphology-enabled nonlinear TV (MEDI, MEDI+0 with a CSF mask)",
                    needs=("noise", "magnitude", "phase_scale", "csf_mask", "csf_sd"), noise_sd=True,
-                   only_with={"csf_mask": "MEDI+0"}),
+                   warm_start=True, only_with={"csf_mask": "MEDI+0"}),
     "tfi": Method("tfi", tfi, "total field inversion: MEDI+0 on the total field with background sources, "
                   "preconditioned (no background removal)",
                   needs=("noise", "magnitude", "phase_scale", "csf_mask", "csf_sd"), noise_sd=True),

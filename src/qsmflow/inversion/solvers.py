@@ -182,8 +182,10 @@ def _inverse_diagonal(p: Problem, v: np.ndarray, alpha: float, data_diag: np.nda
 
 def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf: np.ndarray | None,
          lam_csf: float, max_iter: int, tol: float, cg_iter: int, cg_tol: float, eps: float,
-         precond: np.ndarray | None = None, jacobi: bool = True):
+         precond: np.ndarray | None = None, jacobi: bool = True, x0: np.ndarray | None = None):
     """MEDI: Gauss-Newton on the nonlinear data term with lagged-diffusivity TV; returns (χ, steps).
+
+    The steps start from zero, or from ``x0`` (χ on the padded grid; without ``precond``).
 
     Each step solves ``(DᵀW²D + α GᵀM V M G + λ_c PᵀP) dχ = -∇E`` by conjugate
     gradients, ``V = 1/sqrt(|M ∇χ|² + eps)``, ``P x = M_csf (x - mean_csf x)``.
@@ -195,7 +197,9 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
     """
     w2 = p.w * p.w
     s = phase_scale
-    y = np.zeros(p.shape, np.float32)
+    if x0 is not None and precond is not None:
+        raise ValueError("a warm start (x0) is for MEDI without a preconditioner")
+    y = np.zeros(p.shape, np.float32) if x0 is None else np.array(x0, np.float32)
     step = 0
     chi = y
     data_diag = data_diagonal(p) if jacobi else None

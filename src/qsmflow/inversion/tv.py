@@ -142,7 +142,8 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
          lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION, max_iter: int = 10,
          tol: float = 0.1, cg_iter: int = 25, cg_tol: float = 0.01, edge_taper: float = MEDI_EDGE_TAPER,
          edge_taper_mm: float = MEDI_EDGE_TAPER_MM, return_sd: bool = False, sd_samples: int = SD_SAMPLES,
-         sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None, info: dict | None = None):
+         sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None, chi0: np.ndarray | None = None,
+         chi0_steps: int = 0, info: dict | None = None):
     """MEDI: morphology-enabled dipole inversion, nonlinear and noise-weighted; MEDI+0 with a CSF mask.
 
     Minimises ``½||(W/s)(exp(i s Dχ) - exp(i s f))||² + α||M_G ∇χ||₁
@@ -203,6 +204,13 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         The SD of ``csf_mask``'s weights from the scan's noise
         (:func:`qsmflow.reference.csf_weight_sd`): ``return_sd`` then also carries the
         weights' jitter between scans, which moves χ in partial-volume CSF.
+    chi0 : ndarray, optional
+        χ (ppm) to start the Gauss-Newton steps from instead of zero: the solution for a
+        nearby field (see :func:`qsmflow.bgremove.lbv_boundary_field`); the steps stop by
+        ``tol`` as before. Give ``alpha`` with it (a number), or the weight is searched again.
+    chi0_steps : int
+        The Gauss-Newton steps that produced ``chi0``: ``return_sd`` follows the steps from
+        zero, these and the new ones.
 
     Returns
     -------
@@ -261,14 +269,22 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     # not noise to be left unfitted, so it does not raise the weight
     alpha, _ = _auto_alpha(alpha, tv_solve, p, noise, "MEDI (by linear TV with its edge mask)")
     samples, sd_noise = _sd_samples(return_sd, sd_samples, noise, sd_noise, p)
+    x0 = None
+    if chi0 is not None:
+        chi0 = _checks.as_volume("chi0", chi0, finite=True)
+        if chi0.shape != tuple(p.full_shape):
+            raise ValueError(f"chi0 has shape {chi0.shape} but the local field has shape {tuple(p.full_shape)}")
+        x0 = p.cut(chi0) * (p.mask > 0)
+    chi0_steps = int(_checks.positive("chi0_steps", chi0_steps, allow_zero=True)) if chi0 is not None else 0
     chi, steps = solvers.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam_csf, max_iter=max_iter,
-                              tol=tol, cg_iter=cg_iter, cg_tol=cg_tol, eps=1e-6)
-    log.info("MEDI%s alpha %.3g: %d Gauss-Newton steps", "+0" if csf is not None else "", alpha, steps)
-    _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
+                              tol=tol, cg_iter=cg_iter, cg_tol=cg_tol, eps=1e-6, x0=x0)
+    log.info("MEDI%s alpha %.3g: %d Gauss-Newton steps%s", "+0" if csf is not None else "", alpha, steps,
+             f" from a warm start of {chi0_steps}" if chi0 is not None else "")
+    _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter, warm_start_steps=chi0_steps,
           csf_voxels=int(csf.sum()) if csf is not None else 0,
           edge_taper=float(edge_taper) if noise is not None else 0.0, edge_taper_mm=float(edge_taper_mm))
-    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=True, steps=steps,
-                    csf_sd=csf_sd)
+    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=True,
+                    steps=steps + chi0_steps, csf_sd=csf_sd)
 
 
 # Liu et al. 2018: sources outside the brain are weighted 30x in the preconditioner, the

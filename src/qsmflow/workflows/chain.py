@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import logging
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from .._shared.constants import (
     CSF_MIN_VOLUME_ML,
     CSF_R2STAR_ZERO_PER_S,
 )
-from .._shared.registry import choose, references
+from .._shared.registry import Method, choose, references
 from ..io import GreInput
 from . import sanity
 from .options import (
@@ -242,13 +243,17 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
     total_ppm = np.where(m, f_hz / hz_per_ppm, 0)
     peel = dict(r2star=r2_c, r2star_noise=r2_sd, field_strength=data.field_strength)
     tfi = used["inversion"].name == "tfi"
+    refine = None
     if tfi:  # total field inversion fits the total field itself: no background removal
         with timer("field_region"):
             local_c, eroded_c = field_region(total_ppm, m, vs, noise_hz, opt, **peel)
     else:
         with timer("bgremove"):
-            local_c, eroded_c = background_removal(total_ppm, m, vs, data.b0_direction, noise_hz, opt, **peel)
+            local_c, eroded_c, region_c = background_removal(total_ppm, m, vs, data.b0_direction, noise_hz, opt,
+                                                             **peel)
+        refine = lbv_refinement(opt, vs, data.b0_direction, region_c)
         res.parameters["bg_polynomial"] = opt.bg_polynomial
+        res.parameters["lbv_refine"] = refine is not None and used["inversion"].warm_start
         done.append("bgremove")
     del total_ppm
     res.eroded_mask = box.full(eroded_c, bool)
@@ -260,10 +265,10 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
             log.info("χ uncertainty map: the thermal noise (from the air) is %.2f of the field fit's residual noise; "
                      "the rest is field-model error, a bias the map leaves out", ratio)
         thermal_ppm = thermal_hz / hz_per_ppm
-    chi_c, sd_c, csf_c, used["inversion"], used["reference"] = inversion_and_reference(
+    chi_c, sd_c, csf_c, used["inversion"], used["reference"], local_c = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
         magnitude=echoes.rss(mag), phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c,
-        r2star_noise=r2_sd_map, echo_span_s=float(np.ptp(te)), sd_noise_ppm=thermal_ppm)
+        r2star_noise=r2_sd_map, echo_span_s=float(np.ptp(te)), sd_noise_ppm=thermal_ppm, refine=refine)
     if r2_c is not None:
         res.parameters["chi_sign_share"] = sanity.check_chi_sign(chi_c, r2_c, eroded_c, vs, r2star_noise=r2_sd_map,
                                                                      phase_sign=opt.phase_sign)
@@ -323,9 +328,16 @@ def r2star_reliability(sidecar: dict, shape) -> tuple[np.ndarray | None, float |
 
 def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Options, res: QSMResult, timer, *,
                             noise_ppm=None, magnitude=None, phase_scale=None, r2star=None, r2star_noise=None,
-                            echo_span_s=None, sd_noise_ppm=None):
+                            echo_span_s=None, sd_noise_ppm=None, refine=None) -> Inverted:
     """Dipole inversion and referencing of a local field (ppm): (χ, its noise SD or None, CSF mask
-    or None, inversion used (citing what it was given), reference used).
+    or None, inversion used (citing what it was given), reference used, the local field
+    inverted).
+
+    ``refine`` (e.g. from :func:`lbv_refinement`) maps χ to a field the background removal
+    missed: with an inversion that can restart (``Method.warm_start``) the field is added to
+    the local field and the inversion runs again from χ with the same weight, and the noise
+    SD follows both passes. The first pass's weight, steps and seconds go to
+    ``res.parameters["inversion"]["first_pass"]``.
 
     Each method gets what it accepts of: the noise map (ppm), the magnitude, the phase
     per ppm at the mean echo time, and the CSF weights found from R2* (when the inversion
@@ -374,8 +386,15 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
             if sd_noise_ppm is not None and "sd_noise" not in kwargs:
                 kwargs["sd_noise"] = sd_noise_ppm
     info: dict = {}
+    if refine is not None and not inv.warm_start:
+        log.info("no LBV refinement: inversion %r cannot restart from a χ (medi can)", inv.name)
+        refine = None
     with timer("inversion"):
+        if refine is not None:
+            local, kwargs, first = _first_pass(inv, local, eroded, voxel_size, b0_direction, kwargs, refine)
         chi = inv.func(local, eroded, voxel_size, b0_direction, info=info, **kwargs)
+        if refine is not None:
+            info["first_pass"] = first
     if kwargs.get("return_sd"):
         chi, sd = chi
         # the noise propagation ran inside the inversion: book its time apart
@@ -390,7 +409,39 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     res.parameters["chi_implausible_share"] = round(sanity.check_chi_range(chi, eroded), 5)
     if csf is not None:
         res.parameters["csf_ml"] = round(float(csf.sum(dtype=np.float64)) * float(np.prod(voxel_size)) / 1000, 2)
-    return chi, sd, csf, dataclasses.replace(inv, citations=inv.cited(kwargs)), ref
+    return Inverted(chi, sd, csf, dataclasses.replace(inv, citations=inv.cited(kwargs)), ref, local)
+
+
+class Inverted(NamedTuple):
+    """What :func:`inversion_and_reference` gives."""
+
+    chi: np.ndarray
+    sd: np.ndarray | None
+    csf: np.ndarray | None
+    inversion: Method
+    reference: Method
+    local: np.ndarray
+
+
+def _first_pass(inv, local, eroded, voxel_size, b0_direction, kwargs, refine):
+    """The refinement's first inversion and the field it adds: (refined local field, keyword
+    arguments of the second pass, what the first pass did)."""
+    t0 = time.perf_counter()
+    info: dict = {}
+    chi0 = inv.func(local, eroded, voxel_size, b0_direction, info=info,
+                    **{k: v for k, v in kwargs.items() if k not in ("return_sd", "sd_noise", "csf_sd")})
+    t1 = time.perf_counter()
+    extra = refine(chi0)
+    eroded = np.asarray(eroded, bool)
+    rms = float(np.sqrt(np.mean(np.square(extra[eroded], dtype=np.float64)))) if eroded.any() else 0.0
+    log.info("LBV refinement: the tissue field LBV had taken for background is %.3g ppm RMS (%.2g of the local "
+             "field's); inverting again from χ", rms,
+             rms / max(float(np.sqrt(np.mean(np.square(local[eroded], dtype=np.float64)))), 1e-30))
+    first = {"alpha": info.get("alpha"), "gauss_newton_steps": info.get("gauss_newton_steps"),
+             "seconds": round(t1 - t0, 3), "boundary_field_seconds": round(time.perf_counter() - t1, 3),
+             "boundary_field_rms_ppm": rms}
+    again = dict(kwargs, alpha=info["alpha"], chi0=chi0, chi0_steps=info.get("gauss_newton_steps", 0))
+    return (local + extra).astype(np.float32), again, first
 
 
 def field_region(field, mask, voxel_size, noise, opt: Options, *, r2star=None, r2star_noise=None,
@@ -408,7 +459,7 @@ def field_region(field, mask, voxel_size, noise, opt: Options, *, r2star=None, r
 def background_removal(field, mask, voxel_size, b0_direction, noise, opt: Options, *, r2star=None,
                        r2star_noise=None, field_strength=3.0):
     """The chosen background removal on :func:`field_region`, then the optional polynomial
-    clean-up (``opt.bg_polynomial``)."""
+    clean-up (``opt.bg_polynomial``): (local field, its mask, the region it was removed on)."""
     method = STAGES["bgremove"][resolve_bgremove(opt.bgremove, voxel_size)]
     field, mask = field_region(field, mask, voxel_size, noise, opt, r2star=r2star, r2star_noise=r2star_noise,
                                field_strength=field_strength)
@@ -417,7 +468,17 @@ def background_removal(field, mask, voxel_size, b0_direction, noise, opt: Option
     if opt.bg_polynomial:
         local = bgremove.remove_polynomial(local, eroded, voxel_size, order=opt.bg_polynomial, noise=noise)
         log.info("removed a polynomial of order %d from the local field", opt.bg_polynomial)
-    return local, eroded
+    return local, eroded, mask
+
+
+def lbv_refinement(opt: Options, voxel_size, b0_direction, region):
+    """The ``refine`` of :func:`inversion_and_reference` for a local field from LBV on
+    ``region`` (see ``Options.lbv_refine``), or None when it does not apply."""
+    if not opt.lbv_refine or opt.bgremove != "lbv" or opt.bg_polynomial:
+        return None
+    return functools.partial(bgremove.lbv_boundary_field, mask=region, voxel_size=voxel_size,
+                             b0_direction=b0_direction, **{k: v for k, v in opt.stage_options.get("bgremove", {}).items()
+                                                            if k in ("tol", "max_iter")})
 
 
 def _finish(res: QSMResult, used: dict, done: list, mask_source: str) -> QSMResult:

@@ -52,6 +52,9 @@ class Options:
     minip_slab_mm: float = 16.0
     phase_sign: int = 1
     bg_polynomial: int = 0
+    # after LBV, with an inversion that can restart from χ (MEDI): add the tissue field LBV
+    # took for background, estimated from χ (bgremove.lbv_boundary_field), and invert again
+    lbv_refine: bool = True
     peel_noise_factor: float = masking.PEEL_NOISE_FACTOR
     chi_sd: bool = True
     stage_options: dict = field(default_factory=dict)

@@ -48,7 +48,7 @@ def bgremove_run(field_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_directi
     method = STAGES["bgremove"][resolve_bgremove(opt.bgremove, voxel_size)]
     opt = dataclasses.replace(opt, bgremove=method.name)  # resolved (and logged) once
     with _Timer(res.timings, "bgremove"):
-        res.local_field_ppm, res.eroded_mask = background_removal(np.where(res.mask, field_ppm, 0), res.mask,
+        res.local_field_ppm, res.eroded_mask, _ = background_removal(np.where(res.mask, field_ppm, 0), res.mask,
                                                                   voxel_size, b0_direction, noise, opt)
     res.parameters = {"methods": {"bgremove": method.name}, "bg_polynomial": opt.bg_polynomial,
                       "stage_options": opt.stage_options}
@@ -145,7 +145,7 @@ def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction
     vs = _checks.voxel_size(voxel_size)
     res.parameters = {"stage_options": opt.stage_options}
     timer = functools.partial(_Timer, res.timings)
-    res.chi, res.chi_sd, res.csf_mask, inv, ref = inversion_and_reference(
+    res.chi, res.chi_sd, res.csf_mask, inv, ref, _ = inversion_and_reference(
         local, res.mask, vs, b0_direction, opt, res, timer, noise_ppm=noise_ppm, magnitude=magnitude,
         phase_scale=phase_scale, r2star=r2star, r2star_noise=r2star_noise, echo_span_s=echo_span_s)
     res.parameters["methods"] = {"inversion": inv.name, "reference": ref.name}
