@@ -1,7 +1,8 @@
 """The chain's public front (a stable path): ``run``, ``Options``, ``QSMResult``, the one-stage
 runs and the writing of the outputs. The code lives in :mod:`qsmflow.workflows`."""
 
-from .workflows.chain import background_removal, field_region, inversion_and_reference, relaxation_maps, run
+from .workflows.chain import (background_removal, field_region, inversion_and_reference, lbv_refinement, relaxation_maps,
+                              run)
 from .workflows.options import (
     AUTO_COARSE_INVERSION,
     AUTO_COARSE_METHOD,
@@ -21,5 +22,5 @@ from .workflows.chain import minip_axis, swi_maps
 
 __all__ = ["AUTO_COARSE_INVERSION", "AUTO_COARSE_METHOD", "AUTO_LBV_MAX_VOXEL_MM", "STAGES", "UNTIL", "Options",
            "QSMResult", "background_removal", "bgremove_run", "field_region", "invert_run", "inversion_and_reference",
-           "minip_axis", "optional_outputs", "output_names", "phasediff_run", "r2star_run", "relaxation_maps",
+           "lbv_refinement", "minip_axis", "optional_outputs", "output_names", "phasediff_run", "r2star_run", "relaxation_maps",
            "resolve_bgremove", "resolve_inversion", "resolve_local_inversion", "run", "swi_maps", "swi_run", "write_outputs"]
