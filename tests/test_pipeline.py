@@ -242,6 +242,8 @@ def test_lbv_refinement_adds_a_harmonic_field_and_inverts_again():
     first, second = on.parameters["inversion"]["first_pass"], on.parameters["inversion"]
     assert first["alpha"] == second["alpha"] and second["warm_start_steps"] == first["gauss_newton_steps"] > 0
     assert on.chi_sd is not None and np.array_equal(on.eroded_mask, off.eroded_mask)
+    assert any("removal of background field contributions" in c for c in on.citations)
+    assert not any("removal of background field contributions" in c for c in off.citations)
     for opt in (pipeline.Options(bgremove="lbv", lbv_refine=False), pipeline.Options(bgremove="lbv", bg_polynomial=2),
                 pipeline.Options(bgremove="pdf")):
         assert pipeline.lbv_refinement(opt, (4.0, 4.0, 4.0), (0, 0, 1), on.mask) is None

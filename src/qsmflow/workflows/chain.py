@@ -489,6 +489,8 @@ def _finish(res: QSMResult, used: dict, done: list, mask_source: str) -> QSMResu
         if stage == "mask" and mask_source == "given":
             continue
         cites.extend(c for c in used[stage].citations if c not in cites)
+    if res.parameters.get("lbv_refine"):
+        cites.extend(c for c in references(bgremove.lbv_boundary_field) if c not in cites)
     if res.swi is not None:
         cites.extend(c for c in swi.CITATIONS["clear"] if c not in cites)
     res.citations = cites
