@@ -362,7 +362,7 @@ def _processing_options(func):
                      help="Also remove a polynomial of this order from the local field (0: off)."),
         click.option("--lbv-refine/--no-lbv-refine", default=True, show_default=True,
                      help="After LBV with MEDI: add back the tissue field LBV took for background (from the "
-                          "field chi makes on the region's edge) and invert again from chi (about 20 s more at 1 mm)."),
+                          "field chi makes on the region's edge) and invert again from chi (10-20 s more at 1 mm)."),
         _regularisation_option,
         _stage_options(["r2star"]),
         click.option("--r2star-gradient-correction", "--gradient-correction", "r2star_gradient_correction",
