@@ -228,8 +228,8 @@ def lbv_boundary_field(chi, mask, voxel_size, b0_direction, *, tol: float = SOLV
     its field on the boundary (``D * χ``, χ inside the mask only: the tissue's field)
     estimates the true values; the returned field is their harmonic extension into
     the interior, the same discrete Laplace problem LBV solves. Add it to LBV's local
-    field and invert again: on the 1 mm benchmark head it brings χ NRMSE from 26.5 to
-    25.6 % (``benchmarks/README.md``, Background refinement).
+    field and invert again: on the 1 mm benchmark head the chain's χ NRMSE went from 26.5
+    to 25.5 % (``benchmarks/README.md``, LBV's boundary refinement).
 
     Parameters
     ----------

@@ -253,7 +253,6 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
                                                              **peel)
         refine = lbv_refinement(opt, vs, data.b0_direction, region_c)
         res.parameters["bg_polynomial"] = opt.bg_polynomial
-        res.parameters["lbv_refine"] = refine is not None and used["inversion"].warm_start
         done.append("bgremove")
     del total_ppm
     res.eroded_mask = box.full(eroded_c, bool)
@@ -337,7 +336,8 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     missed: with an inversion that can restart (``Method.warm_start``) the field is added to
     the local field and the inversion runs again from χ with the same weight, and the noise
     SD follows both passes. The first pass's weight, steps and seconds go to
-    ``res.parameters["inversion"]["first_pass"]``.
+    ``res.parameters["inversion"]["first_pass"]``; ``res.parameters["lbv_refine"]`` says
+    whether it ran.
 
     Each method gets what it accepts of: the noise map (ppm), the magnitude, the phase
     per ppm at the mean echo time, and the CSF weights found from R2* (when the inversion
@@ -389,6 +389,7 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     if refine is not None and not inv.warm_start:
         log.info("no LBV refinement: inversion %r cannot restart from a χ (medi can)", inv.name)
         refine = None
+    res.parameters["lbv_refine"] = refine is not None
     with timer("inversion"):
         if refine is not None:
             local, kwargs, first = _first_pass(inv, local, eroded, voxel_size, b0_direction, kwargs, refine)
