@@ -313,8 +313,10 @@ def _cavity_head():
 
 def test_tfi_preconditioner_and_csf_term_do_their_jobs():
     """Liu 2018's preconditioner (background sources weighted 30x) makes 50 CG iterations per
-    step reach what 1x does not (measured NRMSE 6.6 % against 12.8 %); the CSF term holds a
-    CSF region uniform (SD 8e-6 against 5e-4 ppm); what ran is recorded."""
+    step reach what 1x does not (measured NRMSE 2.5 % against 12.8 %); the capped Jacobi
+    preconditioner is what brings it from 6.6 % (the 30x alone, 10 steps without converging)
+    to 2.5 % in 7 steps; the CSF term holds a CSF region uniform (SD 8e-6 against 5e-4 ppm);
+    what ran is recorded."""
     b0, mask, chi, total, kw = _cavity_head()
     x, y, z = grid_mm(SHAPE, VS)
     run = dict(cg_iter=50, cg_tol=1e-3, tol=0.01, max_iter=10, **kw)
@@ -322,7 +324,8 @@ def test_tfi_preconditioner_and_csf_term_do_their_jobs():
     est = inversion.tfi(total, mask, VS, b0, info=info, **run)
     flat = inversion.tfi(total, mask, VS, b0, background_preconditioner=1.0, **run)
     assert metrics.nrmse(est, chi, mask) < 0.7 * metrics.nrmse(flat, chi, mask)
-    assert info == {"alpha": 1e-4, "gauss_newton_steps": 10, "converged": False, "csf_voxels": 0}
+    assert metrics.nrmse(est, chi, mask) < 4.0
+    assert info == {"alpha": 1e-4, "gauss_newton_steps": 7, "converged": True, "csf_voxels": 0}
     csf = mask & ((x / 4) ** 2 + (y / 8) ** 2 + (z / 4) ** 2 <= 1) & (chi == -0.02)
     held = {}
     with_csf = inversion.tfi(total, mask, VS, b0, csf_mask=csf, lam_csf=10.0, info=held, **run)
@@ -424,7 +427,7 @@ def test_chi_sd_matches_the_spread_over_noise_realisations(method):
     Measured: predicted/observed median 1.12 (MEDI), 1.25 (TFI, 3 short steps); noisy half's
     SD over the quiet half's, predicted 0.46 / observed 0.57 (MEDI), 0.43 / 0.40 (TFI) (16 samples, 12 draws;
     the test uses 8 and 8 for time: MEDI with the Jacobi-preconditioned map 1.15 / 0.96 / 1.18 over
-    the inner brain / noisy / quiet half, 0.45 / 0.56; TFI 1.27-1.29, 0.44 / 0.44)."""
+    the inner brain / noisy / quiet half, 0.45 / 0.56; TFI 1.26 / 1.33 / 1.25, 0.44 / 0.41)."""
     b0 = (0.0, 0.0, 1.0)
     mask, chi, field = _brain(b0)
     x, _, _ = grid_mm(SHAPE, VS)

@@ -97,7 +97,8 @@ def _tv_weights(p: Problem, chi: np.ndarray, edges: np.ndarray, eps: float, newt
 
 
 def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.ndarray, csf, lam_csf: float,
-                         eps: float, precond, newton: bool = False, data_diag: np.ndarray | None = None):
+                         eps: float, precond, newton: bool = False, data_diag: np.ndarray | None = None,
+                         capped: bool = False):
     """The linearised normal operator at ``χ``: (normal, q, tv_op, add_csf, jacobi).
 
     TV enters by its lagged-diffusivity weights ``V = 1/sqrt(|M∇χ|² + eps)`` per gradient
@@ -105,7 +106,8 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
     preconditioned unknown ``y`` (``χ = q(y)``); ``tv_op`` acts on ``χ``, and
     ``add_csf(out, x)`` adds ``λ_c PᵀP x`` to ``out`` in place. With ``data_diag`` (the
     data term's share of the diagonal, :func:`data_diagonal`), ``jacobi`` is the inverse of
-    the diagonal of ``normal`` with TV's and the CSF term's exact diagonals added; else None.
+    the diagonal of ``normal`` with TV's and the CSF term's exact diagonals added, or with
+    ``capped`` that inverse over its median in the mask, capped at 1 (:func:`medi`); else None.
     """
     w2 = p.w * p.w
     # the CSF term touches its voxels only (~3 % of the box at 1 mm): gathered by index
@@ -115,6 +117,9 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
     lam = np.float32(lam_csf)
     v = _tv_weights(p, chi, edges, eps, newton)
     jacobi = None if data_diag is None else _inverse_diagonal(p, v, alpha, data_diag, csf_idx, csf_w, lam, precond)
+    if capped and jacobi is not None:
+        jacobi /= np.float32(np.median(jacobi[p.mask > 0]))
+        np.minimum(jacobi, np.float32(1.0), out=jacobi)
 
     def q(x):
         return x if precond is None else precond * x
@@ -182,7 +187,8 @@ def _inverse_diagonal(p: Problem, v: np.ndarray, alpha: float, data_diag: np.nda
 
 def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf: np.ndarray | None,
          lam_csf: float, max_iter: int, tol: float, cg_iter: int, cg_tol: float, eps: float,
-         precond: np.ndarray | None = None, jacobi: bool = True, x0: np.ndarray | None = None):
+         precond: np.ndarray | None = None, jacobi: bool = True, capped: bool = False,
+         x0: np.ndarray | None = None):
     """MEDI: Gauss-Newton on the nonlinear data term with lagged-diffusivity TV; returns (χ, steps).
 
     The steps start from zero, or from ``x0`` (χ on the padded grid; without ``precond``).
@@ -193,7 +199,11 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
     and every operator is wrapped as ``Q A Q`` (total field inversion). With ``jacobi`` the
     CG is preconditioned by the inverse diagonal of the step's operator, its data part
     weighted ``JACOBI_DATA_WEIGHT`` (:func:`data_diagonal`); being blind to diagonal
-    rescaling, it makes ``Q`` moot, so total field inversion turns it off.
+    rescaling, it makes ``Q`` moot. With ``capped`` as well (total field inversion) the
+    inverse diagonal is divided by its median over the mask and capped at 1: it shortens
+    the steps of the stiff unknowns only (the sources just outside the mask, whose field in
+    the mask is as strong as the tissue's but which ``Q`` scales up, and the voxels TV holds
+    hardest), and leaves ``Q``'s long steps to the far sources, whose field is weak.
     """
     w2 = p.w * p.w
     s = phase_scale
@@ -205,7 +215,7 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
     data_diag = data_diagonal(p) if jacobi else None
     for step in range(1, max_iter + 1):
         normal, q, tv_op, add_csf, minv = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, precond,
-                                                               data_diag=data_diag)
+                                                               data_diag=data_diag, capped=capped)
         dchi_field = p.dipole(chi)
         grad_e = p.dipole(w2 / s * np.sin(s * (dchi_field - p.f)).astype(np.float32))
         grad_e += np.float32(alpha) * tv_op(chi)
