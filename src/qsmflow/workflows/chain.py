@@ -206,6 +206,7 @@ def _brain_mask(data: GreInput, opt: Options, used: dict, mask, timer, until):
         sanity.check_echo_order(data.magnitude, data.echo_times, region)
         sanity.check_phase_is_not_magnitude(data.phase, data.magnitude, region)
         sanity.check_phase_evolves(data.phase, region)
+        sanity.check_phase_is_linear_in_te(data.phase, data.echo_times, region)
         del region
     with timer("mask"):
         if mask is not None:

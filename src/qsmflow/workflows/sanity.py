@@ -1,5 +1,5 @@
 """Plausibility checks: of a loaded acquisition before any processing (echo order, phase
-that evolves), of the field map (its noise against the local field) and of χ (its sign).
+that evolves, linearly with echo time), of the field map (its noise against the local field) and of χ (its sign).
 
 A wrong input that would give a silent wrong answer is refused (``ValueError`` with what is
 wrong and the fix); one that is only suspicious is logged as a warning, which reaches the
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from .. import masking
@@ -20,7 +21,7 @@ from .._shared.echoes import rss
 log = logging.getLogger(__name__)
 
 __all__ = ["TYPICAL_LOCAL_FIELD_PPM", "check_chi_range", "check_chi_sign", "check_echo_order", "check_field_noise",
-           "check_phase_evolves", "check_phase_is_not_magnitude", "tissue"]
+           "check_phase_evolves", "check_phase_is_not_magnitude", "check_phase_is_linear_in_te", "tissue"]
 
 # Magnitude decays with echo time (R2* > 0); across the head's tissue its median may rise
 # by noise alone only by a fraction of a percent. A larger rise means echoes out of order.
@@ -59,6 +60,17 @@ _CHI_OUTSIDE_WARN = 0.02
 # A phase image whose correlation with its magnitude over the head exceeds this in every echo is
 # a magnitude image.
 _PHASE_LIKE_MAGNITUDE_R = 0.8
+# A voxel's phase advances linearly with echo time, plus with bipolar readouts an offset that
+# alternates in sign from echo to echo. Over four echoes n..n+3 the departure
+# (φ_{n+3} - φ_{n+2}) - r (φ_{n+1} - φ_n), r = ΔTE_{n+2}/ΔTE_n, cancels both (the offset exactly
+# for even spacing). Averaged as a unit phasor over 3x3x3 voxels (the field is smooth, the noise
+# is not), its median |angle| over the head was 0.013-0.044 rad on the 3 mm benchmark head (1.5,
+# 3 and 7 T, SNR 20 and 100, 5 echoes) and 0.58-1.2 rad in the worst four echoes when two echoes'
+# phase files were swapped (echoes 1-2, 2-3, 3-4 or 4-5; 0.33-1.2 in the others). Above the first
+# level a warning, above the second the run is refused. A reversal of every echo keeps the phase
+# linear: the magnitude check (both reversed) or the χ sign check (phase alone) finds it.
+_PHASE_LINEAR_WARN_RAD = 0.15
+_PHASE_LINEAR_REFUSE_RAD = 0.3
 
 
 def tissue(magnitude: np.ndarray) -> np.ndarray:
@@ -129,6 +141,52 @@ def check_phase_evolves(phase: np.ndarray, region: np.ndarray) -> None:
                         "the same phase file given for every echo, or a magnitude as --phase? The field and χ "
                         "will be zero", e + 1, e + 2, float(np.median(np.abs(d))))
             return
+
+
+def check_phase_is_linear_in_te(phase: np.ndarray, echo_times, region: np.ndarray) -> float:
+    """Refuse phase images out of echo order: a voxel's phase must advance linearly with TE.
+
+    Needs 4 echoes or more (fewer: returns NaN). For each four consecutive echoes the departure
+    from linear evolution (see :data:`_PHASE_LINEAR_REFUSE_RAD`) is averaged as a unit phasor
+    over 3x3x3 voxels and its median |angle| taken over the head's tissue; the largest is
+    returned (rad).
+
+    Raises
+    ------
+    ValueError
+        When it exceeds :data:`_PHASE_LINEAR_REFUSE_RAD`: naming the echoes and the fix.
+    """
+    te = np.asarray(echo_times, float)
+    n_e = phase.shape[3]
+    if n_e < 4 or not region.any():
+        return float("nan")
+    lo = np.argwhere(region).min(0)
+    hi = np.argwhere(region).max(0) + 1
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    reg = region[box]
+    ph = phase[box]
+    dte = np.diff(te)
+    worst, where = 0.0, 0
+    for n in range(n_e - 3):
+        step = (ph[..., n + 3] - ph[..., n + 2]) - np.float32(dte[n + 2] / dte[n]) * units.wrap(ph[..., n + 1] - ph[..., n])
+        # the unit phasor of the departure, averaged over 3x3x3 voxels of tissue
+        re = ndimage.uniform_filter(np.where(reg, np.cos(step), 0).astype(np.float32), 3)
+        im = ndimage.uniform_filter(np.where(reg, np.sin(step), 0).astype(np.float32), 3)
+        level = float(np.median(np.abs(np.arctan2(im[reg], re[reg]))))
+        if level > worst:
+            worst, where = level, n
+    echoes = f"{where + 1}-{where + 4}"
+    if worst > _PHASE_LINEAR_REFUSE_RAD:
+        raise ValueError(
+            f"the phase does not advance linearly with echo time: over echoes {echoes} it departs from a "
+            f"straight line by {worst:.2f} rad (median over the head; phase in echo order gives under 0.05), so "
+            "the phase images are not in the same echo order as the echo times: give the phase files echo 1 "
+            "first, in the magnitudes' order (BIDS echo-N names or sidecars with EchoNumber fix the order)")
+    if worst > _PHASE_LINEAR_WARN_RAD:
+        log.warning("the phase departs from linear evolution with echo time over echoes %s by %.2f rad (median "
+                    "over the head; phase in echo order gives under 0.05): check that the phase files are in echo "
+                    "order; unevenly spaced bipolar echoes or strong eddy currents can also do this", echoes, worst)
+    return worst
 
 
 def check_field_noise(noise_hz: np.ndarray, mask: np.ndarray, field_strength: float, echo_times) -> None:
