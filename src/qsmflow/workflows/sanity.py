@@ -65,7 +65,8 @@ _PHASE_LIKE_MAGNITUDE_R = 0.8
 # (φ_{n+3} - φ_{n+2}) - r (φ_{n+1} - φ_n), r = ΔTE_{n+2}/ΔTE_n, cancels both (the offset exactly
 # for even spacing). Averaged as a unit phasor over 3x3x3 voxels (the field is smooth, the noise
 # is not), its median |angle| over the head was 0.013-0.044 rad on the 3 mm benchmark head (1.5,
-# 3 and 7 T, SNR 20 and 100, 5 echoes) and 0.58-1.2 rad in the worst four echoes when two echoes'
+# 3 and 7 T, SNR 20 and 100, 5 echoes), 0.007-0.024 on the benchmark matrix's 16 heads with 4 or
+# more echoes (0.4-1.6 s at 1 mm and finer), and 0.58-1.2 rad in the worst four echoes when two echoes'
 # phase files were swapped (echoes 1-2, 2-3, 3-4 or 4-5; 0.33-1.2 in the others). Above the first
 # level a warning, above the second the run is refused. A reversal of every echo keeps the phase
 # linear: the magnitude check (both reversed) or the χ sign check (phase alone) finds it.
