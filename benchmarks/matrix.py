@@ -47,6 +47,7 @@ VARIANTS = {
     "1x1x2 mm": dict(voxel=(1.0, 1.0, 2.0)),
     "2 mm": dict(voxel=(2.0, 2.0, 2.0)),
     "2x2x3 mm": dict(voxel=(2.0, 2.0, 3.0)),
+    "2 mm, oblique 20°": dict(voxel=(2.0, 2.0, 2.0), tilt_deg=20.0),
     "oblique 20°": dict(tilt_deg=20.0),
     "oblique 35°, 1x1x1.4 mm": dict(tilt_deg=35.0, voxel=(1.0, 1.0, 1.4)),
     "sagittal slab, 1.2 mm slices": dict(orientation="sagittal", voxel=(1.0, 1.0, 1.2)),
