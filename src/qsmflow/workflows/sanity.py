@@ -1,5 +1,6 @@
 """Plausibility checks: of a loaded acquisition before any processing (echo order, phase
-that evolves, linearly with echo time), of the field map (its noise against the local field) and of χ (its sign).
+that evolves, linearly with echo time), of the field map (its noise against the local field)
+and of χ (its sign).
 
 A wrong input that would give a silent wrong answer is refused (``ValueError`` with what is
 wrong and the fix); one that is only suspicious is logged as a warning, which reaches the
@@ -67,7 +68,7 @@ _PHASE_LIKE_MAGNITUDE_R = 0.8
 # is not), its median |angle| over the head was 0.013-0.044 rad on the 3 mm benchmark head (1.5,
 # 3 and 7 T, SNR 20 and 100, 5 echoes), 0.007-0.024 on the benchmark matrix's 16 heads with 4 or
 # more echoes (0.4-1.6 s at 1 mm and finer), and 0.58-1.2 rad in the worst four echoes when two echoes'
-# phase files were swapped (echoes 1-2, 2-3, 3-4 or 4-5; 0.33-1.2 in the others). Above the first
+# phase files were swapped (echoes 1-2, 2-3, 3-4 or 4-5). Above the first
 # level a warning, above the second the run is refused. A reversal of every echo keeps the phase
 # linear: the magnitude check (both reversed) or the χ sign check (phase alone) finds it.
 _PHASE_LINEAR_WARN_RAD = 0.15
