@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from .. import masking
+from .. import kernels, masking
 from .._shared import units
 from .._shared.echoes import rss
 
@@ -162,9 +162,7 @@ def check_phase_is_linear_in_te(phase: np.ndarray, echo_times, region: np.ndarra
     n_e = phase.shape[3]
     if n_e < 4 or not region.any():
         return float("nan")
-    lo = np.argwhere(region).min(0)
-    hi = np.argwhere(region).max(0) + 1
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    box = kernels.bounding_box(region)
     reg = region[box]
     ph = phase[box]
     dte = np.diff(te)
