@@ -14,6 +14,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from ._shared import checks as _checks
+from ._shared.parallel import THREADS_ENV, cores, threads  # noqa: F401  (re-exported)
 
 __all__ = [
     "bounding_box",
@@ -31,22 +32,6 @@ __all__ = [
     "rfft",
     "smv_kernel",
 ]
-
-
-#: Environment variable capping the threads of qsmflow's FFTs (``qsmflow bids`` sets it per job).
-THREADS_ENV = "QSMFLOW_THREADS"
-
-
-def threads() -> int:
-    """Worker threads for an FFT: ``$QSMFLOW_THREADS`` when set to a positive integer, else every core (-1)."""
-    value = os.environ.get(THREADS_ENV, "")
-    return int(value) if value.isdigit() and int(value) > 0 else -1
-
-
-def cores() -> int:
-    """How many cores qsmflow may use: ``$QSMFLOW_THREADS`` when set, else all of them."""
-    n = threads()
-    return n if n > 0 else (os.cpu_count() or 1)
 
 
 #: Environment variable choosing the library of the real 3D FFTs: ``pyfftw`` or ``scipy``

@@ -4,10 +4,34 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import parallel
 
-def _dot(a: np.ndarray, b: np.ndarray) -> float:
-    """Inner product of two float32 volumes (BLAS, blocked partial sums)."""
-    return float(np.vdot(a.ravel(), b.ravel()))
+_dot = parallel.dot
+
+
+def _step(x, r, z, p, ap, alpha, precond):
+    """``x += αp``, ``r -= α·Ap``, ``z = M⁻¹r`` (flat arrays, slab by slab on the cores):
+    returns (r·z, r·r)."""
+    def run(s):
+        x[s] += alpha * p[s]
+        r[s] -= alpha * ap[s]
+        if precond is None:
+            rr = float(np.vdot(r[s], r[s]))
+            return rr, rr
+        np.multiply(precond[s], r[s], out=z[s])
+        return float(np.vdot(r[s], z[s])), float(np.vdot(r[s], r[s]))
+
+    sums = parallel.each(run, parallel.slabs(x.size, x.size))
+    return sum(a for a, _ in sums), sum(b for _, b in sums)
+
+
+def _next_direction(p, z, beta):
+    """``p = β·p + z`` (flat arrays, slab by slab)."""
+    def run(s):
+        p[s] *= beta
+        p[s] += z[s]
+
+    parallel.each(run, parallel.slabs(p.size, p.size))
 
 
 def conjugate_gradient(apply, b: np.ndarray, tol: float, maxiter: int, x0: np.ndarray | None = None,
@@ -26,30 +50,24 @@ def conjugate_gradient(apply, b: np.ndarray, tol: float, maxiter: int, x0: np.nd
     Hestenes MR, Stiefel E. Methods of conjugate gradients for solving linear systems.
     J Res Natl Bur Stand 1952;49:409-436. doi:10.6028/jres.049.044
     """
-    x = np.zeros_like(b) if x0 is None else x0.astype(b.dtype, copy=True)
-    r = b - apply(x) if x0 is not None else b.copy()
-    z = r if precond is None else precond * r
-    p = z.copy()
+    x = np.zeros(b.shape, b.dtype) if x0 is None else x0.astype(b.dtype, order="C", copy=True)
+    r = np.ascontiguousarray(b - apply(x)) if x0 is not None else b.copy(order="C")
+    z = r if precond is None else np.ascontiguousarray(precond * r)
+    p = z.copy(order="C")
     rz = _dot(r, z)
     rr = rz if precond is None else _dot(r, r)
     stop = (tol ** 2) * _dot(b, b)
+    # flat views of the vectors (all C-contiguous: made here), updated in place slab by slab
+    fx, fr, fz, fp = (v.reshape(-1) for v in (x, r, z, p))
+    fm = None if precond is None else np.ascontiguousarray(precond, dtype=b.dtype).reshape(-1)
     it = 0
     while it < maxiter and rr > stop:
         ap = apply(p)
         denom = _dot(p, ap)
         if denom <= 0:
             break
-        alpha = np.float32(rz / denom)
-        x += alpha * p
-        r -= alpha * ap
-        if precond is None:
-            rz_new = rr = _dot(r, r)
-            z = r
-        else:
-            z = np.multiply(precond, r, out=z)
-            rz_new, rr = _dot(r, z), _dot(r, r)
-        p *= np.float32(rz_new / rz)
-        p += z
+        rz_new, rr = _step(fx, fr, fz, fp, np.ascontiguousarray(ap).reshape(-1), np.float32(rz / denom), fm)
+        _next_direction(fp, fz, np.float32(rz_new / rz))
         rz = rz_new
         it += 1
     return x, it

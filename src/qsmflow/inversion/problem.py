@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
+from .._shared import parallel
 
 
 class Problem:
@@ -50,19 +51,24 @@ class Problem:
     def dipole(self, x: np.ndarray) -> np.ndarray:
         """``D * x``: the field (ppm) of χ ``x`` (ppm)."""
         xk = self.fft(x)
-        xk *= self.d
+        parallel.ufunc(np.multiply, xk, self.d, out=xk)
         return self.ifft(xk)
 
     def grad(self, x: np.ndarray) -> np.ndarray:
         """Forward differences per mm, periodic: shape ``(3,) + x.shape``."""
         out = np.empty((3,) + x.shape, np.float32)
-        for a, h in enumerate(self.vs):
-            o = np.moveaxis(out[a], a, 0)
-            xa = np.moveaxis(x, a, 0)
+
+        def diff(a, ix):  # component a on the slab ix (which spans axis a whole)
+            o = np.moveaxis(out[a][ix], a, 0)
+            xa = np.moveaxis(x[ix], a, 0)
             np.subtract(xa[1:], xa[:-1], out=o[:-1])
             np.subtract(xa[0], xa[-1], out=o[-1])
-            if h != 1.0:
-                out[a] *= np.float32(1.0 / h)
+            if self.vs[a] != 1.0:
+                o *= np.float32(1.0 / self.vs[a])
+
+        # the first axis' differences on slabs of the second axis, the others on slabs of the first
+        parallel.each(lambda part: diff(0, (slice(None), part)), parallel.slabs(x.shape[1], x.size))
+        parallel.each(lambda part: [diff(a, (part,)) for a in (1, 2)], parallel.slabs(x.shape[0], x.size))
         return out
 
     def grad_adj(self, z: np.ndarray) -> np.ndarray:
@@ -70,19 +76,29 @@ class Problem:
         out = np.empty(z.shape[1:], np.float32)
         tmp = np.empty(out.shape, np.result_type(z.dtype, np.float32))  # float64 input: summed as float64 terms
         direct = tmp.dtype == np.float32
-        for a, h in enumerate(self.vs):  # per axis into a buffer (out itself for the first), then added
-            t = np.moveaxis(out if a == 0 and direct else tmp, a, 0)
-            za = np.moveaxis(z[a], a, 0)
+
+        def back(a, dst, ix):  # dst[ix] = component a's backward difference on the slab ix
+            t = np.moveaxis(dst[ix], a, 0)
+            za = np.moveaxis(z[a][ix], a, 0)
             np.subtract(za[:-1], za[1:], out=t[1:])
             np.subtract(za[-1], za[0], out=t[0])
-            if h != 1.0:
-                t *= np.float32(1.0 / h)
-            if a == 0 and not direct:
-                out[...] = tmp
-            elif a:
-                out += tmp
-        return out
+            if self.vs[a] != 1.0:
+                t *= np.float32(1.0 / self.vs[a])
 
+        def first(part):  # the first axis' term, on slabs of the second axis
+            ix = (slice(None), part)
+            back(0, out if direct else tmp, ix)
+            if not direct:
+                out[ix] = tmp[ix]
+
+        def rest(part):  # the other two added per slab of the first axis, in the same order
+            for a in (1, 2):
+                back(a, tmp, (part,))
+                out[part] += tmp[part]
+
+        parallel.each(first, parallel.slabs(out.shape[1], out.size))
+        parallel.each(rest, parallel.slabs(out.shape[0], out.size))
+        return out
 
 def shrink(x: np.ndarray, threshold, negative=None) -> np.ndarray:
     """Soft thresholding: the proximal map of ``threshold·|x|₁`` (``x - clip(x, -t, t)``);

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .. import kernels
+from .._shared import parallel
 from .._shared.cg import conjugate_gradient
 from .problem import Problem, shrink
 
@@ -35,6 +36,20 @@ def _newton_z2(z2, y, f, w2, mu2, s):
         hess = np.maximum(w2 * np.cos(e), 0) + mu2
         z2 = z2 - np.clip(grad / hess, -0.5 / s, 0.5 / s)
     return z2.astype(np.float32, copy=False)
+
+
+def _shrink(x: np.ndarray, threshold, negative) -> np.ndarray:
+    """:func:`shrink` of gradient fields (3, ...) slab by slab on the cores."""
+    out = np.empty_like(x)
+
+    def run(part):
+        ix = (slice(None), part)
+        t = threshold[ix] if np.ndim(threshold) == x.ndim else threshold
+        n = negative[ix] if np.ndim(negative) == x.ndim else negative
+        out[ix] = shrink(x[ix], t, n)
+
+    parallel.each(run, parallel.slabs(x.shape[1], x.size))
+    return out
 
 
 def fansi(p: Problem, alpha: float, *, mu1: float, mu2: float, max_iter: int, tol: float,
@@ -59,26 +74,34 @@ def fansi(p: Problem, alpha: float, *, mu1: float, mu2: float, max_iter: int, to
     neg_thr = -thr
     data_num, data_den = w2 * p.f, w2 + mu2  # the linear z2 update's constant parts
     mu2_d = mu2 * p.d
+    ew = parallel.ufunc  # element-wise work on the volumes, slab by slab on the cores
+    buf3 = np.empty_like(s)
+    buf = np.empty(p.shape, np.float32)
     it = 0
     for it in range(1, max_iter + 1):
-        chi_k = mu1 * p.fft(p.grad_adj(z - s))
-        chi_k += mu2_d * p.fft(z2 - s2)
-        chi_k /= denom
+        chi_k = p.fft(p.grad_adj(ew(np.subtract, z, s, out=buf3, axis=1)))
+        ew(np.multiply, chi_k, mu1, out=chi_k)
+        data_k = p.fft(ew(np.subtract, z2, s2, out=buf))
+        ew(np.multiply, data_k, mu2_d, out=data_k)
+        ew(np.add, chi_k, data_k, out=chi_k)
+        ew(np.divide, chi_k, denom, out=chi_k)
+        del data_k
         chi_k.flat[0] = 0.0
         new = p.ifft(chi_k)
-        change = np.linalg.norm(new - chi) / max(np.linalg.norm(new), 1e-30)
+        change = np.sqrt(parallel.dot(ew(np.subtract, new, chi, out=buf), buf)) / max(np.sqrt(parallel.dot(new, new)),
+                                                                                       1e-30)
         chi = new
-        dchi = p.ifft(chi_k * p.d)
+        dchi = p.ifft(ew(np.multiply, chi_k, p.d, out=chi_k))
         g = p.grad(chi)
-        g += s
-        z = shrink(g, thr, neg_thr)
-        s = g - z
-        y = dchi + s2
+        ew(np.add, g, s, out=g, axis=1)
+        z = _shrink(g, thr, neg_thr)
+        s = ew(np.subtract, g, z, out=g, axis=1)  # g is not used again
+        y = ew(np.add, dchi, s2, out=dchi)
         if phase_scale is None:
-            z2 = (data_num + mu2 * y) / data_den
+            z2 = ew(np.divide, ew(np.add, data_num, ew(np.multiply, y, mu2, out=buf), out=buf), data_den, out=buf).copy()
         else:
             z2 = _newton_z2(z2, y, p.f, w2, mu2, phase_scale)
-        s2 = y - z2
+        s2 = ew(np.subtract, y, z2, out=y)
         if change < tol:
             break
     return chi, it
@@ -121,8 +144,10 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
         jacobi /= np.float32(np.median(jacobi[p.mask > 0]))
         np.minimum(jacobi, np.float32(1.0), out=jacobi)
 
-    def q(x):
-        return x if precond is None else precond * x
+    def q(x, out=None):
+        if precond is None:
+            return x
+        return parallel.ufunc(np.multiply, precond, x, out=np.empty_like(x) if out is None else out)
 
     def add_csf(out, x):  # λ_c w ⊙ (x - mean_w x): the weighted projection onto zero-mean CSF values
         if w_sum:
@@ -135,14 +160,16 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
 
     def tv_op(x):
         g = p.grad(x)
-        g *= v
+        parallel.ufunc(np.multiply, g, v, out=g, axis=1)
         return p.grad_adj(g)
 
     def normal(x):
         u = q(x)
-        out = p.dipole(w2 * p.dipole(u))
-        out += np.float32(alpha) * tv_op(u)
-        return q(add_csf(out, u))
+        field = p.dipole(u)
+        out = p.dipole(parallel.ufunc(np.multiply, w2, field, out=field))
+        parallel.axpy(out, np.float32(alpha), tv_op(u))
+        out = add_csf(out, u)
+        return q(out, out=out)
 
     return normal, q, tv_op, add_csf, jacobi
 

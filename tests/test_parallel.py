@@ -1,0 +1,79 @@
+"""Slabs of element-wise work on the cores: same answers as one slab, and only where it pays."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from qsmflow._shared import parallel
+from qsmflow._shared.cg import conjugate_gradient
+from qsmflow.inversion.problem import Problem
+
+BIG = (72, 80, 96)  # 553k voxels: two slabs of more than parallel._MIN_SLAB each
+
+
+@pytest.fixture
+def two_cores(monkeypatch):
+    monkeypatch.setenv(parallel.THREADS_ENV, "2")
+
+
+def test_slabs_cover_the_axis_once_and_only_split_where_it_pays(two_cores, monkeypatch):
+    parts = parallel.slabs(80, 80 * 7000)
+    assert len(parts) == 2 and parts[0].start == 0 and parts[0].stop == parts[1].start and parts[1].stop == 80
+    assert len(parallel.slabs(80, 80 * 100)) == 1  # 8,000 elements: not worth a thread
+    assert len(parallel.slabs(1, 10**7)) == 1
+    monkeypatch.setenv(parallel.THREADS_ENV, "1")  # a job of `qsmflow bids --jobs N`
+    assert parallel.slabs(80, 80 * 7000) == [slice(0, 80)]
+    monkeypatch.setenv(parallel.THREADS_ENV, "2")
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(parallel.slabs(80, 80 * 7000)))
+    worker.start()
+    worker.join()
+    assert seen == [[slice(0, 80)]]  # work already running beside other work stays in its thread
+
+
+def test_ufunc_axpy_and_dot_match_numpy(two_cores):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3,) + BIG).astype(np.float32)
+    b = rng.standard_normal((3,) + BIG).astype(np.float32)
+    row = rng.standard_normal(BIG[1:]).astype(np.float32)  # broadcast along the split axis
+    out = np.empty_like(a)
+    np.testing.assert_array_equal(parallel.ufunc(np.multiply, a, b, out=out, axis=1), a * b)
+    np.testing.assert_array_equal(parallel.ufunc(np.subtract, a[0], row, out=out[0]), a[0] - row)
+    y = b[1].copy()
+    np.testing.assert_array_equal(parallel.axpy(y, np.float32(0.3), a[1]), b[1] + np.float32(0.3) * a[1])
+    exact = float(np.dot(a.ravel().astype(np.float64), b.ravel().astype(np.float64)))
+    assert parallel.dot(a, b) == pytest.approx(exact, rel=1e-5, abs=1e-2)
+
+
+def test_gradient_and_its_adjoint_on_slabs_match_rolled_differences(two_cores):
+    rng = np.random.default_rng(1)
+    vs = np.array([0.8, 1.0, 1.6])
+    p = Problem(np.zeros(BIG, np.float32), np.ones(BIG, bool), vs, np.array([0.0, 0.0, 1.0]),
+                np.ones(BIG, np.float32), pad=0)
+    x = rng.standard_normal(p.shape).astype(np.float32)
+    g = p.grad(x)
+    for a in range(3):  # forward difference per mm, periodic
+        np.testing.assert_allclose(g[a], (np.roll(x, -1, axis=a) - x) / vs[a], rtol=1e-5, atol=1e-5)
+    z = rng.standard_normal((3,) + p.shape).astype(np.float32)
+    div = sum((np.roll(z[a], 1, axis=a) - z[a]) / vs[a] for a in range(3))
+    np.testing.assert_allclose(p.grad_adj(z), div, rtol=1e-4, atol=1e-4)
+    # float64 input: summed as float64 terms, returned as float32
+    np.testing.assert_allclose(p.grad_adj(z.astype(np.float64)), div, rtol=1e-4, atol=1e-4)
+    assert float(np.vdot(g.astype(np.float64), z)) == pytest.approx(float(np.vdot(x.astype(np.float64),
+                                                                                  p.grad_adj(z))), rel=1e-4)
+
+
+def test_conjugate_gradient_on_slabs_solves_a_fortran_ordered_system(two_cores):
+    rng = np.random.default_rng(2)
+    diag = (1.0 + rng.random(BIG)).astype(np.float32)
+    truth = rng.standard_normal(BIG).astype(np.float32)
+
+    def apply(v):  # a diagonal system plus a periodic 1D Laplacian along the last axis: SPD
+        return diag * v + 2 * v - np.roll(v, 1, axis=2) - np.roll(v, -1, axis=2)
+
+    b = np.asfortranarray(apply(truth))
+    for precond in (None, (1 / (diag + 2)).astype(np.float32)):
+        x, it = conjugate_gradient(apply, b, 1e-6, 200, precond=precond)
+        assert it < 200
+        np.testing.assert_allclose(x, truth, atol=2e-4)
