@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._shared import checks as _checks
+from .._shared import parallel
 from .._shared.echoes import weighted_line
 from .._shared.registry import Method
 from .._shared.units import wrap
@@ -328,7 +329,12 @@ def _best_of(p, w, te, starts, *, free, max_iter, tol_hz):
 
 def _gauss_newton(p, w, te, a, b, max_iter, tol_hz, free=True):
     """Gauss-Newton on the wrapped residual of ``p ≈ a + b·t`` per voxel (``a`` held when not
-    ``free``); a voxel stops once its field moves by less than ``tol_hz``. (a, b, iterations)."""
+    ``free``); a voxel stops once its field moves by less than ``tol_hz``. (a, b, iterations).
+    Voxels are independent: slabs of them run side by side on the cores."""
+    parts = parallel.slabs(len(b), p.size)
+    if len(parts) > 1:
+        out = parallel.each(lambda s: _gauss_newton(p[s], w[s], te, a[s], b[s], max_iter, tol_hz, free), parts)
+        return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out]), max(o[2] for o in out)
     a, b = a.copy(), b.copy()
     active = np.arange(len(b))
     it = 0
