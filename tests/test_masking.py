@@ -83,9 +83,10 @@ def test_distances_on_the_bounding_box_equal_the_whole_volume(touch_edge):
     assert not d[~mask].any()
     np.testing.assert_array_equal(erode(mask, 2.0, vs)[mask], nearest_out > 2.0)
     nearest_in = np.sqrt(((outside[:, None, :] - inside[None, :, :]) ** 2).sum(-1)).min(1)
-    grown = dilate(mask, 2.5, vs)
-    assert grown[mask].all()
-    np.testing.assert_array_equal(grown[~mask], nearest_in <= 2.5)
+    for radius in (1.0, 1.2, 2.5):  # a ball of up to 2 voxels per axis as a structuring element; beyond, distances
+        grown = dilate(mask, radius, vs)
+        assert grown[mask].all()
+        np.testing.assert_array_equal(grown[~mask], nearest_in <= radius, err_msg=str(radius))
 
 
 def test_errors():

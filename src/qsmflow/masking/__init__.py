@@ -82,10 +82,25 @@ def dilate(mask: np.ndarray, radius_mm: float, voxel_size) -> np.ndarray:
     mask = np.asarray(mask, bool)
     if radius_mm <= 0 or not mask.any():
         return mask.copy()
-    box = _box(mask, tuple(int(np.ceil(radius_mm / h)) + 1 for h in vs))
+    reach = tuple(int(np.ceil(radius_mm / h)) for h in vs)
+    box = _box(mask, tuple(r + 1 for r in reach))
     out = np.zeros(mask.shape, bool)
-    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=vs) <= radius_mm * (1 + 1e-9)
+    if max(reach) <= _BALL_REACH:  # a small ball: dilation by it, the same voxels as the distances
+        out[box] = ndimage.binary_dilation(mask[box], structure=_ball(radius_mm, vs, reach))
+    else:
+        out[box] = ndimage.distance_transform_edt(~mask[box], sampling=vs) <= radius_mm * (1 + 1e-9)
     return out
+
+
+# Up to this many voxels of reach per axis, :func:`dilate` uses the ball as a structuring
+# element (1 mm head: the peel's one-voxel growth 0.05 s against 0.7 s of distance transform).
+_BALL_REACH = 2
+
+
+def _ball(radius_mm: float, vs: np.ndarray, reach) -> np.ndarray:
+    """The voxel offsets within ``radius_mm`` of the centre, as a boolean structuring element."""
+    axes = np.ogrid[tuple(slice(-r, r + 1) for r in reach)]
+    return sum((a * h) ** 2 for a, h in zip(axes, vs)) <= (radius_mm * (1 + 1e-9)) ** 2
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
