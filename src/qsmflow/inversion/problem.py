@@ -100,6 +100,7 @@ class Problem:
         parallel.each(rest, parallel.slabs(out.shape[0], out.size))
         return out
 
+
 def shrink(x: np.ndarray, threshold, negative=None) -> np.ndarray:
     """Soft thresholding: the proximal map of ``threshold·|x|₁`` (``x - clip(x, -t, t)``);
     ``negative`` is ``-threshold`` when the caller keeps it (a loop's constant)."""
