@@ -15,6 +15,10 @@ allocator.keep_freed_memory()
 # the suite runs the default install's FFTs (scipy) unless told otherwise; the tests of the
 # optional pyFFTW backend choose it themselves
 os.environ.setdefault(kernels.FFT_ENV, "scipy")
+# one test process per core (pytest-xdist): each keeps to one thread for its FFTs and slabs, as
+# the jobs of `qsmflow bids --jobs N` do, instead of every process contending for every core
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault(kernels.THREADS_ENV, "1")
 
 
 @pytest.hookimpl(optionalhook=True)
