@@ -72,8 +72,9 @@ def slabs(length: int, size: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def each(fn, parts: list[slice]) -> list:
-    """``[fn(part) for part in parts]``, the parts side by side in threads."""
+def each(fn, parts: list) -> list:
+    """``[fn(part) for part in parts]`` (slabs from :func:`slabs`, or anything one per slab), side
+    by side in threads."""
     if len(parts) == 1:
         return [fn(parts[0])]
     return list(_executor(len(parts)).map(fn, parts))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
-from scipy.sparse.linalg import cg
 
 from .. import kernels
+from .._shared import parallel
 from .._shared.cg import conjugate_gradient
 
 
@@ -59,17 +59,33 @@ def lbv(field, mask, vs, tol, maxiter):
         sel = (i_hi >= 0) & b_lo
         np.add.at(rhs, i_hi[sel], w * f_lo[sel])
     a = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    a = (a + sparse.diags(diag)).astype(np.float32)
-    rhs = rhs.astype(np.float32)
-    count = [0]
-
-    def tick(_):
-        count[0] += 1
-
-    b, _ = cg(a, rhs, x0=f[interior].astype(np.float32), rtol=tol, maxiter=maxiter, callback=tick)
+    a = (a + sparse.diags(diag)).tocsr().astype(np.float32)
+    b, iters = conjugate_gradient(_row_blocks(a), rhs.astype(np.float32), tol, maxiter,
+                                  x0=f[interior].astype(np.float32))
     local = np.zeros(m.shape, np.float32)
     local[interior] = f[interior] - b
-    return (box.full(local), box.full(interior)), count[0]
+    return (box.full(local), box.full(interior)), iters
+
+
+def _row_blocks(a: sparse.csr_matrix):
+    """``x ↦ a @ x`` with the rows in blocks, one per core, multiplied side by side (scipy's
+    sparse products release the GIL: the 1 mm head's Laplacian, 1.2 M rows, 9 ms in one block,
+    6 ms in two)."""
+    parts = parallel.slabs(a.shape[0], a.nnz)
+    if len(parts) == 1:
+        return a.dot
+    blocks = [a[s] for s in parts]
+
+    def apply(x):
+        out = np.empty(a.shape[0], np.float32)
+
+        def run(k):
+            out[parts[k]] = blocks[k] @ x
+
+        parallel.each(run, list(range(len(parts))))
+        return out
+
+    return apply
 
 
 def pdf(field, mask, vs, b0, weights, margin_vox, tol, maxiter):
