@@ -119,3 +119,19 @@ def test_lbv_in_row_blocks_removes_a_harmonic_field_as_in_one_block(monkeypatch)
         assert iters < 2000
     np.testing.assert_allclose(local["2"], local["1"], atol=1e-6)
     assert np.abs(local["2"][interior]).max() < 1e-3 * np.abs(field[ball]).max()
+
+
+def test_wrap_in_slabs_lands_in_the_principal_interval_as_in_one(monkeypatch):
+    from qsmflow._shared.units import wrap
+
+    rng = np.random.default_rng(4)
+    phase = np.asfortranarray(rng.uniform(-40, 40, BIG).astype(np.float32))  # F-ordered input too
+    out = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv(parallel.THREADS_ENV, threads)
+        out[threads] = wrap(phase)
+    np.testing.assert_array_equal(out["1"], out["2"])
+    w = out["2"]
+    assert w.dtype == np.float32 and w.min() >= -np.pi - 1e-6 and w.max() < np.pi + 1e-6
+    turns = (phase.astype(np.float64) - w) / (2 * np.pi)
+    np.testing.assert_allclose(turns, np.round(turns), atol=1e-4)  # whole turns removed, nothing else

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import parallel
 from .constants import GAMMA_BAR_HZ_PER_T
 
 __all__ = ["hz_per_ppm", "rad_per_ppm", "wrap"]
@@ -25,13 +26,18 @@ def rad_per_ppm(field_strength: float, echo_time):
 
 def wrap(phase):
     """Wrap to [-π, π) (within rounding at the ends), keeping a float array's precision."""
-    y = np.add(phase, np.pi)  # one new array, then in place
+    y = np.add(phase, np.pi, order="C")  # one new array, then in place
     if not isinstance(y, np.ndarray):  # a scalar
         return np.mod(y, 2 * np.pi) - np.pi
-    # y - 2π·floor(y / 2π): four times faster than np.mod on floats, the same to an ulp
-    turns = np.multiply(y, 1 / (2 * np.pi))
-    np.floor(turns, out=turns)
-    turns *= 2 * np.pi
-    y -= turns
-    y -= np.pi
+    flat = y.reshape(-1)  # y is new and C-contiguous: a view
+
+    def run(part):  # y - 2π·floor(y / 2π): four times faster than np.mod on floats, the same to an ulp
+        v = flat[part]
+        turns = np.multiply(v, 1 / (2 * np.pi))
+        np.floor(turns, out=turns)
+        turns *= 2 * np.pi
+        v -= turns
+        v -= np.pi
+
+    parallel.each(run, parallel.slabs(flat.size, flat.size))  # slabs side by side on the cores
     return y
