@@ -51,6 +51,7 @@ CORE = {
     "masking": (["masking/__init__.py", "masking/bet.py"], ["test_masking.py", "test_bet.py", "test_sanity.py"]),
     "io-phase": (["io/_phase.py"], ["test_io.py", "test_units.py"]),
     "sanity": (["workflows/sanity.py"], ["test_sanity.py"]),
+    "parallel": (["_shared/parallel.py", "_shared/cg.py"], ["test_parallel.py"]),
 }
 
 
