@@ -135,3 +135,18 @@ def test_wrap_in_slabs_lands_in_the_principal_interval_as_in_one(monkeypatch):
     assert w.dtype == np.float32 and w.min() >= -np.pi - 1e-6 and w.max() < np.pi + 1e-6
     turns = (phase.astype(np.float64) - w) / (2 * np.pi)
     np.testing.assert_allclose(turns, np.round(turns), atol=1e-4)  # whole turns removed, nothing else
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # Python >= 3.12 on fork
+def test_a_forked_child_gets_its_own_threads(two_cores):
+    """A process forked after the pool started (multiprocessing's fork, mutmut, Dask) has none
+    of the parent's threads: its slabs must not wait on them."""
+    import multiprocessing
+
+    x = np.ones(BIG, np.float32)
+    assert parallel.dot(x, x) == x.size  # the parent's pool now exists
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        result = pool.apply_async(parallel.dot, (x, x))
+        assert result.get(timeout=60) == x.size

@@ -61,6 +61,17 @@ def _close():  # pragma: no cover - interpreter exit
         _pool.shutdown(wait=False)
 
 
+def _forget_pool():
+    """In a forked child: the parent's pool threads do not exist there (waiting on them would
+    hang), and its lock may have been held by one of them; start afresh."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def slabs(length: int, size: int) -> list[slice]:
     """Contiguous slabs of ``range(length)`` (an axis of an array of ``size`` elements), one
     per core, or one slab when splitting would not pay (small arrays, one core, or a
