@@ -21,6 +21,7 @@ def test_slabs_cover_the_axis_once_and_only_split_where_it_pays(two_cores, monke
     parts = parallel.slabs(80, 80 * 7000)
     assert len(parts) == 2 and parts[0].start == 0 and parts[0].stop == parts[1].start and parts[1].stop == 80
     assert len(parallel.slabs(80, 80 * 100)) == 1  # 8,000 elements: not worth a thread
+    assert parallel.slabs(80, 3 * parallel._MIN_SLAB // 2) == [slice(0, 80)]  # 1.5 slabs' worth: one
     assert len(parallel.slabs(1, 10**7)) == 1
     monkeypatch.setenv(parallel.THREADS_ENV, "1")  # a job of `qsmflow bids --jobs N`
     assert parallel.slabs(80, 80 * 7000) == [slice(0, 80)]
@@ -40,6 +41,10 @@ def test_ufunc_axpy_and_dot_match_numpy(two_cores):
     out = np.empty_like(a)
     np.testing.assert_array_equal(parallel.ufunc(np.multiply, a, b, out=out, axis=1), a * b)
     np.testing.assert_array_equal(parallel.ufunc(np.subtract, a[0], row, out=out[0]), a[0] - row)
+    np.testing.assert_array_equal(parallel.ufunc(np.multiply, a[1], np.float32(2), out=out[1]), 2 * a[1])
+    small = a[2, :4, :5, :6]  # one slab
+    np.testing.assert_array_equal(parallel.ufunc(np.add, small, b[2, :4, :5, :6], out=np.empty_like(small)),
+                                  small + b[2, :4, :5, :6])
     y = b[1].copy()
     np.testing.assert_array_equal(parallel.axpy(y, np.float32(0.3), a[1]), b[1] + np.float32(0.3) * a[1])
     exact = float(np.dot(a.ravel().astype(np.float64), b.ravel().astype(np.float64)))
