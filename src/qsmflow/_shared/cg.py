@@ -6,8 +6,6 @@ import numpy as np
 
 from . import parallel
 
-_dot = parallel.dot
-
 
 def _step(x, r, z, p, ap, alpha, precond):
     """``x += αp``, ``r -= α·Ap``, ``z = M⁻¹r`` (flat arrays, slab by slab on the cores):
@@ -54,16 +52,16 @@ def conjugate_gradient(apply, b: np.ndarray, tol: float, maxiter: int, x0: np.nd
     r = np.ascontiguousarray(b - apply(x)) if x0 is not None else b.copy(order="C")
     z = r if precond is None else np.ascontiguousarray(precond * r)
     p = z.copy(order="C")
-    rz = _dot(r, z)
-    rr = rz if precond is None else _dot(r, r)
-    stop = (tol ** 2) * _dot(b, b)
+    rz = parallel.dot(r, z)
+    rr = rz if precond is None else parallel.dot(r, r)
+    stop = (tol ** 2) * parallel.dot(b, b)
     # flat views of the vectors (all C-contiguous: made here), updated in place slab by slab
     fx, fr, fz, fp = (v.reshape(-1) for v in (x, r, z, p))
     fm = None if precond is None else np.ascontiguousarray(precond, dtype=b.dtype).reshape(-1)
     it = 0
     while it < maxiter and rr > stop:
         ap = apply(p)
-        denom = _dot(p, ap)
+        denom = parallel.dot(p, ap)
         if denom <= 0:
             break
         rz_new, rr = _step(fx, fr, fz, fp, np.ascontiguousarray(ap).reshape(-1), np.float32(rz / denom), fm)

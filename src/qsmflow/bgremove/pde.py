@@ -74,15 +74,16 @@ def _row_blocks(a: sparse.csr_matrix):
     parts = parallel.slabs(a.shape[0], a.nnz)
     if len(parts) == 1:
         return a.dot
-    blocks = [a[s] for s in parts]
+    blocks = [(s, a[s]) for s in parts]
 
     def apply(x):
         out = np.empty(a.shape[0], np.float32)
 
-        def run(k):
-            out[parts[k]] = blocks[k] @ x
+        def run(block):
+            rows, part = block
+            out[rows] = part @ x
 
-        parallel.each(run, list(range(len(parts))))
+        parallel.each(run, blocks)
         return out
 
     return apply
