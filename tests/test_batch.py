@@ -18,6 +18,9 @@ from conftest import run_cli
 from qsmflow import phantom, pipeline
 from qsmflow.workflows import batch
 
+# one xdist worker for the module: the dataset is simulated once (--dist loadgroup)
+pytestmark = pytest.mark.xdist_group("batch")
+
 ECHOES = (0.004, 0.008, 0.012)
 SUBJECTS, SESSIONS = ("01", "02", "03"), ("1", "2")
 
@@ -100,7 +103,8 @@ def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path):
     out = root / "derivatives" / "qsmflow"
 
     # first batch, killed once three runs are complete
-    proc = subprocess.Popen([sys.executable, "-m", "qsmflow", "bids", str(root), "-q", "--inversion", "tkd"],
+    proc = subprocess.Popen([sys.executable, "-m", "qsmflow", "bids", str(root), "-q", "--inversion", "tkd",
+                             "--mask-method", "threshold"],
                             stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
@@ -112,7 +116,7 @@ def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path):
     assert 3 <= len(first) < 6
 
     # the rerun completes only what is missing; the truncated run fails alone, with its log
-    res = _bids([str(root), "--jobs", "2", "-q", "--inversion", "tkd"])
+    res = _bids([str(root), "--jobs", "2", "-q", "--inversion", "tkd", "--mask-method", "threshold"])
     assert res.returncode == 1, res.stderr
     lines = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.startswith("sub-") and "not run" not in ln}
     assert len(lines) == 6
@@ -175,7 +179,7 @@ def restored_environ():
 def test_local_cluster_gives_the_local_outputs(dataset, tmp_path, restored_environ):
     distributed = pytest.importorskip("distributed")
     runs, _ = batch.discover(dataset, participants=["01", "02"], sessions=["1"])
-    fast = pipeline.Options(inversion="tkd")  # the batch machinery, not the inversion, is tested here
+    fast = pipeline.Options(inversion="tkd", mask="threshold")  # the batch machinery is tested here
     local = batch.BatchConfig(out_root=str(tmp_path / "local"), options=fast)
     assert [s.status for s in batch.run_batch(runs, local)] == ["done", "done"]
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
