@@ -160,8 +160,8 @@ def test_simulate_then_run_with_integer_phase(tmp_path, capsys, monkeypatch):
     assert code == 1 and "--force" in err
     code, _, _ = _run(["run", "--mag", str(anat / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
                        "--phase", str(anat / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz"), "-o", str(out),
-                       "--force", "-q", "--inversion", "tkd", "--mask-method", "threshold", "--no-chi-sd", "--no-report"],
-                      capsys)  # fast
+                       "--force", "-q", "--inversion", "tkd", "--mask-method", "threshold", "--no-chi-sd",
+                       "--no-report"], capsys)  # fast
     assert code == 0
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
 

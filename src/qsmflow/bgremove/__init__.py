@@ -30,9 +30,9 @@ __all__ = ["METHODS", "ismv", "lbv", "lbv_boundary_field", "pdf", "remove_polyno
 SMV_RADIUS_MM = 5.0
 # RESHARP's Tikhonov weight (relative to C's gain of ~1 at high frequencies).
 RESHARP_LAMBDA = 1e-3
-# Relative residual at which the iterative solvers stop. Fields are ppm-scale with
-# local fields ~1 % of the background, so 1e-4 of the right-hand side is well below
-# the local field.
+# Relative residual at which the iterative solvers stop (RESHARP, iSMV, PDF). Fields are
+# ppm-scale with local fields ~1 % of the background, so 1e-4 of the right-hand side is well
+# below the local field; not so for LBV, whose right-hand side is the boundary values alone.
 SOLVER_TOL = 1e-4
 # LBV's relative residual. Its right-hand side is the boundary values alone, so a residual
 # of 1e-4 of it still left the local field 2.8 % of its RMS from the converged one on the

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # The two samples run side by side in two threads; each voxel's value is then known to
 # about ±50 %, and region summaries use the root-mean-square (unbiased).
 SD_SAMPLES = 2
+SD_CG_ITER = (8, 4)
+# TFI's map: the Hessian's response by plain CG (see :func:`solvers.noise_sd`), 40 iterations.
+SD_CG_ITER_TFI = 40
 
 #: The relative update at which MEDI's Gauss-Newton steps stop when they start from a χ
 #: (``chi0``, the chain's restart after LBV's boundary refinement) rather than from zero
@@ -44,9 +47,6 @@ SD_SAMPLES = 2
 #: / 32.13 % and 33.76 / 33.46 / 33.39 / 33.33 % in 2 / 3-4 / 5 / 6-7 steps (benchmarks/README.md).
 #: (On the small head of the tests, 10.2 / 10.3 / 10.6 % at 10 / 3 / 1 %.)
 MEDI_RESTART_TOL = 0.03
-SD_CG_ITER = (8, 4)
-# TFI's map: the Hessian's response by plain CG (see :func:`solvers.noise_sd`), 40 iterations.
-SD_CG_ITER_TFI = 40
 
 
 def tv(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, noise=None,
