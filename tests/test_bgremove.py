@@ -107,6 +107,31 @@ def test_lbv_default_tolerance_reaches_the_converged_local_field():
     assert np.linalg.norm((ours - converged)[eroded]) < 0.002 * np.linalg.norm(converged[eroded])
 
 
+def test_lbv_starts_from_a_known_background(caplog):
+    """``background0``: LBV on a mask with a few edge voxels removed, started from the full
+    mask's background, reaches the cold solve's local field (same tolerance) in under half
+    its iterations (measured 24 against 60; local fields 0.05 % apart); NaN means unknown (the
+    field is taken there), and a background of the wrong shape is refused."""
+    import logging
+
+    mask, local, background = _scene()
+    field = (local + background).astype(np.float32)
+    full, _ = bgremove.lbv(field, mask, VS)
+    smaller = mask.copy()
+    edge = mask & ~ndimage.binary_erosion(mask)
+    smaller[np.nonzero(edge)[0][:40], np.nonzero(edge)[1][:40], np.nonzero(edge)[2][:40]] = False
+    start = np.where(mask, field - full, np.nan).astype(np.float32)
+    with caplog.at_level(logging.INFO, logger="qsmflow.bgremove"):
+        cold, eroded = bgremove.lbv(field, smaller, VS)
+        warm, eroded_warm = bgremove.lbv(field, smaller, VS, background0=start)
+    iters = [int(r.getMessage().split(", ")[-1].split()[0]) for r in caplog.records if "iterations" in r.getMessage()]
+    assert np.array_equal(eroded, eroded_warm)
+    assert np.linalg.norm((warm - cold)[eroded]) < 0.002 * np.linalg.norm(cold[eroded])
+    assert iters[1] < 0.5 * iters[0], iters
+    with pytest.raises(ValueError, match="background0"):
+        bgremove.lbv(field, smaller, VS, background0=start[:-1])
+
+
 # LBV's local field misses the harmonic field with the true local field's values on the
 # mask's edge; from the true χ, lbv_boundary_field gives it back. A 5 mm source of 0.2 ppm
 # 5-9 mm from the edge, under the cavity's background (closed-form fields): residual RMS over

@@ -497,3 +497,43 @@ def test_phasediff_fieldmap_checks_and_units():
         phasediff_fieldmap(pd, mag[0], 0.002, vs)
     with pytest.raises(ValueError, match=r"phasediff.*magnitude"):
         phasediff_fieldmap(pd, mag[:5], 0.002, vs)
+
+
+def test_redrawn_noise_map_spreads_as_the_maps_of_repeated_scans():
+    """A redraw of one scan's field-noise map (what another scan would give) varies as the
+    fit's maps of independent scans do. Monte Carlo on complex data: 5 echoes, |S| decaying
+    at R2* 25/s, complex noise σ 0.02; a quarter of the voxels break the linear phase model (a
+    phase curving with TE², as next to air) so strongly that their residual inflates their
+    noise ~3-10x. The relative SD of the map over 24 scans, per voxel, against that of 24
+    redraws of the first scan's map: failing voxels (non-central χ² of the residual) and
+    clean ones (the magnitude's share, small) alike."""
+    from qsmflow.fieldmap import complex_fit, redraw_noise
+
+    rng = np.random.default_rng(7)
+    shape, te, sigma = (24, 20, 10), np.array([0.004, 0.010, 0.016, 0.022, 0.028]), 0.02
+    mag = 0.6 * np.exp(-25.0 * te) * np.ones(shape + (5,))
+    field = rng.uniform(-20, 20, shape)
+    failing = np.zeros(shape, bool)
+    failing[:6] = True
+    curve = np.where(failing, rng.uniform(2.5, 5.0, shape), 0.0)  # rad at the last echo
+    phase = 2 * np.pi * field[..., None] * te + curve[..., None] * (te / te[-1]) ** 2
+    signal = mag * np.exp(1j * phase)
+    mask = np.ones(shape, bool)
+    maps, mags = [], []
+    for _ in range(24):
+        noisy = signal + sigma * (rng.standard_normal(signal.shape) + 1j * rng.standard_normal(signal.shape))
+        mags.append(np.abs(noisy))
+        maps.append(complex_fit(np.unwrap(np.angle(noisy), axis=-1), mags[-1], te, mask=mask, intercept="zero")[1])
+    maps = np.array(maps)
+    k = (maps[0] / np.median(maps[0])) ** 2
+    assert np.median(k[failing]) > 3 and np.median(k[~failing]) < 1.1  # the regime of the test
+    redraws = np.array([redraw_noise(maps[0], mags[0], te, mask, sigma, rng) for _ in range(24)])
+    assert redraws.dtype == np.float32 and np.all(redraws > 0)
+    observed = np.std(maps / maps.mean(axis=0), axis=0)
+    predicted = np.std(redraws / redraws.mean(axis=0), axis=0)
+    for region in (failing, ~failing):
+        ratio = np.sqrt(np.mean(predicted[region] ** 2) / np.mean(observed[region] ** 2))
+        assert 0.75 < ratio < 1.33, ratio
+    # unknown σ: the pooled level (image noise and model error) stands in, a larger spread
+    more = np.std([redraw_noise(maps[0], mags[0], te, mask, np.nan, rng) for _ in range(8)], axis=0)
+    assert np.mean(more[failing]) > np.mean(np.std(redraws[:8], axis=0)[failing])

@@ -17,8 +17,9 @@ def _shift_pairs(a: np.ndarray, axis: int):
     return a[tuple(lo)], a[tuple(hi)]
 
 
-def lbv(field, mask, vs, tol, maxiter):
-    """Solve ∇²b = 0 inside the mask with b = f on its one-voxel boundary; local = f - b."""
+def lbv(field, mask, vs, tol, maxiter, background0=None):
+    """Solve ∇²b = 0 inside the mask with b = f on its one-voxel boundary; local = f - b.
+    CG starts from ``background0`` (full grid) where given and finite, else from f."""
     box = kernels.PaddedBox(mask, margin=1)
     m = box.cut(mask)
     f = np.where(m, box.cut(field), 0).astype(np.float64)
@@ -60,8 +61,11 @@ def lbv(field, mask, vs, tol, maxiter):
         np.add.at(rhs, i_hi[sel], w * f_lo[sel])
     a = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
     a = (a + sparse.diags(diag)).tocsr().astype(np.float32)
-    b, iters = conjugate_gradient(_row_blocks(a), rhs.astype(np.float32), tol, maxiter,
-                                  x0=f[interior].astype(np.float32))
+    x0 = f[interior]
+    if background0 is not None:
+        start = box.cut(background0)[interior]
+        x0 = np.where(np.isfinite(start), start, x0)
+    b, iters = conjugate_gradient(_row_blocks(a), rhs.astype(np.float32), tol, maxiter, x0=x0.astype(np.float32))
     local = np.zeros(m.shape, np.float32)
     local[interior] = f[interior] - b
     return (box.full(local), box.full(interior)), iters

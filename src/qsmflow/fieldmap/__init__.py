@@ -18,17 +18,14 @@ from .._shared import parallel
 from .._shared.echoes import weighted_line
 from .._shared.registry import Method
 from .._shared.units import wrap
-from .noise import background_sigma, thermal_noise
+from .noise import MODEL_FAILURE_RATIO, background_sigma, redraw_noise, thermal_noise
 from .phasediff import phasediff_fieldmap
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "background_sigma", "complex_fit", "phasediff_fieldmap", "thermal_noise", "weighted_linear_fit"]
+__all__ = ["METHODS", "background_sigma", "complex_fit", "phasediff_fieldmap", "redraw_noise", "thermal_noise",
+           "weighted_linear_fit"]
 
-# A voxel whose weighted residual exceeds this many times the pooled noise level is
-# taken to break the linear model (intravoxel dephasing next to air, flow, an
-# unwrapping error), and its noise estimate grows with the residual.
-_MODEL_FAILURE_RATIO = 3.0
 # The field model's error (within a voxel the phase does not grow linearly with echo time:
 # the k-space window's sinc PSF over sub-voxel structure, dephasing), as complex noise
 # relative to the brain's median first-echo magnitude, per mm of voxel edge. On the benchmark
@@ -64,12 +61,12 @@ def _pooled_noise(resid: np.ndarray, w: np.ndarray, dof: int) -> tuple[float, np
     complex noise variance), divided by the median of a χ²
     variable over its degrees of freedom, ``(1 - 2/(9 dof))³`` (Wilson-Hilferty; 0.79 for
     dof 3), so that the median is an unbiased robust estimate. A voxel's factor exceeds 1
-    where its own residual is more than ``_MODEL_FAILURE_RATIO`` times the pooled one (the
+    where its own residual is more than ``MODEL_FAILURE_RATIO`` times the pooled one (the
     model does not hold there).
     """
     chi2 = np.sum(w * resid * resid, axis=1) / dof
     sigma2 = float(np.median(chi2)) / (1 - 2 / (9 * dof)) ** 3
-    inflate = np.maximum(1.0, chi2 / (_MODEL_FAILURE_RATIO * sigma2)) if sigma2 > 0 else np.ones(len(chi2))
+    inflate = np.maximum(1.0, chi2 / (MODEL_FAILURE_RATIO * sigma2)) if sigma2 > 0 else np.ones(len(chi2))
     return sigma2, inflate
 
 

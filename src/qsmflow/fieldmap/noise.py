@@ -1,4 +1,5 @@
-"""The image noise level from the air around the head, and the thermal part of a field-noise map."""
+"""The image noise level from the air around the head, the thermal part of a field-noise map,
+and a redraw of a field-noise map as another scan would give it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from .._shared import checks as _checks
 
 log = logging.getLogger(__name__)
 
-__all__ = ["background_sigma", "thermal_noise"]
+__all__ = ["MODEL_FAILURE_RATIO", "background_sigma", "redraw_noise", "thermal_noise"]
+
+# A voxel whose weighted residual exceeds this many times the pooled noise level is
+# taken to break the linear model (intravoxel dephasing next to air, flow, an
+# unwrapping error), and its noise estimate grows with the residual (the field fits).
+MODEL_FAILURE_RATIO = 3.0
 
 # Air next to the head is not dark: the k-space window rings the scalp's bright signal into
 # it (Gibbs ringing, decaying over centimetres; at SNR 100 as strong as the noise within
@@ -142,3 +148,73 @@ def thermal_noise(noise_hz: np.ndarray, magnitude: np.ndarray, echo_times, mask:
     sigma_fit = float(np.median(noise_hz[mask][ok] * unit[ok]))
     ratio = min(1.0, sigma / sigma_fit) if sigma_fit > 0 else 1.0
     return (noise_hz * np.float32(ratio)).astype(np.float32), ratio
+
+
+def redraw_noise(noise_hz: np.ndarray, magnitude: np.ndarray, echo_times, mask: np.ndarray, sigma: float,
+                 rng: np.random.Generator) -> np.ndarray:
+    """The field-noise map another scan of the same head would give: one random draw.
+
+    A field fit's map is ``σ_fit·sqrt(k) / (2π·sqrt(Σ|S_n|²TE_n²))`` per voxel (the line
+    through the origin): σ_fit the pooled noise level, ``k`` the model-failure factor
+    (``χ²/(MODEL_FAILURE_RATIO·σ_fit²)`` where above 1, ``χ²`` the voxel's weighted residual
+    per degree of freedom). Both vary from scan to scan with the thermal noise σ:
+
+    - ``χ²``: ``dof·χ²/σ²`` follows a non-central χ² law with ``dof = E - 2`` degrees of
+      freedom and non-centrality ``λ = dof·χ²/σ² - dof`` (the model's error, unbiased), drawn
+      anew where ``k > 1`` (elsewhere ``k`` stays 1: its ``χ²`` is not known, and a redraw
+      that would inflate it is missed: a voxel whose residual is all noise crosses the
+      threshold in 3 % of scans with 5 echoes);
+    - ``Σ|S_n|²TE_n²``, to first order, relative SD ``σ·sqrt(Σ|S_n|²TE_n⁴) / Σ|S_n|²TE_n²``.
+
+    ``k`` is read back from the map with σ_fit its median of ``noise·2π·sqrt(Σ|S_n|²TE_n²)``
+    (as :func:`thermal_noise`); a free line's voxels are treated alike. With ``sigma``
+    unknown (NaN) σ_fit stands in, which overstates the spread (it also holds model error).
+
+    Parameters
+    ----------
+    noise_hz : ndarray (X, Y, Z)
+        The fit's field-noise map (Hz, or any unit).
+    magnitude : ndarray (X, Y, Z, E)
+        Magnitude of each echo, as given to the fit.
+    echo_times : sequence of float
+        Echo times (s).
+    mask : ndarray of bool
+        Voxels the fit ran on (the map is returned unchanged elsewhere).
+    sigma : float
+        The images' thermal complex-noise σ (magnitude units; NaN: unknown).
+    rng : numpy.random.Generator
+        Source of the draw.
+
+    Returns
+    -------
+    ndarray (float32)
+        The redrawn map.
+    """
+    magnitude = _checks.as_volume("magnitude", magnitude, ndim=4)
+    te = _checks.echo_times(echo_times, magnitude.shape[3])
+    mask = _checks.as_mask("mask", mask, magnitude.shape[:3])
+    noise_hz = np.asarray(noise_hz, np.float32)
+    _checks.same_shape("noise_hz", noise_hz, "mask", mask)
+    s2 = np.square(magnitude[mask], dtype=np.float64)
+    stt = s2 @ (te * te)
+    noise = noise_hz[mask].astype(np.float64)
+    ok = np.isfinite(noise) & (noise > 0) & (stt > 0)
+    out = noise_hz.copy()
+    if not ok.any():
+        return out
+    unit = 2 * np.pi * np.sqrt(stt)
+    sigma_fit = float(np.median(noise[ok] * unit[ok]))
+    sig = sigma if np.isfinite(sigma) and sigma > 0 else sigma_fit
+    new = noise.copy()
+    dof = te.size - 2
+    if dof >= 1 and sigma_fit > 0:
+        k = np.where(ok, (noise * unit / sigma_fit) ** 2, 1.0)
+        failed = k > 1.01  # float32 maps: 1 within rounding is no inflation
+        x = dof * MODEL_FAILURE_RATIO * k[failed] * (sigma_fit / sig) ** 2  # dof·χ²/σ²
+        drawn = rng.noncentral_chisquare(dof, np.maximum(x - dof, 1e-9))
+        k_new = np.maximum(1.0, drawn * (sig / sigma_fit) ** 2 / (dof * MODEL_FAILURE_RATIO))
+        new[failed] *= np.sqrt(k_new / k[failed])
+    rel = np.where(stt > 0, sig * np.sqrt(s2 @ te ** 4) / np.maximum(stt, 1e-300), 0.0)
+    new *= np.maximum(1 + rel * rng.standard_normal(rel.size), 0.1)
+    out[mask] = np.where(ok, new, noise).astype(np.float32)
+    return out

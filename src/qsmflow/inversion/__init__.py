@@ -22,7 +22,7 @@ METHODS = {
     "ilsqr": Method("ilsqr", ilsqr, "LSQR with streak estimation and removal"),
     "tv": Method("tv", tv, "weighted total variation by ADMM (FANSI)", needs=("noise", "phase_scale")),
     "medi": Method("medi", medi, "morphology-enabled nonlinear TV (MEDI, MEDI+0 with a CSF mask)",
-                   needs=("noise", "magnitude", "phase_scale", "csf_mask", "csf_sd"), noise_sd=True,
+                   needs=("noise", "magnitude", "phase_scale", "csf_mask", "csf_sd", "sd_field_jitter"), noise_sd=True,
                    warm_start=True, only_with={"csf_mask": "MEDI+0"}),
     "tfi": Method("tfi", tfi, "total field inversion: MEDI+0 on the total field with background sources, "
                   "preconditioned (no background removal)",

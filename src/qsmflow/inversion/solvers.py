@@ -260,7 +260,7 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
 def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, edges: np.ndarray,
              csf: np.ndarray | None, lam_csf: float, eps: float, samples: int, cg_iter,
              steps: int | None = None, csf_sd: np.ndarray | None = None, jacobi: bool = True,
-             seed: int = 0) -> np.ndarray:
+             field_jitter=None, seed: int = 0) -> np.ndarray:
     """Standard deviation of χ due to field noise ``sigma`` (ppm per voxel), on the padded grid.
 
     The estimate's response to a field perturbation ``n`` is linearised at ``χ``, drawn
@@ -289,8 +289,15 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
     (``d`` the operator's diagonal there, ``λ_c δw`` the change of its own stiffness) to a
     rise and a fall of one SD, each clipped to the weight's range [0, 1]:
     ``sqrt((r d/(d + λ_c r))² / 2 + (f d/(d - λ_c f))² / 2)``, ``r = min(SD, 1 - w)``,
-    ``f = min(SD, w)``. With ``jacobi`` the CG is preconditioned with the operator's diagonal;
-    total field inversion turns it off: its Hessian outside the mask is the data term alone,
+    ``f = min(SD, w)``.
+
+    ``field_jitter`` (a sequence of ``samples`` fields on the padded grid, ppm) adds to each
+    sample's noise draw a change of the field that the same noise causes elsewhere in the
+    chain: the local field's response to a redrawn peel of the region's edge
+    (:func:`qsmflow.workflows.jitter.peel_field_jitter`).
+
+    With ``jacobi`` the CG is preconditioned with the operator's diagonal; total field
+    inversion turns it off: its Hessian outside the mask is the data term alone,
     whose diagonal vanishes away from the brain, and the preconditioned steps then move the
     free background sources instead of the tissue (its SD came out at a quarter of the spread
     over noise draws). Nor is TFI's ``Q`` used: its background weight speeds up the fit of
@@ -318,9 +325,15 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
         g *= gap_w
         return p.grad_adj(g)
 
-    def response_sq(sq):
-        rng = np.random.default_rng(sq)
-        rhs = p.dipole(w2s * rng.standard_normal(p.shape, dtype=np.float32))
+    if field_jitter is not None and len(field_jitter) != samples:
+        raise ValueError(f"field_jitter holds {len(field_jitter)} fields for {samples} samples")
+
+    def response_sq(k):
+        rng = np.random.default_rng(seeds[k])
+        draw = w2s * rng.standard_normal(p.shape, dtype=np.float32)
+        if field_jitter is not None:
+            draw += p.w * p.w * field_jitter[k]
+        rhs = p.dipole(draw)
         if force is not None:
             force(rhs, rng)
         term, _ = conjugate_gradient(op, rhs, 0.0, first, precond=precond)
@@ -333,7 +346,7 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
     # independent solves run side by side: two FFTs in two threads run nearly twice as fast
     # as one FFT on two cores, and the element-wise work is shared too
     with ThreadPoolExecutor(max_workers=min(samples, kernels.cores())) as pool:
-        var = sum(pool.map(response_sq, seeds))
+        var = sum(pool.map(response_sq, range(samples)))
     return np.sqrt(var / np.float32(samples)).astype(np.float32)
 
 

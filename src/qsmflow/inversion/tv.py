@@ -153,8 +153,8 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
          tol: float = 0.1, restart_tol: float = MEDI_RESTART_TOL, cg_iter: int = 25, cg_tol: float = 0.01,
          edge_taper: float = MEDI_EDGE_TAPER,
          edge_taper_mm: float = MEDI_EDGE_TAPER_MM, return_sd: bool = False, sd_samples: int = SD_SAMPLES,
-         sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None, chi0: np.ndarray | None = None,
-         chi0_steps: int = 0, info: dict | None = None):
+         sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None, sd_field_jitter=None,
+         chi0: np.ndarray | None = None, chi0_steps: int = 0, info: dict | None = None):
     """MEDI: morphology-enabled dipole inversion, nonlinear and noise-weighted; MEDI+0 with a CSF mask.
 
     Minimises ``½||(W/s)(exp(i s Dχ) - exp(i s f))||² + α||M_G ∇χ||₁
@@ -216,6 +216,11 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         The SD of ``csf_mask``'s weights from the scan's noise
         (:func:`qsmflow.reference.csf_weight_sd`): ``return_sd`` then also carries the
         weights' jitter between scans, which moves χ in partial-volume CSF.
+    sd_field_jitter : sequence of ndarray, optional
+        ``sd_samples`` changes of ``local_field`` (ppm, its grid) that the scan's noise causes
+        through a decision taken before the inversion, one per sample, each added to that
+        sample's noise draw: e.g. a background removal on a redrawn peel of the region's
+        edge (:func:`qsmflow.workflows.jitter.peel_field_jitter`).
     chi0 : ndarray, optional
         χ (ppm) to start the Gauss-Newton steps from instead of zero: the solution for a
         nearby field (see :func:`qsmflow.bgremove.lbv_boundary_field`); the steps stop by
@@ -249,8 +254,9 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     update (``tol``), which regularises more than the minimiser would, most in the smooth
     iron-rich nuclei (there the Hessian's map read 1.41-1.64x the spread of MEDI as run over
     noise draws with every other input fixed; ``benchmarks/chi_sd.py --estimator``). The
-    CSF weights are the one decision of the chain that moves with the noise which the map
-    models; the peel of the mask's edge and the magnitude edges move too, unmodelled.
+    CSF weights and, given ``sd_field_jitter``, the peel of the region's edge are the
+    decisions of the chain that move with the noise which the map models; the magnitude
+    edges move too, unmodelled.
 
     References
     ----------
@@ -297,7 +303,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
           csf_voxels=int(csf.sum()) if csf is not None else 0,
           edge_taper=float(edge_taper) if noise is not None else 0.0, edge_taper_mm=float(edge_taper_mm))
     return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=True,
-                    steps=steps + chi0_steps, csf_sd=csf_sd)
+                    steps=steps + chi0_steps, csf_sd=csf_sd, field_jitter=sd_field_jitter)
 
 
 # Liu et al. 2018: sources outside the brain are weighted 30x in the preconditioner, the
@@ -405,10 +411,11 @@ def _sd_samples(return_sd: bool, samples, noise, sd_noise, p: Problem):
 
 
 def _with_sd(p: Problem, chi, alpha, noise, edges, csf, lam_csf, samples, info, *, jacobi: bool,
-             steps: int | None = None, csf_sd=None):
+             steps: int | None = None, csf_sd=None, field_jitter=None):
     """χ on the full grid, and with ``samples`` > 0 its noise SD: χ or (χ, sd), following
     ``steps`` Gauss-Newton steps with Jacobi-preconditioned CG (MEDI) or the Hessian by plain
-    CG (TFI); ``csf_sd`` (full grid) adds the CSF weights' jitter."""
+    CG (TFI); ``csf_sd`` (full grid) adds the CSF weights' jitter, ``field_jitter`` (one
+    full-grid field per sample) the field's."""
     if not samples:
         return p.full(chi)
     t0 = time.perf_counter()
@@ -419,9 +426,19 @@ def _with_sd(p: Problem, chi, alpha, noise, edges, csf, lam_csf, samples, info, 
         if csf_sd.shape != tuple(p.full_shape):
             raise ValueError(f"csf_sd has shape {csf_sd.shape} but the field has shape {tuple(p.full_shape)}")
         csf_sd = p.cut(np.nan_to_num(csf_sd, nan=0.0)) * (p.mask > 0)
+    if field_jitter is not None:
+        if len(field_jitter) != samples:
+            raise ValueError(f"sd_field_jitter holds {len(field_jitter)} fields; give one per sample ({samples})")
+        cut = []
+        for j in field_jitter:
+            j = _checks.as_volume("sd_field_jitter", j)
+            if j.shape != tuple(p.full_shape):
+                raise ValueError(f"sd_field_jitter has shape {j.shape} but the field has shape {tuple(p.full_shape)}")
+            cut.append(p.cut(np.nan_to_num(j, nan=0.0).astype(np.float32)) * (p.mask > 0))
+        field_jitter = cut
     sd = solvers.noise_sd(p, chi, alpha, np.maximum(sigma, 0), edges=edges, csf=csf, lam_csf=lam_csf, eps=1e-6,
                           samples=samples, cg_iter=iters, steps=steps if jacobi else None, csf_sd=csf_sd,
-                          jacobi=jacobi)
+                          jacobi=jacobi, field_jitter=field_jitter)
     _note(info, sd_samples=samples, sd_cg_iterations=iters if not jacobi else iters[0] + iters[1] * (steps - 1),
           sd_seconds=time.perf_counter() - t0)
     return p.full(chi), p.full(sd)

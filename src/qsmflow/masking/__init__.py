@@ -304,7 +304,8 @@ _R2STAR_USABLE = 0.25
 
 def reliable_field_mask(mask: np.ndarray, noise: np.ndarray, voxel_size, *, r2star: np.ndarray | None = None,
                         r2star_noise: float | None = None, field_strength: float = 3.0,
-                        factor: float = PEEL_NOISE_FACTOR, depth_mm: float = PEEL_DEPTH_MM) -> np.ndarray:
+                        factor: float = PEEL_NOISE_FACTOR, depth_mm: float = PEEL_DEPTH_MM,
+                        depth: np.ndarray | None = None, verbose: bool = True) -> np.ndarray:
     """The brain mask without its unreliable edge: where background removal and the dipole
     inversion work.
 
@@ -332,6 +333,11 @@ def reliable_field_mask(mask: np.ndarray, noise: np.ndarray, voxel_size, *, r2st
         Noise above this many times the mask's median is unreliable (0: noise not used).
     depth_mm : float
         How deep (mm) the peel may reach.
+    depth : ndarray, optional
+        ``distance_to_outside(mask, voxel_size)`` when already computed (a caller peeling the
+        same mask several times).
+    verbose : bool
+        Log what was left out (False: quiet, for a caller redrawing the peel).
 
     Returns
     -------
@@ -352,7 +358,10 @@ def reliable_field_mask(mask: np.ndarray, noise: np.ndarray, voxel_size, *, r2st
     limit = PEEL_R2STAR_PER_S_AT_3T * field_strength / 3.0
     if r2star is not None and r2star_noise is not None and r2star_noise < _R2STAR_USABLE * limit:
         flagged |= mask & (np.asarray(r2star) > limit)
-    depth = distance_to_outside(mask, vs)
+    if depth is None:
+        depth = distance_to_outside(mask, vs)
+    else:
+        _checks.same_shape("depth", np.asarray(depth), "mask", mask)
     lab, n = ndimage.label(flagged & (depth <= depth_mm))
     if n == 0:
         return mask.copy()
@@ -362,12 +371,14 @@ def reliable_field_mask(mask: np.ndarray, noise: np.ndarray, voxel_size, *, r2st
     peel = dilate(np.isin(lab, touching[touching > 0]), max(PEEL_GROW_MM, float(vs.max())), vs) & mask
     kept = _largest_component(mask & ~peel)
     if kept.sum() < 0.5 * mask.sum():
-        log.warning("the field is unreliable over half of the brain mask's edge region; the mask is kept whole")
+        if verbose:
+            log.warning("the field is unreliable over half of the brain mask's edge region; the mask is kept whole")
         return mask.copy()
-    log.info("field reliability: %d voxels (%.1f%% of the mask) at its edge left out (noise above %g x median%s)",
-             int(mask.sum() - kept.sum()), 100 * (1 - kept.sum() / mask.sum()), factor,
-             f", R2* above {limit:g}/s" if r2star is not None and r2star_noise is not None
-             and r2star_noise < _R2STAR_USABLE * limit else "")
+    if verbose:
+        log.info("field reliability: %d voxels (%.1f%% of the mask) at its edge left out (noise above %g x median%s)",
+                 int(mask.sum() - kept.sum()), 100 * (1 - kept.sum() / mask.sum()), factor,
+                 f", R2* above {limit:g}/s" if r2star is not None and r2star_noise is not None
+                 and r2star_noise < _R2STAR_USABLE * limit else "")
     return kept
 
 

@@ -30,7 +30,7 @@ from .._shared.constants import (
 )
 from .._shared.registry import Method, choose, references
 from ..io import GreInput
-from . import sanity
+from . import jitter, sanity
 from .options import (
     STAGES,
     UNTIL,
@@ -242,7 +242,9 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
         res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
         res.parameters["r2star"] = r2star_parameters(sigma, r2_sd, te, opt, data.slice_axis)
     total_ppm = np.where(m, f_hz / hz_per_ppm, 0)
-    peel = dict(r2star=r2_c, r2star_noise=r2_sd, field_strength=data.field_strength)
+    # the peel's distance to the mask's outside, computed once for the uncertainty map's redraws too
+    depth = masking.distance_to_outside(m, vs) if noise_hz is not None and opt.peel_noise_factor > 0 else None
+    peel = dict(r2star=r2_c, r2star_noise=r2_sd, field_strength=data.field_strength, depth=depth)
     tfi = used["inversion"].name == "tfi"
     refine = None
     if tfi:  # total field inversion fits the total field itself: no background removal
@@ -255,6 +257,10 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
         refine = lbv_refinement(opt, vs, data.b0_direction, region_c)
         res.parameters["bg_polynomial"] = opt.bg_polynomial
         done.append("bgremove")
+    t_jitter = time.perf_counter()
+    jitter = None if tfi else sd_peel_jitter(opt, total_ppm, m, region_c, local_c, eroded_c, vs, noise_hz, mag, te,
+                                             sigma, r2_c, r2_sd_map, r2_sd, data.field_strength, depth)
+    t_jitter = time.perf_counter() - t_jitter
     del total_ppm
     res.eroded_mask = box.full(eroded_c, bool)
     thermal_ppm = None
@@ -268,7 +274,10 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
     chi_c, sd_c, csf_c, used["inversion"], used["reference"], local_c = inversion_and_reference(
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
         magnitude=echoes.rss(mag), phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c,
-        r2star_noise=r2_sd_map, echo_span_s=float(np.ptp(te)), sd_noise_ppm=thermal_ppm, refine=refine)
+        r2star_noise=r2_sd_map, echo_span_s=float(np.ptp(te)), sd_noise_ppm=thermal_ppm, refine=refine,
+        sd_field_jitter=jitter)
+    if "chi_sd" in res.timings and jitter is not None:  # the peel's redraws are part of the map's cost
+        res.timings["chi_sd"] = round(res.timings["chi_sd"] + t_jitter, 3)
     if r2_c is not None:
         res.parameters["chi_sign_share"] = sanity.check_chi_sign(chi_c, r2_c, eroded_c, vs, r2star_noise=r2_sd_map,
                                                                      phase_sign=opt.phase_sign)
@@ -281,6 +290,23 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
     if csf_c is not None:
         res.csf_mask = box.full(csf_c, np.float32)
     return done + ["inversion", "reference"] + (["r2star"] if r2_c is not None else [])
+
+
+def sd_peel_jitter(opt: Options, field, mask, region, local, eroded, vs, noise_hz, mag, te, sigma, r2star, r2star_sd,
+                   r2star_noise, field_strength, depth):
+    """The local field's changes from redrawing the peel (:func:`jitter.peel_field_jitter`), one
+    per χ uncertainty sample, when the map is asked for from an inversion that carries them
+    and LBV ran on a peeled region (None otherwise: the other background removals are not
+    restarted, and a polynomial clean-up would enter the difference)."""
+    inv = STAGES["inversion"][resolve_inversion(opt.inversion, vs)]
+    if not opt.chi_sd or "sd_field_jitter" not in inv.needs or noise_hz is None or opt.peel_noise_factor <= 0 \
+            or opt.bg_polynomial or resolve_bgremove(opt.bgremove, vs) != "lbv" or "bgremove" in opt.stage_options:
+        return None
+    samples = opt.stage_options.get("inversion", {}).get("sd_samples", inversion.SD_SAMPLES)
+    return jitter.peel_field_jitter(field, mask, region, local, eroded, vs, noise_hz, samples=samples,
+                                    magnitude=mag, echo_times=te, sigma=sigma, r2star=r2star, r2star_sd=r2star_sd,
+                                    r2star_noise=r2star_noise, field_strength=field_strength,
+                                    factor=opt.peel_noise_factor, depth=depth)
 
 
 def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=None, slice_axis=None):
@@ -328,7 +354,7 @@ def r2star_reliability(sidecar: dict, shape) -> tuple[np.ndarray | None, float |
 
 def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Options, res: QSMResult, timer, *,
                             noise_ppm=None, magnitude=None, phase_scale=None, r2star=None, r2star_noise=None,
-                            echo_span_s=None, sd_noise_ppm=None, refine=None) -> Inverted:
+                            echo_span_s=None, sd_noise_ppm=None, refine=None, sd_field_jitter=None) -> Inverted:
     """Dipole inversion and referencing of a local field (ppm): (χ, its noise SD or None, CSF mask
     or None, inversion used (citing what it was given), reference used, the local field
     inverted).
@@ -345,7 +371,8 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     takes them or the reference is CSF; ``r2star_noise`` and ``echo_span_s`` as for
     :func:`qsmflow.reference.csf_weights`). With ``opt.chi_sd``, a noise map and an inversion
     that propagates noise (``inversion.SD_METHODS``), χ's SD comes too (see
-    :func:`qsmflow.inversion.medi`). The inversion's choices (weights, iterations)
+    :func:`qsmflow.inversion.medi`), carrying ``sd_field_jitter`` where the inversion takes it
+    (:func:`sd_peel_jitter`). The inversion's choices (weights, iterations)
     go to ``res.parameters["inversion"]``, the reference offset to
     ``res.parameters["reference_offset_ppm"]``.
     """
@@ -367,7 +394,7 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
         log.warning("no CSF found for the reference (%s); χ is referenced to the whole-brain mean instead", why)
         ref = reference.METHODS["mean"]
     context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf,
-               "csf_sd": csf_sd}
+               "csf_sd": csf_sd, "sd_field_jitter": sd_field_jitter if opt.chi_sd else None}
     # what the user set in stage_options wins over what the chain provides
     kwargs = {k: v for k, v in context.items() if k in needs and v is not None}
     kwargs.update(so.get("inversion", {}))
@@ -386,6 +413,8 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
             kwargs["return_sd"] = True
             if sd_noise_ppm is not None and "sd_noise" not in kwargs:
                 kwargs["sd_noise"] = sd_noise_ppm
+    if not kwargs.get("return_sd"):
+        kwargs.pop("sd_field_jitter", None)
     info: dict = {}
     if refine is not None and not inv.warm_start:
         log.info("no LBV refinement: inversion %r cannot restart from a χ (medi can)", inv.name)
@@ -425,13 +454,17 @@ class Inverted(NamedTuple):
     local: np.ndarray
 
 
+# the inversion's inputs that serve the uncertainty map alone (not its first pass)
+_SD_ONLY = ("return_sd", "sd_noise", "csf_sd", "sd_field_jitter")
+
+
 def _first_pass(inv, local, eroded, voxel_size, b0_direction, kwargs, refine):
     """The refinement's first inversion and the field it adds: (refined local field, keyword
     arguments of the second pass, what the first pass did)."""
     t0 = time.perf_counter()
     info: dict = {}
     chi0 = inv.func(local, eroded, voxel_size, b0_direction, info=info,
-                    **{k: v for k, v in kwargs.items() if k not in ("return_sd", "sd_noise", "csf_sd")})
+                    **{k: v for k, v in kwargs.items() if k not in _SD_ONLY})
     t1 = time.perf_counter()
     extra = refine(chi0)
     eroded = np.asarray(eroded, bool)
@@ -447,24 +480,24 @@ def _first_pass(inv, local, eroded, voxel_size, b0_direction, kwargs, refine):
 
 
 def field_region(field, mask, voxel_size, noise, opt: Options, *, r2star=None, r2star_noise=None,
-                 field_strength=3.0):
+                 field_strength=3.0, depth=None):
     """The field on the mask without its unreliable edge (:func:`qsmflow.masking.reliable_field_mask`
     from ``noise`` and ``r2star``; the whole mask when ``opt.peel_noise_factor`` is 0 or there
     is no noise map): (field, mask)."""
     if noise is not None and opt.peel_noise_factor > 0:
         mask = masking.reliable_field_mask(mask, noise, voxel_size, r2star=r2star, r2star_noise=r2star_noise,
-                                           field_strength=field_strength, factor=opt.peel_noise_factor)
+                                           field_strength=field_strength, factor=opt.peel_noise_factor, depth=depth)
         field = np.where(mask, field, 0)
     return field, mask
 
 
 def background_removal(field, mask, voxel_size, b0_direction, noise, opt: Options, *, r2star=None,
-                       r2star_noise=None, field_strength=3.0):
+                       r2star_noise=None, field_strength=3.0, depth=None):
     """The chosen background removal on :func:`field_region`, then the optional polynomial
     clean-up (``opt.bg_polynomial``): (local field, its mask, the region it was removed on)."""
     method = STAGES["bgremove"][resolve_bgremove(opt.bgremove, voxel_size)]
     field, mask = field_region(field, mask, voxel_size, noise, opt, r2star=r2star, r2star_noise=r2star_noise,
-                               field_strength=field_strength)
+                               field_strength=field_strength, depth=depth)
     local, eroded = method.func(field, mask, voxel_size, b0_direction, noise=noise,
                                 **opt.stage_options.get("bgremove", {}))
     if opt.bg_polynomial:
