@@ -887,9 +887,10 @@ def test_medi_restarts_from_chi_after_lbv_boundary_refinement():
     background; with sources near the edge of a small head (and an air cavity below it),
     adding back the field χ makes on the boundary (bgremove.lbv_boundary_field) and
     restarting MEDI from χ with the same weight brings χ nearer the truth: measured 11.3 ->
-    10.3 % in 4 more Gauss-Newton steps to a 3 % update (MEDI_RESTART_TOL; 10.2 % in 1 step to
-    10 %, 10.6 % in 10 steps to 1 %; the local field 24.1 -> 20.7 % off). Restarting on the same
-    field moves χ by 5 %, and a χ of the wrong shape is refused."""
+    10.6 % in 10 more Gauss-Newton steps (the cap) towards a 1 % update (MEDI_RESTART_TOL; this
+    small head does best with a short restart, 10.2 % in 1 step to 10 %, 10.3 % in 4 to 3 %,
+    where the benchmark matrix's heads gain from the longer one; the local field 24.1 -> 20.7 %
+    off). Restarting on the same field moves χ by 5 %, and a χ of the wrong shape is refused."""
     b0 = (0.0, 0.0, 1.0)
     mask = ellipsoid(SHAPE, VS, (14, 17, 13))
     x, y, z = grid_mm(SHAPE, VS)
@@ -907,8 +908,8 @@ def test_medi_restarts_from_chi_after_lbv_boundary_refinement():
     second = {}
     chi2 = medi(local + missed, region, VS, b0, chi0=chi1, chi0_steps=first["gauss_newton_steps"], info=second, **kw)
     e1, e2 = metrics.nrmse(chi1, chi, region), metrics.nrmse(chi2, chi, region)
-    assert e2 < e1 - 0.7, (e1, e2)
-    assert second["warm_start_steps"] == first["gauss_newton_steps"] and 2 <= second["gauss_newton_steps"] <= 6
+    assert e2 < e1 - 0.5, (e1, e2)
+    assert second["warm_start_steps"] == first["gauss_newton_steps"] and 2 <= second["gauss_newton_steps"] <= 10
     same = medi(local, region, VS, b0, chi0=chi1, **kw)
     assert np.linalg.norm(same - chi1) < 0.1 * np.linalg.norm(chi1)
     with pytest.raises(ValueError, match="chi0 has shape"):
