@@ -240,8 +240,8 @@ def test_tfi_runs_on_the_total_field_without_background_removal(head4):
 def test_chi_sd_carries_the_peels_redraw(head4, monkeypatch):
     """With LBV and MEDI the chain redraws the peel of the region's edge once per uncertainty
     sample and the map carries the local field's change: on this 4 mm head the map's RMS in
-    the outer voxel of the region rose 15 % (measured; 8 % one voxel in, 2 % deeper) over the
-    same run with the redraws replaced by zeros. χ itself does not change."""
+    the outer voxel of the region rose 7 % (measured; 2 % deeper) over the same run with the
+    redraws replaced by zeros. χ itself does not change."""
     from qsmflow.workflows import chain
 
     seen = []
@@ -259,8 +259,8 @@ def test_chi_sd_carries_the_peels_redraw(head4, monkeypatch):
     edge, deep = region & (depth <= 4), region & (depth > 8)
     rms = {k: np.sqrt(np.mean(r.chi_sd[sel] ** 2)) for k, r, sel in
            (("edge on", on, edge), ("edge off", off, edge), ("deep on", on, deep), ("deep off", off, deep))}
-    assert rms["edge on"] > 1.08 * rms["edge off"], rms
-    assert abs(rms["deep on"] / rms["deep off"] - 1) < 0.06, rms
+    edge_gain, deep_gain = rms["edge on"] / rms["edge off"], rms["deep on"] / rms["deep off"]
+    assert edge_gain > 1.04 and edge_gain > deep_gain + 0.03 and abs(deep_gain - 1) < 0.05, rms
 
 
 def test_lbv_refinement_adds_a_harmonic_field_and_inverts_again(head4):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from qsmflow.reference import csf_reference, csf_weight_sd, csf_weights, mean_reference
+from qsmflow.reference import csf_reference, csf_weight_redraws, csf_weights, mean_reference
 
 
 def test_mean_reference_zeroes_region_mean():
@@ -64,30 +64,28 @@ def test_csf_weights_leave_out_uncertain_r2star():
     assert np.all(w[far] == 0) and np.all(w[vent & mask] == 1)
 
 
-def test_csf_weight_sd_is_the_spread_of_the_clipped_ramp():
-    """The weights' SD from the R2* noise against a literal Monte Carlo: R2* redrawn 200,000
-    times about each value, the ramp 1 below 4/s and 0 above 8/s written out here. On the
-    ramp's middle it is noise/4; near its ends the clip holds the weight still and the SD
-    falls; voxels without weight or with unknown noise get 0."""
-    r2 = np.full((7, 2, 2), 6.0, np.float32)  # one case per first index, the same in its 2x2
-    noise = np.full((7, 2, 2), 0.8, np.float32)
-    r2[:, ...] = np.array([6.0, 7.9, 4.2, 3.0, 8.5, 6.0, 6.0], np.float32)[:, None, None]
-    noise[:, ...] = np.array([0.4, 0.8, 1.5, 2.0, 1.0, np.nan, 0.8], np.float32)[:, None, None]
-    w = np.clip((8.0 - r2) / 4.0, 0, 1)
-    w[4] = 0.0  # a voxel the weights left out keeps its 0
-    w[6] = 0.0
-    sd = csf_weight_sd(w, r2, noise)
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        if w[i, 0, 0] == 0:
-            continue
-        draws = np.clip((8.0 - (r2[i, 0, 0] + noise[i, 0, 0] * rng.standard_normal(200_000))) / 4.0, 0, 1)
-        assert sd[i, 0, 0] == pytest.approx(draws.std(), rel=0.01), i
-    assert sd[0, 0, 0] == pytest.approx(0.1, rel=0.01)  # the middle of the ramp: 0.4/4
-    assert sd[1, 0, 0] < 0.8 / 4 * 0.75  # at the ramp's top the clip takes half the draws
-    assert sd[4, 0, 0] == 0 and sd[5, 0, 0] == 0 and sd[6, 0, 0] == 0
+def test_csf_weight_redraws_are_the_ramp_under_the_r2star_noise():
+    """Other scans' weights: R2* redrawn about each value with its noise, through the ramp
+    (1 below 4/s, 0 above 8/s). In the ramp's middle the weights' SD is noise/4 and their mean
+    the weight (linear there); on the plateau far below 4/s (1 ± 0.5/s) nothing moves; a voxel
+    just above 8/s gains a weight in some scans (R2* 8.5 ± 1: a third of them, the normal's
+    tail below 8); a voxel with unknown noise, or noise wider than the ramp, or outside the
+    mask, never moves."""
+    r2 = np.repeat(np.array([6.0, 1.0, 8.5, 6.0, 6.0, 6.0], np.float32)[:, None, None], 2, axis=1).repeat(2, axis=2)
+    noise = np.repeat(np.array([0.4, 0.5, 1.0, np.nan, 5.0, 0.4], np.float32)[:, None, None], 2, axis=1).repeat(2, 2)
+    mask = np.ones(r2.shape, bool)  # one case per first index, the same in its 2x2
+    mask[5] = False
+    w = np.where(mask & ~(noise > 4), np.clip((8 - r2) / 4, 0, 1), 0).astype(np.float32)  # as csf_weights gives them
+    draws = np.array(csf_weight_redraws(w, r2, mask, noise, samples=4000, seed=1))[:, :, 0, 0]
+    assert draws.shape == (4000, 6) and draws.dtype == np.float32
+    new = w[:, 0, 0] + draws
+    assert new[:, 0].std() == pytest.approx(0.1, rel=0.05) and new[:, 0].mean() == pytest.approx(0.5, abs=0.005)
+    assert np.all(draws[:, 1] == 0)
+    assert w[2, 0, 0] == 0 and np.mean(new[:, 2] > 0) == pytest.approx(0.31, abs=0.03)
+    assert np.all(draws[:, 3:] == 0)
+    assert np.all((new >= 0) & (new <= 1))
     with pytest.raises(ValueError, match="r2star_noise has shape"):
-        csf_weight_sd(w, r2, noise[:3])
+        csf_weight_redraws(w, r2, mask, noise[:3], samples=2)
 
 
 def test_csf_weights_need_echoes_spread_in_time(caplog):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy import special
 
 from ._shared import checks as _checks
 from ._shared.constants import (
@@ -18,7 +17,7 @@ from ._shared.registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "csf_reference", "csf_weight_sd", "csf_weights", "echo_span_too_short", "mean_reference"]
+__all__ = ["METHODS", "csf_reference", "csf_weight_redraws", "csf_weights", "echo_span_too_short", "mean_reference"]
 
 
 def mean_reference(chi: np.ndarray, mask: np.ndarray, *, region: np.ndarray | None = None) -> tuple[np.ndarray, float]:
@@ -121,30 +120,36 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
     return w
 
 
-def csf_weight_sd(weights: np.ndarray, r2star: np.ndarray, r2star_noise: np.ndarray, *,
-                  full: float = CSF_R2STAR_FULL_PER_S, zero: float = CSF_R2STAR_ZERO_PER_S) -> np.ndarray:
-    """How much the CSF weights of :func:`csf_weights` move between scans: their SD from the
-    R2* noise, on the voxels ``weights`` holds (above 0), 0 elsewhere and where the noise
-    (``r2star_noise``, 1/s per voxel) is unknown (NaN).
+def csf_weight_redraws(weights: np.ndarray, r2star: np.ndarray, mask: np.ndarray, r2star_noise: np.ndarray, *,
+                       samples: int, full: float = CSF_R2STAR_FULL_PER_S, zero: float = CSF_R2STAR_ZERO_PER_S,
+                       seed: int = 0) -> list[np.ndarray]:
+    """How the CSF weights of :func:`csf_weights` would come out of other scans: ``samples``
+    random changes ``δw``, each from R2* redrawn about its measured value with its noise
+    (``r2star_noise``, 1/s per voxel; a voxel with unknown noise, NaN, keeps its weight).
 
-    A weight is the R2* ramp ``u = (zero - R2*)/(zero - full)`` clipped to [0, 1]. With R2*
-    normal about the measured value with SD ``r2star_noise``, ``u`` is normal with mean ``μ``
-    and SD ``τ`` = noise / (zero - full), and the weight's SD is that of a normal censored at
-    0 and 1 (closed form): ``τ`` on the ramp's middle, less towards its ends, where the clip
-    holds the weight still half of the time or more. The χ uncertainty map carries it through
-    the inversion (:func:`qsmflow.inversion.medi`'s ``csf_sd``): in partial-volume CSF the
-    weights' jitter moves χ more than the field noise does.
+    A weight is the R2* ramp ``(zero - R2*)/(zero - full)`` clipped to [0, 1] on the voxels
+    :func:`csf_weights` gives one (``mask``, a fitted R2*, noise no wider than the ramp); a
+    voxel just above ``zero`` can gain a weight, one on the ramp's plateau keep 1 most of
+    the time. The χ uncertainty map solves each of its samples with one of these CSF terms
+    (:func:`qsmflow.inversion.medi`'s ``sd_csf_jitter``): in CSF and partial-volume CSF the
+    weights' change moves χ more than the field noise does. ``weights`` must be what
+    :func:`csf_weights` gave for ``r2star``, ``mask`` and ``r2star_noise``.
     """
     w = _checks.as_volume("weights", weights)
-    r2 = np.asarray(r2star, np.float64)
-    sd = np.asarray(r2star_noise, np.float64)
+    r2 = np.asarray(r2star, np.float32)
+    sd = np.asarray(r2star_noise, np.float32)
+    mask = _checks.as_mask("mask", mask, w.shape)
     _checks.same_shape("r2star", r2, "weights", w)
     _checks.same_shape("r2star_noise", sd, "weights", w)
     width = _ramp_width(full, zero)
-    on = (w > 0) & np.isfinite(sd) & (sd > 0) & np.isfinite(r2)
-    out = np.zeros(w.shape, np.float32)
-    if on.any():
-        out[on] = _censored_sd((zero - r2[on]) / width, sd[on] / width)
+    on = mask & np.isfinite(r2) & (r2 > 0) & np.isfinite(sd) & (sd > 0) & (sd <= width)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(samples):
+        drawn = r2[on] + sd[on] * rng.standard_normal(int(on.sum()), dtype=np.float32)
+        change = np.zeros(w.shape, np.float32)
+        change[on] = np.clip((np.float32(zero) - drawn) / np.float32(width), 0, 1) - w[on]
+        out.append(change)
     return out
 
 
@@ -154,17 +159,6 @@ def _ramp_width(full: float, zero: float) -> float:
     if not zero > full:
         raise ValueError(f"zero={zero} must be above full={full} (R2* in 1/s)")
     return float(zero - full)
-
-
-def _censored_sd(mu: np.ndarray, tau: np.ndarray) -> np.ndarray:
-    """SD of ``clip(u, 0, 1)`` for ``u`` normal with mean ``mu`` and SD ``tau`` > 0."""
-    a, b = -mu / tau, (1 - mu) / tau
-    pa, pb = special.ndtr(a), special.ndtr(b)
-    fa, fb = np.exp(-a * a / 2) / np.sqrt(2 * np.pi), np.exp(-b * b / 2) / np.sqrt(2 * np.pi)
-    inside = pb - pa
-    m1 = mu * inside + tau * (fa - fb) + (1 - pb)  # E[w]
-    m2 = (mu * mu + tau * tau) * inside + 2 * mu * tau * (fa - fb) + tau * tau * (a * fa - b * fb) + (1 - pb)
-    return np.sqrt(np.maximum(m2 - m1 * m1, 0))
 
 
 def csf_reference(chi: np.ndarray, mask: np.ndarray, *, csf: np.ndarray) -> tuple[np.ndarray, float]:

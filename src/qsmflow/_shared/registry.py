@@ -34,7 +34,7 @@ def references(func: Callable) -> tuple[str, ...]:
 # What a method may be given by the chain besides its stage's leading arguments, by keyword:
 # the field-noise map (ppm), the echo-combined magnitude, the phase per ppm at the mean echo
 # time (rad/ppm), the CSF weights found from R2* and their SD from the R2* noise.
-INPUTS = ("noise", "magnitude", "phase_scale", "csf_mask", "csf_sd", "sd_field_jitter")
+INPUTS = ("noise", "magnitude", "phase_scale", "csf_mask", "sd_csf_jitter", "sd_field_jitter")
 
 
 @dataclass(frozen=True)

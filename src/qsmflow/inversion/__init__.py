@@ -11,9 +11,9 @@ from __future__ import annotations
 from .._shared.registry import Method
 from .direct import closed_form_l2, tkd
 from .ilsqr import ilsqr
-from .tv import SD_CG_ITER, SD_CG_ITER_TFI, SD_SAMPLES, TFI_BACKGROUND_PRECONDITIONER, medi, tfi, tv
+from .tv import SD_CG_ITER, SD_CG_ITER_TFI, SD_MAX_STEPS, SD_SAMPLES, TFI_BACKGROUND_PRECONDITIONER, medi, tfi, tv
 
-__all__ = ["METHODS", "SD_CG_ITER", "SD_CG_ITER_TFI", "SD_METHODS", "SD_SAMPLES", "TFI_BACKGROUND_PRECONDITIONER", "closed_form_l2", "ilsqr",
+__all__ = ["METHODS", "SD_CG_ITER", "SD_CG_ITER_TFI", "SD_MAX_STEPS", "SD_METHODS", "SD_SAMPLES", "TFI_BACKGROUND_PRECONDITIONER", "closed_form_l2", "ilsqr",
            "medi", "tfi", "tkd", "tv"]
 
 METHODS = {
@@ -22,11 +22,11 @@ METHODS = {
     "ilsqr": Method("ilsqr", ilsqr, "LSQR with streak estimation and removal"),
     "tv": Method("tv", tv, "weighted total variation by ADMM (FANSI)", needs=("noise", "phase_scale")),
     "medi": Method("medi", medi, "morphology-enabled nonlinear TV (MEDI, MEDI+0 with a CSF mask)",
-                   needs=("noise", "magnitude", "phase_scale", "csf_mask", "csf_sd", "sd_field_jitter"), noise_sd=True,
+                   needs=("noise", "magnitude", "phase_scale", "csf_mask", "sd_csf_jitter", "sd_field_jitter"), noise_sd=True,
                    warm_start=True, only_with={"csf_mask": "MEDI+0"}),
     "tfi": Method("tfi", tfi, "total field inversion: MEDI+0 on the total field with background sources, "
                   "preconditioned (no background removal)",
-                  needs=("noise", "magnitude", "phase_scale", "csf_mask", "csf_sd"), noise_sd=True),
+                  needs=("noise", "magnitude", "phase_scale", "csf_mask", "sd_csf_jitter"), noise_sd=True),
 }
 
 # the inversions that can return the χ uncertainty map

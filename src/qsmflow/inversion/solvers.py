@@ -259,8 +259,8 @@ def medi(p: Problem, alpha: float, *, edges: np.ndarray, phase_scale: float, csf
 
 def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, edges: np.ndarray,
              csf: np.ndarray | None, lam_csf: float, eps: float, samples: int, cg_iter,
-             steps: int | None = None, csf_sd: np.ndarray | None = None, jacobi: bool = True,
-             field_jitter=None, seed: int = 0) -> np.ndarray:
+             steps: int | None = None, csf_jitter=None, jacobi: bool = True, field_jitter=None,
+             seed: int = 0) -> np.ndarray:
     """Standard deviation of χ due to field noise ``sigma`` (ppm per voxel), on the padded grid.
 
     The estimate's response to a field perturbation ``n`` is linearised at ``χ``, drawn
@@ -277,19 +277,16 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
       H = α GᵀM (V - V') M G``; each ``A⁻¹`` by CG, ``cg_iter = (first, rest)`` iterations
       for the first term and each later one. It tends to the Hessian's response as K grows.
 
-    ``csf_sd`` (padded grid) is the SD of the CSF weights ``w`` from the same scan's noise
-    (:func:`qsmflow.reference.csf_weight_sd`). A weight that moves by ``δw`` moves the CSF
-    term's gradient ``λ_c w (χ - m)``, ``m = Σwχ/Σw``, by ``λ_c (δw (χ - m) - w Σδw(χ -
-    m)/Σw)``; it is drawn with the field noise in each sample (the two are independent, their
-    responses add). A weight's change also stiffens or frees its own voxel, which a first-order
-    response misses: where the rest of the objective holds a voxel loosely and its weight
-    moves by much of itself, the first-order response runs far past what the term can do
-    (4x the observed spread in the few tissue voxels that carry a weight on the benchmark
-    head). So each voxel's ``SD(δw)`` is replaced by the secant response of the voxel alone
-    (``d`` the operator's diagonal there, ``λ_c δw`` the change of its own stiffness) to a
-    rise and a fall of one SD, each clipped to the weight's range [0, 1]:
-    ``sqrt((r d/(d + λ_c r))² / 2 + (f d/(d - λ_c f))² / 2)``, ``r = min(SD, 1 - w)``,
-    ``f = min(SD, w)``.
+    ``csf_jitter`` (a sequence of ``samples`` arrays on the padded grid) holds changes ``δw``
+    of the CSF weights ``w`` that the scan's noise causes, one per sample
+    (:func:`qsmflow.reference.csf_weight_redraws`). A weight that moves by ``δw`` moves the
+    CSF term's gradient ``λ_c w (χ - m)``, ``m = Σwχ/Σw``, by ``λ_c (δw (χ - m) - w Σδw(χ -
+    m)/Σw)``, which is added to the sample's right-hand side, and it stiffens or frees its
+    own voxel: the sample's steps are solved with the operator that has ``λ_c δw`` on its
+    diagonal, i.e. the other scan's CSF term. (A first-order response with the operator
+    unchanged ran to 4x the spread over repeated scans in the few tissue voxels that carry
+    a weight on the benchmark head; a per-voxel secant bound of it under-predicted CSF's
+    spread by a quarter.)
 
     ``field_jitter`` (a sequence of ``samples`` fields on the padded grid, ppm) adds to each
     sample's noise draw a change of the field that the same noise causes elsewhere in the
@@ -304,7 +301,7 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
     the background, not the tissue's response to noise.
     """
     # the inverse diagonal (Jacobi, and the jitter's secant) of the operator that is solved only
-    ddiag = data_diagonal(p, weight=1.0) if jacobi or csf_sd is not None else None
+    ddiag = data_diagonal(p, weight=1.0) if jacobi else None
     op, _, _, _, minv = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=not steps,
                                              data_diag=ddiag)
     del ddiag
@@ -317,16 +314,21 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
         gap_w *= np.float32(alpha)
     w2s = p.w * p.w * sigma
     seeds = np.random.SeedSequence(seed).spawn(samples)
-    force = _csf_jitter(chi, csf, csf_sd, lam_csf, minv)
     precond = minv if jacobi else None
+    for name, jit in (("field_jitter", field_jitter), ("csf_jitter", csf_jitter)):
+        if jit is not None and len(jit) != samples:
+            raise ValueError(f"{name} holds {len(jit)} arrays for {samples} samples")
+    if csf is None:
+        csf_jitter = None
+    if csf_jitter is not None:
+        csf_w = csf.astype(np.float32)
+        csf_sum = float(csf_w.sum(dtype=np.float64))
+        centred = (chi - np.float32(np.dot(csf_w.ravel(), chi.ravel().astype(np.float64)) / csf_sum)) * (p.mask > 0)
 
     def curvature_gap(x):  # C x = α Gᵀ M (V - V') M G x
         g = p.grad(x)
         g *= gap_w
         return p.grad_adj(g)
-
-    if field_jitter is not None and len(field_jitter) != samples:
-        raise ValueError(f"field_jitter holds {len(field_jitter)} fields for {samples} samples")
 
     def response_sq(k):
         rng = np.random.default_rng(seeds[k])
@@ -334,12 +336,25 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
         if field_jitter is not None:
             draw += p.w * p.w * field_jitter[k]
         rhs = p.dipole(draw)
-        if force is not None:
-            force(rhs, rng)
-        term, _ = conjugate_gradient(op, rhs, 0.0, first, precond=precond)
+        op_k, precond_k = op, precond
+        if csf_jitter is not None:  # the other scan's CSF weights: their force, and their stiffness
+            dw = (csf_jitter[k] * np.float32(lam_csf)).astype(np.float32)  # λ_c δw
+            force = dw * centred
+            rhs -= force
+            rhs += csf_w * np.float32(force.sum(dtype=np.float64) / csf_sum)
+
+            def op_k(x, _dw=dw):
+                out = op(x)
+                out += _dw * x
+                return out
+
+            if precond is not None:
+                diag = np.float32(1) / precond
+                precond_k = np.float32(1) / np.maximum(diag + dw, np.float32(0.1) * diag)
+        term, _ = conjugate_gradient(op_k, rhs, 0.0, first, precond=precond_k)
         d = term.copy()
         for _ in range((steps or 1) - 1):
-            term, _ = conjugate_gradient(op, curvature_gap(term), 0.0, rest, precond=precond)
+            term, _ = conjugate_gradient(op_k, curvature_gap(term), 0.0, rest, precond=precond_k)
             d += term
         return d * d
 
@@ -348,32 +363,3 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
     with ThreadPoolExecutor(max_workers=min(samples, kernels.cores())) as pool:
         var = sum(pool.map(response_sq, range(samples)))
     return np.sqrt(var / np.float32(samples)).astype(np.float32)
-
-
-def _csf_jitter(chi, csf, csf_sd, lam_csf: float, inv_diag):
-    """The CSF weights' jitter as a random force, ``force(rhs, rng)`` subtracting one draw of
-    it from ``rhs`` in place (see :func:`noise_sd`; ``inv_diag`` the operator's inverse
-    diagonal); None without weights or their SD."""
-    if csf is None or csf_sd is None:
-        return None
-    idx = np.flatnonzero((csf > 0) & (csf_sd > 0))
-    all_idx = np.flatnonzero(csf)
-    if not idx.size:
-        return None
-    w_all = csf.flat[all_idx].astype(np.float64)
-    m = float(np.dot(w_all, chi.flat[all_idx]) / w_all.sum())
-    lam = np.float32(lam_csf)
-    sd, w = (a.flat[idx].astype(np.float32) for a in (csf_sd, csf))
-    d = np.float32(1.0) / inv_diag.flat[idx]
-    rise, fall = np.minimum(sd, 1 - w), np.minimum(sd, w)
-    up = rise * d / (d + lam * rise)
-    down = fall * d / np.maximum(d - lam * fall, np.float32(0.1) * d)  # d - λf >= the rest's stiffness > 0
-    scale = np.sqrt((up * up + down * down) / 2) * (chi.flat[idx] - np.float32(m))  # SD(δw)(χ - m), secant
-    w_over_sum = (csf.flat[all_idx] / np.float32(w_all.sum())).astype(np.float32)
-
-    def force(rhs, rng):
-        dw_r = scale * rng.standard_normal(idx.size, dtype=np.float32)
-        rhs.flat[idx] -= lam * dw_r
-        rhs.flat[all_idx] += lam * w_over_sum * np.float32(dw_r.sum(dtype=np.float64))
-
-    return force

@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 # about ±50 %, and region summaries use the root-mean-square (unbiased).
 SD_SAMPLES = 2
 SD_CG_ITER = (8, 4)
+# ...of at most this many Gauss-Newton steps: MEDI+0 with LBV's refinement takes 10-11 on the
+# 1 mm benchmark head (4 from zero, 6-7 restarting), whose later terms add little. On one SNR 100
+# realisation against the whole chain's spread over 20, 11 / 8 / 7 / 6 terms read white matter
+# 0.98 / 0.97 / 0.96 / 0.95, cortex 0.84 / 0.83 / 0.83 / 0.82, CSF 0.87 / 0.87 / 0.86 / 0.86,
+# iron-rich 1.02 / 1.00 / 0.99 / 0.97, in 7.4 / 6.3 / 5.3 / 4.4 s; fewer iterations per term
+# cost more (8 + 3 per term over 8 terms: cortex 0.80, CSF 0.84 in 4.4 s).
+SD_MAX_STEPS = 6
 # TFI's map: the Hessian's response by plain CG (see :func:`solvers.noise_sd`), 40 iterations.
 SD_CG_ITER_TFI = 40
 
@@ -155,7 +162,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
          tol: float = 0.1, restart_tol: float = MEDI_RESTART_TOL, cg_iter: int = 25, cg_tol: float = 0.01,
          edge_taper: float = MEDI_EDGE_TAPER,
          edge_taper_mm: float = MEDI_EDGE_TAPER_MM, return_sd: bool = False, sd_samples: int = SD_SAMPLES,
-         sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None, sd_field_jitter=None,
+         sd_noise: np.ndarray | None = None, sd_csf_jitter=None, sd_field_jitter=None,
          chi0: np.ndarray | None = None, chi0_steps: int = 0, info: dict | None = None):
     """MEDI: morphology-enabled dipole inversion, nonlinear and noise-weighted; MEDI+0 with a CSF mask.
 
@@ -214,10 +221,11 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         The field noise (ppm) ``return_sd`` propagates, if not ``noise``: e.g. its thermal
         part alone (:func:`qsmflow.fieldmap.thermal_noise`) when ``noise`` also holds the
         field model's error, which weights the data but does not vary between scans.
-    csf_sd : ndarray, optional
-        The SD of ``csf_mask``'s weights from the scan's noise
-        (:func:`qsmflow.reference.csf_weight_sd`): ``return_sd`` then also carries the
-        weights' jitter between scans, which moves χ in partial-volume CSF.
+    sd_csf_jitter : sequence of ndarray, optional
+        ``sd_samples`` changes of ``csf_mask``'s weights that the scan's noise causes, one
+        per sample (:func:`qsmflow.reference.csf_weight_redraws`): ``return_sd`` then also
+        carries the weights' changes between scans, which move χ in CSF (each sample is
+        solved with the other scan's CSF term, see :func:`solvers.noise_sd`).
     sd_field_jitter : sequence of ndarray, optional
         ``sd_samples`` changes of ``local_field`` (ppm, its grid) that the scan's noise causes
         through a decision taken before the inversion, one per sample, each added to that
@@ -243,7 +251,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     -----
     The uncertainty map is the standard deviation of χ that the noise causes: the response
     of the Gauss-Newton steps MEDI took (lagged-diffusivity TV, from zero) to field noise of
-    SD ``sd_noise`` (independent between voxels) and, with ``csf_sd``, to the CSF weights'
+    SD ``sd_noise`` (independent between voxels) and, with ``sd_csf_jitter``, to the CSF weights'
     jitter, linearised at χ (:func:`solvers.noise_sd`), sampled ``sd_samples`` times.
     It follows the estimator, not the noise map: it is larger where TV has not flattened χ
     (tissue edges, veins, iron-rich nuclei), and a region with a noisier field can have a
@@ -305,7 +313,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
           csf_voxels=int(csf.sum()) if csf is not None else 0,
           edge_taper=float(edge_taper) if noise is not None else 0.0, edge_taper_mm=float(edge_taper_mm))
     return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=True,
-                    steps=steps + chi0_steps, csf_sd=csf_sd, field_jitter=sd_field_jitter)
+                    steps=steps + chi0_steps, csf_jitter=sd_csf_jitter, field_jitter=sd_field_jitter)
 
 
 # Liu et al. 2018: sources outside the brain are weighted 30x in the preconditioner, the
@@ -322,7 +330,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION,
         background_preconditioner: float = TFI_BACKGROUND_PRECONDITIONER, max_iter: int = 5, tol: float = 0.02,
         cg_iter: int = TFI_CG_ITER, cg_tol: float = 0.003, return_sd: bool = False, sd_samples: int = SD_SAMPLES,
-        sd_noise: np.ndarray | None = None, csf_sd: np.ndarray | None = None, info: dict | None = None):
+        sd_noise: np.ndarray | None = None, sd_csf_jitter=None, info: dict | None = None):
     """Total field inversion: tissue and background sources from the total field in one step.
 
     Minimises MEDI+0's objective (see :func:`medi`) on the *total* field inside the brain
@@ -366,7 +374,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         with a warning).
     background_preconditioner : float
         ``P`` outside the mask.
-    max_iter, tol, cg_iter, cg_tol, return_sd, sd_samples, sd_noise, csf_sd
+    max_iter, tol, cg_iter, cg_tol, return_sd, sd_samples, sd_noise, sd_csf_jitter
         As for :func:`medi`.
 
     References
@@ -391,7 +399,8 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
     log.info("TFI alpha %.3g: %d Gauss-Newton steps", alpha, steps)
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
           csf_voxels=int(csf.sum()) if csf is not None else 0)
-    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=False, csf_sd=csf_sd)
+    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=False,
+                    csf_jitter=sd_csf_jitter)
 
 
 def _sd_samples(return_sd: bool, samples, noise, sd_noise, p: Problem):
@@ -413,37 +422,40 @@ def _sd_samples(return_sd: bool, samples, noise, sd_noise, p: Problem):
 
 
 def _with_sd(p: Problem, chi, alpha, noise, edges, csf, lam_csf, samples, info, *, jacobi: bool,
-             steps: int | None = None, csf_sd=None, field_jitter=None):
+             steps: int | None = None, csf_jitter=None, field_jitter=None):
     """χ on the full grid, and with ``samples`` > 0 its noise SD: χ or (χ, sd), following
     ``steps`` Gauss-Newton steps with Jacobi-preconditioned CG (MEDI) or the Hessian by plain
-    CG (TFI); ``csf_sd`` (full grid) adds the CSF weights' jitter, ``field_jitter`` (one
-    full-grid field per sample) the field's."""
+    CG (TFI); ``csf_jitter`` and ``field_jitter`` (full grid, one per sample) add the CSF
+    weights' changes and the field's."""
     if not samples:
         return p.full(chi)
     t0 = time.perf_counter()
     iters = SD_CG_ITER if jacobi else SD_CG_ITER_TFI
     sigma = p.cut(np.nan_to_num(np.asarray(noise, np.float32), nan=0.0, posinf=0.0)) * (p.mask > 0)
-    if csf_sd is not None:
-        csf_sd = _checks.as_volume("csf_sd", csf_sd)
-        if csf_sd.shape != tuple(p.full_shape):
-            raise ValueError(f"csf_sd has shape {csf_sd.shape} but the field has shape {tuple(p.full_shape)}")
-        csf_sd = p.cut(np.nan_to_num(csf_sd, nan=0.0)) * (p.mask > 0)
-    if field_jitter is not None:
-        if len(field_jitter) != samples:
-            raise ValueError(f"sd_field_jitter holds {len(field_jitter)} fields; give one per sample ({samples})")
-        cut = []
-        for j in field_jitter:
-            j = _checks.as_volume("sd_field_jitter", j)
-            if j.shape != tuple(p.full_shape):
-                raise ValueError(f"sd_field_jitter has shape {j.shape} but the field has shape {tuple(p.full_shape)}")
-            cut.append(p.cut(np.nan_to_num(j, nan=0.0).astype(np.float32)) * (p.mask > 0))
-        field_jitter = cut
+    csf_jitter = _per_sample(p, "sd_csf_jitter", csf_jitter, samples)
+    field_jitter = _per_sample(p, "sd_field_jitter", field_jitter, samples)
+    steps = min(steps, SD_MAX_STEPS) if jacobi else None
     sd = solvers.noise_sd(p, chi, alpha, np.maximum(sigma, 0), edges=edges, csf=csf, lam_csf=lam_csf, eps=1e-6,
-                          samples=samples, cg_iter=iters, steps=steps if jacobi else None, csf_sd=csf_sd,
-                          jacobi=jacobi, field_jitter=field_jitter)
+                          samples=samples, cg_iter=iters, steps=steps, csf_jitter=csf_jitter, jacobi=jacobi,
+                          field_jitter=field_jitter)
     _note(info, sd_samples=samples, sd_cg_iterations=iters if not jacobi else iters[0] + iters[1] * (steps - 1),
           sd_seconds=time.perf_counter() - t0)
     return p.full(chi), p.full(sd)
+
+
+def _per_sample(p: Problem, name: str, arrays, samples: int):
+    """One full-grid array per sample, checked and cut to the padded grid (None stays None)."""
+    if arrays is None:
+        return None
+    if len(arrays) != samples:
+        raise ValueError(f"{name} holds {len(arrays)} arrays; give one per sample ({samples})")
+    cut = []
+    for a in arrays:
+        a = _checks.as_volume(name, a)
+        if a.shape != tuple(p.full_shape):
+            raise ValueError(f"{name} has shape {a.shape} but the field has shape {tuple(p.full_shape)}")
+        cut.append(p.cut(np.nan_to_num(a, nan=0.0).astype(np.float32)) * (p.mask > 0))
+    return cut
 
 
 def _tfi_alpha(alpha, p: Problem, noise) -> float:

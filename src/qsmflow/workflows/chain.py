@@ -302,11 +302,15 @@ def sd_peel_jitter(opt: Options, field, mask, region, local, eroded, vs, noise_h
     if not opt.chi_sd or "sd_field_jitter" not in inv.needs or noise_hz is None or opt.peel_noise_factor <= 0 \
             or opt.bg_polynomial or resolve_bgremove(opt.bgremove, vs) != "lbv" or "bgremove" in opt.stage_options:
         return None
-    samples = opt.stage_options.get("inversion", {}).get("sd_samples", inversion.SD_SAMPLES)
-    return jitter.peel_field_jitter(field, mask, region, local, eroded, vs, noise_hz, samples=samples,
+    return jitter.peel_field_jitter(field, mask, region, local, eroded, vs, noise_hz, samples=_sd_samples(opt),
                                     magnitude=mag, echo_times=te, sigma=sigma, r2star=r2star, r2star_sd=r2star_sd,
                                     r2star_noise=r2star_noise, field_strength=field_strength,
                                     factor=opt.peel_noise_factor, depth=depth)
+
+
+def _sd_samples(opt: Options) -> int:
+    """The χ uncertainty map's samples: the user's ``sd_samples`` for the inversion, else the default."""
+    return opt.stage_options.get("inversion", {}).get("sd_samples", inversion.SD_SAMPLES)
 
 
 def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=None, slice_axis=None):
@@ -380,13 +384,13 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     inv = STAGES["inversion"][resolve_inversion(opt.inversion, voxel_size)]
     ref = choose(STAGES["reference"], opt.reference, "reference")
     needs = set(inv.needs)  # declared in the registry, not guessed from the signature
-    csf = csf_sd = None
+    csf = csf_jitter = None
     if r2star is not None and ("csf_mask" in needs or ref.name == "csf"):
         csf = reference.csf_weights(r2star, eroded, voxel_size, r2star_noise=r2star_noise, echo_span_s=echo_span_s)
         if not csf.any():
             csf = None
         elif opt.chi_sd and r2star_noise is not None:
-            csf_sd = reference.csf_weight_sd(csf, r2star, r2star_noise)
+            csf_jitter = reference.csf_weight_redraws(csf, r2star, eroded, r2star_noise, samples=_sd_samples(opt))
     if ref.name == "csf" and csf is None:
         why = ("finding it needs R2*, i.e. two or more echoes" if r2star is None else
                f"the echoes span less than {1e3 * CSF_MIN_ECHO_SPAN_S:g} ms" if reference.echo_span_too_short(echo_span_s)
@@ -394,12 +398,12 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
         log.warning("no CSF found for the reference (%s); χ is referenced to the whole-brain mean instead", why)
         ref = reference.METHODS["mean"]
     context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf,
-               "csf_sd": csf_sd, "sd_field_jitter": sd_field_jitter if opt.chi_sd else None}
+               "sd_csf_jitter": csf_jitter, "sd_field_jitter": sd_field_jitter if opt.chi_sd else None}
     # what the user set in stage_options wins over what the chain provides
     kwargs = {k: v for k, v in context.items() if k in needs and v is not None}
     kwargs.update(so.get("inversion", {}))
-    if "csf_mask" in so.get("inversion", {}) and "csf_sd" not in so["inversion"]:
-        kwargs.pop("csf_sd", None)  # the chain's weights' SD does not describe the user's CSF mask
+    if "csf_mask" in so.get("inversion", {}) and "sd_csf_jitter" not in so["inversion"]:
+        kwargs.pop("sd_csf_jitter", None)  # the chain's weights' changes do not describe the user's CSF mask
     if "magnitude" in needs and "magnitude" not in kwargs:
         raise ValueError(f"inversion {inv.name!r} needs a magnitude image")
     sd = None
@@ -455,7 +459,7 @@ class Inverted(NamedTuple):
 
 
 # the inversion's inputs that serve the uncertainty map alone (not its first pass)
-_SD_ONLY = ("return_sd", "sd_noise", "csf_sd", "sd_field_jitter")
+_SD_ONLY = ("return_sd", "sd_noise", "sd_csf_jitter", "sd_field_jitter")
 
 
 def _first_pass(inv, local, eroded, voxel_size, b0_direction, kwargs, refine):

@@ -97,6 +97,8 @@ def peel_field_jitter(field, mask, region, local, eroded, voxel_size, noise, *, 
         return np.where(interior & eroded_k, local_k - local, 0).astype(np.float32)
 
     redraws = (samples + 1) // 2
+    if redraws < 1:  # no samples (the inversion refuses the count in words)
+        return []
     # redraws side by side: much of one (the peel, building LBV's matrix) is one thread's work
     with ThreadPoolExecutor(max_workers=min(redraws, kernels.cores())) as pool:
         changes = list(pool.map(redraw, np.random.SeedSequence(seed).spawn(redraws)))
