@@ -114,6 +114,11 @@ def test_reliability_peel_removes_the_noisy_edge_and_keeps_deep_veins():
     assert np.array_equal(mask & ~kept, dilate(edge, 1.0, vs) & mask)
     # unknown noise (no background to measure it): the mask is kept whole
     assert np.array_equal(reliable_field_mask(mask, np.full(shape, np.nan, np.float32), vs), mask)
+    # a depth map given (a caller peeling again) is the depth: a wrong one moves the peel
+    from qsmflow.masking import distance_to_outside
+    depth = distance_to_outside(mask, vs)
+    assert np.array_equal(reliable_field_mask(mask, noise, vs, factor=3.0, depth_mm=6.0, depth=depth), kept)
+    assert np.array_equal(reliable_field_mask(mask, noise, vs, factor=3.0, depth_mm=6.0, depth=depth + 10), mask)
 
 
 def test_reliability_peel_takes_a_sinus_at_the_edge_when_r2star_is_resolved():
