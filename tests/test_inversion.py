@@ -919,6 +919,9 @@ def test_medi_restarts_from_chi_after_lbv_boundary_refinement():
     assert np.linalg.norm(same - chi1) < 0.1 * np.linalg.norm(chi1)
     with pytest.raises(ValueError, match="chi0 has shape"):
         medi(local, region, VS, b0, chi0=chi1[:-1], **kw)
+    for name in ("tol", "restart_tol"):  # a negative stopping rule would run every step in silence
+        with pytest.raises(ValueError, match=f"^{name} must be positive"):
+            medi(local, region, VS, b0, chi0=chi1, **{**kw, name: -0.01})
 
 
 def test_medi_edge_taper_discounts_the_background_removal_error_at_the_edge():

@@ -284,6 +284,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     quantitative susceptibility mapping. Magn Reson Med 2018;79:2795-2803.
     doi:10.1002/mrm.26946
     """
+    tol, restart_tol = _checks.positive("tol", tol), _checks.positive("restart_tol", restart_tol)
     if return_sd and sd_noise is None:
         sd_noise = noise
     p, edges, csf, s, lam_csf = _medi_problem(local_field, mask, voxel_size, b0_direction, magnitude, phase_scale,
