@@ -110,7 +110,7 @@ def csf_weights(r2star: np.ndarray, mask: np.ndarray, voxel_size, *, r2star_nois
             log.info("CSF weights: %d voxels of the mask left out, their R2* noise above %g/s", noisy.sum(), width)
         ok &= ~noisy
     w = np.zeros(r2.shape, np.float32)
-    w[ok] = np.clip((zero - r2[ok]) / np.float32(width), 0, 1)
+    w[ok] = _ramp(r2[ok], zero, width)
     volume_ml = float(w.sum(dtype=np.float64)) * float(np.prod(vs)) / 1000
     if volume_ml < CSF_MIN_VOLUME_ML:
         log.warning("only %.2f mL of CSF-like R2* (below %g/s) in the mask (the ventricles alone hold > %g mL); no "
@@ -148,9 +148,14 @@ def csf_weight_redraws(weights: np.ndarray, r2star: np.ndarray, mask: np.ndarray
     for _ in range(samples):
         drawn = r2[on] + sd[on] * rng.standard_normal(int(on.sum()), dtype=np.float32)
         change = np.zeros(w.shape, np.float32)
-        change[on] = np.clip((np.float32(zero) - drawn) / np.float32(width), 0, 1) - w[on]
+        change[on] = _ramp(drawn, zero, width) - w[on]
         out.append(change)
     return out
+
+
+def _ramp(r2: np.ndarray, zero: float, width: float) -> np.ndarray:
+    """The CSF weight of R2* (1/s): 1 up to ``zero - width``, 0 from ``zero``, linear between."""
+    return np.clip((np.float32(zero) - r2) / np.float32(width), 0, 1)
 
 
 def _ramp_width(full: float, zero: float) -> float:

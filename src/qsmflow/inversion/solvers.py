@@ -300,7 +300,7 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
     over noise draws). Nor is TFI's ``Q`` used: its background weight speeds up the fit of
     the background, not the tissue's response to noise.
     """
-    # the inverse diagonal (Jacobi, and the jitter's secant) of the operator that is solved only
+    # the inverse diagonal (Jacobi) of the operator that is solved only
     ddiag = data_diagonal(p, weight=1.0) if jacobi else None
     op, _, _, _, minv = _gauss_newton_system(p, chi, alpha, edges, csf, lam_csf, eps, None, newton=not steps,
                                              data_diag=ddiag)

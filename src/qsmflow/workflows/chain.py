@@ -309,8 +309,10 @@ def sd_peel_jitter(opt: Options, field, mask, region, local, eroded, vs, noise_h
 
 
 def _sd_samples(opt: Options) -> int:
-    """The χ uncertainty map's samples: the user's ``sd_samples`` for the inversion, else the default."""
-    return opt.stage_options.get("inversion", {}).get("sd_samples", inversion.SD_SAMPLES)
+    """The χ uncertainty map's samples: the user's ``sd_samples`` for the inversion, else the default
+    (also for a count that is no whole number of at least 1: the inversion refuses it in words)."""
+    n = opt.stage_options.get("inversion", {}).get("sd_samples", inversion.SD_SAMPLES)
+    return n if isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 else inversion.SD_SAMPLES
 
 
 def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=None, slice_axis=None):
@@ -389,7 +391,7 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
         csf = reference.csf_weights(r2star, eroded, voxel_size, r2star_noise=r2star_noise, echo_span_s=echo_span_s)
         if not csf.any():
             csf = None
-        elif opt.chi_sd and r2star_noise is not None:
+        elif opt.chi_sd and r2star_noise is not None and "sd_csf_jitter" in needs:
             csf_jitter = reference.csf_weight_redraws(csf, r2star, eroded, r2star_noise, samples=_sd_samples(opt))
     if ref.name == "csf" and csf is None:
         why = ("finding it needs R2*, i.e. two or more echoes" if r2star is None else
@@ -398,7 +400,7 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
         log.warning("no CSF found for the reference (%s); χ is referenced to the whole-brain mean instead", why)
         ref = reference.METHODS["mean"]
     context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf,
-               "sd_csf_jitter": csf_jitter, "sd_field_jitter": sd_field_jitter if opt.chi_sd else None}
+               "sd_csf_jitter": csf_jitter, "sd_field_jitter": sd_field_jitter}
     # what the user set in stage_options wins over what the chain provides
     kwargs = {k: v for k, v in context.items() if k in needs and v is not None}
     kwargs.update(so.get("inversion", {}))
@@ -417,7 +419,8 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
             kwargs["return_sd"] = True
             if sd_noise_ppm is not None and "sd_noise" not in kwargs:
                 kwargs["sd_noise"] = sd_noise_ppm
-    if not kwargs.get("return_sd"):
+    if not kwargs.get("return_sd"):  # no map: nothing for the redraws to go into
+        kwargs.pop("sd_csf_jitter", None)
         kwargs.pop("sd_field_jitter", None)
     info: dict = {}
     if refine is not None and not inv.warm_start:
