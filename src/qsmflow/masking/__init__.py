@@ -280,7 +280,8 @@ def bet_brain_mask(
     crop = _crop_mask(img, valid, vs)
     if crop is not None:
         return crop
-    brain = _shrink(bet.bet_mask(img, vs, valid=valid, fractional_threshold=fractional_threshold), shrink_mm, vs)
+    del img  # BET combines the echoes itself, and reads their decay
+    brain = _shrink(bet.bet_mask(magnitude, vs, valid=valid, fractional_threshold=fractional_threshold), shrink_mm, vs)
     check_volume(brain, vs)
     return brain
 
