@@ -327,7 +327,8 @@ def test_tfi_preconditioner_and_csf_term_do_their_jobs():
     assert metrics.nrmse(est, chi, mask) < 0.7 * metrics.nrmse(flat, chi, mask)
     assert metrics.nrmse(est, chi, mask) < 4.0
     assert info.pop("gauss_newton_steps") in (7, 8)
-    assert info == {"alpha": 1e-4, "converged": True, "csf_voxels": 0}
+    # no noise map: nothing to taper (the taper raises the noise map toward the edge)
+    assert info == {"alpha": 1e-4, "converged": True, "csf_voxels": 0, "edge_taper": 0.0, "edge_taper_mm": 2.0}
     csf = mask & ((x / 4) ** 2 + (y / 8) ** 2 + (z / 4) ** 2 <= 1) & (chi == -0.02)
     held = {}
     with_csf = inversion.tfi(total, mask, VS, b0, csf_mask=csf, lam_csf=10.0, info=held, **run)
@@ -420,6 +421,23 @@ def test_tfi_separates_an_air_cavity_from_the_brain():
     linear = inversion.tfi(total, mask, VS, b0, **dict(run, phase_scale=1e-4))
     assert metrics.nrmse(est, linear, mask) < 1.0
     assert metrics.nrmse(medi(total, mask, VS, b0, **kw), chi, mask) > 100.0
+
+
+def test_tfi_edge_taper_discounts_field_errors_on_the_mask_edge():
+    """The chain's total field is worst on the mask's outer voxel layer (partial volume with
+    bone, sinus, the scalp's ringing). With an error of SD 0.05 ppm there, weighting the data
+    less toward the edge (the default taper, 3 over 2 mm, as MEDI's) gives TFI's χ nearer the
+    truth than equal weights: measured NRMSE 22.4 % against 42.6 % (taper 1: 32.2 %)."""
+    b0, mask, chi, total, kw = _cavity_head()
+    edge = mask & ~ndimage.binary_erosion(mask)
+    rng = np.random.default_rng(3)
+    bad = total + np.where(edge, rng.normal(0, 0.05, mask.shape), 0).astype(np.float32)
+    run = dict(cg_iter=50, cg_tol=1e-3, tol=0.01, max_iter=10, noise=np.full(SHAPE, 5e-4, np.float32), **kw)
+    info = {}
+    tapered = metrics.nrmse(inversion.tfi(bad, mask, VS, b0, info=info, **run), chi, mask)
+    flat = metrics.nrmse(inversion.tfi(bad, mask, VS, b0, edge_taper=0.0, **run), chi, mask)
+    assert tapered < 0.7 * flat, (tapered, flat)
+    assert info["edge_taper"] == 3.0 and info["edge_taper_mm"] == 2.0
 
 
 @pytest.mark.parametrize("method", ["medi", "tfi"])
