@@ -240,8 +240,9 @@ def test_tfi_runs_on_the_total_field_without_background_removal(head4):
 def test_chi_sd_carries_the_peels_redraw(head4, monkeypatch):
     """With LBV and MEDI the chain redraws the peel of the region's edge once per uncertainty
     sample and the map carries the local field's change: on this 4 mm head the map's RMS in
-    the outer voxel of the region rose 7 % (measured; 2 % deeper) over the same run with the
-    redraws replaced by zeros. χ itself does not change."""
+    the outer voxel of the region rose 4.8 % (measured; 2.1 % deeper; 7 % and 2 % with the
+    one-surface BET mask before stop 44) over the same run with the redraws replaced by
+    zeros. χ itself does not change."""
     from qsmflow.workflows import chain
 
     seen = []
@@ -260,7 +261,7 @@ def test_chi_sd_carries_the_peels_redraw(head4, monkeypatch):
     rms = {k: np.sqrt(np.mean(r.chi_sd[sel] ** 2)) for k, r, sel in
            (("edge on", on, edge), ("edge off", off, edge), ("deep on", on, deep), ("deep off", off, deep))}
     edge_gain, deep_gain = rms["edge on"] / rms["edge off"], rms["deep on"] / rms["deep off"]
-    assert edge_gain > 1.04 and edge_gain > deep_gain + 0.03 and abs(deep_gain - 1) < 0.05, rms
+    assert edge_gain > 1.035 and edge_gain > deep_gain + 0.02 and abs(deep_gain - 1) < 0.05, rms
 
 
 def test_lbv_refinement_adds_a_harmonic_field_and_inverts_again(head4):
