@@ -26,8 +26,6 @@ METHODS = {
                    warm_start=True, only_with={"csf_mask": "MEDI+0"}),
     "tfi": Method("tfi", tfi, "total field inversion: MEDI+0 on the total field with background sources, "
                   "preconditioned (no background removal)",
-                  # no sd_csf_jitter from the chain: with TFI's Hessian solved by plain CG, samples
-                  # with the other scan's CSF weights came out up to 3x the rest (tv.tfi)
                   needs=("noise", "magnitude", "phase_scale", "csf_mask"), noise_sd=True),
 }
 
