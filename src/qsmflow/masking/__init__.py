@@ -12,6 +12,7 @@ from skimage.filters import threshold_otsu
 from .._shared import checks as _checks
 from .._shared.echoes import rss
 from . import bet
+from ._components import largest_component as _largest_component
 from .._shared.registry import Method
 
 log = logging.getLogger(__name__)
@@ -101,15 +102,6 @@ def _ball(radius_mm: float, vs: np.ndarray, reach) -> np.ndarray:
     """The voxel offsets within ``radius_mm`` of the centre, as a boolean structuring element."""
     axes = np.ogrid[tuple(slice(-r, r + 1) for r in reach)]
     return sum((a * h) ** 2 for a, h in zip(axes, vs)) <= (radius_mm * (1 + 1e-9)) ** 2
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == np.argmax(sizes)
 
 
 def _combined(magnitude, valid):

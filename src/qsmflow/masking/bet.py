@@ -9,6 +9,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from . import mesh as _mesh
+from ._components import largest_component
 from .._shared import checks as _checks
 from .._shared.echoes import rss
 
@@ -105,17 +106,15 @@ def _decay(mag):
     return np.log(np.maximum(mag[..., 0], tiny)) - np.log(np.maximum(mag[..., -1], tiny))
 
 
-def _largest(mask):
-    """The largest connected piece of ``mask`` (folds of a surface leave small islands)."""
-    lab, n = ndimage.label(mask)
-    return lab == np.argmax(np.bincount(lab.ravel())[1:]) + 1 if n > 1 else mask
+def _cleaned(mask, valid):
+    """``mask``'s largest piece (folds of a surface leave small islands), holes filled but
+    not with invalid voxels."""
+    return ndimage.binary_fill_holes(largest_component(mask & valid)) & valid
 
 
 def _inside(verts, faces, valid, vs):
-    """The mask a surface encloses on the voxel grid: its largest piece, holes filled (but
-    not with invalid voxels)."""
-    mask = _largest(_mesh.fill(verts, faces, valid.shape, vs) & valid)
-    return ndimage.binary_fill_holes(mask) & valid
+    """The mask a surface encloses on the voxel grid, cleaned."""
+    return _cleaned(_mesh.fill(verts, faces, valid.shape, vs), valid)
 
 
 def _self_intersection(verts, verts0, topo, l_now, l0) -> float:
@@ -325,7 +324,6 @@ def bet_mask(
             added = wider & ~mask & (decay <= limit)
             log.info("BET: the second surface adds %d voxels (%.1f mL)", int(added.sum()),
                      added.sum() * np.prod(vs) / 1000)
-            mask = _largest(mask | added)
-            mask = ndimage.binary_fill_holes(mask) & valid
+            mask = _cleaned(mask | added, valid)
     log.info("BET brain mask: %d voxels (%.1f mL), f %.2f", int(mask.sum()), mask.sum() * np.prod(vs) / 1000, f)
     return (mask, (verts, topo.faces)) if return_surface else mask
