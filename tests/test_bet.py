@@ -384,6 +384,7 @@ def test_bet_mask_keeps_only_valid_voxels_and_one_component():
     (dict(bias_passes=-1), "bias_passes must be a non-negative integer"),
     (dict(bias_passes=1.5), "bias_passes"),
     (dict(bias_passes=True), "bias_passes"),
+    (dict(second_surface="no"), "second_surface must be True or False"),
     (dict(valid=np.ones((5, 5, 5), bool)), "valid"),
 ])
 def test_bet_mask_names_the_bad_argument(kwargs, words):

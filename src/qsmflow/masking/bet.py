@@ -299,6 +299,8 @@ def bet_mask(
         raise ValueError(f"vertical_gradient must be between -1 and 1, got {g}")
     if isinstance(bias_passes, bool) or not isinstance(bias_passes, (int, np.integer)) or bias_passes < 0:
         raise ValueError(f"bias_passes must be a non-negative integer, got {bias_passes!r}")
+    if not isinstance(second_surface, (bool, np.bool_)):
+        raise ValueError(f"second_surface must be True or False, got {second_surface!r}")
     img = rss(mag)
     valid = np.ones(img.shape, bool) if valid is None else _checks.as_mask("valid", valid, img.shape)
     decay = _decay(mag) if mag.shape[-1] >= 2 and second_surface else None
