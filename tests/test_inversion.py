@@ -910,7 +910,8 @@ def test_medi_restarts_from_chi_after_lbv_boundary_refinement():
     background; with sources near the edge of a small head (and an air cavity below it),
     adding back the field χ makes on the boundary (bgremove.lbv_boundary_field) and
     restarting MEDI from χ with the same weight brings χ nearer the truth: measured 11.3 ->
-    10.6 % in 10 more Gauss-Newton steps (the cap) towards a 1 % update (MEDI_RESTART_TOL; this
+    10.7 % in 10 more Gauss-Newton steps (the cap) of 15 CG iterations (MEDI_RESTART_CG_ITER; 10.6 %
+    with 25) towards a 1 % update (MEDI_RESTART_TOL; this
     small head does best with a short restart, 10.2 % in 1 step to 10 %, 10.3 % in 4 to 3 %,
     where the benchmark matrix's heads gain from the longer one; the local field 24.1 -> 20.7 %
     off). Restarting on the same field moves χ by 5 %, and a χ of the wrong shape is refused."""
@@ -940,6 +941,10 @@ def test_medi_restarts_from_chi_after_lbv_boundary_refinement():
     for name in ("tol", "restart_tol"):  # a negative stopping rule would run every step in silence
         with pytest.raises(ValueError, match=f"^{name} must be positive"):
             medi(local, region, VS, b0, chi0=chi1, **{**kw, name: -0.01})
+    for name in ("cg_iter", "restart_cg_iter"):  # 0 would take no step; 2.5 or True would read as a count
+        for bad in (0, 2.5, True):
+            with pytest.raises(ValueError, match=f"^{name} must be a whole number"):
+                medi(local, region, VS, b0, chi0=chi1, **{**kw, name: bad})
 
 
 def test_medi_edge_taper_discounts_the_background_removal_error_at_the_edge():
