@@ -869,6 +869,28 @@ def test_jacobi_diagonal_matches_the_gauss_newton_operator():
     assert _gauss_newton_system(p, x, 1e-3, edges, csf, 50.0, 1e-6, None)[4] is None
 
 
+def test_csf_term_adds_the_weighted_projection_in_place_whatever_the_memory_order():
+    """MEDI+0's CSF term adds λ_c w ⊙ (x - Σwx/Σw) to its output in place (written out here
+    with numpy), on the flat view of a C-ordered output and through the slower iterator of a
+    Fortran-ordered one, where a reshaped copy would lose the sum without a word."""
+    from qsmflow.inversion.problem import Problem
+    from qsmflow.inversion.solvers import _gauss_newton_system
+
+    mask, chi, field = _brain((0, 0, 1))
+    p = Problem(field, mask, np.array(VS), np.array([0.0, 0.0, 1.0]), mask.astype(np.float32), 4)
+    rng = np.random.default_rng(3)
+    weights = np.where(rng.uniform(size=p.shape) < 0.1, rng.uniform(0.2, 1.0, p.shape), 0).astype(np.float32)
+    x = rng.standard_normal(p.shape).astype(np.float32)
+    edges = np.ones((3,) + p.shape, np.float32)
+    add_csf = _gauss_newton_system(p, x * 0, 1e-3, edges, weights, 0.3, 1e-6, None)[3]
+    mean = np.sum(weights * x, dtype=np.float64) / np.sum(weights, dtype=np.float64)
+    expected = 1.0 + 0.3 * weights * (x - mean)
+    for order in ("C", "F"):
+        out = np.ones(p.shape, np.float32, order=order)
+        assert add_csf(out, x) is out
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_a_noise_map_in_hz_is_refused():
     """The field fits give their noise in Hz, the inversions take ppm: a map in Hz (0.5 Hz here,
     50x the local field's RMS in ppm) would make the field look like noise and χ vanish."""

