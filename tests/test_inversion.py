@@ -891,6 +891,35 @@ def test_csf_term_adds_the_weighted_projection_in_place_whatever_the_memory_orde
         np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_chi_sd_sample_with_redrawn_csf_weights_solves_the_other_scans_csf_term():
+    """A χ SD sample whose CSF weights another scan would give (``csf_jitter`` δw) is solved
+    with that scan's whole CSF term: where χ is zero on every weighted voxel (the term's force
+    vanishes), it equals the sample drawn with the weights w + δw themselves (the same noise
+    draw; the Hessian solved by plain CG as for TFI). Changing only the operator's diagonal
+    by λ_c δw (stops 43-44) leaves the old weights' rank-one part and misses it by far."""
+    from qsmflow.inversion.problem import Problem
+    from qsmflow.inversion.solvers import noise_sd
+
+    mask, chi, field = _brain((0, 0, 1))
+    rng = np.random.default_rng(5)
+    p = Problem(field, mask, np.array(VS), np.array([0.0, 0.0, 1.0]),
+                np.where(mask, rng.uniform(0.5, 2.0, SHAPE), 0).astype(np.float32), 4)
+    inside = p.mask > 0
+    w = np.where(inside & (rng.uniform(size=p.shape) < 0.3), rng.uniform(0.2, 1.0, p.shape), 0).astype(np.float32)
+    # another scan: half the weighted voxels lose their weight, others gain some
+    other = np.where(rng.uniform(size=p.shape) < 0.5, 0, np.clip(w + 0.3, 0, 1)).astype(np.float32) * inside
+    x = np.where(inside & (w == 0) & (other == 0), p.put(p.box.cut(chi)), 0).astype(np.float32)
+    kw = dict(edges=np.ones((3,) + p.shape, np.float32), lam_csf=2.0, eps=1e-2, samples=2, cg_iter=60,
+              jacobi=False)
+    sigma = np.where(inside, 1e-3, 0).astype(np.float32)
+    jittered = noise_sd(p, x, 1e-3, sigma, csf=w, csf_jitter=[other - w] * 2, **kw)
+    direct = noise_sd(p, x, 1e-3, sigma, csf=other, **kw)
+    unchanged = noise_sd(p, x, 1e-3, sigma, csf=w, **kw)
+    err = np.linalg.norm(jittered - direct) / np.linalg.norm(direct)
+    assert err < 0.01, err
+    assert np.linalg.norm(unchanged - direct) / np.linalg.norm(direct) > 0.05  # the redraw matters here
+
+
 def test_a_noise_map_in_hz_is_refused():
     """The field fits give their noise in Hz, the inversions take ppm: a map in Hz (0.5 Hz here,
     50x the local field's RMS in ppm) would make the field look like noise and χ vanish."""

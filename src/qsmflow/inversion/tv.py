@@ -345,7 +345,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         lam_csf: float = CSF_LAMBDA, edge_fraction: float = MEDI_EDGE_FRACTION,
         background_preconditioner: float = TFI_BACKGROUND_PRECONDITIONER, max_iter: int = 5, tol: float = 0.02,
         cg_iter: int = TFI_CG_ITER, cg_tol: float = 0.003, return_sd: bool = False, sd_samples: int = SD_SAMPLES,
-        sd_noise: np.ndarray | None = None, info: dict | None = None,
+        sd_noise: np.ndarray | None = None, sd_csf_jitter=None, info: dict | None = None,
         edge_taper: float = MEDI_EDGE_TAPER, edge_taper_mm: float = MEDI_EDGE_TAPER_MM):
     """Total field inversion: tissue and background sources from the total field in one step.
 
@@ -397,13 +397,11 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         with a warning).
     background_preconditioner : float
         ``P`` outside the mask.
-    max_iter, tol, cg_iter, cg_tol, return_sd, sd_samples, sd_noise
-        As for :func:`medi`. Unlike MEDI's, the map takes no ``sd_csf_jitter`` (the CSF
-        weights another scan would give): with TFI's Hessian solved by plain CG, a sample
-        carrying them came out up to 3x the others (2 mm head, SNR 40: one realisation's
-        map 0.0149 ppm RMS against 0.0041-0.0060, the observed spread 0.0038); without them
-        predicted / observed is 1.00 / 0.98 over the brain at SNR 40 / 100 (0.73-1.30 per
-        tissue class, ``benchmarks/chi_sd.py --voxel 2``).
+    max_iter, tol, cg_iter, cg_tol, return_sd, sd_samples, sd_noise, sd_csf_jitter
+        As for :func:`medi`. Each χ SD sample with ``sd_csf_jitter`` is solved with the other
+        scan's whole CSF term (:func:`qsmflow.inversion.solvers.noise_sd`); with only its
+        diagonal changed (stops 43-44) TFI's Hessian became indefinite and a sample could come
+        out 6x too large (2 mm head, SNR 40), so stop 44 had left the redraws out.
 
     References
     ----------
@@ -429,7 +427,8 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
     _note(info, alpha=alpha, gauss_newton_steps=steps, converged=steps < max_iter,
           csf_voxels=int(csf.sum()) if csf is not None else 0,
           edge_taper=float(edge_taper) if noise is not None else 0.0, edge_taper_mm=float(edge_taper_mm))
-    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=False)
+    return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=False,
+                    csf_jitter=sd_csf_jitter)
 
 
 def _sd_samples(return_sd: bool, samples, noise, sd_noise, p: Problem):
