@@ -149,3 +149,11 @@ def positive(name: str, value, *, allow_zero: bool = False) -> float:
     if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
     return value
+
+
+def whole_number(name: str, value, *, minimum: int = 1) -> int:
+    """Return ``value`` as an int that is a whole number of at least ``minimum`` (a count: not a
+    bool, which would read as 0 or 1, nor a float such as 2.5)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
+    return int(value)

@@ -145,6 +145,12 @@ def _csf_projection(weights, lam: float):
     return add, idx, w
 
 
+def _csf_diagonal(w: np.ndarray, lam) -> np.ndarray:
+    """The diagonal of the CSF term for weights ``w`` (the weighted voxels' values, or a whole
+    volume): ``lam · w (1 - w/Σw)``."""
+    return np.float32(lam) * w * (1 - w / np.float32(w.sum(dtype=np.float64) or 1.0))
+
+
 def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.ndarray, csf, lam_csf: float,
                          eps: float, precond, newton: bool = False, data_diag: np.ndarray | None = None,
                          capped: bool = False):
@@ -219,7 +225,7 @@ def _inverse_diagonal(p: Problem, v: np.ndarray, alpha: float, data_diag: np.nda
         tv *= np.float32(alpha / h ** 2)
         diag += tv
     if csf_idx.size:
-        diag.flat[csf_idx] += lam * csf_w * (1 - csf_w / np.float32(csf_w.sum(dtype=np.float64)))
+        diag.flat[csf_idx] += _csf_diagonal(csf_w, lam)
     if precond is not None:
         diag *= precond * precond
     floor = np.float32(1e-6) * float(diag.max())  # voxels no term reaches (TFI's far background)
@@ -342,9 +348,6 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
         csf_w = csf.astype(np.float32)
         drop_csf = _csf_projection(csf_w, -lam_csf)[0]  # takes this scan's CSF term away again
 
-        def csf_diagonal(wt):  # the CSF term's diagonal, λ_c w (1 - w/Σw)
-            return np.float32(lam_csf) * wt * (1 - wt / np.float32(wt.sum(dtype=np.float64) or 1.0))
-
     def curvature_gap(x):  # C x = α Gᵀ M (V - V') M G x
         g = p.grad(x)
         g *= gap_w
@@ -368,7 +371,7 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
 
             if precond is not None:
                 diag = np.float32(1) / precond
-                diag_k = diag + csf_diagonal(w_other) - csf_diagonal(csf_w)
+                diag_k = diag + _csf_diagonal(w_other, lam_csf) - _csf_diagonal(csf_w, lam_csf)
                 precond_k = np.float32(1) / np.maximum(diag_k, np.float32(0.1) * diag)
         term, _ = conjugate_gradient(op_k, rhs, 0.0, first, precond=precond_k)
         d = term.copy()

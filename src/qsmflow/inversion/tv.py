@@ -295,9 +295,8 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     doi:10.1002/mrm.26946
     """
     tol, restart_tol = _checks.positive("tol", tol), _checks.positive("restart_tol", restart_tol)
-    for name, value in (("cg_iter", cg_iter), ("restart_cg_iter", restart_cg_iter)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    cg_iter = _checks.whole_number("cg_iter", cg_iter)
+    restart_cg_iter = _checks.whole_number("restart_cg_iter", restart_cg_iter)
     if return_sd and sd_noise is None:
         sd_noise = noise
     p, edges, csf, s, lam_csf = _medi_problem(local_field, mask, voxel_size, b0_direction, magnitude, phase_scale,
@@ -436,17 +435,16 @@ def _sd_samples(return_sd: bool, samples, noise, sd_noise, p: Problem):
     propagates (``sd_noise``, else ``noise``)."""
     if not return_sd:
         return 0, None
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise ValueError(f"sd_samples must be a whole number of at least 1, got {samples!r}")
+    samples = _checks.whole_number("sd_samples", samples)
     if sd_noise is not None:
         sd_noise = _checks.as_volume("sd_noise", sd_noise)
         if sd_noise.shape != tuple(p.full_shape):
             raise ValueError(f"sd_noise has shape {sd_noise.shape} but the field has shape {tuple(p.full_shape)}")
-        return int(samples), sd_noise
+        return samples, sd_noise
     if noise is None:
         raise ValueError("the χ uncertainty map needs the field-noise map: pass noise (ppm), e.g. the field fit's "
                          "noise map over γ̄B0")
-    return int(samples), noise
+    return samples, noise
 
 
 def _with_sd(p: Problem, chi, alpha, noise, edges, csf, lam_csf, samples, info, *, jacobi: bool,
