@@ -175,11 +175,37 @@ def test_mask_volume_warning_words_and_limits(litres, text, caplog):
 
     from qsmflow.masking import check_volume
 
-    mask = np.zeros(250_000, bool)
-    mask[: int(round(litres * 100_000))] = True
+    mask = np.zeros((102, 102, 27), bool)
+    inner = np.zeros(250_000, bool)
+    inner[: int(round(litres * 100_000))] = True
+    mask[1:-1, 1:-1, 1:-1] = inner.reshape(100, 100, 25)  # touching no face of the volume: a whole head
     with caplog.at_level(logging.WARNING, logger="qsmflow"):
-        check_volume(mask.reshape(100, 100, 25), (2.0, 2.0, 2.5))
+        check_volume(mask, (2.0, 2.0, 2.5))
     assert (text in caplog.text) if text else not caplog.text
+
+
+def test_a_mask_the_field_of_view_cuts_is_named_by_its_faces_and_not_warned_about_as_small(caplog):
+    """A slab's mask reaches two faces with most of its section (a cylinder along k: every
+    slice the same); a brainstem cut at the bottom of a whole head reaches one with a small
+    share of its largest section (1/16 here), which is no slab, and the small volume is warned
+    about as before."""
+    import logging
+
+    from qsmflow.masking import check_volume, faces_cutting
+
+    ij = np.sum(np.square(np.mgrid[:40, :40] - 19.5), axis=0)
+    slab = np.repeat((ij < 18**2)[:, :, None], 12, axis=2)
+    assert faces_cutting(slab) == ["k = 0", "k = 11"]
+    head = np.zeros((40, 40, 30), bool)
+    head[..., 8:28] = (ij < 16**2)[:, :, None]
+    head[..., :8] = (ij < 4**2)[:, :, None]  # a brainstem of 1/16 the brain's section, cut by the bottom face
+    assert faces_cutting(head) == []
+    head[..., :8] = (ij < 8**2)[:, :, None]  # 1/4 of it: a cut brain
+    assert faces_cutting(head) == ["k = 0"]
+    with caplog.at_level(logging.INFO, logger="qsmflow"):
+        check_volume(slab, (1.0, 1.0, 1.0))
+    assert "the field of view cuts the brain (at k = 0 and k = 11): the mask holds the 0.01 L of it inside" \
+        in caplog.text and "WARNING" not in caplog.text
 
 
 # --- the parts of the masks, each with an answer worked out here -----------------------------

@@ -224,8 +224,9 @@ def test_field_noise_above_the_local_field_is_warned_about(caplog):
 
 @pytest.mark.parametrize("litres, word", [(0.5, "less than"), (2.5, "more than"), (1.4, None)])
 def test_implausible_mask_volume_is_warned_about(caplog, litres, word):
-    mask = np.zeros((100, 100, 100), bool)
-    mask.flat[: int(round(litres * 1e6 / 1.5**3))] = True  # 1.5 mm voxels
+    mask = np.zeros((102, 102, 102), bool)
+    inner = mask[1:-1, 1:-1, 1:-1]  # a whole head: the mask touches no face of the volume
+    inner.flat[: int(round(litres * 1e6 / 1.5**3))] = True  # 1.5 mm voxels
     with caplog.at_level(logging.WARNING, logger="qsmflow"):
         masking.check_volume(mask, (1.5, 1.5, 1.5))
     if word is None:

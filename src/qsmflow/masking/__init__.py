@@ -30,6 +30,11 @@ _MIN_BACKGROUND = 0.05
 # Intracranial volume of adults, brain with CSF and veins (mL): 1.1-1.7 L typical; outside
 # this range a whole-head mask has taken in non-brain (eyes, neck) or lost brain.
 MASK_VOLUME_ML = (900.0, 1900.0)
+# A mask whose section on a face of the field of view is at least this share of its largest
+# section along that axis is cut by it (a slab): the 64 / 80 mm axial slabs of the benchmark
+# head 0.55-0.89; the BET masks of the whole benchmark heads touch no face, the Philips head's
+# 0.016 (its top slice).
+FOV_CUT_SECTION = 0.25
 
 
 def _box(mask: np.ndarray, margin) -> tuple[slice, ...]:
@@ -131,14 +136,34 @@ def _crop_mask(img, valid, vs):
     return _largest_component(valid & (img > 0))
 
 
+def faces_cutting(mask: np.ndarray) -> list[str]:
+    """The faces of the field of view that cut the mask: where the mask's section on the face
+    is at least :data:`FOV_CUT_SECTION` of its largest section along that axis (a slab through
+    the brain; a brainstem cut at the bottom of a whole-head scan is a tenth or less).
+    Named by voxel index, e.g. ``["k = 0", "k = 63"]``."""
+    mask = np.asarray(mask, bool)
+    out = []
+    for a, letter in enumerate("ijk"):
+        sections = mask.sum(axis=tuple(b for b in range(mask.ndim) if b != a))
+        peak = sections.max()
+        out += [f"{letter} = {i}" for i in (0, mask.shape[a] - 1) if peak and sections[i] >= FOV_CUT_SECTION * peak]
+    return out
+
+
 def check_volume(mask: np.ndarray, voxel_size) -> None:
-    """Warn when a whole-head brain mask's volume is outside :data:`MASK_VOLUME_ML`."""
+    """Warn when a whole-head brain mask's volume is outside :data:`MASK_VOLUME_ML`. A mask that
+    the field of view cuts (:func:`faces_cutting`) is not warned about for being small: a
+    slab holds part of the brain."""
     ml = float(mask.sum() * np.prod(_checks.voxel_size(voxel_size)) / 1000)
     lo, hi = MASK_VOLUME_ML
+    cut = faces_cutting(mask) if ml < lo else []
     if ml > hi:
         log.warning("the brain mask holds %.2f L, more than an adult brain (%.1f-%.1f L): it may take in eyes, "
                     "muscle or neck, and χ there is meaningless; look at the mask and pass --mask if it is wrong",
                     ml / 1000, lo / 1000, hi / 1000)
+    elif cut:
+        log.info("the field of view cuts the brain (at %s): the mask holds the %.2f L of it inside", " and ".join(cut),
+                 ml / 1000)
     elif ml < lo:
         log.warning("the brain mask holds %.2f L, less than an adult brain (%.1f-%.1f L): fine if the field of "
                     "view cuts the brain (a slab) or for a child, otherwise brain is missing; look at the mask "

@@ -36,6 +36,11 @@ BET_FRACTIONAL_THRESHOLD = 0.6
 # base's fatty marrow 3.2-7.3x (10th-90th percentiles on the 1 mm benchmark head).
 SECOND_SURFACE_SMOOTHING_MM = 1.0
 FAST_DECAY_FACTOR = 3.0
+# A field of view that cuts the brain (a slab): where more than this share of the first
+# surface's vertices lie beyond a face, the image is extended there by repeating the face
+# for this many mm and the surface found again (see bet_mask).
+FOV_CUT_VERTEX_SHARE = 0.01
+FOV_CUT_PAD_MM = 32.0
 
 
 def _robust_range(img: np.ndarray) -> tuple[float, float]:
@@ -63,6 +68,16 @@ def _start(img, vs):
     inside = (d2 < radius**2) & (img > t2) & (img < t98)
     tm = float(np.median(img[inside])) if inside.any() else t98
     return dict(t2=t2, t=t, tm=tm, cog=cog, radius=radius)
+
+
+def _faces_cut(verts, shape, wvs, vs) -> list[tuple[int, int]]:
+    """Voxels (of the original grid) to add before and after each axis: the faces of the field
+    of view that more than ``FOV_CUT_VERTEX_SHARE`` of the surface's vertices lie beyond."""
+    lo = (verts < -wvs / 2).mean(0)
+    hi = (verts > (np.asarray(shape) - 0.5) * wvs).mean(0)
+    n = np.ceil(FOV_CUT_PAD_MM / vs).astype(int)
+    return [(int(n[a]) if lo[a] > FOV_CUT_VERTEX_SHARE else 0, int(n[a]) if hi[a] > FOV_CUT_VERTEX_SHARE else 0)
+            for a in range(3)]
 
 
 def _working_image(img, vs):
@@ -251,8 +266,16 @@ def bet_mask(
     out where bone or darker tissue separates them from the brain.
 
     Slabs that cut the brain: where the inward search leaves the field of view the
-    intensity force stops, so the surface rests near the slab's edge and the mask
-    ends there; the brain beyond the field of view is not extrapolated.
+    intensity force stops. A slab thinner than the brain is tall (then the surface, which
+    starts as a sphere and is kept smooth, cannot turn the sharp corner at the slab's faces
+    and shrinks away from the brain's sides: on the benchmark head a 64 mm axial slab lost
+    49 % of its brain, an 80 mm one 16 %). So where more than 1 % of the first surface's
+    vertices lie beyond a face of the field of view (``FOV_CUT_VERTEX_SHARE``), the image
+    is extended there by repeating that face for 32 mm (``FOV_CUT_PAD_MM``): the brain
+    seems to go on as it was cut, the surface closes beyond the face, and the mask is cut
+    back to the field of view (64 / 80 mm slabs: 98.5 / 97.0 % of the brain kept; 16 / 48 mm
+    gave 98.0 / 95.3 % and 99.6 / 97.3 %, with the same Dice). A whole head, whose surface
+    stays inside its skull, is not extended and its mask is the same to the voxel.
 
     Parameters
     ----------
@@ -305,10 +328,20 @@ def bet_mask(
     valid = np.ones(img.shape, bool) if valid is None else _checks.as_mask("valid", valid, img.shape)
     decay = _decay(mag) if mag.shape[-1] >= 2 and second_surface else None
     work, wvs, offset = _working_image(np.where(valid, img, 0).astype(np.float32), vs)
-    del img, mag
+    del mag
     # a surface that only outlines where the shading is fitted needs no rerun when it
     # crosses itself: a fold moves a few voxels of the fit, not the smooth polynomial
     verts, topo = _surface(work, wvs, f, g, passes=1 if bias_passes else _MAX_PASSES)
+    cut = _faces_cut(verts, work.shape, wvs, vs) if FOV_CUT_PAD_MM > 0 else [(0, 0)] * 3
+    inner = tuple(slice(a, a + n) for (a, _), n in zip(cut, img.shape))
+    if any(map(any, cut)):
+        log.info("BET: the field of view cuts the brain; the image is extended by repeating its faces (voxels "
+                 "before/after each axis: %s) and the surface found again", cut)
+        img, valid = np.pad(img, cut, mode="edge"), np.pad(valid, cut, mode="edge")
+        decay = None if decay is None else np.pad(decay, cut, mode="edge")
+        work, wvs, offset = _working_image(np.where(valid, img, 0).astype(np.float32), vs)
+        verts, topo = _surface(work, wvs, f, g, passes=1 if bias_passes else _MAX_PASSES)
+    del img
     for _ in range(bias_passes):
         inside = _mesh.fill(verts, topo.faces, work.shape, wvs)
         if inside.sum() < 100:
@@ -327,5 +360,7 @@ def bet_mask(
             log.info("BET: the second surface adds %d voxels (%.1f mL)", int(added.sum()),
                      added.sum() * np.prod(vs) / 1000)
             mask = _cleaned(mask | added, valid)
+    mask = mask[inner]
+    verts = verts - np.array([a for a, _ in cut]) * vs
     log.info("BET brain mask: %d voxels (%.1f mL), f %.2f", int(mask.sum()), mask.sum() * np.prod(vs) / 1000, f)
     return (mask, (verts, topo.faces)) if return_surface else mask

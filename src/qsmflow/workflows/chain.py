@@ -126,12 +126,14 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     shape = data.magnitude.shape[:3]
     vs, te = data.voxel_size, data.echo_times
     so = opt.stage_options
-    used, opt = _methods(opt, vs, resolve_late=until is None)
+    used = _methods(opt)
     res = QSMResult(mask=np.zeros(shape, bool), warnings=list(data.warnings))
     timer = functools.partial(_Timer, res.timings, progress=progress)
     res.parameters = {"stage_options": so, "phase_sign": opt.phase_sign}
     brain, mask_source = _brain_mask(data, opt, used, mask, timer, until)
     res.mask = brain
+    if until is None:
+        opt = _late_methods(opt, vs, used, brain)
     done = ["mask"]
     if until == "mask":
         return _finish(res, used, done, mask_source)
@@ -182,20 +184,29 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     return _finish(res, used, done, mask_source)
 
 
-def _methods(opt: Options, vs, resolve_late: bool = True) -> tuple[dict, Options]:
-    """The method of each stage ("auto" resolved by voxel size) and the options naming them;
-    background removal and inversion only with ``resolve_late`` (a run that stops at the field
-    map neither uses nor logs them)."""
-    used = {stage: choose(methods, getattr(opt, stage), stage) for stage, methods in STAGES.items()
+def _methods(opt: Options) -> dict:
+    """The method of each stage but background removal and inversion (see :func:`_late_methods`)."""
+    return {stage: choose(methods, getattr(opt, stage), stage) for stage, methods in STAGES.items()
             if stage not in ("bgremove", "inversion")}
-    if not resolve_late:
-        return used, opt
-    used["inversion"] = STAGES["inversion"][resolve_inversion(opt.inversion, vs)]
+
+
+def _late_methods(opt: Options, vs, used: dict, brain: np.ndarray) -> Options:
+    """Background removal and inversion ("auto" resolved by voxel size and by whether the field
+    of view cuts the ``brain`` mask) into ``used``, and the options naming them. Resolved once
+    the mask is known; a run that stops at the field map neither uses nor logs them."""
+    cut = masking.faces_cutting(brain)
+    used["inversion"] = STAGES["inversion"][resolve_inversion(opt.inversion, vs, fov_cuts_brain=bool(cut))]
     opt = dataclasses.replace(opt, inversion=used["inversion"].name)
     if used["inversion"].name != "tfi":
         used["bgremove"] = STAGES["bgremove"][resolve_bgremove(opt.bgremove, vs)]
         opt = dataclasses.replace(opt, bgremove=used["bgremove"].name)  # resolved once, logged once
-    return used, opt
+        if cut:
+            log.warning("the field of view cuts the brain (at %s), and background removal (%s) cannot tell the "
+                        "field of the tissue at a cut face from the background (LBV takes it to be zero there): "
+                        "χ is unreliable near those faces, and through a thin slab; total field inversion "
+                        "(--inversion tfi, the default for slabs) needs no background removal", " and ".join(cut),
+                        used["bgremove"].name.upper())
+    return opt
 
 
 def _brain_mask(data: GreInput, opt: Options, used: dict, mask, timer, until):
