@@ -63,6 +63,8 @@ VARIANTS = {
     "SNR 200": dict(snr=200.0),
     "axial slab 64 mm, 1 mm": dict(slab_mm=64.0),
     "axial slab 80 mm, 1x1x2 mm": dict(voxel=(1.0, 1.0, 2.0), slab_mm=80.0),
+    "slab 64 mm tilted 20°, 1 mm": dict(slab_mm=64.0, tilt_deg=20.0),
+    "slab 64 mm tilted 35°, 1x1x1.4 mm": dict(slab_mm=64.0, tilt_deg=35.0, voxel=(1.0, 1.0, 1.4)),
 }
 
 

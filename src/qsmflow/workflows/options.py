@@ -146,7 +146,8 @@ def resolve_inversion(name: str, voxel_size, fov_cuts_brain: bool = False) -> st
     if name != "auto":
         return choose(STAGES["inversion"], name, "inversion").name
     if fov_cuts_brain:
-        log.info("inversion 'auto': %s, since the field of view cuts the brain (a slab)", AUTO_SLAB_INVERSION.upper())
+        log.info("inversion 'auto': %s, since the field of view cuts the brain (a slab or a crop)",
+                 AUTO_SLAB_INVERSION.upper())
         return AUTO_SLAB_INVERSION
     return _by_voxel_size("inversion", voxel_size, "medi", AUTO_COARSE_INVERSION)
 
