@@ -936,21 +936,29 @@ def test_a_noise_map_in_hz_is_refused():
 
 
 def test_medi_edge_taper_raises_the_noise_toward_the_region_edge():
-    """A slab 9 voxels thick along z (full in x, y; the volume's edge is not outside): a voxel k
-    layers in (k = 1 outermost) lies k·h_z mm from the outside. With 1 x 1 x 2 mm voxels and
-    h = 1 mm, taper 3 over 2 mm: the factor is 1 + 3·exp(-(2k - 1)/2): 4.0... written out below."""
+    """A slab 9 voxels thick along z, 26 voxels across in x and y: along its centre column a
+    voxel k layers in (k = 1 outermost) lies k·h_z mm from the outside. With 1 x 1 x 2 mm
+    voxels and h = 1 mm, taper 3 over 2 mm: the factor is 1 + 3·exp(-(2k - 1)/2), written out
+    below. The same slab reaching the volume's faces in z (a field of view that cuts the
+    brain) is tapered alike from those faces: they are the field's edge there."""
     from qsmflow.inversion.tv import _edge_tapered
-    mask = np.zeros((6, 5, 13), bool)
-    mask[:, :, 2:11] = True
+    mask = np.zeros((30, 30, 13), bool)
+    mask[2:28, 2:28, 2:11] = True
     noise = np.full(mask.shape, 0.01, np.float32)
     noise[~mask] = 0.5
     out = _edge_tapered(noise, mask, (1.0, 1.0, 2.0), 3.0, 2.0)
     expected = {2: 1 + 3 * np.exp(-0.5), 3: 1 + 3 * np.exp(-1.5), 4: 1 + 3 * np.exp(-2.5),
                 5: 1 + 3 * np.exp(-3.5), 6: 1 + 3 * np.exp(-4.5)}
     for k, f in expected.items():
-        np.testing.assert_allclose(out[:, :, k], 0.01 * f, rtol=1e-6)
-        np.testing.assert_allclose(out[:, :, 12 - k], 0.01 * f, rtol=1e-6)  # symmetric
+        np.testing.assert_allclose(out[15, 15, k], 0.01 * f, rtol=1e-6)
+        np.testing.assert_allclose(out[15, 15, 12 - k], 0.01 * f, rtol=1e-6)  # symmetric
     assert np.all(out[~mask] == 0.5)  # outside untouched
+    cut = np.zeros((30, 30, 9), bool)
+    cut[2:28, 2:28, :] = True
+    out = _edge_tapered(np.full(cut.shape, 0.01, np.float32), cut, (1.0, 1.0, 2.0), 3.0, 2.0)
+    for k, f in expected.items():
+        np.testing.assert_allclose(out[15, 15, k - 2], 0.01 * f, rtol=1e-6)
+        np.testing.assert_allclose(out[15, 15, 10 - k], 0.01 * f, rtol=1e-6)
     assert _edge_tapered(noise, mask, (1.0, 1.0, 2.0), 0.0, 2.0) is noise and _edge_tapered(None, mask, VS, 3, 2) is None
     with pytest.raises(ValueError, match="edge_taper must be"):
         _edge_tapered(noise, mask, (1, 1, 2), -1.0, 2.0)

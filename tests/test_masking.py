@@ -211,6 +211,23 @@ def test_a_mask_the_field_of_view_cuts_is_named_by_its_faces_and_not_warned_abou
 # --- the parts of the masks, each with an answer worked out here -----------------------------
 
 
+def test_distance_to_outside_counts_the_volume_faces_only_when_asked():
+    """A block filling the volume along k (1 x 1 x 2 mm voxels), 8 voxels across in i and j:
+    its centre column is 4 voxels (4 mm) from the outside in i and j; with the faces counted
+    as outside, its voxels on a face are one voxel (2 mm) from the layer beyond."""
+    mask = np.zeros((12, 12, 6), bool)
+    mask[2:10, 2:10, :] = True
+    vs = (1.0, 1.0, 2.0)
+    assert distance_to_outside(mask, vs)[5, 5, 0] == pytest.approx(4.0)
+    edge = distance_to_outside(mask, vs, volume_edge=True)
+    assert edge[5, 5, 0] == pytest.approx(2.0) and edge[5, 5, 5] == pytest.approx(2.0)
+    assert edge[5, 5, 2] == pytest.approx(4.0)  # 3 voxels (6 mm) from either face, 4 mm from the sides
+    inside = np.zeros((12, 12, 8), bool)
+    inside[2:10, 2:10, 1:7] = True  # touching no face: the same either way
+    assert np.array_equal(distance_to_outside(inside, vs), distance_to_outside(inside, vs, volume_edge=True))
+
+
+
 def test_shrink_removes_one_face_layer_then_erodes_the_rest_in_mm():
     """A cuboid of 20 voxels a side: 1 mm at 1 mm voxels removes one layer; 3 mm removes one
     layer, then voxels within 2 mm of the outside (so 3 layers); along 2 mm voxels the same

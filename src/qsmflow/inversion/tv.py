@@ -161,7 +161,7 @@ def _edge_tapered(noise, mask, voxel_size, taper, taper_mm):
     mask = np.asarray(mask, bool)
     noise = _checks.as_volume("noise", noise)
     _checks.same_shape("noise", noise, "mask", mask)
-    depth = masking.distance_to_outside(mask, vs)
+    depth = masking.distance_to_outside(mask, vs, volume_edge=True)
     factor = 1 + taper * np.exp(-np.maximum(depth - vs.min(), 0) / taper_mm)
     return np.where(mask, noise * factor, noise).astype(np.float32)
 

@@ -79,7 +79,7 @@ def peel_field_jitter(field, mask, region, local, eroded, voxel_size, noise, *, 
     local = np.asarray(local, np.float32)
     field = np.asarray(field, np.float32)
     if depth is None:
-        depth = masking.distance_to_outside(mask, voxel_size)
+        depth = masking.distance_to_outside(mask, voxel_size, volume_edge=True)
     use_r2 = r2star is not None and r2star_sd is not None and r2star_noise is not None
     background = np.where(region, field - local, np.nan).astype(np.float32)
 
