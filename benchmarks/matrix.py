@@ -2,7 +2,8 @@
 
 Each variant changes one or two things from the reference acquisition — the 1 mm axial head,
 3 T, 5 echoes 4-28 ms, SNR 100 (first-echo brain mean over the noise SD), 32-channel receive
-profile, seed 1 — and runs `qsmflow.pipeline.run` from the magnitude and phase alone (mask,
+profile, seed 1; the slab rows crop that head to an axial slab through the basal ganglia,
+see :func:`slab`) — and runs `qsmflow.pipeline.run` from the magnitude and phase alone (mask,
 field map, background removal, inversion, reference all computed). Printed per variant:
 χ NRMSE and HFEN (%, inside the eroded mask ∩ the true brain), deep-grey slope, local-field
 NRMSE (%), total-field error (%), brain kept (% of the true brain inside the eroded mask),
