@@ -50,11 +50,11 @@ def distance_to_outside(mask: np.ndarray, voxel_size, *, volume_edge: bool = Fal
     unless ``volume_edge``: then the volume is taken to be surrounded by one more layer
     outside the mask, so a voxel on a face is one voxel from the outside, as a voxel next to
     an outside voxel is (a field of view that cuts the brain: the field's region has an edge
-    there, and the field's error is largest at an edge). It is computed on the mask's bounding box grown by one
-    voxel, which gives the same distances as the whole volume (the grown box's outer layer is
-    outside the mask, and no voxel beyond it is nearer) at a fraction of the cost: a brain
-    fills about half of a whole-head field of view (1 mm head: 0.35 s against 0.68 s).
-    A mask that touches no face has the same distances either way.
+    there, and the field's error is largest at an edge). A mask that touches no face has the
+    same distances either way. It is computed on the mask's bounding box grown by one voxel,
+    which gives the same distances as the whole volume (the grown box's outer layer is outside
+    the mask, and no voxel beyond it is nearer) at a fraction of the cost: a brain fills about
+    half of a whole-head field of view (1 mm head: 0.35 s against 0.68 s).
     """
     vs = _checks.voxel_size(voxel_size)
     mask = np.asarray(mask, bool)
@@ -149,8 +149,8 @@ def _crop_mask(img, valid, vs):
 def faces_cutting(mask: np.ndarray) -> list[str]:
     """The faces of the field of view that cut the mask: where the mask's section on the face
     is at least :data:`FOV_CUT_SECTION` of its largest section along that axis (a slab through
-    the brain; a brainstem cut at the bottom of a whole-head scan is a tenth or less).
-    Named by voxel index, e.g. ``["k = 0", "k = 63"]``."""
+    the brain, or a crop inside the head; a brainstem cut at the bottom of a whole-head field
+    of view has a small share). Named by voxel index, e.g. ``["k = 0", "k = 63"]``."""
     mask = np.asarray(mask, bool)
     out = []
     for a, letter in enumerate("ijk"):

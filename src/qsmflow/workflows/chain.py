@@ -254,7 +254,8 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
         res.parameters["r2star"] = r2star_parameters(sigma, r2_sd, te, opt, data.slice_axis)
     total_ppm = np.where(m, f_hz / hz_per_ppm, 0)
     # the peel's distance to the mask's outside, computed once for the uncertainty map's redraws too
-    depth = masking.distance_to_outside(m, vs, volume_edge=True) if noise_hz is not None and opt.peel_noise_factor > 0 else None
+    depth = (masking.distance_to_outside(m, vs, volume_edge=True)
+             if noise_hz is not None and opt.peel_noise_factor > 0 else None)
     peel = dict(r2star=r2_c, r2star_noise=r2_sd, field_strength=data.field_strength, depth=depth)
     tfi = used["inversion"].name == "tfi"
     refine = None
