@@ -332,7 +332,7 @@ def bet_mask(
     # a surface that only outlines where the shading is fitted needs no rerun when it
     # crosses itself: a fold moves a few voxels of the fit, not the smooth polynomial
     verts, topo = _surface(work, wvs, f, g, passes=1 if bias_passes else _MAX_PASSES)
-    cut = _faces_cut(verts, work.shape, wvs, vs) if FOV_CUT_PAD_MM > 0 else [(0, 0)] * 3
+    cut = _faces_cut(verts, work.shape, wvs, vs)  # all (0, 0) for a whole head, or with FOV_CUT_PAD_MM = 0
     inner = tuple(slice(a, a + n) for (a, _), n in zip(cut, img.shape))
     if any(map(any, cut)):
         log.info("BET: the field of view cuts the brain; the image is extended by repeating its faces (voxels "
