@@ -203,7 +203,10 @@ def test_bias_passes_and_reruns_call_the_surface_as_documented(monkeypatch):
     assert calls == [(0.6, 0.0, 10)]
     calls.clear()
     bet.bet_mask(img, vs, fractional_threshold=0.4, vertical_gradient=0.2)
-    assert calls == [(0.4, 0.2, 1), (0.4, 0.2, 10)]  # default: one bias pass, with the same f and g
+    assert calls == [(0.4, 0.2, 1), (0.4, 0.2, 10), (0.4, 0.2, 10)]  # default: two bias passes, same f and g
+    calls.clear()
+    bet.bet_mask(img, vs, bias_passes=1)
+    assert calls == [(0.6, 0.0, 1), (0.6, 0.0, 10)]
     monkeypatch.setattr(bet, "_surface", real)
     boosts, scores = [], iter([5000.0, 4001.0, 4000.0])
     real_evolve = bet._evolve

@@ -245,19 +245,23 @@ def test_tfi_runs_on_the_total_field_without_background_removal(head4, monkeypat
 
 
 def test_chi_sd_carries_the_peels_redraw(head4, monkeypatch):
-    """With LBV and MEDI the chain redraws the peel of the region's edge once per uncertainty
-    sample and the map carries the local field's change: on this 4 mm head the map's RMS in
-    the outer voxel of the region rose 4.8 % (measured; 2.1 % deeper; 7 % and 2 % with the
-    one-surface BET mask before stop 44) over the same run with the redraws replaced by
-    zeros. χ itself does not change."""
+    """With LBV and MEDI the chain redraws the peel of the region's edge once per pair of
+    uncertainty samples and the map carries the local field's change, most of it near the
+    edge. One redraw is one random draw: on this 4 mm head, eight draws changed the local
+    field 4-8 mm deep by 0.37-0.95 ppb RMS and more than 12 mm deep by 0.10-0.41 ppb (the
+    largest where ten voxels of the skull base changed sides, three 4 mm voxels away), so the
+    run here takes 8 samples (4 redraws) and asks only that the map's relative rise be larger
+    in the region's outer voxel than deeper (10 % against 2 % measured; 17 % against 13 % with
+    two bias-correction passes in BET, whose first redraw is that skull-base one). A change
+    spread evenly would raise the smaller deep SD more. χ itself does not change."""
     from qsmflow.workflows import chain
 
     seen = []
     real = chain.jitter.peel_field_jitter
     monkeypatch.setattr(chain.jitter, "peel_field_jitter", lambda *a, **k: seen.append(k["samples"]) or real(*a, **k))
-    opt = pipeline.Options(bgremove="lbv", inversion="medi")
+    opt = pipeline.Options(bgremove="lbv", inversion="medi", stage_options={"inversion": {"sd_samples": 8}})
     on = pipeline.run(_data(head4), opt)
-    assert seen == [inversion.SD_SAMPLES]
+    assert seen == [8]
     monkeypatch.setattr(chain.jitter, "peel_field_jitter",
                         lambda *a, **k: [np.zeros(a[1].shape, np.float32)] * k["samples"])
     off = pipeline.run(_data(head4), opt, mask=on.mask)
@@ -268,7 +272,7 @@ def test_chi_sd_carries_the_peels_redraw(head4, monkeypatch):
     rms = {k: np.sqrt(np.mean(r.chi_sd[sel] ** 2)) for k, r, sel in
            (("edge on", on, edge), ("edge off", off, edge), ("deep on", on, deep), ("deep off", off, deep))}
     edge_gain, deep_gain = rms["edge on"] / rms["edge off"], rms["deep on"] / rms["deep off"]
-    assert edge_gain > 1.035 and edge_gain > deep_gain + 0.02 and abs(deep_gain - 1) < 0.05, rms
+    assert edge_gain > 1.035 and edge_gain > deep_gain + 0.02, rms
 
 
 def test_lbv_refinement_adds_a_harmonic_field_and_inverts_again(head4):
