@@ -118,11 +118,28 @@ def simulate(s: dict) -> phantom.HeadPhantom:
     return head
 
 
+# The slab's excitation profile: a windowed-sinc pulse of time-bandwidth product 8 excites
+# the nominal slab at full width half maximum, with a 10-90 % transition of slab/8 mm. Below
+# the Ernst angle the GRE signal follows the flip angle, so the signal across the slab is
+# 1/(1 + exp(-d/w)) at d mm inside a face, 4.39 w = slab/8. No slice oversampling (the worst
+# case): the outermost 1 mm slice of a 64 mm slab keeps 57 % of the signal, 90 % at 4 mm.
+SLAB_PULSE_TBW = 8.0
+
+
+def slab_profile(n: int, voxel_mm: float, thickness_mm: float) -> np.ndarray:
+    """Relative signal of each of a slab's ``n`` slices (``voxel_mm`` apart) from its excitation."""
+    d = np.minimum(np.arange(n) + 0.5, n - np.arange(n) - 0.5) * voxel_mm  # slice centre to nearest face
+    w = thickness_mm / SLAB_PULSE_TBW / (2 * np.log(9.0))
+    return 1.0 / (1.0 + np.exp(-d / w))
+
+
 def slab(head: phantom.HeadPhantom, thickness_mm: float) -> phantom.HeadPhantom:
     """The head as an axial slab ``thickness_mm`` thick centred on the basal ganglia and thalami: the slices
     a slab-selective 3D scan of the same head would give (its field holds every source of the
     whole head; the truth is cropped alike). Cropping the image is that scan up to the
-    k-space window's tails across the slab's ends, where the slab excites nothing."""
+    k-space window's tails across the slab's ends, where the slab excites nothing. The
+    signal falls toward the faces as the excitation's flip angle does (:func:`slab_profile`);
+    fresh noise keeps the noise level uniform, as the receiver's is."""
     ids = [int(i) for i, n in head.label_names.items() if n in ("caudate", "putamen", "globus_pallidus", "thalamus")]
     z = np.nonzero(np.isin(head.labels, ids).any(axis=(0, 1)))[0]
     n = int(round(thickness_mm / head.voxel_size[2]))
@@ -132,7 +149,13 @@ def slab(head: phantom.HeadPhantom, thickness_mm: float) -> phantom.HeadPhantom:
     aff[:3, 3] = head.affine[:3, :3] @ np.array([0.0, 0.0, lo]) + head.affine[:3, 3]
     names = ("magnitude", "phase", "chi", "r2star", "m0", "labels", "brain_mask", "total_field_hz", "local_field_ppm",
              "phase_offset", "mwf", "receive_sensitivity")
-    return dataclasses.replace(head, affine=aff, **{k: cut(getattr(head, k)) for k in names})
+    out = dataclasses.replace(head, affine=aff, **{k: cut(getattr(head, k)) for k in names})
+    prof = slab_profile(n, float(head.voxel_size[2]), thickness_mm)[None, None, :, None]
+    rng = np.random.default_rng(7)
+    extra = head.noise_sigma * np.sqrt(1 - prof ** 2)
+    signal = prof * out.magnitude * np.exp(1j * out.phase)
+    signal = signal + extra * (rng.standard_normal(signal.shape) + 1j * rng.standard_normal(signal.shape))
+    return dataclasses.replace(out, magnitude=np.abs(signal).astype(np.float32), phase=np.angle(signal).astype(np.float32))
 
 
 def run_variant(name: str, options: pipeline.Options) -> dict:
