@@ -3,7 +3,7 @@
 Each variant changes one or two things from the reference acquisition — the 1 mm axial head,
 3 T, 5 echoes 4-28 ms, SNR 100 (first-echo brain mean over the noise SD), 32-channel receive
 profile, seed 1; the slab rows crop that head to an axial slab through the basal ganglia,
-see :func:`slab`) — and runs `qsmflow.pipeline.run` from the magnitude and phase alone (mask,
+see :func:`slab`, and the crop row to a box inside the head, :func:`crop`) — and runs `qsmflow.pipeline.run` from the magnitude and phase alone (mask,
 field map, background removal, inversion, reference all computed). Printed per variant:
 χ NRMSE and HFEN (%, inside the eroded mask ∩ the true brain), deep-grey slope, local-field
 NRMSE (%), total-field error (%), brain kept (% of the true brain inside the eroded mask),
@@ -66,6 +66,7 @@ VARIANTS = {
     "axial slab 80 mm, 1x1x2 mm": dict(voxel=(1.0, 1.0, 2.0), slab_mm=80.0),
     "slab 64 mm tilted 20°, 1 mm": dict(slab_mm=64.0, tilt_deg=20.0),
     "slab 64 mm tilted 35°, 1x1x1.4 mm": dict(slab_mm=64.0, tilt_deg=35.0, voxel=(1.0, 1.0, 1.4)),
+    "crop 100x120x64 mm inside the head, 1 mm": dict(crop_mm=(100.0, 120.0, 64.0)),
 }
 
 
@@ -84,6 +85,8 @@ def simulate(s: dict) -> phantom.HeadPhantom:
     """The variant's head (from the cache when there)."""
     if s.get("slab_mm"):
         return slab(simulate({k: v for k, v in s.items() if k != "slab_mm"}), s["slab_mm"])
+    if s.get("crop_mm"):
+        return crop(simulate({k: v for k, v in s.items() if k != "crop_mm"}), s["crop_mm"])
     CACHE.mkdir(exist_ok=True)
     path = CACHE / f"head_{_key(s)}.npz"
     order = {"axial": None, "sagittal": SAGITTAL, "coronal": CORONAL}[s["orientation"]]
@@ -133,6 +136,28 @@ def slab_profile(n: int, voxel_mm: float, thickness_mm: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-d / w))
 
 
+_CUT_NAMES = ("magnitude", "phase", "chi", "r2star", "m0", "labels", "brain_mask", "total_field_hz",
+              "local_field_ppm", "phase_offset", "mwf", "receive_sensitivity")
+
+
+def _box(head: phantom.HeadPhantom, size_mm) -> phantom.HeadPhantom:
+    """The head's voxels in a box ``size_mm`` (None: the whole axis) centred on the basal
+    ganglia and thalami; the truth and the affine cut alike."""
+    ids = [int(i) for i, n in head.label_names.items() if n in ("caudate", "putamen", "globus_pallidus", "thalamus")]
+    where = np.nonzero(np.isin(head.labels, ids))
+    cuts, lo_vox = [], []
+    for a, size in enumerate(size_mm):
+        n_all = head.labels.shape[a]
+        n = n_all if size is None else int(round(size / head.voxel_size[a]))
+        lo = int(np.clip(round((where[a].min() + where[a].max()) / 2 - n / 2), 0, n_all - n))
+        cuts.append(slice(lo, lo + n))
+        lo_vox.append(lo)
+    cut = lambda x: None if x is None or np.ndim(x) < 3 else np.ascontiguousarray(x[tuple(cuts)])
+    aff = head.affine.copy()
+    aff[:3, 3] = head.affine[:3, :3] @ np.array(lo_vox, float) + head.affine[:3, 3]
+    return dataclasses.replace(head, affine=aff, **{k: cut(getattr(head, k)) for k in _CUT_NAMES})
+
+
 def slab(head: phantom.HeadPhantom, thickness_mm: float) -> phantom.HeadPhantom:
     """The head as an axial slab ``thickness_mm`` thick centred on the basal ganglia and thalami: the slices
     a slab-selective 3D scan of the same head would give (its field holds every source of the
@@ -140,22 +165,21 @@ def slab(head: phantom.HeadPhantom, thickness_mm: float) -> phantom.HeadPhantom:
     k-space window's tails across the slab's ends, where the slab excites nothing. The
     signal falls toward the faces as the excitation's flip angle does (:func:`slab_profile`);
     fresh noise keeps the noise level uniform, as the receiver's is."""
-    ids = [int(i) for i, n in head.label_names.items() if n in ("caudate", "putamen", "globus_pallidus", "thalamus")]
-    z = np.nonzero(np.isin(head.labels, ids).any(axis=(0, 1)))[0]
-    n = int(round(thickness_mm / head.voxel_size[2]))
-    lo = int(np.clip(round((z.min() + z.max()) / 2 - n / 2), 0, head.labels.shape[2] - n))
-    cut = lambda a: None if a is None or np.ndim(a) < 3 else np.ascontiguousarray(a[:, :, lo:lo + n])
-    aff = head.affine.copy()
-    aff[:3, 3] = head.affine[:3, :3] @ np.array([0.0, 0.0, lo]) + head.affine[:3, 3]
-    names = ("magnitude", "phase", "chi", "r2star", "m0", "labels", "brain_mask", "total_field_hz", "local_field_ppm",
-             "phase_offset", "mwf", "receive_sensitivity")
-    out = dataclasses.replace(head, affine=aff, **{k: cut(getattr(head, k)) for k in names})
+    out = _box(head, (None, None, thickness_mm))
+    n = out.magnitude.shape[2]
     prof = slab_profile(n, float(head.voxel_size[2]), thickness_mm)[None, None, :, None]
     rng = np.random.default_rng(7)
     extra = head.noise_sigma * np.sqrt(1 - prof ** 2)
     signal = prof * out.magnitude * np.exp(1j * out.phase)
     signal = signal + extra * (rng.standard_normal(signal.shape) + 1j * rng.standard_normal(signal.shape))
     return dataclasses.replace(out, magnitude=np.abs(signal).astype(np.float32), phase=np.angle(signal).astype(np.float32))
+
+
+def crop(head: phantom.HeadPhantom, size_mm) -> phantom.HeadPhantom:
+    """A box of the whole-head scan cut out around the basal ganglia and thalami, as users cut
+    their images to the region they study (or are given them so): no profile, every face
+    cuts the head."""
+    return _box(head, size_mm)
 
 
 def run_variant(name: str, options: pipeline.Options) -> dict:
