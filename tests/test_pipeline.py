@@ -348,6 +348,38 @@ def test_auto_choices_are_resolved_and_logged_once(caplog):
     assert caplog.text.count("background removal 'auto'") == 1
 
 
+def test_single_echo_data_get_total_field_inversion_by_default(caplog, small_head, monkeypatch):
+    """"auto" at 1 mm: total field inversion for one echo, whose phase offset no second echo
+    removes (on benchmark heads cut to one echo LBV + MEDI+0 gave 73-87 %, TFI 41-73 %);
+    a background removal forced on one echo is warned about. The chain tells the choice
+    whether the data have one echo."""
+    import logging
+
+    from qsmflow.workflows import chain
+
+    vs = np.array([1.0, 1.0, 1.0])
+    ball = np.sum(np.square(np.mgrid[:24, :24, :24] - 11.5), axis=0) < 81
+    caplog.set_level(logging.INFO)
+    opt = pipeline.Options()
+    used = chain._methods(opt)
+    late = chain._late_methods(opt, vs, used, ball, single_echo=True)
+    assert late.inversion == used["inversion"].name == "tfi" and "bgremove" not in used
+    assert "since one echo cannot separate the receive phase offset" in caplog.text
+    assert chain._late_methods(opt, vs, chain._methods(opt), ball, single_echo=False).inversion == "medi"
+    caplog.clear()
+    forced = chain._late_methods(pipeline.Options(inversion="medi"), vs, chain._methods(opt), ball, single_echo=True)
+    assert forced.bgremove == "lbv" and "single-echo data with background removal (LBV)" in caplog.text
+    seen = []
+    real = chain.resolve_inversion
+    monkeypatch.setattr(chain, "resolve_inversion",  # the choice made once the mask is known
+                        lambda *a, **k: ("single_echo" in k and seen.append(k["single_echo"])) or real("tkd", a[1]))
+    for echoes in (1, 2):
+        d = GreInput.from_arrays(small_head.magnitude[..., :echoes], small_head.phase[..., :echoes],
+                                 small_head.echo_times[:echoes], 3.0, affine=small_head.affine)
+        pipeline.run(d, pipeline.Options(chi_sd=False), mask=small_head.brain_mask)
+    assert seen == [True, False]
+
+
 def test_a_slab_that_cuts_the_brain_gets_total_field_inversion_by_default(caplog):
     """"auto" at 1 mm: MEDI+0 after LBV for a brain inside the field of view, total field
     inversion when the mask reaches two faces of the volume (a slab; LBV + MEDI+0 gave 85 % on

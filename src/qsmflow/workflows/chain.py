@@ -133,14 +133,15 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     brain, mask_source = _brain_mask(data, opt, used, mask, timer, until)
     res.mask = brain
     if until is None:
-        opt = _late_methods(opt, vs, used, brain)
+        opt = _late_methods(opt, vs, used, brain, single_echo=data.n_echoes == 1)
     done = ["mask"]
     if until == "mask":
         return _finish(res, used, done, mask_source)
 
     if data.n_echoes == 1:
-        log.warning("single-echo data: the field comes from one echo (phase offset assumed 0) and no "
-                    "R2*/T2* map is made")
+        log.warning("single-echo data: the field comes from one echo, whose phase also holds the receive "
+                    "phase offset (a second echo is needed to remove it), so χ carries a smooth error from it; "
+                    "no R2*/T2* map is made")
         used["phase_offset"] = phaseoffset.METHODS["none"]
     box = kernels.PaddedBox(brain, margin=_CROP_MARGIN)
     res.parameters["crop_box"] = [[s.start, s.stop] for s in box.slices]
@@ -190,12 +191,14 @@ def _methods(opt: Options) -> dict:
             if stage not in ("bgremove", "inversion")}
 
 
-def _late_methods(opt: Options, vs, used: dict, brain: np.ndarray) -> Options:
-    """Background removal and inversion ("auto" resolved by voxel size and by whether the field
-    of view cuts the ``brain`` mask) into ``used``, and the options naming them. Resolved once
-    the mask is known; a run that stops at the field map neither uses nor logs them."""
+def _late_methods(opt: Options, vs, used: dict, brain: np.ndarray, *, single_echo: bool = False) -> Options:
+    """Background removal and inversion ("auto" resolved by voxel size, by whether the field of
+    view cuts the ``brain`` mask and by whether the data have a ``single_echo``) into ``used``,
+    and the options naming them. Resolved once the mask is known; a run that stops at the field
+    map neither uses nor logs them."""
     cut = masking.faces_cutting(brain)
-    used["inversion"] = STAGES["inversion"][resolve_inversion(opt.inversion, vs, fov_cuts_brain=bool(cut))]
+    used["inversion"] = STAGES["inversion"][resolve_inversion(opt.inversion, vs, fov_cuts_brain=bool(cut),
+                                                              single_echo=single_echo)]
     opt = dataclasses.replace(opt, inversion=used["inversion"].name)
     if used["inversion"].name != "tfi":
         used["bgremove"] = STAGES["bgremove"][resolve_bgremove(opt.bgremove, vs)]
@@ -206,6 +209,11 @@ def _late_methods(opt: Options, vs, used: dict, brain: np.ndarray) -> Options:
                         "χ is unreliable near those faces, and through a thin slab; total field inversion "
                         "(--inversion tfi, the default for slabs) needs no background removal", " and ".join(cut),
                         used["bgremove"].name.upper())
+        elif single_echo:
+            log.warning("single-echo data with background removal (%s): it removes only the harmonic part of "
+                        "the receive phase offset, which one echo cannot separate from the field; the rest "
+                        "stays in the local field and χ (total field inversion, --inversion tfi, the default "
+                        "for one echo, fares better)", used["bgremove"].name.upper())
     return opt
 
 

@@ -141,16 +141,30 @@ AUTO_COARSE_INVERSION = "tfi"
 # and slabs tilted 20° (1 mm) / 35° (1x1x1.4 mm) 25.0 / 29.8 % (40.0 % without).
 AUTO_SLAB_INVERSION = "tfi"
 
+# "auto" inversion for single-echo data, whatever the voxel size. One echo's phase holds the
+# receive phase offset, which only a second echo separates from the field; a background
+# removal takes out its harmonic part and leaves the rest in the local field. On six matrix
+# heads cut to one echo (benchmarks/README.md, "One echo") the worst χ NRMSE was LBV + MEDI+0's
+# 87.3 %, V-SHARP + MEDI+0's 74.3 % (slope 0.66) and TFI's 72.6 % (slope 0.91); TFI was best
+# on five of the six (41.2-62.1 %, slopes 0.91-1.00; LBV + MEDI+0 73.2-87.3 % on five).
+AUTO_SINGLE_ECHO_INVERSION = "tfi"
 
-def resolve_inversion(name: str, voxel_size, fov_cuts_brain: bool = False) -> str:
+
+def resolve_inversion(name: str, voxel_size, fov_cuts_brain: bool = False, single_echo: bool = False) -> str:
     """The inversion ``name`` stands for ("auto": by voxel size, see AUTO_COARSE_INVERSION, and
-    total field inversion wherever the field of view cuts the brain, see AUTO_SLAB_INVERSION)."""
+    total field inversion wherever the field of view cuts the brain, see AUTO_SLAB_INVERSION,
+    or the data have one echo, see AUTO_SINGLE_ECHO_INVERSION)."""
     if name != "auto":
         return choose(STAGES["inversion"], name, "inversion").name
     if fov_cuts_brain:
         log.info("inversion 'auto': %s, since the field of view cuts the brain (a slab or a crop)",
                  AUTO_SLAB_INVERSION.upper())
         return AUTO_SLAB_INVERSION
+    if single_echo:
+        log.info("inversion 'auto': %s, since one echo cannot separate the receive phase offset from the "
+                 "field (a background removal would leave its non-harmonic part in the local field)",
+                 AUTO_SINGLE_ECHO_INVERSION.upper())
+        return AUTO_SINGLE_ECHO_INVERSION
     return _by_voxel_size("inversion", voxel_size, "medi", AUTO_COARSE_INVERSION)
 
 
