@@ -180,7 +180,8 @@ def slab(head: phantom.HeadPhantom, thickness_mm: float) -> phantom.HeadPhantom:
     extra = head.noise_sigma * np.sqrt(1 - prof ** 2)
     signal = prof * out.magnitude * np.exp(1j * out.phase)
     signal = signal + extra * (rng.standard_normal(signal.shape) + 1j * rng.standard_normal(signal.shape))
-    return dataclasses.replace(out, magnitude=np.abs(signal).astype(np.float32), phase=np.angle(signal).astype(np.float32))
+    return dataclasses.replace(out, magnitude=np.abs(signal).astype(np.float32),
+                               phase=np.angle(signal).astype(np.float32))
 
 
 def crop(head: phantom.HeadPhantom, size_mm) -> phantom.HeadPhantom:
