@@ -32,7 +32,7 @@ def masks(head):
     saved = bet._face_rolloff, bet._bright_faces
     try:
         # stop 46: no fall-off divided out, only the faces the first surface left by extended
-        bet._face_rolloff, bet._bright_faces = (lambda img, vs: img), (lambda img: [(False, False)] * 3)
+        bet._face_rolloff, bet._bright_faces = (lambda img, vs, faces: img), (lambda img: [(False, False)] * 3)
         before = masking.bet_brain_mask(head.magnitude, head.voxel_size)
     finally:
         bet._face_rolloff, bet._bright_faces = saved

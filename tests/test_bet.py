@@ -458,12 +458,13 @@ def test_face_rolloff_recovers_a_slab_profile_and_leaves_a_whole_head_alone():
     tissue[:4], tissue[-4:], tissue[:, :4], tissue[:, -4:] = 0, 0, 0, 0  # air around it in-plane
     prof = np.ones(24, np.float32)
     prof[[0, 1, 2]] = prof[[-1, -2, -3]] = (0.55, 0.8, 0.95)
-    out = bet._face_rolloff(tissue * prof, vs)
+    dark = tissue * prof
+    out = bet._face_rolloff(dark, vs, bet._bright_faces(dark))
     inner = tissue[4:-4, 4:-4]
     ratio = [np.median(out[4:-4, 4:-4, k] / inner[..., k]) for k in range(24)]
     assert np.allclose(ratio, 1.0, atol=0.03), np.round(ratio, 3)
     img = _head()[0]
-    assert bet._face_rolloff(img, VS) is img
+    assert bet._face_rolloff(img, VS, bet._bright_faces(img)) is img
 
 
 def test_bet_errors_start_with_the_argument_name():

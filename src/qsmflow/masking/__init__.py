@@ -13,6 +13,7 @@ from .._shared import checks as _checks
 from .._shared.echoes import rss
 from . import bet
 from ._components import largest_component as _largest_component
+from ._faces import FOV_CUT_SECTION, cut_faces as _cut_faces
 from .._shared.registry import Method
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,6 @@ _MIN_BACKGROUND = 0.05
 # Intracranial volume of adults, brain with CSF and veins (mL): 1.1-1.7 L typical; outside
 # this range a whole-head mask has taken in non-brain (eyes, neck) or lost brain.
 MASK_VOLUME_ML = (900.0, 1900.0)
-# A mask whose section on a face of the field of view is at least this share of its largest
-# section along that axis is cut by it (a slab): the 64 / 80 mm axial slabs of the benchmark
-# head 0.55-0.89; the BET masks of the whole benchmark heads touch no face, the Philips head's
-# 0.016 (its top slice).
-FOV_CUT_SECTION = 0.25
 
 
 def _box(mask: np.ndarray, margin) -> tuple[slice, ...]:
@@ -152,12 +148,8 @@ def faces_cutting(mask: np.ndarray) -> list[str]:
     the brain, or a crop inside the head; a brainstem cut at the bottom of a whole-head field
     of view has a small share). Named by voxel index, e.g. ``["k = 0", "k = 63"]``."""
     mask = np.asarray(mask, bool)
-    out = []
-    for a, letter in enumerate("ijk"):
-        sections = mask.sum(axis=tuple(b for b in range(mask.ndim) if b != a))
-        peak = sections.max()
-        out += [f"{letter} = {i}" for i in (0, mask.shape[a] - 1) if peak and sections[i] >= FOV_CUT_SECTION * peak]
-    return out
+    return [f"{letter} = {i}" for letter, n, sides in zip("ijk", mask.shape, _cut_faces(mask))
+            for i, cut in zip((0, n - 1), sides) if cut]
 
 
 def check_volume(mask: np.ndarray, voxel_size) -> None:

@@ -10,6 +10,7 @@ from scipy.spatial import cKDTree
 
 from . import mesh as _mesh
 from ._components import largest_component
+from ._faces import cut_faces as _cut_faces
 from .._shared import checks as _checks
 from .._shared.echoes import rss
 
@@ -57,25 +58,17 @@ FOV_CUT_ROLLOFF_MM = 12.0
 
 
 def _bright_faces(img: np.ndarray) -> list[tuple[bool, bool]]:
-    """Per axis, whether the first and last face of the field of view cut the head: their
-    section of bright voxels (above 0.2 x the 98th percentile) is at least
-    ``masking.FOV_CUT_SECTION`` of the largest section along that axis. A whole head's faces
-    hold air or the neck's section (0.44-0.46 of the largest on the benchmark heads, 0.87
-    on the Philips head), so this alone does not tell a slab: BET asks it only once its
-    surface has left the field of view."""
-    from . import FOV_CUT_SECTION  # the package's criterion for a face that cuts the mask
-
-    bright = img > 0.2 * float(np.percentile(img, 98))
-    out = []
-    for axis in range(3):
-        section = bright.sum(axis=tuple(a for a in range(3) if a != axis))
-        out.append(tuple(bool(section[i] >= FOV_CUT_SECTION * section.max() > 0) for i in (0, -1)))
-    return out
+    """Per axis, whether the first and last face of the field of view cut the head: the
+    section of its bright voxels (above 0.2 x the 98th percentile) by the package's criterion
+    (``masking.FOV_CUT_SECTION``). A whole head's faces hold air or the neck's section
+    (0.44-0.46 of the largest on the benchmark heads, 0.87 on the Philips head), so this
+    alone does not tell a slab: BET asks it only once its surface has left the field of view."""
+    return _cut_faces(img > 0.2 * float(np.percentile(img, 98)))
 
 
-def _face_rolloff(img: np.ndarray, vs) -> np.ndarray:
-    """``img`` with the signal fall-off toward each face that cuts the head
-    (:func:`_bright_faces`) divided out.
+def _face_rolloff(img: np.ndarray, vs, faces) -> np.ndarray:
+    """``img`` with the signal fall-off toward each of ``faces`` (per axis, first and last:
+    :func:`_bright_faces`) divided out.
 
     Going outward from ``FOV_CUT_ROLLOFF_MM`` inside such a face, each slice's scale against
     the next inner one is the median ratio of their intensities over the voxels bright in
@@ -85,7 +78,7 @@ def _face_rolloff(img: np.ndarray, vs) -> np.ndarray:
     """
     out = img
     hi = float(np.percentile(img, 98))
-    for axis, sides in enumerate(_bright_faces(img)):
+    for axis, sides in enumerate(faces):
         n = img.shape[axis]
         depth = min(int(np.ceil(FOV_CUT_ROLLOFF_MM / vs[axis])), n // 3)
         for side, cuts in enumerate(sides):
@@ -413,12 +406,14 @@ def bet_mask(
     cut = _faces_cut(verts, work.shape, wvs, vs)  # all (0, 0) for a whole head, or with FOV_CUT_PAD_MM = 0
     inner = tuple(slice(a, a + n) for (a, _), n in zip(cut, img.shape))
     if any(map(any, cut)):
-        img = _face_rolloff(np.where(valid, img, 0).astype(np.float32), vs)
+        img = np.where(valid, img, 0).astype(np.float32)
+        faces = _bright_faces(img)
+        img = _face_rolloff(img, vs, faces)
         # every face that cuts the head is extended, not only those the surface left by: a
         # face darkened by the excitation, or cutting a smaller section of the brain, can
         # hold the first surface inside it
         pad = np.ceil(FOV_CUT_PAD_MM / vs).astype(int)
-        cut = [(a or int(p) * lo, b or int(p) * hi) for (a, b), (lo, hi), p in zip(cut, _bright_faces(img), pad)]
+        cut = [(a or int(p) * lo, b or int(p) * hi) for (a, b), (lo, hi), p in zip(cut, faces, pad)]
         inner = tuple(slice(a, a + n) for (a, _), n in zip(cut, img.shape))
         log.info("BET: the field of view cuts the brain; the image is extended by repeating its faces (voxels "
                  "before/after each axis: %s) and the surface found again", cut)
