@@ -92,6 +92,8 @@ def simulate(s: dict) -> phantom.HeadPhantom:
         return crop(simulate({k: v for k, v in s.items() if k != "crop_mm"}), s["crop_mm"])
     if s.get("echo_index") is not None:  # one echo of the multi-echo head (a single-echo scan, e.g. for SWI)
         head, e = simulate({k: v for k, v in s.items() if k != "echo_index"}), s["echo_index"]
+        if not 0 <= e < len(head.echo_times):
+            raise SystemExit(f"--one-echo {e}: this variant has echoes 0 to {len(head.echo_times) - 1}")
         return dataclasses.replace(head, magnitude=np.ascontiguousarray(head.magnitude[..., e:e + 1]),
                                    phase=np.ascontiguousarray(head.phase[..., e:e + 1]),
                                    echo_times=np.asarray(head.echo_times)[e:e + 1])
