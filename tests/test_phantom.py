@@ -413,3 +413,23 @@ def test_myelin_water_pools():
     # mono-exponential WM: 20.5/s. Three pools (12 % at 100/s, 53 % at 15.6/s, 35 % at 20.8/s)
     # lose ln(0.9477/0.9004)/2 ms = 25.6/s between 2 and 4 ms
     assert abs(early[False] - 20.5) < 2 and abs(early[True] - 25.6) < 2
+
+
+def test_phase_offset_is_smooth_but_not_a_polynomial():
+    """φ0 as a real head's (the Philips head of ../shared/data: 0.050 rad RMS over the brain
+    beyond a cubic fit): a cubic over a brain-sized ellipsoid leaves 0.02-0.1 rad, and it has
+    no steps (neighbours 1 mm apart differ by far less than the residual)."""
+    from qsmflow.phantom.signal import PhaseOffset, voxel_axes
+
+    phi0 = PhaseOffset(np.random.default_rng(5), (160.0, 192.0, 160.0))
+    axes = voxel_axes((40, 48, 40), (4.0, 4.0, 4.0))
+    values = phi0(axes).astype(float)
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    brain = (x / 65) ** 2 + (y / 80) ** 2 + (z / 55) ** 2 < 1
+    pos = np.stack([x[brain] / 65, y[brain] / 80, z[brain] / 55], axis=1)
+    cubic = np.stack([pos[:, 0] ** i * pos[:, 1] ** j * pos[:, 2] ** k for i in range(4) for j in range(4)
+                      for k in range(4) if i + j + k <= 3], axis=1)
+    resid = values[brain] - cubic @ np.linalg.lstsq(cubic, values[brain], rcond=None)[0]
+    assert 0.02 < resid.std() < 0.1
+    fine = phi0(voxel_axes((160, 192, 160), (1.0, 1.0, 1.0))).astype(float)
+    assert np.abs(np.diff(fine, axis=0)).max() < 0.05
