@@ -374,7 +374,11 @@ def test_fieldmap_then_bgremove_chain(tmp_path, capsys, simulated_bids):
     assert code == 0, err
     assert "PDF for 4x4x4 mm voxels" in err  # auto picks by voxel size
     local = nib.load(str(bg / "sub-phantom_localfield.nii.gz")).get_fdata()
-    assert 0 < np.abs(local).max() < 1.0  # ppm
+    inside = nib.load(str(fm / "sub-phantom_mask.nii.gz")).get_fdata() > 0
+    # ppm, not Hz (x128 at 3 T): typically 0.01, 0.13 at the 99th percentile on this head (its
+    # 4 mm mask holds marrow at the skull base, whose fat gives single voxels up to 1.7 ppm)
+    assert 0.002 < np.median(np.abs(local[inside])) < 0.05
+    assert np.percentile(np.abs(local[inside]), 99) < 0.5
     prov = json.loads((bg / "sub-phantom_provenance-bgremove.json").read_text())
     assert prov["parameters"]["methods"]["bgremove"] == "pdf"
     assert prov["input"]["unit"] == "hz"

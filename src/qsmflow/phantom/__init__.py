@@ -37,7 +37,9 @@ Forward model (no inverse crime):
    slice axis is averaged instead (a box slice profile, with its through-slice dephasing).
    Complex Gaussian noise is added last.
 
-Fat is given its susceptibility but no chemical shift; white-matter susceptibility
+Fat (0.9 of the signal of subcutaneous and orbital fat, 0.7 of the diploë's marrow) has its
+susceptibility and its six-peak spectrum (Yu et al. 2008; -434 Hz at 3 T for the main peak),
+but no chemical-shift displacement along the readout; white-matter susceptibility
 anisotropy and microstructure effects are not modelled; the magnitude is proton-density
 weighted (no T1 saturation, so CSF is bright) times the root-sum-of-squares sensitivity of a
 32-channel receive array (bright rim, darker centre). Tissue R2* is given at 3 T; its

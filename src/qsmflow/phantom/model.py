@@ -77,6 +77,16 @@ TISSUES: dict[str, Tissue] = {
 
 LABEL_NAMES: dict[int, str] = {t.label: name for name, t in TISSUES.items()}
 
+#: Signal fat fraction of the fatty tissues: subcutaneous and orbital fat, and the diploë's
+#: yellow marrow (approximate adult values). Their signal holds fat's spectrum
+#: (:data:`FAT_PEAKS_PPM`), which beats against water's from echo to echo.
+FAT_FRACTION: dict[str, float] = {"fat": 0.9, "marrow": 0.7}
+#: Fat's 1H spectrum: six peaks (ppm from water) and their relative amplitudes (summing to 1),
+#: as fitted by Yu et al. 2008 (MRM 60:1122, doi:10.1002/mrm.21737) and used by the ISMRM
+#: fat-water toolbox. The main peak, -3.4 ppm, is -434 Hz at 3 T.
+FAT_PEAKS_PPM = (-3.80, -3.40, -2.60, -1.94, -0.39, 0.60)
+FAT_PEAK_AMPLITUDES = (0.087, 0.693, 0.128, 0.004, 0.039, 0.048)
+
 # Smallest brain that fits: FOV smaller than this cuts the brain (a warning is logged).
 _BRAIN_EXTENT_MM = (130.0, 155.0, 125.0)
 

@@ -12,6 +12,7 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from .. import kernels
+from .model import FAT_PEAK_AMPLITUDES, FAT_PEAKS_PPM
 from .._shared import units
 
 F32 = np.float32
@@ -72,6 +73,12 @@ def _interp_matrix(x, knots):
     m[np.arange(x.size), lo] = 1 - frac
     m[np.arange(x.size), lo + 1] = frac
     return m
+
+
+def fat_modulation(t: float, hz_per_ppm: float) -> complex:
+    """Fat's signal at time ``t`` (s) relative to water's: its six peaks summed,
+    ``Σ a_p exp(i 2π δ_p γB0 t)`` (:data:`~qsmflow.phantom.model.FAT_PEAKS_PPM`)."""
+    return complex(sum(a * np.exp(2j * np.pi * d * hz_per_ppm * t) for d, a in zip(FAT_PEAKS_PPM, FAT_PEAK_AMPLITUDES)))
 
 
 def block_mean(a, f):

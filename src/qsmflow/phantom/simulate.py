@@ -11,9 +11,9 @@ from .._shared import checks as _checks
 from .._shared import units
 from .fields import dipole_fields, outside_fov_field, remove_shim
 from .geometry import FOV_CENTRE, HeadModel
-from .model import _BRAIN_EXTENT_MM, LABEL_NAMES, TISSUES, HeadPhantom, r2star_at_field
+from .model import _BRAIN_EXTENT_MM, FAT_FRACTION, LABEL_NAMES, TISSUES, HeadPhantom, r2star_at_field
 from .myelin import MyelinWater
-from .signal import (PhaseOffset, affine, block_mean, kspace_downsample, receive_profile, upsample,
+from .signal import (PhaseOffset, affine, fat_modulation, block_mean, kspace_downsample, receive_profile, upsample,
                      voxel_axes, wrap)
 from .tissue import tissue_properties
 
@@ -165,7 +165,7 @@ def simulate_head(
     model = HeadModel(head_seq, lesions=bool(lesions))
     fine_axes = voxel_axes(tuple(n * os_ for n in shape), vs / os_)
     # 1. anatomy and tissue properties on the fine grid
-    chi, r2s, m0, brain, air, pools = _anatomy(model, fine_axes, vs / os_, b0, phase_seq, myelin_water)
+    chi, r2s, m0, brain, air, pools, fat = _anatomy(model, fine_axes, vs / os_, b0, phase_seq, myelin_water)
 
     # 2-3. fields and the ground truth on the output grid
     total, brain_mask, truth = _fields_and_truth(chi, r2s, m0, brain, air, pools, model, shape, vs, os_, fine_axes,
@@ -178,8 +178,8 @@ def simulate_head(
     phi0 = PhaseOffset(np.random.default_rng(phase_seq), fov)
     phi0_fine = phi0(fine_axes)
     out_axes = voxel_axes(shape, vs)
-    signal = _echoes(te, phi0_fine, total, gamma_b0, m0, r2s, pools, shape, os_, slice_axis)
-    del phi0_fine, total, m0, r2s
+    signal = _echoes(te, phi0_fine, total, gamma_b0, m0, r2s, pools, fat, shape, os_, slice_axis)
+    del phi0_fine, total, m0, r2s, fat
     logger.info("phantom: %d echoes in %.1f s", len(te), time.perf_counter() - t0)
 
     sigma, profile = _coils_and_noise(signal, out_axes, receive_coils, brain_mask, snr, noise_seq)
@@ -219,7 +219,7 @@ def simulate_head(
 
 def _anatomy(model, fine_axes, fine_vs, b0, phase_seq, myelin_water):
     """The head painted on the fine grid and its tissue properties there: (χ, R2* at ``b0``,
-    M0, brain, air, myelin-water pools or None)."""
+    M0, brain, air, myelin-water pools or None, signal fat fraction)."""
     model.prepare(fine_vs)
     t0 = time.perf_counter()
     painted = model.paint(fine_axes, fine_vs)
@@ -228,7 +228,10 @@ def _anatomy(model, fine_axes, fine_vs, b0, phase_seq, myelin_water):
     chi, r2s, m0, brain, air = tissue_properties(painted, model, fine_axes, TISSUES)
     pools = MyelinWater(painted.labels, fine_axes, np.random.default_rng(phase_seq.spawn(1)[0])) \
         if myelin_water else None
-    return chi, r2star_at_field(r2s, b0), m0, brain, air, pools
+    fat = np.zeros(painted.labels.shape, F32)
+    for name, fraction in FAT_FRACTION.items():
+        fat[painted.labels == TISSUES[name].label] = F32(fraction)
+    return chi, r2star_at_field(r2s, b0), m0, brain, air, pools, fat
 
 
 def _fields_and_truth(chi, r2s, m0, brain, air, pools, model, shape, vs, os_, fine_axes, b0, b0_dir, shim):
@@ -273,11 +276,14 @@ def _check_options(receive_coils, slice_axis, **flags) -> None:
             raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-def _echoes(te, phi0_fine, total, gamma_b0, m0, r2s, pools, shape, os_, slice_axis) -> np.ndarray:
-    """Each echo's complex signal on the fine grid (one exponential, or the myelin water pools),
-    k-space cropped to the output grid: (E, X, Y, Z) complex64."""
+def _echoes(te, phi0_fine, total, gamma_b0, m0, r2s, pools, fat, shape, os_, slice_axis) -> np.ndarray:
+    """Each echo's complex signal on the fine grid (one exponential, or the myelin water pools;
+    fat's spectrum beating against water where ``fat`` > 0), k-space cropped to the output
+    grid: (E, X, Y, Z) complex64."""
     fine_shape = total.shape
     signal = np.empty((len(te),) + tuple(shape), np.complex64)
+    fat_idx = np.flatnonzero(fat)
+    fat_w = fat.reshape(-1)[fat_idx]
     for e, t in enumerate(te):
         arg = phi0_fine + total * F32(2 * np.pi * gamma_b0 * t)
         if pools is None:
@@ -289,6 +295,8 @@ def _echoes(te, phi0_fine, total, gamma_b0, m0, r2s, pools, shape, os_, slice_ax
         else:
             fine_sig = (m0 * pools.decay(t, r2s) * np.exp(1j * arg)).astype(np.complex64)
         del arg
+        flat = fine_sig.reshape(-1)
+        flat[fat_idx] *= (F32(1) - fat_w) + fat_w * np.complex64(fat_modulation(t, gamma_b0))
         signal[e] = kspace_downsample(fine_sig, os_, slice_axis)
         del fine_sig
     return signal
