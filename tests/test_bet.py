@@ -197,6 +197,7 @@ def test_bias_passes_and_reruns_call_the_surface_as_documented(monkeypatch):
     of a bias-corrected run, which only outlines where the shading is fitted."""
     shape, vs = (48, 48, 48), (2.5, 2.5, 2.5)
     img = _soft_ball(shape, vs)
+    monkeypatch.setattr(bet, "_ITERATIONS", 50)  # the calls, not where the surfaces settle
     calls = []
     real = bet._surface
     monkeypatch.setattr(bet, "_surface", lambda *a, **k: calls.append(a[2:] + (k.get("passes", 10),)) or real(*a, **k))
@@ -520,9 +521,14 @@ def test_second_surface_keeps_white_matter_the_first_cuts_and_leaves_fast_decayi
     assert (one & brain).sum() / brain.sum() < 0.92  # measured 0.883
     assert (two & brain).sum() / brain.sum() > 0.95  # measured 0.967
     assert (two & marrow).sum() <= (one & marrow).sum() + 20  # measured 657 and 657
-    # a single echo, or echoes that do not decay, cannot tell marrow from brain: one surface
-    for same in (mag[..., :1], np.stack([mag[..., 0]] * 2, -1)):
-        assert np.array_equal(bet.bet_mask(same, vs, bias_passes=1),
-                              bet.bet_mask(same, vs, second_surface=False, bias_passes=1))
     monkeypatch.setattr(bet, "FAST_DECAY_FACTOR", 1e9)
     assert (bet.bet_mask(mag, vs, bias_passes=1) & marrow).sum() > (two & marrow).sum() + 300  # measured 1355
+    # a single echo, or echoes that do not decay, cannot tell marrow from brain: no second
+    # surface after the first and its bias pass (where they settle does not matter here)
+    real, calls = bet._surface, []
+    monkeypatch.setattr(bet, "_surface", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(bet, "_ITERATIONS", 50)
+    for same in (mag[..., :1], np.stack([mag[..., 0]] * 2, -1), mag):
+        calls.clear()
+        bet.bet_mask(same, vs, bias_passes=1)
+        assert len(calls) == (3 if same is mag else 2)

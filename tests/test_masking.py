@@ -315,8 +315,8 @@ def test_erosion_larger_than_the_head_falls_back_to_the_thresholded_head(caplog)
 def test_bet_brain_mask_passes_valid_threshold_and_shrink_on(monkeypatch):
     from qsmflow.masking import bet, bet_brain_mask
 
-    # what is passed on, not the shading fit: one bias pass (a uniform ball has no shading)
-    monkeypatch.setitem(bet.bet_mask.__kwdefaults__, "bias_passes", 1)
+    # what is passed on, not the shading fit: no bias pass (a uniform ball has no shading)
+    monkeypatch.setitem(bet.bet_mask.__kwdefaults__, "bias_passes", 0)
     mag, r = _ball_in_air()
     vs = (2.5, 2.5, 2.5)
     valid = np.ones(mag.shape, bool)

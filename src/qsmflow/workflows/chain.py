@@ -142,6 +142,7 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
         log.warning("single-echo data: the field comes from one echo, whose phase also holds the receive "
                     "phase offset (a second echo is needed to remove it), so χ carries a smooth error from it; "
                     "no R2*/T2* map is made")
+        sanity.check_single_echo_offset(te[0], data.field_strength)
         used["phase_offset"] = phaseoffset.METHODS["none"]
     box = kernels.PaddedBox(brain, margin=_CROP_MARGIN)
     res.parameters["crop_box"] = [[s.start, s.stop] for s in box.slices]

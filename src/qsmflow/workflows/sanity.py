@@ -22,7 +22,8 @@ from .._shared.echoes import rss
 log = logging.getLogger(__name__)
 
 __all__ = ["TYPICAL_LOCAL_FIELD_PPM", "check_chi_range", "check_chi_sign", "check_echo_order", "check_field_noise",
-           "check_phase_evolves", "check_phase_is_not_magnitude", "check_phase_is_linear_in_te", "tissue"]
+           "check_phase_evolves", "check_phase_is_not_magnitude", "check_phase_is_linear_in_te",
+           "check_single_echo_offset", "tissue"]
 
 # Magnitude decays with echo time (R2* > 0); across the head's tissue its median may rise
 # by noise alone only by a fraction of a percent. A larger rise means echoes out of order.
@@ -37,6 +38,12 @@ TYPICAL_LOCAL_FIELD_PPM = 0.01
 # 0.2x the local field (1 mm, SNR 20) still gave χ NRMSE 41 %, 0.9x (two echoes 2.3/4.6 ms at
 # 2x2x3 mm, SNR 60) gave 93 % whatever the background removal.
 NOISY_FIELD_FRACTION = 0.5
+# The receive phase offset beyond what a smooth fit holds (rad RMS over the brain): 0.050 on the
+# real Philips head of ../shared/data after a cubic (φ0 = 2φ1 - φ2, smoothed over 3 mm; 0.031
+# deeper than 15 mm). One echo cannot tell it from the field, where it reads as
+# offset / (2π TE): at 3 T 2.0 Hz at 4 ms (χ NRMSE 103 % on the benchmark head cut to its 4 ms
+# echo, TFI; V-SHARP + MEDI+0 114 %), 0.36 Hz at 22 ms (44 %).
+SINGLE_ECHO_OFFSET_RAD = 0.05
 # The χ sign check looks at the voxels of highest R2* (top 2 %, each more than 4 SD of its
 # R2* noise above the median) deeper than 10 mm inside the region χ was solved on (away from
 # the air-tissue edges, where R2* is high for other reasons): veins and iron-rich nuclei,
@@ -206,6 +213,22 @@ def check_field_noise(noise_hz: np.ndarray, mask: np.ndarray, field_strength: fl
                     "reliable QSM; χ will show mostly noise and regularisation. Later echoes (up to ~T2* of "
                     "grey matter, 25-40 ms at 3 T) fix this", med, med / hz_per_ppm, TYPICAL_LOCAL_FIELD_PPM,
                     TYPICAL_LOCAL_FIELD_PPM * hz_per_ppm, field_strength, te)
+
+
+def check_single_echo_offset(echo_time: float, field_strength: float) -> float:
+    """Warn when one echo is so short that the receive phase offset's rough part
+    (:data:`SINGLE_ECHO_OFFSET_RAD`, which no one-echo method separates from the field) exceeds
+    :data:`NOISY_FIELD_FRACTION` of the typical local field; returns that part (Hz)."""
+    offset_hz = SINGLE_ECHO_OFFSET_RAD / (2 * np.pi * float(echo_time))
+    typical_hz = TYPICAL_LOCAL_FIELD_PPM * units.hz_per_ppm(field_strength)
+    if offset_hz > NOISY_FIELD_FRACTION * typical_hz:
+        log.warning("one echo at %g ms is too short for QSM: the receive phase offset varies over a real head by "
+                    "about %.2f rad beyond a smooth fit, which one echo reads as %.2f Hz of field, more than half the "
+                    "local field of brain tissue (~%.2f Hz at %g T); χ will carry an error of the order of its "
+                    "contrast. An echo of %.0f ms or later, or a second echo, fixes this", float(echo_time) * 1000, SINGLE_ECHO_OFFSET_RAD,
+                    offset_hz, typical_hz, field_strength,
+                    np.ceil(1000 * SINGLE_ECHO_OFFSET_RAD / (2 * np.pi * NOISY_FIELD_FRACTION * typical_hz)))
+    return offset_hz
 
 
 def check_chi_sign(chi: np.ndarray, r2star: np.ndarray, region: np.ndarray, voxel_size, *,
