@@ -218,6 +218,9 @@ def test_demo_without_out_says_where_the_maps_went(capsys, monkeypatch):
 
     monkeypatch.setattr(demo.run_demo, "__kwdefaults__",  # the smallest head: only the message is checked
                         {"force": False, "shape": (24, 28, 24), "voxel_size": (6.0, 6.0, 6.0)})
+    from qsmflow.masking import bet
+
+    monkeypatch.setattr(bet, "_ITERATIONS", 50)  # nor the mask
     code, out, err = _run(["demo", "-q"], capsys)
     assert code == 0, err
     assert "temporary folder and removed; run qsmflow demo OUT to keep them" in out
