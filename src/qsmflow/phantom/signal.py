@@ -12,8 +12,8 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from .. import kernels
-from .model import FAT_PEAK_AMPLITUDES, FAT_PEAKS_PPM
 from .._shared import units
+from .model import FAT_PEAK_AMPLITUDES, FAT_PEAKS_PPM
 
 F32 = np.float32
 

@@ -13,8 +13,8 @@ from .fields import dipole_fields, outside_fov_field, remove_shim
 from .geometry import FOV_CENTRE, HeadModel
 from .model import _BRAIN_EXTENT_MM, FAT_FRACTION, LABEL_NAMES, TISSUES, HeadPhantom, r2star_at_field
 from .myelin import MyelinWater
-from .signal import (PhaseOffset, affine, fat_modulation, block_mean, kspace_downsample, receive_profile, upsample,
-                     voxel_axes, wrap)
+from .signal import (PhaseOffset, affine, block_mean, fat_modulation, kspace_downsample, receive_profile,
+                     upsample, voxel_axes, wrap)
 from .tissue import tissue_properties
 
 logger = logging.getLogger(__name__)
