@@ -194,32 +194,46 @@ def test_brain_bias_is_the_best_quadratic_not_more():
 def test_bias_passes_and_reruns_call_the_surface_as_documented(monkeypatch):
     """bias_passes surfaces after the first; a surface that crosses itself (score above 4000)
     is found again with 100x, then 1000x the smoothing of concave vertices, except the first
-    of a bias-corrected run, which only outlines where the shading is fitted."""
+    of a bias-corrected run, which only outlines where the shading is fitted. The second bias
+    pass starts from the last surface for 300 iterations, and from the sphere (1000) if that
+    crosses itself."""
     shape, vs = (48, 48, 48), (2.5, 2.5, 2.5)
     img = _soft_ball(shape, vs)
     monkeypatch.setattr(bet, "_ITERATIONS", 50)  # the calls, not where the surfaces settle
+    monkeypatch.setattr(bet, "WARM_ITERATIONS", 20)
     calls = []
     real = bet._surface
-    monkeypatch.setattr(bet, "_surface", lambda *a, **k: calls.append(a[2:] + (k.get("passes", 10),)) or real(*a, **k))
+    monkeypatch.setattr(bet, "_surface", lambda *a, **k: calls.append(
+        a[2:] + (k.get("passes", 10), k.get("start") is not None)) or real(*a, **k))
     bet.bet_mask(img, vs, bias_passes=0)
-    assert calls == [(0.6, 0.0, 10)]
+    assert calls == [(0.6, 0.0, 10, False)]
     calls.clear()
     bet.bet_mask(img, vs, fractional_threshold=0.4, vertical_gradient=0.2)
-    assert calls == [(0.4, 0.2, 1), (0.4, 0.2, 10), (0.4, 0.2, 10)]  # default: two bias passes, same f and g
+    # default: two bias passes, same f and g, the second from the first's surface
+    assert calls == [(0.4, 0.2, 1, False), (0.4, 0.2, 10, False), (0.4, 0.2, 10, True)]
     calls.clear()
     bet.bet_mask(img, vs, bias_passes=1)
-    assert calls == [(0.6, 0.0, 1), (0.6, 0.0, 10)]
+    assert calls == [(0.6, 0.0, 1, False), (0.6, 0.0, 10, False)]
     monkeypatch.setattr(bet, "_surface", real)
-    boosts, scores = [], iter([5000.0, 4001.0, 4000.0])
+    runs, scores = [], iter([5000.0, 4001.0, 4000.0])
     real_evolve = bet._evolve
-    monkeypatch.setattr(bet, "_evolve", lambda *a: boosts.append(a[5]) or real_evolve(*a))
+    monkeypatch.setattr(bet, "_evolve", lambda *a: runs.append((a[5], a[6] if len(a) > 6 else 50)) or real_evolve(*a))
     monkeypatch.setattr(bet, "_self_intersection", lambda *a: next(scores))
-    bet._surface(bet._working_image(img, np.array(vs))[0], np.array(vs), 0.5, 0.0)
-    assert boosts == [1.0, 100.0, 1000.0]  # 4000 itself is accepted
-    boosts.clear()
+    work = bet._working_image(img, np.array(vs))[0]
+    verts, topo = bet._surface(work, np.array(vs), 0.5, 0.0)
+    assert runs == [(1.0, 50), (100.0, 50), (1000.0, 50)]  # 4000 itself is accepted
+    runs.clear()
     scores = iter([5000.0])
-    bet._surface(bet._working_image(img, np.array(vs))[0], np.array(vs), 0.5, 0.0, passes=1)
-    assert boosts == [1.0]
+    bet._surface(work, np.array(vs), 0.5, 0.0, passes=1)
+    assert runs == [(1.0, 50)]
+    runs.clear()
+    scores = iter([100.0])
+    bet._surface(work, np.array(vs), 0.5, 0.0, start=(verts, topo))
+    assert runs == [(1.0, 20)]  # from the last surface
+    runs.clear()
+    scores = iter([5000.0, 100.0])
+    bet._surface(work, np.array(vs), 0.5, 0.0, start=(verts, topo))
+    assert runs == [(1.0, 20), (1.0, 50)]  # it crossed itself: from the sphere, as without a start
 
 
 def test_one_invalid_plane_cuts_the_mask_and_the_smaller_piece_goes():

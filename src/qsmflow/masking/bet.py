@@ -27,6 +27,15 @@ _D_MIN_MM, _D_MAX_MM = 7.0, 3.0  # inward search depths for I_min and I_max
 _BT_EXPONENT = 0.275  # bet2 uses b_t = f ** 0.275, so f = 0.5 means b_t = 0.83
 _INTERSECTION_SCORE = 4000.0  # bet2's self-intersection threshold
 _MAX_PASSES = 10
+# Iterations of a surface found again on a similar image (the second bias pass, and the
+# second surface) that starts from the last surface instead of the sphere: each moved the
+# surface by up to 8-10 mm (median 1 mm) on the 2 mm benchmark head, and at about 0.05 x
+# the vertex spacing per iteration (~0.15 mm) 300 iterations reach that; from the sphere
+# each took 1000. The first bias pass moves it by up to 28 mm (median 4.5 mm) from a first
+# surface that may fold (it is not rerun), so it starts from the sphere. On 12 heads of
+# the benchmark matrix the masks kept as much of the brain (within 0.1 % of it) and less
+# extracranial tissue (benchmarks/README.md, "BET's warm starts").
+WARM_ITERATIONS = 300
 # The surface moves on block means of voxels of at least this size / 1.45 (mm).
 _WORKING_VOXEL_MM = 2.0
 # BET's -f for GRE magnitude: chosen on the benchmark heads and the real Philips head (see benchmarks/README.md).
@@ -206,8 +215,13 @@ def _self_intersection(verts, verts0, topo, l_now, l0) -> float:
     return float(2 * np.sum((d - d0) ** 2))  # ordered pairs, as bet2 counts them
 
 
-def _evolve(img, vs, verts, topo, prm, smooth_boost):
-    """bet2's iterations of the three forces; returns the vertices (mm) and their spacing."""
+def _evolve(img, vs, verts, topo, prm, smooth_boost, iterations=None):
+    """bet2's iterations of the three forces; returns the vertices (mm) and their spacing.
+
+    The loop works on coordinates as rows, (3, V), and in place: it runs 1000 times over
+    2562 vertices, so numpy's per-call cost and fresh temporaries would dominate.
+    """
+    iterations = _ITERATIONS if iterations is None else iterations
     t2, t, tm = prm["t2"], prm["t"], prm["tm"]
     e = (1 / _R_MIN_MM + 1 / _R_MAX_MM) / 2
     f = 6 / (1 / _R_MIN_MM - 1 / _R_MAX_MM)
@@ -225,54 +239,98 @@ def _evolve(img, vs, verts, topo, prm, smooth_boost):
     low = np.pad(img32, pad, constant_values=np.inf).ravel()
     high = np.pad(img32, pad, constant_values=-np.inf).ravel()
     shape = np.array(img.shape) + 2 * pad
-    s0, s1 = int(shape[1] * shape[2]), int(shape[2])
+    strides = (int(shape[1] * shape[2]), int(shape[2]), 1)
+    limits = [(float(reach), float(n - 1 - reach)) for n in shape]
     inv_vs = 1 / vs
     depth_col = depths[:, None]  # samples are (depth, vertex): reductions run over the first axis
+    xyz = np.array(verts, float).T.copy()
+    normal = np.empty_like(xyz)
+    pos, proj = np.empty(xyz.shape[1]), np.empty(xyz.shape[1])
+    sample = np.empty((len(depths), xyz.shape[1]))
+    idx, part = np.empty(sample.shape, np.int64), np.empty(sample.shape, np.int64)
     spacing = topo.spacing(verts)
-    for it in range(_ITERATIONS):
+    for it in range(iterations):
         if it == 50 or (it and it % 100 == 0):
-            spacing = topo.spacing(verts)
-        normal = topo.normals(verts)
-        s = topo.mean_op @ verts - verts
-        sn_len = np.einsum("ij,ij->i", s, normal)
-        sn = sn_len[:, None] * normal
-        f2 = 0.5 * (1 + np.tanh(f * (2 * np.abs(sn_len) / spacing**2 - e)))
+            spacing = topo.spacing(xyz.T)
+        topo.normals_t(xyz, out=normal)
+        s = (topo.mean_op @ xyz.T).T
+        s -= xyz
+        sn_len = np.einsum("ij,ij->j", s, normal)
+        sn = sn_len * normal
+        # f2 = (1 + tanh(f (2 |s_n| / l^2 - e))) / 2, as a logistic (exp is twice tanh's speed)
+        f2 = np.abs(sn_len)
+        f2 *= -4 * f / spacing**2
+        f2 += 2 * f * e
+        np.exp(f2, out=f2)
+        f2 += 1
+        np.reciprocal(f2, out=f2)
         if smooth_boost > 1:
-            boost = smooth_boost if it <= 750 else 4 * (1 - it / _ITERATIONS) * (smooth_boost - 1) + 1
+            boost = smooth_boost if it <= 750 else 4 * (1 - it / iterations) * (smooth_boost - 1) + 1
             f2 = np.where(sn_len > 0, np.minimum(f2 * boost, 1.0), f2)
-        # intensities along the inward normal (nearest voxel, as bet2)
-        p = np.clip(verts * inv_vs + (pad + 0.5), reach, shape - 1 - reach).T
-        q = (normal * inv_vs).T
-        idx = (p[0] - depth_col * q[0]).astype(np.int64) * s0
-        idx += (p[1] - depth_col * q[1]).astype(np.int64) * s1
-        idx += (p[2] - depth_col * q[2]).astype(np.int64)
-        lows = low[idx]
+        # intensities along the inward normal (nearest voxel, as bet2): flat indices of the
+        # framed image, one axis at a time
+        for k in range(3):
+            np.multiply(xyz[k], inv_vs[k], out=pos)
+            pos += pad + 0.5
+            np.clip(pos, *limits[k], out=pos)
+            np.multiply(normal[k], inv_vs[k], out=proj)
+            np.multiply(depth_col, proj, out=sample)
+            np.subtract(pos, sample, out=sample)
+            np.copyto(idx if k == 0 else part, sample, casting="unsafe")  # truncation: all positive
+            if k == 0:
+                idx *= strides[0]
+            else:
+                if k == 1:
+                    part *= strides[1]
+                idx += part
+        lows = np.take(low, idx)
         i_min = np.maximum(t2, np.minimum(tm, lows.min(0)))
-        i_max = np.minimum(tm, np.maximum(t, high[idx[:n_max]].max(0)))
+        i_max = np.minimum(tm, np.maximum(t, np.take(high, idx[:n_max]).max(0)))
         b_t = prm["bt"] if not prm["g"] else np.clip(
-            prm["bt"] + prm["g"] * (verts[:, 2] - prm["cog"][2]) / prm["radius"], 0, 1)
+            prm["bt"] + prm["g"] * (xyz[2] - prm["cog"][2]) / prm["radius"], 0, 1)
         rng = i_max - t2
         f3 = 2 * (i_min - t2 - rng * b_t) / np.where(rng > 0, rng, 1.0)
         f3[np.isinf(lows[0]) | np.isinf(lows[deepest])] = 0.0  # no intensity force off the field of view
-        verts = verts + 0.5 * (s - sn) + f2[:, None] * sn + (_STEP * spacing * f3)[:, None] * normal
-    return verts, spacing
+        # x += (s - s_n) / 2 + f2 s_n + (_STEP l f3) n
+        s -= sn
+        s *= 0.5
+        xyz += s
+        sn *= f2
+        xyz += sn
+        f3 *= _STEP * spacing
+        normal *= f3
+        xyz += normal
+    return xyz.T.copy(), spacing
 
 
-def _surface(img, vs, f, g, *, passes=_MAX_PASSES):
+def _surface(img, vs, f, g, *, passes=_MAX_PASSES, start=None):
     """BET's surface on ``img``: vertices (mm) and its topology; reruns with more smoothing
-    while the surface crosses itself, up to ``passes`` runs in all."""
+    while the surface crosses itself, up to ``passes`` runs in all.
+
+    ``start``: a surface (vertices, topology) found on a similar image to move from, for
+    ``WARM_ITERATIONS`` iterations, instead of the sphere for 1000. If it crosses itself
+    the surface is found from the sphere as without ``start`` (and ``passes`` more runs).
+    """
     prm = _start(img, vs)
     prm.update(bt=f**_BT_EXPONENT, g=g)
     unit, faces = _mesh.icosphere(_SUBDIVISIONS)
-    topo = _mesh.Topology(faces, len(unit))
+    topo = _mesh.Topology(faces, len(unit)) if start is None else start[1]
     sphere = prm["cog"] + unit * (prm["radius"] / 2)
     l0 = topo.spacing(sphere)
+    if start is not None:
+        verts, spacing = _evolve(img, vs, start[0], topo, prm, 1.0, WARM_ITERATIONS)
+        score = _self_intersection(verts, sphere, topo, spacing, l0)
+        if score <= _INTERSECTION_SCORE:
+            return verts, topo
+        log.info("BET: the surface moved on from the last one crosses itself (score %.0f); found again from "
+                 "the sphere", score)
     for attempt in range(passes):
         verts, spacing = _evolve(img, vs, sphere, topo, prm, 1.0 if attempt == 0 else 10.0 ** (attempt + 1))
         score = _self_intersection(verts, sphere, topo, spacing, l0)
         if score <= _INTERSECTION_SCORE:
             break
-        log.info("BET: the surface crosses itself (score %.0f); rerun with more smoothing", score)
+        if attempt + 1 < passes:
+            log.info("BET: the surface crosses itself (score %.0f); rerun with more smoothing", score)
     return verts, topo
 
 
@@ -422,19 +480,19 @@ def bet_mask(
         work, wvs, offset = _working_image(np.where(valid, img, 0).astype(np.float32), vs)
         verts, topo = _surface(work, wvs, f, g, passes=1 if bias_passes else _MAX_PASSES)
     del img
-    for _ in range(bias_passes):
+    for k in range(bias_passes):  # each but the first starts from the last surface
         inside = _mesh.fill(verts, topo.faces, work.shape, wvs)
         if inside.sum() < 100:
             break
         work = work / _brain_bias(work, wvs, inside)
-        verts, topo = _surface(work, wvs, f, g)
+        verts, topo = _surface(work, wvs, f, g, start=(verts, topo) if k else None)
     verts = verts + offset
     mask = _inside(verts, topo.faces, valid, vs)
     if decay is not None:
         limit = FAST_DECAY_FACTOR * float(np.median(decay[mask])) if mask.any() else 0.0
         if limit > 0:  # echoes that do not decay tell marrow from brain no better than one echo
             smooth = ndimage.gaussian_filter(work, SECOND_SURFACE_SMOOTHING_MM / wvs, truncate=3.0)
-            v2, t2 = _surface(smooth, wvs, f, g)
+            v2, t2 = _surface(smooth, wvs, f, g, start=(verts - offset, topo))
             wider = _inside(v2 + offset, t2.faces, valid, vs)
             added = wider & ~mask & (decay <= limit)
             log.info("BET: the second surface adds %d voxels (%.1f mL)", int(added.sum()),
