@@ -546,3 +546,22 @@ def test_second_surface_keeps_white_matter_the_first_cuts_and_leaves_fast_decayi
         calls.clear()
         bet.bet_mask(same, vs, bias_passes=1)
         assert len(calls) == (3 if same is mag else 2)
+
+
+def test_cleaning_in_the_mask_box_equals_cleaning_the_whole_grid():
+    """_cleaned works on the mask's bounding box: largest face-connected piece and holes filled
+    over the whole grid (written here with scipy) give the same voxels, for masks touching the
+    border, with islands, shells and invalid voxels."""
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        shape = tuple(int(n) for n in rng.integers(6, 24, 3))
+        mask = ndimage.binary_opening(rng.random(shape) < rng.uniform(0.3, 0.8))
+        valid = rng.random(shape) > 0.02
+        lab, n = ndimage.label(mask & valid)
+        biggest = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1) if n else mask & valid
+        expected = ndimage.binary_fill_holes(biggest) & valid
+        assert np.array_equal(bet._cleaned(mask, valid), expected)
+    shell = np.zeros((12, 12, 12), bool)
+    shell[2:10, 2:10, 2:10] = True
+    shell[4:8, 4:8, 4:8] = False  # a closed hole: filled
+    assert bet._cleaned(shell, np.ones_like(shell)).sum() == 512

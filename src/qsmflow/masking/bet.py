@@ -193,13 +193,13 @@ def _decay(mag):
 
 def _cleaned(mask, valid):
     """``mask``'s largest piece (folds of a surface leave small islands), holes filled but
-    not with invalid voxels. Worked on the box around the mask, one voxel wider: the same
-    voxels (the box's rim is outside the mask and joins the field of view's border)."""
+    not with invalid voxels. Worked on the box around the mask: the same voxels (a background
+    region that reaches the field of view's border leaves the box through its faces)."""
     mask = mask & valid
     hit = [np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
     if any(h.size == 0 for h in hit):
         return mask
-    box = tuple(slice(max(h[0] - 1, 0), h[-1] + 2) for h in hit)
+    box = tuple(slice(h[0], h[-1] + 1) for h in hit)
     out = np.zeros_like(mask)
     out[box] = ndimage.binary_fill_holes(largest_component(mask[box])) & valid[box]
     return out
