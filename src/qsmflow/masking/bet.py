@@ -382,7 +382,8 @@ def bet_mask(
     - multi-channel receive coils make the brain's centre darker than its rim, which stops
       the surface early. After a first surface, the shading is fitted inside it (a
       2nd-order polynomial of the log intensity), divided out, and the surface found again
-      (``bias_passes`` times);
+      (``bias_passes`` times; from the sphere the first time, then moving on from the last
+      surface for ``WARM_ITERATIONS``, 300, as the second surface below does);
     - white matter is darker than cortex and CSF in GRE. Where the shading fit leaves the
       rim too dark (a quadratic does not follow a 32-channel array's profile: 10 % RMS left
       over on the benchmark heads), white matter falls below 0.87 of the bright cortex
