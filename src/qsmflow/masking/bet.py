@@ -444,7 +444,8 @@ def bet_mask(
         With two or more echoes, add what a surface on the smoothed image encloses where the
         signal does not decay fast (see above); False: the first surface alone.
     return_surface : bool
-        Also return the first surface's final vertices (mm, original grid) and faces.
+        Also return the vertices (mm, original grid) and faces of the surface the mask is
+        the inside of (after the bias passes; not the second surface, which only adds to it).
 
     Returns
     -------
