@@ -35,7 +35,8 @@ _MAX_PASSES = 10
 # each took 1000. The first bias pass moves it by up to 28 mm (median 4.5 mm) from a first
 # surface that may fold (it is not rerun), so it starts from the sphere. On 12 heads of
 # the benchmark matrix the masks kept as much of the brain (within 0.1 % of it) and less
-# extracranial tissue (benchmarks/README.md, "BET's warm starts").
+# extracranial tissue on 9 (at most 1.1 mL more on the others; benchmarks/README.md,
+# "BET's warm starts").
 WARM_ITERATIONS = 300
 # The surface moves on block means of voxels of at least this size / 1.45 (mm).
 _WORKING_VOXEL_MM = 2.0
