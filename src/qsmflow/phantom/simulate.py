@@ -219,7 +219,8 @@ def simulate_head(
 
 def _anatomy(model, fine_axes, fine_vs, b0, phase_seq, myelin_water):
     """The head painted on the fine grid and its tissue properties there: (χ, R2* at ``b0``,
-    M0, brain, air, myelin-water pools or None, signal fat fraction)."""
+    M0, brain, air, myelin-water pools or None, (flat indices of the fatty voxels, their signal
+    fat fraction))."""
     model.prepare(fine_vs)
     t0 = time.perf_counter()
     painted = model.paint(fine_axes, fine_vs)
@@ -228,9 +229,14 @@ def _anatomy(model, fine_axes, fine_vs, b0, phase_seq, myelin_water):
     chi, r2s, m0, brain, air = tissue_properties(painted, model, fine_axes, TISSUES)
     pools = MyelinWater(painted.labels, fine_axes, np.random.default_rng(phase_seq.spawn(1)[0])) \
         if myelin_water else None
-    fat = np.zeros(painted.labels.shape, F32)
-    for name, fraction in FAT_FRACTION.items():
-        fat[painted.labels == TISSUES[name].label] = F32(fraction)
+    # the fatty voxels (flat indices, ascending) and their fat fraction: no fine-grid map of it
+    fraction = np.zeros(int(painted.labels.max()) + 1, F32)
+    for name, ff in FAT_FRACTION.items():
+        if TISSUES[name].label < fraction.size:
+            fraction[TISSUES[name].label] = F32(ff)
+    labels = painted.labels.reshape(-1)
+    fat_idx = np.flatnonzero(fraction[labels])
+    fat = (fat_idx, fraction[labels[fat_idx]])
     return chi, r2star_at_field(r2s, b0), m0, brain, air, pools, fat
 
 
@@ -278,12 +284,11 @@ def _check_options(receive_coils, slice_axis, **flags) -> None:
 
 def _echoes(te, phi0_fine, total, gamma_b0, m0, r2s, pools, fat, shape, os_, slice_axis) -> np.ndarray:
     """Each echo's complex signal on the fine grid (one exponential, or the myelin water pools;
-    fat's spectrum beating against water where ``fat`` > 0), k-space cropped to the output
-    grid: (E, X, Y, Z) complex64."""
+    fat's spectrum beating against water in the fine grid's voxels that ``fat`` names, as
+    (flat indices, fat fractions)), k-space cropped to the output grid: (E, X, Y, Z) complex64."""
     fine_shape = total.shape
     signal = np.empty((len(te),) + tuple(shape), np.complex64)
-    fat_idx = np.flatnonzero(fat)
-    fat_w = fat.reshape(-1)[fat_idx]
+    fat_idx, fat_w = fat
     for e, t in enumerate(te):
         arg = phi0_fine + total * F32(2 * np.pi * gamma_b0 * t)
         if pools is None:
