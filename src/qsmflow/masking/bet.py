@@ -286,12 +286,11 @@ def _evolve(img, vs, verts, topo, prm, smooth_boost, iterations=None):
             np.multiply(normal[k], inv_vs[k], out=proj)
             np.multiply(depth_col, proj, out=sample)
             np.subtract(pos, sample, out=sample)
-            np.copyto(idx if k == 0 else part, sample, casting="unsafe")  # truncation: all positive
+            np.copyto(part, sample, casting="unsafe")  # truncation: all positive
+            part *= strides[k]
             if k == 0:
-                idx *= strides[0]
+                idx[...] = part
             else:
-                if k == 1:
-                    part *= strides[1]
                 idx += part
         lows = np.take(low, idx)
         i_min = np.maximum(t2, np.minimum(tm, lows.min(0)))
