@@ -47,6 +47,8 @@ def test_ufunc_axpy_and_dot_match_numpy(two_cores):
                                   small + b[2, :4, :5, :6])
     y = b[1].copy()
     np.testing.assert_array_equal(parallel.axpy(y, np.float32(0.3), a[1]), b[1] + np.float32(0.3) * a[1])
+    with pytest.raises(ValueError, match="C-contiguous"):  # a reshaped copy would lose the update
+        parallel.axpy(y[:, ::2], np.float32(0.3), a[1][:, ::2])
     exact = float(np.dot(a.ravel().astype(np.float64), b.ravel().astype(np.float64)))
     assert parallel.dot(a, b) == pytest.approx(exact, rel=1e-5, abs=1e-2)
 
@@ -67,6 +69,39 @@ def test_gradient_and_its_adjoint_on_slabs_match_rolled_differences(two_cores):
     np.testing.assert_allclose(p.grad_adj(z.astype(np.float64)), div, rtol=1e-4, atol=1e-4)
     assert float(np.vdot(g.astype(np.float64), z)) == pytest.approx(float(np.vdot(x.astype(np.float64),
                                                                                   p.grad_adj(z))), rel=1e-4)
+
+
+@pytest.mark.parametrize("shape", [BIG, (29, 40, 31), (5, 6, 7)])  # blocks: many, a short last one, one
+def test_weighted_laplacian_in_blocks_matches_rolled_differences(two_cores, shape):
+    rng = np.random.default_rng(2)
+    vs = np.array([1.2, 0.9, 2.0])
+    p = Problem(np.zeros(shape, np.float32), np.ones(shape, bool), vs, np.array([0.0, 0.0, 1.0]),
+                np.ones(shape, np.float32), pad=0)
+    x = rng.standard_normal(p.shape).astype(np.float32)
+    v = rng.random((3,) + p.shape).astype(np.float32)
+    # Gᵀ V G x with G the periodic forward difference per mm, written out here
+    expected = sum((np.roll(g, 1, axis=a) - g) / vs[a]
+                   for a, g in ((a, v[a] * (np.roll(x, -1, axis=a) - x) / vs[a]) for a in range(3)))
+    np.testing.assert_allclose(p.tv_laplacian(x, v), expected, rtol=1e-4, atol=1e-4)
+    # the same float32 operations as the gradient, the weights and the adjoint one after the other
+    np.testing.assert_array_equal(p.tv_laplacian(x, v), p.grad_adj(p.grad(x) * v))
+
+
+def test_admm_split_update_in_blocks_shrinks_the_gradient(two_cores):
+    from qsmflow.inversion.solvers import _tv_split
+    rng = np.random.default_rng(3)
+    shape = (37, 50, 44)
+    p = Problem(np.zeros(shape, np.float32), np.ones(shape, bool), np.array([1.0, 1.0, 1.5]),
+                np.array([0.0, 0.0, 1.0]), np.ones(shape, np.float32), pad=0)
+    chi = rng.standard_normal(p.shape).astype(np.float32)
+    s = rng.standard_normal((3,) + p.shape).astype(np.float32)
+    for thr in (np.float32(0.4), (0.8 * rng.random((3,) + p.shape)).astype(np.float32)):
+        g = np.stack([(np.roll(chi, -1, axis=a) - chi) / p.vs[a] for a in range(3)]) + s
+        z = np.sign(g) * np.maximum(np.abs(g) - thr, 0)  # soft thresholding
+        s_new, u = s.copy(), np.empty_like(s)
+        _tv_split(p, chi, s_new, thr, -thr, u)
+        np.testing.assert_allclose(s_new, g - z, atol=1e-5)
+        np.testing.assert_allclose(u, z - (g - z), atol=1e-5)
 
 
 def test_conjugate_gradient_on_slabs_solves_a_fortran_ordered_system(two_cores):

@@ -8,15 +8,17 @@ from . import parallel
 
 
 def _step(x, r, z, p, ap, alpha, precond):
-    """``x += αp``, ``r -= α·Ap``, ``z = M⁻¹r`` (flat arrays, slab by slab on the cores):
+    """``x += αp``, ``r -= α·Ap``, ``z = M⁻¹r`` (flat arrays, slab by slab on the cores, a chunk at a time):
     returns (r·z, r·r)."""
     def run(s):
-        x[s] += alpha * p[s]
-        r[s] -= alpha * ap[s]
+        for c in parallel.chunks(s):  # the temporaries α·p, α·Ap stay in cache
+            x[c] += alpha * p[c]
+            r[c] -= alpha * ap[c]
+            if precond is not None:
+                np.multiply(precond[c], r[c], out=z[c])
         if precond is None:
             rr = float(np.vdot(r[s], r[s]))
             return rr, rr
-        np.multiply(precond[s], r[s], out=z[s])
         return float(np.vdot(r[s], z[s])), float(np.vdot(r[s], r[s]))
 
     sums = parallel.each(run, parallel.slabs(x.size, x.size))
@@ -24,10 +26,11 @@ def _step(x, r, z, p, ap, alpha, precond):
 
 
 def _next_direction(p, z, beta):
-    """``p = β·p + z`` (flat arrays, slab by slab)."""
+    """``p = β·p + z`` (flat arrays, slab by slab, a chunk at a time)."""
     def run(s):
-        p[s] *= beta
-        p[s] += z[s]
+        for c in parallel.chunks(s):
+            p[c] *= beta
+            p[c] += z[c]
 
     parallel.each(run, parallel.slabs(p.size, p.size))
 

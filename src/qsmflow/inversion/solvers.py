@@ -17,7 +17,7 @@ import numpy as np
 from .. import kernels
 from .._shared import parallel
 from .._shared.cg import conjugate_gradient
-from .problem import Problem, shrink
+from .problem import BLOCK_PLANES, Problem, shrink
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +38,23 @@ def _newton_z2(z2, y, f, w2, mu2, s):
     return z2.astype(np.float32, copy=False)
 
 
-def _shrink(x: np.ndarray, threshold, negative) -> np.ndarray:
-    """:func:`shrink` of gradient fields (3, ...) slab by slab on the cores."""
-    out = np.empty_like(x)
+def _tv_split(p: Problem, chi: np.ndarray, s: np.ndarray, thr, neg_thr, u: np.ndarray) -> None:
+    """ADMM's update of the split ``z = ∇χ`` and its scaled dual ``s``, in place and block by
+    block (:meth:`Problem.each_block`): ``g = ∇χ + s``, ``z = shrink(g)``, ``s ← g - z``, and
+    ``u ← z - s``, the next χ update's input (``z`` itself is not kept). The same float32
+    operations as on whole volumes, with a block's ``g`` and ``z`` in cache."""
+    per_voxel = np.ndim(thr) == s.ndim
 
-    def run(part):
-        ix = (slice(None), part)
-        t = threshold[ix] if np.ndim(threshold) == x.ndim else threshold
-        n = negative[ix] if np.ndim(negative) == x.ndim else negative
-        out[ix] = shrink(x[ix], t, n)
+    def run(lo, hi, work):
+        g, z = work[0][:, :hi - lo], work[1][:, :hi - lo]
+        p.grad_planes(chi, lo, hi, g)
+        sb = s[:, lo:hi]
+        g += sb
+        shrink(g, thr[:, lo:hi] if per_voxel else thr, neg_thr[:, lo:hi] if per_voxel else neg_thr, out=z)
+        np.subtract(g, z, out=sb)
+        np.subtract(z, sb, out=u[:, lo:hi])
 
-    parallel.each(run, parallel.slabs(x.shape[1], x.size))
-    return out
+    p.each_block(run, lambda: np.empty((2, 3, BLOCK_PLANES) + p.shape[1:], np.float32))
 
 
 def fansi(p: Problem, alpha: float, *, mu1: float, mu2: float, max_iter: int, tol: float,
@@ -66,7 +71,7 @@ def fansi(p: Problem, alpha: float, *, mu1: float, mu2: float, max_iter: int, to
     dchi = p.ifft(chi_k * p.d)
     s = np.zeros((3,) + p.shape, np.float32)
     s2 = np.zeros(p.shape, np.float32)
-    z = p.grad(chi)
+    u = p.grad(chi)  # z - s, the χ update's input; z = ∇χ and s = 0 to start
     z2 = (w2 * p.f + mu2 * dchi) / (w2 + mu2)
     denom = (mu1 * p.g2 + mu2 * p.d * p.d).astype(np.float32)
     denom.flat[0] = 1.0
@@ -75,11 +80,10 @@ def fansi(p: Problem, alpha: float, *, mu1: float, mu2: float, max_iter: int, to
     data_num, data_den = w2 * p.f, w2 + mu2  # the linear z2 update's constant parts
     mu2_d = mu2 * p.d
     ew = parallel.ufunc  # element-wise work on the volumes, slab by slab on the cores
-    buf3 = np.empty_like(s)
     buf = np.empty(p.shape, np.float32)
     it = 0
     for it in range(1, max_iter + 1):
-        chi_k = p.fft(p.grad_adj(ew(np.subtract, z, s, out=buf3, axis=1)))
+        chi_k = p.fft(p.grad_adj(u))
         ew(np.multiply, chi_k, mu1, out=chi_k)
         data_k = p.fft(ew(np.subtract, z2, s2, out=buf))
         ew(np.multiply, data_k, mu2_d, out=data_k)
@@ -92,10 +96,7 @@ def fansi(p: Problem, alpha: float, *, mu1: float, mu2: float, max_iter: int, to
                                                                                        1e-30)
         chi = new
         dchi = p.ifft(ew(np.multiply, chi_k, p.d, out=chi_k))
-        g = p.grad(chi)
-        ew(np.add, g, s, out=g, axis=1)
-        z = _shrink(g, thr, neg_thr)
-        s = ew(np.subtract, g, z, out=g, axis=1)  # g is not used again
+        _tv_split(p, chi, s, thr, neg_thr, u)
         y = ew(np.add, dchi, s2, out=dchi)
         if phase_scale is None:
             z2 = ew(np.divide, ew(np.add, data_num, ew(np.multiply, y, mu2, out=buf), out=buf), data_den, out=buf).copy()
@@ -179,9 +180,7 @@ def _gauss_newton_system(p: Problem, chi: np.ndarray, alpha: float, edges: np.nd
         return parallel.ufunc(np.multiply, precond, x, out=np.empty_like(x) if out is None else out)
 
     def tv_op(x):
-        g = p.grad(x)
-        parallel.ufunc(np.multiply, g, v, out=g, axis=1)
-        return p.grad_adj(g)
+        return p.tv_laplacian(x, v)
 
     def normal(x):
         u = q(x)
@@ -349,9 +348,7 @@ def noise_sd(p: Problem, chi: np.ndarray, alpha: float, sigma: np.ndarray, *, ed
         drop_csf = _csf_projection(csf_w, -lam_csf)[0]  # takes this scan's CSF term away again
 
     def curvature_gap(x):  # C x = α Gᵀ M (V - V') M G x
-        g = p.grad(x)
-        g *= gap_w
-        return p.grad_adj(g)
+        return p.tv_laplacian(x, gap_w)
 
     def response_sq(k):
         rng = np.random.default_rng(seeds[k])
