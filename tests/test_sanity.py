@@ -222,6 +222,24 @@ def test_field_noise_above_the_local_field_is_warned_about(caplog):
     assert "median SD 1.15 Hz = 0.0090 ppm" in caplog.text and "2.3, 4.6 ms are too short" in caplog.text
 
 
+@pytest.mark.parametrize("echo_times, tesla, decay, warned", [
+    ((0.0023, 0.0046), 3.0, 1 - np.exp(-0.0023 / 0.066), True),  # the real Philips head's echoes
+    ((0.0023, 0.0046), 1.5, 1 - np.exp(-0.0023 / 0.084), True),
+    ((0.004, 0.010, 0.016, 0.022, 0.028), 3.0, 1 - np.exp(-0.024 / 0.066), False),
+    ((0.003, 0.007, 0.011, 0.015, 0.019), 7.0, 1 - np.exp(-0.016 / 0.0332), False),
+    ((0.004, 0.0105), 3.0, 1 - np.exp(-0.0065 / 0.066), True),  # grey matter decays by 9.4 %
+    ((0.004, 0.0115), 3.0, 1 - np.exp(-0.0075 / 0.066), False),  # by 10.7 %
+])
+def test_echoes_spanning_too_little_for_r2star_are_warned_about(caplog, echo_times, tesla, decay, warned):
+    # grey matter's T2*: 84.0, 66.0, 33.2 ms at 1.5, 3, 7 T (Peters et al. 2007)
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        assert sanity.check_r2star_span(echo_times, tesla) == pytest.approx(decay, rel=1e-6)
+    assert ("R2*/T2* are unreliable" in caplog.text) is warned
+    if warned and tesla == 3.0 and echo_times[0] == 0.0023:
+        assert "span only 2.3 ms" in caplog.text and "by 3.4 %" in caplog.text and "by 4.3/s" in caplog.text
+        assert "spanning 7 ms or more" in caplog.text
+
+
 @pytest.mark.parametrize("litres, word", [(0.5, "less than"), (2.5, "more than"), (1.4, None)])
 def test_implausible_mask_volume_is_warned_about(caplog, litres, word):
     mask = np.zeros((102, 102, 102), bool)

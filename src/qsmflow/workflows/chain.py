@@ -144,6 +144,8 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
                     "no R2*/T2* map is made")
         sanity.check_single_echo_offset(te[0], data.field_strength)
         used["phase_offset"] = phaseoffset.METHODS["none"]
+    else:
+        sanity.check_r2star_span(te, data.field_strength)
     box = kernels.PaddedBox(brain, margin=_CROP_MARGIN)
     res.parameters["crop_box"] = [[s.start, s.stop] for s in box.slices]
     m = box.cut(brain)
