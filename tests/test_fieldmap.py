@@ -319,6 +319,32 @@ def test_few_echo_noise_map_formula(te, decay, fit, caplog):
     assert "(0.0298 of the brain's magnitude at 2.3 mm voxels) to the image noise 0.00" in caplog.text
 
 
+@pytest.mark.parametrize("fit", [weighted_linear_fit, complex_fit])
+@pytest.mark.parametrize("te, slope_hz", [((0.022,), 15.0), ((0.0023, 0.0046), 60.0)])
+def test_one_echo_noise_map_rises_where_the_field_changes_fast(te, slope_hz, fit):
+    """Where the field changes by Δf across a voxel the phase stops growing linearly with echo
+    time (five-echo fits' residuals show it): one echo raises its noise map's variance there by
+    1 + (ψ/1.5 rad)⁴, ψ = 2π·Δf·TE, at most 50x; two echoes keep the uniform level. A block
+    whose field ramps by ``slope_hz`` per voxel along x in one half and is flat in the other."""
+    te = np.array(te)
+    shape, sigma = (40, 40, 40), 0.01
+    mask = np.zeros(shape, bool)
+    mask[8:32, 8:32, 8:32] = True
+    x = np.arange(shape[0])[:, None, None] * np.ones(shape)
+    field = np.where(x < 20, 0.0, slope_hz * (x - 20))  # Hz
+    ph = 2 * np.pi * field[..., None] * te  # unwrapped, noise-free: the map is the model alone
+    mag = mask[..., None] * np.ones(te.size)
+    _, noise = fit(ph, mag, te, mask=mask, intercept="zero", voxel_size=(1.0, 1.0, 1.0), noise_sigma=sigma)
+    flat, ramp = noise[12:18, 12:28, 12:28], noise[23:30, 12:28, 12:28]
+    psi = 2 * np.pi * slope_hz * te.max()
+    factor = np.sqrt(min(1 + (psi / 1.5) ** 4, 50.0)) if te.size == 1 else 1.0
+    assert 1.5 < np.sqrt(1 + (psi / 1.5) ** 4) < 3  # the regime the five-echo fits were calibrated on
+    assert np.allclose(flat, np.median(flat), rtol=1e-4)
+    assert np.median(ramp) == pytest.approx(factor * np.median(flat), rel=1e-3)
+    # the flat level itself: hypot(σ, 1.3 % of |S| per mm) through the origin
+    assert np.median(flat) == pytest.approx(np.hypot(sigma, 0.013) / (2 * np.pi * np.sqrt(np.sum(te**2))), rel=1e-3)
+
+
 def test_background_sigma_is_the_rayleigh_quartile(caplog):
     """Far air only, 25th percentile of Rayleigh(σ) = σ·sqrt(-2 ln 0.75): within 1 % on a large
     background (the 26th percentile would read 2.3 % high). Little air: the whole background, said
