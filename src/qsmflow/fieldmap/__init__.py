@@ -41,7 +41,7 @@ MODEL_ERROR_PER_MM = 0.013
 # rad on the matrix's 1 mm and oblique 35° 1x1x1.4 mm heads (16-18 % of their brains inflated);
 # 1 + (ψ/1.5)^4, capped at 50, follows it. One echo has no residual to show this and takes it
 # from its own field: on those two heads cut to their 22 ms echo χ NRMSE went from 47.9 / 78.0 %
-# to 46.1 / 71.9 % (TFI). Two echoes keep the uniform level: their worst row (2x2x3 mm, 2.3 / 4.6
+# to 46.1 / 71.9 % (TFI), on the 7 T head's 19 ms echo from 49.2 to 41.5 %. Two echoes keep the uniform level: their worst row (2x2x3 mm, 2.3 / 4.6
 # ms) went from 68.6 % (deep-grey slope 0.70) to 68.8 % (0.67) with it.
 MODEL_ERROR_PSI_RAD, MODEL_ERROR_POWER, MODEL_ERROR_CAP = 1.5, 4.0, 50.0
 # After the phase offset is removed the field is fitted through the origin, unless the free
