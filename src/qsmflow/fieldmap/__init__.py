@@ -122,7 +122,8 @@ def _check_intercept(intercept):
 def _few_echoes(phase, magnitude, te, mask, intercept, voxel_size, sigma):
     """One or two echoes: no residual degrees of freedom; σ the image noise (``sigma``, else read
     from the background around ``mask``), raised by the typical field-model error when the
-    voxel size is known (see :func:`weighted_linear_fit`)."""
+    voxel size is known, with one echo most where its field changes fast (see
+    :func:`weighted_linear_fit`)."""
     if sigma is None:
         sigma = background_sigma(magnitude[..., 0], mask, voxel_size)
     elif not (float(sigma) > 0 or np.isnan(sigma)):  # NaN: the caller found no air, the noise is unknown
@@ -210,7 +211,8 @@ def weighted_linear_fit(
         Voxel size (mm). With one or two echoes the noise map then includes the field
         model's typical error (``MODEL_ERROR_PER_MM`` x the voxel's edge x the brain's median
         magnitude, as complex noise), which three or more echoes measure from their
-        residuals; without it, the image noise alone.
+        residuals; one echo's variance is also raised where its field changes fast across a
+        voxel (``MODEL_ERROR_PSI_RAD``). Without it, the image noise alone.
     noise_sigma : float, optional
         The image's complex noise σ (magnitude units; NaN: unknown), used with one or two
         echoes; by default read from the air around ``mask`` (:func:`background_sigma`). A caller that
