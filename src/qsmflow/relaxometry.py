@@ -30,6 +30,7 @@ from ._shared.constants import (
     T2STAR_CAP_S,
 )
 from ._shared.registry import Method
+from ._shared.spread import field_spread
 
 log = logging.getLogger(__name__)
 
@@ -337,15 +338,7 @@ def gradient_dephasing(field_hz: np.ndarray, echo_times, mask: np.ndarray, *,
         raise ValueError(f"slice_axis must be 0, 1, 2 (the slice direction of a 2D acquisition) or None for 3D, "
                          f"got {slice_axis!r}")
     out = np.ones(f.shape + (te.size,), np.float32)
-    spread = np.zeros(f.shape + (3,))
-    m = mask.astype(float)
-    for a in range(3):
-        fwd = np.diff(f, axis=a, append=np.take(f, [-1], axis=a))
-        bwd = np.diff(f, axis=a, prepend=np.take(f, [0], axis=a))
-        inside_f = mask & (np.diff(m, axis=a, append=0) == 0)  # neighbour ahead also in the mask
-        inside_b = mask & (np.diff(m, axis=a, prepend=0) == 0)
-        spread[..., a] = np.where(inside_f & inside_b, (fwd + bwd) / 2,
-                                  np.where(inside_f, fwd, np.where(inside_b, bwd, 0.0)))  # Hz per voxel
+    spread = field_spread(f, mask)  # Hz per voxel along each axis
     for n, t in enumerate(te):
         cycles = np.abs(spread * t)  # phase wound across the voxel, in cycles
         factor = np.prod(np.where(np.arange(3) == slice_axis, np.abs(np.sinc(cycles)), cycles < 0.5), axis=-1)

@@ -17,8 +17,9 @@ from .._shared import checks as _checks
 from .._shared import parallel
 from .._shared.echoes import weighted_line
 from .._shared.registry import Method
+from .._shared.spread import field_spread
 from .._shared.units import wrap
-from .noise import MODEL_FAILURE_RATIO, background_sigma, field_spread_hz, redraw_noise, thermal_noise
+from .noise import MODEL_FAILURE_RATIO, background_sigma, redraw_noise, thermal_noise
 from .phasediff import phasediff_fieldmap
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,15 @@ __all__ = ["METHODS", "background_sigma", "complex_fit", "phasediff_fieldmap", "
 MODEL_ERROR_PER_MM = 0.013
 # ...and where it concentrates: with five echoes (4-28 ms) the fit's residual exceeds the pooled
 # noise mostly where the field changes much across a voxel. Against ψ = 2π·(the field's change
-# across the voxel, :func:`noise.field_spread_hz`)·(the last echo time), the voxel's variance
+# across the voxel, the norm of :func:`_shared.spread.field_spread`)·(the last echo time), the voxel's variance
 # over the pooled one had a median of 1.0 below ψ = 1.1 rad and 1.4-1.8 / 2.5-3.2 / 4.0-4.4 /
 # 6.7-7.7 / 12-14 / 22-27 / 38-51 / 54-73 at ψ ≈ 1.4 / 1.6 / 1.9 / 2.2 / 2.7 / 3.4 / 4.4 / 5.4-6.8
 # rad on the matrix's 1 mm and oblique 35° 1x1x1.4 mm heads (16-18 % of their brains inflated);
 # 1 + (ψ/1.5)^4, capped at 50, follows it. One echo has no residual to show this and takes it
 # from its own field: on those two heads cut to their 22 ms echo χ NRMSE went from 47.9 / 78.0 %
-# to 46.1 / 71.9 % (TFI), on the 7 T head's 19 ms echo from 49.2 to 41.5 %. Two echoes keep the uniform level: their worst row (2x2x3 mm, 2.3 / 4.6
-# ms) went from 68.6 % (deep-grey slope 0.70) to 68.8 % (0.67) with it.
+# to 46.1 / 71.9 % (TFI), on the 7 T head's 19 ms echo from 49.2 to 41.5 %. Two echoes keep the
+# uniform level: their worst row (2x2x3 mm, 2.3 / 4.6 ms) went from 68.6 % (deep-grey slope
+# 0.70) to 68.8 % (0.67) with it, 68.7 % (0.67) with it in the noise map alone.
 MODEL_ERROR_PSI_RAD, MODEL_ERROR_POWER, MODEL_ERROR_CAP = 1.5, 4.0, 50.0
 # After the phase offset is removed the field is fitted through the origin, unless the free
 # line's intercept lies more than this many standard errors from zero (offset removal failed).
@@ -152,7 +154,7 @@ def _few_echoes(phase, magnitude, te, mask, intercept, voxel_size, sigma):
 def _model_inflation(field_hz: np.ndarray, mask: np.ndarray, te: np.ndarray) -> np.ndarray:
     """The field model's error where the field changes fast, as a variance factor per voxel of
     ``mask`` (see ``MODEL_ERROR_PSI_RAD``), from the field itself."""
-    psi = 2 * np.pi * float(te.max()) * field_spread_hz(_to_volume(field_hz, mask), mask)[mask].astype(np.float64)
+    psi = 2 * np.pi * float(te.max()) * np.linalg.norm(field_spread(_to_volume(field_hz, mask), mask)[mask], axis=1)
     inflate = np.minimum(1 + (psi / MODEL_ERROR_PSI_RAD) ** MODEL_ERROR_POWER, MODEL_ERROR_CAP)
     log.info("field model's error raised where the field changes fast across a voxel: %.1f %% of the voxels, "
              "median factor %.2g there (SD)", 100 * np.mean(inflate > 1.1),

@@ -101,30 +101,6 @@ def _distance_from(region: np.ndarray, voxel_size) -> np.ndarray:
     return dist[tuple(slice(0, n) for n in region.shape)]
 
 
-def field_spread_hz(field_hz: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """How much the field changes across a voxel (Hz): ``sqrt(Σ_a (h_a ∂f/∂x_a)²)`` from
-    differences between neighbours in ``mask`` (central where both are in it, one-sided where
-    one is, 0 where none is); float32, 0 outside ``mask``."""
-    f = np.where(mask, field_hz, 0).astype(np.float32)
-    total = np.zeros(f.shape, np.float32)
-    for a in range(3):
-        n = f.shape[a]
-        step = np.zeros(f.shape, np.float32)  # forward difference f[i+1] - f[i], where both are in the mask
-        both = np.zeros(f.shape, bool)
-        ahead, here = [slice(None)] * 3, [slice(None)] * 3
-        ahead[a], here[a] = slice(1, n), slice(0, n - 1)
-        ahead, here = tuple(ahead), tuple(here)
-        both[here] = mask[here] & mask[ahead]
-        step[here] = np.where(both[here], f[ahead] - f[here], 0)
-        back = np.zeros(f.shape, np.float32)  # the same difference seen from i + 1: f[i] - f[i-1]
-        back_ok = np.zeros(f.shape, bool)
-        back[ahead], back_ok[ahead] = step[here], both[here]
-        count = both.astype(np.float32) + back_ok
-        d = (step + back) / np.maximum(count, 1)
-        total += d * d
-    return np.where(mask, np.sqrt(total), 0).astype(np.float32)
-
-
 def thermal_noise(noise_hz: np.ndarray, magnitude: np.ndarray, echo_times, mask: np.ndarray,
                   sigma: float) -> tuple[np.ndarray, float]:
     """The part of a field-noise map that the thermal noise of the images causes.
