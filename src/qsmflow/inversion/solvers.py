@@ -110,14 +110,28 @@ def fansi(p: Problem, alpha: float, *, mu1: float, mu2: float, max_iter: int, to
 
 def _tv_weights(p: Problem, chi: np.ndarray, edges: np.ndarray, eps: float, newton: bool) -> np.ndarray:
     """TV's weights per gradient component at ``χ``, edge mask squared in: the lagged
-    diffusivity ``V = 1/sqrt(|M∇χ|² + eps)`` or, with ``newton``, its curvature ``eps·V³``."""
-    mg = p.grad(chi) * edges
-    v = (1.0 / np.sqrt(mg * mg + np.float32(eps))).astype(np.float32)  # per component: anisotropic TV
-    del mg
-    if newton:
-        v = np.float32(eps) * v * v * v
-    v *= edges * edges  # once, not per product
-    return v
+    diffusivity ``V = 1/sqrt(|M∇χ|² + eps)`` or, with ``newton``, its curvature ``eps·V³``.
+    Block by block of planes (:meth:`Problem.each_block`), in place on the gradient, so that
+    no volume-sized temporary is made (the same float32 operations as on whole volumes)."""
+    out = np.empty((3,) + chi.shape, np.float32)
+    eps = np.float32(eps)
+
+    def run(lo, hi, _):
+        g = out[:, lo:hi]
+        p.grad_planes(chi, lo, hi, g)
+        for a in range(3):
+            m, e = g[a], edges[a, lo:hi]
+            m *= e
+            np.multiply(m, m, out=m)
+            m += eps
+            np.sqrt(m, out=m)
+            np.divide(np.float32(1.0), m, out=m)  # per component: anisotropic TV
+            if newton:
+                m[...] = eps * m * m * m
+            m *= e * e  # once, not per product
+
+    p.each_block(run)
+    return out
 
 
 def _csf_projection(weights, lam: float):
