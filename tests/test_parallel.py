@@ -104,6 +104,27 @@ def test_admm_split_update_in_blocks_shrinks_the_gradient(two_cores):
         np.testing.assert_allclose(u, z - (g - z), atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [BIG, (29, 40, 31)])  # slabs of many blocks, a short last block
+def test_tv_weights_in_blocks_are_the_lagged_diffusivity_and_its_curvature(two_cores, shape):
+    """MEDI's TV weights per gradient component, M² / sqrt(|M ∇χ|² + eps) and with ``newton``
+    M² eps / (|M ∇χ|² + eps)^(3/2), written out here with rolled differences per mm."""
+    from qsmflow.inversion.solvers import _tv_weights
+    rng = np.random.default_rng(4)
+    vs = np.array([1.1, 0.9, 2.0])
+    p = Problem(np.zeros(shape, np.float32), np.ones(shape, bool), vs, np.array([0.0, 0.0, 1.0]),
+                np.ones(shape, np.float32), pad=0)
+    chi = (0.05 * rng.standard_normal(p.shape)).astype(np.float32)
+    edges = rng.choice(np.array([0.0, 0.5, 1.0], np.float32), size=(3,) + p.shape)  # 0/1, and a weight
+    eps = 1e-4
+    mg = np.stack([edges[a] * (np.roll(chi, -1, axis=a) - chi) / vs[a] for a in range(3)]).astype(np.float64)
+    lagged = edges ** 2 / np.sqrt(mg ** 2 + eps)
+    curvature = edges ** 2 * eps / (mg ** 2 + eps) ** 1.5
+    for newton, expected in ((False, lagged), (True, curvature)):
+        v = _tv_weights(p, chi, edges, eps, newton)
+        assert v.dtype == np.float32 and v.shape == (3,) + p.shape
+        np.testing.assert_allclose(v, expected, rtol=2e-5, atol=1e-7)
+
+
 def test_conjugate_gradient_on_slabs_solves_a_fortran_ordered_system(two_cores):
     rng = np.random.default_rng(2)
     diag = (1.0 + rng.random(BIG)).astype(np.float32)
