@@ -345,6 +345,26 @@ def test_one_echo_noise_map_rises_where_the_field_changes_fast(te, slope_hz, fit
     assert np.median(flat) == pytest.approx(np.hypot(sigma, 0.013) / (2 * np.pi * np.sqrt(np.sum(te**2))), rel=1e-3)
 
 
+@pytest.mark.parametrize("fit", [weighted_linear_fit, complex_fit])
+@pytest.mark.parametrize("slopes_hz, factor", [((10.0, 10.0), 1.97), ((60.0, 0.0), np.sqrt(50.0))])
+def test_one_echo_noise_factor_takes_the_fields_change_over_every_axis_and_is_capped(slopes_hz, factor, fit):
+    """ψ is the length of the field's change across the voxel over all axes: a field changing
+    by 10 Hz per voxel along x and y at 22 ms has ψ = 2π·14.1 Hz·22 ms = 1.95 rad, a noise SD
+    sqrt(1 + (1.95/1.5)⁴) = 1.97x the flat region's (one axis alone would give 1.31x); a
+    steep 60 Hz per voxel (ψ = 8.3 rad) hits the cap, sqrt(50) = 7.07x."""
+    te = np.array([0.022])
+    shape = (40, 40, 40)
+    mask = np.zeros(shape, bool)
+    mask[8:32, 8:32, 8:32] = True
+    x, y, _ = np.meshgrid(*(np.arange(n, dtype=float) for n in shape), indexing="ij")
+    field = np.where(x < 20, 0.0, slopes_hz[0] * (x - 20) + slopes_hz[1] * y)  # Hz
+    ph = 2 * np.pi * field[..., None] * te
+    mag = mask[..., None] * np.ones(1)
+    _, noise = fit(ph, mag, te, mask=mask, intercept="zero", voxel_size=(1.0, 1.0, 1.0), noise_sigma=0.01)
+    flat, ramp = noise[12:18, 12:28, 12:28], noise[23:30, 12:28, 12:28]
+    assert np.median(ramp) == pytest.approx(factor * np.median(flat), rel=2e-3)
+
+
 def test_background_sigma_is_the_rayleigh_quartile(caplog):
     """Far air only, 25th percentile of Rayleigh(σ) = σ·sqrt(-2 ln 0.75): within 1 % on a large
     background (the 26th percentile would read 2.3 % high). Little air: the whole background, said
