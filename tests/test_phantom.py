@@ -383,6 +383,10 @@ def test_anisotropic_odd_matrix_same_head(clean):
         (dict(seed=1.5), "seed"),
         (dict(lesions="yes"), "lesions"),
         (dict(shim=None), "shim"),
+        (dict(repetition_time=0.035), "flip_angle"),
+        (dict(repetition_time=35, flip_angle=15), "repetition_time"),  # in ms
+        (dict(repetition_time=0.02, flip_angle=15), "repetition_time"),  # shorter than the last echo
+        (dict(repetition_time=0.035, flip_angle=150), "flip_angle"),
     ],
 )
 def test_bad_arguments(kwargs, name):
@@ -455,3 +459,51 @@ def test_fat_beats_against_water(exact):
     te = ph.echo_times[0]
     resid = ph.phase[..., 0] - ph.phase_offset - 2 * np.pi * ph.total_field_hz * te
     assert np.percentile(np.abs(np.angle(np.exp(1j * resid[brain]))), 99) < 0.01
+
+
+def test_steady_state_signal_is_ernsts():
+    """The spoiled GRE's steady state, written out here: at TR 35 ms and 15°, T1 1 s (white
+    matter) gives 0.1323 and T1 4.3 s (CSF) 0.0501 per unit of proton density; the signal peaks
+    at the Ernst angle arccos(exp(-TR/T1)); tissue T1 grows with B0 as (B0/3 T)^0.35, CSF's not."""
+    from qsmflow.phantom.model import steady_state_signal as ss
+
+    def ernst(t1, tr, deg):
+        e1, a = np.exp(-tr / t1), np.deg2rad(deg)
+        return np.sin(a) * (1 - e1) / (1 - np.cos(a) * e1)
+
+    assert ss(1.0, "wm", 3.0, 0.035, 15) == pytest.approx(0.1323, abs=5e-5)
+    assert ss(4.3, "csf", 3.0, 0.035, 15) == pytest.approx(0.0501, abs=5e-5)
+    peak = np.rad2deg(np.arccos(np.exp(-0.035 / 1.6)))  # 12.0° for grey matter
+    assert ss(1.6, "gm", 3.0, 0.035, peak) > max(ss(1.6, "gm", 3.0, 0.035, peak - 2), ss(1.6, "gm", 3.0, 0.035, peak + 2))
+    assert ss(1.0, "wm", 7.0, 0.035, 15) == pytest.approx(ernst(1.0 * (7 / 3) ** 0.35, 0.035, 15), rel=1e-9)
+    assert ss(4.3, "csf", 7.0, 0.035, 15) == pytest.approx(ernst(4.3, 0.035, 15), rel=1e-9)
+
+
+def test_t1_weighting_darkens_csf_and_keeps_white_matter():
+    """With TR and flip angle each tissue's M0 is its proton density times its steady state
+    relative to white matter's: white matter keeps 0.70, the ventricles 1.0 x 0.0501/0.1323 =
+    0.38 (TR 35 ms, 15°, 3 T); grey matter 0.84 x its own ratio, written out here."""
+    kw = dict(shape=SHAPE, voxel_size=VOXEL, oversample=1, snr=np.inf, receive_coils=0)
+    pd_only = phantom.simulate_head(**kw)
+    t1w = phantom.simulate_head(**kw, repetition_time=0.035, flip_angle=15)
+
+    def ratio(t1):
+        e1, a = np.exp(-0.035 / t1), np.deg2rad(15)
+        return np.sin(a) * (1 - e1) / (1 - np.cos(a) * e1)
+
+    lab = t1w.labels
+    # voxels of one tissue whose neighbours are the same tissue: no partial volume, no vessel
+    pure = {n: ndimage.binary_erosion(lab == LBL[n]) & (lab == LBL[n]) for n in ("wm", "gm", "ventricle")}
+    def most_common(values):  # the tissue's own value: a vein crossing a voxel mixes blood in
+        vals, counts = np.unique(np.round(values, 5), return_counts=True)
+        assert counts.max() >= 0.3 * values.size
+        return vals[np.argmax(counts)]
+
+    for n, want in (("wm", 0.70), ("gm", 0.84 * ratio(1.6) / ratio(1.0)), ("ventricle", ratio(4.3) / ratio(1.0))):
+        assert pure[n].sum() > 10, n
+        assert most_common(t1w.m0[pure[n]]) == pytest.approx(want, rel=1e-4), n
+    assert most_common(pd_only.m0[pure["ventricle"]]) == pytest.approx(1.0, rel=1e-4)
+    # the image: ventricles darker than white matter at the first echo, brighter without T1 weighting
+    mag, mag_pd = t1w.magnitude[..., 0], pd_only.magnitude[..., 0]
+    assert np.median(mag[pure["ventricle"]]) < 0.6 * np.median(mag[pure["wm"]])
+    assert np.median(mag_pd[pure["ventricle"]]) > 1.2 * np.median(mag_pd[pure["wm"]])

@@ -26,12 +26,16 @@ class Tissue:
         Intrinsic R2* (1/s) at 3 T, without macroscopic dephasing.
     m0 : float
         Apparent proton density (water = 1).
+    t1_s : float
+        Longitudinal relaxation time T1 (s) at 3 T, for a spoiled-GRE steady state
+        (:func:`steady_state_signal`; used when the simulation is given a TR and flip angle).
     """
 
     label: int
     chi_ppm: float
     r2star_per_s: float
     m0: float
+    t1_s: float
 
 
 #: Tissue classes of the phantom (3 T values; χ relative to water/CSF).
@@ -45,34 +49,38 @@ class Tissue:
 #: grey/white-matter χ and M0 and muscle R2* as in the simulation code accompanying
 #: Marques et al. 2021. Fat χ (+0.6 ppm rel. water: lipid is less diamagnetic than
 #: water), diploë (a mix of ~25 % bone and fatty marrow), dura and optic nerve are
-#: approximate assumed values.
+#: approximate assumed values. T1 at 3 T (typical adult values, rounded): grey and white
+#: matter, CSF, blood, muscle and fat from Stanisz et al. 2005 (MRM 54:507) and Wansapura et
+#: al. 1999 (JMRI 9:531), between their values; the iron-rich nuclei shorter than grey matter
+#: (Rooney et al. 2007, MRM 57:308); marrow, dura, nerve, calcification and haemorrhage
+#: (methaemoglobin) approximate assumed values.
 TISSUES: dict[str, Tissue] = {
-    "air": Tissue(lbl.AIR, 9.4, 0.0, 0.0),
-    "csf": Tissue(lbl.CSF, 0.0, 4.0, 1.0),
-    "ventricle": Tissue(lbl.VENTRICLE, 0.0, 4.0, 1.0),
-    "gm": Tissue(lbl.GM, 0.02, 16.5, 0.84),
-    "wm": Tissue(lbl.WM, -0.03, 20.5, 0.70),
-    "caudate": Tissue(lbl.CAUDATE, 0.07, 19.0, 0.82),
-    "putamen": Tissue(lbl.PUTAMEN, 0.06, 23.0, 0.80),
-    "globus_pallidus": Tissue(lbl.PALLIDUS, 0.17, 33.0, 0.72),
-    "thalamus": Tissue(lbl.THALAMUS, 0.03, 19.5, 0.76),
-    "red_nucleus": Tissue(lbl.RED_NUCLEUS, 0.12, 27.0, 0.74),
-    "substantia_nigra": Tissue(lbl.NIGRA, 0.15, 30.0, 0.74),
-    "dentate": Tissue(lbl.DENTATE, 0.12, 25.0, 0.75),
-    "cerebellar_gm": Tissue(lbl.CB_GM, 0.01, 16.0, 0.84),
-    "cerebellar_wm": Tissue(lbl.CB_WM, -0.03, 21.0, 0.70),
-    "brainstem": Tissue(lbl.BRAINSTEM, -0.02, 21.0, 0.72),
-    "vein": Tissue(lbl.VEIN, 0.38, 45.0, 0.85),
-    "sinus": Tissue(lbl.SINUS, 0.38, 45.0, 0.85),
-    "dura": Tissue(lbl.DURA, -0.05, 60.0, 0.45),
-    "soft_tissue": Tissue(lbl.SOFT, 0.0, 32.0, 0.80),
-    "fat": Tissue(lbl.FAT, 0.6, 15.0, 0.90),
-    "bone": Tissue(lbl.BONE, -2.2, 2000.0, 0.15),
-    "marrow": Tissue(lbl.MARROW, -0.1, 150.0, 0.60),
-    "eye": Tissue(lbl.EYE, 0.0, 4.0, 1.0),
-    "nerve": Tissue(lbl.NERVE, -0.03, 22.0, 0.70),
-    "calcification": Tissue(lbl.CALCIFICATION, -0.5, 150.0, 0.30),
-    "haemorrhage": Tissue(lbl.HAEMORRHAGE, 1.0, 120.0, 0.75),
+    "air": Tissue(lbl.AIR, 9.4, 0.0, 0.0, 1.0),
+    "csf": Tissue(lbl.CSF, 0.0, 4.0, 1.0, 4.3),
+    "ventricle": Tissue(lbl.VENTRICLE, 0.0, 4.0, 1.0, 4.3),
+    "gm": Tissue(lbl.GM, 0.02, 16.5, 0.84, 1.6),
+    "wm": Tissue(lbl.WM, -0.03, 20.5, 0.70, 1.0),
+    "caudate": Tissue(lbl.CAUDATE, 0.07, 19.0, 0.82, 1.4),
+    "putamen": Tissue(lbl.PUTAMEN, 0.06, 23.0, 0.80, 1.3),
+    "globus_pallidus": Tissue(lbl.PALLIDUS, 0.17, 33.0, 0.72, 1.0),
+    "thalamus": Tissue(lbl.THALAMUS, 0.03, 19.5, 0.76, 1.2),
+    "red_nucleus": Tissue(lbl.RED_NUCLEUS, 0.12, 27.0, 0.74, 1.0),
+    "substantia_nigra": Tissue(lbl.NIGRA, 0.15, 30.0, 0.74, 1.0),
+    "dentate": Tissue(lbl.DENTATE, 0.12, 25.0, 0.75, 1.1),
+    "cerebellar_gm": Tissue(lbl.CB_GM, 0.01, 16.0, 0.84, 1.5),
+    "cerebellar_wm": Tissue(lbl.CB_WM, -0.03, 21.0, 0.70, 1.0),
+    "brainstem": Tissue(lbl.BRAINSTEM, -0.02, 21.0, 0.72, 1.1),
+    "vein": Tissue(lbl.VEIN, 0.38, 45.0, 0.85, 1.6),
+    "sinus": Tissue(lbl.SINUS, 0.38, 45.0, 0.85, 1.6),
+    "dura": Tissue(lbl.DURA, -0.05, 60.0, 0.45, 1.0),
+    "soft_tissue": Tissue(lbl.SOFT, 0.0, 32.0, 0.80, 1.4),
+    "fat": Tissue(lbl.FAT, 0.6, 15.0, 0.90, 0.38),
+    "bone": Tissue(lbl.BONE, -2.2, 2000.0, 0.15, 0.3),
+    "marrow": Tissue(lbl.MARROW, -0.1, 150.0, 0.60, 0.4),
+    "eye": Tissue(lbl.EYE, 0.0, 4.0, 1.0, 4.0),
+    "nerve": Tissue(lbl.NERVE, -0.03, 22.0, 0.70, 1.1),
+    "calcification": Tissue(lbl.CALCIFICATION, -0.5, 150.0, 0.30, 1.0),
+    "haemorrhage": Tissue(lbl.HAEMORRHAGE, 1.0, 120.0, 0.75, 0.6),
 }
 
 LABEL_NAMES: dict[int, str] = {t.label: name for name, t in TISSUES.items()}
@@ -175,6 +183,34 @@ class HeadPhantom:
 # Grey matter then goes 11 / 16.5 / 31 1/s and white matter 13 / 20.5 / 40 1/s at
 # 1.5 / 3 / 7 T, close to published values (Peters et al. 2007; Yao et al. 2009).
 _R2STAR_INTRINSIC_PER_S = 6.0
+
+
+#: T1's field dependence, T1(B0) = T1(3 T)·(B0 / 3 T)^β: β for tissue (Rooney et al. 2007
+#: fitted 0.3-0.4 for grey and white matter and blood between 0.2 and 7 T); free water (CSF,
+#: the eye's vitreous) does not change with B0, nor, much, does fat.
+T1_FIELD_EXPONENT = 0.35
+_T1_FIELD_FREE = ("air", "csf", "ventricle", "eye", "fat", "marrow")
+
+
+def steady_state_signal(t1_3t_s: float, tissue: str, field_strength: float, repetition_time_s: float,
+                        flip_angle_deg: float) -> float:
+    """The spoiled gradient echo's steady-state signal per unit of proton density at TE = 0,
+    ``sin α (1 - E1) / (1 - cos α E1)``, ``E1 = exp(-TR/T1)``, for a tissue of T1 ``t1_3t_s``
+    at 3 T (scaled to ``field_strength`` by :data:`T1_FIELD_EXPONENT`).
+
+    References
+    ----------
+    Ernst RR, Anderson WA. Application of Fourier transform spectroscopy to magnetic
+    resonance. Rev Sci Instrum 1966;37:93-102. doi:10.1063/1.1719961
+
+    Rooney WD, Johnson G, Li X, et al. Magnetic field and tissue dependencies of human brain
+    longitudinal 1H2O relaxation in vivo. Magn Reson Med 2007;57:308-318. doi:10.1002/mrm.21122
+    """
+    beta = 0.0 if tissue in _T1_FIELD_FREE else T1_FIELD_EXPONENT
+    t1 = float(t1_3t_s) * (float(field_strength) / 3.0) ** beta
+    e1 = np.exp(-float(repetition_time_s) / t1)
+    a = np.deg2rad(float(flip_angle_deg))
+    return float(np.sin(a) * (1 - e1) / (1 - np.cos(a) * e1))
 
 
 def r2star_at_field(r2star_3t, field_strength: float):

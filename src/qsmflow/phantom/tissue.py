@@ -41,16 +41,20 @@ _R2S_PER_PPM_IRON = 80.0  # R2* rises ~80 1/s per ppm of iron χ in deep grey ma
 _TEXTURE_MM = 9.0  # correlation length of the textures
 
 
-def tissue_properties(painted, model, axes, tissues):
+def tissue_properties(painted, model, axes, tissues, saturation=None):
     """χ (ppm rel. CSF, 0 in air), R2*, M0, brain mask and air mask on the painted grid.
 
     ``tissues`` is the tissue table (:data:`qsmflow.phantom.TISSUES`); ``model`` the
     :class:`~qsmflow.phantom.geometry.HeadModel` whose texture seeds are used.
+    ``saturation`` (a tissue name → factor mapping, e.g. from
+    :func:`qsmflow.phantom.model.steady_state_signal`) scales each tissue's M0 by its T1
+    weighting; None keeps the proton density alone.
     """
     n = max(tissues[k].label for k in tissues) + 1
     lut = np.zeros((3, n), F32)
     for name, t in tissues.items():
-        lut[:, t.label] = (0.0 if name == "air" else t.chi_ppm, t.r2star_per_s, t.m0)
+        lut[:, t.label] = (0.0 if name == "air" else t.chi_ppm, t.r2star_per_s,
+                           t.m0 * (1.0 if saturation is None else saturation[name]))
     lab = painted.labels
     chi, r2s, m0 = lut[0][lab], lut[1][lab], lut[2][lab]
     # smooth random texture: χ in parenchyma (+ iron gradients in the nuclei), R2* everywhere
@@ -69,7 +73,8 @@ def tissue_properties(painted, model, axes, tissues):
     # blood vessels cover part of a voxel: mix blood with the tissue around them
     cover = painted.vessel_cover.astype(F32) * F32(1.0 / 255.0)
     blood = tissues["vein"]
-    for arr, value in ((chi, blood.chi_ppm), (r2s, blood.r2star_per_s), (m0, blood.m0)):
+    blood_m0 = blood.m0 * (1.0 if saturation is None else saturation["vein"])
+    for arr, value in ((chi, blood.chi_ppm), (r2s, blood.r2star_per_s), (m0, blood_m0)):
         arr += cover * (F32(value) - arr)
     sinus = (lab == SINUS) | ((painted.vessel_cover >= 128) & (painted.vessel_type == SINUS))
     brain = painted.brain & ~sinus
