@@ -426,3 +426,25 @@ def test_reliability_peel_over_half_the_mask_keeps_it_whole(caplog):
     with caplog.at_level(logging.WARNING, logger="qsmflow"):
         kept = reliable_field_mask(mask, noise, (1, 1, 1), depth_mm=40.0)
     assert np.array_equal(kept, mask) and "unreliable over half" in caplog.text
+
+
+def test_local_region_loses_its_small_cut_off_pieces():
+    """Eroding a region leaves single voxels where it was thin; the chain drops pieces under
+    1 mL (1,000 voxels at 1 mm, 125 at 2 mm), keeps larger ones (a slab's separate temporal
+    pole) and the largest piece whatever its size, and zeroes the local field where it dropped."""
+    from qsmflow.workflows.chain import _drop_islands
+
+    region = np.zeros((40, 40, 40), bool)
+    region[2:20, 2:20, 2:20] = True  # 5,832 voxels
+    region[30, 30, 30] = True  # a single voxel
+    region[25:36, 2:12, 2:12] = True  # 1,100 voxels: over 1 mL at 1 mm, kept
+    field = np.ones(region.shape, np.float32)
+    local, kept = _drop_islands(field, region, (1.0, 1.0, 1.0))
+    assert not kept[30, 30, 30] and kept[10, 10, 10] and kept[30, 5, 5]
+    assert kept.sum() == 5832 + 1100 and local[30, 30, 30] == 0 and local[10, 10, 10] == 1
+    local, kept = _drop_islands(field, region, (2.0, 2.0, 2.0))  # 1 mL = 125 voxels of 8 µL
+    assert kept.sum() == 5832 + 1100
+    local, kept = _drop_islands(field, region, (0.5, 0.5, 0.5))  # 8,000 voxels: only the largest stays
+    assert kept.sum() == 5832
+    one = region & (np.arange(40)[:, None, None] < 21)  # one piece: unchanged, the same array
+    assert _drop_islands(field, one, (1.0, 1.0, 1.0))[1] is one

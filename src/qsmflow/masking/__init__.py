@@ -13,12 +13,14 @@ from .._shared import checks as _checks
 from .._shared.echoes import rss
 from . import bet
 from ._components import largest_component as _largest_component
+from ._components import without_small_pieces
 from ._faces import FOV_CUT_SECTION, cut_faces as _cut_faces
 from .._shared.registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "bet_brain_mask", "dilate", "distance_to_outside", "erode", "magnitude_mask", "reliable_field_mask"]
+__all__ = ["METHODS", "bet_brain_mask", "dilate", "distance_to_outside", "erode", "magnitude_mask", "reliable_field_mask",
+           "without_small_pieces"]
 
 # Gaussian smoothing (mm) of the combined magnitude before thresholding: enough to
 # tame noise, little enough that a 4-6 mm dark skull stays dark at 2 mm voxels.

@@ -1,4 +1,5 @@
-"""The largest connected piece of a mask: one helper for the threshold mask, BET and the peel."""
+"""Connected pieces of a mask: the largest (the threshold mask, BET, the peel) and the small
+ones to drop (the local field's region)."""
 
 from __future__ import annotations
 
@@ -14,3 +15,16 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
     return lab == np.argmax(sizes)
+
+
+def without_small_pieces(mask: np.ndarray, min_voxels: int) -> np.ndarray:
+    """``mask`` without its face-connected pieces of fewer than ``min_voxels`` voxels (the
+    largest piece always kept)."""
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    keep = sizes >= min(int(min_voxels), int(sizes.max()))
+    keep[0] = False
+    return keep[lab]
