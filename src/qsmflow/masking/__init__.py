@@ -13,7 +13,7 @@ from .._shared import checks as _checks
 from .._shared.echoes import rss
 from . import bet
 from ._components import largest_component as _largest_component
-from ._components import without_small_pieces
+from ._components import small_pieces_removed as _small_pieces_removed
 from ._faces import FOV_CUT_SECTION, cut_faces as _cut_faces
 from .._shared.registry import Method
 
@@ -401,6 +401,28 @@ def reliable_field_mask(mask: np.ndarray, noise: np.ndarray, voxel_size, *, r2st
                  int(mask.sum() - kept.sum()), 100 * (1 - kept.sum() / mask.sum()), factor,
                  f", R2* above {limit:g}/s" if r2star is not None and r2star_noise is not None
                  and r2star_noise < _R2STAR_USABLE * limit else "")
+    return kept
+
+
+# Pieces of a local field's region smaller than this (mL) are left out. Eroding a region
+# (LBV's interior, SHARP's kernel) leaves single voxels where it was thin; alone, a voxel's
+# χ is held neither by its own field (a point source's field at its own voxel is ~0) nor by
+# TV where its magnitude's edges mask every gradient: on the T1-weighted 1.5 T benchmark head
+# MEDI+0 put 20 and 8.6 ppm in two such voxels, 87 % of the χ error. 1 mL is 1,000 voxels at
+# 1 mm, 83 at 2x2x3 mm; a slab's separate temporal pole is several mL.
+MIN_REGION_PIECE_ML = 1.0
+
+
+def without_small_pieces(region: np.ndarray, voxel_size, min_ml: float = MIN_REGION_PIECE_ML) -> np.ndarray:
+    """``region`` without its face-connected pieces under ``min_ml`` mL (the largest piece always
+    kept); ``region`` itself when nothing is dropped."""
+    region = np.asarray(region, bool)
+    kept = _small_pieces_removed(region, int(np.ceil(min_ml * 1000 / np.prod(_checks.voxel_size(voxel_size)))))
+    dropped = int(region.sum() - kept.sum())
+    if not dropped:
+        return region
+    log.info("local field: %d voxels in pieces under %g mL cut off from the rest of the region left out",
+             dropped, min_ml)
     return kept
 
 

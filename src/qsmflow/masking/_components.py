@@ -17,7 +17,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return lab == np.argmax(sizes)
 
 
-def without_small_pieces(mask: np.ndarray, min_voxels: int) -> np.ndarray:
+def small_pieces_removed(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     """``mask`` without its face-connected pieces of fewer than ``min_voxels`` voxels (the
     largest piece always kept)."""
     lab, n = ndimage.label(mask)
