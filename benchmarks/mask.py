@@ -2,6 +2,7 @@
 
 Per head, against the phantom's truth: the share of the true brain left out of the mask, the
 largest piece of it (mL: a lobe's edge cut off shows here, scattered voxels do not), the
+share of the cerebellum left out, the
 volume of extracranial tissue inside the mask (soft tissue, fat, bone, marrow, eyes, nerves;
 mL) and of the skull's marrow alone (its χ sources inside the mask cost the 1 mm head's χ 8
 points), and the mask's time. ``--one-surface`` gives BET's first surface alone (no second
@@ -10,6 +11,8 @@ surface on the smoothed image), for comparison.
     python benchmarks/mask.py                 # every matrix head (simulated when not cached) + demo head
     python benchmarks/mask.py --one-surface
     python benchmarks/mask.py --heads "1 mm axial" demo
+    python benchmarks/mask.py --pd            # the matrix's proton-density heads (no T1 weighting)
+    python benchmarks/mask.py --surface-echoes all   # BET's surface on all echoes alone (before stop 52)
 """
 
 from __future__ import annotations
@@ -37,16 +40,17 @@ def score(mask: np.ndarray, head) -> list:
     largest = np.bincount(lab.ravel())[1:].max(initial=0) * ml
     names = {v: k for k, v in head.label_names.items()}
     outside = np.isin(head.labels, [names[t] for t in EXTRACRANIAL])
+    cerebellum = brain & np.isin(head.labels, [names["cerebellar_gm"], names["cerebellar_wm"]])
     return [100 * missed.sum() / brain.sum(), largest, (mask & outside).sum() * ml,
-            (mask & (head.labels == names["marrow"])).sum() * ml]
+            (mask & (head.labels == names["marrow"])).sum() * ml, 100 * (cerebellum & missed).sum() / cerebellum.sum()]
 
 
-def heads(which):
+def heads(which, t1=True):
     for name in which:
         if name == "demo":
             yield name, phantom.simulate_head(demo.DEMO_SHAPE, demo.DEMO_VOXEL_MM)
         else:
-            yield name, matrix.simulate(matrix.spec(name))
+            yield name, matrix.simulate(matrix.spec(name, t1))
 
 
 def main():
@@ -54,20 +58,25 @@ def main():
     ap.add_argument("--heads", nargs="*", default=list(matrix.VARIANTS) + ["demo"],
                     help="matrix variants and/or 'demo'")
     ap.add_argument("--one-surface", action="store_true", help="BET's first surface alone")
+    ap.add_argument("--surface-echoes", choices=("both", "all", "last"), default="both",
+                    help="the image(s) BET's surface moves on (default: both, the union)")
+    ap.add_argument("--pd", action="store_true", help="the matrix's proton-density heads (no T1 saturation)")
     args = ap.parse_args()
-    if args.one_surface:
-        real = bet.bet_mask
-        bet.bet_mask = lambda *a, **k: real(*a, **k, second_surface=False)
+    real = bet.bet_mask
+    bet.bet_mask = lambda *a, **k: real(*a, **k, second_surface=not args.one_surface,
+                                        surface_echoes=args.surface_echoes)
     rows = []
-    for name, head in heads(args.heads):
+    for name, head in heads(args.heads, not args.pd):
         t0 = time.perf_counter()
         mask = masking.bet_brain_mask(head.magnitude, head.voxel_size)
         dt = time.perf_counter() - t0
         s = score(mask, head)
-        rows.append([name, f"{s[0]:.2f}", f"{s[1]:.1f}", f"{s[2]:.1f}", f"{s[3]:.1f}", f"{dt:.1f}"])
+        rows.append([name, f"{s[0]:.2f}", f"{s[1]:.1f}", f"{s[4]:.1f}", f"{s[2]:.1f}", f"{s[3]:.1f}", f"{dt:.1f}"])
         print(" | ".join(rows[-1]), flush=True)
-    print(table(["head", "brain left out %", "largest piece mL", "extracranial mL", "marrow mL", "time s"], rows,
-                "BET mask, " + ("first surface alone" if args.one_surface else "default")))
+    print(table(["head", "brain left out %", "largest piece mL", "cerebellum left out %", "extracranial mL",
+                       "marrow mL", "time s"], rows,
+                "BET mask, " + ("first surface alone" if args.one_surface else "default")
+                + f", surface on {args.surface_echoes}, " + ("proton-density" if args.pd else "T1-weighted") + " heads"))
 
 
 if __name__ == "__main__":

@@ -278,7 +278,9 @@ def bet_brain_mask(
     Parameters
     ----------
     magnitude, voxel_size, valid
-        As for :func:`magnitude_mask` (several echoes are combined as root-sum-of-squares).
+        As for :func:`magnitude_mask`; several echoes in the order of their echo times (the
+        surface moves on their root-sum-of-squares and on the last echo, and the mask is the
+        union: see :func:`qsmflow.masking.bet.bet_mask`).
     fractional_threshold : float
         BET's ``-f`` (0-1; smaller: larger mask).
     shrink_mm : float
