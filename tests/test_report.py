@@ -105,8 +105,11 @@ def test_run_writes_a_report_with_every_figure_obliquity_and_warnings(oblique_da
 
 def test_no_report_and_report_errors(oblique_data, tmp_path, capsys):
     out = tmp_path / "out"
+    # the simulated head's true mask: this test is about the report, not the mask
+    truth = oblique_data.parents[1] / "derivatives" / "truth" / "sub-phantom" / "anat" / "sub-phantom_mask.nii.gz"
     code, _, err = _run(["run", "--mag", str(oblique_data / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
                          "--phase", str(oblique_data / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz"), "-o", str(out),
+                         "--mask", str(truth),
                          "--no-report", "--inversion", "medi", "--bgremove", "vsharp", "--swi", "--minip-slab", "12",
                          "-q"], capsys)
     assert code == 0, err
