@@ -572,11 +572,11 @@ def test_a_t1_weighted_head_keeps_its_cerebellum_with_the_last_echos_surface():
     """Spoiled GRE saturates long-T1 CSF (dark at the first echo) and brightens short-T1
     marrow and fat, which decay by the last echo. On the phantom's T1-weighted head (TR 35 ms,
     15°, a 32-channel coil's shading) the surface on all echoes closes along the tentorium
-    and leaves out part of the cerebellum (measured 9.1 % at 2.5 mm; 62-78 % on 12 of the
-    matrix's 25 heads); the last echo's surface reaches it, and the default mask is the union
-    of the two (measured 0.4 % left out)."""
+    and leaves out part of the cerebellum (measured 43.8 % on this 2.5 mm head, simulated
+    without oversampling for time; 62-78 % on 12 of the matrix's 25 heads); the last echo's
+    surface reaches it, and the default mask is the union of the two (measured 0.5 % left out)."""
     head = phantom.simulate_head((64, 76, 64), (2.5, 2.5, 2.5), seed=1, repetition_time=0.035, flip_angle=15.0,
-                                 receive_coils=32)
+                                 receive_coils=32, oversample=1)
     names = {v: k for k, v in head.label_names.items()}
     brain = head.brain_mask.astype(bool)
     cerebellum = brain & np.isin(head.labels, [names["cerebellar_gm"], names["cerebellar_wm"]])
@@ -586,7 +586,7 @@ def test_a_t1_weighted_head_keeps_its_cerebellum_with_the_last_echos_surface():
 
     rss_only = bet.bet_mask(head.magnitude, head.voxel_size, surface_echoes="all")
     default = bet.bet_mask(head.magnitude, head.voxel_size)
-    assert left_out(rss_only, cerebellum) > 0.05
+    assert left_out(rss_only, cerebellum) > 0.2
     assert left_out(default, cerebellum) < 0.01 and left_out(default, brain) < 0.01
     assert not (rss_only & ~default).any()  # the union: nothing the first mask held is lost
     eyes = np.isin(head.labels, [names["eye"]])

@@ -221,6 +221,7 @@ def test_demo_without_out_says_where_the_maps_went(capsys, monkeypatch):
     from qsmflow.masking import bet
 
     monkeypatch.setattr(bet, "_ITERATIONS", 50)  # nor the mask
+    monkeypatch.setattr(bet, "WARM_ITERATIONS", 20)
     code, out, err = _run(["demo", "-q"], capsys)
     assert code == 0, err
     assert "temporary folder and removed; run qsmflow demo OUT to keep them" in out

@@ -138,14 +138,15 @@ def test_write_outputs(small_head, default_run, tmp_path):
     assert (tmp_path / "sub-t_report.html").read_text() == "kept"
 
 
-def test_until_stops_early_and_writes_that_stage(small_head, tmp_path):
+def test_until_stops_early_and_writes_that_stage(small_head, default_run, tmp_path):
     data = _data(small_head)
-    r = pipeline.run(data, until="unwrap")
+    r = pipeline.run(data, until="unwrap", mask=default_run[0].mask)  # the default run's mask: not recomputed
     assert r.unwrapped_phase.shape == small_head.phase.shape and r.total_field_hz is None and r.chi is None
-    assert list(r.parameters["methods"]) == ["mask", "phase_offset", "unwrap"]
+    assert r.parameters["methods"] == {"mask": "given", "phase_offset": "mcpc3ds", "unwrap": "romeo"}
     written = {p.name for p in pipeline.write_outputs(r, data, tmp_path, until="unwrap")}
-    assert written == set(pipeline.output_names("sub-t", data.n_echoes, "unwrap"))
+    assert written == set(pipeline.output_names("sub-t", data.n_echoes, "unwrap", mask_given=True))
     assert "sub-t_unwrapped.nii.gz" in written and "sub-t_Chimap.nii.gz" not in written
+    assert "sub-t_mask.nii.gz" not in written  # a given mask is not written back
     with pytest.raises(ValueError, match="until"):
         pipeline.run(data, until="inversion")
 
@@ -186,8 +187,9 @@ def test_unwrapping_methods_agree_on_the_small_head(small_head):
 # 2.5 mm head: the BET mask holds the whole brain and what lies inside the skull (CSF, dural
 # sinuses) up to the inner table; its edge voxels are partly bone (measured 3-4 % of the mask),
 # never eye, scalp or air.
-def test_mask_on_the_simulated_head(small_head):
-    r = pipeline.run(_data(small_head), until="mask")
+def test_mask_on_the_simulated_head(small_head, default_run):
+    r = default_run[0]  # the chain's default mask (BET) of this head
+    assert r.parameters["methods"]["mask"] == "bet"
     m = metrics.evaluate_field(pipeline.QSMResult(mask=r.mask, total_field_hz=small_head.total_field_hz,
                                                   parameters={"hz_per_ppm": 127.7}), small_head)
     assert m["mask_coverage"] >= 0.98 and m["mask_outside"] <= 0.06

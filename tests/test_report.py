@@ -61,11 +61,16 @@ def oblique_data(tmp_path_factory):
     return anat
 
 
+def _truth_mask(oblique_data):
+    """The simulated head's true brain mask: the report tests are not about the mask."""
+    return oblique_data.parents[1] / "derivatives" / "truth" / "sub-phantom" / "anat" / "sub-phantom_mask.nii.gz"
+
+
 def test_run_writes_a_report_with_every_figure_obliquity_and_warnings(oblique_data, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = _run(["run", "--mag", str(oblique_data / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
-                         "--phase", str(oblique_data / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz"), "-o", str(out)],
-                        capsys)
+                         "--phase", str(oblique_data / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz"), "-o", str(out),
+                         "--mask", str(_truth_mask(oblique_data))], capsys)
     assert code == 0, err
     page = (out / "sub-phantom_report.html").read_text(encoding="utf-8")
     # magnitude+mask, total field, local field, χ, its uncertainty, R2*, T2*, histogram
@@ -105,8 +110,7 @@ def test_run_writes_a_report_with_every_figure_obliquity_and_warnings(oblique_da
 
 def test_no_report_and_report_errors(oblique_data, tmp_path, capsys):
     out = tmp_path / "out"
-    # the simulated head's true mask: this test is about the report, not the mask
-    truth = oblique_data.parents[1] / "derivatives" / "truth" / "sub-phantom" / "anat" / "sub-phantom_mask.nii.gz"
+    truth = _truth_mask(oblique_data)
     code, _, err = _run(["run", "--mag", str(oblique_data / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
                          "--phase", str(oblique_data / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz"), "-o", str(out),
                          "--mask", str(truth),
