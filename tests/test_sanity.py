@@ -99,6 +99,12 @@ def test_reversed_per_echo_files_through_the_cli(tmp_path, capsys):
     assert code == 1
     assert err.count("\n") == 1 and "echoes are out of order" in err and "echo 1 first" in err
     assert not out.exists() or not any(out.iterdir())
+    # the mask alone too (BET's surface also moves on the last echo), without echo times
+    mag_args = [a for flag, path in zip(args[::2], args[1::2]) if flag == "--mag" for a in (flag, path)]
+    code, err = _cli(["mask", *mag_args, "-o", str(out)], capsys)
+    assert code == 1, err
+    assert err.count("\n") == 1 and "echoes are out of order" in err and "in the order given" in err, err
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_echo_times_in_tenths_of_seconds_are_refused(tmp_path, capsys):

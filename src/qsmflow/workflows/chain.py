@@ -223,13 +223,14 @@ def _late_methods(opt: Options, vs, used: dict, brain: np.ndarray, *, single_ech
 def _brain_mask(data: GreInput, opt: Options, used: dict, mask, timer, until):
     """The input checks, then the brain mask (given or computed) and where it came from."""
     shape = data.magnitude.shape[:3]
-    if until != "mask":  # the mask needs neither echo order nor phase
-        region = sanity.tissue(data.magnitude)
-        sanity.check_echo_order(data.magnitude, data.echo_times, region)
+    region = sanity.tissue(data.magnitude)
+    # echo order matters to the mask too: BET's surface also moves on the last echo
+    sanity.check_echo_order(data.magnitude, data.echo_times, region)
+    if until != "mask":  # the mask needs no phase
         sanity.check_phase_is_not_magnitude(data.phase, data.magnitude, region)
         sanity.check_phase_evolves(data.phase, region)
         sanity.check_phase_is_linear_in_te(data.phase, data.echo_times, region)
-        del region
+    del region
     with timer("mask"):
         if mask is not None:
             brain = _checks.as_mask("mask", mask, shape) & data.finite

@@ -103,24 +103,27 @@ def tissue(magnitude: np.ndarray) -> np.ndarray:
 def check_echo_order(magnitude: np.ndarray, echo_times, region: np.ndarray) -> None:
     """Refuse echoes whose magnitude rises with echo time over the head's tissue.
 
+    ``echo_times`` may be None (a magnitude alone, for the brain mask: BET's surface also
+    moves on the last echo, so the order matters there too).
+
     Raises
     ------
     ValueError
         Naming the echoes' medians and the fix (echo order, or echo times given in
         the wrong order).
     """
-    te = np.asarray(echo_times, float)
     if magnitude.shape[3] < 2 or not region.any():
         return
     med = np.array([np.median(magnitude[..., e][region]) for e in range(magnitude.shape[3])])
     ratio = np.median(magnitude[..., -1][region] / np.maximum(magnitude[..., 0][region], 1e-30))
     if ratio > 1 + _RISE_TOLERANCE or np.any(med[1:] > med[:-1] * (1 + 2 * _RISE_TOLERANCE)):
         shown = ", ".join(f"{m:.4g}" for m in med)
+        at = (f"at TE {', '.join(f'{t * 1000:g}' for t in np.asarray(echo_times, float))} ms" if echo_times is not None
+              else "in the order given")
         raise ValueError(
-            f"the magnitude rises with echo time (median over the head {shown} at TE "
-            f"{', '.join(f'{t * 1000:g}' for t in te)} ms), so the echoes are out of order: give the files "
-            "echo 1 first (BIDS echo-N names or sidecars with EchoNumber fix the order), and echo times in "
-            "the same order")
+            f"the magnitude rises with echo time (median over the head {shown} {at}), so the echoes are out of "
+            "order: give the files echo 1 first (BIDS echo-N names or sidecars with EchoNumber fix the order)"
+            + (", and echo times in the same order" if echo_times is not None else ""))
 
 
 def check_phase_is_not_magnitude(phase: np.ndarray, magnitude: np.ndarray, region: np.ndarray) -> None:
