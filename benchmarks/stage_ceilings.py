@@ -33,7 +33,7 @@ from qsmflow import pipeline, relaxometry
 from qsmflow._shared import units
 from qsmflow.io import GreInput
 from qsmflow.phantom import metrics
-from qsmflow.workflows import chain
+from qsmflow.workflows import chain, local_field
 from qsmflow.workflows.options import QSMResult
 
 ROWS = ("1 mm axial", "oblique 35°, 1x1x1.4 mm", "SNR 20", "1x1x2 mm", "2 mm", "2x2x3 mm",
@@ -69,7 +69,7 @@ def ceilings(name: str) -> dict:
     if inv != "tfi":  # the chain's field region (its peel, from the chain's noise and R2*) and background removal
         sigma = res.parameters["r2star"]["noise_sigma"]  # the image noise the chain read, once per run
         r2_sd = float(np.median(relaxometry.r2star_noise_map(head.magnitude, head.echo_times, sigma, res.mask)[res.mask]))
-        true_total, kept, bg_region = chain.background_removal(
+        true_total, kept, bg_region = local_field.background_removal(
             np.where(res.mask, head.total_field_hz / hz, 0).astype(np.float32), res.mask, head.voxel_size,
             head.b0_direction, res.field_noise_hz, opt, r2star=res.r2star, r2star_noise=r2_sd,
             field_strength=head.field_strength)
@@ -78,7 +78,7 @@ def ceilings(name: str) -> dict:
     fields = {"true total field": true_total, "true local field": head.local_field_ppm}
     for label, field in fields.items():
         # like the chain, LBV's boundary refinement after the background removal (not on the true local field)
-        refine = None if inv == "tfi" or label == "true local field" else chain.lbv_refinement(
+        refine = None if inv == "tfi" or label == "true local field" else local_field.lbv_refinement(
             dataclasses.replace(opt, bgremove=res.parameters["methods"]["bgremove"]), head.voxel_size,
             head.b0_direction, bg_region)
         chi, *_ = chain.inversion_and_reference(

@@ -432,7 +432,7 @@ def test_local_region_loses_its_small_cut_off_pieces():
     """Eroding a region leaves single voxels where it was thin; the chain drops pieces under
     1 mL (1,000 voxels at 1 mm, 125 at 2 mm), keeps larger ones (a slab's separate temporal
     pole) and the largest piece whatever its size, and zeroes the local field where it dropped."""
-    from qsmflow.workflows.chain import _drop_islands
+    from qsmflow.workflows.local_field import _drop_islands
 
     region = np.zeros((40, 40, 40), bool)
     region[2:20, 2:20, 2:20] = True  # 5,832 voxels

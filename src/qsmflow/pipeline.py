@@ -1,8 +1,9 @@
 """The chain's public front (a stable path): ``run``, ``Options``, ``QSMResult``, the one-stage
 runs and the writing of the outputs. The code lives in :mod:`qsmflow.workflows`."""
 
-from .workflows.chain import (background_removal, field_region, inversion_and_reference, lbv_refinement, relaxation_maps,
-                              run)
+from .workflows.chain import inversion_and_reference, run
+from .workflows.local_field import background_removal, field_region, lbv_refinement
+from .workflows.relaxation import relaxation_maps
 from .workflows.options import (
     AUTO_COARSE_INVERSION,
     AUTO_COARSE_METHOD,

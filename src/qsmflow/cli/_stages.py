@@ -269,7 +269,7 @@ def invert_cmd(local_path, mask_path, unit, noise_path, noise_unit, mag_path, r2
         magnitude, mag_te = mag.data, mag.sidecar.get("EchoTime")
     r2star = r2star_noise = echo_span = None
     if r2star_path:
-        from ..workflows.chain import r2star_reliability
+        from ..workflows.relaxation import r2star_reliability
 
         r2star = io.load_volume(r2star_path, name="--r2star", shape=shape, affine=affine)
         r2star_noise, echo_span = r2star_reliability(io.read_sidecar(r2star_path), shape)

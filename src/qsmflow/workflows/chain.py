@@ -31,6 +31,8 @@ from .._shared.constants import (
 from .._shared.registry import Method, choose, references
 from ..io import GreInput
 from . import jitter, sanity
+from .local_field import background_removal, field_region, lbv_refinement
+from .relaxation import r2star_parameters, relaxation_maps
 from .options import (
     STAGES,
     UNTIL,
@@ -339,49 +341,6 @@ def _sd_samples(opt: Options) -> int:
     return n if isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 else inversion.SD_SAMPLES
 
 
-def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=None, slice_axis=None):
-    """R2* (1/s), S0 and the relative fit residual by ``opt.r2star``; with
-    ``opt.r2star_gradient_correction`` the macroscopic dephasing of ``field_hz`` is divided out
-    (a 2D acquisition's slices along ``slice_axis``; None for 3D)."""
-    method = choose(STAGES["r2star"], opt.r2star, "r2star")
-    dephasing = None
-    if opt.r2star_gradient_correction:
-        if field_hz is None:
-            raise ValueError("the R2* gradient correction needs a field map (Hz)")
-        dephasing = relaxometry.gradient_dephasing(field_hz, te, mask, slice_axis=slice_axis)
-    r2, s0 = method.func(mag, te, mask=mask, noise_sigma=noise_sigma, dephasing=dephasing,
-                         **opt.stage_options.get("r2star", {}))
-    fit_mag = mag if dephasing is None else mag / np.maximum(dephasing, 1e-3)
-    return r2, s0, relaxometry.fit_residual(fit_mag, te, r2, s0, mask & (r2 > 0))
-
-
-def r2star_parameters(sigma: float, r2star_sd: float, echo_times, opt: Options, slice_axis) -> dict:
-    """What an R2* map's sidecar records (``Parameters.r2star``): the image noise σ, the median
-    R2* noise SD in the mask (1/s) and the echo times (s), which are what a later
-    ``qsmflow invert --r2star`` needs to decide which voxels' R2* can tell CSF (see
-    :func:`r2star_reliability`), and how the map was fitted."""
-    sd = float(r2star_sd)
-    return {"noise_sigma": sigma, "noise_sd_per_s": round(sd, 4) if np.isfinite(sd) else None,
-            "echo_times_s": [float(t) for t in np.ravel(echo_times)],
-            "gradient_correction": opt.r2star_gradient_correction, "slice_axis": slice_axis}
-
-
-def r2star_reliability(sidecar: dict, shape) -> tuple[np.ndarray | None, float | None]:
-    """(R2* noise SD map, echo span in s) for the CSF weights, from an R2* map's sidecar written by
-    qsmflow (:func:`r2star_parameters`): the recorded median SD everywhere (CSF, being
-    bright, is less noisy than the median voxel, so this gates more CSF out than the
-    per-voxel map of a whole run would) and the span of the echo times. (None, None) with a
-    warning when the sidecar does not hold them (an R2* map from another tool)."""
-    params = ((sidecar or {}).get("Parameters") or {}).get("r2star") or {}
-    te, sd = params.get("echo_times_s"), params.get("noise_sd_per_s")
-    if not te or sd is None:
-        log.warning("the R2* map's sidecar does not give its echo times and R2* noise (it was not made by "
-                    "qsmflow r2star or run), so the CSF weights cannot leave out voxels whose R2* is too noisy "
-                    "to tell CSF from tissue; check the _label-CSF_probseg output, or pass --reference mean")
-        return None, None
-    return np.full(tuple(shape), float(sd), np.float32), float(np.ptp(np.asarray(te, float)))
-
-
 def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Options, res: QSMResult, timer, *,
                             noise_ppm=None, magnitude=None, phase_scale=None, r2star=None, r2star_noise=None,
                             echo_span_s=None, sd_noise_ppm=None, refine=None, sd_field_jitter=None) -> Inverted:
@@ -508,50 +467,6 @@ def _first_pass(inv, local, eroded, voxel_size, b0_direction, kwargs, refine):
              "boundary_field_rms_ppm": rms}
     again = dict(kwargs, alpha=info["alpha"], chi0=chi0, chi0_steps=info.get("gauss_newton_steps", 0))
     return (local + extra).astype(np.float32), again, first
-
-
-def field_region(field, mask, voxel_size, noise, opt: Options, *, r2star=None, r2star_noise=None,
-                 field_strength=3.0, depth=None):
-    """The field on the mask without its unreliable edge (:func:`qsmflow.masking.reliable_field_mask`
-    from ``noise`` and ``r2star``; the whole mask when ``opt.peel_noise_factor`` is 0 or there
-    is no noise map): (field, mask)."""
-    if noise is not None and opt.peel_noise_factor > 0:
-        mask = masking.reliable_field_mask(mask, noise, voxel_size, r2star=r2star, r2star_noise=r2star_noise,
-                                           field_strength=field_strength, factor=opt.peel_noise_factor, depth=depth)
-        field = np.where(mask, field, 0)
-    return field, mask
-
-
-def background_removal(field, mask, voxel_size, b0_direction, noise, opt: Options, *, r2star=None,
-                       r2star_noise=None, field_strength=3.0, depth=None):
-    """The chosen background removal on :func:`field_region`, then the optional polynomial
-    clean-up (``opt.bg_polynomial``): (local field, its mask, the region it was removed on)."""
-    method = STAGES["bgremove"][resolve_bgremove(opt.bgremove, voxel_size)]
-    field, mask = field_region(field, mask, voxel_size, noise, opt, r2star=r2star, r2star_noise=r2star_noise,
-                               field_strength=field_strength, depth=depth)
-    local, eroded = method.func(field, mask, voxel_size, b0_direction, noise=noise,
-                                **opt.stage_options.get("bgremove", {}))
-    local, eroded = _drop_islands(local, eroded, voxel_size)
-    if opt.bg_polynomial:
-        local = bgremove.remove_polynomial(local, eroded, voxel_size, order=opt.bg_polynomial, noise=noise)
-        log.info("removed a polynomial of order %d from the local field", opt.bg_polynomial)
-    return local, eroded, mask
-
-
-def _drop_islands(local, eroded, voxel_size):
-    """The local field and its region without the region's small pieces (:func:`masking.without_small_pieces`)."""
-    kept = masking.without_small_pieces(np.asarray(eroded, bool), voxel_size)
-    return (local if kept is eroded else np.where(kept, local, 0).astype(np.float32)), kept
-
-
-def lbv_refinement(opt: Options, voxel_size, b0_direction, region):
-    """The ``refine`` of :func:`inversion_and_reference` for a local field from LBV on
-    ``region`` (see ``Options.lbv_refine``), or None when it does not apply."""
-    if not opt.lbv_refine or opt.bgremove != "lbv" or opt.bg_polynomial:
-        return None
-    return functools.partial(bgremove.lbv_boundary_field, mask=region, voxel_size=voxel_size,
-                             b0_direction=b0_direction, **{k: v for k, v in opt.stage_options.get("bgremove", {}).items()
-                                                            if k in ("tol", "max_iter")})
 
 
 def _finish(res: QSMResult, used: dict, done: list, mask_source: str) -> QSMResult:

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .. import bgremove, fieldmap, kernels, masking
-from .._shared import checks as _checks
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ from .._shared.echoes import rss
 from .. import mwf as mwf_fit  # ``mwf`` is r2star_run's flag
 from ..io import GreInput
 from .._shared.registry import choose, references
-from .chain import (_Timer, background_removal, collecting_warnings, inversion_and_reference, r2star_parameters,
-                    relaxation_maps, run, swi_maps)
+from .chain import _Timer, collecting_warnings, inversion_and_reference, run, swi_maps
+from .local_field import background_removal
+from .relaxation import r2star_parameters, relaxation_maps
 from .options import STAGES, Options, QSMResult, resolve_bgremove, resolve_local_inversion
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction
     ``field_strength`` (T) when both are given. ``r2star_noise`` (1/s, per voxel) and
     ``echo_span_s`` (s) let the CSF weights found from ``r2star`` leave out voxels whose R2*
     cannot tell CSF (see :func:`qsmflow.reference.csf_weights`; from an R2* sidecar by
-    :func:`qsmflow.workflows.chain.r2star_reliability`).
+    :func:`qsmflow.workflows.relaxation.r2star_reliability`).
     """
     opt = options or Options()
     opt = dataclasses.replace(opt, inversion=resolve_local_inversion(opt.inversion))
