@@ -284,9 +284,8 @@ def test_magnitude_decays_with_r2star(clean):
     assert abs(np.median(s0 / (ph.m0 * ph.receive_sensitivity)[region]) - 1) < 0.05
 
 
-def test_noise_sigma_matches_snr(clean):
-    snr = 40.0
-    noisy = _sim(snr=snr)
+def test_noise_sigma_matches_snr(clean, noisy):
+    snr = 100.0  # simulate_head's default, the noisy fixture's (a literal: the test states it)
     expected = np.abs(clean.magnitude[..., 0][clean.brain_mask]).mean() / snr
     assert noisy.noise_sigma == pytest.approx(expected, rel=1e-5)
     z_noisy = noisy.magnitude * np.exp(1j * noisy.phase)
