@@ -218,10 +218,11 @@ def test_demo_without_out_says_where_the_maps_went(capsys, monkeypatch):
 
     monkeypatch.setattr(demo.run_demo, "__kwdefaults__",  # the smallest head: only the message is checked
                         {"force": False, "shape": (24, 28, 24), "voxel_size": (6.0, 6.0, 6.0)})
-    from qsmflow.masking import bet
+    from qsmflow import pipeline
 
-    monkeypatch.setattr(bet, "_ITERATIONS", 50)  # nor the mask
-    monkeypatch.setattr(bet, "WARM_ITERATIONS", 20)
+    real = demo.run  # nor the maps: the fastest chain (threshold mask, TKD, no χ SD)
+    monkeypatch.setattr(demo, "run", lambda data: real(data, pipeline.Options(mask="threshold", inversion="tkd",
+                                                                              chi_sd=False)))
     code, out, err = _run(["demo", "-q"], capsys)
     assert code == 0, err
     assert "temporary folder and removed; run qsmflow demo OUT to keep them" in out
