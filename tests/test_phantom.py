@@ -141,8 +141,8 @@ def test_tissue_table_is_consistent():
 
 
 def test_determinism_and_seed():
-    # on a 6 mm grid without oversampling: what is drawn from the seed depends on neither (a
-    # half the time)
+    # on a 6 mm grid without oversampling: what is drawn from the seed depends on neither
+    # (half the time)
     small = dict(shape=(27, 32, 27), voxel_size=(6.0, 6.0, 6.0), oversample=1)
     first, again = phantom.simulate_head(**small), phantom.simulate_head(**small)
     for name in ("magnitude", "phase", "chi", "labels", "total_field_hz", "local_field_ppm", "phase_offset"):
