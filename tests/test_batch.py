@@ -25,7 +25,7 @@ ECHOES = (0.004, 0.008, 0.012)
 SUBJECTS, SESSIONS = ("01", "02", "03"), ("1", "2")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
     """3 subjects x 2 sessions of a small simulated head (4 mm, 3 echoes), plus files to be skipped."""
     src = tmp_path_factory.mktemp("src")

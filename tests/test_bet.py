@@ -61,7 +61,7 @@ def _head():
     return img.astype(np.float32), brain, intracranial, eyes, vein
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def synthetic():
     img, brain, intracranial, eyes, vein = _head()
     return img, brain, intracranial, eyes, vein, masking.bet_brain_mask(img, VS)

@@ -58,23 +58,23 @@ def _sim(**kw):
     return phantom.simulate_head(SHAPE, VOXEL, **kw)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def noisy():
     return _sim()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def clean():
     return _sim(snr=np.inf)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exact():
     """No oversampling: property maps are the tissue table plus texture, exactly."""
     return _sim(snr=np.inf, oversample=1, lesions=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def oblique():
     return _sim(snr=np.inf, b0_direction=phantom.oblique_direction(25, "x"))
 

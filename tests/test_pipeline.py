@@ -22,7 +22,7 @@ SMALL_CHI_NRMSE_MAX = 70.0
 SMALL_R2STAR_ERR_MAX = 10.0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_head():
     return phantom.simulate_head((64, 76, 64), (2.5, 2.5, 2.5), seed=3)
 
@@ -32,7 +32,7 @@ def _data(head, **kw):
                                 affine=head.affine, prefix="sub-t", **kw)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def default_run(small_head):
     """The default chain on the small head, once for the tests that only read its result."""
     stages = []
@@ -207,13 +207,13 @@ def test_auto_background_method_follows_voxel_size():
         pipeline.Options(bgremove="nope")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def head4():
     """A 4 mm head for the tests that run the chain more than once."""
     return phantom.simulate_head((40, 48, 40), (4.0, 4.0, 4.0), seed=3)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def head4_mask(head4):
     """The default (BET) mask of the 4 mm head, once: what its tests give the chain, which
     would compute the same mask each time (its own tests are test_bet's)."""

@@ -45,7 +45,7 @@ def _check_pngs(page: str) -> int:
     return len(parser.srcs)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def oblique_data(tmp_path_factory):
     """A 4 mm simulated head, slab tilted 20°, with NaN voxels in the phase of echo 1."""
     data = tmp_path_factory.mktemp("obl")

@@ -82,7 +82,7 @@ def test_analytic_field_is_the_dipole_field_outside_the_source():
     assert np.abs(field[r < SOURCE_RADIUS - 3]).max() < 1e-4  # nothing inside a uniform sphere
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sphere_run():
     chi, field, r = _source_field_ppm()
     mag, pha, brain = _gre(field, np.random.default_rng(7))
