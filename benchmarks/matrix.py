@@ -87,7 +87,8 @@ T1_TR_AFTER_LAST_ECHO_S = 0.007
 T1_FLIP_DEG = 15.0
 
 
-def spec(name: str, t1: bool = False) -> dict:
+def spec(name: str, t1: bool = True) -> dict:
+    """The variant's settings: T1-weighted (the matrix's heads since stop 52) unless ``t1`` is False."""
     s = {**REFERENCE, **VARIANTS[name]}
     tr_flip = s.pop("tr_flip", None)
     if t1:
@@ -213,7 +214,7 @@ def crop(head: phantom.HeadPhantom, size_mm) -> phantom.HeadPhantom:
     return _box(head, size_mm)
 
 
-def run_variant(name: str, options: pipeline.Options, one_echo: int | None = None, t1: bool = False) -> dict:
+def run_variant(name: str, options: pipeline.Options, one_echo: int | None = None, t1: bool = True) -> dict:
     s = spec(name, t1) if one_echo is None else {**spec(name, t1), "echo_index": one_echo}
     t0 = time.perf_counter()
     head = simulate(s)

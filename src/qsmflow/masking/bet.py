@@ -494,20 +494,14 @@ def bet_mask(
         raise ValueError(f"surface_echoes must be 'both', 'all' or 'last', got {surface_echoes!r}")
     valid = np.ones(mag.shape[:3], bool) if valid is None else _checks.as_mask("valid", valid, mag.shape[:3])
     decay = _decay(mag) if mag.shape[-1] >= 2 and second_surface else None
-    images = {"all": ("all",), "last": ("last",), "both": ("all", "last")}[surface_echoes]
-    if mag.shape[-1] == 1:
-        images = ("all",)  # one echo: its image is both
-    mask = surface = None
-    for which in images:
-        img = rss(mag) if which == "all" else np.array(mag[..., -1])
-        one, verts_faces = _surface_mask(img, valid, vs, f, g, bias_passes, decay)
-        del img
-        if surface is None:
-            mask, surface = one, verts_faces
-        else:
-            log.info("BET on the last echo adds %d voxels (%.1f mL) to BET on all echoes", int((one & ~mask).sum()),
-                     (one & ~mask).sum() * np.prod(vs) / 1000)
-            mask = _cleaned(mask | one, valid)
+    one_echo = mag.shape[-1] == 1  # its image is both
+    mask, surface = _surface_mask(np.array(mag[..., -1]) if surface_echoes == "last" and not one_echo else rss(mag),
+                                  valid, vs, f, g, bias_passes, decay)
+    if surface_echoes == "both" and not one_echo:
+        more, _ = _surface_mask(np.array(mag[..., -1]), valid, vs, f, g, bias_passes, decay)
+        log.info("BET on the last echo adds %d voxels (%.1f mL) to BET on all echoes", int((more & ~mask).sum()),
+                 (more & ~mask).sum() * np.prod(vs) / 1000)
+        mask = _cleaned(mask | more, valid)
     log.info("BET brain mask: %d voxels (%.1f mL), f %.2f", int(mask.sum()), mask.sum() * np.prod(vs) / 1000, f)
     return (mask, surface) if return_surface else mask
 
