@@ -68,8 +68,12 @@ def test_echo_order_each_criterion_alone():
     step) pass; the error gives the medians and the echo times in ms."""
     te = (0.004, 0.012, 0.020, 0.028)
     mag, region = _medians(100.0, 100.6, 101.0, 101.4)
-    with pytest.raises(ValueError, match=r"100, 100.6, 101, 101.4 at TE 4, 12, 20, 28 ms"):
+    with pytest.raises(ValueError, match=r"100, 100.6, 101, 101.4 at TE 4, 12, 20, 28 ms.*, and echo times in "
+                                         r"the same order$"):
         sanity.check_echo_order(mag, te, region)
+    with pytest.raises(ValueError, match=r"100, 100.6, 101, 101.4 in the order given\).*fix the order\)$"):
+        sanity.check_echo_order(mag, None, region)  # a magnitude alone (the mask stage): no echo times to name
+    sanity.check_echo_order(mag, te, np.zeros_like(region))  # no tissue found: nothing to judge, no error
     with pytest.raises(ValueError, match="out of order"):  # magnitudes scaled to 0-1 as some converters do
         sanity.check_echo_order(mag * 1e-3, te, region)
     mag2, region = _medians(90.0, 100.0, 0.0, 0.0)  # two echoes (a clinical protocol), last one first
@@ -160,6 +164,7 @@ def test_static_phase_is_warned_about(caplog):
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="qsmflow"):
         sanity.check_phase_evolves(pha, sanity.tissue(mag))
+        sanity.check_phase_evolves(same, np.zeros(SHAPE, bool))  # no tissue found: nothing to judge
     assert caplog.text == ""
 
 
@@ -206,6 +211,27 @@ def test_phase_out_of_echo_order_is_refused(caplog):
     assert "departs from linear evolution with echo time over echoes" in caplog.text
 
 
+def test_phase_linearity_with_four_unevenly_spaced_echoes():
+    """Four echoes at 3, 5, 9 and 17 ms (steps 2, 4, 8 ms): linear phase departs by
+    (φ4 - φ3) - (8/2)(φ2 - φ1) = 0, which the ratio of the first and last steps, not of
+    neighbouring ones, gives; the smallest echo count the check takes, whose one window is
+    echoes 1-4."""
+    te = (0.003, 0.005, 0.009, 0.017)
+    head = ellipsoid(SHAPE, VS, (60, 70, 55))
+    x = np.linspace(-1, 1, SHAPE[0])[:, None, None]
+    z = np.linspace(-1, 1, SHAPE[2])[None, None, :]
+    field = (20 * x + 15 * z) * np.ones(SHAPE)  # Hz: under 250, so the first step does not wrap
+    sig = head[..., None] * np.exp(-25 * np.array(te)) * np.exp(2j * np.pi * field[..., None] * np.array(te))
+    rng = np.random.default_rng(3)
+    sig = sig + 0.01 * (rng.standard_normal(sig.shape) + 1j * rng.standard_normal(sig.shape))
+    mag, pha = np.abs(sig).astype(np.float32), np.angle(sig).astype(np.float32)
+    region = sanity.tissue(mag)
+    assert sanity.check_phase_is_linear_in_te(pha, te, region) < 0.05
+    with pytest.raises(ValueError, match=r"over echoes 1-4 it departs .*: give the phase files echo 1 first, in "
+                                         r"the magnitudes' order \(BIDS echo-N names or sidecars with EchoNumber"):
+        sanity.check_phase_is_linear_in_te(pha[..., [0, 2, 1, 3]], te, region)
+
+
 def test_run_refuses_phase_out_of_echo_order_before_writing(tmp_path, capsys):
     mag, pha = _five_echoes()
     for name, arr in (("mag", mag), ("pha", pha[..., [0, 1, 3, 2, 4]])):
@@ -226,6 +252,28 @@ def test_field_noise_above_the_local_field_is_warned_about(caplog):
     with caplog.at_level(logging.WARNING, logger="qsmflow"):
         sanity.check_field_noise(np.full((4, 4, 4), 0.9 * 0.01 * hz_per_ppm), mask, 3.0, (0.0023, 0.0046))
     assert "median SD 1.15 Hz = 0.0090 ppm" in caplog.text and "2.3, 4.6 ms are too short" in caplog.text
+
+
+@pytest.mark.parametrize("te, tesla, hz, warned", [
+    (0.004, 3.0, 1.989, True),   # 0.05 rad / (2π · 4 ms); half the typical local field at 3 T: 0.639 Hz
+    (0.010, 3.0, 0.796, True),
+    (0.015, 3.0, 0.531, False),
+    (0.022, 3.0, 0.362, False),
+    (0.005, 7.0, 1.592, True),   # half the typical local field at 7 T: 1.490 Hz
+    (0.008, 7.0, 0.995, False),  # warned about at 3 T, not at 7 T
+    (0.019, 7.0, 0.419, False),
+])
+def test_one_short_echo_is_warned_about(caplog, te, tesla, hz, warned):
+    """One echo reads the receive phase offset's rough part (0.05 rad on a real head) as field,
+    0.05 / (2π TE) Hz, warned about above half the typical local field, 0.5 · 0.01 ppm ·
+    42.577 Hz/ppm/T · B0: from an echo of 12.5 ms down at 3 T, 5.3 ms at 7 T."""
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        assert sanity.check_single_echo_offset(te, tesla) == pytest.approx(hz, abs=1e-3)
+    assert ("is too short for QSM" in caplog.text) is warned
+    if warned:
+        later = {3.0: 13, 7.0: 6}[tesla]  # ms: 0.05 / (2π · 0.5 · 0.01 · 42.577478 · B0), rounded up
+        assert f"one echo at {te * 1000:g} ms" in caplog.text and f"as {hz:.2f} Hz of field" in caplog.text
+        assert f"An echo of {later} ms or later" in caplog.text
 
 
 @pytest.mark.parametrize("echo_times, tesla, decay, warned", [
@@ -337,6 +385,15 @@ def test_implausible_chi_is_warned_about(caplog):
         share = sanity.check_chi_range(chi, region)
     assert share == pytest.approx(405 / 8000)
     assert "χ looks implausible: 5.1 % of the brain is beyond ±0.5 ppm" in caplog.text
+    # only the region counts (χ outside it, e.g. a background inversion's sources, is not brain)
+    inner = np.zeros_like(region)
+    inner[2:18, 2:18, 2:18] = True
+    chi[~inner] = 3.0
+    chi[1] = 0.0
+    assert sanity.check_chi_range(chi, inner) == pytest.approx(0.0)
+    chi[5, 5, 5] = np.nan  # a voxel the inversion left undefined does not count either
+    assert sanity.check_chi_range(chi, inner) == pytest.approx(0.0)
+    assert sanity.check_chi_range(chi, np.zeros_like(region)) == 0.0  # an empty region: nothing beyond
 
 
 def test_a_magnitude_given_as_phase_is_refused(tmp_path, capsys):
@@ -345,6 +402,8 @@ def test_a_magnitude_given_as_phase_is_refused(tmp_path, capsys):
     (correlation near 0) passes."""
     mag, pha = _head()
     sanity.check_phase_is_not_magnitude(pha, mag, sanity.tissue(mag))  # the real phase: no error
+    # a phase of zeros (not exported) has no correlation to compute: left to the static-phase warning
+    sanity.check_phase_is_not_magnitude(np.zeros_like(pha), mag, sanity.tissue(mag))
     p, q = tmp_path / "m.nii.gz", tmp_path / "p.nii.gz"
     nib.save(nib.Nifti1Image(mag, np.diag([*VS, 1.0])), str(p))
     nib.save(nib.Nifti1Image(mag, np.diag([*VS, 1.0])), str(q))
@@ -366,3 +425,17 @@ def test_invert_run_keeps_its_warnings_for_the_provenance():
     local = np.where(mask, np.random.default_rng(0).normal(0, 0.3, shape), 0).astype(np.float32)  # ±0.3 ppm noise
     res = pipeline.invert_run(local, mask, vs, (0, 0, 1), options=pipeline.Options(inversion="tkd", reference="mean"))
     assert any("χ looks implausible" in w for w in res.warnings), res.warnings
+
+
+def test_tissue_of_a_constant_image():
+    """The head's tissue is the magnitude above its Otsu threshold; an image whose nonzero voxels
+    are all alike (a synthetic or masked one, here scaled 0-1 as some converters write it) has no
+    threshold to find: its nonzero voxels are the tissue."""
+    mag = np.zeros((8, 8, 8, 2), np.float32)
+    mag[2:6, 2:6, 2:6] = 0.5
+    expected = np.zeros((8, 8, 8), bool)
+    expected[2:6, 2:6, 2:6] = True
+    np.testing.assert_array_equal(sanity.tissue(mag), expected)
+    mag[2:4] *= 3  # two levels: the brighter half is above Otsu's threshold
+    np.testing.assert_array_equal(sanity.tissue(mag), expected & (np.arange(8) < 4)[:, None, None])
+
