@@ -209,8 +209,8 @@ def test_bias_passes_and_reruns_call_the_surface_as_documented(monkeypatch):
     assert calls == [(0.6, 0.0, 10, False)]
     calls.clear()
     bet.bet_mask(img, vs, fractional_threshold=0.4, vertical_gradient=0.2)
-    # default: two bias passes, same f and g, the second from the first's surface
-    assert calls == [(0.4, 0.2, 1, False), (0.4, 0.2, 10, False), (0.4, 0.2, 10, True)]
+    # default: three bias passes, same f and g, the second and third from the last surface
+    assert calls == [(0.4, 0.2, 1, False), (0.4, 0.2, 10, False), (0.4, 0.2, 10, True), (0.4, 0.2, 10, True)]
     calls.clear()
     bet.bet_mask(img, vs, bias_passes=1)
     assert calls == [(0.6, 0.0, 1, False), (0.6, 0.0, 10, False)]
