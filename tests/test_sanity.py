@@ -171,18 +171,20 @@ def test_static_phase_is_warned_about(caplog):
 TE5 = (0.004, 0.010, 0.016, 0.022, 0.028)
 
 
-def _five_echoes(bipolar_rad=0.0, curvature=0.0):
-    """5 evenly spaced echoes of the ellipsoid head: a smooth field (20 Hz across x, 15 Hz across
-    z), a bipolar readout's offset alternating ±``bipolar_rad``·y between echoes, and a phase
-    ``curvature``·TE² (rad) that no field gives; noise 1 % of the first echo."""
+def _five_echoes(bipolar_rad=0.0, curvature=0.0, echo_times=TE5):
+    """Echoes (5 evenly spaced unless ``echo_times`` says otherwise) of the ellipsoid head: a smooth
+    field (20 Hz across x, 15 Hz across z), a bipolar readout's offset alternating
+    ±``bipolar_rad``·y between echoes, and a phase ``curvature``·TE² (rad) that no field gives;
+    noise 1 % of the first echo."""
     rng = np.random.default_rng(2)
     head = ellipsoid(SHAPE, VS, (60, 70, 55))
     x = np.linspace(-1, 1, SHAPE[0])[:, None, None]
     y = np.linspace(-1, 1, SHAPE[1])[None, :, None]
     z = np.linspace(-1, 1, SHAPE[2])[None, None, :]
-    te = np.array(TE5)
+    te = np.array(echo_times)
     field = (20 * x + 15 * z) * np.ones(SHAPE)
-    phase = 2 * np.pi * field[..., None] * te + bipolar_rad * y[..., None] * (-1.0) ** np.arange(5) + curvature * te**2
+    phase = (2 * np.pi * field[..., None] * te + bipolar_rad * y[..., None] * (-1.0) ** np.arange(te.size)
+             + curvature * te**2)
     sig = head[..., None] * np.exp(-25 * te) * np.exp(1j * phase)
     sig = sig + 0.01 * (rng.standard_normal(sig.shape) + 1j * rng.standard_normal(sig.shape))
     return np.abs(sig).astype(np.float32), np.angle(sig).astype(np.float32)
@@ -217,14 +219,7 @@ def test_phase_linearity_with_four_unevenly_spaced_echoes():
     neighbouring ones, gives; the smallest echo count the check takes, whose one window is
     echoes 1-4."""
     te = (0.003, 0.005, 0.009, 0.017)
-    head = ellipsoid(SHAPE, VS, (60, 70, 55))
-    x = np.linspace(-1, 1, SHAPE[0])[:, None, None]
-    z = np.linspace(-1, 1, SHAPE[2])[None, None, :]
-    field = (20 * x + 15 * z) * np.ones(SHAPE)  # Hz: under 250, so the first step does not wrap
-    sig = head[..., None] * np.exp(-25 * np.array(te)) * np.exp(2j * np.pi * field[..., None] * np.array(te))
-    rng = np.random.default_rng(3)
-    sig = sig + 0.01 * (rng.standard_normal(sig.shape) + 1j * rng.standard_normal(sig.shape))
-    mag, pha = np.abs(sig).astype(np.float32), np.angle(sig).astype(np.float32)
+    mag, pha = _five_echoes(echo_times=te)  # a field under 250 Hz: the first 2 ms step does not wrap
     region = sanity.tissue(mag)
     assert sanity.check_phase_is_linear_in_te(pha, te, region) < 0.05
     with pytest.raises(ValueError, match=r"over echoes 1-4 it departs .*: give the phase files echo 1 first, in "
