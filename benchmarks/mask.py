@@ -14,8 +14,10 @@ surface on the smoothed image), for comparison.
     python benchmarks/mask.py --pd            # the matrix's proton-density heads (no T1 weighting)
     python benchmarks/mask.py --surface-echoes all   # BET's surface on all echoes alone (before stop 52)
     python benchmarks/mask.py --heads "anatomy 0" "anatomy 1" --bias-passes 2 3   # each head once, BET per value
+    python benchmarks/mask.py --heads "anatomy 0 at 2 mm" "anatomy 0 at 1 mm"
 
-``anatomy N`` is the 1 mm axial row's acquisition on the demo's grid (1.5 mm), T1-weighted as
+``anatomy N`` is the 1 mm axial row's acquisition on the demo's grid (1.5 mm; ``anatomy N at V mm``
+on a grid of V mm voxels), T1-weighted as
 the matrix's heads (TR = last echo + 7 ms, 15°; cached as they are), drawn with seed N: another brain, skull and vessel tree (the matrix's heads are all
 seed 1, the demo head seed 0 without T1 weighting). ``--bias-passes`` runs BET once per value
 on each head (simulated once).
@@ -30,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 import matrix
+import zubal
 from _bench import table
 from qsmflow import masking, phantom
 from qsmflow.masking import bet
@@ -55,9 +58,10 @@ def heads(which, t1=True):
     for name in which:
         if name == "demo":
             yield name, phantom.simulate_head(demo.DEMO_SHAPE, demo.DEMO_VOXEL_MM)
-        elif name.startswith("anatomy "):  # the 1 mm head's acquisition on the demo's grid, another seed
-            yield name, matrix.simulate({**matrix.spec("1 mm axial", t1), "voxel": demo.DEMO_VOXEL_MM,
-                                         "seed": int(name.split()[1])})
+        elif name.startswith("anatomy "):  # the 1 mm head's acquisition on another grid, another seed
+            words = name.split()  # "anatomy N" (the demo's grid) or "anatomy N at V mm"
+            voxel = (float(words[3]),) * 3 if len(words) == 5 else demo.DEMO_VOXEL_MM
+            yield name, matrix.simulate({**matrix.spec("1 mm axial", t1), "voxel": voxel, "seed": int(words[1])})
         else:
             yield name, matrix.simulate(matrix.spec(name, t1))
 
@@ -73,6 +77,8 @@ def main():
     ap.add_argument("--bias-passes", nargs="*", type=int, default=[bet.BET_BIAS_PASSES],
                     help=f"BET's shading passes, one run per value (default {bet.BET_BIAS_PASSES})")
     args = ap.parse_args()
+    if not zubal.available():
+        args.heads = [h for h in args.heads if matrix.VARIANTS.get(h, {}).get("anatomy") != "zubal"]
     real = bet.bet_mask
     rows = []
     for name, head in heads(args.heads, not args.pd):

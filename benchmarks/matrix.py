@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+import zubal
 from _bench import table
 from qsmflow import phantom, pipeline
 from qsmflow.phantom import metrics
@@ -81,6 +82,9 @@ VARIANTS = {
     # another anatomy (brain, skull, vessels drawn with seed 0, the demo head's): every other row is seed 1
     "1 mm axial, anatomy 0": dict(seed=0),
     "2 mm, anatomy 0": dict(voxel=(2.0, 2.0, 2.0), seed=0),
+    # a real anatomy: the Zubal head's segmentation through the phantom's forward model (zubal.py)
+    "Zubal head, 1 mm": dict(anatomy="zubal"),
+    "Zubal head, 2 mm": dict(anatomy="zubal", voxel=(2.0, 2.0, 2.0)),
 }
 
 
@@ -103,6 +107,8 @@ def _key(s: dict) -> str:
     """The variant's settings and the phantom's source: a changed phantom is simulated anew."""
     src = Path(phantom.__file__).parent  # the phantom package
     code = b"".join(p.read_bytes() for p in sorted(src.glob("*.py")) if p.name not in ("metrics.py", "dataset.py"))
+    if s.get("anatomy") == "zubal":
+        code += Path(zubal.__file__).read_bytes()
     return hashlib.sha1(json.dumps(s, sort_keys=True, default=str).encode() + code).hexdigest()[:12]
 
 
@@ -140,11 +146,19 @@ def simulate(s: dict) -> phantom.HeadPhantom:
         return phantom.HeadPhantom(**d)
     shape = tuple(int(round(f / v)) for f, v in zip(FOV_MM, sim_vs))
     b0 = phantom.oblique_direction(s["tilt_deg"]) if s["tilt_deg"] else (0.0, 0.0, 1.0)
-    head = phantom.simulate_head(shape, tuple(sim_vs), echo_times=s["echo_times"], field_strength=s["field_strength"],
-                                 b0_direction=tuple(b0), snr=s["snr"], seed=s.get("seed", 1), slice_axis=sim_slice,
-                                 receive_coils=s.get("receive_coils", 32),
-                                 **(dict(zip(("repetition_time", "flip_angle"), s["tr_flip"])) if s.get("tr_flip")
-                                    else {}))
+    if s.get("anatomy") == "zubal":
+        if order is not None or sim_slice is not None:
+            raise SystemExit("the Zubal head is simulated axial and 3D only")
+        head = zubal.simulate_zubal(s["voxel"], echo_times=s["echo_times"], field_strength=s["field_strength"],
+                                    b0_direction=tuple(b0), snr=s["snr"], seed=s.get("seed", 1),
+                                    receive_coils=s.get("receive_coils", 32), tr_flip=s.get("tr_flip"))
+    else:
+        head = phantom.simulate_head(shape, tuple(sim_vs), echo_times=s["echo_times"],
+                                     field_strength=s["field_strength"], b0_direction=tuple(b0), snr=s["snr"],
+                                     seed=s.get("seed", 1), slice_axis=sim_slice,
+                                     receive_coils=s.get("receive_coils", 32),
+                                     **(dict(zip(("repetition_time", "flip_angle"), s["tr_flip"])) if s.get("tr_flip")
+                                        else {}))
     if order is not None:
         head = phantom.reorient(head, order)
     d = {k: getattr(head, k) for k in head.__dataclass_fields__ if k != "mwf"}
@@ -263,6 +277,9 @@ def main():
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variants {unknown}")
+    if not zubal.available():
+        print(f"no Zubal head at {zubal.DATA}: its rows are left out")
+        args.variants = [v for v in args.variants if VARIANTS[v].get("anatomy") != "zubal"]
     fields = {}
     for item in args.set:
         k, _, v = item.partition("=")
