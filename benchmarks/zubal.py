@@ -21,11 +21,13 @@ not segmented: skull more than 1.5 mm from its surfaces is given the phantom's m
 
 The brain mask. The segmentation's brain mask (cerebrum, cerebellum, brainstem, CSF and
 ventricles, the sinuses) reaches the skull's inner table, with no dura or CSF layer between
-(the procedural head has both). The truth's brain mask, the region χ is scored on and whose
-sources make the true local field, is the voxels at least half inside it that hold no bone
-or marrow at all, as on the procedural heads (none of whose brain voxels holds bone): a
-voxel half bone has a true χ of -1.1 ppm that no GRE can see (bone gives no signal), and at
-2 mm about a hundred such voxels carried 79 % of the χ error.
+(the procedural head has both), and in places (the orbits' roof, the sinuses) touches fat,
+muscle, eye or air directly. The truth's brain mask, the region χ is scored on and whose
+sources make the true local field, is the voxels at least half inside it that hold no tissue
+from outside the skull's inner table (bone, marrow, air, fat, muscle, eye, nerve), as on the
+procedural heads (none of whose brain voxels holds bone): a voxel half bone has a true χ of
+-1.1 ppm that no GRE can see (bone gives no signal), and at 2 mm about a hundred such voxels
+carried 79 % of the χ error.
 
 Voxel size. The file is 384×384×192 voxels said to be 1 mm, the original 256×256×128 grid
 upsampled 1.5×; taken as 1 mm the brain mask holds 3.2 L and the cerebrum is 249 mm long.
@@ -73,8 +75,9 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "zubal"
 #: The segmentation's voxel (mm): the original 1.1 × 1.1 × 1.4 mm upsampled 1.5× (see above).
 NATIVE_MM = np.array([1.1, 1.1, 1.4]) / 1.5
 #: Field of view (mm; left-right, front-back, bottom-top) around the brain: the face's front
-#: and the neck below the foramen magnum fall outside it, as in a whole-brain scan.
-FOV_MM = (176.0, 224.0, 160.0)
+#: and the neck below the foramen magnum fall outside it, as in a whole-brain scan; the vertex's
+#: scalp (12 mm above the brain) and the ears inside it.
+FOV_MM = (192.0, 224.0, 168.0)
 NECK_MM = 60.0  # the neck continued below the segmentation's last slice (its field reaches the brainstem)
 DIPLOE_MM = 1.5  # skull deeper than this from both of its surfaces is marrow
 
@@ -101,6 +104,8 @@ _ZUBAL = {
     L.DURA: (113,),  # falx
 }
 _SINUSES_MOUTH = 104
+# tissue outside the skull's inner table: none of it in a voxel of the truth's brain mask
+_EXTRACRANIAL = (L.AIR, L.SOFT, L.BONE, L.MARROW, L.FAT, L.EYE, L.NERVE)
 
 
 def available() -> bool:
@@ -117,7 +122,11 @@ def native_labels() -> tuple[np.ndarray, np.ndarray]:
         lut[list(theirs)] = ours
     lut[_SINUSES_MOUTH] = L.AIR
     lab = lut[z]
-    lab[(z == _SINUSES_MOUTH) & brain] = L.SINUS  # the label's venous part lies inside the brain
+    # the label's venous part (the lateral and straight sinuses) lies mostly inside the brain
+    # mask: each connected piece mostly inside it is sinus, whole, the rest air
+    pieces, n = ndimage.label(z == _SINUSES_MOUTH)
+    inside = ndimage.mean(brain, pieces, np.arange(1, n + 1))
+    lab[np.isin(pieces, 1 + np.flatnonzero(inside > 0.5))] = L.SINUS
     if (lab == 255).any():
         raise SystemExit(f"Zubal labels without a tissue: {sorted(set(z[lab == 255].tolist()))}")
     # diploë: skull deeper than DIPLOE_MM from tissue on both sides
@@ -134,12 +143,12 @@ def native_labels() -> tuple[np.ndarray, np.ndarray]:
 
 def _fov_origin(brain: np.ndarray) -> np.ndarray:
     """Native-grid position (mm) of the FOV's low corner: centred on the brain in x and y, its
-    top 8 mm above the brain's."""
+    top 16 mm above the brain's."""
     idx = [np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != i))) for i in range(3)]
     lo = np.array([i[0] for i in idx]) * NATIVE_MM
     hi = (np.array([i[-1] for i in idx]) + 1) * NATIVE_MM
     centre = (lo + hi) / 2
-    return np.array([centre[0] - FOV_MM[0] / 2, centre[1] - FOV_MM[1] / 2, hi[2] + 8.0 - FOV_MM[2]])
+    return np.array([centre[0] - FOV_MM[0] / 2, centre[1] - FOV_MM[1] / 2, hi[2] + 16.0 - FOV_MM[2]])
 
 
 def _sample(native: np.ndarray, origin, axes) -> np.ndarray:
@@ -206,13 +215,13 @@ def simulate_zubal(voxel=(1.0, 1.0, 1.0), *, echo_times=(0.004, 0.010, 0.016, 0.
     flat = painted.labels.reshape(-1)
     fat_idx = np.flatnonzero(fraction[flat])
     fat = (fat_idx, fraction[flat[fat_idx]])
-    bony = block_mean(np.isin(painted.labels, (L.BONE, L.MARROW)), os_) > 0
+    foreign = block_mean(np.isin(painted.labels, _EXTRACRANIAL), os_) > 0
     del painted, flat
 
     # 2-3. fields (the body outside the FOV on the native grid) and the truth on the output grid
     t0 = time.perf_counter()
-    brain_mask = (block_mean(brain, os_) >= 0.5) & ~bony  # see the module's note on the brain mask
-    del bony
+    brain_mask = (block_mean(brain, os_) >= 0.5) & ~foreign  # see the module's note on the brain mask
+    del foreign
     source = np.where(air, F32(0.0), chi - F32(TISSUES["air"].chi_ppm))
     local_src = np.where(upsample(brain_mask, os_), chi, F32(0.0))
     total, local = dipole_fields([source, local_src], fine_vs, b0_dir)
@@ -229,8 +238,7 @@ def simulate_zubal(voxel=(1.0, 1.0, 1.0), *, echo_times=(0.004, 0.010, 0.016, 0.
     phi0 = PhaseOffset(np.random.default_rng(phase_seq), fov)
     signal = sim._echoes(te, phi0(fine_axes), total, gamma_b0, m0, r2s, None, fat, shape, os_, None)
     del total, m0, r2s
-    sigma, profile = _coils_and_noise(signal, out_axes, receive_coils, brain_mask, snr, noise_seq, lab_n, brain_n,
-                                      origin, fov)
+    sigma, profile = _coils_and_noise(signal, out_axes, receive_coils, brain_mask, snr, noise_seq)
     labels = _sample(lab_n, origin, [(np.arange(n) + 0.5) * d for n, d in zip(shape, vs)]).astype(np.int16)
     logger.info("zubal: %s at %s mm in %.1f s", shape, vs.tolist(), time.perf_counter() - t_start)
     return HeadPhantom(
@@ -243,20 +251,22 @@ def simulate_zubal(voxel=(1.0, 1.0, 1.0), *, echo_times=(0.004, 0.010, 0.016, 0.
         receive_sensitivity=profile)
 
 
-def _coils_and_noise(signal, out_axes, receive_coils, brain_mask, snr, noise_seq, lab_n, brain_n, origin, fov):
+def _coils_and_noise(signal, out_axes, receive_coils, brain_mask, snr, noise_seq):
     """The phantom's receive array and noise (:func:`qsmflow.phantom.simulate`'s), its helmet
-    stretched per axis from the procedural brain's extent to this brain's so that it sits
-    around this head."""
+    moved and stretched per axis from the procedural brain's box inside its FOV to this one's,
+    so that it sits around this head."""
     if not receive_coils:
         return sim._coils_and_noise(signal, out_axes, 0, brain_mask, snr, noise_seq)
-    idx = [np.flatnonzero(brain_n.any(axis=tuple(a for a in range(3) if a != i))) for i in range(3)]
-    lo = np.array([i[0] for i in idx]) * NATIVE_MM
-    hi = (np.array([i[-1] for i in idx]) + 1) * NATIVE_MM
-    # the procedural brain: extent 120 × 149 × 139 mm, centre (0, -19, 8) mm in the helmet's frame
-    stretch = (hi - lo) / np.array([120.0, 149.0, 139.0])
-    centre_here = (lo + hi) / 2 - origin - fov / 2  # this brain's centre, mm from the FOV centre
+    idx = [np.flatnonzero(brain_mask.any(axis=tuple(a for a in range(3) if a != i))) for i in range(3)]
+    step = [a[1] - a[0] for a in out_axes]
+    lo = np.array([a[i[0]] - d / 2 for a, i, d in zip(out_axes, idx, step)])
+    hi = np.array([a[i[-1]] + d / 2 for a, i, d in zip(out_axes, idx, step)])
+    # the procedural brain inside its FOV (1 mm matrix head): box 122 x 149 x 140 mm, centre
+    # (0.5, -14.5, 0.3) mm in the helmet's frame; both boxes reach their FOV's bottom face
+    stretch = (hi - lo) / np.array([122.0, 149.0, 140.0])
+    centre_here = (lo + hi) / 2  # mm from the FOV centre
     axes = [(a - c) / s for a, c, s in zip(out_axes, centre_here, stretch)]
-    prof = receive_profile(axes, int(receive_coils), fov_centre=np.array([0.0, -19.0, 8.0]))
+    prof = receive_profile(axes, int(receive_coils), fov_centre=np.array([0.5, -14.5, 0.3]))
     prof /= F32(prof[brain_mask].mean())
     signal *= prof[None]
     sigma, _ = sim._coils_and_noise(signal, out_axes, 0, brain_mask, snr, noise_seq)

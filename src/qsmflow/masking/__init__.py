@@ -321,9 +321,10 @@ def bet_brain_mask(
 # BET's mask reaches into the orbits, so the brain's own edge there lies 11-17 mm inside the
 # mask's: the orbital fat's chemical shift and the field next to the sinuses' air left voxels
 # 8-22x the median noise (R2* 30-90/s) in the local region, and χ of -3.8 to +2.8 ppm in CSF
-# (1 mm: χ NRMSE 72.5 %). 15 mm: 32.1 % (2 mm: 42.7 -> 40.7 %); every procedural row of the
-# matrix within +0.4 points, the 1 mm head's veins left out of the local region 10 of 2,963 at
-# both depths (20 mm: 32.1 / 40.9 %, not run on the rest).
+# (1 mm: χ NRMSE 72.5 %; 41.5 % with the head as reviewed, whose truth holds no voxel touching
+# fat or air). 15 mm: 32.1 / 31.4 % (2 mm: 42.7 -> 40.7, 41.1 -> 40.5 %); every procedural row of
+# the matrix within +0.4 points, the 1 mm head's veins left out of the local region 10 of 2,963
+# at both depths (20 mm: 32.1 / 40.9 % on the first version, not run on the rest).
 PEEL_NOISE_FACTOR = 3.0
 PEEL_R2STAR_PER_S_AT_3T = 40.0
 PEEL_DEPTH_MM = 15.0
