@@ -87,3 +87,23 @@ def inversion_inputs(res, magnitude, echo_times, field_strength) -> dict:
     return {"noise_ppm": res.field_noise_hz / units.hz_per_ppm(field_strength),
             "magnitude": echoes.rss(magnitude),
             "phase_scale": units.rad_per_ppm(field_strength, float(np.mean(echo_times)))}
+
+
+def save_grid(rows, path) -> None:
+    """Write rows of PIL image tiles as one white-backed figure (each row's tiles left to right,
+    rows top to bottom, each row as tall as its tallest tile) and print where."""
+    from PIL import Image
+
+    width = max(sum(t.width for t in r) for r in rows)
+    height = sum(max(t.height for t in r) for r in rows)
+    fig = Image.new("RGB", (width, height), "white")
+    y = 0
+    for r in rows:
+        x = 0
+        for t in r:
+            fig.paste(t, (x, y))
+            x += t.width
+        y += max(t.height for t in r)
+    path.parent.mkdir(exist_ok=True)
+    fig.save(path)
+    print(f"wrote {path}")

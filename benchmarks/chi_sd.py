@@ -52,7 +52,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import matrix
-from _bench import inversion_inputs, table
+from _bench import inversion_inputs, save_grid, table
 from qsmflow import pipeline
 from qsmflow.workflows import figures as _figures
 from qsmflow.io import GreInput
@@ -266,20 +266,8 @@ def figure(results: list[dict], head, out: Path) -> None:
         tiles = [_panel(chi, region, z, -0.15, 0.25, "gray", f"chi, SNR {r['snr']:g}"),
                  _panel(one, region, z, 0.0, hi, "hot", "predicted SD (one run's map)"),
                  _panel(observed, region, z, 0.0, hi, "hot", f"observed SD over {r['realisations']} runs")]
-        row = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), "white")
-        x = 0
-        for t in tiles:
-            row.paste(t, (x, 0))
-            x += t.width
-        rows.append(row)
-    fig = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
-    y = 0
-    for r in rows:
-        fig.paste(r, (0, y))
-        y += r.height
-    out.parent.mkdir(exist_ok=True)
-    fig.save(out)
-    print("wrote", out)
+        rows.append(tiles)
+    save_grid(rows, out)
 
 
 def main():

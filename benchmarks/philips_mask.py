@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image, ImageDraw
 
+from _bench import save_grid
 from qsmflow import masking
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "philips_head" / "nifti"
@@ -58,19 +59,7 @@ def main():
                  _tile(mag[..., 0], mask, 2, 9, "axial z=9: skull base"),
                  _tile(mag[..., 0], mask, 2, max(low, 4), f"axial z={max(low, 4)}: lowest brain")]
         rows.append(tiles)
-    width = max(sum(t.width for t in r) for r in rows)
-    height = sum(max(t.height for t in r) for r in rows)
-    fig = Image.new("RGB", (width, height), "white")
-    y = 0
-    for r in rows:
-        x = 0
-        for t in r:
-            fig.paste(t, (x, y))
-            x += t.width
-        y += max(t.height for t in r)
-    OUT.parent.mkdir(exist_ok=True)
-    fig.save(OUT)
-    print(f"wrote {OUT}")
+    save_grid(rows, OUT)
 
 
 if __name__ == "__main__":

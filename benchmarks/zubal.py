@@ -303,9 +303,8 @@ def main():
     the orbits."""
     import argparse
 
-    from PIL import Image
-
     import matrix
+    from _bench import save_grid
     from qsmflow import pipeline
     from qsmflow.io import GreInput
     from qsmflow.phantom import metrics
@@ -341,19 +340,7 @@ def main():
                      _panel(vol, gp[1], 1, lo, hi, outline, "coronal"),
                      _panel(vol, gp[0], 0, lo, hi, outline, "sagittal"),
                      _panel(vol, orbit, 2, lo, hi, outline, "axial, orbits")])
-    width = max(sum(t.width for t in r) for r in rows)
-    height = sum(max(t.height for t in r) for r in rows)
-    fig = Image.new("RGB", (width, height), "white")
-    y = 0
-    for r in rows:
-        x = 0
-        for t in r:
-            fig.paste(t, (x, y))
-            x += t.width
-        y += max(t.height for t in r)
-    FIGURE.parent.mkdir(exist_ok=True)
-    fig.save(FIGURE)
-    print(f"wrote {FIGURE}")
+    save_grid(rows, FIGURE)
 
 
 if __name__ == "__main__":
