@@ -531,7 +531,6 @@ def _surface_mask(img, valid, vs, f, g, bias_passes, decay, shading=None):
     # crosses itself: a fold moves a few voxels of the fit, not the smooth polynomial
     verts, topo = _surface(work, wvs, f, g, passes=1 if bias_passes else _MAX_PASSES)
     cut = _faces_cut(verts, work.shape, wvs, vs)  # all (0, 0) for a whole head, or with FOV_CUT_PAD_MM = 0
-    inner = tuple(slice(a, a + n) for (a, _), n in zip(cut, img.shape))
     if any(map(any, cut)):
         img = np.where(valid, img, 0).astype(np.float32)
         faces = _bright_faces(img)
@@ -541,11 +540,9 @@ def _surface_mask(img, valid, vs, f, g, bias_passes, decay, shading=None):
         # hold the first surface inside it
         pad = np.ceil(FOV_CUT_PAD_MM / vs).astype(int)
         cut = [(a or int(p) * lo, b or int(p) * hi) for (a, b), (lo, hi), p in zip(cut, faces, pad)]
-        inner = tuple(slice(a, a + n) for (a, _), n in zip(cut, img.shape))
         log.info("BET: the field of view cuts the brain; the image is extended by repeating its faces (voxels "
                  "before/after each axis: %s) and the surface found again", cut)
-        img, valid = np.pad(img, cut, mode="edge"), np.pad(valid, cut, mode="edge")
-        decay = None if decay is None else np.pad(decay, cut, mode="edge")
+        img, valid, decay = _extended(img, valid, decay, cut)
         work, wvs, offset = _working_image(np.where(valid, img, 0).astype(np.float32), vs)
         verts, topo = _surface(work, wvs, f, g, passes=1 if bias_passes else _MAX_PASSES)
     del img
@@ -558,10 +555,8 @@ def _surface_mask(img, valid, vs, f, g, bias_passes, decay, shading=None):
         total *= bias
         work = work / bias
         verts, topo = _surface(work, wvs, f, g, start=(verts, topo) if k else None)
-    mask, verts = _second_surface(work, wvs, offset, verts, topo, valid, vs, f, g, decay)
-    mask = mask[inner]
-    verts = verts - np.array([a for a, _ in cut]) * vs
-    return mask, (verts, topo.faces), dict(cut=cut, inner=inner, total=total if bias_passes else None)
+    mask, surface = _second_surface(work, wvs, offset, verts, topo, valid, vs, f, g, decay, cut)
+    return mask, surface, dict(cut=cut, total=total if bias_passes else None)
 
 
 def _shaded_surface_mask(img, valid, vs, f, g, decay, shading):
@@ -569,26 +564,30 @@ def _shaded_surface_mask(img, valid, vs, f, g, decay, shading):
     image's passes fitted (``shading``, from :func:`_surface_mask`) divided out, the
     field of view extended as for that image, one surface from the sphere and the second
     surface."""
-    cut, inner = shading["cut"], shading["inner"]
+    cut = shading["cut"]
     img = np.where(valid, img, 0).astype(np.float32)
     if any(map(any, cut)):
-        img = _face_rolloff(img, vs, _bright_faces(img))
-        img, valid = np.pad(img, cut, mode="edge"), np.pad(valid, cut, mode="edge")
-        decay = None if decay is None else np.pad(decay, cut, mode="edge")
+        img, valid, decay = _extended(_face_rolloff(img, vs, _bright_faces(img)), valid, decay, cut)
     work, wvs, offset = _working_image(np.where(valid, img, 0).astype(np.float32), vs)
     del img
     if shading["total"] is not None:
         work = work / shading["total"]
     verts, topo = _surface(work, wvs, f, g)
-    mask, verts = _second_surface(work, wvs, offset, verts, topo, valid, vs, f, g, decay)
-    mask = mask[inner]
-    verts = verts - np.array([a for a, _ in cut]) * vs
-    return mask, (verts, topo.faces), None
+    mask, surface = _second_surface(work, wvs, offset, verts, topo, valid, vs, f, g, decay, cut)
+    return mask, surface, None
 
 
-def _second_surface(work, wvs, offset, verts, topo, valid, vs, f, g, decay):
-    """The mask inside the surface ``verts`` (working grid, mm) and, with ``decay``, what the
-    second surface adds (see bet_mask); and the vertices on the original grid."""
+def _extended(img, valid, decay, cut):
+    """``img``, ``valid`` and ``decay`` (or None) extended past the field of view's faces by
+    repeating them (``cut``: voxels before and after each axis)."""
+    return (np.pad(img, cut, mode="edge"), np.pad(valid, cut, mode="edge"),
+            None if decay is None else np.pad(decay, cut, mode="edge"))
+
+
+def _second_surface(work, wvs, offset, verts, topo, valid, vs, f, g, decay, cut):
+    """The mask inside the surface ``verts`` (working grid, mm) with, given ``decay``, what the
+    second surface adds (see bet_mask), cut back to the field of view (``cut``, as
+    :func:`_extended` took it); and the surface (vertices in mm on the original grid, faces)."""
     verts = verts + offset
     mask = _inside(verts, topo.faces, valid, vs)
     if decay is not None:
@@ -601,4 +600,5 @@ def _second_surface(work, wvs, offset, verts, topo, valid, vs, f, g, decay):
             log.info("BET: the second surface adds %d voxels (%.1f mL)", int(added.sum()),
                      added.sum() * np.prod(vs) / 1000)
             mask = _cleaned(mask | added, valid)
-    return mask, verts
+    inner = tuple(slice(a, n - b) for (a, b), n in zip(cut, mask.shape))
+    return mask[inner], (verts - np.array([a for a, _ in cut]) * vs, topo.faces)
