@@ -5,7 +5,7 @@ echoes, two seeds), processed by the command line from scratch into a fresh deri
 folder per setting. Reported: wall time, runs per hour, and the speed-up of --jobs 2. A third
 row runs --jobs 1 on one core (QSMFLOW_THREADS=1). Two jobs run one thread each, so they give
 at most twice that row's throughput; the last line prints that bound as a speed-up over
---jobs 1, 2 x T(one core) / T(two cores): the more one run gains from the second core, the
+--jobs 1, 2 x T(--jobs 1) / T(one core): the more one run gains from the second core, the
 less a second job can add.
 
 With 4 runs the start of the worker processes and the last round (one run left, one core
