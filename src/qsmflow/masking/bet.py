@@ -573,12 +573,8 @@ def _shaded_surface_mask(img, valid, vs, f, g, decay, shading):
     if shading["total"] is not None:
         work = work / shading["total"]
     verts, topo = _surface(work, wvs, f, g)
-    mask, surface = _second_surface(work, wvs, offset, verts, topo, valid, vs, f, g,
-                                    None if _NO_LAST_SECOND else decay, cut)
+    mask, surface = _second_surface(work, wvs, offset, verts, topo, valid, vs, f, g, decay, cut)
     return mask, surface, None
-
-
-_NO_LAST_SECOND = False
 
 
 def _extended(img, valid, decay, cut):
