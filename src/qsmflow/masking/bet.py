@@ -419,8 +419,8 @@ def bet_mask(
       the cerebellum left out fell on 14 and rose on none, the tissue outside the brain
       changed by -1.0 to +0.2 mL, and the mask took 8-41 % less time (7 proton-density
       heads: -0.02 to +0.01 %, -1.3 to +3.6 mL; the log's "BET: one shading for every
-      echo"). The echoes must be in
-      the order of their echo times (the command line checks it).
+      echo"). The echoes must be in the order of their echo times (the command line
+      checks it).
 
     The skull and the air of the sinuses are dark at every echo, so the surface stops at
     the skull's inner table: brain, cerebellum, brainstem, cortical CSF, the dural sinuses
@@ -464,7 +464,8 @@ def bet_mask(
         the top, as FSL's bet.
     bias_passes : int
         Surfaces found again after dividing out the shading fitted inside the last one
-        (``BET_BIAS_PASSES``, 3: see its comment for the figures).
+        (``BET_BIAS_PASSES``, 3: see its comment for the figures), on the first image; the
+        last echo's image (``surface_echoes="both"``) is divided by the shading they fitted.
     second_surface : bool
         With two or more echoes, add what a surface on the smoothed image encloses where the
         signal does not decay fast (see above); False: the first surface alone.
