@@ -7,6 +7,7 @@ from conftest import ellipsoid, grid_mm, shared_data
 from scipy import ndimage
 
 from qsmflow import masking, phantom
+from qsmflow.masking import _surface as surface
 from qsmflow.masking import bet
 from qsmflow.masking import mesh as _mesh
 
@@ -112,12 +113,12 @@ def test_philips_head_mask_is_the_brain():
 
 def test_robust_range_is_the_2nd_and_98th_percentile():
     img = np.random.default_rng(3).permutation(10_000).astype(np.float32).reshape(10, 10, 100)
-    lo, hi = bet._robust_range(img)
+    lo, hi = surface._robust_range(img)
     assert lo == pytest.approx(199.98, abs=1e-3) and hi == pytest.approx(9799.02, abs=1e-3)
     # a flat image with one bright voxel: the range reaches up to that voxel, never empty
     flat = np.full((10, 10, 10), 5.0, np.float32)
     flat[0, 0, 0] = 10.0
-    assert bet._robust_range(flat) == (5.0, 10.0)
+    assert surface._robust_range(flat) == (5.0, 10.0)
 
 
 def test_start_finds_centre_radius_and_median_of_a_textured_ball():
@@ -129,7 +130,7 @@ def test_start_finds_centre_radius_and_median_of_a_textured_ball():
     g = np.meshgrid(*[np.arange(n) * v for n, v in zip(shape, vs)], indexing="ij")
     ball = sum((x - c) ** 2 for x, c in zip(g, centre)) < 20.0**2
     img = np.where(ball, rng.uniform(50, 150, shape), rng.uniform(0, 2, shape)).astype(np.float32)
-    p = bet._start(img, vs)
+    p = surface._start(img, vs)
     t2, t98 = np.percentile(img, [2, 98])
     assert p["t2"] == pytest.approx(t2) and p["t"] == pytest.approx(t2 + 0.1 * (t98 - t2))
     assert np.allclose(p["cog"], centre, atol=0.15)
@@ -199,8 +200,8 @@ def test_bias_passes_and_reruns_call_the_surface_as_documented(monkeypatch):
     crosses itself."""
     shape, vs = (48, 48, 48), (2.5, 2.5, 2.5)
     img = _soft_ball(shape, vs)
-    monkeypatch.setattr(bet, "_ITERATIONS", 50)  # the calls, not where the surfaces settle
-    monkeypatch.setattr(bet, "WARM_ITERATIONS", 20)
+    monkeypatch.setattr(surface, "_ITERATIONS", 50)  # the calls, not where the surfaces settle
+    monkeypatch.setattr(surface, "WARM_ITERATIONS", 20)
     calls = []
     real = bet._surface
     monkeypatch.setattr(bet, "_surface", lambda *a, **k: calls.append(
@@ -216,9 +217,9 @@ def test_bias_passes_and_reruns_call_the_surface_as_documented(monkeypatch):
     assert calls == [(0.6, 0.0, 1, False), (0.6, 0.0, 10, False)]
     monkeypatch.setattr(bet, "_surface", real)
     runs, scores = [], iter([5000.0, 4001.0, 4000.0])
-    real_evolve = bet._evolve
-    monkeypatch.setattr(bet, "_evolve", lambda *a: runs.append((a[5], a[6] if len(a) > 6 else 50)) or real_evolve(*a))
-    monkeypatch.setattr(bet, "_self_intersection", lambda *a: next(scores))
+    real_evolve = surface._evolve
+    monkeypatch.setattr(surface, "_evolve", lambda *a: runs.append((a[5], a[6] if len(a) > 6 else 50)) or real_evolve(*a))
+    monkeypatch.setattr(surface, "_self_intersection", lambda *a: next(scores))
     work = bet._working_image(img, np.array(vs))[0]
     verts, topo = bet._surface(work, np.array(vs), 0.5, 0.0)
     assert runs == [(1.0, 50), (100.0, 50), (1000.0, 50)]  # 4000 itself is accepted
@@ -268,17 +269,17 @@ def test_self_intersection_score_matches_a_double_loop():
     topo = _mesh.Topology(faces, len(unit))
     sphere = 50.0 * unit
     l0 = topo.spacing(sphere)
-    assert bet._self_intersection(sphere, sphere, topo, l0, l0) == 0.0
+    assert surface._self_intersection(sphere, sphere, topo, l0, l0) == 0.0
     # fold the top cap through the sphere's centre: it crosses the bottom half
     folded = sphere.copy()
     cap = unit[:, 2] > 0.6
     folded[cap, 2] = -folded[cap, 2] + 2.0
     l_now = topo.spacing(folded)
-    score = bet._self_intersection(folded, sphere, topo, l_now, l0)
-    assert score > bet._INTERSECTION_SCORE / 40
+    score = surface._self_intersection(folded, sphere, topo, l_now, l0)
+    assert score > surface._INTERSECTION_SCORE / 40
     assert score == pytest.approx(_brute_force_intersection(folded, sphere, faces, l_now, l0), rel=1e-6)
     # a uniformly shrunk sphere does not cross itself: distances scale with the spacing
-    assert bet._self_intersection(0.5 * sphere, sphere, topo, 0.5 * l0, l0) == pytest.approx(0.0, abs=1e-9)
+    assert surface._self_intersection(0.5 * sphere, sphere, topo, 0.5 * l0, l0) == pytest.approx(0.0, abs=1e-9)
 
 
 _NO_FORCE = dict(t2=0.0, t=0.1, tm=1.0, bt=0.83, g=0.0, cog=np.zeros(3), radius=1.0)
@@ -314,7 +315,7 @@ def test_smoothing_alone_shrinks_a_sphere_as_the_paper_says(radius):
     unit, faces = _mesh.icosphere(4)
     topo = _mesh.Topology(faces, len(unit))
     far = np.array([400.0, 400.0, 400.0])
-    verts, _ = bet._evolve(np.ones((8, 8, 8), np.float32), np.ones(3), far + radius * unit, topo, _NO_FORCE, 1.0)
+    verts, _ = surface._evolve(np.ones((8, 8, 8), np.float32), np.ones(3), far + radius * unit, topo, _NO_FORCE, 1.0)
     r = np.linalg.norm(verts - far, axis=1)
     assert r.std() < 0.01 * r.mean() + 0.01  # still a sphere
     expected = _smoothed_radius(radius)
@@ -335,7 +336,7 @@ def test_rerun_smoothing_flattens_a_dent_that_plain_smoothing_leaves():
     start[dent] -= 6.0 * unit[dent]
     depth = {}
     for boost in (1.0, 1e3):
-        verts, _ = bet._evolve(np.ones((8, 8, 8), np.float32), np.ones(3), start, topo, _NO_FORCE, boost)
+        verts, _ = surface._evolve(np.ones((8, 8, 8), np.float32), np.ones(3), start, topo, _NO_FORCE, boost)
         depth[boost] = 30.0 - np.linalg.norm(verts[dent] - far, axis=1).mean()
         assert np.linalg.norm(verts[~dent] - far, axis=1).max() < 30.05  # never pushed outwards
     assert depth[1e3] < 0.8 * depth[1.0]  # measured 2.90 vs 4.35 mm
@@ -542,7 +543,7 @@ def test_second_surface_keeps_white_matter_the_first_cuts_and_leaves_fast_decayi
     # surface after the first and its bias pass (where they settle does not matter here)
     real, calls = bet._surface, []
     monkeypatch.setattr(bet, "_surface", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(bet, "_ITERATIONS", 50)
+    monkeypatch.setattr(surface, "_ITERATIONS", 50)
     for same in (mag[..., :1], np.stack([mag[..., 0]] * 2, -1), mag):
         calls.clear()
         bet.bet_mask(same, vs, **kw)
@@ -584,7 +585,7 @@ def test_a_t1_weighted_head_keeps_its_cerebellum_with_the_last_echos_surface():
     def left_out(mask, part):
         return (part & ~mask).sum() / part.sum()
 
-    # the default runs the whole procedure on each image; the first run's mask is the all-echo one
+    # the default finds a surface on each image; the first call's mask is the all-echo one
     # (surface_echoes="all" gives the same voxels), read here instead of running it again
     real, masks = bet._surface_mask, []
     with pytest.MonkeyPatch.context() as mp:

@@ -1,9 +1,15 @@
 """Which faces of the field of view cut a region: one criterion for the chain's choice of
-inversion (:func:`qsmflow.masking.faces_cutting`) and BET's slab handling."""
+inversion (:func:`qsmflow.masking.faces_cutting`) and BET's slab handling; and that handling:
+where BET's surface leaves the field of view, the slab's fall-off toward its faces divided out
+and the faces repeated (see :func:`qsmflow.masking.bet.bet_mask`)."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # A region whose section on a face of the field of view is at least this share of its largest
 # section along that axis is cut by it (a slab): the 64 / 80 mm axial slabs of the benchmark
@@ -20,3 +26,80 @@ def cut_faces(region: np.ndarray) -> list[tuple[bool, bool]]:
         section = region.sum(axis=tuple(a for a in range(region.ndim) if a != axis))
         out.append(tuple(bool(section[i] >= FOV_CUT_SECTION * section.max() > 0) for i in (0, -1)))
     return out
+
+
+# A field of view that cuts the brain (a slab): where more than this share of the first
+# surface's vertices lie beyond a face, the image is extended there by repeating the face
+# for this many mm and the surface found again (see bet_mask).
+FOV_CUT_VERTEX_SHARE = 0.01
+FOV_CUT_PAD_MM = 32.0
+# A slab-selective excitation's flip angle, and with it the signal, falls toward the slab's
+# faces (to about half at the face without slice oversampling). Within this many mm of a face
+# that cuts the head the slices' shading is measured and divided out before the face is
+# repeated (see face_rolloff; the benchmark's profile reaches 0.99 at 8 mm).
+FOV_CUT_ROLLOFF_MM = 12.0
+
+
+def bright_faces(img: np.ndarray) -> list[tuple[bool, bool]]:
+    """Per axis, whether the first and last face of the field of view cut the head: the
+    section of its bright voxels (above 0.2 x the 98th percentile) by the package's criterion
+    (``masking.FOV_CUT_SECTION``). A whole head's faces hold air or the neck's section
+    (0.44-0.46 of the largest on the benchmark heads, 0.87 on the Philips head), so this
+    alone does not tell a slab: BET asks it only once its surface has left the field of view."""
+    return cut_faces(img > 0.2 * float(np.percentile(img, 98)))
+
+
+def face_rolloff(img: np.ndarray, vs, faces) -> np.ndarray:
+    """``img`` with the signal fall-off toward each of ``faces`` (per axis, first and last:
+    :func:`bright_faces`) divided out.
+
+    Going outward from ``FOV_CUT_ROLLOFF_MM`` inside such a face, each slice's scale against
+    the next inner one is the median ratio of their intensities over the voxels bright in
+    both (anatomy changes little from one slice to the next; a flip-angle profile scales the
+    whole slice). Their running product is the slice's shading, divided out where it is
+    below 1 (a slice brighter than the inner ones is anatomy, left alone).
+    """
+    out = img
+    hi = float(np.percentile(img, 98))
+    for axis, sides in enumerate(faces):
+        n = img.shape[axis]
+        depth = min(int(np.ceil(FOV_CUT_ROLLOFF_MM / vs[axis])), n // 3)
+        for side, cuts in enumerate(sides):
+            if depth < 1 or not cuts:
+                continue
+            order = list(range(depth, -1, -1)) if side == 0 else list(range(n - 1 - depth, n))
+            scale, shading = 1.0, {}
+            for inner, outer in zip(order[:-1], order[1:]):
+                a, b = np.take(img, inner, axis=axis), np.take(img, outer, axis=axis)
+                both = (a > 0.2 * hi) & (b > 0.2 * hi)
+                if both.sum() < 100:
+                    break
+                scale *= float(np.median(b[both] / a[both]))
+                shading[outer] = min(scale, 1.0)
+            if shading and min(shading.values()) < 1.0:
+                out = out.copy() if out is img else out
+                for k, sc in shading.items():
+                    idx = [slice(None)] * 3
+                    idx[axis] = k
+                    out[tuple(idx)] /= np.float32(sc)
+                log.info("BET: the signal falls toward the cut face (axis %d, %s) to %.2f of the slices %d voxels "
+                         "inside; divided out", axis, "start" if side == 0 else "end", min(shading.values()), depth)
+    return out
+
+
+def surface_beyond_faces(verts, shape, wvs, vs) -> list[tuple[int, int]]:
+    """Voxels (of the original grid, ``vs``) to add before and after each axis: the faces of
+    the field of view (the working grid's ``shape`` of ``wvs`` mm voxels) that more than
+    ``FOV_CUT_VERTEX_SHARE`` of the surface's vertices ``verts`` (mm) lie beyond."""
+    lo = (verts < -wvs / 2).mean(0)
+    hi = (verts > (np.asarray(shape) - 0.5) * wvs).mean(0)
+    n = np.ceil(FOV_CUT_PAD_MM / vs).astype(int)
+    return [(int(n[a]) if lo[a] > FOV_CUT_VERTEX_SHARE else 0, int(n[a]) if hi[a] > FOV_CUT_VERTEX_SHARE else 0)
+            for a in range(3)]
+
+
+def extended(img, valid, decay, cut):
+    """``img``, ``valid`` and ``decay`` (or None) extended past the field of view's faces by
+    repeating them (``cut``: voxels before and after each axis)."""
+    return (np.pad(img, cut, mode="edge"), np.pad(valid, cut, mode="edge"),
+            None if decay is None else np.pad(decay, cut, mode="edge"))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
 from . import mesh as _mesh
+from ._surface import _MAX_PASSES, _surface
 from ._components import largest_component
-from ._faces import cut_faces as _cut_faces
+from ._faces import FOV_CUT_PAD_MM
+from ._faces import bright_faces as _bright_faces
+from ._faces import extended as _extended
+from ._faces import face_rolloff as _face_rolloff
+from ._faces import surface_beyond_faces as _faces_cut
 from .._shared import checks as _checks
 from .._shared.echoes import rss
 
@@ -19,25 +22,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["bet_mask"]
 
-# Constants of the published method as FSL's bet2 implements them (Smith 2002; bet2.cpp):
-_ITERATIONS = 1000
-_SUBDIVISIONS = 4  # 2562 vertices
-_R_MIN_MM, _R_MAX_MM = 3.33, 10.0  # radii of curvature between which smoothing switches on
-_STEP = 0.05  # u3 = _STEP · f3 · l · n (the intensity force, a fraction of the vertex spacing)
-_D_MIN_MM, _D_MAX_MM = 7.0, 3.0  # inward search depths for I_min and I_max
-_BT_EXPONENT = 0.275  # bet2 uses b_t = f ** 0.275, so f = 0.5 means b_t = 0.83
-_INTERSECTION_SCORE = 4000.0  # bet2's self-intersection threshold
-_MAX_PASSES = 10
-# Iterations of a surface found again on a similar image (the second bias pass, and the
-# second surface) that starts from the last surface instead of the sphere: each moved the
-# surface by up to 8-10 mm (median 1 mm) on the 2 mm benchmark head, and at about 0.05 x
-# the vertex spacing per iteration (~0.15 mm) 300 iterations reach that; from the sphere
-# each took 1000. The first bias pass moves it by up to 28 mm (median 4.5 mm) from a first
-# surface that may fold (it is not rerun), so it starts from the sphere. On 12 heads of
-# the benchmark matrix the masks kept as much of the brain (within 0.1 % of it) and less
-# extracranial tissue on 9 (at most 1.1 mL more on the others; benchmarks/README.md,
-# "BET's warm starts").
-WARM_ITERATIONS = 300
 # The surface moves on block means of voxels of at least this size / 1.45 (mm).
 _WORKING_VOXEL_MM = 2.0
 # BET's -f for GRE magnitude: chosen on the benchmark heads and the real Philips head (see benchmarks/README.md).
@@ -60,100 +44,6 @@ FAST_DECAY_FACTOR = 3.0
 # (3.35 % of the brain, in one 36 mL piece), with 3 passes 0.2 % (0.21 %); the other seven the
 # same within 0.02 % of the brain, with 0.4-0.9 mL less tissue outside it.
 BET_BIAS_PASSES = 3
-# A field of view that cuts the brain (a slab): where more than this share of the first
-# surface's vertices lie beyond a face, the image is extended there by repeating the face
-# for this many mm and the surface found again (see bet_mask).
-FOV_CUT_VERTEX_SHARE = 0.01
-FOV_CUT_PAD_MM = 32.0
-# A slab-selective excitation's flip angle, and with it the signal, falls toward the slab's
-# faces (to about half at the face without slice oversampling). Within this many mm of a face
-# that cuts the head the slices' shading is measured and divided out before the face is
-# repeated (see _face_rolloff; the benchmark's profile reaches 0.99 at 8 mm).
-FOV_CUT_ROLLOFF_MM = 12.0
-
-
-def _bright_faces(img: np.ndarray) -> list[tuple[bool, bool]]:
-    """Per axis, whether the first and last face of the field of view cut the head: the
-    section of its bright voxels (above 0.2 x the 98th percentile) by the package's criterion
-    (``masking.FOV_CUT_SECTION``). A whole head's faces hold air or the neck's section
-    (0.44-0.46 of the largest on the benchmark heads, 0.87 on the Philips head), so this
-    alone does not tell a slab: BET asks it only once its surface has left the field of view."""
-    return _cut_faces(img > 0.2 * float(np.percentile(img, 98)))
-
-
-def _face_rolloff(img: np.ndarray, vs, faces) -> np.ndarray:
-    """``img`` with the signal fall-off toward each of ``faces`` (per axis, first and last:
-    :func:`_bright_faces`) divided out.
-
-    Going outward from ``FOV_CUT_ROLLOFF_MM`` inside such a face, each slice's scale against
-    the next inner one is the median ratio of their intensities over the voxels bright in
-    both (anatomy changes little from one slice to the next; a flip-angle profile scales the
-    whole slice). Their running product is the slice's shading, divided out where it is
-    below 1 (a slice brighter than the inner ones is anatomy, left alone).
-    """
-    out = img
-    hi = float(np.percentile(img, 98))
-    for axis, sides in enumerate(faces):
-        n = img.shape[axis]
-        depth = min(int(np.ceil(FOV_CUT_ROLLOFF_MM / vs[axis])), n // 3)
-        for side, cuts in enumerate(sides):
-            if depth < 1 or not cuts:
-                continue
-            order = list(range(depth, -1, -1)) if side == 0 else list(range(n - 1 - depth, n))
-            scale, shading = 1.0, {}
-            for inner, outer in zip(order[:-1], order[1:]):
-                a, b = np.take(img, inner, axis=axis), np.take(img, outer, axis=axis)
-                both = (a > 0.2 * hi) & (b > 0.2 * hi)
-                if both.sum() < 100:
-                    break
-                scale *= float(np.median(b[both] / a[both]))
-                shading[outer] = min(scale, 1.0)
-            if shading and min(shading.values()) < 1.0:
-                out = out.copy() if out is img else out
-                for k, sc in shading.items():
-                    idx = [slice(None)] * 3
-                    idx[axis] = k
-                    out[tuple(idx)] /= np.float32(sc)
-                log.info("BET: the signal falls toward the cut face (axis %d, %s) to %.2f of the slices %d voxels "
-                         "inside; divided out", axis, "start" if side == 0 else "end", min(shading.values()), depth)
-    return out
-
-
-def _robust_range(img: np.ndarray) -> tuple[float, float]:
-    """2nd and 98th percentiles of the whole volume (background included), as bet2."""
-    lo, hi = np.percentile(img, [2.0, 98.0])
-    if hi <= lo:
-        hi = float(img.max())
-    return float(lo), float(hi)
-
-
-def _start(img, vs):
-    """Brain/background threshold t, robust range, centre of gravity (mm), radius (mm), median tm."""
-    t2, t98 = _robust_range(img)
-    t = t2 + 0.1 * (t98 - t2)
-    above = img > t
-    if not above.any():
-        raise ValueError("the magnitude has no voxel above the background threshold: cannot find the head")
-    idx = np.nonzero(above)
-    w = np.minimum(img[idx] - t2, t98 - t2)
-    pts = np.stack(idx, 1) * vs
-    cog = (pts * w[:, None]).sum(0) / w.sum()
-    radius = (3 * above.sum() * np.prod(vs) / (4 * np.pi)) ** (1 / 3)
-    grid = np.ogrid[tuple(slice(0, n) for n in img.shape)]
-    d2 = sum(((g * v) - c) ** 2 for g, v, c in zip(grid, vs, cog))
-    inside = (d2 < radius**2) & (img > t2) & (img < t98)
-    tm = float(np.median(img[inside])) if inside.any() else t98
-    return dict(t2=t2, t=t, tm=tm, cog=cog, radius=radius)
-
-
-def _faces_cut(verts, shape, wvs, vs) -> list[tuple[int, int]]:
-    """Voxels (of the original grid) to add before and after each axis: the faces of the field
-    of view that more than ``FOV_CUT_VERTEX_SHARE`` of the surface's vertices lie beyond."""
-    lo = (verts < -wvs / 2).mean(0)
-    hi = (verts > (np.asarray(shape) - 0.5) * wvs).mean(0)
-    n = np.ceil(FOV_CUT_PAD_MM / vs).astype(int)
-    return [(int(n[a]) if lo[a] > FOV_CUT_VERTEX_SHARE else 0, int(n[a]) if hi[a] > FOV_CUT_VERTEX_SHARE else 0)
-            for a in range(3)]
 
 
 def _working_image(img, vs):
@@ -214,145 +104,6 @@ def _cleaned(mask, valid):
 def _inside(verts, faces, valid, vs):
     """The mask a surface encloses on the voxel grid, cleaned."""
     return _cleaned(_mesh.fill(verts, faces, valid.shape, vs), valid)
-
-
-def _self_intersection(verts, verts0, topo, l_now, l0) -> float:
-    """bet2's score: non-neighbouring vertex pairs closer than the mean spacing, weighted by
-    how much closer they came than on the starting sphere."""
-    pairs = cKDTree(verts).query_pairs(l_now, output_type="ndarray")
-    if pairs.size == 0:
-        return 0.0
-    adjacent = (topo.nbr[pairs[:, 0]] == pairs[:, 1][:, None]).any(1)
-    pairs = pairs[~adjacent]
-    d = np.linalg.norm(verts[pairs[:, 0]] - verts[pairs[:, 1]], axis=1) / l_now
-    d0 = np.linalg.norm(verts0[pairs[:, 0]] - verts0[pairs[:, 1]], axis=1) / l0
-    return float(2 * np.sum((d - d0) ** 2))  # ordered pairs, as bet2 counts them
-
-
-def _evolve(img, vs, verts, topo, prm, smooth_boost, iterations=None):
-    """bet2's iterations of the three forces; returns the vertices (mm) and their spacing.
-
-    The loop works on coordinates as rows, (3, V), and in place: it runs 1000 times over
-    2562 vertices, so numpy's per-call cost and fresh temporaries would dominate.
-    """
-    iterations = _ITERATIONS if iterations is None else iterations
-    t2, t, tm = prm["t2"], prm["t"], prm["tm"]
-    e = (1 / _R_MIN_MM + 1 / _R_MAX_MM) / 2
-    f = 6 / (1 / _R_MIN_MM - 1 / _R_MAX_MM)
-    step = min(float(vs.min()), 1.0)
-    depths = np.unique(np.round(np.concatenate([[1.0, _D_MIN_MM], np.arange(2 * step, _D_MIN_MM, step)]), 6))
-    depths = depths[depths >= 1.0]
-    n_max = int(np.sum(depths < _D_MAX_MM))  # I_max looks over the first n_max depths only
-    deepest = int(np.searchsorted(depths, _D_MIN_MM))
-    # The image in a frame wide enough for every sample; off the field of view it reads
-    # +inf for I_min and -inf for I_max. Vertices are held inside the frame's inner part, so
-    # that a vertex far outside the image still samples only the frame.
-    reach = int(np.ceil(_D_MIN_MM / vs.min())) + 1
-    pad = 2 * reach + 1
-    img32 = img.astype(np.float32)
-    low = np.pad(img32, pad, constant_values=np.inf).ravel()
-    high = np.pad(img32, pad, constant_values=-np.inf).ravel()
-    shape = np.array(img.shape) + 2 * pad
-    strides = (int(shape[1] * shape[2]), int(shape[2]), 1)
-    limits = [(float(reach), float(n - 1 - reach)) for n in shape]
-    inv_vs = 1 / vs
-    depth_col = depths[:, None]  # samples are (depth, vertex): reductions run over the first axis
-    xyz = np.array(verts, float).T.copy()
-    normal = np.empty_like(xyz)
-    pos, proj = np.empty(xyz.shape[1]), np.empty(xyz.shape[1])
-    sample = np.empty((len(depths), xyz.shape[1]))
-    idx, part = np.empty(sample.shape, np.int64), np.empty(sample.shape, np.int64)
-    spacing = topo.spacing(verts)
-    for it in range(iterations):
-        if it == 50 or (it and it % 100 == 0):
-            spacing = topo.spacing(xyz.T)
-        topo.normals_t(xyz, out=normal)
-        s = (topo.mean_op @ xyz.T).T
-        s -= xyz
-        sn_len = np.einsum("ij,ij->j", s, normal)
-        sn = sn_len * normal
-        # f2 = (1 + tanh(f (2 |s_n| / l^2 - e))) / 2, as a logistic (exp is twice tanh's speed)
-        f2 = np.abs(sn_len)
-        f2 *= -4 * f / spacing**2
-        f2 += 2 * f * e
-        np.exp(f2, out=f2)
-        f2 += 1
-        np.reciprocal(f2, out=f2)
-        if smooth_boost > 1:
-            boost = smooth_boost if it <= 750 else 4 * (1 - it / iterations) * (smooth_boost - 1) + 1
-            f2 = np.where(sn_len > 0, np.minimum(f2 * boost, 1.0), f2)
-        # intensities along the inward normal (nearest voxel, as bet2): flat indices of the
-        # framed image, one axis at a time
-        for k in range(3):
-            np.multiply(xyz[k], inv_vs[k], out=pos)
-            pos += pad + 0.5
-            np.clip(pos, *limits[k], out=pos)
-            np.multiply(normal[k], inv_vs[k], out=proj)
-            np.multiply(depth_col, proj, out=sample)
-            np.subtract(pos, sample, out=sample)
-            np.copyto(part, sample, casting="unsafe")  # truncation: all positive
-            part *= strides[k]
-            if k == 0:
-                idx[...] = part
-            else:
-                idx += part
-        lows = np.take(low, idx)
-        i_min = np.maximum(t2, np.minimum(tm, lows.min(0)))
-        i_max = np.minimum(tm, np.maximum(t, np.take(high, idx[:n_max]).max(0)))
-        b_t = prm["bt"] if not prm["g"] else np.clip(
-            prm["bt"] + prm["g"] * (xyz[2] - prm["cog"][2]) / prm["radius"], 0, 1)
-        rng = i_max - t2
-        f3 = 2 * (i_min - t2 - rng * b_t) / np.where(rng > 0, rng, 1.0)
-        f3[np.isinf(lows[0]) | np.isinf(lows[deepest])] = 0.0  # no intensity force off the field of view
-        # x += (s - s_n) / 2 + f2 s_n + (_STEP l f3) n
-        s -= sn
-        s *= 0.5
-        xyz += s
-        sn *= f2
-        xyz += sn
-        f3 *= _STEP * spacing
-        normal *= f3
-        xyz += normal
-    return xyz.T.copy(), spacing
-
-
-@functools.lru_cache(maxsize=1)
-def _topology():
-    """The unit icosphere's vertices and :class:`~qsmflow.masking.mesh.Topology`, built once
-    per process (45 ms each time)."""
-    unit, faces = _mesh.icosphere(_SUBDIVISIONS)
-    unit.flags.writeable = False
-    return unit, _mesh.Topology(faces, len(unit))
-
-
-def _surface(img, vs, f, g, *, passes=_MAX_PASSES, start=None):
-    """BET's surface on ``img``: vertices (mm) and its topology; reruns with more smoothing
-    while the surface crosses itself, up to ``passes`` runs in all.
-
-    ``start``: a surface (vertices, topology) found on a similar image to move from, for
-    ``WARM_ITERATIONS`` iterations, instead of the sphere for 1000. If it crosses itself
-    the surface is found from the sphere as without ``start`` (and ``passes`` more runs).
-    """
-    prm = _start(img, vs)
-    prm.update(bt=f**_BT_EXPONENT, g=g)
-    unit, topo = _topology()
-    sphere = prm["cog"] + unit * (prm["radius"] / 2)
-    l0 = topo.spacing(sphere)
-    if start is not None:
-        verts, spacing = _evolve(img, vs, start[0], topo, prm, 1.0, WARM_ITERATIONS)
-        score = _self_intersection(verts, sphere, topo, spacing, l0)
-        if score <= _INTERSECTION_SCORE:
-            return verts, topo
-        log.info("BET: the surface moved on from the last one crosses itself (score %.0f); found again from "
-                 "the sphere", score)
-    for attempt in range(passes):
-        verts, spacing = _evolve(img, vs, sphere, topo, prm, 1.0 if attempt == 0 else 10.0 ** (attempt + 1))
-        score = _self_intersection(verts, sphere, topo, spacing, l0)
-        if score <= _INTERSECTION_SCORE:
-            break
-        if attempt + 1 < passes:
-            log.info("BET: the surface crosses itself (score %.0f); rerun with more smoothing", score)
-    return verts, topo
 
 
 def bet_mask(
@@ -576,13 +327,6 @@ def _shaded_surface_mask(img, valid, vs, f, g, decay, shading):
     verts, topo = _surface(work, wvs, f, g)
     mask, surface = _second_surface(work, wvs, offset, verts, topo, valid, vs, f, g, decay, cut)
     return mask, surface, None
-
-
-def _extended(img, valid, decay, cut):
-    """``img``, ``valid`` and ``decay`` (or None) extended past the field of view's faces by
-    repeating them (``cut``: voxels before and after each axis)."""
-    return (np.pad(img, cut, mode="edge"), np.pad(valid, cut, mode="edge"),
-            None if decay is None else np.pad(decay, cut, mode="edge"))
 
 
 def _second_surface(work, wvs, offset, verts, topo, valid, vs, f, g, decay, cut):
