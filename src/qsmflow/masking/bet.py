@@ -320,7 +320,7 @@ def _shaded_surface_mask(img, valid, vs, f, g, decay, shading):
     img = np.where(valid, img, 0).astype(np.float32)
     if any(map(any, cut)):
         img, valid, decay = _extended(_face_rolloff(img, vs, _bright_faces(img)), valid, decay, cut)
-    work, wvs, offset = _working_image(np.where(valid, img, 0).astype(np.float32), vs)
+    work, wvs, offset = _working_image(img, vs)  # zero where not valid, the extension too
     del img
     if shading["total"] is not None:
         work = work / shading["total"]
