@@ -99,19 +99,20 @@ def _evolve(img, vs, verts, topo, prm, smooth_boost, iterations=None):
     shape = np.array(img.shape) + 2 * pad
     strides = (int(shape[1] * shape[2]), int(shape[2]), 1)
     limits = [(float(reach), float(n - 1 - reach)) for n in shape]
-    inv_vs = 1 / vs
-    depth_col = depths[:, None]  # samples are (depth, vertex): reductions run over the first axis
+    inv_vs = (1 / vs)[:, None]
+    lower, upper = (np.array([lim[j] for lim in limits])[:, None] for j in (0, 1))
+    strides = np.array(strides)[:, None, None]
+    depth_col = depths[None, :, None]  # samples are (axis, depth, vertex): reductions run over depth
     xyz = np.array(verts, float).T.copy()
-    normal = np.empty_like(xyz)
-    pos, proj = np.empty(xyz.shape[1]), np.empty(xyz.shape[1])
-    sample = np.empty((len(depths), xyz.shape[1]))
-    idx, part = np.empty(sample.shape, np.int64), np.empty(sample.shape, np.int64)
+    normal, s = np.empty_like(xyz), np.empty_like(xyz)
+    pos, proj = np.empty_like(xyz), np.empty_like(xyz)
+    sample = np.empty((3, len(depths), xyz.shape[1]))
+    part, idx = np.empty(sample.shape, np.int64), np.empty(sample.shape[1:], np.int64)
     spacing = topo.spacing(verts)
     for it in range(iterations):
         if it == 50 or (it and it % 100 == 0):
             spacing = topo.spacing(xyz.T)
-        topo.normals_t(xyz, out=normal)
-        s = (topo.mean_op @ xyz.T).T
+        topo.normals_t(xyz, out=normal, mean_out=s)
         s -= xyz
         sn_len = np.einsum("ij,ij->j", s, normal)
         sn = sn_len * normal
@@ -126,23 +127,21 @@ def _evolve(img, vs, verts, topo, prm, smooth_boost, iterations=None):
             boost = smooth_boost if it <= 750 else 4 * (1 - it / iterations) * (smooth_boost - 1) + 1
             f2 = np.where(sn_len > 0, np.minimum(f2 * boost, 1.0), f2)
         # intensities along the inward normal (nearest voxel, as bet2): flat indices of the
-        # framed image, one axis at a time
-        for k in range(3):
-            np.multiply(xyz[k], inv_vs[k], out=pos)
-            pos += pad + 0.5
-            np.clip(pos, *limits[k], out=pos)
-            np.multiply(normal[k], inv_vs[k], out=proj)
-            np.multiply(depth_col, proj, out=sample)
-            np.subtract(pos, sample, out=sample)
-            np.copyto(part, sample, casting="unsafe")  # truncation: all positive
-            part *= strides[k]
-            if k == 0:
-                idx[...] = part
-            else:
-                idx += part
-        lows = np.take(low, idx)
+        # framed image, all axes and depths at once
+        np.multiply(xyz, inv_vs, out=pos)
+        pos += pad + 0.5
+        np.maximum(pos, lower, out=pos)
+        np.minimum(pos, upper, out=pos)
+        np.multiply(normal, inv_vs, out=proj)
+        np.multiply(depth_col, proj[:, None, :], out=sample)
+        np.subtract(pos[:, None, :], sample, out=sample)
+        np.copyto(part, sample, casting="unsafe")  # truncation: all positive
+        part *= strides
+        np.add(part[0], part[1], out=idx)
+        idx += part[2]
+        lows = low[idx]
         i_min = np.maximum(t2, np.minimum(tm, lows.min(0)))
-        i_max = np.minimum(tm, np.maximum(t, np.take(high, idx[:n_max]).max(0)))
+        i_max = np.minimum(tm, np.maximum(t, high[idx[:n_max]].max(0)))
         b_t = prm["bt"] if not prm["g"] else np.clip(
             prm["bt"] + prm["g"] * (xyz[2] - prm["cog"][2]) / prm["radius"], 0, 1)
         rng = i_max - t2
