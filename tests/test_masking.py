@@ -448,3 +448,25 @@ def test_local_region_loses_its_small_cut_off_pieces():
     assert kept.sum() == 5832
     one = region & (np.arange(40)[:, None, None] < 21)  # one piece: unchanged, the same array
     assert _drop_islands(field, one, (1.0, 1.0, 1.0))[1] is one
+
+
+def test_filled_holes_matches_scipy_on_nested_holes_and_masks_at_the_faces():
+    """A hollow ball holding an island inside a cavity, a ring of pockets open to a face, a
+    pocket reached only along an edge (not through a face), and the empty and full volumes:
+    the same voxels as scipy's binary_fill_holes (face connectivity, the volume's faces open)."""
+    from qsmflow.masking._components import filled_holes
+
+    shape, vs = (30, 28, 26), (1.0, 1.0, 1.0)
+    shell = ellipsoid(shape, vs, (12, 11, 10)) & ~ellipsoid(shape, vs, (8, 7, 6))
+    shell |= ellipsoid(shape, vs, (3, 3, 3))  # an island inside the cavity: the cavity is filled around it
+    shell[:, :, :3] = True
+    shell[5:9, 5:9, 0] = False  # a pocket open to the z = 0 face: outside, stays empty
+    shell[20:23, 20:23, 1] = False  # a pocket closed on every side: a hole
+    shell[12, 0, 1:3] = False  # a tunnel to the y = 0 face
+    rng = np.random.default_rng(0)
+    speckled = ellipsoid(shape, vs, (12, 11, 10)) & (rng.random(shape) > 0.3)
+    for mask in (shell, speckled, np.zeros(shape, bool), np.ones(shape, bool)):
+        expected = ndimage.binary_fill_holes(mask)
+        assert np.array_equal(filled_holes(mask), expected)
+    assert filled_holes(shell)[0, 0, 0] == shell[0, 0, 0] and filled_holes(shell)[21, 21, 1]
+    assert not filled_holes(shell)[6, 6, 0]

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._shared import checks as _checks
+from ..masking._components import filled_holes
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def background_sigma(magnitude: np.ndarray, mask: np.ndarray, voxel_size=None) -
     inside = magnitude[mask]
     ref = float(np.median(inside)) if inside.size else 0.0
     bright = ndimage.binary_opening(magnitude > 0.1 * ref) if ref > 0 else mask  # no specks of noise
-    head = ndimage.binary_fill_holes(ndimage.binary_closing(bright | mask, iterations=2) | mask)
+    head = filled_holes(ndimage.binary_closing(bright | mask, iterations=2) | mask)
     air = ~head & (magnitude > 0)
     _warn_if_zeroed(magnitude, head)
     if air.sum() >= _MIN_AIR_VOXELS / _FAR_AIR_SHARE:

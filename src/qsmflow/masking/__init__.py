@@ -12,6 +12,7 @@ from skimage.filters import threshold_otsu
 from .._shared import checks as _checks
 from .._shared.echoes import rss
 from . import bet
+from ._components import filled_holes as _filled_holes
 from ._components import largest_component as _largest_component
 from ._components import small_pieces_removed as _small_pieces_removed
 from ._faces import FOV_CUT_SECTION, cut_faces as _cut_faces
@@ -243,7 +244,7 @@ def magnitude_mask(
         else:
             log.warning("erosion by %.1f mm removed the whole head; using the thresholded head", erode_mm)
     brain = _shrink(brain, shrink_mm, vs)
-    brain = ndimage.binary_fill_holes(_largest_component(brain)) & valid
+    brain = _filled_holes(_largest_component(brain)) & valid
     log.info("threshold mask: Otsu threshold %.4g, %d voxels (%.1f mL)", thr, int(brain.sum()),
              brain.sum() * np.prod(vs) / 1000)
     check_volume(brain, vs)

@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from . import mesh as _mesh
 from ._surface import _MAX_PASSES, _surface
-from ._components import largest_component
+from ._components import filled_holes, largest_component
 from ._faces import FOV_CUT_PAD_MM
 from ._faces import bright_faces as _bright_faces
 from ._faces import extended as _extended
@@ -97,7 +97,7 @@ def _cleaned(mask, valid):
         return mask
     box = tuple(slice(h[0], h[-1] + 1) for h in hit)
     out = np.zeros_like(mask)
-    out[box] = ndimage.binary_fill_holes(largest_component(mask[box])) & valid[box]
+    out[box] = filled_holes(largest_component(mask[box])) & valid[box]
     return out
 
 

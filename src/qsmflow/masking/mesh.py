@@ -138,7 +138,8 @@ def fill(verts_mm: np.ndarray, faces: np.ndarray, shape, voxel_size) -> np.ndarr
     lo = np.ceil(tri[:, :, :2].min(axis=1) - jitter).astype(np.int64)
     hi = np.floor(tri[:, :, :2].max(axis=1) - jitter).astype(np.int64)
     span = np.maximum(hi - lo + 1, 0)
-    toggles = np.zeros((shape[0], shape[1], shape[2] + 1), np.int32)
+    # crossings counted modulo 256 (uint8 wraps): only their parity matters
+    toggles = np.zeros((shape[0], shape[1], shape[2] + 1), np.uint8)
     kx, ky = int(span[:, 0].max(initial=0)), int(span[:, 1].max(initial=0))
     if kx == 0 or ky == 0:
         return np.zeros(shape, bool)
@@ -161,4 +162,5 @@ def fill(verts_mm: np.ndarray, faces: np.ndarray, shape, voxel_size) -> np.ndarr
         z = w0 * t[:, 0, 2][:, None] + w1 * t[:, 1, 2][:, None] + w2 * t[:, 2, 2][:, None]
         k = np.clip(np.ceil(z[hit]), 0, shape[2]).astype(np.int64)
         np.add.at(toggles, (ci[hit], cj[hit], k), 1)
-    return (np.cumsum(toggles, axis=2)[..., : shape[2]] % 2) == 1
+    parity = np.cumsum(toggles[..., : shape[2]], axis=2, dtype=np.uint8)
+    return (parity & 1).astype(bool)
