@@ -172,11 +172,11 @@ def simulate_head(
         logger.warning("field of view %s mm is smaller than the brain %s mm: the phantom is cut", fov.tolist(),
                        list(_BRAIN_EXTENT_MM))
 
-    head_seq, phase_seq, noise_seq = np.random.SeedSequence(seed).spawn(3)
-    model = HeadModel(head_seq, lesions=bool(lesions))
+    _, phase_seq, noise_seq = np.random.SeedSequence(seed).spawn(3)
     fine_axes = voxel_axes(tuple(n * os_ for n in shape), vs / os_)
     # 1. anatomy and tissue properties on the fine grid
-    chi, r2s, m0, brain, air, pools, fat = _anatomy(model, fine_axes, vs / os_, b0, phase_seq, myelin_water,
+    model, painted = _painted_head(seed, bool(lesions), shape, vs, os_, fine_axes)
+    chi, r2s, m0, brain, air, pools, fat = _anatomy(model, painted, fine_axes, b0, phase_seq, myelin_water,
                                                     saturation)
 
     # 2-3. fields and the ground truth on the output grid
@@ -247,15 +247,39 @@ def _saturation(repetition_time, flip_angle, b0, te):
     return {name: steady_state_signal(t.t1_s, name, b0, tr, alpha) / ref for name, t in TISSUES.items()}
 
 
-def _anatomy(model, fine_axes, fine_vs, b0, phase_seq, myelin_water, saturation=None):
-    """The head painted on the fine grid and its tissue properties there: (χ, R2* at ``b0``,
-    M0, brain, air, myelin-water pools or None, (flat indices of the fatty voxels, their signal
-    fat fraction))."""
-    model.prepare(fine_vs)
+# Heads drawn from the same seed on the same grid (an acquisition study: field strength, echo
+# times, SNR, B0 direction, T1 weighting, shim, coils; the tests' phantoms) share the drawn
+# model and its painting on the fine grid, the costliest part of a small head (about 3.5 of
+# 6 s at 3 mm), when that grid has at most this many voxels: the last two are kept, read-only.
+_KEEP_PAINTED_VOXELS = 4_000_000
+_PAINTED: dict = {}
+
+
+def _painted_head(seed, lesions, shape, vs, os_, fine_axes):
+    """The seed's :class:`HeadModel` and its anatomy painted on the fine grid (``fine_axes``)."""
+    key = (seed, lesions, tuple(shape), tuple(float(v) for v in vs), os_)
+    if key in _PAINTED:
+        return _PAINTED[key]
+    model = HeadModel(np.random.SeedSequence(seed).spawn(3)[0], lesions=lesions)
+    model.prepare(vs / os_)
     t0 = time.perf_counter()
-    painted = model.paint(fine_axes, fine_vs)
+    painted = model.paint(fine_axes, vs / os_)
     logger.info("phantom: anatomy on the %s fine grid in %.1f s", tuple(a.size for a in fine_axes),
                 time.perf_counter() - t0)
+    if np.prod(shape) * os_ ** 3 <= _KEEP_PAINTED_VOXELS:
+        for a in (painted.labels, painted.brain, painted.vessel_cover, painted.vessel_type):
+            if a is not None:
+                a.flags.writeable = False
+        while len(_PAINTED) >= 2:
+            _PAINTED.pop(next(iter(_PAINTED)))
+        _PAINTED[key] = (model, painted)
+    return model, painted
+
+
+def _anatomy(model, painted, fine_axes, b0, phase_seq, myelin_water, saturation=None):
+    """Tissue properties of the head ``painted`` on the fine grid: (χ, R2* at ``b0``, M0,
+    brain, air, myelin-water pools or None, (flat indices of the fatty voxels, their signal
+    fat fraction))."""
     chi, r2s, m0, brain, air = tissue_properties(painted, model, fine_axes, TISSUES, saturation)
     pools = MyelinWater(painted.labels, fine_axes, np.random.default_rng(phase_seq.spawn(1)[0])) \
         if myelin_water else None
