@@ -227,6 +227,25 @@ def test_distance_to_outside_counts_the_volume_faces_only_when_asked():
     assert np.array_equal(distance_to_outside(inside, vs), distance_to_outside(inside, vs, volume_edge=True))
 
 
+def test_distance_to_outside_answers_again_from_the_mask_not_from_the_last_call():
+    """The last answer is kept: a changed voxel, voxel size or face rule gives the new
+    distances, and changing the returned array does not change the next answer."""
+    mask = np.zeros((12, 12, 12), bool)
+    mask[2:10, 2:10, 2:10] = True  # 8 voxels across: the centre voxels 4 voxels from the outside
+    first = distance_to_outside(mask, (1.0, 1.0, 1.0))
+    assert first[5, 5, 5] == pytest.approx(4.0)
+    first[...] = -1.0
+    assert distance_to_outside(mask, (1.0, 1.0, 1.0))[5, 5, 5] == pytest.approx(4.0)
+    assert distance_to_outside(mask, (2.0, 2.0, 2.0))[5, 5, 5] == pytest.approx(8.0)
+    holed = mask.copy()
+    holed[5, 5, 3] = False  # an outside voxel 2 voxels below the centre
+    assert distance_to_outside(holed, (2.0, 2.0, 2.0))[5, 5, 5] == pytest.approx(4.0)
+    touching = mask.copy()
+    touching[2:10, 2:10, :] = True  # through the k faces: counted as outside only when asked
+    assert distance_to_outside(touching, (1.0, 1.0, 1.0))[5, 5, 0] == pytest.approx(4.0)
+    assert distance_to_outside(touching, (1.0, 1.0, 1.0), volume_edge=True)[5, 5, 0] == pytest.approx(1.0)
+
+
 
 def test_shrink_removes_one_face_layer_then_erodes_the_rest_in_mm():
     """A cuboid of 20 voxels a side: 1 mm at 1 mm voxels removes one layer; 3 mm removes one

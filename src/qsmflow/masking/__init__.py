@@ -3,6 +3,7 @@ crops), the plausibility check of their volume, and mask erosion helpers."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import numpy as np
@@ -54,22 +55,35 @@ def distance_to_outside(mask: np.ndarray, voxel_size, *, volume_edge: bool = Fal
     which gives the same distances as the whole volume (the grown box's outer layer is outside
     the mask, and no voxel beyond it is nearer) at a fraction of the cost: a brain fills about
     half of a whole-head field of view (1 mm head: 0.35 s against 0.68 s).
+
+    The last answer is kept (keyed by the mask's voxels, the voxel size and whether a face
+    counts): a run asks for the same region's distances up to four times (the χ SD map's
+    depth, MEDI's edge taper before and after LBV's refinement, the χ sign check), 0.4-0.7 s
+    each at 1 mm. A copy is returned.
     """
     vs = _checks.voxel_size(voxel_size)
     mask = np.asarray(mask, bool)
     if np.ndim(mask) != 3:
         raise ValueError(f"mask must be 3D, got shape {np.shape(mask)}")
-    out = np.zeros(mask.shape)
-    if mask.any():
-        box = _box(mask, (1, 1, 1))
+    if not mask.any():
+        return np.zeros(mask.shape)
+    box = _box(mask, (1, 1, 1))
+    grow = [(int(b.start == 0), int(b.stop == n)) for b, n in zip(box, mask.shape)]
+    volume_edge = bool(volume_edge) and any(a or b for a, b in grow)  # no face touched: the same either way
+    key = (mask.shape, tuple(vs.tolist()), volume_edge, hashlib.blake2b(np.packbits(mask)).digest())
+    if _LAST_DISTANCES.get("key") != key:
+        out = np.zeros(mask.shape)
         part = mask[box]
         if volume_edge:  # an outside layer where the box lies against a face of the volume
-            grow = [(int(b.start == 0), int(b.stop == n)) for b, n in zip(box, mask.shape)]
             inner = tuple(slice(a, a + n) for (a, _), n in zip(grow, part.shape))
             out[box] = ndimage.distance_transform_edt(np.pad(part, grow), sampling=vs)[inner]
         else:
             out[box] = ndimage.distance_transform_edt(part, sampling=vs)
-    return out
+        _LAST_DISTANCES.update(key=key, out=out)
+    return _LAST_DISTANCES["out"].copy()
+
+
+_LAST_DISTANCES: dict = {}
 
 
 def erode(mask: np.ndarray, radius_mm: float, voxel_size) -> np.ndarray:
