@@ -28,13 +28,6 @@ def pytest_xdist_auto_num_workers(config):
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def pytest_collection_modifyitems(config, items):
-    """The xdist groups first (each runs whole on one worker; the pipeline's and the phantom's
-    take a minute or more): the single tests then fill both workers to the end, instead of
-    one worker running a long group alone while the other has finished."""
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
-
-
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

@@ -57,9 +57,8 @@ def distance_to_outside(mask: np.ndarray, voxel_size, *, volume_edge: bool = Fal
     half of a whole-head field of view (1 mm head: 0.35 s against 0.68 s).
 
     The last answer is kept (keyed by the mask's voxels, the voxel size and whether a face
-    counts): a run asks for the same region's distances up to four times (the χ SD map's
-    depth, MEDI's edge taper before and after LBV's refinement, the χ sign check), 0.4-0.7 s
-    each at 1 mm. A copy is returned.
+    counts): a 1 mm run asked for one region's distances three times (MEDI's edge taper
+    before and after LBV's refinement, the χ sign check), 0.4-0.7 s each. A copy is returned.
     """
     vs = _checks.voxel_size(voxel_size)
     mask = np.asarray(mask, bool)

@@ -52,7 +52,6 @@ class Topology:
         from scipy import sparse
 
         self.faces = faces
-        self._corners = [np.ascontiguousarray(faces[:, k]) for k in range(3)]
         edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
         edges = np.unique(np.sort(edges, axis=1), axis=0)
         both = np.concatenate([edges, edges[:, ::-1]])
@@ -67,7 +66,9 @@ class Topology:
         src, dst = both[order, 0], both[order, 1]
         start = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=n_vertices))[:-1]])
         self.nbr[src, np.arange(len(src)) - start[src]] = dst
-        self._flat_corners = None
+        # every face's corners, per coordinate, as flat indices into (3, V) rows of coordinates
+        self._corners = (np.arange(3)[None, :, None] * n_vertices + faces.T[:, None, :]).ravel()
+        # the faces' normals summed onto their vertices and the neighbours' mean, side by side
         self._sums = sparse.block_diag([self.face_op, self.mean_op], format="csr")
 
     def normals(self, verts: np.ndarray) -> np.ndarray:
@@ -79,15 +80,11 @@ class Topology:
         """:meth:`normals` with coordinates as rows, (3, V) in and out: each of the surface's
         1000 iterations needs the normals, and whole rows are faster to work on than columns.
         With ``mean_out`` the neighbours' mean of each vertex is written there as well: both
-        are one sparse product per coordinate (the face sums and the mean side by side),
+        come from one sparse product per coordinate (the face sums and the mean side by side),
         which costs less than two (scipy's per-call cost is most of the time at 2562 vertices).
         """
         n_faces, n_verts = len(self.faces), xyz.shape[1]
-        if self._flat_corners is None or self._flat_corners[1] != n_verts:
-            # every face's corners, per coordinate, as flat indices into the (3, V) rows
-            rows = np.arange(3)[None, :, None] * n_verts
-            self._flat_corners = ((rows + np.stack(self._corners)[:, None, :]).ravel(), n_verts)
-        a, b, c = xyz.ravel()[self._flat_corners[0]].reshape(3, 3, n_faces)
+        a, b, c = xyz.ravel()[self._corners].reshape(3, 3, n_faces)
         b -= a
         c -= a
         # b x c (written out: np.cross is slow on small arrays), then the vertices
@@ -100,10 +97,9 @@ class Topology:
         np.multiply(b[0], c[1], out=fn[2])
         fn[2] -= b[1] * c[0]
         both[:, n_faces:] = xyz
-        op = self._sums if mean_out is not None else self.face_op
         n = np.empty_like(xyz)
         for k in range(3):
-            row = op @ (both[k] if mean_out is not None else fn[k])
+            row = self._sums @ both[k]
             n[k] = row[:n_verts]
             if mean_out is not None:
                 mean_out[k] = row[n_verts:]

@@ -172,10 +172,11 @@ def simulate_head(
         logger.warning("field of view %s mm is smaller than the brain %s mm: the phantom is cut", fov.tolist(),
                        list(_BRAIN_EXTENT_MM))
 
-    _, phase_seq, noise_seq = np.random.SeedSequence(seed).spawn(3)
+    head_seq, phase_seq, noise_seq = np.random.SeedSequence(seed).spawn(3)
     fine_axes = voxel_axes(tuple(n * os_ for n in shape), vs / os_)
     # 1. anatomy and tissue properties on the fine grid
-    model, painted = _painted_head(seed, bool(lesions), shape, vs, os_, fine_axes)
+    model, painted = _painted_head(head_seq, (seed, bool(lesions), shape, tuple(vs.tolist()), os_), fine_axes,
+                                   vs / os_)
     chi, r2s, m0, brain, air, pools, fat = _anatomy(model, painted, fine_axes, b0, phase_seq, myelin_water,
                                                     saturation)
 
@@ -255,18 +256,19 @@ _KEEP_PAINTED_VOXELS = 4_000_000
 _PAINTED: dict = {}
 
 
-def _painted_head(seed, lesions, shape, vs, os_, fine_axes):
-    """The seed's :class:`HeadModel` and its anatomy painted on the fine grid (``fine_axes``)."""
-    key = (seed, lesions, tuple(shape), tuple(float(v) for v in vs), os_)
+def _painted_head(head_seq, key, fine_axes, fine_vs):
+    """The :class:`HeadModel` drawn from ``head_seq`` and its anatomy painted on the fine grid
+    (``fine_axes``, voxels ``fine_vs`` mm); ``key`` (seed, lesions, shape, voxel size,
+    oversampling) names the pair."""
     if key in _PAINTED:
         return _PAINTED[key]
-    model = HeadModel(np.random.SeedSequence(seed).spawn(3)[0], lesions=lesions)
-    model.prepare(vs / os_)
+    model = HeadModel(head_seq, lesions=key[1])
+    model.prepare(fine_vs)
     t0 = time.perf_counter()
-    painted = model.paint(fine_axes, vs / os_)
+    painted = model.paint(fine_axes, fine_vs)
     logger.info("phantom: anatomy on the %s fine grid in %.1f s", tuple(a.size for a in fine_axes),
                 time.perf_counter() - t0)
-    if np.prod(shape) * os_ ** 3 <= _KEEP_PAINTED_VOXELS:
+    if np.prod([a.size for a in fine_axes]) <= _KEEP_PAINTED_VOXELS:
         for a in (painted.labels, painted.brain, painted.vessel_cover, painted.vessel_type):
             if a is not None:
                 a.flags.writeable = False
