@@ -644,6 +644,30 @@ def test_medi_automatic_weight_is_searched_on_real_solutions():
     assert metrics.nrmse(est, chi, mask) < 7.0
 
 
+def test_medi_can_start_from_the_weight_search_solution():
+    """With ``search_start`` MEDI's Gauss-Newton steps start from the automatic weight search's
+    last linear-TV solution (same weight, zero outside the mask) instead of zero: it is near
+    MEDI's answer, so the steps stop at the 10 % update sooner (measured on this head: 1 step
+    against 3, χ NRMSE 6.1 against 4.8 %); the chain uses it for the pass LBV's refinement
+    restarts from. Without an automatic weight there is no search, and the steps start from zero."""
+    mask, chi, field = _brain((0, 0, 1))
+    noise = np.where(mask, 0.004, 0).astype(np.float32)
+    kw = dict(magnitude=np.where(mask, 1.0 - 2 * np.abs(chi), 0), phase_scale=S_3T_20MS, noise=noise)
+    f = _noisy(field, mask, 0.004, seed=5)
+    runs = {}
+    for start in (False, True):
+        info = {}
+        est = medi(f, mask, VS, (0, 0, 1), search_start=start, info=info, **kw)
+        runs[start] = (info, metrics.nrmse(est, chi, mask))
+    assert runs[False][0]["start"] == "zero" and runs[True][0]["start"] == "weight search"
+    assert runs[True][0]["alpha"] == runs[False][0]["alpha"]
+    assert runs[True][0]["gauss_newton_steps"] < runs[False][0]["gauss_newton_steps"]
+    assert runs[False][1] < 6.0 and runs[True][1] < 7.0, runs
+    info = {}
+    medi(f, mask, VS, (0, 0, 1), search_start=True, alpha=8e-4, info=info, **kw)
+    assert info["start"] == "zero"
+
+
 class _Curve:
     """A problem whose misfit is known in closed form: the identity as dipole, no data, and a
     'solve' returning χ = (α/α₀)^0.43 c, so that the misfit ||W χ|| = ||W c|| (α/α₀)^0.43."""

@@ -286,7 +286,8 @@ def test_chi_sd_carries_the_peels_redraw(head4, head4_mask, monkeypatch):
 
 
 def test_lbv_refinement_adds_a_harmonic_field_and_inverts_again(head4, head4_mask):
-    """After LBV, MEDI runs twice: the second pass starts from the first χ with its weight, on
+    """After LBV, MEDI runs twice (the first from the weight search's TV solution): the second
+    pass starts from the first χ with its weight, on
     the local field plus the tissue field LBV took for background, which is harmonic inside
     the region: the discrete Laplacian, written here, of what it adds is ~0 inside (measured
     8e-6 of the local field's own; what it adds is 12 % of the local field's RMS on this 4 mm
@@ -297,6 +298,7 @@ def test_lbv_refinement_adds_a_harmonic_field_and_inverts_again(head4, head4_mas
     assert on.parameters["lbv_refine"] and not off.parameters["lbv_refine"]
     first, second = on.parameters["inversion"]["first_pass"], on.parameters["inversion"]
     assert first["alpha"] == second["alpha"] and second["warm_start_steps"] == first["gauss_newton_steps"] > 0
+    assert first["start"] == "weight search" and second["start"] == "chi0"  # the first pass seeds the restart
     assert on.chi_sd is not None and np.array_equal(on.eroded_mask, off.eroded_mask)
     assert any("removal of background field contributions" in c for c in on.citations)
     assert not any("removal of background field contributions" in c for c in off.citations)

@@ -44,7 +44,8 @@ class Method:
 
     ``needs`` names the chain's inputs (:data:`INPUTS`) the method takes, declared here rather
     than read off its signature; ``noise_sd``: it can also return χ's noise SD; ``warm_start``:
-    it can start from a χ (``chi0``, ``chi0_steps``) and be given its weight back. ``citations``
+    it can start from a χ (``chi0``, ``chi0_steps``) and be given its weight back, and its first
+    pass from its weight search's solution (``search_start``). ``citations``
     default to :func:`references` of ``func``; ``only_with`` maps an input to the words
     naming the paper cited only when the method is given that input (MEDI+0's CSF term is
     MEDI+0 only with a CSF mask)."""

@@ -453,8 +453,10 @@ def _first_pass(inv, local, eroded, voxel_size, b0_direction, kwargs, refine):
     arguments of the second pass, what the first pass did)."""
     t0 = time.perf_counter()
     info: dict = {}
-    chi0 = inv.func(local, eroded, voxel_size, b0_direction, info=info,
-                    **{k: v for k, v in kwargs.items() if k not in _SD_ONLY})
+    # the first pass only seeds the refinement and the restart: it starts from the weight
+    # search's TV solution (``search_start``, see :func:`qsmflow.inversion.medi`)
+    first_kwargs = {"search_start": True, **{k: v for k, v in kwargs.items() if k not in _SD_ONLY}}
+    chi0 = inv.func(local, eroded, voxel_size, b0_direction, info=info, **first_kwargs)
     t1 = time.perf_counter()
     extra = refine(chi0)
     eroded = np.asarray(eroded, bool)
@@ -462,7 +464,7 @@ def _first_pass(inv, local, eroded, voxel_size, b0_direction, kwargs, refine):
     log.info("LBV refinement: the tissue field LBV had taken for background is %.3g ppm RMS (%.2g of the local "
              "field's); inverting again from χ", rms,
              rms / max(float(np.sqrt(np.mean(np.square(local[eroded], dtype=np.float64)))), 1e-30))
-    first = {"alpha": info.get("alpha"), "gauss_newton_steps": info.get("gauss_newton_steps"),
+    first = {"alpha": info.get("alpha"), "gauss_newton_steps": info.get("gauss_newton_steps"), "start": info.get("start"),
              "seconds": round(t1 - t0, 3), "boundary_field_seconds": round(time.perf_counter() - t1, 3),
              "boundary_field_rms_ppm": rms}
     again = dict(kwargs, alpha=info["alpha"], chi0=chi0, chi0_steps=info.get("gauss_newton_steps", 0))
