@@ -668,6 +668,26 @@ def test_medi_can_start_from_the_weight_search_solution():
     assert info["start"] == "zero"
 
 
+def test_medi_weight_search_starts_at_its_own_first_guess(caplog):
+    """MEDI's discrepancy search starts at 0.09 x the median field noise (ppm) x the voxel size
+    (geometric mean), the ratio its searches settled on for the benchmark matrix's MEDI+0 heads
+    with the edge taper (plain TV keeps 0.056): on this head 0.09 x 0.004 x 1.2^(1/3)."""
+    import logging
+
+    mask, chi, field = _brain((0, 0, 1))
+    noise = np.where(mask, 0.004, 0).astype(np.float32)
+    kw = dict(magnitude=np.where(mask, 1.0, 0), phase_scale=S_3T_20MS, noise=noise, max_iter=1)
+    with caplog.at_level(logging.INFO, logger="qsmflow.inversion"):
+        medi(_noisy(field, mask, 0.004, seed=5), mask, VS, (0, 0, 1), **kw)
+    first = next(r.getMessage() for r in caplog.records if "gives misfit" in r.getMessage())
+    assert first.split("alpha ")[1].split(" gives")[0] == f"{0.09 * 0.004 * 1.2 ** (1 / 3):.3g}", first
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="qsmflow.inversion"):
+        tv(_noisy(field, mask, 0.004, seed=5), mask, VS, (0, 0, 1), noise=noise, max_iter=5)
+    first = next(r.getMessage() for r in caplog.records if "gives misfit" in r.getMessage())
+    assert first.split("alpha ")[1].split(" gives")[0] == f"{0.056 * 0.004 * 1.2 ** (1 / 3):.3g}", first
+
+
 class _Curve:
     """A problem whose misfit is known in closed form: the identity as dipole, no data, and a
     'solve' returning χ = (α/α₀)^0.43 c, so that the misfit ||W χ|| = ||W c|| (α/α₀)^0.43."""

@@ -324,7 +324,8 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
 
     # the misfit the noise map's noise would leave under the (tapered) weights: the taper is
     # not noise to be left unfitted, so it does not raise the weight
-    alpha, x_search = _auto_alpha(alpha, tv_solve, p, noise, "MEDI (by linear TV with its edge mask)")
+    alpha, x_search = _auto_alpha(alpha, tv_solve, p, noise, "MEDI (by linear TV with its edge mask)",
+                                  per_noise=regularisation.MEDI_ALPHA_PER_NOISE)
     samples, sd_noise = _sd_samples(return_sd, sd_samples, noise, sd_noise, p)
     x0, start = None, "zero"
     if chi0 is not None:
@@ -521,9 +522,10 @@ def _tfi_alpha(alpha, p: Problem, noise) -> float:
     return regularisation.TV_ALPHA_PER_NOISE * typical * float(np.prod(p.vs)) ** (1 / 3)
 
 
-def _auto_alpha(alpha, solve, p: Problem, noise, name: str):
-    """(TV weight, warm start): a given number as is; "auto" by the discrepancy principle, or
-    ``TV_ALPHA`` with a warning when there is no usable noise map."""
+def _auto_alpha(alpha, solve, p: Problem, noise, name: str, per_noise: float = regularisation.TV_ALPHA_PER_NOISE):
+    """(TV weight, warm start): a given number as is; "auto" by the discrepancy principle from
+    ``per_noise`` x the median noise x the voxel size, or ``TV_ALPHA`` with a warning when there
+    is no usable noise map."""
     if not isinstance(alpha, str):
         return _checks.positive("alpha", alpha), None
     if alpha != "auto":
@@ -541,7 +543,7 @@ def _auto_alpha(alpha, solve, p: Problem, noise, name: str):
         log.warning("%s: no noise map, so the regularisation weight cannot be chosen from the data; using the "
                     "fixed %.3g (pass the field-noise map for an automatic choice)", name, TV_ALPHA)
         return TV_ALPHA, None
-    return regularisation.discrepancy(solve, p, noise, name, per_noise=regularisation.TV_ALPHA_PER_NOISE,
+    return regularisation.discrepancy(solve, p, noise, name, per_noise=per_noise,
                                       slope=regularisation.TV_MISFIT_SLOPE)
 
 
