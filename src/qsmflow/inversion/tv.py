@@ -194,7 +194,8 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
         Standard deviation of the local field (ppm); ``W = 1/noise`` scaled to mean 1.
     alpha : float or "auto"
         TV weight, as in :func:`tv`; "auto" takes the discrepancy-principle weight of
-        the (cheaper) TV problem.
+        the (cheaper) TV problem, searched from ``regularisation.MEDI_ALPHA_PER_NOISE`` x the
+        median noise x the voxel size.
     csf_mask : ndarray, optional
         CSF weights in [0, 1] per voxel, e.g. from :func:`qsmflow.reference.csf_weights`
         (a boolean mask is weights of 0 and 1; the name is kept from when it was a mask):
