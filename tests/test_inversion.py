@@ -660,12 +660,15 @@ def test_medi_can_start_from_the_weight_search_solution():
         est = medi(f, mask, VS, (0, 0, 1), search_start=start, info=info, **kw)
         runs[start] = (info, metrics.nrmse(est, chi, mask))
     assert runs[False][0]["start"] == "zero" and runs[True][0]["start"] == "weight search"
+    assert runs[True][0]["warm_start_steps"] == 0  # no χ was given: the provenance says so
     assert runs[True][0]["alpha"] == runs[False][0]["alpha"]
     assert runs[True][0]["gauss_newton_steps"] < runs[False][0]["gauss_newton_steps"]
     assert runs[False][1] < 6.0 and runs[True][1] < 7.0, runs
     info = {}
     medi(f, mask, VS, (0, 0, 1), search_start=True, alpha=8e-4, info=info, **kw)
     assert info["start"] == "zero"
+    with pytest.raises(ValueError, match="^search_start must be True or False"):
+        medi(f, mask, VS, (0, 0, 1), search_start="yes", alpha=8e-4, **kw)
 
 
 def test_medi_weight_search_starts_at_its_own_first_guess(caplog):

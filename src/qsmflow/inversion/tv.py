@@ -312,6 +312,8 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     doi:10.1002/mrm.26946
     """
     tol, restart_tol = _checks.positive("tol", tol), _checks.positive("restart_tol", restart_tol)
+    if not isinstance(search_start, (bool, np.bool_)):
+        raise ValueError(f"search_start must be True or False, got {search_start!r}")
     cg_iter = _checks.whole_number("cg_iter", cg_iter)
     restart_cg_iter = _checks.whole_number("restart_cg_iter", restart_cg_iter)
     if return_sd and sd_noise is None:
@@ -337,8 +339,9 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
     elif search_start and x_search is not None:
         x0, start = x_search * (p.mask > 0), "weight search"
     chi0_steps = int(_checks.positive("chi0_steps", chi0_steps, allow_zero=True)) if chi0 is not None else 0
-    if start == "weight search":  # the search's TV solution is near a minimiser: the map's steps in full
-        chi0_steps = SD_MAX_STEPS
+    # the steps before these that the uncertainty map follows: the search's TV solution is
+    # near a minimiser, so the map's steps in full
+    sd_prior_steps = SD_MAX_STEPS if start == "weight search" else chi0_steps
     chi, steps = solvers.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam_csf, max_iter=max_iter,
                               tol=tol if chi0 is None else restart_tol,
                               cg_iter=cg_iter if chi0 is None else restart_cg_iter, cg_tol=cg_tol, eps=1e-6,
@@ -351,7 +354,7 @@ def medi(local_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *,
           csf_voxels=int(csf.sum()) if csf is not None else 0,
           edge_taper=float(edge_taper) if noise is not None else 0.0, edge_taper_mm=float(edge_taper_mm))
     return _with_sd(p, chi, alpha, sd_noise, edges, csf, lam_csf, samples, info, jacobi=True,
-                    steps=steps + chi0_steps, csf_jitter=sd_csf_jitter, field_jitter=sd_field_jitter)
+                    steps=steps + sd_prior_steps, csf_jitter=sd_csf_jitter, field_jitter=sd_field_jitter)
 
 
 # Liu et al. 2018: sources outside the brain are weighted 30x in the preconditioner, the

@@ -464,7 +464,8 @@ def _first_pass(inv, local, eroded, voxel_size, b0_direction, kwargs, refine):
     log.info("LBV refinement: the tissue field LBV had taken for background is %.3g ppm RMS (%.2g of the local "
              "field's); inverting again from χ", rms,
              rms / max(float(np.sqrt(np.mean(np.square(local[eroded], dtype=np.float64)))), 1e-30))
-    first = {"alpha": info.get("alpha"), "gauss_newton_steps": info.get("gauss_newton_steps"), "start": info.get("start"),
+    first = {"alpha": info.get("alpha"), "gauss_newton_steps": info.get("gauss_newton_steps"),
+             "start": info.get("start"),
              "seconds": round(t1 - t0, 3), "boundary_field_seconds": round(time.perf_counter() - t1, 3),
              "boundary_field_rms_ppm": rms}
     again = dict(kwargs, alpha=info["alpha"], chi0=chi0, chi0_steps=info.get("gauss_newton_steps", 0))
