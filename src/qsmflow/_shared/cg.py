@@ -42,7 +42,8 @@ def conjugate_gradient(apply, b: np.ndarray, tol: float, maxiter: int, x0: np.nd
     Stops when ``||r|| <= tol·||b||``; returns (x, iterations). Vectors stay float32
     and keep their shape, so operators work on whole volumes (masks by
     multiplication, no gathering). ``precond``, a positive array of ``b``'s shape, is the
-    inverse of a diagonal preconditioner ``M`` (e.g. Jacobi's ``1/diag(A)``): the search
+    inverse of a diagonal preconditioner ``M`` (e.g. Jacobi's ``1/diag(A)``), or a function
+    ``r ↦ M⁻¹r`` for any symmetric positive definite ``M`` (a multigrid V-cycle): the search
     directions are then conjugate in the metric of ``M⁻¹A``; the stopping rule stays on
     the unpreconditioned residual.
 
@@ -53,10 +54,15 @@ def conjugate_gradient(apply, b: np.ndarray, tol: float, maxiter: int, x0: np.nd
     """
     x = np.zeros(b.shape, b.dtype) if x0 is None else x0.astype(b.dtype, order="C", copy=True)
     r = np.ascontiguousarray(b - apply(x)) if x0 is not None else b.copy(order="C")
-    z = r if precond is None else np.ascontiguousarray(precond * r)
+    solve = precond if callable(precond) else None
+    if solve is not None:
+        precond = None
+        z = np.ascontiguousarray(solve(r), dtype=b.dtype)
+    else:
+        z = r if precond is None else np.ascontiguousarray(precond * r)
     p = z.copy(order="C")
     rz = parallel.dot(r, z)
-    rr = rz if precond is None else parallel.dot(r, r)
+    rr = rz if precond is None and solve is None else parallel.dot(r, r)
     stop = (tol ** 2) * parallel.dot(b, b)
     # flat views of the vectors (all C-contiguous: made here), updated in place slab by slab
     fx, fr, fz, fp = (v.reshape(-1) for v in (x, r, z, p))
@@ -68,6 +74,10 @@ def conjugate_gradient(apply, b: np.ndarray, tol: float, maxiter: int, x0: np.nd
         if denom <= 0:
             break
         rz_new, rr = _step(fx, fr, fz, fp, np.ascontiguousarray(ap).reshape(-1), np.float32(rz / denom), fm)
+        if solve is not None:  # z = M⁻¹r from the updated residual
+            z = np.ascontiguousarray(solve(r), dtype=b.dtype)
+            fz = z.reshape(-1)
+            rz_new = parallel.dot(r, z)
         _next_direction(fp, fz, np.float32(rz_new / rz))
         rz = rz_new
         it += 1
