@@ -538,7 +538,24 @@ def test_r2star_command(tmp_path, capsys):
     assert (out / "sub-02_R2starfit.nii.gz").exists() and (out / "sub-02_S0map.nii.gz").exists()
     # the sidecar records what a later `qsmflow invert --r2star` needs to trust R2* for CSF
     side = json.loads((out / "sub-02_R2starmap.json").read_text())["Parameters"]["r2star"]
-    assert side["echo_times_s"] == pytest.approx(list(te))
+    assert side["echo_times_s"] == pytest.approx(list(te)) and side["ringing_taper"] is None
+    # two echoes 2.3 ms apart: fitted to ringing-damped magnitudes, which a uniform decay (nothing
+    # to ring) leaves exact, and the sidecar says so
+    short = np.array([0.0023, 0.0046])
+    m2 = _nii(d / "sub-03_part-mag_MEGRE.nii.gz", 100 * np.exp(-25.0 * short) * np.ones(r2.shape + (1,)))
+    code, _, err = _run(["r2star", "--mag", m2, "--echo-times", "0.0023,0.0046", "--mask", mask, "-o", str(out),
+                         "--force", "-q"], capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(nib.load(str(out / "sub-03_R2starmap.nii.gz")).get_fdata(), 25.0, rtol=1e-3)
+    assert json.loads((out / "sub-03_R2starmap.json").read_text())["Parameters"]["r2star"]["ringing_taper"] == 0.6
+    # the step between 25 and 40/s (slabs 3-5 along x) is blurred by the taper, with short echoes only
+    for name, times in (("sub-04", short), ("sub-05", te)):
+        mk = _nii(d / f"{name}_part-mag_MEGRE.nii.gz", 100 * np.exp(-r2[..., None] * times))
+        code, _, err = _run(["r2star", "--mag", mk, "--echo-times", ",".join(map(str, times)), "--mask", mask,
+                             "-o", str(out), "--force", "-q"], capsys)
+        assert code == 0, err
+        step = np.abs(nib.load(str(out / f"{name}_R2starmap.nii.gz")).get_fdata() - r2)[2:7].max()
+        assert (step > 0.5) == (name == "sub-04"), (name, step)
     for extra, word in [(["--gradient-correction"], "--fieldmap"), (["--echo-times", "4,10,16,22,28"], "seconds")]:
         args = ["r2star", "--mag", m, "-o", str(tmp_path / "bad")]
         if "--echo-times" not in extra:

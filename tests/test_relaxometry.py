@@ -311,3 +311,64 @@ def test_r2star_noise_checks_echo_times_and_shapes():
         relaxometry.t2star_from_r2star(np.ones((4, 4, 4)), np.ones((3, 4, 4), bool))
     with pytest.raises(ValueError, match="3D"):
         relaxometry.t2star_from_r2star(mag)
+
+
+def test_tukey_taper_literal_values():
+    """The taper over numpy's frequency order: flat to 1 - share of Nyquist, half a cosine to 0."""
+    from qsmflow.relaxometry import _tukey_taper
+
+    # |f| / Nyquist for n = 8: 0, .25, .5, .75, 1, .75, .5, .25; share 0.5 tapers above 0.5
+    np.testing.assert_allclose(_tukey_taper(8, 0.5), [1, 1, 1, 0.5, 0, 0.5, 1, 1], atol=1e-12)
+    np.testing.assert_allclose(_tukey_taper(8, 0.0), np.ones(8))
+    np.testing.assert_allclose(_tukey_taper(4, 1.0), [1, 0.5, 0, 0.5], atol=1e-12)  # a Hann window
+
+
+def _disc_behind_fat(te, n=96, up=4):
+    """A brain disc (R2* 20/s) inside a bright fat ring (S0 3x the brain's, R2* 60/s, -434 Hz
+    off water as at 3 T), drawn on a 4x finer grid and its k-space cut to the centre n x n, as a
+    scanner samples it: each echo's magnitude (4 identical slices) and the radius in voxels."""
+    m = n * up
+    y, x = np.meshgrid(np.arange(m) - m / 2 + 0.5, np.arange(m) - m / 2 + 0.5, indexing="ij")
+    r = np.hypot(x, y) / up
+    brain, fat = r < 30, (r >= 33) & (r < 37)
+    echoes = []
+    for t in te:
+        s = np.where(brain, np.exp(-20 * t), 0) + np.where(fat, 3 * np.exp(-60 * t - 2j * np.pi * 434 * t), 0)
+        k = np.fft.fftshift(np.fft.fft2(s))[m // 2 - n // 2:m // 2 + n // 2, m // 2 - n // 2:m // 2 + n // 2]
+        echoes.append(np.abs(np.fft.ifft2(np.fft.ifftshift(k))) / up**2)
+    mag = np.repeat(np.stack(echoes, -1)[:, :, None, :], 4, axis=2).astype(np.float32)
+    c = np.arange(n) - n / 2 + 0.5
+    return mag, np.hypot(*np.meshgrid(c, c, indexing="ij"))
+
+
+def test_ringing_suppression_restores_r2star_from_two_short_echoes():
+    """The k-space cut-off rings inside the brain, differently at each echo (the fat ring
+    decays and precesses): two echoes 2.3 ms apart read the brain's R2* of 20/s with an RMS
+    error of 0.65/s (up to 3.4/s) from the raw magnitudes, 0.017/s from the tapered ones."""
+    te = np.array([0.0023, 0.0046])
+    mag, r = _disc_behind_fat(te)
+    inner = np.repeat((r < 26)[:, :, None], 4, axis=2)
+    errors = []
+    for m in (mag, relaxometry.suppress_ringing(mag, slice_axis=2)):
+        r2, _ = loglinear_r2star(m, te, mask=inner)
+        errors.append(np.sqrt(np.mean((r2[inner] - 20.0) ** 2)))
+    assert errors[0] > 0.3 and errors[1] < errors[0] / 10, errors
+
+
+def test_ringing_suppression_leaves_the_slice_axis_and_the_mean_alone():
+    rng = np.random.default_rng(2)
+    along_z = rng.uniform(1, 2, (1, 1, 16, 2)).astype(np.float32) * np.ones((12, 10, 1, 1), np.float32)
+    np.testing.assert_allclose(relaxometry.suppress_ringing(along_z, slice_axis=2), along_z, rtol=1e-5)
+    smoothed = relaxometry.suppress_ringing(along_z)
+    assert np.abs(smoothed - along_z).max() > 0.05  # filtered along z when it is Fourier-encoded
+    np.testing.assert_allclose(smoothed.mean(axis=(0, 1, 2)), along_z.mean(axis=(0, 1, 2)), rtol=1e-5)
+    with pytest.raises(ValueError, match="share"):
+        relaxometry.suppress_ringing(along_z, share=1.5)
+
+
+def test_chain_tapers_r2star_only_for_short_echo_spans():
+    from qsmflow.workflows.relaxation import ringing_filtered
+
+    assert ringing_filtered([0.0023, 0.0046]) and ringing_filtered([0.002, 0.005, 0.008])
+    assert not ringing_filtered([0.004, 0.010, 0.016, 0.022, 0.028]) and not ringing_filtered([0.003, 0.014])
+    assert not ringing_filtered([0.022])

@@ -8,6 +8,7 @@ import logging
 import numpy as np
 
 from .. import relaxometry
+from .._shared.constants import R2STAR_RINGING_SPAN_S, R2STAR_RINGING_TAPER
 from .._shared.registry import choose
 from .options import STAGES, Options
 
@@ -17,8 +18,16 @@ log = logging.getLogger(__name__)
 def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=None, slice_axis=None):
     """R2* (1/s), S0 and the relative fit residual by ``opt.r2star``; with
     ``opt.r2star_gradient_correction`` the macroscopic dephasing of ``field_hz`` is divided out
-    (a 2D acquisition's slices along ``slice_axis``; None for 3D)."""
+    (a 2D acquisition's slices along ``slice_axis``; None for 3D). Echoes spanning less than
+    ``R2STAR_RINGING_SPAN_S`` are fitted to magnitudes whose k-space ringing is damped
+    (:func:`qsmflow.relaxometry.suppress_ringing`, not along ``slice_axis``)."""
     method = choose(STAGES["r2star"], opt.r2star, "r2star")
+    if ringing_filtered(te):
+        # over so short a span the k-space cut-off's ringing, which differs between echoes, is
+        # much of the decay: fitted to tapered magnitudes (relaxometry.suppress_ringing)
+        mag = relaxometry.suppress_ringing(mag, slice_axis=slice_axis)
+        log.info("R2*: echoes span %.3g ms (< %.0f ms), fitted to magnitudes with a Tukey k-space taper of %.1f "
+                 "to damp ringing", 1e3 * float(np.ptp(te)), 1e3 * R2STAR_RINGING_SPAN_S, R2STAR_RINGING_TAPER)
     dephasing = None
     if opt.r2star_gradient_correction:
         if field_hz is None:
@@ -30,6 +39,13 @@ def relaxation_maps(mag, te, mask, opt: Options, *, noise_sigma=None, field_hz=N
     return r2, s0, relaxometry.fit_residual(fit_mag, te, r2, s0, mask & (r2 > 0))
 
 
+def ringing_filtered(echo_times) -> bool:
+    """Whether R2* from these echo times (s) is fitted to ringing-damped magnitudes: two or more
+    echoes spanning less than ``R2STAR_RINGING_SPAN_S``."""
+    te = np.ravel(np.asarray(echo_times, float))
+    return te.size >= 2 and float(np.ptp(te)) < R2STAR_RINGING_SPAN_S
+
+
 def r2star_parameters(sigma: float, r2star_sd: float, echo_times, opt: Options, slice_axis) -> dict:
     """What an R2* map's sidecar records (``Parameters.r2star``): the image noise σ, the median
     R2* noise SD in the mask (1/s) and the echo times (s), which are what a later
@@ -38,7 +54,8 @@ def r2star_parameters(sigma: float, r2star_sd: float, echo_times, opt: Options, 
     sd = float(r2star_sd)
     return {"noise_sigma": sigma, "noise_sd_per_s": round(sd, 4) if np.isfinite(sd) else None,
             "echo_times_s": [float(t) for t in np.ravel(echo_times)],
-            "gradient_correction": opt.r2star_gradient_correction, "slice_axis": slice_axis}
+            "gradient_correction": opt.r2star_gradient_correction, "slice_axis": slice_axis,
+            "ringing_taper": R2STAR_RINGING_TAPER if ringing_filtered(echo_times) else None}
 
 
 def r2star_reliability(sidecar: dict, shape) -> tuple[np.ndarray | None, float | None]:
