@@ -71,6 +71,8 @@ VARIANTS = {
     "2x2x3 mm, 2 echoes 2.3/4.6 ms, SNR 60": dict(voxel=(2.0, 2.0, 3.0), echo_times=(0.0023, 0.0046), snr=60.0,
                                                  tr_flip=(0.020, 10.0)),  # the real Philips head's TR and flip
     "8 echoes 5-40 ms": dict(echo_times=tuple(np.round(np.linspace(0.005, 0.040, 8), 4))),
+    # a fast protocol's short echo train at a fine voxel (stop 58): TR 15 ms, 15° by the T1 rule
+    "1.5 mm, 3 echoes 2-8 ms": dict(voxel=(1.5, 1.5, 1.5), echo_times=(0.002, 0.005, 0.008)),
     "SNR 20": dict(snr=20.0),
     "SNR 200": dict(snr=200.0),
     "axial slab 64 mm, 1 mm": dict(slab_mm=64.0),

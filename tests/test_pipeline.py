@@ -392,6 +392,35 @@ def test_single_echo_data_get_total_field_inversion_by_default(caplog, small_hea
     assert seen == [True, False]
 
 
+def test_echoes_spanning_under_10_ms_get_total_field_inversion_by_default(caplog, small_head, monkeypatch):
+    """"auto" at 1 mm: total field inversion when the echoes span less than 10 ms (two echoes at
+    2.3/4.6 ms on a 1 mm benchmark head: LBV + MEDI+0 104 %, TFI 54 %); MEDI+0 otherwise. The
+    chain tells the choice whether the span is short."""
+    import logging
+
+    from qsmflow.workflows import chain
+
+    vs = np.array([1.0, 1.0, 1.0])
+    ball = np.sum(np.square(np.mgrid[:24, :24, :24] - 11.5), axis=0) < 81
+    caplog.set_level(logging.INFO)
+    opt = pipeline.Options()
+    used = chain._methods(opt)
+    assert chain._late_methods(opt, vs, used, ball, short_span=True).inversion == "tfi" and "bgremove" not in used
+    assert "since the echoes span less than 10 ms" in caplog.text
+    assert chain._late_methods(opt, vs, chain._methods(opt), ball, short_span=False).inversion == "medi"
+    assert chain._late_methods(pipeline.Options(inversion="medi"), vs, chain._methods(opt), ball,
+                               short_span=True).inversion == "medi"  # a named method is kept
+    seen = []
+    real = chain.resolve_inversion
+    monkeypatch.setattr(chain, "resolve_inversion",
+                        lambda *a, **k: ("short_span" in k and seen.append(k["short_span"])) or real("tkd", a[1]))
+    for te in ([0.0023, 0.0046], [0.004, 0.016]):
+        d = GreInput.from_arrays(small_head.magnitude[..., :2], small_head.phase[..., :2], te, 3.0,
+                                 affine=small_head.affine)
+        pipeline.run(d, pipeline.Options(chi_sd=False), mask=small_head.brain_mask)
+    assert seen == [True, False]
+
+
 def test_a_slab_that_cuts_the_brain_gets_total_field_inversion_by_default(caplog):
     """"auto" at 1 mm: MEDI+0 after LBV for a brain inside the field of view, total field
     inversion when the mask reaches two faces of the volume (a slab; LBV + MEDI+0 gave 85 % on

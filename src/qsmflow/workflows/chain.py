@@ -135,7 +135,8 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     brain, mask_source = _brain_mask(data, opt, used, mask, timer, until)
     res.mask = brain
     if until is None:
-        opt = _late_methods(opt, vs, used, brain, single_echo=data.n_echoes == 1)
+        short = data.n_echoes > 1 and reference.echo_span_too_short(float(np.ptp(data.echo_times)))
+        opt = _late_methods(opt, vs, used, brain, single_echo=data.n_echoes == 1, short_span=short)
     done = ["mask"]
     if until == "mask":
         return _finish(res, used, done, mask_source)
@@ -196,14 +197,16 @@ def _methods(opt: Options) -> dict:
             if stage not in ("bgremove", "inversion")}
 
 
-def _late_methods(opt: Options, vs, used: dict, brain: np.ndarray, *, single_echo: bool = False) -> Options:
+def _late_methods(opt: Options, vs, used: dict, brain: np.ndarray, *, single_echo: bool = False,
+                  short_span: bool = False) -> Options:
     """Background removal and inversion ("auto" resolved by voxel size, by whether the field of
-    view cuts the ``brain`` mask and by whether the data have a ``single_echo``) into ``used``,
+    view cuts the ``brain`` mask, by whether the data have a ``single_echo`` and by whether the
+    echoes span less than 10 ms, ``short_span``) into ``used``,
     and the options naming them. Resolved once the mask is known; a run that stops at the field
     map neither uses nor logs them."""
     cut = masking.faces_cutting(brain)
     used["inversion"] = STAGES["inversion"][resolve_inversion(opt.inversion, vs, fov_cuts_brain=bool(cut),
-                                                              single_echo=single_echo)]
+                                                              single_echo=single_echo, short_span=short_span)]
     opt = dataclasses.replace(opt, inversion=used["inversion"].name)
     if used["inversion"].name != "tfi":
         used["bgremove"] = STAGES["bgremove"][resolve_bgremove(opt.bgremove, vs)]
