@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 _IRLS_PASSES = 2
 
 __all__ = ["METHODS", "arlo_r2star", "fit_residual", "gradient_dephasing", "loglinear_r2star", "nlls_r2star",
-           "r2star_noise", "suppress_ringing", "t2star_from_r2star"]
+           "r2star_noise", "ringing_noise_factor", "suppress_ringing", "t2star_from_r2star"]
 
 
 def r2star_noise_map(magnitude, echo_times, noise_sigma: float, mask: np.ndarray) -> np.ndarray:
@@ -364,20 +364,51 @@ def _tukey_taper(n: int, share: float) -> np.ndarray:
     return np.where(f <= edge, 1.0, 0.5 * (1.0 + np.cos(np.pi * np.clip(f - edge, 0, None) / share)))
 
 
+def _taper_window(shape, share: float, slice_axis: int | None) -> np.ndarray:
+    """The separable Tukey window on an rfft spectrum of ``shape`` (not along ``slice_axis``)."""
+    share = float(share)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"the taper's share must lie in [0, 1], got {share:g}")
+    if slice_axis is not None and slice_axis not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1, 2 or None, got {slice_axis!r}")
+    window = np.ones((shape[0], shape[1], shape[2] // 2 + 1), np.float32)
+    for axis, n in enumerate(shape):
+        if axis == slice_axis:
+            continue
+        w = _tukey_taper(n, share).astype(np.float32)
+        if axis == 2:
+            w = w[: n // 2 + 1]
+        window *= w.reshape([-1 if a == axis else 1 for a in range(3)])
+    return window
+
+
+def ringing_noise_factor(shape, *, share: float = R2STAR_RINGING_TAPER, slice_axis: int | None = None) -> float:
+    """How much :func:`suppress_ringing` lowers white noise's SD on a grid of ``shape``: the RMS
+    of its window over the whole spectrum (0.49 for a share of 0.6 on three axes, 0.63 on two)."""
+    factor = 1.0
+    for axis, n in enumerate(shape[:3]):
+        if axis != slice_axis:
+            factor *= float(np.sqrt(np.mean(_tukey_taper(n, share) ** 2)))
+    return factor
+
+
 def suppress_ringing(magnitude: np.ndarray, *, share: float = R2STAR_RINGING_TAPER,
                      slice_axis: int | None = None) -> np.ndarray:
     """Each echo's magnitude with its spectrum tapered by a Tukey window along the Fourier-
     encoded axes (not ``slice_axis``, a 2D acquisition's slices): the near-Nyquist ringing of
     the k-space cut-off, which differs from echo to echo, is damped at the price of some
-    resolution. A linear filter keeps each region's mean, so the Rician noise floor and the
-    noise σ a fit compares echoes with are those of the input.
+    resolution. A linear filter keeps each region's mean, so the Rician noise floor a fit
+    compares echoes with is the input's; the noise's SD falls by :func:`ringing_noise_factor`
+    (an R2* noise map of the tapered fit takes σ times it; the floor's correction
+    ``S² - 2σ²`` with the input's σ then removes 0.4/SNR² too much, nothing at SNR ≥ 10).
 
     Parameters
     ----------
     magnitude : ndarray (X, Y, Z, E)
+        Finite.
     share : float
         The Tukey window's tapered share of each axis' frequencies, in [0, 1].
-    slice_axis : int, optional
+    slice_axis : {0, 1, 2}, optional
         An axis left alone.
 
     Returns
@@ -393,19 +424,9 @@ def suppress_ringing(magnitude: np.ndarray, *, share: float = R2STAR_RINGING_TAP
     Bernstein MA, King KF, Zhou XJ. Handbook of MRI Pulse Sequences. Elsevier 2004, ch. 13.1
     (k-space apodisation and Gibbs ringing).
     """
-    mag = _checks.as_volume("magnitude", magnitude, ndim=4)
-    share = float(share)
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"the taper's share must lie in [0, 1], got {share:g}")
+    mag = _checks.as_volume("magnitude", magnitude, ndim=4, finite=True)
     shape = mag.shape[:3]
-    window = np.ones((shape[0], shape[1], shape[2] // 2 + 1), np.float32)
-    for axis, n in enumerate(shape):
-        if axis == slice_axis:
-            continue
-        w = _tukey_taper(n, share).astype(np.float32)
-        if axis == 2:
-            w = w[: n // 2 + 1]
-        window *= w.reshape([-1 if a == axis else 1 for a in range(3)])
+    window = _taper_window(shape, share, slice_axis)
     out = np.empty(mag.shape, np.float32)
     for e in range(mag.shape[3]):
         spectrum = kernels.rfft(np.ascontiguousarray(mag[..., e], np.float32))

@@ -32,7 +32,7 @@ from .._shared.registry import Method, choose, references
 from ..io import GreInput
 from . import jitter, sanity
 from .local_field import background_removal, field_region, lbv_refinement
-from .relaxation import r2star_parameters, relaxation_maps
+from .relaxation import r2star_noise_sigma, r2star_parameters, relaxation_maps
 from .options import (
     STAGES,
     UNTIL,
@@ -262,7 +262,7 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
         with timer("r2star"):
             r2_c, s0_c, fit_c = relaxation_maps(mag, te, m, opt, noise_sigma=sigma, field_hz=f_hz,
                                                 slice_axis=data.slice_axis)
-            r2_sd_map = relaxometry.r2star_noise_map(mag, te, sigma, m)
+            r2_sd_map = relaxometry.r2star_noise_map(mag, te, r2star_noise_sigma(sigma, te, mag.shape, data.slice_axis), m)
             r2_sd = float(np.median(r2_sd_map[m])) if np.isfinite(sigma) else float("nan")
         res.r2star = box.full(r2_c)
         res.s0 = box.full(s0_c)

@@ -46,6 +46,14 @@ def ringing_filtered(echo_times) -> bool:
     return te.size >= 2 and float(np.ptp(te)) < R2STAR_RINGING_SPAN_S
 
 
+def r2star_noise_sigma(sigma: float, echo_times, shape, slice_axis=None) -> float:
+    """The image noise σ an R2* noise map of :func:`relaxation_maps`' fit takes: σ, or where the
+    magnitudes were tapered (:func:`ringing_filtered`) σ times the taper's noise factor."""
+    if not ringing_filtered(echo_times):
+        return sigma
+    return sigma * relaxometry.ringing_noise_factor(shape, slice_axis=slice_axis)
+
+
 def r2star_parameters(sigma: float, r2star_sd: float, echo_times, opt: Options, slice_axis) -> dict:
     """What an R2* map's sidecar records (``Parameters.r2star``): the image noise σ, the median
     R2* noise SD in the mask (1/s) and the echo times (s), which are what a later

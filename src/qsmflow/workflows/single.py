@@ -19,7 +19,7 @@ from ..io import GreInput
 from .._shared.registry import choose, references
 from .chain import _Timer, collecting_warnings, inversion_and_reference, run, swi_maps
 from .local_field import background_removal
-from .relaxation import r2star_parameters, relaxation_maps
+from .relaxation import r2star_noise_sigma, r2star_parameters, relaxation_maps
 from .options import STAGES, Options, QSMResult, resolve_bgremove, resolve_local_inversion
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,9 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
                                                              slice_axis=data.slice_axis)
     res.t2star = relaxometry.t2star_from_r2star(res.r2star, brain)
     method = STAGES["r2star"][opt.r2star]
-    r2_sd = relaxometry.r2star_noise(data.magnitude, data.echo_times, sigma, brain)
+    r2_sd = relaxometry.r2star_noise(data.magnitude, data.echo_times,
+                                     r2star_noise_sigma(sigma, data.echo_times, data.magnitude.shape, data.slice_axis),
+                                     brain)
     res.parameters = {"methods": {"mask": source, "r2star": method.name},
                       "r2star": r2star_parameters(sigma, r2_sd, data.echo_times, opt, data.slice_axis)}
     res.citations = ([] if source == "given" else list(masking.METHODS[source].citations)) + list(
