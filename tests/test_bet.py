@@ -403,6 +403,7 @@ def test_bet_mask_keeps_only_valid_voxels_and_one_component():
     (dict(bias_passes=1.5), "bias_passes"),
     (dict(bias_passes=True), "bias_passes"),
     (dict(second_surface="no"), "second_surface must be True or False"),
+    (dict(cut_off_pieces=1), "cut_off_pieces must be True or False"),
     (dict(valid=np.ones((5, 5, 5), bool)), "valid"),
 ])
 def test_bet_mask_names_the_bad_argument(kwargs, words):
@@ -600,3 +601,82 @@ def test_a_t1_weighted_head_keeps_its_cerebellum_with_the_last_echos_surface():
     assert (default & eyes).sum() == 0
     with pytest.raises(ValueError, match="surface_echoes"):
         bet.bet_mask(head.magnitude, head.voxel_size, surface_echoes="first")
+
+
+def test_cut_off_pieces_keeps_only_thick_slow_pieces_against_the_mask_and_wrapped_in_dark():
+    """The rule for what a low-threshold surface adds (bet.CUT_OFF_*), on a box of brain (first
+    echo 1.0, decay 0.1) in dark surroundings (0.1, as CSF and bone), 2 mm voxels, with pieces
+    built here to fail one test each: only the cerebellum-like piece (20 mm thick, its top a CSF
+    gap of signal 0.5 against the mask, a quarter of its outline on the mask) is added."""
+    vs = np.array([2.0, 2.0, 2.0])
+    shape = (50, 44, 44)
+    first = np.full(shape, 0.1, np.float32)
+    decay = np.full(shape, 0.1, np.float32)
+    mask = np.zeros(shape, bool)
+    mask[8:28, 12:32, 16:36] = True
+    first[mask] = 1.0
+    low = mask.copy()
+
+    def piece(box, signal=1.0, slow=0.1):
+        low[box] = True
+        first[box] = signal
+        decay[box] = slow
+        out = np.zeros(shape, bool)
+        out[box] = True
+        return out
+
+    cerebellum = piece(np.s_[8:28, 12:32, 6:16])  # contact 400 / 1600 = 0.25, 32 mL
+    first[8:28, 12:32, 14:16] = 0.5  # the CSF sheet the default surface stopped at
+    globe = piece(np.s_[28:32, 12:32, 18:34])  # contact 0.34, but wrapped in fat:
+    fat = np.zeros(shape, bool)
+    fat[28:36, 8:36, 14:38] = True
+    fat &= ~globe & ~mask
+    first[fat] = 1.0
+    muscle = piece(np.s_[4:8, 12:32, 18:34], slow=0.2)  # decays 2x the brain (each voxel within 3x)
+    marrow = piece(np.s_[8:28, 32:34, 16:36])  # 4 mm thick: a rim, gone with the 3 mm opening
+    stalk = piece(np.s_[12:18, 18:24, 36:43])  # against the mask by its end: contact 36 / 240 = 0.15
+    small = piece(np.s_[12:20, 8:12, 20:28])  # 2 mL
+    out = bet._with_cut_off_pieces(mask, low, first, decay, vs, np.ones(shape, bool))
+    assert out[mask].all() and out[cerebellum].mean() > 0.9  # measured 0.998
+    for other in (globe, muscle, marrow, stalk, small):
+        assert not out[other].any()
+    assert not (out & ~mask & ~cerebellum).any()
+    # each piece fails its own test only: relaxed, that test lets it in
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bet, "CUT_OFF_MAX_OUTSIDE", 1.5)
+        assert bet._with_cut_off_pieces(mask, low, first, decay, vs, np.ones(shape, bool))[globe].mean() > 0.8
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bet, "CUT_OFF_MAX_DECAY", 2.5)
+        assert bet._with_cut_off_pieces(mask, low, first, decay, vs, np.ones(shape, bool))[muscle].mean() > 0.8
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bet, "CUT_OFF_MIN_ML", 0.5)
+        assert bet._with_cut_off_pieces(mask, low, first, decay, vs, np.ones(shape, bool))[small].mean() > 0.8
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bet, "CUT_OFF_OPENING_MM", 1.0)
+        assert bet._with_cut_off_pieces(mask, low, first, decay, vs, np.ones(shape, bool))[marrow].mean() > 0.8
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bet, "CUT_OFF_MIN_CONTACT", 0.1)
+        mp.setattr(bet, "CUT_OFF_MIN_ML", 0.1)
+        assert bet._with_cut_off_pieces(mask, low, first, decay, vs, np.ones(shape, bool))[stalk].mean() > 0.8
+
+
+def test_a_short_t1_weighted_echo_train_keeps_the_cerebellum_behind_its_csf():
+    """At 2-8 ms with TR 15 ms, 15° CSF is darker than tissue at every echo and both of BET's
+    surfaces close along the CSF over the cerebellum (measured: 95 % of it left out on this
+    2.5 mm head, simulated without oversampling for time; 96-98 % on the 1 and 1.5 mm heads). The
+    low-threshold surface's piece behind that CSF is added (0.2 % left out); the eyes stay out."""
+    head = phantom.simulate_head((64, 76, 64), (2.5, 2.5, 2.5), seed=1, echo_times=(0.002, 0.005, 0.008),
+                                 repetition_time=0.015, flip_angle=15.0, receive_coils=32, oversample=1)
+    names = {v: k for k, v in head.label_names.items()}
+    brain = head.brain_mask.astype(bool)
+    cerebellum = brain & np.isin(head.labels, [names["cerebellar_gm"], names["cerebellar_wm"]])
+    real, before = bet._with_cut_off_pieces, []  # its input: the two surfaces' union, as cut_off_pieces=False
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bet, "_with_cut_off_pieces", lambda mask, *a: before.append(mask) or real(mask, *a))
+        after = bet.bet_mask(head.magnitude, head.voxel_size)
+    before = before[0]
+    assert (cerebellum & ~before).sum() / cerebellum.sum() > 0.5
+    assert (cerebellum & ~after).sum() / cerebellum.sum() < 0.05
+    assert (brain & ~after).sum() / brain.sum() < 0.02  # measured 0.9 % (11.7 % before)
+    assert not (after & (head.labels == names["eye"])).any()
+    assert not (before & ~after).any()
