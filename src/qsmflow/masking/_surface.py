@@ -159,16 +159,16 @@ def _evolve(img, vs, verts, topo, prm, smooth_boost, iterations=None):
     return xyz.T.copy(), spacing
 
 
-@functools.lru_cache(maxsize=2)
-def _topology(subdivisions=_SUBDIVISIONS):
+@functools.lru_cache(maxsize=1)
+def _topology():
     """The unit icosphere's vertices and :class:`~qsmflow.masking.mesh.Topology`, built once
     per process (45 ms each time)."""
-    unit, faces = _mesh.icosphere(subdivisions)
+    unit, faces = _mesh.icosphere(_SUBDIVISIONS)
     unit.flags.writeable = False
     return unit, _mesh.Topology(faces, len(unit))
 
 
-def _surface(img, vs, f, g, *, passes=_MAX_PASSES, start=None, subdivisions=_SUBDIVISIONS):
+def _surface(img, vs, f, g, *, passes=_MAX_PASSES, start=None):
     """BET's surface on ``img``: vertices (mm) and its topology; reruns with more smoothing
     while the surface crosses itself, up to ``passes`` runs in all.
 
@@ -178,7 +178,7 @@ def _surface(img, vs, f, g, *, passes=_MAX_PASSES, start=None, subdivisions=_SUB
     """
     prm = _start(img, vs)
     prm.update(bt=f**_BT_EXPONENT, g=g)
-    unit, topo = _topology(subdivisions)
+    unit, topo = _topology()
     sphere = prm["cog"] + unit * (prm["radius"] / 2)
     l0 = topo.spacing(sphere)
     if start is not None:

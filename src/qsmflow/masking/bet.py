@@ -58,17 +58,18 @@ BET_BIAS_PASSES = 3
 # outline, wrapped elsewhere in tissue darker than ``CUT_OFF_MAX_OUTSIDE`` x the mask's median at
 # the first echo (CSF and bone; globes, muscle and neck lie in fat and soft tissue) and decaying
 # as brain (median at most ``CUT_OFF_MAX_DECAY`` x the mask's). Pieces measured (contact /
-# wrapping / decay): cerebella 0.24-0.27 / 0.38-0.55 / 0.82-0.89; the Philips head's leaks
-# 0.00-0.12 / 0.16-0.94 / 0.76-2.57 (each fails two tests but one, which fails contact); the
-# Zubal head's globes 0.16-0.19 / 0.90-0.95. f 0.3 crossed the sheet on the matrix's heads but
-# not on a 2 mm head simulated without oversampling (its CSF purer and darker); 0.2 on both.
+# wrapping / decay): cerebella 0.24-0.29 / 0.38-0.55 / 0.82-0.89; the real Philips head's leaks
+# 0.00-0.14 / 0.16-0.88 / 0.76-2.09; the Zubal head's globes 0.16-0.19 / 0.90-0.95. f 0.3 crossed
+# the sheet on the matrix's heads but not on a 2-2.5 mm head simulated without oversampling (its
+# CSF purer and darker); 0.2 on all. A coarser surface (642 vertices, a quarter of the time)
+# found the same pieces on the matrix's heads, wrapped in up to 0.59, but not the 9.8 mL of the
+# proton-density uniform-coil head's cerebellum that this one adds (7.9 -> 3.2 % of it left out).
 CUT_OFF_F = 0.2
 CUT_OFF_OPENING_MM = 3.0
 CUT_OFF_MIN_ML = 5.0
 CUT_OFF_MIN_CONTACT = 0.2
 CUT_OFF_MAX_OUTSIDE = 0.65
 CUT_OFF_MAX_DECAY = 1.5
-CUT_OFF_SUBDIVISIONS = 3
 
 
 def _working_image(img, vs):
@@ -210,7 +211,7 @@ def bet_mask(
       ``CUT_OFF_*`` constants for the figures). On the benchmark matrix only the two rows with
       such echoes changed (1.5 mm, 2-8 ms: 97.4 -> 0.0 % of the cerebellum left out); the real
       Philips head's mask is the same to the voxel (the low surface's leaks into the globes,
-      muscles and neck all fail the tests). It costs one more surface (about 1 s).
+      muscles and neck all fail the tests). It costs one more surface (about 1 s at 1 mm).
 
     The skull and the air of the sinuses are dark at every echo, so the surface stops at
     the skull's inner table: brain, cerebellum, brainstem, cortical CSF, the dural sinuses
@@ -375,7 +376,7 @@ def _shaded_surface_mask(img, valid, vs, f, g, decay, shading, low_f=None):
     verts, topo = _surface(work, wvs, f, g)
     low = None
     if low_f is not None:
-        v_low, t_low = _surface(work, wvs, low_f, g, subdivisions=CUT_OFF_SUBDIVISIONS)
+        v_low, t_low = _surface(work, wvs, low_f, g)
         inner = tuple(slice(a, n - b) for (a, b), n in zip(cut, valid.shape))
         low = _inside(v_low + offset, t_low.faces, valid, vs)[inner]
     mask, surface = _second_surface(work, wvs, offset, verts, topo, valid, vs, f, g, decay, cut)
