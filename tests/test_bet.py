@@ -642,22 +642,13 @@ def test_cut_off_pieces_keeps_only_thick_slow_pieces_against_the_mask_and_wrappe
         assert not out[other].any()
     assert not (out & ~mask & ~cerebellum).any()
     # each piece fails its own test only: relaxed, that test lets it in
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bet, "CUT_OFF_MAX_OUTSIDE", 1.5)
-        assert bet._with_cut_off_pieces(mask, low, first, decay, vs, np.ones(shape, bool))[globe].mean() > 0.8
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bet, "CUT_OFF_MAX_DECAY", 2.5)
-        assert bet._with_cut_off_pieces(mask, low, first, decay, vs, np.ones(shape, bool))[muscle].mean() > 0.8
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bet, "CUT_OFF_MIN_ML", 0.5)
-        assert bet._with_cut_off_pieces(mask, low, first, decay, vs, np.ones(shape, bool))[small].mean() > 0.8
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bet, "CUT_OFF_OPENING_MM", 1.0)
-        assert bet._with_cut_off_pieces(mask, low, first, decay, vs, np.ones(shape, bool))[marrow].mean() > 0.8
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bet, "CUT_OFF_MIN_CONTACT", 0.1)
-        mp.setattr(bet, "CUT_OFF_MIN_ML", 0.1)
-        assert bet._with_cut_off_pieces(mask, low, first, decay, vs, np.ones(shape, bool))[stalk].mean() > 0.8
+    for relaxed, piece_in in ((dict(CUT_OFF_MAX_OUTSIDE=1.5), globe), (dict(CUT_OFF_MAX_DECAY=2.5), muscle),
+                              (dict(CUT_OFF_MIN_ML=0.5), small), (dict(CUT_OFF_OPENING_MM=1.0), marrow),
+                              (dict(CUT_OFF_MIN_CONTACT=0.1, CUT_OFF_MIN_ML=0.1), stalk)):
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in relaxed.items():
+                mp.setattr(bet, name, value)
+            assert bet._with_cut_off_pieces(mask, low, first, decay, vs, np.ones(shape, bool))[piece_in].mean() > 0.8
 
 
 def test_a_short_t1_weighted_echo_train_keeps_the_cerebellum_behind_its_csf():

@@ -363,8 +363,8 @@ def _shaded_surface_mask(img, valid, vs, f, g, decay, shading, low_f=None):
     """BET's mask of another echo's image of the same head: the coil shading the first
     image's passes fitted (``shading``, from :func:`_surface_mask`) divided out, the
     field of view extended as for that image, one surface from the sphere and the second
-    surface. With ``low_f``, the third item returned is the inside of a surface moved on from
-    that one at the threshold ``low_f`` (see CUT_OFF_F), else None."""
+    surface. With ``low_f``, the third item returned is the inside of another surface found
+    from the sphere on the same image at the threshold ``low_f`` (see CUT_OFF_F), else None."""
     cut = shading["cut"]
     img = np.where(valid, img, 0).astype(np.float32)
     if any(map(any, cut)):
@@ -387,7 +387,7 @@ def _with_cut_off_pieces(mask, low, first_all, decay, vs, valid):
     """``mask`` with the pieces of ``low`` (a surface's inside at the threshold CUT_OFF_F)
     that look like brain cut off from it by CSF (see CUT_OFF_F): thick, decaying as brain,
     against the mask and otherwise wrapped in CSF and bone. ``first_all``: the first echo."""
-    from . import dilate, erode  # the package's morphology (it imports this module)
+    from . import _box, dilate, erode  # the package's morphology (it imports this module)
 
     decay_mid = float(np.median(decay[mask]))
     cand = low & ~mask
@@ -396,8 +396,7 @@ def _with_cut_off_pieces(mask, low, first_all, decay, vs, valid):
     # all of it on the candidates' box grown by the reach of the opening and of the test
     # of what lies near the mask (the pieces' outlines lie within a voxel of them)
     reach = np.ceil(max(CUT_OFF_OPENING_MM, 1.5 * float(np.max(vs))) / vs).astype(int) + 2
-    hit = [np.flatnonzero(cand.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
-    box = tuple(slice(max(h[0] - r, 0), h[-1] + r + 1) for h, r in zip(hit, reach))
+    box = _box(cand, reach)
     inside, first, decay = mask[box], first_all[box], decay[box]
     cand = dilate(erode(cand[box], CUT_OFF_OPENING_MM, vs), CUT_OFF_OPENING_MM, vs)
     cand &= decay <= FAST_DECAY_FACTOR * decay_mid
