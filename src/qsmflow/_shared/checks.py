@@ -157,3 +157,10 @@ def whole_number(name: str, value, *, minimum: int = 1) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
     return int(value)
+
+
+def flag(name: str, value) -> bool:
+    """``value`` if it is True or False (numpy's too); anything else (1, "yes", None) is refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)

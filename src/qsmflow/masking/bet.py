@@ -294,10 +294,8 @@ def bet_mask(
         raise ValueError(f"vertical_gradient must be between -1 and 1, got {g}")
     if isinstance(bias_passes, bool) or not isinstance(bias_passes, (int, np.integer)) or bias_passes < 0:
         raise ValueError(f"bias_passes must be a non-negative integer, got {bias_passes!r}")
-    if not isinstance(second_surface, (bool, np.bool_)):
-        raise ValueError(f"second_surface must be True or False, got {second_surface!r}")
-    if not isinstance(cut_off_pieces, (bool, np.bool_)):
-        raise ValueError(f"cut_off_pieces must be True or False, got {cut_off_pieces!r}")
+    second_surface = _checks.flag("second_surface", second_surface)
+    cut_off_pieces = _checks.flag("cut_off_pieces", cut_off_pieces)
     if surface_echoes not in ("both", "all", "last"):
         raise ValueError(f"surface_echoes must be 'both', 'all' or 'last', got {surface_echoes!r}")
     valid = np.ones(mag.shape[:3], bool) if valid is None else _checks.as_mask("valid", valid, mag.shape[:3])
