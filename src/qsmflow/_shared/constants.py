@@ -64,6 +64,14 @@ MEDI_EDGE_FRACTION = 0.15
 MEDI_EDGE_TAPER = 3.0
 MEDI_EDGE_TAPER_MM = 2.0
 
+# TFI's data weights taper toward a face of the field of view that the brain leaves through a
+# narrow section (the brainstem through the bottom of a tilted slab): the noise there is taken
+# as (1 + FACE_TAPER·exp(-d/FACE_TAPER_MM)) times the noise map, d the distance (mm) from the
+# face. The field near such a face holds the field of sources beyond it (the neck, the body),
+# which TFI's background sources reach last (benchmarks/README.md, "TFI on oblique heads").
+TFI_FACE_TAPER = 10.0
+TFI_FACE_TAPER_MM = 10.0
+
 # MEDI+0 CSF-uniformity weight, relative to the data term (weights of mean 1, ppm). With the CSF
 # weights 0.3 and 1 tie on the matrix (every row within 0.4 points, worst row 82.0 % both); 0.3
 # lets the weights' scan-to-scan jitter move χ less (χ SD map in CSF 0.74 / 0.62 of the spread

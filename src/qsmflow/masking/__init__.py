@@ -16,12 +16,12 @@ from . import bet
 from ._components import filled_holes as _filled_holes
 from ._components import largest_component as _largest_component
 from ._components import small_pieces_removed as _small_pieces_removed
-from ._faces import FOV_CUT_SECTION, cut_faces as _cut_faces
+from ._faces import FOV_CUT_SECTION, cut_faces as _cut_faces, distance_to_narrow_exits, narrow_exits as _narrow_exits
 from .._shared.registry import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "bet_brain_mask", "dilate", "distance_to_outside", "erode", "magnitude_mask", "reliable_field_mask",
+__all__ = ["METHODS", "bet_brain_mask", "dilate", "distance_to_narrow_exits", "distance_to_outside", "erode", "magnitude_mask", "reliable_field_mask",
            "without_small_pieces"]
 
 # Gaussian smoothing (mm) of the combined magnitude before thresholding: enough to
@@ -158,14 +158,26 @@ def _crop_mask(img, valid, vs):
     return _largest_component(valid & (img > 0))
 
 
+def narrow_exit_faces(mask: np.ndarray) -> list[str]:
+    """The faces of the field of view ``mask`` leaves through a narrow section
+    (:func:`distance_to_narrow_exits`), as "k = 0" (axis letter, index of the face's slice)."""
+    mask = np.asarray(mask, bool)
+    return _face_names(mask.shape, _narrow_exits(mask))
+
+
+def _face_names(shape, faces) -> list[str]:
+    """Faces flagged per axis (first, last) named by voxel index, e.g. ``["k = 0"]``."""
+    return [f"{letter} = {i}" for letter, n, sides in zip("ijk", shape, faces)
+            for i, flagged in zip((0, n - 1), sides) if flagged]
+
+
 def faces_cutting(mask: np.ndarray) -> list[str]:
     """The faces of the field of view that cut the mask: where the mask's section on the face
     is at least :data:`FOV_CUT_SECTION` of its largest section along that axis (a slab through
     the brain, or a crop inside the head; a brainstem cut at the bottom of a whole-head field
     of view has a small share). Named by voxel index, e.g. ``["k = 0", "k = 63"]``."""
     mask = np.asarray(mask, bool)
-    return [f"{letter} = {i}" for letter, n, sides in zip("ijk", mask.shape, _cut_faces(mask))
-            for i, cut in zip((0, n - 1), sides) if cut]
+    return _face_names(mask.shape, _cut_faces(mask))
 
 
 def check_volume(mask: np.ndarray, voxel_size) -> None:

@@ -28,6 +28,36 @@ def cut_faces(region: np.ndarray) -> list[tuple[bool, bool]]:
     return out
 
 
+def narrow_exits(region: np.ndarray) -> list[tuple[bool, bool]]:
+    """Per axis, whether ``region`` leaves the field of view through the first and the last
+    face by a narrow section: it touches the face, but with less than ``FOV_CUT_SECTION`` of
+    its largest section along that axis (the brainstem through the bottom face of a tilted
+    slab, the vertex through the top one), where :func:`cut_faces` sees a slab."""
+    region = np.asarray(region, bool)
+    out = []
+    for axis in range(region.ndim):
+        section = region.sum(axis=tuple(a for a in range(region.ndim) if a != axis))
+        out.append(tuple(bool(0 < section[i] < FOV_CUT_SECTION * section.max()) for i in (0, -1)))
+    return out
+
+
+def distance_to_narrow_exits(region: np.ndarray, voxel_size) -> np.ndarray | None:
+    """Distance (mm) of each voxel's centre from the nearest face of the field of view that
+    ``region`` leaves through a narrow section (:func:`narrow_exits`, the face's own voxels
+    at 0); None when there is no such face."""
+    region = np.asarray(region, bool)
+    dist = None
+    for axis, sides in enumerate(narrow_exits(region)):
+        n = region.shape[axis]
+        for side, exits in zip((0, 1), sides):
+            if not exits:
+                continue
+            idx = np.arange(n) if side == 0 else (n - 1) - np.arange(n)
+            d = (idx * float(voxel_size[axis])).reshape([-1 if a == axis else 1 for a in range(region.ndim)])
+            dist = d if dist is None else np.minimum(dist, d)
+    return None if dist is None else np.broadcast_to(dist, region.shape)
+
+
 # A field of view that cuts the brain (a slab): where more than this share of the first
 # surface's vertices lie beyond a face, the image is extended there by repeating the face
 # for this many mm and the surface found again (see bet_mask).
