@@ -475,6 +475,10 @@ def test_tfi_face_taper_discounts_the_field_of_sources_beyond_a_narrow_exit():
     # the distances it tapers by: from the bottom face only (mm), none for a slab's cut
     dist = masking.distance_to_narrow_exits(mask, vs)
     assert np.array_equal(dist[3, 5], np.arange(shape[2]) * 2.5) and masking.narrow_exit_faces(mask) == ["k = 0"]
+    body = -np.asarray(b0)  # the body's side: -B0, world -z
+    assert masking.narrow_exit_faces(mask, body) == ["k = 0"] and masking.narrow_exit_faces(mask[..., ::-1], body) == []
+    assert masking.narrow_exit_faces(mask[..., ::-1]) == ["k = 28"]  # the vertex's side, not the body's
+    assert masking.distance_to_narrow_exits(mask[..., ::-1], vs, toward=body) is None
     slab = mask[:, :, 12:22]  # 25 mm through the brain's widest part: cut, not left through
     assert masking.faces_cutting(slab) == ["k = 0", "k = 9"]
     assert masking.distance_to_narrow_exits(slab, vs) is None and masking.narrow_exit_faces(slab) == []

@@ -167,19 +167,22 @@ def _edge_tapered(noise, mask, voxel_size, taper, taper_mm):
     return np.where(mask, noise * factor, noise).astype(np.float32)
 
 
-def _face_tapered(noise, mask, voxel_size, taper, taper_mm):
+def _face_tapered(noise, mask, voxel_size, b0_direction, taper, taper_mm):
     """(``noise`` raised toward the faces of the field of view that ``mask`` leaves through a
-    narrow section (see :func:`tfi`'s ``face_taper``), whether it was): None stays None."""
+    narrow section on the body's side, -B0 (see :func:`tfi`'s ``face_taper``), whether it was):
+    None stays None."""
     taper = _checks.positive("face_taper", taper, allow_zero=True)
     taper_mm = _checks.positive("face_taper_mm", taper_mm)
     if noise is None or taper == 0:
         return noise, False
     mask = np.asarray(mask, bool)
-    dist = masking.distance_to_narrow_exits(mask, _checks.voxel_size(voxel_size))
+    body = -_checks.b0_direction(b0_direction)
+    dist = masking.distance_to_narrow_exits(mask, _checks.voxel_size(voxel_size), toward=body)
     if dist is None:
         return noise, False
-    log.info("TFI: the brain leaves the field of view through a narrow section (%s); the data are weighted less "
-             "within about %.0f mm of that face", ", ".join(masking.narrow_exit_faces(mask)), 2 * taper_mm)
+    log.info("TFI: the brain leaves the field of view toward the body through a narrow section (%s); the data are "
+             "weighted less within about %.0f mm of that face", ", ".join(masking.narrow_exit_faces(mask, body)),
+             2 * taper_mm)
     return np.where(mask, noise * (1 + taper * np.exp(-dist / taper_mm)), noise).astype(np.float32), True
 
 
@@ -437,17 +440,21 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         row; slope 0.56 -> 0.71), and at 3: 1x1x2 mm 32.6 -> 32.8 %, 2 mm oblique 43.7 -> 42.7 %.
         The weight and the χ SD map take the untapered noise, as MEDI's.
     face_taper, face_taper_mm : float
-        Where the brain leaves the field of view through a narrow section (a face it touches
-        with less than ``masking.FOV_CUT_SECTION`` of its largest section: the brainstem
-        through the bottom face of a tilted slab, not a slab's cut), the noise is taken as
+        Where the brain leaves the field of view toward the body through a narrow section (a
+        face it touches with less than ``masking.FOV_CUT_SECTION`` of its largest section, whose
+        outward normal lies within 60° of -B0: the brainstem through the bottom face of a
+        tilted slab; not a slab's cut, not the vertex), the noise is taken as
         ``1 + face_taper·exp(-d/face_taper_mm)`` times the map, d the distance (mm) from that
-        face. The field there holds the field of sources beyond the face (neck, body), which
-        the background sources reach last: given the true background field alone, TFI put
-        17.4 % of the true χ's RMS into the brain of the 1x1x1.4 mm head tilted 35° (3.7 %
-        axial), most of it in the lowest slices. On the matrix (benchmarks/README.md, "TFI on
-        oblique heads") the 1.5 mm three-echo head tilted 35° went from 54.0 to 50.2 % with
-        10 over 10 mm, no TFI row worse by more than 0.2 points. A face that cuts the brain
-        (a slab) is not tapered: on the 64 mm slab that cost 27.5 -> 36.5 %. 0 turns it off.
+        face. The field there holds the field of sources beyond the face, the neck and the
+        body, farther than the padded box reaches, which the background sources find last:
+        given the true background field alone, TFI put 17.4 % of the true χ's RMS into the
+        brain of the 1x1x1.4 mm head tilted 35° (3.7 % axial), most of it in the lowest slices.
+        The body's side is -B0: ``b0_direction`` as the chain reads it from the affine points
+        to world +z, the head's superior (a B0 given with the other sign tapers the top face
+        instead, if the brain leaves through it). Beyond the vertex only the skull's cap lies,
+        within the padded box: tapering a cut vertex cost its top 20 mm 8 points of χ NRMSE
+        (benchmarks/README.md, "TFI's face taper"), where the rows with the brainstem leaving
+        gained (the 1.5 mm three-echo head tilted 35°: 54.0 -> 50.1 %). 0 turns it off.
     alpha : float or "auto"
         TV weight; "auto" as above (needs ``noise``; without it the fixed ``TV_ALPHA``,
         with a warning).
@@ -467,7 +474,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
     """
     pb = _checks.positive("background_preconditioner", background_preconditioner)
     weighed, face_tapered = _face_tapered(_edge_tapered(noise, mask, voxel_size, edge_taper, edge_taper_mm),
-                                          mask, voxel_size, face_taper, face_taper_mm)
+                                          mask, voxel_size, b0_direction, face_taper, face_taper_mm)
     p, edges, csf, s, lam_csf = _medi_problem(total_field, mask, voxel_size, b0_direction, magnitude, phase_scale,
                                               weighed, edge_fraction, csf_mask, lam_csf, "TFI", _PAD_VOXELS)
     edges *= p.mask > 0  # background sources are not smooth: no TV outside the mask

@@ -16,7 +16,8 @@ from . import bet
 from ._components import filled_holes as _filled_holes
 from ._components import largest_component as _largest_component
 from ._components import small_pieces_removed as _small_pieces_removed
-from ._faces import FOV_CUT_SECTION, cut_faces as _cut_faces, distance_to_narrow_exits, narrow_exits as _narrow_exits
+from ._faces import (FOV_CUT_SECTION, cut_faces as _cut_faces, distance_to_narrow_exits, facing as _facing,
+                     narrow_exits as _narrow_exits)
 from .._shared.registry import Method
 
 log = logging.getLogger(__name__)
@@ -158,11 +159,13 @@ def _crop_mask(img, valid, vs):
     return _largest_component(valid & (img > 0))
 
 
-def narrow_exit_faces(mask: np.ndarray) -> list[str]:
-    """The faces of the field of view ``mask`` leaves through a narrow section
-    (:func:`distance_to_narrow_exits`), as "k = 0" (axis letter, index of the face's slice)."""
+def narrow_exit_faces(mask: np.ndarray, toward=None) -> list[str]:
+    """The faces of the field of view ``mask`` leaves through a narrow section and that face
+    ``toward`` (:func:`distance_to_narrow_exits`), as "k = 0" (axis letter, index of the slice)."""
     mask = np.asarray(mask, bool)
-    return _face_names(mask.shape, _narrow_exits(mask))
+    exits = [tuple(e and _facing(axis, side, toward) for side, e in enumerate(sides))
+             for axis, sides in enumerate(_narrow_exits(mask))]
+    return _face_names(mask.shape, exits)
 
 
 def _face_names(shape, faces) -> list[str]:

@@ -41,16 +41,29 @@ def narrow_exits(region: np.ndarray) -> list[tuple[bool, bool]]:
     return out
 
 
-def distance_to_narrow_exits(region: np.ndarray, voxel_size) -> np.ndarray | None:
+# A face "faces" a direction when its outward normal lies within this angle of it.
+FACING_DEG = 60.0
+
+
+def facing(axis: int, side: int, toward) -> bool:
+    """Whether the face (``axis``, ``side`` 0 first / 1 last) of the field of view faces the
+    direction ``toward`` (voxel axes; None: every face does), within ``FACING_DEG``."""
+    if toward is None:
+        return True
+    t = np.asarray(toward, float)
+    return bool((1 if side else -1) * t[axis] / np.linalg.norm(t) >= np.cos(np.radians(FACING_DEG)))
+
+
+def distance_to_narrow_exits(region: np.ndarray, voxel_size, toward=None) -> np.ndarray | None:
     """Distance (mm) of each voxel's centre from the nearest face of the field of view that
     ``region`` leaves through a narrow section (:func:`narrow_exits`, the face's own voxels
-    at 0); None when there is no such face."""
+    at 0) and that faces ``toward`` (:func:`facing`); None when there is no such face."""
     region = np.asarray(region, bool)
     dist = None
     for axis, sides in enumerate(narrow_exits(region)):
         n = region.shape[axis]
         for side, exits in zip((0, 1), sides):
-            if not exits:
+            if not exits or not facing(axis, side, toward):
                 continue
             idx = np.arange(n) if side == 0 else (n - 1) - np.arange(n)
             d = (idx * float(voxel_size[axis])).reshape([-1 if a == axis else 1 for a in range(region.ndim)])
