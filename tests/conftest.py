@@ -102,11 +102,14 @@ def printed_accuracy(text: str) -> dict:
 
 @pytest.fixture(scope="session")
 def simulated_bids(tmp_path_factory):
-    """``qsmflow simulate DIR --matrix 40,48,40 --voxel-size 4,4,4``, made once: tests only read it."""
+    """``qsmflow simulate DIR --matrix 32,38,32 --voxel-size 5,5,5``, made once: tests only read it.
+    The head of the small demo (``qsmflow demo``'s 5 mm head, seed 0): its tests are in the xdist
+    group "demo_head", on one worker, where the anatomy is painted once for all of them
+    (phantom.simulate._PAINTED)."""
     from qsmflow import cli
 
     data = tmp_path_factory.mktemp("simulated") / "bids"
     with pytest.raises(SystemExit) as exc:
-        cli.main(["simulate", str(data), "--matrix", "40,48,40", "--voxel-size", "4,4,4", "-q"])
+        cli.main(["simulate", str(data), "--matrix", "32,38,32", "--voxel-size", "5,5,5", "-q"])
     assert exc.value.code == 0
     return data

@@ -27,9 +27,10 @@ SUBJECTS, SESSIONS = ("01", "02", "03"), ("1", "2")
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
-    """3 subjects x 2 sessions of a small simulated head (4 mm, 3 echoes), plus files to be skipped."""
+    """3 subjects x 2 sessions of a small simulated head (5 mm, 3 echoes), plus files to be skipped."""
     src = tmp_path_factory.mktemp("src")
-    head = phantom.simulate_head((40, 48, 40), (4.0,) * 3, seed=0, echo_times=ECHOES)
+    # no oversampling: the batch machinery is tested here, on any head (the inverse crime is irrelevant)
+    head = phantom.simulate_head((32, 38, 32), (5.0,) * 3, seed=0, echo_times=ECHOES, oversample=1)
     phantom.write_phantom_dataset(src, head)
     anat_src = src / "sub-phantom" / "anat"
     root = tmp_path_factory.mktemp("bids")
@@ -87,16 +88,11 @@ def test_files_are_grouped_by_folder_not_by_name(dataset, tmp_path, capsys):
     assert out.count("not run, its name says sub-01") == 2 and "acq-mag_T2starw: not run, no part-phase" in out
 
 
-def _bids(args, **kw):
-    return subprocess.run([sys.executable, "-m", "qsmflow", "bids", *args], capture_output=True, text=True,
-                          timeout=600, **kw)
-
-
 def _marks(out):
     return sorted(out.glob("sub-*/ses-*/anat/.*_complete.json"))
 
 
-def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path):
+def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path, capsys):
     root = _copy(dataset, tmp_path)
     bad = root / "sub-03" / "ses-2" / "anat" / "sub-03_ses-2_echo-2_part-phase_MEGRE.nii.gz"
     bad.write_bytes(bad.read_bytes()[:2000])  # a truncated download
@@ -115,15 +111,17 @@ def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path):
     first = {m.name[1:].replace("_complete.json", "") for m in _marks(out)}
     assert 3 <= len(first) < 6
 
-    # the rerun completes only what is missing; the truncated run fails alone, with its log
-    res = _bids([str(root), "--jobs", "2", "-q", "--inversion", "tkd", "--mask-method", "threshold"])
-    assert res.returncode == 1, res.stderr
-    lines = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.startswith("sub-") and "not run" not in ln}
+    # the rerun completes only what is missing; the truncated run fails alone, with its log (the
+    # rerun in this process, its two jobs in processes of their own; the program ran above)
+    code, stdout, err = run_cli(["bids", str(root), "--jobs", "2", "-q", "--inversion", "tkd", "--mask-method",
+                                 "threshold"], capsys)
+    assert code == 1, err
+    lines = {ln.split()[0]: ln for ln in stdout.splitlines() if ln.startswith("sub-") and "not run" not in ln}
     assert len(lines) == 6
     # the series found but not run is in the summary too, with its reason
-    assert "sub-01/ses-1/anat/sub-01_ses-1_acq-mag_T2starw  not run" in res.stdout and "no part-phase" in res.stdout
+    assert "sub-01/ses-1/anat/sub-01_ses-1_acq-mag_T2starw  not run" in stdout and "no part-phase" in stdout
     n = {k: sum(ln.split()[1] == k for ln in lines.values()) for k in ("done", "skipped")}
-    assert res.stdout.strip().splitlines()[-1].startswith(
+    assert stdout.strip().splitlines()[-1].startswith(
         f"{n['done']} done, {n['skipped']} skipped as complete, 1 failed, 1 series not run in")
     for prefix, line in lines.items():
         expected = "failed" if prefix == "sub-03_ses-2" else "skipped" if prefix in first else "done"
@@ -147,18 +145,19 @@ def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path):
     assert "sub-03/ses-2/anat/sub-03_ses-2_error.log" in links
     assert index.count('class="failed"') == 1 and "truncated" in index
     assert "sub-01_ses-1_acq-mag_T2starw" in index and "no part-phase files" in index and "1 not run" in index
-    # qsmflow report rebuilds the reports and the index from the derivative alone
+    # qsmflow report rebuilds the reports and the index from the derivative alone (in this
+    # process: the command line's own entry point ran as a program above)
     (out / "index.html").unlink()
-    res = subprocess.run([sys.executable, "-m", "qsmflow", "report", str(out), "-q"], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    code, _, err = run_cli(["report", str(out), "-q"], capsys)
+    assert code == 0, err
     index = (out / "index.html").read_text()
     assert index.count("_report.html") == 5 and index.count('class="failed"') == 1 and "truncated" in index
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "qsmflow"
 
     # a third run has nothing left to do but the broken run
-    res = _bids([str(root), "--dry-run"])
-    assert res.returncode == 0 and res.stdout.count("would be skipped") == 5
+    code, stdout, err = run_cli(["bids", str(root), "--dry-run"], capsys)
+    assert code == 0 and stdout.count("would be skipped") == 5, err
 
 
 def _maps(out):

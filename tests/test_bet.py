@@ -68,6 +68,18 @@ def synthetic():
     return img, brain, intracranial, eyes, vein, masking.bet_brain_mask(img, VS)
 
 
+# the synthetic head cut to 16 slices (48 mm) through the brain's middle
+SLAB = (slice(None), slice(None), slice(21, 37))
+
+
+@pytest.fixture(scope="session")
+def slab_mask(synthetic):
+    """BET's mask of the synthetic head's 48 mm slab (SLAB), once for the two slab tests."""
+    return bet.bet_mask(synthetic[0][SLAB], VS)
+
+
+# the tests of the synthetic head's masks on one xdist worker: its fixtures are made once
+@pytest.mark.xdist_group("bet_synthetic")
 def test_bet_keeps_the_brain_and_its_veins_under_coil_shading(synthetic):
     img, brain, intracranial, eyes, vein, mask = synthetic
     assert (mask & brain).sum() / brain.sum() > 0.98  # measured 1.000
@@ -374,7 +386,9 @@ def test_vertical_gradient_moves_the_bottom_out_and_the_top_in():
     img = _soft_ball(shape, vs)
     ends = {}
     for g in (-0.5, 0.0, 0.5):
-        mask = bet.bet_mask(img, vs, fractional_threshold=0.5, vertical_gradient=g, bias_passes=1)  # no shading
+        # no shading to correct: one surface each (that f and g reach every bias pass is
+        # test_bias_passes_and_reruns_call_the_surface_as_documented's)
+        mask = bet.bet_mask(img, vs, fractional_threshold=0.5, vertical_gradient=g, bias_passes=0)
         z = np.nonzero(mask.any(axis=(0, 1)))[0]
         ends[g] = (z.min(), z.max())
     assert ends[0.5][0] < ends[0.0][0] < ends[-0.5][0]  # bottom
@@ -411,9 +425,10 @@ def test_bet_mask_names_the_bad_argument(kwargs, words):
         bet.bet_mask(np.ones((20, 20, 20), np.float32), (1, 1, 1), **kwargs)
 
 
-def test_bet_mask_accepts_the_limits_of_its_arguments():
+def test_bet_mask_accepts_the_limits_of_its_arguments(monkeypatch):
     shape, vs = (48, 48, 48), (2.5, 2.5, 2.5)
     img = _soft_ball(shape, vs)
+    monkeypatch.setattr(surface, "_ITERATIONS", 50)  # that a mask comes out, not where the surface settles
     for g in (-1.0, 1.0):
         assert bet.bet_mask(img, vs, vertical_gradient=g, bias_passes=0).any()
     with pytest.raises(ValueError, match="magnitude"):
@@ -435,31 +450,32 @@ def test_a_slab_that_cuts_the_ball_is_filled_up_to_its_edge():
     assert not (mask & (r >= 44)[:, :, :28]).any()
 
 
-def test_a_slab_through_the_middle_of_the_head_keeps_the_whole_brain_it_holds():
+@pytest.mark.xdist_group("bet_synthetic")
+def test_a_slab_through_the_middle_of_the_head_keeps_the_whole_brain_it_holds(synthetic, slab_mask):
     """The synthetic head cut to 16 slices (48 mm) through the brain's middle: skull and scalp
     at the sides, the brain cut at both faces. A surface that starts as a sphere and is kept
     smooth could not turn the slab's corners and kept 35 % of the brain; with the faces
     repeated beyond the field of view it keeps all of it (measured 1.000), and takes no more
     skull and scalp than the whole head's mask takes in the same slices."""
-    img, brain, intracranial, _, _ = _head()
-    cut = (slice(None), slice(None), slice(21, 37))
-    mask = bet.bet_mask(img[cut], VS)
+    img, brain, intracranial, _, _, whole = synthetic  # the whole head's mask: bet_mask(img, VS) itself
+    cut, mask = SLAB, slab_mask
     assert (mask & brain[cut]).sum() > 0.98 * brain[cut].sum()
-    whole = bet.bet_mask(img, VS)[cut]
+    whole = whole[cut]
     assert (mask & ~intracranial[cut]).sum() <= (whole & ~intracranial[cut]).sum()  # measured 432 and 621
 
 
-def test_a_slab_darker_at_its_faces_takes_no_more_outside_the_brain():
+@pytest.mark.xdist_group("bet_synthetic")
+def test_a_slab_darker_at_its_faces_takes_no_more_outside_the_brain(synthetic, slab_mask):
     """A slab-selective excitation's flip angle falls toward the faces: the 48 mm slab of the
     synthetic head with the signal 1/(1 + exp(-d/3 mm)) at d mm inside a face (0.62 on the
     face slices, written here). Divided out before the faces are repeated, the mask keeps the
     whole brain and takes as little outside it as without the fall-off (measured 276 voxels
     against 302); left in, 573."""
-    img, brain, intracranial, _, _ = _head()
-    cut = (slice(None), slice(None), slice(21, 37))
+    img, brain, intracranial = synthetic[:3]
+    cut = SLAB
     d = np.minimum(np.arange(16) + 0.5, 16 - np.arange(16) - 0.5) * VS[2]
     dark = img[cut] * (1 / (1 + np.exp(-d / 3.0))).astype(np.float32)
-    flat_mask, mask = bet.bet_mask(img[cut], VS), bet.bet_mask(dark, VS)
+    flat_mask, mask = slab_mask, bet.bet_mask(dark, VS)  # the flat slab's mask: bet_mask(img[cut], VS)
     assert (mask & brain[cut]).sum() > 0.98 * brain[cut].sum()
     assert (mask & ~intracranial[cut]).sum() <= 1.2 * (flat_mask & ~intracranial[cut]).sum()
 
@@ -534,12 +550,18 @@ def test_second_surface_keeps_white_matter_the_first_cuts_and_leaves_fast_decayi
     mag, brain, marrow = _gre_head(vs)
     kw = dict(bias_passes=1, surface_echoes="all")  # the surface on all echoes: the second surface's own effect
     one = bet.bet_mask(mag, vs, second_surface=False, **kw)
-    two = bet.bet_mask(mag, vs, **kw)
+    real_second, second_args = bet._second_surface, []
+    with pytest.MonkeyPatch.context() as mp:  # what the second surface started from, kept for below
+        mp.setattr(bet, "_second_surface", lambda *a: second_args.append(a) or real_second(*a))
+        two = bet.bet_mask(mag, vs, **kw)
     assert (one & brain).sum() / brain.sum() < 0.92  # measured 0.883
     assert (two & brain).sum() / brain.sum() > 0.95  # measured 0.967
     assert (two & marrow).sum() <= (one & marrow).sum() + 20  # measured 657 and 657
+    # without the decay limit: the second surface found again from the same first surface and
+    # shading (bet_mask would find those again, the same to the voxel), its mask bet_mask's
     monkeypatch.setattr(bet, "FAST_DECAY_FACTOR", 1e9)
-    assert (bet.bet_mask(mag, vs, **kw) & marrow).sum() > (two & marrow).sum() + 300  # measured 1355
+    no_limit = real_second(*second_args[0])[0]
+    assert (no_limit & marrow).sum() > (two & marrow).sum() + 300  # measured 1355
     # a single echo, or echoes that do not decay, cannot tell marrow from brain: no second
     # surface after the first and its bias pass (where they settle does not matter here)
     real, calls = bet._surface, []
@@ -570,6 +592,9 @@ def test_cleaning_in_the_mask_box_equals_cleaning_the_whole_grid():
     assert bet._cleaned(shell, np.ones_like(shell)).sum() == 512
 
 
+# the two T1-weighted heads below are one anatomy (seed 1) on one grid: on one xdist worker the
+# second reuses the first's painting (phantom.simulate._PAINTED)
+@pytest.mark.xdist_group("bet_t1_heads")
 def test_a_t1_weighted_head_keeps_its_cerebellum_with_the_last_echos_surface():
     """Spoiled GRE saturates long-T1 CSF (dark at the first echo) and brightens short-T1
     marrow and fat, which decay by the last echo. On the phantom's T1-weighted head (TR 35 ms,
@@ -651,6 +676,7 @@ def test_cut_off_pieces_keeps_only_thick_slow_pieces_against_the_mask_and_wrappe
             assert bet._with_cut_off_pieces(mask, low, first, decay, vs, np.ones(shape, bool))[piece_in].mean() > 0.8
 
 
+@pytest.mark.xdist_group("bet_t1_heads")
 def test_a_short_t1_weighted_echo_train_keeps_the_cerebellum_behind_its_csf():
     """At 2-8 ms with TR 15 ms, 15° CSF is darker than tissue at every echo and both of BET's
     surfaces close along the CSF over the cerebellum (measured: 95 % of it left out on this

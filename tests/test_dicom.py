@@ -234,8 +234,14 @@ def test_siemens_slice_and_field_map(tmp_path, capsys):
                                                             "sub-01_phasediff.nii.gz"]
     side = json.loads((fmap / "sub-01_phasediff.json").read_text())
     assert side["EchoTime2"] - side["EchoTime1"] == pytest.approx(0.00246)
+    # the whole field of view as the mask: that the sorted files are taken is tested here, the
+    # field map of this data (and its BET mask) in test_cli's test_fieldmap_from_siemens_phasediff
+    mag1 = nib.load(fmap / "sub-01_magnitude1.nii.gz")
+    everywhere = tmp_path / "everywhere.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(mag1.shape[:3], np.uint8), mag1.affine), str(everywhere))
     code, _, err = run_cli(["fieldmap", "--mag", str(fmap / "sub-01_magnitude1.nii.gz"), "--phasediff",
-                            str(fmap / "sub-01_phasediff.nii.gz"), "-o", str(tmp_path / "b0"), "-q"], capsys)
+                            str(fmap / "sub-01_phasediff.nii.gz"), "--mask", str(everywhere),
+                            "-o", str(tmp_path / "b0"), "-q"], capsys)
     assert code == 0, err
     assert (tmp_path / "b0" / "sub-01_fieldmap.nii.gz").exists()
 
@@ -243,7 +249,8 @@ def test_siemens_slice_and_field_map(tmp_path, capsys):
 def test_run_from_dicom_writes_chi_and_its_dicom(tmp_path, capsys):
     """qsmflow run --dicom on the Philips head, with --dicom-out: χ as NIfTI and as a DICOM
     series of the source study that reads back (dcm2niix, the standard converter) on the same
-    grid, within the rescale precision. TKD: the inversion is not what this test is about."""
+    grid, within the rescale precision. TKD and a threshold mask: the inversion and the mask are
+    not what this test is about."""
     import subprocess
 
     import dcm2niix
@@ -251,7 +258,7 @@ def test_run_from_dicom_writes_chi_and_its_dicom(tmp_path, capsys):
     head = shared_data("philips_head")
     out = tmp_path / "out"
     code, _, err = run_cli(["run", "--dicom", str(head / "dicom_classic"), "--dicom-out", "-o", str(out), "-q",
-                               "--inversion", "tkd"], capsys)
+                               "--inversion", "tkd", "--mask-method", "threshold"], capsys)
     assert code == 0, err
     chi_img = nib.load(out / "sub-dicomclassic_Chimap.nii.gz")
     series = out / "dicom" / "sub-dicomclassic_Chimap"

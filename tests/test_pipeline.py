@@ -40,13 +40,13 @@ def default_run(small_head):
     return result, stages
 
 
-def test_given_mask_and_single_echo(small_head):
-    d = GreInput.from_arrays(small_head.magnitude[..., :1], small_head.phase[..., :1], small_head.echo_times[:1],
-                             3.0, affine=small_head.affine)
+def test_given_mask_and_single_echo(head4):
+    d = GreInput.from_arrays(head4.magnitude[..., :1], head4.phase[..., :1], head4.echo_times[:1],
+                             3.0, affine=head4.affine)
     # an inversion after background removal (here the fastest, TKD) is warned about on one echo
-    r = pipeline.run(d, pipeline.Options(inversion="tkd", chi_sd=False), mask=small_head.brain_mask)
+    r = pipeline.run(d, pipeline.Options(inversion="tkd", chi_sd=False), mask=head4.brain_mask)
     assert r.r2star is None and r.t2star is None
-    assert np.array_equal(r.mask, small_head.brain_mask)
+    assert np.array_equal(r.mask, head4.brain_mask)
     assert any("single-echo" in w for w in r.warnings)
 
 
@@ -71,7 +71,10 @@ def test_small_head_accuracy(small_head, default_run):
 
 def test_phase_sign_matters(small_head, default_run):
     """Flipping the phase turns paramagnetic into diamagnetic: the deep-grey slope changes sign."""
-    r = pipeline.run(_data(small_head), pipeline.Options(phase_sign=-1, inversion="medi"), mask=default_run[0].mask)
+    # the fastest chain (V-SHARP, TKD; measured slope +1.07 and sign share 0.89 with the right
+    # sign): the sign check reads χ and R2*, whatever made χ
+    fast = pipeline.Options(phase_sign=-1, bgremove="vsharp", inversion="tkd", chi_sd=False)
+    r = pipeline.run(_data(small_head), fast, mask=default_run[0].mask)
     assert metrics.evaluate(r, small_head)["deep_grey_slope"] < 0
     # and the run says so: the veins and nuclei of highest R2* have the lowest χ
     assert r.parameters["chi_sign_share"] < 0.3
@@ -209,18 +212,13 @@ def test_auto_background_method_follows_voxel_size():
 
 @pytest.fixture(scope="session")
 def head4():
-    """A 4 mm head for the tests that run the chain more than once."""
-    return phantom.simulate_head((40, 48, 40), (4.0, 4.0, 4.0), seed=3)
+    """A 4 mm head for the tests that run the chain more than once. They give the chain the
+    head's true brain mask: the chain's own (BET) mask is default_run's, BET's tests are
+    test_bet's."""
+    return phantom.simulate_head((40, 48, 40), (4.0, 4.0, 4.0), seed=3, oversample=1)
 
 
-@pytest.fixture(scope="session")
-def head4_mask(head4):
-    """The default (BET) mask of the 4 mm head, once: what its tests give the chain, which
-    would compute the same mask each time (its own tests are test_bet's)."""
-    return masking.bet_brain_mask(head4.magnitude, head4.voxel_size)
-
-
-def test_tfi_runs_on_the_total_field_without_background_removal(head4, head4_mask, monkeypatch):
+def test_tfi_runs_on_the_total_field_without_background_removal(head4, monkeypatch):
     """--inversion tfi: no background-removal stage; the local field written is the field of
     χ inside the region TFI fitted (the reliable part of the mask). Its χ SD map carries the
     CSF weights' changes between scans, as MEDI+0's does (redrawn once per sample)."""
@@ -231,7 +229,7 @@ def test_tfi_runs_on_the_total_field_without_background_removal(head4, head4_mas
     real = reference.csf_weight_redraws
     monkeypatch.setattr(reference, "csf_weight_redraws", lambda *a, **k: redraws.append(1) or real(*a, **k))
     few = {"inversion": {"cg_iter": 50, "max_iter": 3}}  # the chain, not TFI's accuracy (test_inversion)
-    r = pipeline.run(_data(head), pipeline.Options(inversion="tfi", stage_options=few), mask=head4_mask)
+    r = pipeline.run(_data(head), pipeline.Options(inversion="tfi", stage_options=few), mask=head.brain_mask)
     assert r.chi_sd is not None and np.isfinite(r.chi_sd[r.eroded_mask]).all() and redraws == [1]
     assert "bgremove" not in r.parameters["methods"] and r.parameters["methods"]["inversion"] == "tfi"
     assert "bgremove" not in r.timings and "field_region" in r.timings
@@ -251,17 +249,18 @@ def test_tfi_runs_on_the_total_field_without_background_removal(head4, head4_mas
     field = np.fft.irfftn(np.fft.rfftn(padded) * d, big, axes=(0, 1, 2))
     field = field[: r.chi.shape[0], : r.chi.shape[1], : r.chi.shape[2]]
     assert np.corrcoef(field[region], r.local_field_ppm[region])[0, 1] > 0.99
-    assert metrics.evaluate(r, head)["deep_grey_slope"] > 0.3  # deep grey paramagnetic (0.44 with 3 steps)
+    assert metrics.evaluate(r, head)["deep_grey_slope"] > 0.3  # deep grey paramagnetic (0.83 with 3 steps)
 
 
-def test_chi_sd_carries_the_peels_redraw(head4, head4_mask, monkeypatch):
+def test_chi_sd_carries_the_peels_redraw(head4, monkeypatch):
     """With LBV and MEDI the chain redraws the peel of the region's edge once per pair of
     uncertainty samples and the map carries the local field's change, most of it near the
-    edge. One redraw is one random draw: on this 4 mm head, eight draws changed the local
-    field 4-8 mm deep by 0.37-0.95 ppb RMS and more than 12 mm deep by 0.10-0.41 ppb (the
-    largest where ten voxels of the skull base changed sides, three 4 mm voxels away), so the
-    run here takes 8 samples (4 redraws) and asks only that the map's relative rise be larger
-    in the region's outer voxel than deeper (10 % against 2 % measured; 17 % against 13 % with
+    edge. One redraw is one random draw: on this 4 mm head in its BET mask, eight draws changed
+    the local field 4-8 mm deep by 0.37-0.95 ppb RMS and more than 12 mm deep by 0.10-0.41 ppb
+    (the largest where ten voxels of the skull base changed sides, three 4 mm voxels away), so
+    the run here takes 8 samples (4 redraws) and asks only that the map's relative rise be
+    larger in the region's outer voxel than deeper (12 % against 2 % measured in the head's
+    true brain mask, given here; 5 % against 1.6 % in its BET mask, 17 % against 13 % with
     two bias-correction passes in BET, whose first redraw is that skull-base one). A change
     spread evenly would raise the smaller deep SD more. χ itself does not change."""
     from qsmflow.workflows import chain
@@ -270,7 +269,7 @@ def test_chi_sd_carries_the_peels_redraw(head4, head4_mask, monkeypatch):
     real = chain.jitter.peel_field_jitter
     monkeypatch.setattr(chain.jitter, "peel_field_jitter", lambda *a, **k: seen.append(k["samples"]) or real(*a, **k))
     opt = pipeline.Options(bgremove="lbv", inversion="medi", stage_options={"inversion": {"sd_samples": 8}})
-    on = pipeline.run(_data(head4), opt, mask=head4_mask)
+    on = pipeline.run(_data(head4), opt, mask=head4.brain_mask)
     assert seen == [8]
     monkeypatch.setattr(chain.jitter, "peel_field_jitter",
                         lambda *a, **k: [np.zeros(a[1].shape, np.float32)] * k["samples"])
@@ -285,15 +284,17 @@ def test_chi_sd_carries_the_peels_redraw(head4, head4_mask, monkeypatch):
     assert edge_gain > 1.035 and edge_gain > deep_gain + 0.02, rms
 
 
-def test_lbv_refinement_adds_a_harmonic_field_and_inverts_again(head4, head4_mask):
+def test_lbv_refinement_adds_a_harmonic_field_and_inverts_again(head4):
     """After LBV, MEDI runs twice (the first from the weight search's TV solution): the second
     pass starts from the first χ with its weight, on
     the local field plus the tissue field LBV took for background, which is harmonic inside
     the region: the discrete Laplacian, written here, of what it adds is ~0 inside (measured
-    8e-6 of the local field's own; what it adds is 12 % of the local field's RMS on this 4 mm
-    head). An inversion that cannot restart (TKD) leaves LBV's local field as it is, as do
-    --no-lbv-refine and a polynomial clean-up after LBV."""
-    on = pipeline.run(_data(head4), pipeline.Options(bgremove="lbv", inversion="medi"), mask=head4_mask)
+    3e-5 of the local field's own; what it adds is 15 % of the local field's RMS on this 4 mm
+    head in its true brain mask). An inversion that cannot restart (TKD) leaves LBV's local
+    field as it is, as do --no-lbv-refine and a polynomial clean-up after LBV."""
+    few = {"inversion": {"cg_iter": 50, "max_iter": 3}}  # the restart, not MEDI's convergence (test_inversion)
+    on = pipeline.run(_data(head4), pipeline.Options(bgremove="lbv", inversion="medi", stage_options=few),
+                      mask=head4.brain_mask)
     off = pipeline.run(_data(head4), pipeline.Options(bgremove="lbv", inversion="tkd"), mask=on.mask)
     assert on.parameters["lbv_refine"] and not off.parameters["lbv_refine"]
     first, second = on.parameters["inversion"]["first_pass"], on.parameters["inversion"]
@@ -360,7 +361,7 @@ def test_auto_choices_are_resolved_and_logged_once(caplog):
     assert caplog.text.count("background removal 'auto'") == 1
 
 
-def test_single_echo_data_get_total_field_inversion_by_default(caplog, small_head, monkeypatch):
+def test_single_echo_data_get_total_field_inversion_by_default(caplog, head4, monkeypatch):
     """"auto" at 1 mm: total field inversion for one echo, whose phase offset no second echo
     removes (on benchmark heads cut to one echo LBV + MEDI+0 gave 73-87 %, TFI 41-73 %);
     a background removal forced on one echo is warned about. The chain tells the choice
@@ -385,14 +386,14 @@ def test_single_echo_data_get_total_field_inversion_by_default(caplog, small_hea
     real = chain.resolve_inversion
     monkeypatch.setattr(chain, "resolve_inversion",  # the choice made once the mask is known
                         lambda *a, **k: ("single_echo" in k and seen.append(k["single_echo"])) or real("tkd", a[1]))
-    for echoes in (1, 2):
-        d = GreInput.from_arrays(small_head.magnitude[..., :echoes], small_head.phase[..., :echoes],
-                                 small_head.echo_times[:echoes], 3.0, affine=small_head.affine)
-        pipeline.run(d, pipeline.Options(chi_sd=False), mask=small_head.brain_mask)
+    for echoes in (1, 2):  # the 4 mm head: what is checked is what the chain tells the choice
+        d = GreInput.from_arrays(head4.magnitude[..., :echoes], head4.phase[..., :echoes],
+                                 head4.echo_times[:echoes], 3.0, affine=head4.affine)
+        pipeline.run(d, pipeline.Options(chi_sd=False), mask=head4.brain_mask)
     assert seen == [True, False]
 
 
-def test_echoes_spanning_under_10_ms_get_total_field_inversion_by_default(caplog, small_head, monkeypatch):
+def test_echoes_spanning_under_10_ms_get_total_field_inversion_by_default(caplog, head4, monkeypatch):
     """"auto" at 1 mm: total field inversion when the echoes span less than 10 ms (two echoes at
     2.3/4.6 ms on a 1 mm benchmark head: LBV + MEDI+0 104 %, TFI 54 %); MEDI+0 otherwise. The
     chain tells the choice whether the span is short."""
@@ -414,10 +415,9 @@ def test_echoes_spanning_under_10_ms_get_total_field_inversion_by_default(caplog
     real = chain.resolve_inversion
     monkeypatch.setattr(chain, "resolve_inversion",
                         lambda *a, **k: ("short_span" in k and seen.append(k["short_span"])) or real("tkd", a[1]))
-    for te in ([0.0023, 0.0046], [0.004, 0.016]):
-        d = GreInput.from_arrays(small_head.magnitude[..., :2], small_head.phase[..., :2], te, 3.0,
-                                 affine=small_head.affine)
-        pipeline.run(d, pipeline.Options(chi_sd=False), mask=small_head.brain_mask)
+    for te in ([0.0023, 0.0046], [0.004, 0.016]):  # the 4 mm head, as for one echo above
+        d = GreInput.from_arrays(head4.magnitude[..., :2], head4.phase[..., :2], te, 3.0, affine=head4.affine)
+        pipeline.run(d, pipeline.Options(chi_sd=False), mask=head4.brain_mask)
     assert seen == [True, False]
 
 

@@ -47,10 +47,11 @@ def _check_pngs(page: str) -> int:
 
 @pytest.fixture(scope="session")
 def oblique_data(tmp_path_factory):
-    """A 4 mm simulated head, slab tilted 20°, with NaN voxels in the phase of echo 1."""
+    """A 5 mm simulated head (simulated_bids' head), slab tilted 20°, with NaN voxels in the
+    phase of echo 1."""
     data = tmp_path_factory.mktemp("obl")
     with pytest.raises(SystemExit) as exc:
-        cli.main(["simulate", str(data), "--matrix", "40,48,40", "--voxel-size", "4,4,4", "--oblique", "20", "-q"])
+        cli.main(["simulate", str(data), "--matrix", "32,38,32", "--voxel-size", "5,5,5", "--oblique", "20", "-q"])
     assert exc.value.code == 0
     anat = data / "sub-phantom" / "anat"
     p1 = anat / "sub-phantom_echo-1_part-phase_MEGRE.nii.gz"
@@ -66,6 +67,8 @@ def _truth_mask(oblique_data):
     return oblique_data.parents[1] / "derivatives" / "truth" / "sub-phantom" / "anat" / "sub-phantom_mask.nii.gz"
 
 
+# the oblique head is simulated_bids' anatomy tilted: on the worker of those tests (see conftest.py)
+@pytest.mark.xdist_group("demo_head")
 def test_run_writes_a_report_with_every_figure_obliquity_and_warnings(oblique_data, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = _run(["run", "--mag", str(oblique_data / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
@@ -108,18 +111,19 @@ def test_run_writes_a_report_with_every_figure_obliquity_and_warnings(oblique_da
         json.loads(side.read_text(), parse_constant=refuse)
 
 
+@pytest.mark.xdist_group("demo_head")
 def test_no_report_and_report_errors(oblique_data, tmp_path, capsys):
     out = tmp_path / "out"
     truth = _truth_mask(oblique_data)
     code, _, err = _run(["run", "--mag", str(oblique_data / "sub-phantom_echo-*_part-mag_MEGRE.nii.gz"),
                          "--phase", str(oblique_data / "sub-phantom_echo-*_part-phase_MEGRE.nii.gz"), "-o", str(out),
                          "--mask", str(truth),
-                         "--no-report", "--inversion", "medi", "--bgremove", "vsharp", "--swi", "--minip-slab", "12",
+                         "--no-report", "--inversion", "medi", "--bgremove", "vsharp", "--swi", "--minip-slab", "15",
                          "-q"], capsys)
     assert code == 0, err
     assert (out / "sub-phantom_Chimap.nii.gz").exists() and not list(out.glob("*report*"))
     prov = json.loads((out / "sub-phantom_provenance.json").read_text())
-    assert prov["parameters"]["swi"]["minip_slices"] == 3  # 12 mm of 4 mm slices
+    assert prov["parameters"]["swi"]["minip_slices"] == 3  # 15 mm of 5 mm slices
     # the report of a run with SWI shows it: two more figures (and one for the uncertainty of χ)
     code, _, err = _run(["report", str(out), "-q"], capsys)
     assert code == 0, err
