@@ -215,7 +215,7 @@ def head4():
     """A 4 mm head for the tests that run the chain more than once. They give the chain the
     head's true brain mask: the chain's own (BET) mask is default_run's, BET's tests are
     test_bet's."""
-    return phantom.simulate_head((40, 48, 40), (4.0, 4.0, 4.0), seed=3, oversample=1)
+    return phantom.simulate_head((40, 48, 40), (4.0, 4.0, 4.0), seed=3)
 
 
 def test_tfi_runs_on_the_total_field_without_background_removal(head4, monkeypatch):
