@@ -1,14 +1,24 @@
 """Shared fixtures: small analytic volumes and the optional real sample data."""
 
 import os
-import re
-from pathlib import Path
 
-import numpy as np
-import pytest
+# one test process per core (pytest-xdist): numpy's BLAS (OpenBLAS, MKL) and OpenMP keep to one
+# thread in each, as in the jobs of `qsmflow bids --jobs N` (workflows.batch sets the same
+# variables), instead of a pool of one thread per core in every process. Set before numpy is
+# imported: OpenBLAS reads them once, when it loads. (Two workers with two BLAS threads each on
+# this 2-core machine: the suite's summed test durations 441 s, 386 s with one.)
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
 
-from qsmflow import kernels
-from qsmflow._shared import allocator
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from qsmflow import kernels  # noqa: E402
+from qsmflow._shared import allocator  # noqa: E402
 
 # the tests call the pipeline in this process: let it reuse freed memory as the command line does
 allocator.keep_freed_memory()
