@@ -396,7 +396,7 @@ def test_single_echo_data_get_total_field_inversion_by_default(caplog, head4, mo
 def test_echoes_spanning_under_10_ms_get_total_field_inversion_by_default(caplog, head4, monkeypatch):
     """"auto" at 1 mm: total field inversion when the echoes span less than 10 ms (two echoes at
     2.3/4.6 ms on a 1 mm benchmark head: LBV + MEDI+0 104 %, TFI 54 %); MEDI+0 otherwise. The
-    chain tells the choice whether the span is short."""
+    chain tells the choice whether the span is short, and warns that such χ is less accurate."""
     import logging
 
     from qsmflow.workflows import chain
@@ -415,10 +415,13 @@ def test_echoes_spanning_under_10_ms_get_total_field_inversion_by_default(caplog
     real = chain.resolve_inversion
     monkeypatch.setattr(chain, "resolve_inversion",
                         lambda *a, **k: ("short_span" in k and seen.append(k["short_span"])) or real("tkd", a[1]))
+    warned = []
     for te in ([0.0023, 0.0046], [0.004, 0.016]):  # the 4 mm head, as for one echo above
         d = GreInput.from_arrays(head4.magnitude[..., :2], head4.phase[..., :2], te, 3.0, affine=head4.affine)
-        pipeline.run(d, pipeline.Options(chi_sd=False), mask=head4.brain_mask)
+        res = pipeline.run(d, pipeline.Options(chi_sd=False), mask=head4.brain_mask)
+        warned.append(any(w.startswith("χ from echoes spanning only 2.3 ms") for w in res.warnings))
     assert seen == [True, False]
+    assert warned == [True, False]  # and the user is told what the short span costs χ
 
 
 def test_a_slab_that_cuts_the_brain_gets_total_field_inversion_by_default(caplog):

@@ -289,6 +289,22 @@ def test_echoes_spanning_too_little_for_r2star_are_warned_about(caplog, echo_tim
         assert "spanning 7 ms or more" in caplog.text
 
 
+@pytest.mark.parametrize("echo_times, warned", [
+    ((0.002, 0.005, 0.008), True),  # the matrix's fast protocol: 49 % against 36 % with echoes to 28 ms
+    ((0.0023, 0.0046), True),  # the real Philips head's echoes
+    ((0.004, 0.0139), True),  # 9.9 ms
+    ((0.004, 0.014), False),  # 10 ms: the CSF rule's span, from which the chain finds CSF too
+    ((0.004, 0.010, 0.016, 0.022, 0.028), False),
+    ((0.022,), False),  # one echo: its own warning (check_single_echo_offset)
+])
+def test_chi_from_a_short_echo_train_is_warned_about(caplog, echo_times, warned):
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        assert sanity.check_chi_echo_span(echo_times) is warned
+    assert ("χ from echoes spanning only" in caplog.text) is warned
+    if warned and len(echo_times) == 3:
+        assert "spanning only 6 ms (2, 5, 8 ms)" in caplog.text and "Echoes spanning 10 ms or more" in caplog.text
+
+
 @pytest.mark.parametrize("litres, word", [(0.5, "less than"), (2.5, "more than"), (1.4, None)])
 def test_implausible_mask_volume_is_warned_about(caplog, litres, word):
     mask = np.zeros((102, 102, 102), bool)

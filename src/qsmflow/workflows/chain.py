@@ -137,6 +137,7 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     if until is None:
         short = data.n_echoes > 1 and reference.echo_span_too_short(float(np.ptp(data.echo_times)))
         opt = _late_methods(opt, vs, used, brain, single_echo=data.n_echoes == 1, short_span=short)
+        sanity.check_chi_echo_span(te)
     done = ["mask"]
     if until == "mask":
         return _finish(res, used, done, mask_source)

@@ -17,13 +17,14 @@ from skimage.filters import threshold_otsu
 
 from .. import kernels, masking
 from .._shared import units
+from .._shared.constants import CSF_MIN_ECHO_SPAN_S
 from .._shared.echoes import rss
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TYPICAL_LOCAL_FIELD_PPM", "check_chi_range", "check_chi_sign", "check_echo_order", "check_field_noise",
            "check_phase_evolves", "check_phase_is_not_magnitude", "check_phase_is_linear_in_te",
-           "check_r2star_span", "check_single_echo_offset", "tissue"]
+           "check_r2star_span", "check_single_echo_offset", "check_chi_echo_span", "tissue"]
 
 # Magnitude decays with echo time (R2* > 0); across the head's tissue its median may rise
 # by noise alone only by a fraction of a percent. A larger rise means echoes out of order.
@@ -265,6 +266,34 @@ def check_r2star_span(echo_times, field_strength: float) -> float:
                     "%.0f ms or more fix this", 1000 * span, r2_gm, field_strength, 100 * decay, 0.01 / span if span else
                     float("inf"), np.ceil(-1000 * np.log(1 - _R2STAR_MIN_DECAY) / r2_gm))
     return decay
+
+
+def check_chi_echo_span(echo_times) -> bool:
+    """Warn that χ from echoes spanning less than :data:`CSF_MIN_ECHO_SPAN_S` (10 ms) is less
+    accurate than from a longer echo train; returns whether it warned.
+
+    At echo times of a few ms a voxel's phase is still the sum of its neighbours' signals as the
+    k-space cut-off's point-spread function mixes them, bright tissue nearby (scalp, fat, marrow,
+    veins) included, and that sum's phase does not grow linearly with the echo time; later echoes
+    average the faster-precessing neighbours out. The field map's residuals hold little of this
+    error, so the field-noise warning (:func:`check_field_noise`) need not fire. On the benchmark
+    matrix's 1.5 mm head (stop 62) the default chain gave χ NRMSE 49.0 % with three echoes at
+    2-8 ms against 35.8 % with five at 4-28 ms; from the true field the same inversion gave
+    38.1 %: the field, not the inversion, loses most of it. One echo has its own warning.
+    """
+    te = np.asarray(echo_times, float)
+    if te.size < 2:
+        return False
+    span = float(te.max() - te.min())
+    if span >= CSF_MIN_ECHO_SPAN_S:
+        return False
+    log.warning("χ from echoes spanning only %.3g ms (%s ms) is less accurate than from a longer echo train: at such "
+                "short echo times a voxel's phase still holds the ringing of bright tissue nearby (scalp, fat, "
+                "marrow, veins), which later echoes average out (on the benchmark head"
+                " with 1.5 mm voxels χ's error was 49 %% with echoes at 2-8 ms against 36 %% at 4-28 ms); "
+                "compare χ between regions with care. Echoes spanning %.0f ms or more fix this", 1000 * span,
+                ", ".join(f"{1000 * t:g}" for t in te), 1000 * CSF_MIN_ECHO_SPAN_S)
+    return True
 
 
 def check_chi_sign(chi: np.ndarray, r2star: np.ndarray, region: np.ndarray, voxel_size, *,
