@@ -221,15 +221,24 @@ def head4():
 def test_tfi_runs_on_the_total_field_without_background_removal(head4, monkeypatch):
     """--inversion tfi: no background-removal stage; the local field written is the field of
     χ inside the region TFI fitted (the reliable part of the mask). Its χ SD map carries the
-    CSF weights' changes between scans, as MEDI+0's does (redrawn once per sample)."""
+    CSF weights' changes between scans, as MEDI+0's does (redrawn once per sample). B0 given
+    with the other sign (the same dipole kernel): the face taper still takes the body's side
+    from the affine's superior, world +z."""
+    import importlib
+
     from qsmflow import reference
 
     head = head4
-    redraws = []
+    redraws, superiors = [], []
     real = reference.csf_weight_redraws
     monkeypatch.setattr(reference, "csf_weight_redraws", lambda *a, **k: redraws.append(1) or real(*a, **k))
+    tv_module = importlib.import_module("qsmflow.inversion.tv")
+    taper = tv_module._face_tapered
+    monkeypatch.setattr(tv_module, "_face_tapered", lambda n, m, v, sup, *a: superiors.append(sup) or taper(n, m, v, sup, *a))
     few = {"inversion": {"cg_iter": 50, "max_iter": 3}}  # the chain, not TFI's accuracy (test_inversion)
-    r = pipeline.run(_data(head), pipeline.Options(inversion="tfi", stage_options=few), mask=head.brain_mask)
+    data = _data(head, b0_direction=(0.0, 0.0, -1.0))
+    r = pipeline.run(data, pipeline.Options(inversion="tfi", stage_options=few), mask=head.brain_mask)
+    assert len(superiors) == 1 and np.allclose(superiors[0], [0, 0, 1])  # the affine's, not -B0
     assert r.chi_sd is not None and np.isfinite(r.chi_sd[r.eroded_mask]).all() and redraws == [1]
     assert "bgremove" not in r.parameters["methods"] and r.parameters["methods"]["inversion"] == "tfi"
     assert "bgremove" not in r.timings and "field_region" in r.timings

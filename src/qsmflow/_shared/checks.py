@@ -85,17 +85,17 @@ def voxel_size(vs, ndim: int = 3) -> np.ndarray:
     return vs
 
 
-def b0_direction(vec) -> np.ndarray:
-    """Return the B0 direction as a unit 3-vector (voxel axes)."""
+def b0_direction(vec, name: str = "b0_direction") -> np.ndarray:
+    """Return the B0 direction (or another direction, ``name``) as a unit 3-vector (voxel axes)."""
     try:
         vec = np.asarray(vec, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"b0_direction must be 3 numbers, got {vec!r}") from exc
+        raise TypeError(f"{name} must be 3 numbers, got {vec!r}") from exc
     if vec.size != 3 or not np.all(np.isfinite(vec)):
-        raise ValueError(f"b0_direction must be 3 finite numbers, got {vec.tolist()}")
+        raise ValueError(f"{name} must be 3 finite numbers, got {vec.tolist()}")
     norm = np.linalg.norm(vec)
     if norm < 1e-6:
-        raise ValueError("b0_direction must not be the zero vector")
+        raise ValueError(f"{name} must not be the zero vector")
     return vec / norm
 
 

@@ -33,9 +33,10 @@ def references(func: Callable) -> tuple[str, ...]:
 
 # What a method may be given by the chain besides its stage's leading arguments, by keyword:
 # the field-noise map (ppm), the echo-combined magnitude, the phase per ppm at the mean echo
-# time (rad/ppm), the CSF weights found from R2*, and for the χ uncertainty map the weights' and
-# the local field's changes that another scan's noise would bring (one per sample).
-INPUTS = ("noise", "magnitude", "phase_scale", "csf_mask", "sd_csf_jitter", "sd_field_jitter")
+# time (rad/ppm), the CSF weights found from R2*, for the χ uncertainty map the weights' and
+# the local field's changes that another scan's noise would bring (one per sample), and the
+# head's superior direction in voxel axes (from the affine).
+INPUTS = ("noise", "magnitude", "phase_scale", "csf_mask", "sd_csf_jitter", "sd_field_jitter", "superior")
 
 
 @dataclass(frozen=True)

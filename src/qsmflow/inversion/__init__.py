@@ -26,7 +26,7 @@ METHODS = {
                    warm_start=True, only_with={"csf_mask": "MEDI+0"}),
     "tfi": Method("tfi", tfi, "total field inversion: MEDI+0 on the total field with background sources, "
                   "preconditioned (no background removal)",
-                  needs=("noise", "magnitude", "phase_scale", "csf_mask", "sd_csf_jitter"), noise_sd=True),
+                  needs=("noise", "magnitude", "phase_scale", "csf_mask", "sd_csf_jitter", "superior"), noise_sd=True),
 }
 
 # the inversions that can return the χ uncertainty map

@@ -167,16 +167,16 @@ def _edge_tapered(noise, mask, voxel_size, taper, taper_mm):
     return np.where(mask, noise * factor, noise).astype(np.float32)
 
 
-def _face_tapered(noise, mask, voxel_size, b0_direction, taper, taper_mm):
+def _face_tapered(noise, mask, voxel_size, superior, taper, taper_mm):
     """(``noise`` raised toward the faces of the field of view that ``mask`` leaves through a
-    narrow section on the body's side, -B0 (see :func:`tfi`'s ``face_taper``), whether it was):
-    None stays None."""
+    narrow section on the body's side, ``-superior`` (see :func:`tfi`'s ``face_taper``),
+    whether it was): None stays None."""
     taper = _checks.positive("face_taper", taper, allow_zero=True)
     taper_mm = _checks.positive("face_taper_mm", taper_mm)
     if noise is None or taper == 0:
         return noise, False
     mask = np.asarray(mask, bool)
-    body = -_checks.b0_direction(b0_direction)
+    body = -_checks.b0_direction(superior, "superior")
     dist = masking.distance_to_narrow_exits(mask, _checks.voxel_size(voxel_size), toward=body)
     if dist is None:
         return noise, False
@@ -393,7 +393,7 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         cg_iter: int = TFI_CG_ITER, cg_tol: float = 0.003, return_sd: bool = False, sd_samples: int = SD_SAMPLES,
         sd_noise: np.ndarray | None = None, sd_csf_jitter=None, info: dict | None = None,
         edge_taper: float = MEDI_EDGE_TAPER, edge_taper_mm: float = MEDI_EDGE_TAPER_MM,
-        face_taper: float = TFI_FACE_TAPER, face_taper_mm: float = TFI_FACE_TAPER_MM):
+        face_taper: float = TFI_FACE_TAPER, face_taper_mm: float = TFI_FACE_TAPER_MM, superior=None):
     """Total field inversion: tissue and background sources from the total field in one step.
 
     Minimises MEDI+0's objective (see :func:`medi`) on the *total* field inside the brain
@@ -449,12 +449,16 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
         body, farther than the padded box reaches, which the background sources find last:
         given the true background field alone, TFI put 17.4 % of the true χ's RMS into the
         brain of the 1x1x1.4 mm head tilted 35° (3.7 % axial), most of it in the lowest slices.
-        The body's side is -B0: ``b0_direction`` as the chain reads it from the affine points
-        to world +z, the head's superior (a B0 given with the other sign tapers the top face
-        instead, if the brain leaves through it). Beyond the vertex only the skull's cap lies,
+        The body's side is ``-superior``. Beyond the vertex only the skull's cap lies,
         within the padded box: tapering a cut vertex cost its top 20 mm 8 points of χ NRMSE
         (benchmarks/README.md, "TFI's face taper"), where the rows with the brainstem leaving
         gained (the 1.5 mm three-echo head tilted 35°: 54.0 -> 50.1 %). 0 turns it off.
+    superior : sequence of 3 float, optional
+        The head's superior direction in voxel axes; the chain reads it from the affine (world
+        +z, :func:`qsmflow.io.superior_from_affine`), so that a B0 given with either sign
+        tapers the same face. None: ``b0_direction``, which points superior for a patient lying
+        head first as read from the affine (given with the other sign it would taper the top
+        face instead, if the brain leaves through it).
     alpha : float or "auto"
         TV weight; "auto" as above (needs ``noise``; without it the fixed ``TV_ALPHA``,
         with a warning).
@@ -474,7 +478,8 @@ def tfi(total_field: np.ndarray, mask: np.ndarray, voxel_size, b0_direction, *, 
     """
     pb = _checks.positive("background_preconditioner", background_preconditioner)
     weighed, face_tapered = _face_tapered(_edge_tapered(noise, mask, voxel_size, edge_taper, edge_taper_mm),
-                                          mask, voxel_size, b0_direction, face_taper, face_taper_mm)
+                                          mask, voxel_size, b0_direction if superior is None else superior,
+                                          face_taper, face_taper_mm)
     p, edges, csf, s, lam_csf = _medi_problem(total_field, mask, voxel_size, b0_direction, magnitude, phase_scale,
                                               weighed, edge_fraction, csf_mask, lam_csf, "TFI", _PAD_VOXELS)
     edges *= p.mask > 0  # background sources are not smooth: no TV outside the mask

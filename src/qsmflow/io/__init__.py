@@ -8,7 +8,8 @@ Writing is atomic and never overwrites without ``force`` (:mod:`._write`).
 
 from ._phase import scale_phase
 from ._maps import MapInput, PhaseDiffInput, canonical, load_canonical, load_map, load_mask, load_phasediff, load_volume
-from ._nifti import b0_direction_from_affine, bids_entities, bids_prefix, read_sidecar, voxel_size_from_affine
+from ._nifti import (b0_direction_from_affine, bids_entities, bids_prefix, read_sidecar, superior_from_affine,
+                     voxel_size_from_affine)
 from ._read import GreInput, load_gre, load_magnitude, series_shape
 from ._sidecars import ECHO_TIMES_FIX
 from ._write import OutputSet, strict_json
@@ -44,6 +45,7 @@ __all__ = [
     "series_shape",
     "sort_converted",
     "strict_json",
+    "superior_from_affine",
     "voxel_size_from_affine",
     "write_dicom_series",
 ]

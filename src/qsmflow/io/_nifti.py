@@ -63,6 +63,16 @@ def b0_direction_from_affine(affine) -> np.ndarray:
 
     World +z (the scanner bore in NIfTI's scanner-based RAS frame) is the B0 axis.
     """
+    return superior_from_affine(affine)
+
+
+def superior_from_affine(affine) -> np.ndarray:
+    """The head's superior direction in voxel axes: world +z of NIfTI's RAS+ frame, ``R.T @ (0, 0, 1)``.
+
+    The same axis as :func:`b0_direction_from_affine` reads (for a patient lying head first
+    in the bore), but an anatomical direction: it stays the head's top whatever sign or
+    direction a user gives B0 (``--b0-direction``), to which the dipole kernel is blind.
+    """
     a = np.asarray(affine, float)[:3, :3]
     vs = voxel_size_from_affine(affine)
     if np.any(vs == 0):

@@ -14,6 +14,7 @@ from .. import (
     bgremove,
     fieldmap,
     inversion,
+    io,
     kernels,
     masking,
     phaseoffset,
@@ -305,7 +306,7 @@ def _chi_and_relaxation(res: QSMResult, data: GreInput, opt: Options, used: dict
         local_c, eroded_c, vs, data.b0_direction, opt, res, timer, noise_ppm=noise_hz / hz_per_ppm,
         magnitude=echoes.rss(mag), phase_scale=units.rad_per_ppm(data.field_strength, float(np.mean(te))), r2star=r2_c,
         r2star_noise=r2_sd_map, echo_span_s=float(np.ptp(te)), sd_noise_ppm=thermal_ppm, refine=refine,
-        sd_field_jitter=jitter)
+        sd_field_jitter=jitter, superior=io.superior_from_affine(data.affine))
     if "chi_sd" in res.timings and jitter is not None:  # the peel's redraws are part of the map's cost
         res.timings["chi_sd"] = round(res.timings["chi_sd"] + t_jitter, 3)
     if r2_c is not None:
@@ -347,7 +348,8 @@ def _sd_samples(opt: Options) -> int:
 
 def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Options, res: QSMResult, timer, *,
                             noise_ppm=None, magnitude=None, phase_scale=None, r2star=None, r2star_noise=None,
-                            echo_span_s=None, sd_noise_ppm=None, refine=None, sd_field_jitter=None) -> Inverted:
+                            echo_span_s=None, sd_noise_ppm=None, refine=None, sd_field_jitter=None,
+                            superior=None) -> Inverted:
     """Dipole inversion and referencing of a local field (ppm): (χ, its noise SD or None, CSF mask
     or None, inversion used (citing what it was given), reference used, the local field
     inverted).
@@ -360,7 +362,8 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
     whether it ran.
 
     Each method gets what it accepts of: the noise map (ppm), the magnitude, the phase
-    per ppm at the mean echo time, and the CSF weights found from R2* (when the inversion
+    per ppm at the mean echo time, the head's ``superior`` direction in voxel axes (from the
+    affine: which face of the field of view is the body's), and the CSF weights found from R2* (when the inversion
     takes them or the reference is CSF; ``r2star_noise`` and ``echo_span_s`` as for
     :func:`qsmflow.reference.csf_weights`). With ``opt.chi_sd``, a noise map and an inversion
     that propagates noise (``inversion.SD_METHODS``), χ's SD comes too (see
@@ -387,7 +390,7 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
         log.warning("no CSF found for the reference (%s); χ is referenced to the whole-brain mean instead", why)
         ref = reference.METHODS["mean"]
     context = {"noise": noise_ppm, "magnitude": magnitude, "phase_scale": phase_scale, "csf_mask": csf,
-               "sd_csf_jitter": csf_jitter, "sd_field_jitter": sd_field_jitter}
+               "sd_csf_jitter": csf_jitter, "sd_field_jitter": sd_field_jitter, "superior": superior}
     # what the user set in stage_options wins over what the chain provides
     kwargs = {k: v for k, v in context.items() if k in needs and v is not None}
     kwargs.update(so.get("inversion", {}))
