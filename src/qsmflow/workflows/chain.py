@@ -138,7 +138,6 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     if until is None:
         short = data.n_echoes > 1 and reference.echo_span_too_short(float(np.ptp(data.echo_times)))
         opt = _late_methods(opt, vs, used, brain, single_echo=data.n_echoes == 1, short_span=short)
-        sanity.check_chi_echo_span(te)
     done = ["mask"]
     if until == "mask":
         return _finish(res, used, done, mask_source)
@@ -181,7 +180,7 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     del unwrapped
     res.total_field_hz = box.full(np.where(m, f_hz, 0), np.float32)
     res.field_noise_hz = box.full(np.where(m, noise_hz, 0), np.float32)
-    sanity.check_field_noise(noise_hz, m, data.field_strength, te)
+    noisy = sanity.check_field_noise(noise_hz, m, data.field_strength, te)
     res.parameters["hz_per_ppm"] = units.hz_per_ppm(data.field_strength)
     done.append("field_fit")
     if opt.swi:
@@ -189,6 +188,8 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
             res.swi, res.minip, res.parameters["swi"] = swi_maps(data, res.total_field_hz, brain, opt)
     if until == "field_fit":
         return _finish(res, used, done, mask_source)
+    if not noisy:  # a field map too noisy for χ has been warned about already, its echoes named
+        sanity.check_chi_echo_span(te)
     done += _chi_and_relaxation(res, data, opt, used, timer, box, m, mag, f_hz, noise_hz, sigma)
     return _finish(res, used, done, mask_source)
 
