@@ -364,9 +364,9 @@ def inversion_and_reference(local, eroded, voxel_size, b0_direction, opt: Option
 
     Each method gets what it accepts of: the noise map (ppm), the magnitude, the phase
     per ppm at the mean echo time, the head's ``superior`` direction in voxel axes (from the
-    affine: which face of the field of view is the body's), and the CSF weights found from R2* (when the inversion
-    takes them or the reference is CSF; ``r2star_noise`` and ``echo_span_s`` as for
-    :func:`qsmflow.reference.csf_weights`). With ``opt.chi_sd``, a noise map and an inversion
+    affine: which face of the field of view is the body's), and the CSF weights found from R2*
+    (when the inversion takes them or the reference is CSF; ``r2star_noise`` and
+    ``echo_span_s`` as for :func:`qsmflow.reference.csf_weights`). With ``opt.chi_sd``, a noise map and an inversion
     that propagates noise (``inversion.SD_METHODS``), χ's SD comes too (see
     :func:`qsmflow.inversion.medi`), carrying ``sd_field_jitter`` where the inversion takes it
     (:func:`sd_peel_jitter`). The inversion's choices (weights, iterations)
