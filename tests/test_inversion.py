@@ -488,10 +488,10 @@ def test_tfi_face_taper_discounts_the_field_of_sources_beyond_a_narrow_exit():
         inversion.tfi(noisy, mask, vs, b0, face_taper=-1.0, **run)
     # the body's side is the head's inferior (``superior`` from the affine), not B0's sign: a B0
     # given as -B0 (the same dipole kernel) tapers the same face when the chain passes superior
-    tv_module = importlib.import_module("qsmflow.inversion.tv")
+    tfi_module = importlib.import_module("qsmflow.inversion.total_field")
     flipped = tuple(-c for c in b0)
     for superior, expected in ((b0, True), (None, False), ((0.0, 0.0, 1.0), True)):
-        _, tapered_here = tv_module._face_tapered(run["noise"], mask, vs, flipped if superior is None else superior,
+        _, tapered_here = tfi_module._face_tapered(run["noise"], mask, vs, flipped if superior is None else superior,
                                                   10.0, 10.0)
         assert tapered_here is expected
     with pytest.raises(ValueError, match="^superior must be 3 finite numbers"):

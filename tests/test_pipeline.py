@@ -232,9 +232,9 @@ def test_tfi_runs_on_the_total_field_without_background_removal(head4, monkeypat
     redraws, superiors = [], []
     real = reference.csf_weight_redraws
     monkeypatch.setattr(reference, "csf_weight_redraws", lambda *a, **k: redraws.append(1) or real(*a, **k))
-    tv_module = importlib.import_module("qsmflow.inversion.tv")
-    taper = tv_module._face_tapered
-    monkeypatch.setattr(tv_module, "_face_tapered",
+    tfi_module = importlib.import_module("qsmflow.inversion.total_field")
+    taper = tfi_module._face_tapered
+    monkeypatch.setattr(tfi_module, "_face_tapered",
                         lambda n, m, v, sup, *a: superiors.append(sup) or taper(n, m, v, sup, *a))
     few = {"inversion": {"cg_iter": 50, "max_iter": 3}}  # the chain, not TFI's accuracy (test_inversion)
     data = _data(head, b0_direction=(0.0, 0.0, -1.0))
