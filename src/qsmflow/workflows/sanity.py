@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from .. import kernels, masking
+from .. import kernels, masking, reference
 from .._shared import units
 from .._shared.constants import CSF_MIN_ECHO_SPAN_S
 from .._shared.echoes import rss
@@ -272,15 +272,17 @@ def check_r2star_span(echo_times, field_strength: float) -> float:
 
 
 def check_chi_echo_span(echo_times) -> bool:
-    """Warn that χ from echoes spanning less than :data:`CSF_MIN_ECHO_SPAN_S` (10 ms) is less
-    accurate than from a longer echo train; returns whether it warned.
+    """Warn that χ from echoes spanning less than :data:`CSF_MIN_ECHO_SPAN_S` (10 ms; the rule of
+    :func:`qsmflow.reference.echo_span_too_short`, by which the chain also gives such echoes
+    total field inversion and no CSF term) is less accurate than from a longer echo train;
+    returns whether it warned.
 
     At echo times of a few ms a voxel's phase is still the sum of its neighbours' signals as the
     k-space cut-off's point-spread function mixes them, bright tissue nearby (scalp, fat, marrow,
     veins) included, and that sum's phase does not grow linearly with the echo time; later echoes
     average the faster-precessing neighbours out. The field map's residuals hold little of this
     error, so the field-noise warning (:func:`check_field_noise`) need not fire (the chain asks
-this one only when that one did not: both name the echoes and the fix). On the benchmark
+    this one only when that one did not: both name the echoes and the fix). On the benchmark
     matrix's 1.5 mm head (stop 62) the default chain gave χ NRMSE 49.0 % with three echoes at
     2-8 ms against 35.8 % with five at 4-28 ms; from the true field the same inversion gave
     38.1 %: the field, not the inversion, loses most of it. One echo has its own warning.
@@ -289,7 +291,7 @@ this one only when that one did not: both name the echoes and the fix). On the b
     if te.size < 2:
         return False
     span = float(te.max() - te.min())
-    if span >= CSF_MIN_ECHO_SPAN_S:
+    if not reference.echo_span_too_short(span):
         return False
     log.warning("χ from echoes spanning only %.3g ms (%s ms) is less accurate than from a longer echo train: at such "
                 "short echo times a voxel's phase still holds the ringing of bright tissue nearby (scalp, fat, "
