@@ -81,7 +81,7 @@ def realisations(head, snr: float, n: int, seed: int):
 
 
 FREEZABLE = {"csf": ("qsmflow.reference", "csf_weights"), "peel": ("qsmflow.masking", "reliable_field_mask"),
-             "edges": ("qsmflow.inversion.tv", "_edge_mask")}
+             "edges": ("qsmflow.inversion._medi_shared", "_edge_mask")}
 
 
 def freeze(names) -> None:
@@ -181,8 +181,9 @@ def neumann_sd(field, region, vs, b0, thermal, *, magnitude, phase_scale, noise,
     from qsmflow.inversion import solvers
 
     tvm = importlib.import_module("qsmflow.inversion.tv")
-    p, edges, csf, s, lam = tvm._medi_problem(field, region, vs, b0, magnitude, phase_scale, noise,
-                                              MEDI_EDGE_FRACTION, csf_mask, CSF_LAMBDA, "MEDI+0", tvm._PAD_VOXELS_TV)
+    shared = importlib.import_module("qsmflow.inversion._medi_shared")
+    p, edges, csf, s, lam = shared._medi_problem(field, region, vs, b0, magnitude, phase_scale, noise,
+                                                 MEDI_EDGE_FRACTION, csf_mask, CSF_LAMBDA, "MEDI+0", tvm._PAD_VOXELS_TV)
     loop = {k: v.default for k, v in inspect.signature(tvm.medi).parameters.items()
             if k in ("max_iter", "tol", "cg_iter", "cg_tol")}  # the loop as the chain runs it
     chi, steps = solvers.medi(p, alpha, edges=edges, phase_scale=s, csf=csf, lam_csf=lam, eps=1e-6, **loop)

@@ -1047,7 +1047,7 @@ def test_medi_edge_taper_raises_the_noise_toward_the_region_edge():
     voxels and h = 1 mm, taper 3 over 2 mm: the factor is 1 + 3·exp(-(2k - 1)/2), written out
     below. The same slab reaching the volume's faces in z (a field of view that cuts the
     brain) is tapered alike from those faces: they are the field's edge there."""
-    from qsmflow.inversion.tv import _edge_tapered
+    from qsmflow.inversion._medi_shared import _edge_tapered
     mask = np.zeros((30, 30, 13), bool)
     mask[2:28, 2:28, 2:11] = True
     noise = np.full(mask.shape, 0.01, np.float32)

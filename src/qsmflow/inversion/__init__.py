@@ -12,7 +12,8 @@ from .._shared.registry import Method
 from .direct import closed_form_l2, tkd
 from .ilsqr import ilsqr
 from .total_field import TFI_BACKGROUND_PRECONDITIONER, tfi
-from .tv import SD_CG_ITER, SD_CG_ITER_TFI, SD_MAX_STEPS, SD_SAMPLES, medi, tv
+from ._medi_shared import SD_CG_ITER, SD_CG_ITER_TFI, SD_MAX_STEPS, SD_SAMPLES
+from .tv import medi, tv
 
 __all__ = ["METHODS", "SD_CG_ITER", "SD_CG_ITER_TFI", "SD_MAX_STEPS", "SD_METHODS", "SD_SAMPLES", "TFI_BACKGROUND_PRECONDITIONER", "closed_form_l2", "ilsqr",
            "medi", "tfi", "tkd", "tv"]

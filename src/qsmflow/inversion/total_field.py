@@ -1,5 +1,5 @@
 """Total field inversion: tissue and background sources fitted together to the total field
-(Liu et al. 2017), on MEDI+0's objective (:mod:`.tv`) with its own data-weight tapers, start
+(Liu et al. 2017), on MEDI+0's objective (:mod:`.tv`, the shared set-up in :mod:`._medi_shared`) with its own data-weight tapers, start
 and preconditioning."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .._shared.constants import TFI_FACE_TAPER_MM, TV_ALPHA
 from . import regularisation, solvers
 from ._common import _PAD_VOXELS, _note
 from .problem import Problem
-from .tv import SD_SAMPLES, _edge_tapered, _medi_problem, _sd_samples, _with_sd
+from ._medi_shared import SD_SAMPLES, _edge_tapered, _medi_problem, _sd_samples, _with_sd
 
 log = logging.getLogger(__name__)
 
