@@ -118,6 +118,10 @@ def test_nan_voxels_zeroed_and_flagged(tmp_path):
     assert (~g.finite).sum() == n_nan
     assert np.all(g.phase[~g.finite] == 0) and np.all(g.magnitude[~g.finite] == 0)
     assert any("NaN" in w for w in g.warnings)
+    # its finite values run to ±1.5π, 2.1 % of them beyond ±π (an unwrapped phase): radians,
+    # wrapped, said in a warning (stretching it by π/4.71 would shrink every field by a third)
+    assert g.provenance["phase_scaling"]["factor"] == 1.0
+    assert any("beyond ±π" in w for w in g.warnings)
 
 
 # ---------------------------------------------------------------- echoes and sidecars
@@ -350,6 +354,28 @@ def test_phase_rule_record(raw, integer, text, factor, offset):
                     "range": [raw.min(), raw.max()]}
     assert out.dtype == np.float32
     np.testing.assert_allclose(np.exp(1j * out), np.exp(1j * (raw * factor + offset)), atol=1e-5)
+
+
+@pytest.mark.parametrize("beyond, radians", [(0.0001, True), (0.016, True), (0.045, True), (0.08, False)])
+def test_radians_with_a_few_values_beyond_pi_stay_radians(beyond, radians):
+    """Radians of which a few values lie beyond ±π (a phase interpolated across its wraps, or
+    outliers) are not a scaled phase: stretching them by π/max would shrink every field (by
+    0.785 for outliers at ±4). They are kept as radians, the outliers wrapped, with a warning
+    that names resampling; a phase uniform over ±4 (21 % beyond π) is still a scaled one."""
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(-np.pi, np.pi, 20000)
+    n = int(beyond * raw.size)
+    raw[:n] = rng.choice([-1, 1], n) * rng.uniform(np.pi * 1.01, 5.5, n)
+    out, rule = io.scale_phase(raw)
+    if radians:
+        assert rule["factor"] == 1.0 and rule["rule"] == f"radians with {n} values beyond +-pi, wrapped"
+        assert "resample the complex image" in rule["warning"] and f"{n} phase values" in rule["warning"]
+        np.testing.assert_allclose(np.exp(1j * out), np.exp(1j * raw), atol=1e-5)
+    else:  # 8 % beyond ±π: more than outliers, so the symmetric range's rule as before
+        assert rule["factor"] == pytest.approx(np.pi / np.abs(raw).max()) and "beyond" not in rule["rule"]
+    scaled = rng.uniform(-4.0, 4.0, 20000)
+    _, rule = io.scale_phase(scaled)
+    assert rule["factor"] == pytest.approx(np.pi / np.abs(scaled).max()) and "warning" not in rule
 
 
 @pytest.mark.parametrize("raw", [[-1.0, 0.0, 4.0], [0.0, 3.0, 7.0], [-100.0, 3.0, 4000.0]])

@@ -21,6 +21,27 @@ _RADIAN_MIN_SPAN = 0.9
 _RANGE_FILL = 0.05
 # A range is "symmetric" when |min| and |max| agree within this fraction.
 _SYMMETRY_TOL = 0.02
+# Radians of which at most this share of the values lie beyond ±π: a phase resampled or
+# interpolated as a real image (cubic interpolation across a wrap overshoots, to ±5.5 on a
+# simulated head, 1.6 % of its voxels), an unwrapped phase (romeo_small's phase_with_nan,
+# ±1.5π, 2.1 %), or a few outliers. A scaled phase of range ±m > π has a share (m - π)/m of
+# its wrapped values beyond π, 5 % at m = 1.053π: a scaled phase taken for radians by this
+# rule is off by less than 5.3 %, where the rule below would have shrunk radians with an
+# outlier at ±4 by 21 %. Scaled phases of wider ranges (±4: 21 % beyond) keep that rule.
+_RADIAN_OVERSHOOT_SHARE = 0.05
+
+
+def _radian_overshoot(x: np.ndarray) -> tuple[int, float] | None:
+    """(count, share) of the values beyond ±π when they are at most ``_RADIAN_OVERSHOOT_SHARE``
+    of ``x`` and the others reach 0.9π (radians with outliers); else None."""
+    beyond = np.abs(x) > np.pi * (1 + _RADIAN_SLACK)
+    n = int(np.count_nonzero(beyond))
+    if n > _RADIAN_OVERSHOOT_SHARE * x.size:
+        return None
+    rest = np.abs(x[~beyond])
+    if not rest.size or float(rest.max()) < _RADIAN_MIN_SPAN * np.pi:
+        return None
+    return n, n / x.size
 
 
 def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale: float | None = None,
@@ -34,8 +55,10 @@ def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale
        -4096..4095 -> x·π/4096; 0..4095 -> x·2π/4096 - π; -2048..2047 -> x·π/2048.
     3. Values within ±π (and reaching at least 0.9π): radians, kept.
     4. Values within [0, 2π]: radians, wrapped.
-    5. Any other symmetric range (|min| ≈ |max|): scaled by its maximum, x·π/max|x|.
-    6. Anything else is refused with a request for ``--phase-scale``.
+    5. Values of which at most 5 % lie beyond ±π, the rest reaching 0.9π: radians with
+       outliers (a phase interpolated across its wraps, an unwrapped phase), wrapped, with a warning.
+    6. Any other symmetric range (|min| ≈ |max|): scaled by its maximum, x·π/max|x|.
+    7. Anything else is refused with a request for ``--phase-scale``.
 
     Parameters
     ----------
@@ -85,6 +108,18 @@ def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale
             rule = {"rule": "radians, kept", "factor": 1.0, "offset": 0.0, "range": rng}
         elif lo >= 0 and hi <= 2 * np.pi * (1 + _RADIAN_SLACK) and hi > np.pi:
             rule = {"rule": "radians in [0, 2pi), wrapped to [-pi, pi)", "factor": 1.0, "offset": 0.0, "range": rng}
+        elif (overshoot := _radian_overshoot(x)) is not None:
+            n, share = overshoot
+            rule = {"rule": f"radians with {n} values beyond +-pi, wrapped", "factor": 1.0, "offset": 0.0,
+                    "range": rng}
+            rule["warning"] = (f"{n} phase values ({100 * share:.2g} %) lie beyond ±π (the range is {lo:.3g} to "
+                               f"{hi:.3g}) while the rest fills ±π: the phase is taken as radians and those values are wrapped. "
+                               "Such values come from an unwrapped phase, or from resampling or interpolating a "
+                               "phase image, which corrupts it wherever it wraps: resample the complex image (or "
+                               "real and imaginary) instead. "
+                               "If the phase is not in radians, pass --phase-scale (phase_scale= in Python) with "
+                               "its factor")
+            log.warning(rule["warning"])
         elif abs(abs(lo) - abs(hi)) <= _SYMMETRY_TOL * m:
             rule = {"rule": f"symmetric range +-{m:.6g} scaled by its maximum: x*pi/{m:.6g}",
                     "factor": np.pi / m, "offset": 0.0, "range": rng}
