@@ -277,6 +277,28 @@ def test_run_from_dicom_writes_chi_and_its_dicom(tmp_path, capsys):
     assert Path(out / "sub-dicomclassic_report.html").exists()
 
 
+def test_a_series_missing_a_slice_is_refused_not_stacked_wrong(tmp_path, capsys):
+    """One DICOM file of the Philips head left out: dcm2niix stacks that volume's 52 slices with
+    the usual 3 mm spacing across the gap (every slice above it 3 mm off, nothing in the NIfTI
+    shows it) and only says so in its output. The series is refused with dcm2niix's words and
+    the fix, one line, exit 1, nothing written."""
+    import shutil
+
+    head = shared_data("philips_head")
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    files = sorted((head / "dicom_classic").glob("*.dcm"))
+    for f in files:
+        if f.name != "2001_0050_e2.dcm":
+            shutil.copy(f, folder)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["run", "--dicom", str(folder), "-o", str(out), "-q"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "incomplete" in err and "expected 53 spatial locations per volume, but found 52 slices" in err
+    assert "export the whole series" in err
+    assert not out.exists()
+
+
 def test_dicom_given_as_nifti_points_to_the_dicom_commands(siemens_dicom, tmp_path, capsys):
     dcm = siemens_dicom[0]
     one = str(sorted(dcm.glob("*.dcm"))[0])

@@ -494,3 +494,58 @@ def test_from_arrays_checks_what_load_gre_checks():
     g = io.GreInput.from_arrays(bad, pha, te, 3.0)
     assert not g.finite[1, 2, 3] and g.magnitude[1, 2, 3, 1] == 0 and np.isnan(bad[1, 2, 3, 1])
     assert any("1 voxel(s) hold NaN/Inf" in w for w in g.warnings)
+
+
+# ---------------------------------------------------------------- header units and geometry
+
+
+@pytest.mark.parametrize("scale, refused", [(0.001, True), (0.5, False), (25.0, True)])
+def test_voxel_sizes_no_head_scan_has_are_refused(tmp_path, scale, refused):
+    """A header in metres (1 mm voxels stored as 0.001) would scale every distance and the
+    dipole kernel's grid silently: refused, naming the file and the fix; 0.5 mm is kept."""
+    mags, phases = _echoes(tmp_path, affine=np.diag([scale, scale, scale, 1.0]))
+    if not refused:
+        np.testing.assert_allclose(io.load_gre(mags, phases).voxel_size, scale)
+        return
+    words = "header in metres" if scale < 1 else "outside the 0.02-20 mm"
+    with pytest.raises(ValueError, match=words) as exc:
+        io.load_gre(mags, phases)
+    assert "fix the NIfTI header's voxel size" in str(exc.value) and "sub-01_echo-1_part-mag" in str(exc.value)
+
+
+def test_a_sheared_grid_is_warned_about(tmp_path):
+    """Axes 18 degrees from perpendicular (a gantry tilt): the voxel size and B0 direction read
+    from the columns are approximate, and every stage takes voxels as boxes, so it is said;
+    a rotated (oblique) grid is not sheared and gets no such warning."""
+    shear = np.eye(4)
+    shear[0, 1] = np.tan(np.radians(18))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    mags, phases = _echoes(tmp_path / "a", affine=shear)
+    g = io.load_gre(mags, phases)
+    assert any("sheared" in w and "18.0 degrees" in w for w in g.warnings)
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    rot = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    mags, phases = _echoes(tmp_path / "b", affine=rot)
+    assert not any("sheared" in w for w in io.load_gre(mags, phases).warnings)
+
+
+@pytest.mark.parametrize("b0, mhz, refused", [(3, 123.25, False), (3, 127.73, False), (1.5, 127.73, True),
+                                              (7, 297.2, False), (3, 297.2, True)])
+def test_field_strength_checked_against_the_imaging_frequency(tmp_path, b0, mhz, refused):
+    """χ scales with 1/B0. The sidecars' ImagingFrequency is the scanner's proton frequency:
+    42.577 MHz per tesla, so 123.25 MHz is a Siemens "3 T" magnet at 2.89 T (kept), 127.73 MHz
+    is 3.00 T: a MagneticFieldStrength of 1.5 with it is refused, naming both and the fix."""
+    mags, phases = _echoes(tmp_path)
+    for f in mags + phases:
+        e = int(Path(f).name.split("echo-")[1].split("_")[0])
+        _sidecar(f, EchoTime=0.005 * e, EchoNumber=e, MagneticFieldStrength=b0, ImagingFrequency=mhz)
+    if not refused:
+        assert io.load_gre(mags, phases).field_strength == b0
+        return
+    with pytest.raises(ValueError, match=f"field strength {b0:g} T .* ImagingFrequency {mhz:.4g} MHz") as exc:
+        io.load_gre(mags, phases)
+    assert f"a {mhz / 42.577478:.2f} T magnet" in str(exc.value) and "pass --field-strength" in str(exc.value)
+    # the option given against the frequency: refused too, the fix naming the option first
+    with pytest.raises(ValueError, match="correct --field-strength"):
+        io.load_gre(mags, phases, field_strength=b0 * 1.01)

@@ -92,6 +92,37 @@ def _dcm2niix(dicom_dir: Path, out: Path) -> None:
     if done.returncode != 0 and not any(out.glob("*.nii.gz")):
         last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         raise ValueError(f"dcm2niix could not convert {dicom_dir}: {last[0]}")
+    _mark_incomplete(done.stdout, out)
+
+
+# What dcm2niix says, before writing a volume, when its slices are not a whole, evenly spaced
+# stack: the volume it writes then has the wrong geometry (a missing slice's gap stored as the
+# usual spacing) with no sign of it in the NIfTI.
+_INCOMPLETE = re.compile(r"images may be missing|missing images|interslice distance varies", re.I)
+_CONVERTED = re.compile(r"^Convert \d+ DICOM as (.+?) \(")
+#: The sidecar key that carries dcm2niix's words about an incomplete volume to :func:`_images`.
+INCOMPLETE_KEY = "QsmflowIncompleteSeries"
+
+
+def _mark_incomplete(stdout: str, out: Path) -> None:
+    """Write dcm2niix's messages about missing or unevenly spaced slices into the sidecar of
+    the volume they precede (key ``INCOMPLETE_KEY``)."""
+    problems: list[str] = []
+    for line in stdout.splitlines():
+        line = line.strip()
+        if _INCOMPLETE.search(line):
+            problems.append(line.removeprefix("Warning: "))
+            continue
+        written = _CONVERTED.match(line)
+        if written is None:
+            continue
+        if problems:
+            sidecar = Path(written.group(1) + ".json")
+            if sidecar.exists():
+                sc = json.loads(sidecar.read_text())
+                sc[INCOMPLETE_KEY] = list(dict.fromkeys(problems))
+                sidecar.write_text(json.dumps(sc, indent=2))
+        problems = []
 
 
 def _part(path: Path, sidecar: dict) -> str:
@@ -118,7 +149,12 @@ def _images(conv: Path) -> tuple[list[_Image], list[SeriesOutcome]]:
         desc = str(sc.get("SeriesDescription", js.stem))
         image_type = [str(t).upper() for t in sc.get("ImageType", [])]
         shape = nib.load(str(nii)).shape
-        if "DERIVED" in image_type:
+        if sc.get(INCOMPLETE_KEY):  # one outcome per series, however many of its volumes are incomplete
+            if not any(o.series == [series] and o.reason.startswith("incomplete") for o in skipped):
+                skipped.append(SeriesOutcome([series], desc, "skipped", "incomplete: its slices are not a whole, "
+                                             f"evenly spaced stack (dcm2niix: \"{sc[INCOMPLETE_KEY][0].rstrip('.')}\"); "
+                                             "export the whole series from the scanner or PACS again"))
+        elif "DERIVED" in image_type:
             skipped.append(SeriesOutcome([series], desc, "skipped", "a derived image (made by the scanner)"))
         elif _LOCALISER.search(desc) or "LOCALIZER" in image_type:
             skipped.append(SeriesOutcome([series], desc, "skipped", "a localiser"))

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._shared import checks as _checks
 from .._shared.constants import AFFINE_TOLERANCE_MM
-from ._nifti import _load_image, _read_data, bids_prefix, read_sidecar, voxel_size_from_affine
+from ._nifti import _load_image, _read_data, bids_prefix, check_voxel_size, read_sidecar, voxel_size_from_affine
 from ._phase import scale_phase
 from ._read import _finite_magnitude, _stack
 from ._sidecars import _check_not_swapped, _is_phasediff
@@ -166,5 +166,5 @@ def load_map(path, *, name: str = "map", prefix: str | None = None, echoes: bool
     data = load_volume(path, name=name, echoes=echoes)
     img = _load_image(path)
     affine = np.asarray(img.affine, float)
-    return MapInput(data=data, affine=affine, voxel_size=voxel_size_from_affine(affine), sidecar=read_sidecar(path),
+    return MapInput(data=data, affine=affine, voxel_size=check_voxel_size(affine, path), sidecar=read_sidecar(path),
                     prefix=prefix or bids_prefix(path), provenance={"inputs": {name: str(path)}})

@@ -58,6 +58,46 @@ def voxel_size_from_affine(affine) -> np.ndarray:
     return np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
 
 
+# Voxel sides (mm) outside which a header is taken to be in other units: a header written in
+# metres gives 0.0005-0.005 "mm", and no MRI of a head or brain (human or animal) has voxels
+# below 20 µm or above 20 mm. Every size in mm enters χ through the dipole kernel's geometry
+# and every distance (masks, filters), so a wrong unit is a silent wrong answer.
+VOXEL_MM_RANGE = (0.02, 20.0)
+
+
+def check_voxel_size(affine, path) -> np.ndarray:
+    """The voxel size (mm) of ``affine``, refused when no head scan can have it (a header in
+    metres, or a broken affine), naming ``path``."""
+    vs = voxel_size_from_affine(affine)
+    lo, hi = VOXEL_MM_RANGE
+    if not np.all((vs >= lo) & (vs <= hi)):
+        sizes = " x ".join(f"{v:.3g}" for v in vs)
+        hint = " (a header in metres? then x 1000)" if np.all(vs < lo) else ""
+        raise ValueError(f"{path}: the header gives voxels of {sizes} mm{hint}, outside the {lo:g}-{hi:g} mm of any "
+                         "head scan; fix the NIfTI header's voxel size (pixdim and the qform/sform affine), "
+                         "e.g. by converting the DICOM again")
+    return vs
+
+
+# Axes of the voxel grid further than this from perpendicular (degrees) are reported: a
+# sheared grid's voxel sizes and B0 direction, read from the affine's columns, are approximate,
+# and every stage takes the voxels as rectangular boxes.
+SHEAR_DEG = 1.0
+
+
+def shear_warning(affine) -> str | None:
+    """A warning when the affine's axes are not perpendicular (a sheared grid), else None."""
+    cols = np.asarray(affine, float)[:3, :3]
+    unit = cols / np.maximum(np.linalg.norm(cols, axis=0), 1e-12)
+    cos = unit.T @ unit
+    worst = float(np.degrees(np.arcsin(min(1.0, np.max(np.abs(cos[np.triu_indices(3, 1)]))))))
+    if worst <= SHEAR_DEG:
+        return None
+    return (f"the voxel grid is sheared: its axes are up to {worst:.1f} degrees from perpendicular (a gantry tilt or "
+            "a resampling), while qsmflow takes voxels to be rectangular boxes; voxel sizes and the B0 direction "
+            "read from the header are then approximate. Reconstruct or resample the scan on a rectangular grid")
+
+
 def b0_direction_from_affine(affine) -> np.ndarray:
     """B0 direction in voxel axes: ``R.T @ (0, 0, 1)`` with ``R`` the affine's rotation.
 

@@ -14,7 +14,7 @@ import numpy as np
 from .._shared import checks as _checks
 from .._shared.constants import AFFINE_TOLERANCE_MM
 from ._nifti import _load_image, _read_data, b0_direction_from_affine, bids_entities, bids_prefix, read_sidecar
-from ._nifti import voxel_size_from_affine
+from ._nifti import check_voxel_size, shear_warning, voxel_size_from_affine
 from ._phase import _RADIAN_SLACK, scale_phase
 from ._sidecars import (_check_not_phasediff, _check_not_swapped, _echo_times_from_sidecars, _resolve_b0_direction,
                         _resolve_echo_times, _resolve_field_strength, _slice_axis)
@@ -127,6 +127,7 @@ def _stack(kind: str, paths: Sequence, dtype=np.float64) -> tuple[np.ndarray, np
     sidecars = [sidecars[i] for i in order]
     paths = [paths[i] for i in order]
     ref = imgs[0]
+    check_voxel_size(ref.affine, paths[0])
     for p, img in zip(paths, imgs):
         shp = img.shape
         if len(shp) < 3 or (len(shp) >= 3 and 1 in shp[:3]):
@@ -162,6 +163,14 @@ def series_shape(paths) -> tuple[int, int, int, int]:
     n_e = sum(int(np.prod(s[3:])) if len(s) > 3 else 1 for s in shapes)
     x, y, z = (tuple(shapes[0]) + (1, 1, 1))[:3]
     return x, y, z, n_e
+
+
+def _warn_shear(affine, warnings: list) -> None:
+    """Log and keep the sheared grid's warning (see :func:`shear_warning`), if any."""
+    msg = shear_warning(affine)
+    if msg:
+        log.warning(msg)
+        warnings.append(msg)
 
 
 def _finite_magnitude(mag: np.ndarray, finite: np.ndarray) -> None:
@@ -280,6 +289,7 @@ def load_gre(
 
     vs = voxel_size_from_affine(affine)
     b0_dir, b0_dir_src, angle = _resolve_b0_direction(b0_direction, affine)
+    _warn_shear(affine, warnings)
 
     provenance = {
         "inputs": {"magnitude": [str(p) for p in mag_paths], "phase": [str(p) for p in pha_paths]},
@@ -329,6 +339,7 @@ def load_magnitude(magnitude, *, echo_times=None, field_strength=None, prefix: s
     mag[~finite] = 0
     _finite_magnitude(mag, finite)
     vs = voxel_size_from_affine(affine)
+    _warn_shear(affine, warnings)
     provenance = {"inputs": {"magnitude": [str(p) for p in mag_paths]}, "echo_order": mag_order,
                   "echo_times_s": None if te is None else te.tolist(), "echo_times_source": te_src,
                   "field_strength_T": b0, "field_strength_source": b0_src, "voxel_size_mm": vs.tolist(),

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .._shared import checks as _checks
+from .._shared import units
 from ._nifti import b0_direction_from_affine
 
 log = logging.getLogger("qsmflow.io")
@@ -94,8 +95,50 @@ def _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings, *, requi
         raise ValueError(f"sidecar EchoTime: {exc}") from None
 
 
+# B0 that the sidecars' ImagingFrequency (MHz, the scanner's proton frequency) implies may
+# differ from the field strength used by this fraction: a "3 T" Siemens magnet runs at 2.89 T
+# (123.2 MHz, 3.6 % below), while a field strength of another magnet class (1.5 for 3 T) is off
+# by 50 % or more. χ scales with 1/B0, so a wrong one is a silent error of the whole map.
+IMAGING_FREQUENCY_TOLERANCE = 0.1
+
+
+def _imaging_frequency_b0(sidecars) -> tuple[float, float] | None:
+    """(MHz, T) of the sidecars' ImagingFrequency, the first readable one that implies a field
+    within the checked range for protons; None without one."""
+    for sc in sidecars:
+        try:
+            mhz = float(sc.get("ImagingFrequency"))
+        except (TypeError, ValueError):
+            continue
+        b0 = mhz / units.hz_per_ppm(1.0)  # Hz per ppm at 1 T = MHz per T (γ̄ of protons)
+        if 0.05 <= b0 <= 21.2:
+            return mhz, b0
+    return None
+
+
+def _check_imaging_frequency(b0: float, src: str, sidecars) -> None:
+    """Refuse a field strength that the scanner's own proton frequency contradicts."""
+    freq = _imaging_frequency_b0(sidecars)
+    if freq is None or abs(b0 - freq[1]) <= IMAGING_FREQUENCY_TOLERANCE * freq[1]:
+        return
+    fix = ("correct --field-strength, or the sidecars if they are wrong" if src == "--field-strength" else
+           "pass --field-strength (field_strength= in Python) with the scanner's field, or correct the sidecars")
+    raise ValueError(f"the field strength {b0:g} T ({src}) disagrees with the sidecars' ImagingFrequency "
+                     f"{freq[0]:.4g} MHz, the proton frequency of a {freq[1]:.2f} T magnet; χ scales with 1/B0, so "
+                     f"one of them is wrong: {fix}")
+
+
 def _resolve_field_strength(field_strength, sidecars, *, required=True):
-    """B0 (T) from the option or the sidecars, and where it came from."""
+    """B0 (T) from the option or the sidecars, and where it came from; checked against the
+    sidecars' ImagingFrequency when they give one (:data:`IMAGING_FREQUENCY_TOLERANCE`)."""
+    b0, src = _field_strength(field_strength, sidecars, required=required)
+    if b0 is not None:
+        _check_imaging_frequency(b0, src, sidecars)
+    return b0, src
+
+
+def _field_strength(field_strength, sidecars, *, required=True):
+    """B0 (T) from the option or the sidecars' MagneticFieldStrength, and where it came from."""
     vals = [sc.get("MagneticFieldStrength") for sc in sidecars if sc.get("MagneticFieldStrength") is not None]
     if field_strength is not None:
         b0 = _checks.field_strength(field_strength)
