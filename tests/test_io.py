@@ -485,6 +485,15 @@ def test_from_arrays_checks_what_load_gre_checks():
         io.GreInput.from_arrays(mag, pha, te, 3.0, affine=np.eye(3))
     with pytest.raises(ValueError, match="negative"):
         io.GreInput.from_arrays(-mag, pha, te, 3.0)
+    # a phase given as the magnitude reaches -π: refused, naming the swap
+    with pytest.raises(ValueError, match=r"^the magnitude has negative values \(216 voxels, 50 %, down to -3.14.*swapped"):
+        io.GreInput.from_arrays(np.where(np.arange(6)[:, None, None, None] < 3, 3.14, -3.14) * mag, pha, te, 3.0)
+    # a noise floor shifted a little below zero (denoising): set to 0, with a warning
+    floor = mag.copy()
+    floor[0, :, :, 0] = -0.02
+    g = io.GreInput.from_arrays(floor, pha, te, 3.0)
+    assert g.magnitude.min() == 0 and g.magnitude[1:].min() == 1 and floor.min() == -0.02
+    assert len(g.warnings) == 1 and g.warnings[0].startswith("36 magnitude values (8.3 %) are negative, down to -0.02")
     with pytest.raises(ValueError, match="zero everywhere"):
         io.GreInput.from_arrays(0 * mag, pha, te, 3.0)
     g = io.GreInput.from_arrays(mag, pha, te, 3.0, affine=np.diag([1, 1, 2, 1.0]), voxel_size=(1, 1, 2))

@@ -51,6 +51,31 @@ def test_shuffled_echoes_are_refused():
         sanity.check_echo_order(mag[..., order], TE, sanity.tissue(mag))
 
 
+@pytest.mark.parametrize("part, echo", [("magnitude", 1), ("phase", 2)])
+def test_an_empty_echo_is_named_not_taken_for_echo_order(part, echo):
+    """One echo exported empty (zero everywhere): its magnitude's median would "rise" after it,
+    or its phase break the phase's linearity in TE, and the user be told to re-sort files that
+    are in order. The echo is named instead; R2* (magnitude alone) too."""
+    mag, pha = _head()
+    (mag if part == "magnitude" else pha)[..., echo] = 0.0
+    data = GreInput.from_arrays(mag, pha, TE, 3.0, voxel_size=VS)
+    words = f"^the {part} of echo {echo + 1} is 0 in every voxel: an empty or failed export of that echo; export it"
+    with pytest.raises(ValueError, match=words):
+        pipeline.run(data)
+    if part == "magnitude":
+        with pytest.raises(ValueError, match=words):
+            pipeline.r2star_run(data)
+    else:
+        pipeline.r2star_run(data)  # R2* does not read the phase
+
+
+def test_a_magnitude_of_one_value_is_refused():
+    mag, pha = _head()
+    data = GreInput.from_arrays(np.ones_like(mag), pha, TE, 3.0, voxel_size=VS)
+    with pytest.raises(ValueError, match="^the magnitude is 1 in every voxel of every echo: it is not a magnitude"):
+        pipeline.run(data)
+
+
 def test_decaying_echoes_pass():
     mag, _ = _head()
     sanity.check_echo_order(mag, TE, sanity.tissue(mag))  # no error

@@ -173,15 +173,38 @@ def _warn_shear(affine, warnings: list) -> None:
         warnings.append(msg)
 
 
-def _finite_magnitude(mag: np.ndarray, finite: np.ndarray) -> None:
-    """Refuse magnitudes that cannot be one."""
+# Negative magnitudes down to this fraction of the magnitude's 99th percentile are a noise floor
+# shifted below zero (denoising, a scanner's or converter's offset) and are set to 0 with a
+# warning; deeper ones (a real or imaginary image, a phase, reach the positive values' size)
+# are refused.
+NEGATIVE_FLOOR = 0.05
+
+
+def _finite_magnitude(mag: np.ndarray, finite: np.ndarray, warnings: list | None = None) -> None:
+    """Refuse magnitudes that cannot be one; set a small negative noise floor to 0 (in place),
+    with a warning (kept in ``warnings`` when given)."""
     if not finite.any():
         raise ValueError("every voxel holds NaN/Inf; the input is empty")
     values = mag if finite.all() else mag[finite]  # no copy of the whole series when every voxel is finite
-    if values.min() < 0:
-        raise ValueError("magnitude has negative values; is it a real/imaginary image? give the magnitude")
-    if not values.max() > 0:
-        raise ValueError("magnitude is zero everywhere")
+    lowest = float(values.min())
+    if lowest >= 0:
+        if not values.max() > 0:
+            raise ValueError("magnitude is zero everywhere")
+        return
+    top = float(np.percentile(values.reshape(-1)[::7], 99))
+    n_neg = int(np.count_nonzero(values < 0))
+    share = n_neg / values.size
+    if lowest < -NEGATIVE_FLOOR * max(top, 0.0):
+        raise ValueError(f"the magnitude has negative values ({n_neg} voxels, {100 * share:.2g} %, down to "
+                         f"{lowest:.4g} against a 99th percentile of {top:.4g}): is it a real or imaginary image, or "
+                         "a phase given as --mag (magnitude and phase swapped)? give the magnitude images")
+    msg = (f"{n_neg} magnitude values ({100 * share:.2g} %) are negative, down to {lowest:.3g} "
+           f"({100 * -lowest / top:.2g} % of the magnitude's 99th percentile): a noise floor shifted below zero (by "
+           "denoising or an offset); they were set to 0")
+    log.warning(msg)
+    if warnings is not None:
+        warnings.append(msg)
+    np.maximum(mag, 0, out=mag)
 
 
 def _check_pair(mag, pha, affine, p_affine, mag_sc, pha_sc) -> None:
@@ -214,7 +237,7 @@ def _zero_nonfinite(mag, pha, warnings: list) -> tuple[np.ndarray, int]:
         warnings.append(msg)
         mag[~finite] = 0
         pha[~finite] = 0
-    _finite_magnitude(mag, finite)
+    _finite_magnitude(mag, finite, warnings)
     return finite, n_bad
 
 
@@ -337,7 +360,7 @@ def load_magnitude(magnitude, *, echo_times=None, field_strength=None, prefix: s
     slice_axis, slice_src = _slice_axis(mag_sc)
     finite = np.all(np.isfinite(mag), axis=3)
     mag[~finite] = 0
-    _finite_magnitude(mag, finite)
+    _finite_magnitude(mag, finite, warnings)
     vs = voxel_size_from_affine(affine)
     _warn_shear(affine, warnings)
     provenance = {"inputs": {"magnitude": [str(p) for p in mag_paths]}, "echo_order": mag_order,

@@ -231,6 +231,7 @@ def _late_methods(opt: Options, vs, used: dict, brain: np.ndarray, *, single_ech
 def _brain_mask(data: GreInput, opt: Options, used: dict, mask, timer, until):
     """The input checks, then the brain mask (given or computed) and where it came from."""
     shape = data.magnitude.shape[:3]
+    sanity.check_empty_echoes(data.magnitude, data.phase if until != "mask" else None)
     region = sanity.tissue(data.magnitude)
     # echo order matters to the mask too: BET's surface also moves on the last echo
     sanity.check_echo_order(data.magnitude, data.echo_times, region)

@@ -22,7 +22,7 @@ from .._shared.echoes import rss
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TYPICAL_LOCAL_FIELD_PPM", "check_chi_range", "check_chi_sign", "check_echo_order", "check_field_noise",
+__all__ = ["TYPICAL_LOCAL_FIELD_PPM", "check_chi_range", "check_chi_sign", "check_echo_order", "check_empty_echoes", "check_field_noise",
            "check_phase_evolves", "check_phase_is_not_magnitude", "check_phase_is_linear_in_te",
            "check_r2star_span", "check_single_echo_offset", "check_chi_echo_span", "tissue"]
 
@@ -99,6 +99,27 @@ def tissue(magnitude: np.ndarray) -> np.ndarray:
     if values.size < 2 or values.min() == values.max():
         return combined > 0
     return combined > threshold_otsu(values)
+
+
+def check_empty_echoes(magnitude: np.ndarray, phase: np.ndarray | None = None) -> None:
+    """Refuse an echo whose magnitude or phase holds one value everywhere (an empty or failed
+    export), or a magnitude that is one value in every echo, naming it; asked before the echo
+    order, which such an echo would fail with the wrong cause (the files are in order)."""
+    n_e = magnitude.shape[3]
+    for kind, data in (("magnitude", magnitude), ("phase", phase)):
+        if data is None:
+            continue
+        flat = data.reshape(-1, n_e)
+        lo, hi = flat.min(axis=0), flat.max(axis=0)
+        same = np.flatnonzero(lo == hi)
+        if kind == "magnitude" and same.size == n_e:
+            raise ValueError(f"the magnitude is {float(hi[0]):g} in every voxel of every echo: it is not a magnitude "
+                             "image; give the scan's magnitude images (BIDS part-mag)")
+        if same.size:
+            which = ", ".join(str(int(e) + 1) for e in same)
+            raise ValueError(f"the {kind} of echo {which} is {float(hi[same[0]]):g} in every voxel: an empty or "
+                             f"failed export of that echo; export it again ({kind} files hold one echo each, "
+                             "in echo order)")
 
 
 def check_echo_order(magnitude: np.ndarray, echo_times, region: np.ndarray) -> None:

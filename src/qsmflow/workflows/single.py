@@ -88,6 +88,7 @@ def r2star_run(data, options: Options | None = None, *, mask: np.ndarray | None 
     if mwf and data.n_echoes < mwf_fit.MIN_ECHOES:
         raise ValueError(f"the myelin water fraction needs at least {mwf_fit.MIN_ECHOES} echoes (e.g. 24 echoes "
                          f"2 ms apart), these data have {data.n_echoes}; leave out --mwf")
+    sanity.check_empty_echoes(data.magnitude)
     sanity.check_echo_order(data.magnitude, data.echo_times, sanity.tissue(data.magnitude))
     res = QSMResult(mask=np.zeros(data.magnitude.shape[:3], bool))
     timer = functools.partial(_Timer, res.timings)
