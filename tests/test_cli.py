@@ -78,6 +78,7 @@ def test_run_user_errors(files, capsys, tmp_path, case, match):
     assert code == 1
     lines = [line for line in err.splitlines() if line.startswith("qsmflow: error")]
     assert len(lines) == 1 and match in lines[0], err
+    assert "in Python" not in lines[0]  # the hints for Python callers are not the command line's
     assert "Traceback" not in err
     assert not files["out"].exists()
 

@@ -166,7 +166,7 @@ def test_sidecar_echo_times_in_ms_refused(tmp_path):
     mags, phases = _echoes(tmp_path)
     for e, f in enumerate(mags + phases):
         _sidecar(f, EchoTime=5.0 * (e % 3 + 1), MagneticFieldStrength=3)
-    with pytest.raises(ValueError, match="sidecar EchoTime.*milliseconds"):
+    with pytest.raises(ValueError, match="the sidecars' EchoTime.*milliseconds"):
         io.load_gre(mags, phases)
 
 

@@ -137,6 +137,11 @@ def test_no_report_and_report_errors(oblique_data, tmp_path, capsys):
         code, _, err = _run(["report", str(target)], capsys)
         assert code == 1 and word in err and len(err.strip().splitlines()) == 1, err
     assert not list(empty.iterdir())
+    # a provenance file cut short: named, with the fix, not the JSON parser's words alone
+    (out / "sub-phantom_provenance.json").write_text('{"qsmflow_version": "0.1", "par', encoding="utf-8")
+    code, _, err = _run(["report", str(out)], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "sub-phantom_provenance.json is not readable JSON" in err and "run qsmflow run there again" in err
 
 
 def test_views_are_captioned_lettered_and_show_no_background_as_tissue():

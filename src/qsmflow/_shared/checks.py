@@ -110,9 +110,11 @@ def echo_times(te, n_echoes: int | None = None) -> np.ndarray:
     if not np.all(np.isfinite(te)):
         raise ValueError(f"echo_times must be finite, got {te.tolist()}")
     if np.any(te > MAX_ECHO_TIME_S):
+        # echo times of 1-100 ms written in ms read 1-100; in microseconds 1000-100000
+        unit, factor = ("microseconds", 1e6) if te.min() >= 500 else ("milliseconds", 1e3)
         raise ValueError(
-            f"echo_times must be in seconds, got {te.tolist()}: these look like milliseconds; "
-            f"divide by 1000 (e.g. {', '.join(f'{t / 1000:g}' for t in te)})"
+            f"echo_times must be in seconds, got {te.tolist()}: these look like {unit}; "
+            f"divide by {factor:.0f} (e.g. {', '.join(f'{t / factor:g}' for t in te)})"
         )
     if np.any(te > MAX_GRE_ECHO_TIME_S):
         raise ValueError(

@@ -53,6 +53,10 @@ def _cli_words(msg: str) -> str:
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return msg
+    # the hints for Python callers ("(phase_scale= in Python)", "...; echo_times= in Python)") are
+    # not for the command line, where they read as a wrong option ("--echo-times= in Python")
+    msg = re.sub(r"\s*\([a-z_]+= in Python\)", "", msg)
+    msg = re.sub(r"[;,]\s*[a-z_]+= in Python(?=\))", "", msg)
     for param in ctx.command.params:
         longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
         if param.name and "_" in param.name and longs:

@@ -104,6 +104,11 @@ def _echo_number(path, sidecar) -> int | None:
 def _order_by_echo(kind: str, paths: list[Path], sidecars: list[dict]) -> tuple[list[int], str]:
     """Indices that sort per-echo files by echo number, and where the order came from."""
     nums = [_echo_number(p, s) for p, s in zip(paths, sidecars)]
+    if len(paths) > 1 and any(n is None for n in nums):
+        # no echo numbers, but every sidecar gives one echo time: the echoes' order is theirs
+        tes = [s.get("EchoTime") for s in sidecars]
+        if all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in tes) and len(set(tes)) == len(tes):
+            return sorted(range(len(paths)), key=lambda i: tes[i]), "sidecar EchoTime (no echo numbers)"
     if len(paths) == 1 or any(n is None for n in nums):
         return list(range(len(paths))), "order given"
     if len(set(nums)) != len(nums):

@@ -85,14 +85,17 @@ def _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings, *, requi
     if sc_te is None:
         if not required:
             return None, "missing"
-        raise ValueError(
-            f"echo times are missing: no EchoTime for all {n_echoes} echo(es) in the JSON sidecars; "
-            + ECHO_TIMES_FIX
-        )
+        without = sum(sc.get("EchoTime") is None for sc in mag_sc) if mag_sc else n_echoes
+        which = (f"{without} of the {len(mag_sc)} magnitude sidecars give no EchoTime" if 0 < without < len(mag_sc)
+                 else f"no EchoTime for all {n_echoes} echo(es) in the JSON sidecars")
+        raise ValueError(f"echo times are missing: {which}; " + ECHO_TIMES_FIX)
     try:
         return _checks.echo_times(sc_te, n_echoes), "sidecar EchoTime"
-    except ValueError as exc:
-        raise ValueError(f"sidecar EchoTime: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        # the check names the Python argument; here the values came from the files
+        words = str(exc).replace("echo_times must be", "must be", 1)
+        raise ValueError(f"the sidecars' EchoTime {words}; BIDS sidecars give seconds: correct them, or pass "
+                         "--echo-times (in seconds; echo_times= in Python)") from None
 
 
 # B0 that the sidecars' ImagingFrequency (MHz, the scanner's proton frequency) implies may
@@ -159,8 +162,9 @@ def _field_strength(field_strength, sidecars, *, required=True):
                          "pass --field-strength (tesla; field_strength= in Python)")
     try:
         return _checks.field_strength(vals[0]), "sidecar MagneticFieldStrength"
-    except ValueError as exc:
-        raise ValueError(f"sidecar MagneticFieldStrength: {exc}") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"the sidecars' MagneticFieldStrength {vals[0]!r} is not a field in tesla (a number, e.g. 3): "
+                         "correct it, or pass --field-strength (tesla; field_strength= in Python)") from None
 
 
 def _resolve_b0_direction(b0_direction, affine):

@@ -27,6 +27,7 @@ from .._shared import allocator
 from ..kernels import THREADS_ENV
 from .bids import SUFFIXES, RunSpec, discover
 from .options import Options
+from .outputs import read_provenance
 from .subject import process_subject
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def recorded_runs(out_root) -> list[tuple[str, RunStatus]]:
         try:
             seconds = float(json.loads((prov.parent / f".{prefix}_complete.json").read_text())["seconds"])
         except (OSError, ValueError, KeyError, TypeError):
-            seconds = sum(json.loads(prov.read_text(encoding="utf-8")).get("timings_s", {}).values())
+            seconds = sum(read_provenance(prov).get("timings_s", {}).values())
         runs[prov.parent / prefix] = RunStatus(prefix, "done", seconds)
     for log_path in sorted(root.rglob("*_error.log")):
         prefix = log_path.name[: -len("_error.log")]

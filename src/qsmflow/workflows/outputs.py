@@ -7,6 +7,7 @@ writes depends on where it stopped (``_WRITTEN``) and on what it was asked for
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 from pathlib import Path
@@ -181,3 +182,14 @@ def write_outputs(
         text += "\n\n".join(f"[{i + 1}] {c}" for i, c in enumerate(result.citations)) + "\n"
         written.append(out.text(cite_name, text))
     return written
+
+
+def read_provenance(path) -> dict:
+    """A run's ``_provenance.json``, or a one-line error naming it when it is not readable JSON
+    (a run cut short while writing it, or an edit)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not readable JSON ({exc}): the run that wrote it was cut short or the file was "
+                         "edited; run qsmflow run there again (with --force)") from None

@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from .. import __version__, io
 from . import figures as _figures
-from .outputs import REPORT_SUFFIX
+from .outputs import REPORT_SUFFIX, read_provenance
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def write_report(out_dir, prefix: str, *, extra_warnings=(), maps: dict | None =
     prov_path = out_dir / f"{prefix}_provenance.json"
     if not prov_path.exists():
         raise ValueError(f"no {prov_path.name} in {out_dir}; run qsmflow run (or bids) there first")
-    prov = json.loads(prov_path.read_text(encoding="utf-8"))
+    prov = read_provenance(prov_path)
     given, maps, vs = maps, {}, None
     for suffix in ["mask", "localmask", "label-CSF_probseg", "S0map"] + [p[0] for p in _PANELS]:
         path = out_dir / f"{prefix}_{suffix}.nii.gz"
