@@ -1,5 +1,6 @@
 """Command line: every user mistake is one line on stderr, exit code 1, and no output files."""
 
+import logging
 from pathlib import Path
 
 import click
@@ -252,7 +253,7 @@ def test_prefix_with_folders_is_refused(files, capsys, tmp_path):
         assert len(err.strip().splitlines()) == 1 and not files["out"].exists()
     assert not list(files["out"].parent.glob("escape_*"))
 
-def test_mask_that_is_an_image_or_empty_is_refused(files, capsys, tmp_path):
+def test_mask_that_is_an_image_or_empty_is_refused(files, capsys, tmp_path, caplog):
     """An image given as --mask (a magnitude: every voxel above 0.5 would be 'brain') and an
     empty mask are refused in one line, before any work; a probability map is cut at 0.5."""
     shape = nib.load(files["mag4"]).shape[:3]
@@ -270,8 +271,10 @@ def test_mask_that_is_an_image_or_empty_is_refused(files, capsys, tmp_path):
     prob = np.zeros(shape, np.float32)
     prob[1, 1, 1], prob[2, 2, 2] = 0.4, 0.7
     nib.save(nib.Nifti1Image(prob, aff), str(tmp_path / "prob.nii.gz"))
-    got = io.load_mask(tmp_path / "prob.nii.gz")
+    with caplog.at_level(logging.WARNING, logger="qsmflow"):
+        got = io.load_mask(tmp_path / "prob.nii.gz")
     assert got.dtype == bool and got.sum() == 1 and got[2, 2, 2]
+    assert "holds 2 voxels between 0 and 1 (a probability map?): those above 0.5 are taken as brain" in caplog.text
     binary = np.where(prob > 0, 255, 0).astype(np.uint8)  # a 0/255 mask from an image editor: binary
     nib.save(nib.Nifti1Image(binary, aff), str(tmp_path / "b.nii.gz"))
     assert io.load_mask(tmp_path / "b.nii.gz").sum() == 2
@@ -444,7 +447,9 @@ def test_invert_command(tmp_path, capsys):
     # MEDI needs a magnitude; a weight for TKD is meaningless; the echo time in ms is refused
     for extra, word in [(["--inversion", "medi"], "--magnitude"), (["--inversion", "tfi"], "--inversion tfi needs"),
                         (["--inversion", "tkd", "--regularisation", "0.1"], "no regularisation"),
-                        (["--inversion", "tv", "--regularisation", "-1"], "positive")]:
+                        (["--inversion", "tv", "--regularisation", "-1"], "positive"),
+                        (["--inversion", "tv", "--regularisation", "inf"], "positive number"),
+                        (["--inversion", "tv", "--regularisation", "nan"], "positive number")]:
         code, _, err = _run(args + extra + ["-o", str(tmp_path / "bad")], capsys)
         assert code == 1 and word in err and len(err.strip().splitlines()) == 1, err
     mag = _nii(d / "mag.nii.gz", np.where(mask, 1.0, 0.1))
@@ -686,3 +691,20 @@ def test_small_things_a_new_user_trips_over(files, tmp_path, capsys):
         for param in command.params:
             if isinstance(param, click.Option) and not param.hidden:
                 assert param.help, f"qsmflow {name} {param.opts[0]} has no help text"
+
+
+def test_a_full_disk_is_said_in_words(files, capsys, monkeypatch):
+    """The disk filling up mid-run: one line naming it, the file and the fix, exit 1 (not the
+    operating system's bare '[Errno 28] No space left on device')."""
+    import errno
+
+    from qsmflow import io
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out/sub-01_Chimap.nii.gz")
+
+    monkeypatch.setattr(io, "load_gre", full)
+    code, _, err = _run(["run", "--mag", files["mag4"], "--phase", files["pha4"], "-o", str(files["out"])] + OK_TE,
+                        capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "no space left on the disk writing /data/out/sub-01_Chimap.nii.gz; free some space" in err

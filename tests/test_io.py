@@ -142,6 +142,14 @@ def test_4d_files_with_option_echo_times(tmp_path):
     p = _save(tmp_path / "p.nii.gz", np.random.default_rng(0).uniform(-3.14, 3.14, shape).astype(np.float32))
     g = io.load_gre(m, p, echo_times=[0.004, 0.008, 0.012], field_strength=7)
     assert g.n_echoes == 3 and g.field_strength == 7
+    # echoes along NIfTI's fifth dimension, (X, Y, Z, 1, E), as some converters write them
+    p5 = _save(tmp_path / "p5.nii.gz", nib.load(p).get_fdata(dtype=np.float32)[:, :, :, None, :])
+    m5 = _save(tmp_path / "m5.nii.gz", np.ones(shape[:3] + (1, 3), np.float32))
+    g5 = io.load_gre(m5, p5, echo_times=[0.004, 0.008, 0.012], field_strength=7)
+    np.testing.assert_array_equal(g5.phase, g.phase)
+    with pytest.raises(ValueError, match=r"\(X, Y, Z, 1, echoes\)"):  # two echo axes: not an echo series
+        io.load_gre(_save(tmp_path / "m6.nii.gz", np.ones(shape[:3] + (2, 3), np.float32)), p5,
+                    echo_times=[0.004, 0.008, 0.012], field_strength=7)
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import glob
 import logging
+import math
 import re
 import sys
 from pathlib import Path
@@ -86,6 +88,10 @@ def _command(func):
             if verbose:
                 raise
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                where = f" writing {exc.filename}" if exc.filename else ""
+                msg = (f"no space left on the disk{where}; free some space or give an output folder (-o) on "
+                       "another disk (nothing of this run was kept)")
             click.echo(f"qsmflow: error: {_cli_words(msg)}", err=True)
             sys.exit(1)
         except Exception as exc:  # a bug: still one line, but say how to see more
@@ -286,8 +292,8 @@ def _regularisation_options(inversion: str, value: str) -> dict:
         weight = float(text)
     except ValueError:
         raise ValueError(f"--regularisation must be 'auto' or a number, got {value!r}") from None
-    if not weight > 0:
-        raise ValueError(f"--regularisation must be positive, got {value!r}")
+    if not (math.isfinite(weight) and weight > 0):
+        raise ValueError(f"--regularisation must be a positive number (or auto), got {value!r}")
     return {"inversion": {_REG_PARAM[inversion]: weight}}
 
 

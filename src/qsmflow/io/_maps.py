@@ -118,6 +118,10 @@ def load_mask(path, *, name: str = "--mask", shape=None, affine=None) -> np.ndar
     mask = data > 0.5
     if not mask.any():
         raise ValueError(f"{name} {path} is empty (no voxel above 0.5); give a 0/1 mask with the brain set to 1")
+    between = int(np.count_nonzero((data > 1e-3) & (data < 1 - 1e-3)))
+    if between:
+        log.warning("%s %s holds %d voxels between 0 and 1 (a probability map?): those above 0.5 are taken as brain "
+                    "(%d voxels in all)", name, path, between, int(mask.sum()))
     return mask
 
 

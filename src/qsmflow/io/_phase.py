@@ -131,7 +131,8 @@ def scale_phase(phase: np.ndarray, *, on_disk_integer: bool = False, phase_scale
         else:
             raise ValueError(
                 f"cannot tell the phase units from its range [{lo:.6g}, {hi:.6g}]: it is neither radians nor a "
-                "scanner integer range; pass --phase-scale (phase_scale= in Python) with the factor that converts it to radians"
+                "scanner integer range; pass --phase-scale (phase_scale= in Python) with the factor that converts it to radians "
+                "(1 if it is in radians already, e.g. a crop or a masked phase that does not reach ±π)"
             )
     # in place on one float64 copy (a whole 4D series is ~200 MB at 1 mm); the same values as
     # mod(x·factor + offset + π, 2π) - π

@@ -140,8 +140,11 @@ def _stack(kind: str, paths: Sequence, dtype=np.float64) -> tuple[np.ndarray, np
                 f"{p} has shape {shp}: qsmflow needs 3D volumes (at least 2 voxels along x, y and z); "
                 "2D single-slice data cannot be processed"
             )
-        if len(shp) > 4 and any(s != 1 for s in shp[4:]):
-            raise ValueError(f"{p} has shape {shp}: expected a 3D volume or a 4D echo series")
+        # (X, Y, Z, 1, echoes): echoes along NIfTI's fifth dimension, as some converters write them
+        echoes_in_5th = len(paths) == 1 and len(shp) == 5 and shp[3] == 1
+        if len(shp) > 4 and any(s != 1 for s in shp[4:]) and not echoes_in_5th:
+            raise ValueError(f"{p} has shape {shp}: expected a 3D volume, a 4D echo series (X, Y, Z, echoes) or "
+                             "(X, Y, Z, 1, echoes); give one of those")
         if len(paths) > 1 and len(shp) > 3 and shp[3] != 1:
             raise ValueError(f"{p} is 4D (shape {shp}) but several {kind} files were given; give one 4D file or one 3D file per echo")
         if shp[:3] != ref.shape[:3]:
