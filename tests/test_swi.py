@@ -224,6 +224,13 @@ def test_swi_command_writes_swi_and_minip_and_refuses_a_bad_echo(tmp_path, capsy
         code, err = run(["swi", *inputs, *extra, "-o", str(bad), "-q"])
         assert code == 1 and word in err and len(err.strip().splitlines()) == 1, err
     assert not bad.exists()
+    # one echo (4 ms): SWI makes neither χ nor R2*, so the warnings about them are not its own
+    one = ["--mag", str(anat / "sub-phantom_echo-1_part-mag_MEGRE.nii.gz"),
+           "--phase", str(anat / "sub-phantom_echo-1_part-phase_MEGRE.nii.gz")]
+    code, err = run(["swi", *one, "-o", str(tmp_path / "one"), "-q", *given])
+    assert code == 0, err
+    assert (tmp_path / "one" / "sub-phantom_swi.nii.gz").exists()
+    assert "χ" not in err and "R2*" not in err and "too short for QSM" not in err, err
 
 
 def _oblique_vein(shape, voxel_size, angle_deg, radius_mm=2.0, chi_ppm=0.4):

@@ -143,10 +143,14 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
         return _finish(res, used, done, mask_source)
 
     if data.n_echoes == 1:
-        log.warning("single-echo data: the field comes from one echo, whose phase also holds the receive "
-                    "phase offset (a second echo is needed to remove it), so χ carries a smooth error from it; "
-                    "no R2*/T2* map is made")
-        sanity.check_single_echo_offset(te[0], data.field_strength)
+        if until is None:  # the whole chain: χ and R2* (the stage commands and SWI make neither)
+            log.warning("single-echo data: the field comes from one echo, whose phase also holds the receive "
+                        "phase offset (a second echo is needed to remove it), so χ carries a smooth error from it; "
+                        "no R2*/T2* map is made")
+            sanity.check_single_echo_offset(te[0], data.field_strength)
+        else:
+            log.info("single-echo data: the field comes from one echo, whose phase also holds the receive phase "
+                     "offset (a second echo is needed to remove it), so the field carries a smooth error from it")
         used["phase_offset"] = phaseoffset.METHODS["none"]
     else:
         sanity.check_r2star_span(te, data.field_strength)
@@ -180,7 +184,8 @@ def _run(data: GreInput, opt: Options, mask, progress, until) -> QSMResult:
     del unwrapped
     res.total_field_hz = box.full(np.where(m, f_hz, 0), np.float32)
     res.field_noise_hz = box.full(np.where(m, noise_hz, 0), np.float32)
-    noisy = sanity.check_field_noise(noise_hz, m, data.field_strength, te)
+    # a field too noisy for χ: said where χ is made (SWI and the stage commands make none)
+    noisy = until is None and sanity.check_field_noise(noise_hz, m, data.field_strength, te)
     res.parameters["hz_per_ppm"] = units.hz_per_ppm(data.field_strength)
     done.append("field_fit")
     if opt.swi:
