@@ -148,6 +148,8 @@ def invert_run(local_ppm: np.ndarray, mask: np.ndarray, voxel_size, b0_direction
     local = np.where(res.mask, _checks.as_volume("local field", local_ppm), 0).astype(np.float32)
     vs = _checks.voxel_size(voxel_size)
     res.parameters = {"stage_options": opt.stage_options}
+    if opt.inversion != "tfi":  # TFI takes the total field
+        res.parameters["local_field_spread_ppm"] = sanity.check_field_is_local(local, res.mask)
     timer = functools.partial(_Timer, res.timings)
     res.chi, res.chi_sd, res.csf_mask, inv, ref, _ = inversion_and_reference(
         local, res.mask, vs, b0_direction, opt, res, timer, noise_ppm=noise_ppm, magnitude=magnitude,
