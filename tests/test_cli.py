@@ -708,3 +708,25 @@ def test_a_full_disk_is_said_in_words(files, capsys, monkeypatch):
                         capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "no space left on the disk writing /data/out/sub-01_Chimap.nii.gz; free some space" in err
+
+
+@pytest.mark.parametrize("message, shown", [
+    ("pass --force to overwrite (force=True in Python)", "pass --force to overwrite"),
+    ("use --inversion medi / tv (medi() / tv() in Python)", "use --inversion medi / tv"),
+    ("pass --echo-times (comma-separated, in seconds; echo_times= in Python)",
+     "pass --echo-times (comma-separated, in seconds)"),
+    ("pass --phase-scale (phase_scale= in Python) with its factor (1 for radians)",
+     "pass --phase-scale with its factor (1 for radians)"),
+    ("the mask (a 0/1 image) is empty; give one", "the mask (a 0/1 image) is empty; give one"),
+])
+def test_the_command_line_drops_the_hints_for_python_callers(message, shown, caplog):
+    """Messages name a keyword for Python callers beside the option; on the command line the
+    hint reads as a wrong option ('--echo-times= in Python'): errors and warnings drop it, and
+    nothing else."""
+    import logging
+
+    from qsmflow.cli import _common
+
+    assert _common._drop_python_hints(message) == shown
+    record = logging.LogRecord("qsmflow", logging.WARNING, __file__, 1, "%s", (message,), None)
+    assert _common._without_python_hints(record) and record.getMessage() == shown

@@ -277,11 +277,13 @@ def test_run_from_dicom_writes_chi_and_its_dicom(tmp_path, capsys):
     assert Path(out / "sub-dicomclassic_report.html").exists()
 
 
-def test_a_series_missing_a_slice_is_refused_not_stacked_wrong(tmp_path, capsys):
-    """One DICOM file of the Philips head left out: dcm2niix stacks that volume's 52 slices with
+@pytest.mark.parametrize("left_out", [("2001_0050_e2.dcm",), ("2001_0050_e2.dcm", "2001_0156_e2_ph.dcm")])
+def test_a_series_missing_a_slice_is_refused_not_stacked_wrong(tmp_path, capsys, left_out):
+    """DICOM files of the Philips head left out: dcm2niix stacks that volume's 52 slices with
     the usual 3 mm spacing across the gap (every slice above it 3 mm off, nothing in the NIfTI
-    shows it) and only says so in its output. The series is refused with dcm2niix's words and
-    the fix, one line, exit 1, nothing written."""
+    shows it) and only says so in its output. The series is refused whole with dcm2niix's words
+    and the fix, one line, exit 1, nothing written: with echo 2's magnitude and phase both
+    short, its first echo alone must not go on as a one-echo acquisition."""
     import shutil
 
     head = shared_data("philips_head")
@@ -289,7 +291,7 @@ def test_a_series_missing_a_slice_is_refused_not_stacked_wrong(tmp_path, capsys)
     folder.mkdir()
     files = sorted((head / "dicom_classic").glob("*.dcm"))
     for f in files:
-        if f.name != "2001_0050_e2.dcm":
+        if f.name not in left_out:
             shutil.copy(f, folder)
     out = tmp_path / "out"
     code, _, err = run_cli(["run", "--dicom", str(folder), "-o", str(out), "-q"], capsys)

@@ -141,7 +141,7 @@ def test_no_report_and_report_errors(oblique_data, tmp_path, capsys):
     (out / "sub-phantom_provenance.json").write_text('{"qsmflow_version": "0.1", "par', encoding="utf-8")
     code, _, err = _run(["report", str(out)], capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1, err
-    assert "sub-phantom_provenance.json is not readable JSON" in err and "run qsmflow run there again" in err
+    assert "sub-phantom_provenance.json is not readable JSON" in err and "run it again with --force" in err
 
 
 def test_views_are_captioned_lettered_and_show_no_background_as_tissue():
@@ -202,3 +202,19 @@ def test_region_statistics_leave_out_voxels_where_chi_is_undefined():
     assert row("whole brain (mask)")[:6] == ["64", "0.1", "–", "–", "–", "25.0"]  # R2*: the 20 and 30/s halves
     # χ over the 32 voxels where it is defined: not +0.0500 with the mask's zeros
     assert row("where χ is defined (local mask)")[:6] == ["32", "0.0", "+0.1000", "+0.1000", "0.0000", "20.0"]
+
+
+def test_a_broken_run_record_does_not_hide_the_others(tmp_path):
+    """In a bids derivative, one run's provenance cut short (a run killed while writing it) is
+    listed as failed with the file named and the fix; the other runs stay listed as done."""
+    from qsmflow.workflows import batch
+
+    for sub, text in (("sub-01", json.dumps({"timings_s": {"mask": 1.5, "inversion": 2.0}})), ("sub-02", '{"timi')):
+        d = tmp_path / sub / "anat"
+        d.mkdir(parents=True)
+        (d / f"{sub}_provenance.json").write_text(text, encoding="utf-8")
+    runs = dict(batch.recorded_runs(tmp_path))
+    assert runs["sub-01/anat"].status == "done" and runs["sub-01/anat"].seconds == pytest.approx(3.5)
+    bad = runs["sub-02/anat"]
+    assert bad.status == "failed" and "sub-02_provenance.json is not readable JSON" in bad.message
+    assert "qsmflow bids for a dataset" in bad.message

@@ -51,15 +51,18 @@ def test_shuffled_echoes_are_refused():
         sanity.check_echo_order(mag[..., order], TE, sanity.tissue(mag))
 
 
-@pytest.mark.parametrize("part, echo", [("magnitude", 1), ("phase", 2)])
-def test_an_empty_echo_is_named_not_taken_for_echo_order(part, echo):
-    """One echo exported empty (zero everywhere): its magnitude's median would "rise" after it,
-    or its phase break the phase's linearity in TE, and the user be told to re-sort files that
-    are in order. The echo is named instead; R2* (magnitude alone) too."""
+@pytest.mark.parametrize("part, echo, value", [("magnitude", 1, 0.0), ("phase", 2, 0.0), ("phase", 1, -np.pi)])
+def test_an_empty_echo_is_named_not_taken_for_echo_order(part, echo, value):
+    """One echo exported empty (zero everywhere; Siemens' integer phase of an empty echo reads
+    -π): its magnitude's median would "rise" after it, or its phase break the phase's linearity
+    in TE, and the user be told to re-sort files that are in order (or, for a phase at -π with
+    two short echoes, get a wrong field without a word). The echo is named instead; R2*
+    (magnitude alone) too."""
     mag, pha = _head()
-    (mag if part == "magnitude" else pha)[..., echo] = 0.0
+    (mag if part == "magnitude" else pha)[..., echo] = value
     data = GreInput.from_arrays(mag, pha, TE, 3.0, voxel_size=VS)
-    words = f"^the {part} of echo {echo + 1} is 0 in every voxel: an empty or failed export of that echo; export it"
+    words = (f"^the {part} of echo {echo + 1} is {value:.4g} in every voxel: an empty or failed export of that "
+             "echo; export it again$")
     with pytest.raises(ValueError, match=words):
         pipeline.run(data)
     if part == "magnitude":

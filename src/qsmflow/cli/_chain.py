@@ -285,6 +285,10 @@ def report_cmd(out_dir, prefix):
         raise ValueError(f"{out_dir} is not a folder; give a qsmflow run's output folder or a bids derivative")
     runs = batch.recorded_runs(root)
     done = [(subdir, st) for subdir, st in runs if st.status == "done" and prefix in (None, st.prefix)]
+    broken = [st for _, st in runs if st.status == "failed" and str(st.error_log).endswith("_provenance.json")
+              and prefix in (None, st.prefix)]
+    if not done and broken:  # a record that cannot be read: say which, not "no outputs"
+        raise ValueError(broken[0].message)
     if not done:
         what = f"{prefix}_provenance.json" if prefix else "*_provenance.json"
         raise ValueError(f"no qsmflow outputs ({what}) under {out_dir}; run qsmflow run or bids first")

@@ -32,6 +32,7 @@ def _logging_to_stderr(verbose: bool, quiet: bool):
     pkg, nib = logging.getLogger("qsmflow"), logging.getLogger("nibabel")
     saved = (pkg.handlers[:], pkg.level, pkg.propagate, nib.level)
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_without_python_hints)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S") if verbose
                          else logging.Formatter("qsmflow: %(message)s"))
     pkg.handlers[:] = [handler]
@@ -48,6 +49,26 @@ def _logging_to_stderr(verbose: bool, quiet: bool):
         nib.setLevel(saved[3])
 
 
+# The hints for Python callers in messages: "(phase_scale= in Python)", "(force=True in Python)",
+# "(medi() / tv() in Python)", "...; echo_times= in Python)". They are not for the command
+# line, where the option renaming below would make them read "--echo-times= in Python".
+_PY_HINT = re.compile(r"\s*\((?:[^();,]|\(\))*\bin Python\)")
+_PY_HINT_TAIL = re.compile(r"[;,]\s*(?:[^();]|\(\))*\bin Python(?=\))")
+
+
+def _drop_python_hints(msg: str) -> str:
+    return _PY_HINT_TAIL.sub("", _PY_HINT.sub("", msg))
+
+
+def _without_python_hints(record: logging.LogRecord) -> bool:
+    """A log filter of the command line's handler: the record's message without the hints for
+    Python callers (see ``_PY_HINT``)."""
+    text = record.getMessage()
+    if "in Python" in text:
+        record.msg, record.args = _drop_python_hints(text), ()
+    return True
+
+
 def _cli_words(msg: str) -> str:
     """An error raised deep in qsmflow names Python parameters (``echo_times``); on the command
     line the user typed the option (``--echo-times``): name that instead. Only names with an
@@ -55,10 +76,7 @@ def _cli_words(msg: str) -> str:
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return msg
-    # the hints for Python callers ("(phase_scale= in Python)", "...; echo_times= in Python)") are
-    # not for the command line, where they read as a wrong option ("--echo-times= in Python")
-    msg = re.sub(r"\s*\([a-z_]+= in Python\)", "", msg)
-    msg = re.sub(r"[;,]\s*[a-z_]+= in Python(?=\))", "", msg)
+    msg = _drop_python_hints(msg)
     for param in ctx.command.params:
         longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
         if param.name and "_" in param.name and longs:
@@ -90,8 +108,7 @@ def _command(func):
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                 where = f" writing {exc.filename}" if exc.filename else ""
-                msg = (f"no space left on the disk{where}; free some space or give an output folder (-o) on "
-                       "another disk (nothing of this run was kept)")
+                msg = f"no space left on the disk{where}; free some space there, then run the command again"
             click.echo(f"qsmflow: error: {_cli_words(msg)}", err=True)
             sys.exit(1)
         except Exception as exc:  # a bug: still one line, but say how to see more

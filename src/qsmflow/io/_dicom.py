@@ -100,6 +100,10 @@ def _dcm2niix(dicom_dir: Path, out: Path) -> None:
 # usual spacing) with no sign of it in the NIfTI.
 _INCOMPLETE = re.compile(r"images may be missing|missing images|interslice distance varies", re.I)
 _CONVERTED = re.compile(r"^Convert \d+ DICOM as (.+?) \(")
+# dcm2niix gives up on a volume it cannot stack ("Unable to equalize slice distances") or
+# resolves the spacing itself ("Slice re-ordering resolved inter-slice distance variability"):
+# the messages before either are not about the next volume written.
+_GAVE_UP = re.compile(r"unable to equalize|resolved inter-?slice distance", re.I)
 #: The sidecar key that carries dcm2niix's words about an incomplete volume to :func:`_images`.
 INCOMPLETE_KEY = "QsmflowIncompleteSeries"
 
@@ -110,6 +114,9 @@ def _mark_incomplete(stdout: str, out: Path) -> None:
     problems: list[str] = []
     for line in stdout.splitlines():
         line = line.strip()
+        if _GAVE_UP.search(line):  # the messages were about a volume not written, or no longer hold
+            problems = []
+            continue
         if _INCOMPLETE.search(line):
             problems.append(line.removeprefix("Warning: "))
             continue
@@ -140,6 +147,10 @@ def _part(path: Path, sidecar: dict) -> str:
 def _images(conv: Path) -> tuple[list[_Image], list[SeriesOutcome]]:
     """The converted images worth sorting, and the series skipped outright."""
     images, skipped = [], []
+    # a series with one incomplete volume is dropped whole: its other volumes would make an
+    # acquisition short of that echo or part, processed without a word
+    incomplete = {int(json.loads(js.read_text()).get("SeriesNumber", 0)) for js in conv.glob("*.json")
+                  if json.loads(js.read_text()).get(INCOMPLETE_KEY)}
     for js in sorted(conv.glob("*.json")):
         nii = next((n for n in (js.with_suffix(".nii.gz"), js.with_suffix(".nii")) if n.exists()), None)
         if nii is None:
@@ -149,8 +160,9 @@ def _images(conv: Path) -> tuple[list[_Image], list[SeriesOutcome]]:
         desc = str(sc.get("SeriesDescription", js.stem))
         image_type = [str(t).upper() for t in sc.get("ImageType", [])]
         shape = nib.load(str(nii)).shape
-        if sc.get(INCOMPLETE_KEY):  # one outcome per series, however many of its volumes are incomplete
-            if not any(o.series == [series] and o.reason.startswith("incomplete") for o in skipped):
+        if series in incomplete:  # one outcome per series, however many of its volumes are incomplete
+            if sc.get(INCOMPLETE_KEY) and not any(o.series == [series] and o.reason.startswith("incomplete")
+                                                  for o in skipped):
                 skipped.append(SeriesOutcome([series], desc, "skipped", "incomplete: its slices are not a whole, "
                                              f"evenly spaced stack (dcm2niix: \"{sc[INCOMPLETE_KEY][0].rstrip('.')}\"); "
                                              "export the whole series from the scanner or PACS again"))

@@ -74,13 +74,14 @@ class GreInput:
         affine = np.asarray(affine, float)
         if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
             raise ValueError(f"affine must be a finite 4x4 matrix (NIfTI's voxel-to-world), got shape {affine.shape}")
-        vs = voxel_size_from_affine(affine)
+        vs = check_voxel_size(affine, "the affine")
         if voxel_size is not None and not np.allclose(_checks.voxel_size(voxel_size), vs, rtol=1e-3):
             raise ValueError(f"voxel_size {list(map(float, voxel_size))} disagrees with the affine's "
                              f"{[round(float(v), 4) for v in vs]} mm; give one of them")
         mag, pha = mag.copy(), pha.copy()  # the caller's arrays stay as given
         warnings: list[str] = []
         finite, _ = _zero_nonfinite(mag, pha, warnings)
+        _warn_shear(affine, warnings)
         if np.max(np.abs(pha)) > np.pi * (1 + _RADIAN_SLACK):
             raise ValueError("phase must be in radians within [-pi, pi]; scale it first (see io.scale_phase)")
         b0_dir = _checks.b0_direction(b0_direction) if b0_direction is not None else b0_direction_from_affine(affine)
@@ -101,19 +102,37 @@ def _echo_number(path, sidecar) -> int | None:
     return None
 
 
+#: Added to the order's source when sorting moved the files from the order given.
+REORDERED = ", files reordered"
+
+
 def _order_by_echo(kind: str, paths: list[Path], sidecars: list[dict]) -> tuple[list[int], str]:
-    """Indices that sort per-echo files by echo number, and where the order came from."""
+    """Indices that sort per-echo files by echo number (else by their sidecars' EchoTime), and
+    where the order came from (with ``REORDERED`` when it is not the order given)."""
     nums = [_echo_number(p, s) for p, s in zip(paths, sidecars)]
+    order, src = list(range(len(paths))), "order given"
     if len(paths) > 1 and any(n is None for n in nums):
         # no echo numbers, but every sidecar gives one echo time: the echoes' order is theirs
         tes = [s.get("EchoTime") for s in sidecars]
         if all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in tes) and len(set(tes)) == len(tes):
-            return sorted(range(len(paths)), key=lambda i: tes[i]), "sidecar EchoTime (no echo numbers)"
-    if len(paths) == 1 or any(n is None for n in nums):
-        return list(range(len(paths))), "order given"
-    if len(set(nums)) != len(nums):
-        raise ValueError(f"the {kind} files repeat echo numbers {nums}; give each echo once")
-    return sorted(range(len(paths)), key=lambda i: nums[i]), "echo numbers (BIDS echo-N / EchoNumber)"
+            order, src = sorted(range(len(paths)), key=lambda i: tes[i]), "sidecar EchoTime (no echo numbers)"
+    elif len(paths) > 1:
+        if len(set(nums)) != len(nums):
+            raise ValueError(f"the {kind} files repeat echo numbers {nums}; give each echo once")
+        order, src = sorted(range(len(paths)), key=lambda i: nums[i]), "echo numbers (BIDS echo-N / EchoNumber)"
+    return order, src + (REORDERED if order != sorted(order) else "")
+
+
+def _check_same_ordering(mag_order: str, pha_order: str, pha_files: int, mag_files: int) -> None:
+    """Refuse per-echo files of which one part was put in echo order (by echo numbers or echo
+    times) and the other, several files with neither, kept in the order given: the pairs of
+    magnitude and phase would be of different echoes (a 4D file's echoes are in echo order)."""
+    for moved, kept, a, b, n_kept in (("magnitude", "phase", mag_order, pha_order, pha_files),
+                                      ("phase", "magnitude", pha_order, mag_order, mag_files)):
+        if a.endswith(REORDERED) and b == "order given" and n_kept > 1:
+            raise ValueError(f"the {moved} files were put in echo order by their {a[:-len(REORDERED)]}, but the {kept} "
+                             f"files carry no echo numbers or echo times, so they cannot be paired with them: give "
+                             f"both in echo order with BIDS echo-N names, or sidecars (EchoNumber or EchoTime) for both")
 
 
 def _stack(kind: str, paths: Sequence, dtype=np.float64) -> tuple[np.ndarray, np.ndarray, list[dict], list[Path], str,
@@ -199,7 +218,7 @@ def _finite_magnitude(mag: np.ndarray, finite: np.ndarray, warnings: list | None
         if not values.max() > 0:
             raise ValueError("magnitude is zero everywhere")
         return
-    top = float(np.percentile(values.reshape(-1)[::7], 99))
+    top = float(np.percentile(values.reshape(-1)[::101], 99))  # a prime stride: every echo sampled
     n_neg = int(np.count_nonzero(values < 0))
     share = n_neg / values.size
     if lowest < -NEGATIVE_FLOOR * max(top, 0.0):
@@ -293,7 +312,8 @@ def load_gre(
     """
     # magnitude in float32, as it is kept; phase in float64 for the exact scaling of scanner integers
     mag, affine, mag_sc, mag_paths, mag_order, _ = _stack("magnitude", magnitude, np.float32)
-    pha, p_affine, pha_sc, pha_paths, _, pha_dtype = _stack("phase", phase)
+    pha, p_affine, pha_sc, pha_paths, pha_order, pha_dtype = _stack("phase", phase)
+    _check_same_ordering(mag_order, pha_order, len(pha_paths), len(mag_paths))
     warnings: list[str] = []
     _check_not_phasediff(pha_paths, pha_sc)
     _check_pair(mag, pha, affine, p_affine, mag_sc, pha_sc)

@@ -86,7 +86,8 @@ def _resolve_echo_times(echo_times, mag_sc, pha_sc, n_echoes, warnings, *, requi
         if not required:
             return None, "missing"
         without = sum(sc.get("EchoTime") is None for sc in mag_sc) if mag_sc else n_echoes
-        which = (f"{without} of the {len(mag_sc)} magnitude sidecars give no EchoTime" if 0 < without < len(mag_sc)
+        which = (f"{without} of the {len(mag_sc)} magnitude sidecars {'gives' if without == 1 else 'give'} no "
+                 "EchoTime" if 0 < without < len(mag_sc)
                  else f"no EchoTime for all {n_echoes} echo(es) in the JSON sidecars")
         raise ValueError(f"echo times are missing: {which}; " + ECHO_TIMES_FIX)
     try:
@@ -135,7 +136,7 @@ def _resolve_field_strength(field_strength, sidecars, *, required=True):
     """B0 (T) from the option or the sidecars, and where it came from; checked against the
     sidecars' ImagingFrequency when they give one (:data:`IMAGING_FREQUENCY_TOLERANCE`)."""
     b0, src = _field_strength(field_strength, sidecars, required=required)
-    if b0 is not None:
+    if b0 is not None and required:  # where B0 is optional (R2*), it is not what the run needs
         _check_imaging_frequency(b0, src, sidecars)
     return b0, src
 

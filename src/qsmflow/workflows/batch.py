@@ -115,7 +115,11 @@ def recorded_runs(out_root) -> list[tuple[str, RunStatus]]:
         try:
             seconds = float(json.loads((prov.parent / f".{prefix}_complete.json").read_text())["seconds"])
         except (OSError, ValueError, KeyError, TypeError):
-            seconds = sum(read_provenance(prov).get("timings_s", {}).values())
+            try:
+                seconds = sum(read_provenance(prov).get("timings_s", {}).values())
+            except ValueError as exc:  # one run's broken record does not hide the others
+                runs[prov.parent / prefix] = RunStatus(prefix, "failed", 0.0, str(exc), str(prov))
+                continue
         runs[prov.parent / prefix] = RunStatus(prefix, "done", seconds)
     for log_path in sorted(root.rglob("*_error.log")):
         prefix = log_path.name[: -len("_error.log")]

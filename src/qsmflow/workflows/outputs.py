@@ -192,4 +192,4 @@ def read_provenance(path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not readable JSON ({exc}): the run that wrote it was cut short or the file was "
-                         "edited; run qsmflow run there again (with --force)") from None
+                         "edited; run it again with --force (qsmflow run, or qsmflow bids for a dataset)") from None

@@ -102,24 +102,24 @@ def tissue(magnitude: np.ndarray) -> np.ndarray:
 
 
 def check_empty_echoes(magnitude: np.ndarray, phase: np.ndarray | None = None) -> None:
-    """Refuse an echo whose magnitude or phase is zero everywhere (an empty or failed export),
-    or a magnitude that is one value in every voxel of every echo, naming it; asked before the
-    echo order, which such an echo would fail with the wrong cause (the files are in order)."""
+    """Refuse an echo whose magnitude is zero everywhere or whose phase is one value everywhere
+    (an empty or failed export: Siemens' integer phase of an empty echo reads -π), or a
+    magnitude of one value in every voxel and echo, naming it; asked before the echo order,
+    which such an echo would fail with the wrong cause (the files are in order)."""
     n_e = magnitude.shape[3]
     for kind, data in (("magnitude", magnitude), ("phase", phase)):
         if data is None:
             continue
         flat = data.reshape(-1, n_e)
         lo, hi = flat.min(axis=0), flat.max(axis=0)
-        if kind == "magnitude" and np.all(lo == hi) and np.all(hi == hi[0]) and n_e > 1:
+        if kind == "magnitude" and np.all(lo == hi) and np.all(hi == hi[0]):
             raise ValueError(f"the magnitude is {float(hi[0]):g} in every voxel of every echo: it is not a magnitude "
                              "image; give the scan's magnitude images (BIDS part-mag)")
-        same = np.flatnonzero((lo == 0) & (hi == 0))
+        same = np.flatnonzero((lo == hi) & ((hi == 0) if kind == "magnitude" else True))
         if same.size:
             which = ", ".join(str(int(e) + 1) for e in same)
-            raise ValueError(f"the {kind} of echo {which} is {float(hi[same[0]]):g} in every voxel: an empty or "
-                             f"failed export of that echo; export it again ({kind} files hold one echo each, "
-                             "in echo order)")
+            raise ValueError(f"the {kind} of echo {which} is {float(hi[same[0]]):.4g} in every voxel: an empty or "
+                             "failed export of that echo; export it again")
 
 
 # The 95th percentile of |f - median f| over the brain: a local field (the tissue's own) reads
