@@ -54,6 +54,23 @@ def _copy(dataset, tmp_path):
     return root
 
 
+def test_a_series_missing_an_echo_file_fails_the_batch(dataset, tmp_path, capsys):
+    """A series whose phase lacks one echo's file cannot be paired: listed with its reason as a
+    magnitude-only scan is, but unlike one it is a broken dataset, so the batch does not end
+    with exit code 0 (a subject's maps would be missing without a sign to a script)."""
+    from qsmflow.workflows import bids
+
+    root = _copy(dataset, tmp_path)
+    (root / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_echo-3_part-phase_MEGRE.nii.gz").unlink()
+    runs, skipped = batch.discover(root, participants=["01"], sessions=["1"])
+    assert runs == [] and bids.broken_series(skipped) == [("sub-01/ses-1/anat/sub-01_ses-1_MEGRE",
+                                                            "3 magnitude but 2 phase files")]
+    assert ("sub-01/ses-1/anat/sub-01_ses-1_acq-mag_T2starw", "no part-phase files") in skipped  # not broken
+    code, _, err = run_cli(["bids", str(root), "--participant-label", "01", "--session-label", "1"], capsys)
+    words = "1 series could not be paired (sub-01/ses-1/anat/sub-01_ses-1_MEGRE: 3 magnitude but 2 phase files)"
+    assert code == 1 and words in err, err
+
+
 def test_discover_finds_every_run_and_says_what_it_skipped(dataset):
     runs, skipped = batch.discover(dataset)
     assert [r.prefix for r in runs] == [f"sub-{s}_ses-{t}" for s in SUBJECTS for t in SESSIONS]

@@ -142,7 +142,7 @@ def bids_cmd(bids_dir, output_dir, analysis_level, out, participant_label, sessi
     from their sidecars) and writes each run's maps under OUT/sub-*/[ses-*/]anat/ with the
     input's entities (sub-01_ses-1_run-1_Chimap.nii.gz, ...). A run whose outputs are complete
     is skipped; a failed run leaves <prefix>_error.log and the batch goes on. Exit code 1 if any
-    run failed.
+    run failed or a series could not be paired (an echo's magnitude or phase file missing).
 
     \b
     The BIDS Apps call form works too: qsmflow bids BIDS_DIR OUTPUT_DIR participant
@@ -156,6 +156,7 @@ def bids_cmd(bids_dir, output_dir, analysis_level, out, participant_label, sessi
     """
     from .. import io
     from ..workflows import batch
+    from ..workflows import bids as bids_discovery
 
     if analysis_level not in (None, "participant"):
         raise click.UsageError(f"analysis level {analysis_level!r}: qsmflow has only the 'participant' level "
@@ -171,8 +172,10 @@ def bids_cmd(bids_dir, output_dir, analysis_level, out, participant_label, sessi
     for what, why in skipped:
         log.warning("skipped %s: %s", what, why)
     if not runs:
+        unpaired = bids_discovery.broken_series(skipped)
         raise ValueError(f"no multi-echo GRE runs (part-mag and part-phase {'/'.join(batch.SUFFIXES)}) found in "
-                         f"{bids_dir}")
+                         f"{bids_dir}" + (f"; {len(unpaired)} series could not be paired ({unpaired[0][0]}: "
+                                          f"{unpaired[0][1]}): fix its files" if unpaired else ""))
     config = batch.BatchConfig(out_root=out, options=options, field_strength=field_strength, phase_scale=phase_scale,
                                b0_direction=_floats(b0_direction, "--b0-direction", 3),
                                slice_axis=processing["slice_axis"], force=force, command_line=sys.argv,
@@ -213,7 +216,11 @@ def bids_cmd(bids_dir, output_dir, analysis_level, out, participant_label, sessi
     counts = {k: sum(st.status == k for st in statuses) for k in ("done", "skipped", "failed")}
     click.echo(f"{counts['done']} done, {counts['skipped']} skipped as complete, {counts['failed']} failed, "
                f"{len(skipped)} series not run in {time.perf_counter() - t0:.1f} s; outputs in {out}")
-    if counts["failed"]:
+    broken = bids_discovery.broken_series(skipped)
+    if broken:
+        click.echo(f"{len(broken)} series could not be paired (an echo's file missing or misnamed): fix them and "
+                   "run qsmflow bids again (the runs done are kept)", err=True)
+    if counts["failed"] or broken:
         sys.exit(1)
 
 

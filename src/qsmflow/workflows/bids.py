@@ -149,4 +149,17 @@ def discover(bids_dir, participants=None, sessions=None) -> tuple[list[RunSpec],
     return runs, skipped
 
 
+# The reasons (words of :func:`discover`) for a series that has both parts but whose files do
+# not pair: an echo's file missing or misnamed, or two series under one name. Unlike a series
+# without phase (a magnitude-only scan, skipped as such), the dataset is broken there, and a
+# batch that ends with exit code 0 would hide a subject's missing maps.
+BROKEN_SERIES = (" magnitude but ", "without distinct echo-N entities", "same entities as the")
+
+
+def broken_series(skipped) -> list[tuple[str, str]]:
+    """The entries of ``skipped`` (from :func:`discover`) that are broken series, not scans
+    that are not QSM's (see ``BROKEN_SERIES``)."""
+    return [(what, why) for what, why in skipped if any(words in why for words in BROKEN_SERIES)]
+
+
 # ----------------------------------------------------------------------------- one run
