@@ -309,3 +309,14 @@ def test_dicom_given_as_nifti_points_to_the_dicom_commands(siemens_dicom, tmp_pa
         assert code == 1 and words in err and f"qsmflow run --dicom {dcm}" in err and "qsmflow dicom" in err
         assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_refusal_after_conversion_names_the_series_not_a_temporary_file(tmp_path, capsys):
+    """`run --dicom` converts into a temporary folder that is gone when the user reads the error:
+    a refusal of what it converted (the Siemens phantom's single slice, 2D) names the series and
+    the DICOM folder given instead."""
+    folder = shared_data("siemens_megre_slice")
+    code, _, err = run_cli(["run", "--dicom", str(folder), "-o", str(tmp_path / "out"), "-q"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"series 2 of {folder} has shape (54, 64, 1)" in err and "qsmflow-dicom-" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

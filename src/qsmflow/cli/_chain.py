@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -61,8 +62,14 @@ def run(mag, phase, dicom_dir, dicom_out, echo_times, field_strength, phase_scal
             hint = "; for R2*/T2* from the magnitude alone use qsmflow r2star" if mag else ""
             raise click.UsageError(f"Missing option '{'--mag' if not mag else '--phase'}' (or give --dicom FOLDER)"
                                    f"{hint}")
-        data = _run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path,
-                    prefix, force, processing, dicom_out=dicom_out)
+        try:
+            data = _run(mag, phase, echo_times, field_strength, phase_scale, b0_direction, phase_sign, out, mask_path,
+                        prefix, force, processing, dicom_out=dicom_out)
+        except ValueError as exc:  # a converted file's path means nothing to the user: name the series
+            if series is None or tmp not in str(exc):
+                raise
+            raise ValueError(re.sub(re.escape(tmp) + r"/\S+?\.nii\.gz", f"series {series} of {dicom_dir}",
+                                    str(exc))) from None
     if dicom_out:
         files = io.export_dicom(out, data.prefix, io.dicom_source(dicom_dir, series), 1000 * series, force=force)
         log.info("wrote %d DICOM files to %s", len(files), Path(out) / "dicom")
