@@ -71,6 +71,32 @@ def test_a_series_missing_an_echo_file_fails_the_batch(dataset, tmp_path, capsys
     assert code == 1 and words in err, err
 
 
+def test_a_complete_run_made_with_other_settings_is_not_passed_for_done(dataset, tmp_path):
+    """A rerun with other options (an inversion, a B0, --swi) found the old run complete and
+    skipped it, exit 0, the maps still the old options'. The completion mark records the
+    settings; a rerun with others fails that run, naming them and --force; the same settings
+    skip it; a mark from before the settings were recorded still counts as complete."""
+    import json as _json
+
+    from qsmflow.pipeline import Options
+
+    root = _copy(dataset, tmp_path)
+    runs, _ = batch.discover(root, participants=["01"], sessions=["1"])
+    spec = runs[0]
+    out = tmp_path / "out"
+    first = batch.BatchConfig(out_root=str(out), options=Options(inversion="tkd"))
+    mark = out / spec.subdir / f".{spec.prefix}_complete.json"
+    mark.parent.mkdir(parents=True)
+    mark.write_text(_json.dumps({"seconds": 1.0, "files": [], "settings": batch._settings(first)}))
+    assert [st.status for st in batch.run_batch([spec], first)] == ["skipped"]
+    again = batch.BatchConfig(out_root=str(out), options=Options(inversion="tv", swi=True), field_strength=7.0)
+    status = batch.run_batch([spec], again)[0]
+    assert status.status == "failed" and "made with other settings (field_strength, inversion, swi)" in status.message
+    assert "pass --force" in status.message
+    mark.write_text(_json.dumps({"seconds": 1.0, "files": []}))
+    assert batch.run_batch([spec], again)[0].status == "skipped"
+
+
 def test_discover_finds_every_run_and_says_what_it_skipped(dataset):
     runs, skipped = batch.discover(dataset)
     assert [r.prefix for r in runs] == [f"sub-{s}_ses-{t}" for s in SUBJECTS for t in SESSIONS]
@@ -172,9 +198,13 @@ def test_killed_batch_resumes_and_a_bad_run_fails_alone(dataset, tmp_path, capsy
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "qsmflow"
 
-    # a third run has nothing left to do but the broken run
-    code, stdout, err = run_cli(["bids", str(root), "--dry-run"], capsys)
+    # a third run has nothing left to do but the broken run; with other options than the runs
+    # were made with, each complete run would fail instead, naming them
+    code, stdout, err = run_cli(["bids", str(root), "--dry-run", "--inversion", "tkd", "--mask-method", "threshold"],
+                                capsys)
     assert code == 0 and stdout.count("would be skipped") == 5, err
+    code, stdout, err = run_cli(["bids", str(root), "--dry-run"], capsys)
+    assert code == 0 and stdout.count("complete with other settings (inversion, mask): would fail") == 5, err
 
 
 def _maps(out):

@@ -189,7 +189,11 @@ def bids_cmd(bids_dir, output_dir, analysis_level, out, participant_label, sessi
                                report=not processing["no_report"])
     if dry_run:
         for spec in runs:
-            state = "complete, would be skipped" if not force and batch.is_complete(out, spec) else "to process"
+            state = "to process"
+            if not force and batch.is_complete(out, spec):
+                diff = batch.changed_settings(out, spec, config)
+                state = (f"complete with other settings ({', '.join(diff)}): would fail, pass --force to redo it"
+                         if diff else "complete, would be skipped")
             click.echo(f"{spec.subdir}/{spec.prefix} ({spec.suffix}, {len(spec.magnitude)} magnitude file(s)): "
                        f"{state}")
         for what, why in skipped:

@@ -10,6 +10,7 @@ threads shared out) or, given a scheduler address, to an existing Dask cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -86,6 +87,38 @@ def _mark_path(out_root, spec: RunSpec) -> Path:
     return Path(out_root) / spec.subdir / f".{spec.prefix}_complete.json"
 
 
+def _settings(config: "BatchConfig") -> dict:
+    """What a run's maps depend on besides its files: the options and the overrides, as JSON
+    values (written into the completion mark, compared on a rerun)."""
+    chosen = {"options": dataclasses.asdict(config.options), "field_strength": config.field_strength,
+              "phase_scale": config.phase_scale, "b0_direction": config.b0_direction,
+              "slice_axis": config.slice_axis, "report": config.report}
+    return json.loads(json.dumps(chosen, default=str, sort_keys=True))
+
+
+def changed_settings(out_root, spec: RunSpec, config: "BatchConfig") -> list[str]:
+    """The settings (option names) a complete run's mark records other than ``config``'s: a
+    rerun with other options must not pass for done (empty for marks written before the
+    settings were recorded)."""
+    try:
+        recorded = json.loads(_mark_path(out_root, spec).read_text(encoding="utf-8"))["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    now = _settings(config)
+    diff = [k for k in now if k != "options" and recorded.get(k) != now[k]]
+    old, new = recorded.get("options", {}), now["options"]
+    return diff + [k for k in new if old.get(k) != new[k]]
+
+
+def _skip_or_refuse(config: "BatchConfig", spec: RunSpec) -> RunStatus:
+    """The status of a complete run: skipped, or failed when it was made with other settings."""
+    diff = changed_settings(config.out_root, spec, config)
+    if diff:
+        return RunStatus(spec.prefix, "failed", 0.0, f"complete, but made with other settings ({', '.join(diff)}); "
+                                                     "pass --force to make its maps again with these")
+    return RunStatus(spec.prefix, "skipped", 0.0, "complete")
+
+
 def is_complete(out_root, spec: RunSpec) -> bool:
     """True when the run's completion mark exists and every file it lists is there."""
     mark = _mark_path(out_root, spec)
@@ -139,7 +172,7 @@ def process_run(spec: RunSpec, config: BatchConfig) -> RunStatus:
     allocator.keep_freed_memory()
     out_dir = Path(config.out_root) / spec.subdir
     if not config.force and is_complete(config.out_root, spec):
-        return RunStatus(spec.prefix, "skipped", 0.0, "complete")
+        return _skip_or_refuse(config, spec)
     if config.threads:
         for name in _THREAD_ENVS:
             os.environ[name] = str(config.threads)
@@ -156,7 +189,8 @@ def process_run(spec: RunSpec, config: BatchConfig) -> RunStatus:
         seconds = time.perf_counter() - t0
         err_log.unlink(missing_ok=True)
         _atomic_text(_mark_path(config.out_root, spec), io.strict_json(
-            {"qsmflow_version": __version__, "seconds": round(seconds, 2), "files": sorted(p.name for p in written)}))
+            {"qsmflow_version": __version__, "seconds": round(seconds, 2), "files": sorted(p.name for p in written),
+             "settings": _settings(config)}))
         return RunStatus(spec.prefix, "done", seconds)
     except Exception as exc:  # one bad run must not stop the batch
         seconds = time.perf_counter() - t0
@@ -247,7 +281,7 @@ def run_batch(specs: list[RunSpec], config: BatchConfig, *, jobs: int = 1, sched
     todo = []
     for spec in specs:
         if not config.force and is_complete(config.out_root, spec):
-            finished(RunStatus(spec.prefix, "skipped", 0.0, "complete"))
+            finished(_skip_or_refuse(config, spec))
         else:
             todo.append(spec)
     if todo and scheduler:
