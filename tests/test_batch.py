@@ -97,6 +97,23 @@ def test_a_complete_run_made_with_other_settings_is_not_passed_for_done(dataset,
     assert batch.run_batch([spec], again)[0].status == "skipped"
 
 
+def test_a_run_without_a_session_beside_sessions_is_found(dataset, tmp_path):
+    """sub-01/anat/ next to sub-01/ses-*/anat/ (one scan converted without a session, others
+    with): its run was left out of the batch without a word; it is found, and left out only
+    when sessions are asked for."""
+    root = _copy(dataset, tmp_path)
+    src = root / "sub-01" / "ses-1" / "anat"
+    plain = root / "sub-01" / "anat"
+    plain.mkdir()
+    for f in src.glob("sub-01_ses-1_echo-*"):
+        shutil.copy(f, plain / f.name.replace("sub-01_ses-1_", "sub-01_"))
+    runs, _ = batch.discover(root, participants=["01"])
+    assert sorted(r.prefix for r in runs) == ["sub-01", "sub-01_ses-1", "sub-01_ses-2"]
+    assert [r.subdir for r in runs if r.prefix == "sub-01"] == ["sub-01/anat"]
+    runs, _ = batch.discover(root, participants=["01"], sessions=["1"])
+    assert [r.prefix for r in runs] == ["sub-01_ses-1"]
+
+
 def test_discover_finds_every_run_and_says_what_it_skipped(dataset):
     runs, skipped = batch.discover(dataset)
     assert [r.prefix for r in runs] == [f"sub-{s}_ses-{t}" for s in SUBJECTS for t in SESSIONS]

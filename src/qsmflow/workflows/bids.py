@@ -97,7 +97,9 @@ def discover(bids_dir, participants=None, sessions=None) -> tuple[list[RunSpec],
         ses_dirs = sorted(p for p in sub.glob("ses-*") if p.is_dir())
         if want_ses:
             ses_dirs = [p for p in ses_dirs if p.name[4:] in want_ses]
-        for anat in [d / "anat" for d in (ses_dirs or ([] if want_ses else [sub]))]:
+        # the subject's own anat/ too when it also has sessions (a scan converted without a
+        # session beside later ones): it was left out without a word; not with --session-label
+        for anat in [d / "anat" for d in ses_dirs + ([] if want_ses else [sub])]:
             for path in sorted(anat.glob("*.nii*")):
                 parsed = _split_name(path)
                 if parsed is None or not re.search(r"\.nii(\.gz)?$", path.name):
