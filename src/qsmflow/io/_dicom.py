@@ -149,8 +149,8 @@ def _images(conv: Path) -> tuple[list[_Image], list[SeriesOutcome]]:
     images, skipped = [], []
     # a series with one incomplete volume is dropped whole: its other volumes would make an
     # acquisition short of that echo or part, processed without a word
-    incomplete = {int(json.loads(js.read_text()).get("SeriesNumber", 0)) for js in conv.glob("*.json")
-                  if json.loads(js.read_text()).get(INCOMPLETE_KEY)}
+    sidecars = [json.loads(js.read_text()) for js in conv.glob("*.json")]
+    incomplete = {int(sc.get("SeriesNumber", 0)) for sc in sidecars if sc.get(INCOMPLETE_KEY)}
     for js in sorted(conv.glob("*.json")):
         nii = next((n for n in (js.with_suffix(".nii.gz"), js.with_suffix(".nii")) if n.exists()), None)
         if nii is None:
